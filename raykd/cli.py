@@ -1,0 +1,135 @@
+"""The ``raykd`` command line: ``run`` is the one entrypoint for every way in.
+
+``raykd run SPEC`` runs locally (starting a local Ray) or, with RAY_ADDRESS set, on a
+cluster; ``ray job submit -- raykd run spec.yaml`` and a KubeRay RayJob call exactly it.
+Bad input ends with one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
+bench_app = typer.Typer(no_args_is_help=True, help="Speed and quality benchmarks.")
+app.add_typer(bench_app, name="bench")
+
+EXIT_USER_ERROR = 2
+
+
+def guarded(fn: Callable[[], Any]) -> Any:
+    """Run ``fn``; user errors become one line on stderr and exit code 2."""
+    from raykd.errors import user_message
+
+    try:
+        return fn()
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - classified below
+        message = user_message(exc)
+        if message is None or os.environ.get("RAYKD_DEBUG"):
+            traceback.print_exc()
+            if message is None:
+                raise typer.Exit(1) from None
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(EXIT_USER_ERROR) from None
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b=value`` overrides (value parsed as YAML) to a spec mapping."""
+    from raykd.spec import SpecError
+
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise SpecError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=2")
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            elif isinstance(node, dict):
+                node = node.setdefault(part, {})
+            else:
+                raise SpecError(f"--set {item!r}: {part!r} is not a mapping or list index in the spec")
+        last = parts[-1]
+        value = yaml.safe_load(raw)
+        if isinstance(node, list) and last.isdigit() and int(last) < len(node):
+            node[int(last)] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise SpecError(f"--set {item!r}: cannot set {last!r} there")
+    return data
+
+
+def read_spec(source: str, overrides: list[str]) -> Any:
+    """Load a spec file (or bundled example name), apply overrides, validate."""
+    from raykd.spec import SpecError, example_path, parse_spec
+
+    path = Path(source)
+    if not path.exists():
+        path = example_path(source)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise SpecError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: a spec is a YAML mapping, got {type(data).__name__}")
+    return parse_spec(apply_overrides(data, overrides))
+
+
+SpecArg = Annotated[str, typer.Argument(help="A spec file (YAML) or a bundled example name, e.g. mnist-wkd.")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a spec field: KEY=VALUE.")]
+
+
+@app.command()
+def run(spec: SpecArg, set_: SetOpt = None,
+        job_dir: Annotated[Path | None, typer.Option(help="Output directory of this job.")] = None,
+        json_out: Annotated[bool, typer.Option("--json", help="Print result.json at the end.")] = False) -> None:
+    """Run a distillation job (local Ray, or the cluster in RAY_ADDRESS)."""
+    from raykd.report import print_result
+
+    def go() -> None:
+        from raykd.runner import run_job
+
+        job = read_spec(spec, set_ or [])
+        result = run_job(job, job_dir=job_dir, log=lambda line: typer.echo(f"raykd: {line}"))
+        print_result(result)
+        if json_out:
+            typer.echo(json.dumps(result, indent=2))
+
+    guarded(go)
+
+
+@app.command()
+def validate(spec: SpecArg, set_: SetOpt = None) -> None:
+    """Check a spec without running it; print the normalized spec."""
+    guarded(lambda: typer.echo(read_spec(spec, set_ or []).model_dump_json(indent=2)))
+
+
+@app.command()
+def examples() -> None:
+    """List the bundled example specs."""
+    from raykd.spec import example_names, example_path
+
+    for name in example_names():
+        first = example_path(name).read_text().splitlines()[0].lstrip("# ")
+        typer.echo(f"{name:24s} {first}")
+
+
+def main() -> None:
+    """Console entry point."""
+    app(prog_name="raykd")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

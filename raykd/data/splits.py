@@ -1,0 +1,384 @@
+"""Data types and the pure functions that turn raw arrays into a :class:`Dataset`.
+
+Nothing here reads files or imports heavy libraries: the loaders in
+:mod:`raykd.data.builtin` and :mod:`raykd.data.files` produce a :class:`RawData`,
+and :func:`build_dataset` validates it, splits it by seed and standardizes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from numbers import Integral, Real
+from typing import NamedTuple
+
+import numpy as np
+
+MAX_FRACTION = 0.9
+"""Largest accepted ``val_fraction`` or ``test_fraction``."""
+
+MAX_NUM_CLASSES = 10_000
+"""Largest accepted ``max(label) + 1``; guards against id-like labels."""
+
+FINGERPRINT_CHARS = 16
+"""Number of hex characters of the sha256 digest kept as a split's fingerprint."""
+
+
+class DataError(ValueError):
+    """Bad data input; the one-line message names the field, the value and the fix."""
+
+
+def fingerprint(x: np.ndarray, y: np.ndarray) -> str:
+    """Content fingerprint of a split.
+
+    Args:
+        x: Features, any shape and dtype.
+        y: Labels, any shape and dtype.
+
+    Returns:
+        The first :data:`FINGERPRINT_CHARS` hex characters of sha256 over the shapes and
+        dtypes of ``x`` and ``y`` followed by their C-order bytes.
+    """
+    digest = hashlib.sha256()
+    header = f"x:{x.dtype.str}:{x.shape};y:{y.dtype.str}:{y.shape};"
+    digest.update(header.encode("ascii"))
+    digest.update(np.ascontiguousarray(x).data)
+    digest.update(np.ascontiguousarray(y).data)
+    return digest.hexdigest()[:FINGERPRINT_CHARS]
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    """One split of a dataset: features, labels and their content fingerprint.
+
+    Equality and hashing are by identity (arrays have no single truth value); compare
+    fingerprints to compare contents. Treat the arrays as read-only.
+
+    Attributes:
+        x: ``float32``, C-contiguous; ``(N, C, H, W)`` for images, ``(N, D)`` for tables.
+        y: ``int64`` labels of shape ``(N,)``, values in ``0..C-1``.
+        fingerprint: :func:`fingerprint` of ``x`` and ``y``.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    fingerprint: str
+
+    def __post_init__(self) -> None:
+        if self.x.dtype != np.float32 or not self.x.flags.c_contiguous:
+            raise DataError(f"Split.x must be C-contiguous float32; got {self.x.dtype}")
+        if self.y.dtype != np.int64 or self.y.ndim != 1:
+            raise DataError(f"Split.y must be 1-D int64; got {self.y.dtype} {self.y.shape}")
+        if self.x.shape[0] != self.y.shape[0]:
+            raise DataError(
+                f"Split.x has {self.x.shape[0]} rows but Split.y has {self.y.shape[0]}"
+            )
+
+    @classmethod
+    def from_arrays(cls, x: np.ndarray, y: np.ndarray) -> Split:
+        """Build a split, converting dtypes and computing the fingerprint.
+
+        Args:
+            x: Features; converted to C-contiguous ``float32``.
+            y: Labels; converted to ``int64``.
+
+        Returns:
+            The split.
+        """
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        y = np.ascontiguousarray(y, dtype=np.int64)
+        return cls(x=x, y=y, fingerprint=fingerprint(x, y))
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset split into train, validation and test.
+
+    Attributes:
+        name: Built-in name (``"mnist"``) or the stem of the user file.
+        train: Training split (standardization statistics come from it).
+        val: Validation split.
+        test: Test split.
+        num_classes: ``max(y) + 1`` over all examples (``train_limit`` does not
+            change it).
+        input_shape: Per-example shape, e.g. ``(1, 28, 28)`` or ``(D,)``.
+        is_image: Whether examples are ``(C, H, W)`` images.
+    """
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    input_shape: tuple[int, ...]
+    is_image: bool
+
+
+class Preprocessing(NamedTuple):
+    """How raw features become model inputs: ``((x / divisor) - mean) / std``.
+
+    Attributes:
+        divisor: Raw values are divided by this first (255 for 8-bit pixels).
+        mean: Fixed mean, or None to use the training split's mean (per channel for
+            images, per column for tables).
+        std: Fixed standard deviation, or None to use the training split's.
+    """
+
+    divisor: float = 1.0
+    mean: float | None = None
+    std: float | None = None
+
+
+class RawData(NamedTuple):
+    """What a loader returns: arrays before splitting and standardization.
+
+    Attributes:
+        x: Features, ``(N, D)``, ``(N, H, W)`` or ``(N, C, H, W)``, any numeric dtype.
+        y: Labels ``(N,)``.
+        x_test: Official test features, or None to carve a test split from ``x``.
+        y_test: Official test labels, or None.
+        where: How messages name the source, e.g. ``"'data.csv'"``.
+        label_name: How messages name the labels, e.g. ``"column 'label'"``.
+        preprocessing: Scaling and standardization to apply.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    x_test: np.ndarray | None
+    y_test: np.ndarray | None
+    where: str
+    label_name: str = "labels"
+    preprocessing: Preprocessing = Preprocessing()
+
+
+def check_fraction(name: str, value: object) -> float:
+    """Check that a split fraction is a number in ``[0, MAX_FRACTION]``."""
+    ok = isinstance(value, Real) and not isinstance(value, bool)
+    if not ok or not 0.0 <= float(value) <= MAX_FRACTION:  # type: ignore[arg-type]
+        raise DataError(
+            f"{name}={value!r} is out of range; expected a number in [0, {MAX_FRACTION}]"
+        )
+    return float(value)  # type: ignore[arg-type]
+
+
+def check_seed(seed: object) -> int:
+    """Check that a seed is a non-negative integer."""
+    if not isinstance(seed, Integral) or isinstance(seed, bool) or int(seed) < 0:
+        raise DataError(f"seed={seed!r} is invalid; expected an integer >= 0")
+    return int(seed)
+
+
+def check_train_limit(train_limit: object) -> int | None:
+    """Check that a training-set limit is None or a positive integer."""
+    if train_limit is None:
+        return None
+    ok = isinstance(train_limit, Integral) and not isinstance(train_limit, bool)
+    if not ok or int(train_limit) < 1:  # type: ignore[call-overload]
+        raise DataError(
+            f"train_limit={train_limit!r} is invalid; "
+            "expected None (all) or an integer >= 1"
+        )
+    return int(train_limit)  # type: ignore[call-overload]
+
+
+def check_features(x: np.ndarray, where: str, name: str = "features") -> np.ndarray:
+    """Check feature dtype, rank and finiteness; add a channel axis to ``(N, H, W)``.
+
+    Returns:
+        ``x`` as ``(N, D)`` or ``(N, C, H, W)``.
+    """
+    if x.dtype.kind not in "biuf":
+        raise DataError(f"{name} in {where} have dtype {x.dtype}; expected numbers")
+    if x.ndim not in (2, 3, 4):
+        raise DataError(
+            f"{name} in {where} have shape {x.shape}; expected (N, D), (N, H, W) "
+            "or (N, C, H, W)"
+        )
+    if x.dtype.kind == "f":
+        bad = int(x.size - np.count_nonzero(np.isfinite(x)))
+        if bad:
+            raise DataError(
+                f"{name} in {where} contain {bad} non-finite values (NaN or inf); "
+                "features must be finite"
+            )
+    return x[:, None] if x.ndim == 3 else x
+
+
+def check_labels(y: np.ndarray, where: str, name: str = "labels") -> np.ndarray:
+    """Check that labels are non-negative integers ``0..C-1``.
+
+    Integral floats (``1.0``) and booleans are accepted.
+
+    Returns:
+        The labels as ``int64``.
+    """
+    if y.ndim != 1:
+        raise DataError(f"{name} in {where} have shape {y.shape}; expected (N,)")
+    if y.dtype.kind == "f":
+        bad = ~np.isfinite(y) | (y != np.floor(y))
+        if bad.any():
+            raise DataError(
+                f"{name} in {where} must be integers 0..C-1; found {int(bad.sum())} "
+                f"non-integer values, e.g. {y[bad][0]!r}"
+            )
+    elif y.dtype.kind not in "biu":
+        example = f", e.g. {y[0]!r}" if len(y) else ""
+        raise DataError(
+            f"{name} in {where} must be integers 0..C-1; got dtype {y.dtype}{example}"
+        )
+    labels = y.astype(np.int64)
+    negative = int((labels < 0).sum())
+    if negative:
+        raise DataError(
+            f"{name} in {where} must be integers 0..C-1; found {negative} negative "
+            f"labels (min {int(labels.min())})"
+        )
+    return labels
+
+
+def _count_split(n: int, fraction: float, name: str, where: str) -> int:
+    """Number of examples for a carved split; a positive fraction must give >= 1."""
+    count = int(round(fraction * n))
+    if fraction > 0 and count == 0:
+        raise DataError(
+            f"{name}={fraction} of {n} examples in {where} gives an empty split; "
+            f"raise {name} or use more data"
+        )
+    return count
+
+
+def split_indices(
+    n: int, *, carve_test: bool, val_fraction: float, test_fraction: float, seed: int,
+    where: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Shuffle ``range(n)`` by seed and cut it into test, validation and train.
+
+    Fractions are of ``n``. The test cut comes first, so it does not depend on
+    ``val_fraction``; the training indices keep their shuffled order.
+
+    Returns:
+        ``(train, val, test)`` index arrays; ``test`` is None unless ``carve_test``.
+    """
+    order = np.random.default_rng(seed).permutation(n)
+    n_test = _count_split(n, test_fraction, "test_fraction", where) if carve_test else 0
+    n_val = _count_split(n, val_fraction, "val_fraction", where)
+    if n_test + n_val >= n:
+        raise DataError(
+            f"the train split is empty: {where} has {n} examples and val_fraction="
+            f"{val_fraction}" + (f", test_fraction={test_fraction}" if carve_test else "")
+            + " leave none; lower the fractions or use more data"
+        )
+    test = order[:n_test] if carve_test else None
+    return order[n_test + n_val :], order[n_test : n_test + n_val], test
+
+
+def _standardize(
+    parts: list[np.ndarray], prep: Preprocessing, is_image: bool
+) -> list[np.ndarray]:
+    """Apply ``prep`` to every part; statistics, if not fixed, come from ``parts[0]``."""
+    floats = [np.array(part, dtype=np.float32, order="C") for part in parts]
+    if prep.divisor != 1:
+        for part in floats:
+            part /= np.float32(prep.divisor)
+    axes = (0, 2, 3) if is_image else (0,)
+    if prep.mean is None:
+        mean = floats[0].mean(axis=axes, dtype=np.float64, keepdims=True)
+    else:
+        mean = np.asarray(prep.mean, dtype=np.float64)
+    if prep.std is None:
+        std = floats[0].std(axis=axes, dtype=np.float64, keepdims=True)
+        std = np.where(std > 1e-12, std, 1.0)
+    else:
+        std = np.asarray(prep.std, dtype=np.float64)
+    for part in floats:
+        part -= mean.astype(np.float32)
+        part /= std.astype(np.float32)
+    return floats
+
+
+def _num_classes(labels: list[np.ndarray], where: str) -> int:
+    """``max + 1`` over all labels, after checking for at least two distinct classes."""
+    distinct = np.unique(np.concatenate(labels))
+    if len(distinct) < 2:
+        raise DataError(
+            f"labels in {where} have {len(distinct)} distinct value(s) "
+            f"{distinct.tolist()}; need at least 2 classes"
+        )
+    num_classes = int(distinct[-1]) + 1
+    if num_classes > MAX_NUM_CLASSES:
+        raise DataError(
+            f"labels in {where} go up to {num_classes - 1}; labels must be 0..C-1 "
+            f"with C <= {MAX_NUM_CLASSES}"
+        )
+    return num_classes
+
+
+def build_dataset(
+    name: str, raw: RawData, *, val_fraction: float, test_fraction: float, seed: int,
+    train_limit: int | None,
+) -> Dataset:
+    """Validate raw arrays, split them by seed, standardize them and wrap them.
+
+    Args:
+        name: Dataset name.
+        raw: Loader output.
+        val_fraction: Fraction of the training pool held out for validation.
+        test_fraction: Fraction held out for test when ``raw`` has no test set.
+        seed: Seed of the shuffle that decides the splits.
+        train_limit: Keep only the first N shuffled training examples; None keeps all.
+
+    Returns:
+        The dataset.
+    """
+    x, y, x_test, y_test = _checked_arrays(raw)
+    train_idx, val_idx, test_idx = split_indices(
+        len(y), carve_test=x_test is None, val_fraction=val_fraction,
+        test_fraction=test_fraction, seed=seed, where=raw.where,
+    )
+    if train_limit is not None:
+        train_idx = train_idx[:train_limit]
+    if test_idx is not None:
+        x_test, y_test = x[test_idx], y[test_idx]
+    assert x_test is not None and y_test is not None
+    labels = [y[train_idx], y[val_idx], y_test]
+    num_classes = _num_classes([y, y_test], raw.where)
+    is_image = x.ndim == 4
+    features = _standardize([x[train_idx], x[val_idx], x_test], raw.preprocessing, is_image)
+    train, val, test = (Split.from_arrays(f, lab) for f, lab in zip(features, labels))
+    return Dataset(
+        name=name, train=train, val=val, test=test, num_classes=num_classes,
+        input_shape=tuple(int(d) for d in x.shape[1:]), is_image=is_image,
+    )
+
+
+def _checked_arrays(
+    raw: RawData,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Validate the loader's arrays and their agreement; return them normalized."""
+    x = check_features(np.asarray(raw.x), raw.where)
+    y = check_labels(np.asarray(raw.y), raw.where, raw.label_name)
+    if len(x) != len(y):
+        raise DataError(f"{raw.where} has {len(x)} feature rows but {len(y)} labels")
+    if len(y) == 0:
+        raise DataError(f"{raw.where} has no examples")
+    if (raw.x_test is None) != (raw.y_test is None):
+        raise DataError(f"{raw.where} must give both x_test and y_test, or neither")
+    if raw.x_test is None or raw.y_test is None:
+        return x, y, None, None
+    x_test = check_features(np.asarray(raw.x_test), raw.where, "test features")
+    y_test = check_labels(np.asarray(raw.y_test), raw.where, "test labels")
+    if len(y_test) == 0:
+        raise DataError(f"the test set in {raw.where} is empty; give at least one example")
+    if len(x_test) != len(y_test):
+        raise DataError(
+            f"{raw.where} has {len(x_test)} test feature rows but {len(y_test)} test labels"
+        )
+    if x_test.shape[1:] != x.shape[1:]:
+        raise DataError(
+            f"test features in {raw.where} have per-example shape {x_test.shape[1:]}; "
+            f"expected {x.shape[1:]} like the training features"
+        )
+    return x, y, x_test, y_test

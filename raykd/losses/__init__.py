@@ -1,0 +1,104 @@
+"""Distillation losses as pure functions of tensors (imports torch only).
+
+- :func:`combine_teachers`: the ensemble average of M teachers' logits.
+- :func:`wkd_weights`, :func:`wkd_combine`: Weighted KD (ROaD, arXiv:2103.08809).
+- :func:`kd_loss`: Hinton et al. 2015, ``alpha * T^2 * KL + (1 - alpha) * CE``.
+- :func:`annealing_targets`, :func:`annealing_loss`: teacher annealing (Clark et al. 2019).
+- :func:`distillation_loss`: the one dispatch over :data:`METHODS` the trainer calls.
+
+Shapes: per-teacher logits (M, B, C) or (M, B, H, C); student and combined logits
+(B, C) or (B, H, C); labels (B,) or (B, H); optional bool mask (B, C) or (B, H, C),
+True = valid position. See ``METHOD.md`` for the math.
+"""
+
+from torch import Tensor
+
+from raykd.losses.annealing import annealing_loss, annealing_targets
+from raykd.losses.ensemble import combine_teachers, wkd_combine, wkd_weights
+from raykd.losses.kd import check_finite_logits, kd_loss, supervised_loss
+
+METHODS: tuple[str, ...] = ("none", "kd", "wkd", "annealing")
+"""The distillation methods :func:`distillation_loss` accepts."""
+
+__all__ = [
+    "METHODS",
+    "annealing_loss",
+    "annealing_targets",
+    "check_finite_logits",
+    "combine_teachers",
+    "distillation_loss",
+    "kd_loss",
+    "wkd_combine",
+    "wkd_weights",
+]
+
+
+def distillation_loss(
+    method: str,
+    student_logits: Tensor,
+    teacher_logits_per_teacher: Tensor | None,
+    labels: Tensor,
+    *,
+    temperature: float = 1.0,
+    alpha: float = 0.5,
+    incorrect_weight: float = 1.0,
+    progress: float = 0.0,
+    mask: Tensor | None = None,
+) -> Tensor:
+    """The batch loss of one distillation method, averaged over the batch (and heads).
+
+    ============  ==============================================================
+    method        loss
+    ============  ==============================================================
+    "none"        ``CE(softmax(s), y)``; the teachers are not used (may be None)
+    "kd"          :func:`kd_loss` on ``combine_teachers(z)`` (plain average)
+    "wkd"         :func:`kd_loss` on ``wkd_combine(z, y, W)`` (ROaD Algorithm 2)
+    "annealing"   :func:`annealing_loss` on ``combine_teachers(z)`` with lam = progress
+    ============  ==============================================================
+
+    Args:
+        method: One of :data:`METHODS`.
+        student_logits: (B, C) or (B, H, C).
+        teacher_logits_per_teacher: Each teacher's logits, not combined: (M, B, C) or
+            (M, B, H, C). May be None for "none".
+        labels: (B,) or (B, H) gold class indices.
+        temperature: T > 0 ("kd", "wkd", "annealing").
+        alpha: Weight of the teacher term in [0, 1] ("kd", "wkd").
+        incorrect_weight: W in (0, 1] ("wkd").
+        progress: lam in [0, 1], ``step / total_steps`` ("annealing").
+        mask: Optional bool (B, C) / (B, H, C), True = valid position.
+
+    Returns:
+        The scalar mean loss, float32 (float64 for float64 inputs).
+
+    Raises:
+        ValueError: on an unknown method, missing teacher logits, or any bad input the
+            called loss rejects.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "none":
+        return supervised_loss(student_logits, labels, mask=mask)
+    if teacher_logits_per_teacher is None:
+        raise ValueError(
+            f"method {method!r} needs teacher_logits_per_teacher of shape (M, B, C) or "
+            "(M, B, H, C), got None"
+        )
+    if method == "wkd":
+        teacher = wkd_combine(
+            teacher_logits_per_teacher, labels, incorrect_weight=incorrect_weight, mask=mask
+        )
+    else:
+        teacher = combine_teachers(teacher_logits_per_teacher)
+    if method == "annealing":
+        return annealing_loss(
+            student_logits,
+            teacher,
+            labels,
+            progress=progress,
+            temperature=temperature,
+            mask=mask,
+        )
+    return kd_loss(
+        student_logits, teacher, labels, temperature=temperature, alpha=alpha, mask=mask
+    )

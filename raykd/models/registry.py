@@ -1,0 +1,73 @@
+"""An explicit registry of student/teacher architectures.
+
+Every builder takes ``(config, input_shape, num_classes)``; ``config`` is a plain mapping
+(``ModelSpec.model_dump()``) so that this module does not depend on the spec.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from torch import nn
+
+
+class ModelError(ValueError):
+    """An architecture that cannot be built for the given data."""
+
+
+def _mlp(config: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """Flatten -> [Linear -> ReLU] x len(hidden) -> Dropout -> Linear(num_classes)."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = math.prod(input_shape)
+    for h in config.get("hidden", (256, 256)):
+        layers += [nn.Linear(width, h), nn.ReLU()]
+        width = h
+    layers += [nn.Dropout(config.get("dropout", 0.0)), nn.Linear(width, num_classes)]
+    return nn.Sequential(*layers)
+
+
+def _cnn(config: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """Two conv blocks (w, 2w channels, 3x3, ReLU, 2x2 max-pool), global average, linear."""
+    if len(input_shape) != 3:
+        raise ModelError(
+            f"model 'cnn' needs image input (channels, height, width), got per-example shape "
+            f"{input_shape}; use 'mlp' for tabular data"
+        )
+    w = int(config.get("width", 16))
+    return nn.Sequential(
+        nn.Conv2d(input_shape[0], w, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(w, 2 * w, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Dropout(config.get("dropout", 0.0)),
+        nn.Linear(2 * w * 4, num_classes),
+    )
+
+
+def _linear(config: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """Multinomial logistic regression: Flatten -> Linear(num_classes)."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), num_classes))
+
+
+Builder = Callable[[Mapping[str, Any], tuple[int, ...], int], nn.Module]
+
+MODELS: dict[str, Builder] = {"mlp": _mlp, "cnn": _cnn, "linear": _linear}
+
+
+def build_model(config: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """Build ``config["name"]`` for examples of ``input_shape`` and ``num_classes`` classes."""
+    name = config.get("name")
+    if name not in MODELS:
+        raise ModelError(f"unknown model {name!r}; accepted: {sorted(MODELS)}")
+    declared = config.get("num_classes")
+    if declared is not None and declared != num_classes:
+        raise ModelError(
+            f"model {name!r} declares num_classes={declared} but the data has {num_classes} classes"
+        )
+    return MODELS[name](config, tuple(input_shape), num_classes)

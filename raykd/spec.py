@@ -1,0 +1,243 @@
+"""The JobSpec: one pydantic model that describes a distillation job.
+
+The CLI (`raykd run spec.yaml`), `ray job submit -- raykd run ...` and the sweep driver
+all parse this model, so a spec is checked the same way at every edge. Every field has a
+description and a range; unknown keys are rejected (`extra="forbid"`).
+
+Example (YAML)::
+
+    name: mnist-wkd
+    data: {dataset: mnist}
+    teachers:
+      - {model: {name: cnn, width: 16}, seed: 1}
+      - {model: {name: cnn, width: 16}, seed: 2}
+    student: {model: {name: mlp, hidden: [256]}}
+    methods:
+      - {method: kd, temperature: 4.0, alpha: 0.9}
+      - {method: wkd, incorrect_weight: 0.75}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from raykd.models import MODELS
+
+MethodName = Literal["none", "kd", "wkd", "annealing"]
+
+
+class SpecError(ValueError):
+    """A spec that cannot be read or does not validate; the message is one line per problem."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Strict):
+    """An architecture from the registry and its size."""
+
+    name: str = Field(description=f"Architecture, one of {sorted(MODELS)}.")
+    hidden: tuple[Annotated[int, Field(ge=1, le=65536)], ...] = Field(
+        default=(256, 256), max_length=16, description="MLP hidden layer widths."
+    )
+    width: int = Field(
+        default=16, ge=1, le=1024, description="CNN channels in the first conv layer (x2 in the second)."
+    )
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout before the last layer.")
+    num_classes: int | None = Field(
+        default=None, ge=2, le=1_000_000,
+        description="Expected number of classes; checked against the data and the other models.",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in MODELS:
+            raise ValueError(f"unknown model {value!r}; accepted: {sorted(MODELS)}")
+        return value
+
+
+class TrainSpec(_Strict):
+    """Optimisation settings for one model (a teacher trained by raykd, or a student)."""
+
+    epochs: int = Field(default=3, ge=1, le=1000, description="Passes over the training split.")
+    batch_size: int = Field(default=128, ge=1, le=65536, description="Global batch size.")
+    lr: float = Field(default=1e-3, gt=0.0, le=10.0, description="Adam learning rate.")
+    weight_decay: float = Field(default=0.0, ge=0.0, le=1.0, description="AdamW weight decay.")
+    seed: int = Field(default=0, ge=0, description="Seed of initialisation and shuffling.")
+
+
+class TeacherSpec(_Strict):
+    """One teacher: an architecture and either a checkpoint or a seed to train it with."""
+
+    model: ModelSpec
+    checkpoint: str | None = Field(
+        default=None, description="Path to a .safetensors checkpoint; None = trained by raykd."
+    )
+    seed: int = Field(default=0, ge=0, description="Seed when raykd trains this teacher.")
+
+
+class MethodSpec(_Strict):
+    """How one student learns: the method and its hyperparameters (T, alpha, W)."""
+
+    method: MethodName = Field(description="none (labels only), kd, wkd or annealing.")
+    temperature: float = Field(default=4.0, gt=0.0, le=100.0, description="Softmax temperature T.")
+    alpha: float = Field(
+        default=0.9, ge=0.0, le=1.0, description="Weight of the teacher term; 1 - alpha on the labels."
+    )
+    incorrect_weight: float = Field(
+        default=0.75, gt=0.0, le=1.0, description="WKD's W: scale of a wrong teacher's logits."
+    )
+    generations: int = Field(
+        default=1, ge=1, le=10,
+        description="Born-again generations: generation k is taught by generation k-1.",
+    )
+    label: str | None = Field(default=None, max_length=64, description="Row name in the results.")
+
+    @property
+    def display(self) -> str:
+        """The row name: the label, or the method with its W and generations."""
+        if self.label:
+            return self.label
+        name = self.method
+        if self.method == "wkd":
+            name += f" W={self.incorrect_weight:g}"
+        if self.generations > 1:
+            name += f" x{self.generations} gen"
+        return name
+
+
+class DataSpec(_Strict):
+    """Where the examples come from and how they are split."""
+
+    dataset: str = Field(
+        default="mnist",
+        description="A built-in dataset (mnist, digits) or a path to .npz, .parquet or .csv.",
+    )
+    label_column: str = Field(default="label", description="Label column of a Parquet/CSV file.")
+    val_fraction: float = Field(default=0.1, ge=0.0, le=0.9, description="Held-out validation share.")
+    test_fraction: float = Field(
+        default=0.2, ge=0.0, le=0.9, description="Test share for data without its own test set."
+    )
+    seed: int = Field(default=0, ge=0, description="Seed of the train/validation/test split.")
+    train_limit: int | None = Field(
+        default=None, ge=1, description="Use only the first N training examples (fast runs)."
+    )
+    augment: bool = Field(
+        default=False,
+        description="Random shifts and noise on training images; teachers then serve logits online.",
+    )
+
+
+class ScalingSpec(_Strict):
+    """How many student workers and which devices."""
+
+    num_workers: int = Field(default=1, ge=1, le=1024, description="Ray Train student workers (DDP).")
+    use_gpu: bool | Literal["auto"] = Field(
+        default="auto", description="Students and teachers on GPUs; auto = when the cluster has any."
+    )
+    teacher_gpu_fraction: float = Field(
+        default=1.0, gt=0.0, le=1.0,
+        description="GPU share per teacher actor; 1 pins each teacher to its own GPU.",
+    )
+    cpus_per_worker: float = Field(default=1.0, gt=0.0, le=256.0, description="CPUs per student worker.")
+
+
+class CacheSpec(_Strict):
+    """The per-teacher logit cache."""
+
+    enabled: bool = Field(default=True, description="Reuse teacher logits across epochs, runs and jobs.")
+    dir: str | None = Field(
+        default=None, description="Cache directory; default <storage>/cache (shared by all jobs)."
+    )
+    dtype: Literal["float32", "float16"] = Field(default="float32", description="Storage dtype.")
+
+
+class JobSpec(_Strict):
+    """A distillation job: data, teachers, a student architecture and the methods to train it by."""
+
+    name: str = Field(
+        default="raykd-job", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Job name (letters, digits, . _ -).",
+    )
+    data: DataSpec = Field(default_factory=DataSpec)
+    teachers: list[TeacherSpec] = Field(min_length=1, max_length=64, description="The ensemble.")
+    teacher_train: TrainSpec = Field(
+        default_factory=TrainSpec, description="Training of the teachers that have no checkpoint."
+    )
+    student: TeacherSpec = Field(description="Student architecture (its checkpoint, if any, is a warm start).")
+    train: TrainSpec = Field(default_factory=TrainSpec, description="Student training.")
+    methods: list[MethodSpec] = Field(
+        min_length=1, max_length=32, description="One student is trained per entry, for comparison."
+    )
+    scaling: ScalingSpec = Field(default_factory=ScalingSpec)
+    cache: CacheSpec = Field(default_factory=CacheSpec)
+    storage: str = Field(default="raykd-runs", description="Directory for job outputs and the cache.")
+
+    @model_validator(mode="after")
+    def _classes_agree(self) -> JobSpec:
+        declared = {
+            f"teachers[{i}].model.num_classes": t.model.num_classes
+            for i, t in enumerate(self.teachers)
+            if t.model.num_classes is not None
+        }
+        if self.student.model.num_classes is not None:
+            declared["student.model.num_classes"] = self.student.model.num_classes
+        if len(set(declared.values())) > 1:
+            pairs = ", ".join(f"{k}={v}" for k, v in declared.items())
+            raise ValueError(f"teachers and student disagree on the number of classes ({pairs})")
+        return self
+
+
+def _format_errors(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "<spec>"
+        msg = e["msg"].removeprefix("Value error, ")
+        given = e.get("input")
+        shown = "" if isinstance(given, dict | list) or given is None else f" (got {given!r})"
+        lines.append(f"{loc}: {msg}{shown}")
+    return "; ".join(lines)
+
+
+def parse_spec(data: dict[str, Any]) -> JobSpec:
+    """Validate a mapping into a JobSpec; raise SpecError with one readable line."""
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(f"invalid spec: {_format_errors(err)}") from None
+
+
+def load_spec(source: str | Path) -> JobSpec:
+    """Read a YAML spec from a path, or a bundled example by name (``mnist-wkd``)."""
+    path = Path(source)
+    if not path.exists():
+        path = example_path(str(source))
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise SpecError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: a spec is a YAML mapping, got {type(data).__name__}")
+    return parse_spec(data)
+
+
+def example_names() -> list[str]:
+    """The specs bundled with the package (``raykd/examples/*.yaml``)."""
+    root = Path(__file__).parent / "examples"
+    return sorted(p.stem for p in root.glob("*.yaml"))
+
+
+def example_path(name: str) -> Path:
+    """Path of a bundled example spec; SpecError listing the examples when unknown."""
+    path = Path(__file__).parent / "examples" / f"{name.removesuffix('.yaml')}.yaml"
+    if not path.exists():
+        raise SpecError(
+            f"spec {name!r} is neither a file nor a bundled example; examples: {example_names()}"
+        )
+    return path

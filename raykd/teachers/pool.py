@@ -1,0 +1,138 @@
+"""TeacherPool: one Ray actor per teacher, reserved together, serving logits.
+
+Placement: with GPUs every teacher gets its own bundle ``{"GPU": fraction}`` in one
+placement group, so a pool is either wholly placed or not at all (no half-allocated
+deadlock with the student workers); ``fraction == 1`` pins each teacher to its own GPU.
+Without GPUs the actors reserve no CPU (``num_cpus=0``): they compute while the students
+do not, and a 2-CPU machine would otherwise deadlock (RAY-NOTES).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from raykd.teachers.cache import LogitCache, cache_key
+from raykd.teachers.teacher import Teacher
+
+
+class ResourceError(ValueError):
+    """The cluster cannot hold what the spec asks for."""
+
+
+@dataclass
+class TeacherConfig:
+    """What an actor needs to build one teacher."""
+
+    model: dict[str, Any]
+    checkpoint: str | None = None
+    seed: int = 0
+
+
+@dataclass
+class SplitLogits:
+    """Per-teacher logits of one split, with what it cost."""
+
+    logits: np.ndarray  # (M, N, C)
+    cache_hits: int = 0
+    forward_examples: int = 0
+    seconds: float = 0.0
+    keys: list[str] = field(default_factory=list)
+
+
+TeacherActor = ray.remote(Teacher)
+
+
+class TeacherPool:
+    """The ensemble as Ray actors."""
+
+    def __init__(self, teachers: list[TeacherConfig], *, input_shape: tuple[int, ...],
+                 num_classes: int, use_gpu: bool, gpu_fraction: float = 1.0,
+                 ready_timeout_s: float = 120.0) -> None:
+        self.configs = teachers
+        self.pg = None
+        m = len(teachers)
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        threads = max(1, cpus // m)
+        options: list[dict[str, Any]] = [{"num_cpus": 0} for _ in teachers]
+        if use_gpu:
+            self.pg = self._reserve_gpus(m, gpu_fraction, ready_timeout_s)
+            options = [
+                {"num_cpus": 0, "num_gpus": gpu_fraction,
+                 "scheduling_strategy": PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=i)}
+                for i in range(m)
+            ]
+        self.actors = [
+            TeacherActor.options(**opt).remote(i, t.model, input_shape, num_classes, t.checkpoint, threads, t.seed)
+            for i, (t, opt) in enumerate(zip(teachers, options, strict=True))
+        ]
+
+    @staticmethod
+    def _reserve_gpus(m: int, fraction: float, timeout_s: float):
+        have = ray.cluster_resources().get("GPU", 0.0)
+        if m * fraction > have + 1e-9:
+            raise ResourceError(
+                f"{m} teachers at scaling.teacher_gpu_fraction={fraction:g} need {m * fraction:g} GPUs, "
+                f"the cluster has {have:g}; lower the fraction (e.g. {max(have, 1) / m:.2g}) or set use_gpu: false"
+            )
+        pg = placement_group([{"GPU": fraction} for _ in range(m)], strategy="PACK")
+        if not pg.wait(timeout_seconds=timeout_s):
+            remove_placement_group(pg)
+            raise ResourceError(f"could not reserve {m} teacher GPU bundles within {timeout_s:g}s")
+        return pg
+
+    def fit_missing(self, x_ref: Any, y_ref: Any, *, epochs: int, batch_size: int, lr: float,
+                    weight_decay: float, out_paths: list[str]) -> dict[int, dict[str, Any]]:
+        """Train, in parallel, every teacher that came without a checkpoint."""
+        pending = {
+            i: actor.fit.remote(x_ref, y_ref, epochs=epochs, batch_size=batch_size, lr=lr,
+                                weight_decay=weight_decay, seed=self.configs[i].seed, out=out_paths[i])
+            for i, actor in enumerate(self.actors)
+            if self.configs[i].checkpoint is None
+        }
+        done = dict(zip(pending, ray.get(list(pending.values())), strict=True))
+        for i in pending:
+            self.configs[i].checkpoint = out_paths[i]
+        return done
+
+    def weights_hashes(self) -> list[str]:
+        return ray.get([a.weights_hash.remote() for a in self.actors])
+
+    def split_logits(self, split_name: str, x_ref: Any, fingerprint: str, *, cache: LogitCache,
+                     dtype: str = "float32", preprocessing: str = "none") -> SplitLogits:
+        """Each teacher's logits over a split: from the cache, or computed in parallel once."""
+        start = time.perf_counter()
+        keys = [
+            cache_key(weights=h, fingerprint=fingerprint, split=split_name, preprocessing=preprocessing,
+                      dtype=dtype)
+            for h in self.weights_hashes()
+        ]
+        found = [cache.get(k) for k in keys]
+        missing = [i for i, f in enumerate(found) if f is None]
+        computed = ray.get([self.actors[i].logits.remote(x_ref) for i in missing])
+        n_examples = 0
+        for i, arr in zip(missing, computed, strict=True):
+            arr = arr.astype(dtype, copy=False)
+            cache.put(keys[i], arr)
+            found[i] = arr
+            n_examples += len(arr)
+        logits = np.stack(found)  # type: ignore[arg-type]
+        return SplitLogits(logits=logits, cache_hits=len(keys) - len(missing),
+                           forward_examples=n_examples, seconds=time.perf_counter() - start, keys=keys)
+
+    def infos(self) -> list[dict[str, Any]]:
+        return ray.get([a.info.remote() for a in self.actors])
+
+    def shutdown(self) -> None:
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []
+        if self.pg is not None:
+            remove_placement_group(self.pg)
+            self.pg = None
