@@ -102,12 +102,53 @@ def run(spec: SpecArg, set_: SetOpt = None,
         from raykd.runner import run_job
 
         job = read_spec(spec, set_ or [])
+        if job.sweep is not None:
+            from raykd.tune import print_sweep, run_sweep
+
+            print_sweep(run_sweep(job, job_dir=job_dir, log=lambda line: typer.echo(f"raykd: {line}")))
+            return
         result = run_job(job, job_dir=job_dir, log=lambda line: typer.echo(f"raykd: {line}"))
         print_result(result)
         if json_out:
             typer.echo(json.dumps(result, indent=2))
 
     guarded(go)
+
+
+@app.command()
+def sweep(spec: SpecArg, set_: SetOpt = None,
+          job_dir: Annotated[Path | None, typer.Option(help="Output directory of this sweep.")] = None) -> None:
+    """Run a Ray Tune sweep over W, T, alpha and the method (the spec's sweep section)."""
+
+    def go() -> None:
+        from raykd.tune import print_sweep, run_sweep
+
+        job = read_spec(spec, set_ or [])
+        print_sweep(run_sweep(job, job_dir=job_dir, log=lambda line: typer.echo(f"raykd: {line}")))
+
+    guarded(go)
+
+
+OutOpt = Annotated[Path, typer.Option(help="Directory for the tables and plots.")]
+QuickOpt = Annotated[bool, typer.Option(help="A small, fast version (smoke check).")]
+
+
+@bench_app.command("speed")
+def bench_speed(out: OutOpt = Path("raykd-runs/bench-speed"), quick: QuickOpt = False,
+                steps: Annotated[int | None, typer.Option(help="Training steps per row.")] = None) -> None:
+    """Throughput of raykd against the student alone and a plain PyTorch KD loop."""
+    from raykd.bench.speed import run_speed_bench
+
+    guarded(lambda: run_speed_bench(out=out, quick=quick, steps=steps))
+
+
+@bench_app.command("quality")
+def bench_quality(out: OutOpt = Path("raykd-runs/bench-quality"), quick: QuickOpt = False,
+                  seeds: Annotated[int | None, typer.Option(help="Seeds per row.")] = None) -> None:
+    """Accuracy of every method against the ensemble (can a student exceed its teachers?)."""
+    from raykd.bench.quality import run_quality_bench
+
+    guarded(lambda: run_quality_bench(out=out, quick=quick, seeds=seeds))
 
 
 @app.command()

@@ -29,24 +29,27 @@ def _mlp(config: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: i
 
 
 def _cnn(config: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    """Two conv blocks (w, 2w channels, 3x3, ReLU, 2x2 max-pool), global average, linear."""
-    if len(input_shape) != 3:
+    """Two conv blocks (w, 2w channels, 3x3, ReLU, 2x2 max-pool), then Linear(64), Linear(C)."""
+    if len(input_shape) != 3 or min(input_shape[1:]) < 4:
         raise ModelError(
-            f"model 'cnn' needs image input (channels, height, width), got per-example shape "
+            f"model 'cnn' needs image input (channels, height>=4, width>=4), got per-example shape "
             f"{input_shape}; use 'mlp' for tabular data"
         )
+    c, h, w_in = input_shape
     w = int(config.get("width", 16))
+    features = 2 * w * (h // 4) * (w_in // 4)
     return nn.Sequential(
-        nn.Conv2d(input_shape[0], w, 3, padding=1),
+        nn.Conv2d(c, w, 3, padding=1),
         nn.ReLU(),
         nn.MaxPool2d(2),
         nn.Conv2d(w, 2 * w, 3, padding=1),
         nn.ReLU(),
         nn.MaxPool2d(2),
-        nn.AdaptiveAvgPool2d(2),
         nn.Flatten(),
+        nn.Linear(features, 64),
+        nn.ReLU(),
         nn.Dropout(config.get("dropout", 0.0)),
-        nn.Linear(2 * w * 4, num_classes),
+        nn.Linear(64, num_classes),
     )
 
 

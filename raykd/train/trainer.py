@@ -38,9 +38,20 @@ class StudentResult:
     startup_seconds: float
 
 
+def _quiet_reports() -> None:
+    """Ray Train logs every report at INFO on a logger named by its file; keep the epoch lines only."""
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    try:
+        from ray.train.v2._internal.execution import context
+
+        context.logger.setLevel(logging.WARNING)
+    except (ImportError, AttributeError):  # internal layout moved: only noise is lost
+        pass
+
+
 def _ray_worker(config: dict[str, Any]) -> dict[str, Any]:
     """The per-worker function handed to ``TorchTrainer``."""
-    logging.getLogger("ray.train").setLevel(logging.WARNING)  # no per-report INFO lines
+    _quiet_reports()
     ctx = ray.train.get_context()
     refs = config["refs"]
     data = LoopData(
