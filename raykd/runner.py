@@ -41,6 +41,7 @@ def ensure_ray(*, num_cpus: int | None = None) -> None:
     env = {k: os.environ.get(k, v) for k, v in RAY_ENV.items()}
     os.environ.update(env)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # one line per teacher epoch, not "repeated 3x"
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True, logging_level="WARNING")
     else:

@@ -156,6 +156,11 @@ class CacheSpec(_Strict):
         default=None, description="Cache directory; default <storage>/cache (shared by all jobs)."
     )
     dtype: Literal["float32", "float16"] = Field(default="float32", description="Storage dtype.")
+    topk: int | None = Field(
+        default=None, ge=1,
+        description="Hand students only the top-k logits per example plus the tail's logsumexp "
+        "(for large class counts; total-variation error <= the tail's probability mass).",
+    )
 
 
 BOUNDS: dict[str, tuple[float, float, bool]] = {

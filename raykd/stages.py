@@ -234,13 +234,16 @@ def train_one(job: Job, data: Any, method: MethodSpec, source: TeacherSet, refs:
     """Fit one student on Ray Train and evaluate its best checkpoint on test."""
     import ray
 
+    from raykd.teachers.topk import to_topk
     from raykd.train.trainer import train_student_ray
 
     spec = job.spec
     online = source.pool is not None and method.method != "none"
     teacher_ref = None
     if method.method != "none" and not online:
-        teacher_ref = ray.put(source.logits["train"])
+        train_logits = source.logits["train"]
+        k = spec.cache.topk
+        teacher_ref = ray.put(to_topk(train_logits, k) if k and k < train_logits.shape[-1] else train_logits)
     config = {
         "model": spec.student.model.model_dump(), "input_shape": list(data.input_shape),
         "num_classes": data.num_classes, "method": method.model_dump(), "train": spec.train.model_dump(),
@@ -248,6 +251,8 @@ def train_one(job: Job, data: Any, method: MethodSpec, source: TeacherSet, refs:
         "label": f"{label} g{generation}" if generation > 1 else label,
         "init_checkpoint": spec.student.checkpoint,
     }
+    if online:
+        source.pool.set_clients(spec.scaling.num_workers)
     name = f"student-{len(job.result['students'])}-g{generation}"
     with job.timer.stage("students"):
         res = train_student_ray(

@@ -19,7 +19,7 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from raykd.teachers.cache import LogitCache, cache_key
-from raykd.teachers.teacher import Teacher
+from raykd.teachers.server import TeacherServer
 
 
 class ResourceError(ValueError):
@@ -46,7 +46,7 @@ class SplitLogits:
     keys: list[str] = field(default_factory=list)
 
 
-TeacherActor = ray.remote(Teacher)
+TeacherActor = ray.remote(TeacherServer)
 
 
 class TeacherPool:
@@ -125,6 +125,10 @@ class TeacherPool:
         logits = np.stack(found)  # type: ignore[arg-type]
         return SplitLogits(logits=logits, cache_hits=len(keys) - len(missing),
                            forward_examples=n_examples, seconds=time.perf_counter() - start, keys=keys)
+
+    def set_clients(self, n: int) -> None:
+        """Each teacher waits for ``n`` concurrent requests (student workers) per forward pass."""
+        ray.get([a.set_clients.remote(n) for a in self.actors])
 
     def infos(self) -> list[dict[str, Any]]:
         return ray.get([a.info.remote() for a in self.actors])

@@ -20,6 +20,7 @@ from torch import nn
 
 from raykd.losses import distillation_loss
 from raykd.models import build_model, load_checkpoint
+from raykd.teachers.topk import TopK, from_topk
 from raykd.train.steps import (
     accuracy,
     augment_images,
@@ -41,7 +42,7 @@ class LoopData:
     y_train: np.ndarray
     x_val: np.ndarray
     y_val: np.ndarray
-    teacher_train: np.ndarray | None = None  # (M, N_train, C) cached teacher logits
+    teacher_train: np.ndarray | TopK | None = None  # (M, N_train, C) cached teacher logits
     teacher_actors: list[Any] | None = None  # online serving (augmentation on)
 
 
@@ -59,8 +60,16 @@ def _batches(data: LoopData, config: dict[str, Any], epoch: int, rank: int, worl
         xb = torch.from_numpy(data.x_train[idx])
         if augment:
             xb = augment_images(xb, gen)
-        tl = None if data.teacher_train is None else torch.from_numpy(data.teacher_train[:, idx])
-        yield xb, torch.from_numpy(data.y_train[idx]), tl
+        yield xb, torch.from_numpy(data.y_train[idx]), teacher_batch(data.teacher_train, idx)
+
+
+def teacher_batch(cached: np.ndarray | TopK | None, idx: np.ndarray) -> torch.Tensor | None:
+    """The (M, B, C) teacher logits of a batch from the dense or top-k cache."""
+    if cached is None:
+        return None
+    if isinstance(cached, TopK):
+        return torch.from_numpy(from_topk(cached, idx))
+    return torch.from_numpy(np.ascontiguousarray(cached[:, idx])).float()
 
 
 def _online(data: LoopData, indices: Iterator[np.ndarray], gen: torch.Generator,

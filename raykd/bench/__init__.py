@@ -1,0 +1,1 @@
+"""Benchmarks behind ``raykd bench``: speed (``raykd.bench.speed``) and quality."""

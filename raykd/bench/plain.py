@@ -1,0 +1,176 @@
+"""The plain single-process PyTorch baselines of ``raykd bench speed``: no Ray at all.
+
+Row (a) trains the student alone (cross-entropy on the labels): the physical limit of
+any distillation on this machine. Row (b) is the hand-written KD loop that users write, or
+get from the usual KD libraries: every batch runs the M frozen teachers forward (in
+``no_grad``), then the student step on ``kd_loss(student, mean(teachers))``.
+
+Both use the very pieces raykd's own loop uses (``epoch_batches`` for the batch order,
+``build_model``, ``make_optimizer``, ``distillation_loss``), so the rows differ only in
+where the teachers' logits come from. Each row runs in a fresh process
+(``python -m raykd.bench.plain``) so that its peak RSS (``ru_maxrss``) is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+PHASES = ("data", "teachers", "forward", "loss", "backward")
+"""Where a plain step spends its time: slicing the batch, the teachers' forward passes,
+the student's forward, the loss, and backward + optimizer step."""
+
+
+@dataclass(frozen=True)
+class PlainRun:
+    """What one plain row trains: the same settings as the Ray rows' JobSpec.
+
+    Attributes:
+        dataset: built-in name or data file (``load_dataset``).
+        student: the student's ModelSpec as a mapping.
+        teachers: teacher checkpoints; empty for the student alone (row a).
+        steps: optimizer steps in total (over as many epochs as needed).
+        train_limit: ``data.train_limit`` (None = the whole training split).
+        batch_size, lr, seed: as in ``TrainSpec``; seed also picks the batch order.
+        temperature, alpha: the KD loss's T and alpha.
+        threads: torch intra-op threads (all the machine's cores for a fair baseline).
+        val_fraction, data_seed: the split, as in ``DataSpec``.
+    """
+
+    dataset: str = "mnist"
+    student: dict[str, Any] = field(default_factory=lambda: {"name": "cnn", "width": 8})
+    teachers: tuple[str, ...] = ()
+    steps: int = 100
+    train_limit: int | None = None
+    batch_size: int = 128
+    lr: float = 3e-3
+    seed: int = 0
+    temperature: float = 4.0
+    alpha: float = 0.9
+    threads: int = 2
+    val_fraction: float = 0.1
+    data_seed: int = 0
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size in MiB (``ru_maxrss`` is KiB on Linux)."""
+    scale = 1024 * 1024 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
+
+
+def run_plain(run: PlainRun) -> dict[str, Any]:
+    """Train the student for ``run.steps`` steps in this process; time every phase.
+
+    Returns:
+        ``steps``, ``batch_size``, ``epoch_seconds`` (the training loop only),
+        ``samples_per_s`` (steps * batch / loop time), ``phase_ms`` (mean ms per step of
+        each of :data:`PHASES`), ``val_accuracy``, ``setup_seconds`` (data, models) and
+        ``peak_rss_mb``.
+    """
+    import torch
+
+    from raykd.data import load_dataset
+    from raykd.losses import distillation_loss
+    from raykd.models import build_model, load_checkpoint
+    from raykd.train.steps import accuracy, epoch_batches, make_optimizer, predict_logits, set_threads
+
+    start = time.perf_counter()
+    set_threads(run.threads)
+    data = load_dataset(run.dataset, val_fraction=run.val_fraction, seed=run.data_seed,
+                        train_limit=run.train_limit)
+    shape, classes = data.input_shape, data.num_classes
+    teachers = [load_checkpoint(p, input_shape=shape, num_classes=classes).eval() for p in run.teachers]
+    torch.manual_seed(run.seed)
+    student = build_model(run.student, shape, classes)
+    opt = make_optimizer(student, lr=run.lr, weight_decay=0.0)
+    method = "kd" if teachers else "none"
+    x, y = data.train.x, data.train.y
+    phase = dict.fromkeys(PHASES, 0.0)
+    setup = time.perf_counter() - start
+    loop_start = time.perf_counter()
+    step, epoch = 0, 0
+    student.train()
+    while step < run.steps:
+        for idx in epoch_batches(len(y), batch_size=run.batch_size, seed=run.seed, epoch=epoch):
+            if step == run.steps:
+                break
+            t0 = time.perf_counter()
+            xb, yb = torch.from_numpy(x[idx]), torch.from_numpy(y[idx])
+            t1 = time.perf_counter()
+            tl = None
+            if teachers:
+                with torch.no_grad():
+                    tl = torch.stack([t(xb) for t in teachers])
+            t2 = time.perf_counter()
+            out = student(xb)
+            t3 = time.perf_counter()
+            loss = distillation_loss(method, out, tl, yb, temperature=run.temperature, alpha=run.alpha)
+            t4 = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            t5 = time.perf_counter()
+            for name, (a, b) in zip(PHASES, ((t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5)), strict=True):
+                phase[name] += b - a
+            step += 1
+        epoch += 1
+    seconds = time.perf_counter() - loop_start
+    val = accuracy(predict_logits(student, data.val.x), data.val.y)
+    return {
+        "steps": step,
+        "batch_size": run.batch_size,
+        "epoch_seconds": seconds,
+        "samples_per_s": step * run.batch_size / seconds if seconds > 0 else 0.0,
+        "phase_ms": {k: 1000 * v / max(1, step) for k, v in phase.items()},
+        "val_accuracy": val,
+        "setup_seconds": setup,
+        "peak_rss_mb": peak_rss_mb(),
+        "threads": run.threads,
+        "teachers": len(teachers),
+    }
+
+
+def run_plain_subprocess(run: PlainRun, *, workdir: Path, name: str, timeout_s: float = 3600) -> dict[str, Any]:
+    """Run :func:`run_plain` in a fresh Python process; add its wall and start-up time.
+
+    ``wall_seconds`` is the whole process as seen from here (interpreter, imports, data,
+    models, loop, validation, exit); ``startup_seconds`` is that minus the loop.
+    """
+    import subprocess
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    args, out = workdir / f"{name}.args.json", workdir / f"{name}.json"
+    args.write_text(json.dumps(asdict(run)))
+    out.unlink(missing_ok=True)
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "raykd.bench.plain", "--args", str(args), "--out", str(out)],
+                          capture_output=True, text=True, timeout=timeout_s, check=False)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0 or not out.exists():
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+        raise RuntimeError(f"plain row {name!r} failed (exit {proc.returncode}): " + " | ".join(tail))
+    result = json.loads(out.read_text())
+    result["wall_seconds"] = wall
+    result["startup_seconds"] = max(0.0, wall - result["epoch_seconds"])
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m raykd.bench.plain --args RUN.json --out RESULT.json``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--args", type=Path, required=True, help="PlainRun fields as JSON.")
+    parser.add_argument("--out", type=Path, required=True, help="Where to write the result JSON.")
+    ns = parser.parse_args(argv)
+    fields = json.loads(ns.args.read_text())
+    fields["teachers"] = tuple(fields.get("teachers", ()))
+    ns.out.write_text(json.dumps(run_plain(PlainRun(**fields)), indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Top-k sparse teacher logits, for class counts where (M, N, C) floats do not fit.
+
+Per example we keep the k largest logits ``v_1..v_k`` with their class indices, and
+``r = logsumexp`` of the other ``C - k`` logits. Reconstruction fills every other class
+with the same value ``u = r - log(C - k)``, which keeps the partition function:
+
+    sum_j exp(z_j) = sum_i exp(v_i) + (C - k) * exp(u)        (exactly)
+
+so the reconstructed softmax (at T = 1) gives the top-k classes exactly their true
+probabilities and spreads the tail mass ``R = 1 - sum_i p_i`` evenly over the rest.
+Bound: the total-variation distance between the true and the reconstructed distribution
+is at most ``R`` (only tail classes move, and their total mass is unchanged); the arg-max
+is preserved for k >= 1 (u is a log-mean-exp of the tail, so it is at most v_k), so WKD's
+correctness test sees the same teacher decisions. At other temperatures the tail is
+approximate in the same way; pick k so that the tail mass is small.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+class TopK(NamedTuple):
+    """Sparse logits of shape (..., C): values/indices (..., k) and the tail's logsumexp (...)."""
+
+    values: np.ndarray
+    indices: np.ndarray
+    rest_lse: np.ndarray
+    num_classes: int
+
+
+def to_topk(logits: np.ndarray, k: int) -> TopK:
+    """Keep the k largest logits per row and the logsumexp of the rest."""
+    c = logits.shape[-1]
+    if not 1 <= k < c:
+        raise ValueError(f"cache.topk={k} must be in [1, {c - 1}] for {c} classes")
+    idx = np.argpartition(-logits, k - 1, axis=-1)[..., :k]
+    vals = np.take_along_axis(logits, idx, axis=-1)
+    rest = logits.astype(np.float64, copy=True)
+    np.put_along_axis(rest, idx, -np.inf, axis=-1)
+    top = rest.max(-1, keepdims=True)
+    lse = (top[..., 0] + np.log(np.exp(rest - top).sum(-1))).astype(np.float32)
+    return TopK(vals.astype(np.float32), idx.astype(np.int32), lse, c)
+
+
+def from_topk(sparse: TopK, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
+    """Dense (..., C) logits for ``rows`` of the last-but-one axis (a batch's indices)."""
+    vals = sparse.values[..., rows, :]
+    idx = sparse.indices[..., rows, :]
+    lse = sparse.rest_lse[..., rows]
+    k = vals.shape[-1]
+    fill = (lse - np.log(sparse.num_classes - k)).astype(np.float32)
+    dense = np.repeat(fill[..., None], sparse.num_classes, axis=-1)
+    np.put_along_axis(dense, idx.astype(np.int64), vals, axis=-1)
+    return dense

@@ -1,0 +1,247 @@
+"""run_sweep(spec): a Ray Tune search over the method, W, T and alpha on shared teacher logits.
+
+The stages:
+
+1. data and teachers exactly as ``run_job`` does (``load_dataset``, ``check_models``,
+   ``ensure_ray``, ``put_splits``, ``run_teachers`` with the disk ``LogitCache``); the
+   teacher actors are shut down once their logits are cached;
+2. the teachers' (M, N, C) train logits go into the object store once; every trial
+   reads that one copy (``raykd.tune.trial``), none runs a teacher forward pass;
+3. Tune runs the trials (grid/random/optuna, FIFO/ASHA) with resources that fit the
+   cluster (``raykd.tune.space.plan_resources``), storing its state in
+   ``<job_dir>/tune``: a second call with the same job directory restores it and reruns
+   no finished trial;
+4. ``trials.csv``, ``heatmap_w_t.png``, ``alpha.png``; the best configuration (arg-max of
+   the last reported ``val_accuracy``) retrained on train+val and tested:
+   ``best_student.safetensors``; everything in ``sweep.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from raykd.data import Dataset, load_dataset
+from raykd.runner import check_models, ensure_ray, put_splits
+from raykd.spec import JobSpec, SpecError
+from raykd.stages import Job, TeacherSet, resolve_gpu, run_teachers
+from raykd.teachers.cache import LogitCache
+from raykd.tune.final import final_student, reuse_final
+from raykd.tune.plots import alpha_plot, heatmap_w_t
+from raykd.tune.results import best_row, grid_rows, write_csv
+from raykd.tune.space import (
+    METRIC,
+    MODE,
+    TrialPlan,
+    check_sweep,
+    num_trials,
+    param_space,
+    plan_resources,
+    scheduler,
+    search_alg,
+    varied,
+)
+from raykd.tune.trial import trainable_for
+
+Log = Callable[[str], None]
+EXPERIMENT = "tune"
+
+
+def default_job_dir(spec: JobSpec) -> Path:
+    """``<storage>/<name>-sweep-<hash of the spec>``: rerunning the same spec resumes it."""
+    digest = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:8]
+    return Path(spec.storage) / f"{spec.name}-sweep-{digest}"
+
+
+def claim_job_dir(spec: JobSpec, job_dir: Path) -> None:
+    """Create the job directory, or check that the sweep already in it is this spec's."""
+    job_dir.mkdir(parents=True, exist_ok=True)
+    path = job_dir / "spec.json"
+    mine = json.loads(spec.model_dump_json())
+    if path.exists() and json.loads(path.read_text()) != mine:
+        raise SpecError(f"{job_dir} holds a sweep of a different spec; give another --job-dir "
+                        f"or delete that directory to start over")
+    path.write_text(json.dumps(mine, indent=2))
+
+
+def load_data(job: Job) -> Dataset:
+    """Load and split the data, check the models against it (as ``run_job`` does)."""
+    d = job.spec.data
+    with job.timer.stage("data"):
+        data = load_dataset(d.dataset, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
+                            seed=d.seed, label_column=d.label_column, train_limit=d.train_limit)
+        check_models(job.spec, data)
+    job.log(f"data: {data.name} train {len(data.train)} / val {len(data.val)} / test {len(data.test)}, "
+            f"{data.num_classes} classes")
+    return data
+
+
+def naive_teachers(spec: JobSpec) -> dict[str, Any]:
+    """What a naive trial needs to rebuild the teachers: each one's model and checkpoint."""
+    missing = [i for i, t in enumerate(spec.teachers) if t.checkpoint is None]
+    if missing:
+        raise SpecError(f"naive mode rebuilds the teachers in every trial and needs checkpoints; "
+                        f"teachers {missing} have none")
+    return {"teachers": [{"model": t.model.model_dump(), "checkpoint": t.checkpoint} for t in spec.teachers]}
+
+
+def shared_inputs(job: Job, data: Dataset, refs: dict[str, Any], teachers: TeacherSet | None,
+                  plan: TrialPlan, *, use_gpu: bool) -> dict[str, Any]:
+    """What every trial reads: the refs (teacher logits put in the object store here, once)."""
+    import ray
+
+    spec = job.spec
+    naive = None
+    if teachers is None:
+        naive = {**naive_teachers(spec), "input_shape": list(data.input_shape), "num_classes": data.num_classes}
+    loop = {"model": spec.student.model.model_dump(), "input_shape": list(data.input_shape),
+            "num_classes": data.num_classes, "train": spec.train.model_dump(), "augment": False,
+            "threads": plan.threads, "init_checkpoint": spec.student.checkpoint}
+    return {
+        **{k: refs[k] for k in ("x_train", "y_train", "x_val", "y_val")},
+        "teacher_train": None if teachers is None else ray.put(teachers.logits["train"]),
+        "base_method": spec.methods[0].model_dump(), "loop": loop, "use_gpu": use_gpu,
+        "scaling": spec.scaling.model_dump(), "naive": naive,
+        "train_storage": str((job.job_dir / "tune_train").resolve()),
+    }
+
+
+def _trial_dirname(trial: Any) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+def make_tuner(job: Job, shared: dict[str, Any], plan: TrialPlan) -> tuple[Any, bool]:
+    """A new Tuner, or the one stored under ``<job_dir>/tune`` (then True: resumed)."""
+    from ray import tune
+
+    sweep = check_sweep(job.spec)
+    resources = {"CPU": plan.trial_cpus, **({"GPU": plan.trial_gpus} if plan.trial_gpus else {})}
+    trainable = tune.with_resources(tune.with_parameters(trainable_for(plan.nested), shared=shared), resources)
+    path = (job.job_dir / EXPERIMENT).resolve()
+    if tune.Tuner.can_restore(path):
+        return tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True), True
+    config = tune.TuneConfig(
+        metric=METRIC, mode=MODE, search_alg=search_alg(sweep, seed=job.spec.train.seed),
+        scheduler=scheduler(sweep, epochs=job.spec.train.epochs), num_samples=sweep.num_samples,
+        max_concurrent_trials=plan.concurrency, time_budget_s=sweep.time_budget_s,
+        trial_dirname_creator=_trial_dirname,
+    )
+    run = tune.RunConfig(name=EXPERIMENT, storage_path=str(path.parent), verbose=0,
+                         failure_config=tune.FailureConfig(max_failures=0))
+    space = param_space(sweep, job.spec.methods[0])
+    return tune.Tuner(trainable, param_space=space, tune_config=config, run_config=run), False
+
+
+def run_sweep(spec: JobSpec, *, job_dir: Path | None = None, log: Log = print,
+              naive: bool = False) -> dict[str, Any]:
+    """Run (or resume) the sweep of ``spec.sweep``; write and return ``sweep.json``'s content.
+
+    Args:
+        spec: A job spec with a ``sweep:`` section; ``methods[0]`` is the base that each
+            trial overrides (method, W, T, alpha).
+        job_dir: Output directory; default ``<storage>/<name>-sweep-<spec hash>``. A
+            directory that holds this spec's interrupted sweep is resumed.
+        log: Receives one line per stage.
+        naive: Benchmark baseline: no teacher stage; every trial builds the teachers from
+            their checkpoints (all must have one) and computes its own train logits.
+            No final retraining.
+
+    Raises:
+        SpecError: no sweep section, augmentation on, optuna missing, another spec's job
+            directory, or (naive) a teacher without a checkpoint.
+        ResourceError: one trial does not fit the cluster.
+    """
+    sweep = check_sweep(spec)
+    if naive:
+        naive_teachers(spec)
+    start = time.perf_counter()
+    job_dir = job_dir or default_job_dir(spec)
+    claim_job_dir(spec, job_dir)
+    job = Job(spec=spec, job_dir=job_dir, log=log)
+    data = load_data(job)
+    with job.timer.stage("ray_init"):
+        ensure_ray()
+    refs = put_splits(data)
+    teachers = None
+    if not naive:
+        cache_dir = spec.cache.dir or str(Path(spec.storage) / "cache")
+        teachers = run_teachers(job, data, LogitCache(cache_dir if spec.cache.enabled else None), refs)
+    plan, use_gpu = _plan(job)
+    shared = shared_inputs(job, data, refs, teachers, plan, use_gpu=use_gpu)
+    with job.timer.stage("tune"):
+        grid, resumed = _fit(job, shared, plan)
+    rows = grid_rows(grid, epochs=spec.train.epochs)
+    best = best_row(rows)
+    files = write_outputs(job_dir, rows)
+    final = None
+    if sweep.final_retrain and teachers is not None:
+        final = reuse_final(job_dir, best)
+        if final is not None:
+            log(f"final student of this best configuration already trained: {final['checkpoint']}")
+        else:
+            with job.timer.stage("final"):
+                final = final_student(job, data, teachers, shared, best, plan)
+    result = _result(job, data, rows, best, final, files, plan, resumed=resumed, naive=naive)
+    result["timings"] = {**job.timer.stages, "total": time.perf_counter() - start}
+    (job_dir / "sweep.json").write_text(json.dumps(result, indent=2, default=str))
+    return result
+
+
+def _plan(job: Job) -> tuple[TrialPlan, bool]:
+    """Trial resources for this cluster, logged."""
+    import ray
+
+    sweep = check_sweep(job.spec)
+    use_gpu = resolve_gpu(job.spec.scaling.use_gpu)
+    have = ray.cluster_resources()
+    plan = plan_resources(job.spec, cluster_cpus=float(have.get("CPU", 1)),
+                          cluster_gpus=float(have.get("GPU", 0)), use_gpu=use_gpu)
+    asked = sweep.max_concurrent_trials
+    if asked and asked > plan.concurrency:
+        job.log(f"sweep.max_concurrent_trials={asked} does not fit the cluster; running {plan.concurrency}")
+    job.log(f"sweep: {num_trials(sweep)} trials ({sweep.searcher}, {sweep.scheduler}) over {varied(sweep)}, "
+            f"{plan.concurrency} at once, {plan.cpus_per_trial:g} CPU per trial "
+            f"({'TorchTrainer per trial' if plan.nested else 'student in the trial process'}); "
+            f"cluster {have.get('CPU', 0):g} CPU / {have.get('GPU', 0):g} GPU")
+    return plan, use_gpu
+
+
+def _fit(job: Job, shared: dict[str, Any], plan: TrialPlan) -> tuple[Any, bool]:
+    """Run the Tuner (new or restored); its ResultGrid and whether it resumed."""
+    tuner, resumed = make_tuner(job, shared, plan)
+    if resumed:
+        job.log(f"resuming the sweep stored in {job.job_dir / EXPERIMENT}: finished trials are kept")
+    grid = tuner.fit()
+    job.log(f"sweep done: {len(grid)} trials, {grid.num_errors} errors")
+    return grid, resumed
+
+
+def write_outputs(job_dir: Path, rows: list[dict[str, Any]]) -> dict[str, str]:
+    """The trials table and the two plots; their paths."""
+    return {"trials": str(write_csv(rows, job_dir / "trials.csv")),
+            "heatmap": str(heatmap_w_t(rows, job_dir / "heatmap_w_t.png")),
+            "alpha": str(alpha_plot(rows, job_dir / "alpha.png"))}
+
+
+def _result(job: Job, data: Dataset, rows: list[dict[str, Any]], best: dict[str, Any],
+            final: dict[str, Any] | None, files: dict[str, str], plan: TrialPlan, *, resumed: bool,
+            naive: bool) -> dict[str, Any]:
+    """``sweep.json``: the spec, the teachers, every trial, the best, the final student."""
+    from dataclasses import asdict
+
+    spec = job.spec
+    return {
+        "job": spec.name, "job_dir": str(job.job_dir), "mode": "naive" if naive else "shared",
+        "resumed": resumed, "sweep": json.loads(spec.sweep.model_dump_json()) if spec.sweep else None,
+        "base_method": spec.methods[0].model_dump(mode="json"),
+        "dataset": {"name": data.name, "train": len(data.train), "val": len(data.val),
+                    "test": len(data.test), "num_classes": data.num_classes},
+        "resources": {**asdict(plan), "cpus_per_trial": plan.cpus_per_trial},
+        **{k: job.result[k] for k in ("teachers", "ensemble", "logit_cache") if k in job.result},
+        "trials": rows, "best": best, "final": final, "files": files,
+        "spec": json.loads(spec.model_dump_json()),
+    }

@@ -1,0 +1,154 @@
+"""The Tune trainables: one trial trains one student on the shared teacher logits.
+
+Every trial gets the same ``shared`` mapping through ``tune.with_parameters`` (put in the
+object store once): object refs of the data splits and of the teachers' (M, N, C) train
+logits, the student's base loop config, and the plan. A trial never starts a teacher:
+it maps the logits array zero-copy and reports ``teacher_forward_examples = 0``.
+
+Two shapes of trial:
+
+- ``student_trial`` (``scaling.num_workers == 1``): runs :func:`raykd.train.loop.run_student`
+  inside the trial process and calls ``ray.tune.report`` once per epoch. No nested
+  trainer: RAY-NOTES measured ~18 s of start-up per nested TorchTrainer.
+- ``trainer_trial`` (``num_workers > 1``): the Train V2 pattern, a driver function that
+  builds and fits a ``TorchTrainer``; a ``TuneReportCallback`` forwards each epoch's
+  report to Tune (so ASHA can stop it).
+
+``naive`` mode (a benchmark baseline) makes each trial build the teachers from their
+checkpoints and run their forward passes over the train split itself.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from raykd.spec import MethodSpec
+from raykd.train.loop import LoopData, run_student
+from raykd.tune.space import trial_method
+
+Shared = dict[str, Any]
+
+
+def trial_label(config: dict[str, Any]) -> str:
+    """A short name for a trial's printed epoch lines: method, W, T, alpha."""
+    return (f"{config.get('method')} W={float(config.get('incorrect_weight', 0)):.3g} "
+            f"T={float(config.get('temperature', 0)):.3g} a={float(config.get('alpha', 0)):.3g}")
+
+
+def naive_teacher_logits(shared: Shared, x_train: np.ndarray) -> tuple[np.ndarray, int]:
+    """Build every teacher from its checkpoint and compute its train logits (M, N, C) here.
+
+    Returns the logits and the number of examples the teachers ran forward over.
+    """
+    from raykd.teachers import Teacher
+
+    naive = shared["naive"]
+    teachers = [
+        Teacher(i, t["model"], tuple(naive["input_shape"]), naive["num_classes"], t["checkpoint"],
+                threads=shared["loop"]["threads"])
+        for i, t in enumerate(naive["teachers"])
+    ]
+    logits = np.stack([t.logits(x_train) for t in teachers]).astype(np.float32, copy=False)
+    return logits, sum(t.forward_examples for t in teachers)
+
+
+def teacher_logits(shared: Shared, method: MethodSpec, x_train: np.ndarray) -> tuple[np.ndarray | None, dict[str, float]]:
+    """The teachers' train logits for this trial, and what obtaining them cost.
+
+    Shared mode maps the driver's single object-store copy (no forward pass); naive mode
+    computes them; ``method: none`` needs none.
+    """
+    import ray
+
+    start = time.perf_counter()
+    if method.method == "none":
+        logits, forward = None, 0
+    elif shared.get("naive"):
+        logits, forward = naive_teacher_logits(shared, x_train)
+    else:
+        logits, forward = ray.get(shared["teacher_train"]), 0
+    return logits, {"teacher_forward_examples": forward, "teacher_seconds": time.perf_counter() - start}
+
+
+def loop_config(shared: Shared, config: dict[str, Any]) -> tuple[MethodSpec, dict[str, Any]]:
+    """The trial's MethodSpec and the full ``run_student`` config for it."""
+    method = trial_method(MethodSpec.model_validate(shared["base_method"]), config)
+    return method, {**shared["loop"], "method": method.model_dump(), "label": trial_label(config)}
+
+
+def _device_wrap(use_gpu: bool) -> Callable[[Any], Any]:
+    return (lambda m: m.to("cuda")) if use_gpu else (lambda m: m)
+
+
+def student_trial(config: dict[str, Any], shared: Shared) -> None:
+    """One trial with one student process: ``run_student`` right here, one report per epoch."""
+    import ray
+    from ray import tune
+
+    start = time.perf_counter()
+    method, cfg = loop_config(shared, config)
+    x_train = ray.get(shared["x_train"])
+    logits, cost = teacher_logits(shared, method, x_train)
+    data = LoopData(x_train=x_train, y_train=ray.get(shared["y_train"]), x_val=ray.get(shared["x_val"]),
+                    y_val=ray.get(shared["y_val"]), teacher_train=logits)
+
+    def report(metrics: dict[str, Any], model: Any) -> None:
+        tune.report({**metrics, **cost, "trial_seconds": time.perf_counter() - start})
+
+    run_student(cfg, data, report=report, wrap=_device_wrap(shared["use_gpu"]))
+
+
+def _forwarding_callback(extra: dict[str, float], started: float) -> Any:
+    """A TuneReportCallback that adds the trial's teacher cost and wall time to each report."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    class _Forward(TuneReportCallback):
+        def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+            row = {**metrics[0], **extra, "trial_seconds": time.time() - started}
+            super().after_report(run_context, [row, *metrics[1:]], checkpoint)
+
+    return _Forward()
+
+
+def trainer_trial(config: dict[str, Any], shared: Shared) -> None:
+    """One trial with N > 1 workers: build and fit a TorchTrainer (the Train V2 pattern)."""
+    import ray
+    import ray.train
+    from ray import tune
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from raykd.train.trainer import _ray_worker
+
+    started = time.time()
+    method, cfg = loop_config(shared, config)
+    teacher_ref, cost = shared["teacher_train"], {"teacher_forward_examples": 0, "teacher_seconds": 0.0}
+    if shared.get("naive") and method.method != "none":
+        logits, cost = teacher_logits(shared, method, ray.get(shared["x_train"]))
+        teacher_ref = ray.put(logits)
+    scale, use_gpu = shared["scaling"], shared["use_gpu"]
+    refs = {"data": {k: shared[k] for k in ("x_train", "y_train", "x_val", "y_val")},
+            "teacher_train": None if method.method == "none" else teacher_ref, "teacher_actors": None}
+    trainer = TorchTrainer(
+        _ray_worker,
+        train_loop_config={**cfg, "refs": refs},
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=scale["num_workers"], use_gpu=use_gpu,
+            resources_per_worker={"CPU": scale["cpus_per_worker"], **({"GPU": 1} if use_gpu else {})}),
+        run_config=ray.train.RunConfig(
+            name=f"trial_{tune.get_context().get_trial_id()}", storage_path=shared["train_storage"],
+            callbacks=[_forwarding_callback(cost, started)],
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1)),
+    )
+    trainer.fit()
+
+
+def trainable_for(nested: bool) -> Callable[[dict[str, Any], Shared], None]:
+    """The trainable for one (``student_trial``) or several (``trainer_trial``) workers."""
+    return trainer_trial if nested else student_trial
+
