@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 PHASES = ("data", "teachers", "forward", "loss", "backward")
 """Where a plain step spends its time: slicing the batch, the teachers' forward passes,
@@ -41,6 +41,7 @@ class PlainRun:
         temperature, alpha: the KD loss's T and alpha.
         threads: torch intra-op threads (all the machine's cores for a fair baseline).
         val_fraction, data_seed: the split, as in ``DataSpec``.
+        loop: ``plain`` (the loops above) or ``raykd`` (:func:`run_raykd_loop`).
     """
 
     dataset: str = "mnist"
@@ -56,6 +57,7 @@ class PlainRun:
     threads: int = 2
     val_fraction: float = 0.1
     data_seed: int = 0
+    loop: Literal["plain", "raykd"] = "plain"
 
 
 def peak_rss_mb() -> float:
@@ -64,30 +66,53 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
 
 
+def _load(run: PlainRun) -> tuple[Any, list[Any]]:
+    """The dataset and the teachers (eval mode) of a row."""
+    from raykd.data import load_dataset
+    from raykd.models import load_checkpoint
+
+    data = load_dataset(run.dataset, val_fraction=run.val_fraction, seed=run.data_seed,
+                        train_limit=run.train_limit)
+    teachers = [load_checkpoint(p, input_shape=data.input_shape, num_classes=data.num_classes).eval()
+                for p in run.teachers]
+    return data, teachers
+
+
+def augment_ms(x: Any, *, batch_size: int, repeats: int = 10) -> float:
+    """Mean ms of ``augment_images`` on one batch: the extra input work of online rows."""
+    import torch
+
+    from raykd.train.steps import augment_images
+
+    gen = torch.Generator().manual_seed(0)
+    xb = torch.from_numpy(x[:batch_size])
+    augment_images(xb, gen)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        augment_images(xb, gen)
+    return 1000 * (time.perf_counter() - start) / repeats
+
+
 def run_plain(run: PlainRun) -> dict[str, Any]:
     """Train the student for ``run.steps`` steps in this process; time every phase.
 
     Returns:
         ``steps``, ``batch_size``, ``epoch_seconds`` (the training loop only),
         ``samples_per_s`` (steps * batch / loop time), ``phase_ms`` (mean ms per step of
-        each of :data:`PHASES`), ``val_accuracy``, ``setup_seconds`` (data, models) and
-        ``peak_rss_mb``.
+        each of :data:`PHASES`), ``val_accuracy``, ``setup_seconds`` (data, models),
+        ``augment_ms`` and ``peak_rss_mb``.
     """
     import torch
 
-    from raykd.data import load_dataset
     from raykd.losses import distillation_loss
-    from raykd.models import build_model, load_checkpoint
+    from raykd.models import build_model
     from raykd.train.steps import accuracy, epoch_batches, make_optimizer, predict_logits, set_threads
 
     start = time.perf_counter()
     set_threads(run.threads)
-    data = load_dataset(run.dataset, val_fraction=run.val_fraction, seed=run.data_seed,
-                        train_limit=run.train_limit)
-    shape, classes = data.input_shape, data.num_classes
-    teachers = [load_checkpoint(p, input_shape=shape, num_classes=classes).eval() for p in run.teachers]
+    data, teachers = _load(run)
     torch.manual_seed(run.seed)
-    student = build_model(run.student, shape, classes)
+    student = build_model(run.student, data.input_shape, data.num_classes)
     opt = make_optimizer(student, lr=run.lr, weight_decay=0.0)
     method = "kd" if teachers else "none"
     x, y = data.train.x, data.train.y
@@ -121,14 +146,58 @@ def run_plain(run: PlainRun) -> dict[str, Any]:
             step += 1
         epoch += 1
     seconds = time.perf_counter() - loop_start
-    val = accuracy(predict_logits(student, data.val.x), data.val.y)
     return {
         "steps": step,
         "batch_size": run.batch_size,
         "epoch_seconds": seconds,
         "samples_per_s": step * run.batch_size / seconds if seconds > 0 else 0.0,
         "phase_ms": {k: 1000 * v / max(1, step) for k, v in phase.items()},
-        "val_accuracy": val,
+        "val_accuracy": accuracy(predict_logits(student, data.val.x), data.val.y),
+        "setup_seconds": setup,
+        "augment_ms": augment_ms(x, batch_size=run.batch_size),
+        "peak_rss_mb": peak_rss_mb(),
+        "threads": run.threads,
+        "teachers": len(teachers),
+    }
+
+
+def run_raykd_loop(run: PlainRun) -> dict[str, Any]:
+    """raykd's own student loop (``run_student``) with cached logits, in this process, no Ray.
+
+    A diagnostic: the same code the Ray Train worker runs, fed the teachers' logits
+    (computed here, before the clock starts) as the worker is fed them from the object
+    store. Its gap to row (a) is the loop's; its gap to row (c) is Ray's.
+    """
+    import numpy as np
+
+    from raykd.train.loop import LoopData, run_student
+    from raykd.train.steps import predict_logits, set_threads, steps_per_epoch
+
+    start = time.perf_counter()
+    set_threads(run.threads)
+    data, teachers = _load(run)
+    logits = np.stack([predict_logits(t, data.train.x) for t in teachers])
+    per_epoch = steps_per_epoch(len(data.train), batch_size=run.batch_size)
+    epochs = max(1, -(-run.steps // per_epoch))
+    config = {
+        "model": run.student, "input_shape": list(data.input_shape), "num_classes": data.num_classes,
+        "method": {"method": "kd", "temperature": run.temperature, "alpha": run.alpha, "incorrect_weight": 1.0},
+        "train": {"epochs": epochs, "batch_size": run.batch_size, "lr": run.lr, "weight_decay": 0.0,
+                  "seed": run.seed},
+        "augment": False, "threads": run.threads, "label": "raykd loop, no Ray",
+    }
+    loop_data = LoopData(x_train=data.train.x, y_train=data.train.y, x_val=data.val.x, y_val=data.val.y,
+                         teacher_train=logits)
+    setup = time.perf_counter() - start
+    history = run_student(config, loop_data, report=lambda metrics, model: None)
+    seconds = sum(h["epoch_seconds"] for h in history)
+    steps = epochs * per_epoch
+    return {
+        "steps": steps,
+        "batch_size": run.batch_size,
+        "epoch_seconds": seconds,
+        "samples_per_s": steps * run.batch_size / seconds if seconds > 0 else 0.0,
+        "val_accuracy": history[-1].get("val_accuracy", float("nan")),
         "setup_seconds": setup,
         "peak_rss_mb": peak_rss_mb(),
         "threads": run.threads,
@@ -169,7 +238,9 @@ def main(argv: list[str] | None = None) -> None:
     ns = parser.parse_args(argv)
     fields = json.loads(ns.args.read_text())
     fields["teachers"] = tuple(fields.get("teachers", ()))
-    ns.out.write_text(json.dumps(run_plain(PlainRun(**fields)), indent=2))
+    run = PlainRun(**fields)
+    result = run_raykd_loop(run) if run.loop == "raykd" else run_plain(run)
+    ns.out.write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
