@@ -106,3 +106,12 @@ def test_bundled_example_parses_and_demo_is_fast_enough() -> None:
     assert [m.method for m in demo.methods] == ["none", "kd", "wkd"]
     assert demo.methods[2].incorrect_weight == 0.75 and len(demo.teachers) == 3
     assert np.isfinite(demo.train.lr)
+
+
+def test_online_serving_with_augmentation_matches_the_cached_path(ray_local: None, storage: Path) -> None:
+    cached = job(storage, "cached-kd", train={"epochs": 6, "batch_size": 64, "lr": 0.003})
+    online = job(storage, "online-kd", data={"dataset": "digits", "augment": True},
+                 train={"epochs": 6, "batch_size": 64, "lr": 0.003}, scaling={"num_workers": 2})
+    gap = cached["students"][0]["test_accuracy"] - online["students"][0]["test_accuracy"]
+    assert gap < 0.05, (cached["students"][0]["test_accuracy"], online["students"][0]["test_accuracy"])
+    assert online["students"][0]["test_accuracy"] > 0.85

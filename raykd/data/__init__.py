@@ -21,7 +21,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from raykd.data.builtin import load_digits, load_mnist
+from raykd.data.builtin import load_diamonds, load_digits, load_mnist
 from raykd.data.files import READERS
 from raykd.data.splits import (
     DataError,
@@ -37,6 +37,7 @@ from raykd.data.splits import (
 __all__ = ["DATASETS", "FILE_SUFFIXES", "DataError", "Dataset", "Split", "load_dataset"]
 
 DATASETS: dict[str, Callable[[], RawData]] = {
+    "diamonds": load_diamonds,
     "digits": load_digits,
     "mnist": load_mnist,
 }
@@ -87,7 +88,7 @@ def load_dataset(
     Tables are ``(N, D)``, standardized per column with the training split's statistics.
 
     Args:
-        source: Built-in name (``"mnist"``, ``"digits"``) or path to a ``.npz``,
+        source: Built-in name (``"mnist"``, ``"digits"``, ``"diamonds"``) or path to a ``.npz``,
             ``.parquet`` or ``.csv`` file.
         val_fraction: Fraction of the training pool held out for validation, in [0, 0.9].
         test_fraction: Fraction held out for test when the source has no test set, in

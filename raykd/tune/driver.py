@@ -128,7 +128,7 @@ def make_tuner(job: Job, shared: dict[str, Any], plan: TrialPlan) -> tuple[Any, 
         metric=METRIC, mode=MODE, search_alg=search_alg(sweep, seed=job.spec.train.seed),
         scheduler=scheduler(sweep, epochs=job.spec.train.epochs), num_samples=sweep.num_samples,
         max_concurrent_trials=plan.concurrency, time_budget_s=sweep.time_budget_s,
-        trial_dirname_creator=_trial_dirname,
+        trial_dirname_creator=_trial_dirname, reuse_actors=not plan.nested,
     )
     run = tune.RunConfig(name=EXPERIMENT, storage_path=str(path.parent), verbose=0,
                          failure_config=tune.FailureConfig(max_failures=0))

@@ -102,19 +102,20 @@ def print_sweep(result: dict[str, Any]) -> None:
     best_id = result["best"]["trial_id"]
     table = Table(title=f"raykd sweep {result['job']}: {len(result['trials'])} trials "
                         f"({result['sweep']['searcher']}, {result['sweep']['scheduler']})")
-    heads = ("trial", "method", "W", "T", "alpha", "val acc", "epochs", "trial s", "teacher fwd", "status")
+    heads = ("trial", "method", "W", "T", "alpha", "val acc", "epochs", "secs", "teacher fwd", "status")
     for head in heads:
-        table.add_column(head, justify="left" if head in ("trial", "method", "status") else "right")
+        left = head in ("trial", "method", "status")
+        table.add_column(head, justify="left" if left else "right", no_wrap=head != "status")
     for r in sorted(result["trials"], key=_rank):
-        mark = "* " if r["trial_id"] == best_id else "  "
-        table.add_row(mark + r["trial_id"], str(r["method"]), _cell(r["incorrect_weight"], ".3g"),
+        best = r["trial_id"] == best_id
+        table.add_row(("*" if best else " ") + r["trial_id"], str(r["method"]), _cell(r["incorrect_weight"], ".3g"),
                       _cell(r["temperature"], ".3g"), _cell(r["alpha"], ".3g"), _cell(r[METRIC]),
                       str(r["epochs"]), _cell(r["trial_seconds"], ".1f"), str(r["teacher_forward_examples"]),
-                      r["status"])
-    console = Console()
+                      r["status"], style="bold" if best else None)
+    console = Console(width=max(100, Console().width))
     console.print(table)
     b = result["best"]
-    console.print(f"best (* , arg-max of {METRIC}): method={b['method']} W={b['incorrect_weight']:g} "
+    console.print(f"best (*, arg-max of {METRIC}): method={b['method']} W={b['incorrect_weight']:g} "
                   f"T={b['temperature']:g} alpha={b['alpha']:g} {METRIC}={b[METRIC]:.4f}")
     final = result.get("final")
     if final:

@@ -1,0 +1,432 @@
+"""``raykd bench speed``: raykd's throughput against the student alone and a plain KD loop.
+
+One run, side by side on full MNIST, the same models (3 CNN width-8 teachers and a CNN
+width-8 student, as in the ``mnist-wkd`` demo), batch 128, the same number of steps:
+
+- (a) the student alone, plain PyTorch in one process: the physical limit of distillation;
+- (b) plain PyTorch KD: the 3 teachers forward (no_grad) on every batch, then the student;
+- (c) raykd, cached teacher logits, 1 Ray Train worker with 2 CPUs;
+- (d) raykd online: augmentation on, the teacher actors serve logits one step ahead;
+- (e) raykd cached with 1 worker x 1 CPU and with 2 workers x 1 CPU (DDP over gloo);
+- (c0) a diagnostic: raykd's own loop (``run_student``), cached logits, no Ray.
+
+Throughput is steady state: ``steps * batch / time of the training epochs`` (the
+workers' own history); start-up is the rest of the row's wall time (Ray Train worker
+group, imports, data, validation, teardown). Teachers are trained once (or reused from
+``<out>/cache/teachers``) and their logit cache built once; both are reported apart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from raykd.bench.plain import PlainRun, run_plain_subprocess
+
+BATCH = 128
+QUICK_STEPS = 100
+TEACHER_SEEDS = (1, 2, 3)
+MODEL = {"name": "cnn", "width": 8}
+LR = 3e-3
+TEMPERATURE, ALPHA = 4.0, 0.9
+TARGETS = (("c", "a", 0.9), ("c", "b", 2.0), ("d", "b", 0.9))
+"""(row, baseline, minimum ratio of their steady-state samples/s) on a 2-core machine."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How many steps each row runs and the data/teacher settings that give them."""
+
+    steps: int
+    epochs: int
+    train_limit: int | None
+    teacher_epochs: int
+
+
+def plan_steps(*, quick: bool, steps: int | None, n_train: int = 54_000) -> Plan:
+    """Steps per row: one epoch of the training split, ~100 with ``quick``, or ``steps``.
+
+    Fewer steps than one epoch use ``data.train_limit = steps * batch``; more use as many
+    whole epochs as needed over a limited split so every row runs exactly the same steps.
+    """
+    per_epoch = n_train // BATCH
+    wanted = steps if steps is not None else (QUICK_STEPS if quick else per_epoch)
+    if wanted < 1:
+        raise ValueError(f"steps={wanted} is invalid; expected an integer >= 1")
+    epochs = -(-wanted // per_epoch)
+    per = -(-wanted // epochs)
+    limit = None if per == per_epoch else per * BATCH
+    return Plan(steps=epochs * per, epochs=epochs, train_limit=limit, teacher_epochs=1 if quick else 3)
+
+
+@dataclass(frozen=True)
+class RayRow:
+    """One raykd row: how the student is scaled and whether it is online."""
+
+    key: str
+    label: str
+    num_workers: int
+    cpus_per_worker: float
+    augment: bool = False
+
+
+RAY_ROWS = (
+    RayRow("c", "raykd, cached logits, 1 worker x 2 CPU", 1, 2.0),
+    RayRow("d", "raykd online (augment), teacher actors, 1 worker x 2 CPU", 1, 2.0, augment=True),
+    RayRow("e1", "raykd, cached, 1 worker x 1 CPU", 1, 1.0),
+    RayRow("e2", "raykd, cached, 2 workers x 1 CPU (DDP gloo)", 2, 1.0),
+)
+PLAIN_LABELS = {"a": "plain PyTorch, student alone (no teachers)",
+                "b": "plain PyTorch KD, 3 teachers forward every batch",
+                "c0": "diagnostic: raykd loop (run_student), cached, no Ray"}
+ROW_ORDER = ("a", "b", "c", "d", "e1", "e2", "c0")
+
+
+def bench_spec(plan: Plan, out: Path, *, checkpoints: list[str] | None, row: RayRow | None = None) -> Any:
+    """The JobSpec of a Ray row (or of the setup, without a row): demo models, method kd."""
+    from raykd.spec import JobSpec
+
+    row = row or RAY_ROWS[0]
+    return JobSpec.model_validate({
+        "name": f"bench-speed-{row.key}",
+        "data": {"dataset": "mnist", "val_fraction": 0.1, "seed": 0, "train_limit": plan.train_limit,
+                 "augment": row.augment},
+        "teachers": [{"model": MODEL, "seed": s, "checkpoint": None if checkpoints is None else checkpoints[i]}
+                     for i, s in enumerate(TEACHER_SEEDS)],
+        "teacher_train": {"epochs": plan.teacher_epochs, "batch_size": BATCH, "lr": LR},
+        "student": {"model": MODEL},
+        "train": {"epochs": plan.epochs, "batch_size": BATCH, "lr": LR, "seed": 0},
+        "methods": [{"method": "kd", "temperature": TEMPERATURE, "alpha": ALPHA}],
+        "scaling": {"num_workers": row.num_workers, "cpus_per_worker": row.cpus_per_worker, "use_gpu": False},
+        "storage": str(out),
+    })
+
+
+def setup_teachers(plan: Plan, out: Path, log: Any) -> dict[str, Any]:
+    """Start Ray, train the teachers (or reuse them) and build their logit cache (or reuse it).
+
+    Returns ``checkpoints``, ``ray_init_seconds`` and what the one-off work cost; a
+    rerun that reuses both reports the numbers recorded when they were built.
+    """
+    from raykd.data import load_dataset
+    from raykd.runner import ensure_ray, put_splits
+    from raykd.stages import Job, run_teachers
+    from raykd.teachers.cache import LogitCache
+
+    spec = bench_spec(plan, out, checkpoints=None)
+    job = Job(spec=spec, job_dir=out / "setup", log=log)
+    data = load_dataset("mnist", val_fraction=0.1, seed=0, train_limit=plan.train_limit)
+    start = time.perf_counter()
+    ensure_ray()
+    ray_init = time.perf_counter() - start
+    teachers = run_teachers(job, data, LogitCache(out / "cache"), put_splits(data))
+    stages, cache = job.timer.stages, job.result["logit_cache"]["teacher"]
+    built = sum(s["teacher_forward_examples"] for s in cache.values()) > 0
+    trained = any(t["trained_by_raykd"] for t in job.result["teachers"])
+    record = out / f"setup-{plan.train_limit or 'full'}.json"
+    earlier = json.loads(record.read_text()) if record.exists() else {}
+    info = {
+        "teacher_train_seconds": stages.get("teacher_train", 0.0) if trained else earlier.get("teacher_train_seconds"),
+        "teachers_trained_at": datetime.now(UTC).isoformat() if trained else earlier.get("teachers_trained_at"),
+        "cache_build_seconds": sum(s["seconds"] for s in cache.values()) if built else earlier.get("cache_build_seconds"),
+        "cache_built_at": datetime.now(UTC).isoformat() if built else earlier.get("cache_built_at"),
+        "cache_forward_examples": sum(s["teacher_forward_examples"] for s in cache.values()) if built
+        else earlier.get("cache_forward_examples"),
+        "teacher_test_accuracy": [t["test_accuracy"] for t in job.result["teachers"]],
+        "ensemble_test_accuracy": job.result["ensemble"]["test_accuracy"],
+    }
+    record.write_text(json.dumps(info, indent=2))
+    return {**info, "checkpoints": teachers.checkpoints, "ray_init_seconds": ray_init,
+            "teachers_reused": not trained, "cache_reused": not built,
+            "setup_seconds": time.perf_counter() - start}
+
+
+class RayMemory(threading.Thread):
+    """Peak of the summed RSS of this driver's Ray worker processes, sampled every second.
+
+    Workers are the ``ray::`` processes under this driver (train controller and workers,
+    teacher actors); pre-started idle workers and the head's own processes (GCS, raylet,
+    dashboard, agents) are summed apart as ``head``. Shared object-store pages count in
+    every process that maps them, so the sum overstates unique memory.
+    """
+
+    SYSTEM = ("ray::IDLE", "ray::DashboardAgent", "ray::RuntimeEnvAgent")
+
+    def __init__(self, interval_s: float = 1.0) -> None:
+        super().__init__(daemon=True)
+        self.interval_s = interval_s
+        self.peak_workers_mb = 0.0
+        self.peak_head_mb = 0.0
+        self._stop_event = threading.Event()
+
+    def sample(self) -> None:
+        import psutil
+
+        workers = head = 0
+        for proc in psutil.Process().children(recursive=True):
+            try:
+                title = (proc.cmdline() or [""])[0]
+                rss = proc.memory_info().rss
+            except (psutil.Error, OSError):
+                continue
+            if title.startswith("ray::") and not title.startswith(self.SYSTEM):
+                workers += rss
+            else:
+                head += rss
+        self.peak_workers_mb = max(self.peak_workers_mb, workers / 2**20)
+        self.peak_head_mb = max(self.peak_head_mb, head / 2**20)
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.interval_s):
+            self.sample()
+
+    def __enter__(self) -> RayMemory:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop_event.set()
+        self.join()
+
+
+def run_ray_row(row: RayRow, plan: Plan, out: Path, checkpoints: list[str], log: Any) -> dict[str, Any]:
+    """One raykd row: ``run_job`` with the setup's teachers; steady-state and start-up time."""
+    from raykd.runner import run_job
+
+    job_dir = out / "jobs" / row.key
+    shutil.rmtree(job_dir, ignore_errors=True)
+    load = os.getloadavg()[0]
+    with RayMemory() as mem:
+        result = run_job(bench_spec(plan, out, checkpoints=checkpoints, row=row), job_dir=job_dir, log=log)
+    gen = result["students"][0]["generations"][0]
+    epoch_s = sum(h["epoch_seconds"] for h in gen["history"])
+    return {
+        "kind": "ray", "steps": plan.steps, "batch_size": BATCH, "epoch_seconds": epoch_s,
+        "samples_per_s": plan.steps * BATCH / epoch_s, "wall_seconds": gen["seconds"],
+        "startup_seconds": gen["seconds"] - epoch_s, "worker_group_start_seconds": gen["startup_seconds"],
+        "job_seconds": result["timings"]["total"], "timings": result["timings"],
+        "val_accuracy": gen["val_accuracy"], "peak_mem_mb": mem.peak_workers_mb,
+        "head_mem_mb": mem.peak_head_mb, "num_workers": row.num_workers,
+        "cpus_per_worker": row.cpus_per_worker, "augment": row.augment, "load_avg_1m": load,
+    }
+
+
+def run_plain_row(key: str, plan: Plan, out: Path, checkpoints: list[str]) -> dict[str, Any]:
+    """A plain row in a fresh process: (a) alone, (b) plain KD, (c0) raykd's loop without Ray."""
+    run = PlainRun(dataset="mnist", student=MODEL, teachers=() if key == "a" else tuple(checkpoints),
+                   steps=plan.steps, train_limit=plan.train_limit, batch_size=BATCH, lr=LR,
+                   temperature=TEMPERATURE, alpha=ALPHA, threads=2, loop="raykd" if key == "c0" else "plain")
+    load = os.getloadavg()[0]
+    res = run_plain_subprocess(run, workdir=out / "plain", name=key)
+    return {**res, "kind": "plain", "peak_mem_mb": res["peak_rss_mb"], "load_avg_1m": load}
+
+
+def wait_for_ray_exit(timeout_s: float = 20.0) -> None:
+    """Shut down the local Ray this bench started and wait for its processes to go."""
+    import psutil
+    import ray
+
+    children = psutil.Process().children(recursive=True)
+    ray.shutdown()
+    psutil.wait_procs(children, timeout=timeout_s)
+
+
+def run_speed_bench(*, out: Path, quick: bool = False, steps: int | None = None,
+                    log: Any = print) -> dict[str, Any]:
+    """Run every row, print the table, write ``speed.md``, ``speed.json`` and ``speed.png``."""
+    import ray
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    plan = plan_steps(quick=quick, steps=steps)
+    started_ray = not ray.is_initialized()
+    start = time.perf_counter()
+    log(f"bench speed: {plan.steps} steps x batch {BATCH} per row, out {out}")
+    setup = setup_teachers(plan, out, log)
+    rows: dict[str, dict[str, Any]] = {}
+    for row in RAY_ROWS:
+        log(f"row ({row.key}): {row.label}")
+        rows[row.key] = _guard(lambda row=row: run_ray_row(row, plan, out, setup["checkpoints"], log))
+        rows[row.key]["label"] = row.label
+    if started_ray:  # the plain rows run on a machine without Ray's processes
+        wait_for_ray_exit()
+    for key in ("a", "b", "c0"):
+        log(f"row ({key}): {PLAIN_LABELS[key]}")
+        rows[key] = _guard(lambda key=key: run_plain_row(key, plan, out, setup["checkpoints"]))
+        rows[key]["label"] = PLAIN_LABELS[key]
+    report = {
+        "created_at": datetime.now(UTC).isoformat(), "steps": plan.steps, "batch_size": BATCH,
+        "epochs": plan.epochs, "train_limit": plan.train_limit, "quick": quick,
+        "cpus": os.cpu_count(), "setup": setup, "rows": {k: rows[k] for k in ROW_ORDER if k in rows},
+        "bench_seconds": time.perf_counter() - start,
+    }
+    write_report(report, out)
+    return report
+
+
+def _guard(fn: Any) -> dict[str, Any]:
+    """A failed row becomes an ``error`` entry; the other rows still run."""
+    try:
+        return fn()
+    except Exception as exc:  # noqa: BLE001 - reported in the table, not swallowed
+        return {"error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"}
+
+
+COLUMNS = ("row", "what", "samples/s", "vs (a)", "train s", "start-up s", "wall s", "peak mem MB", "val acc")
+
+
+def table_rows(report: dict[str, Any]) -> list[list[str]]:
+    """One table line per row: steady-state samples/s, its ratio to (a), times, memory."""
+    base = report["rows"].get("a", {}).get("samples_per_s")
+    lines = []
+    for key, r in report["rows"].items():
+        if "error" in r:
+            lines.append([f"({key})", f"{r.get('label', '')}: failed ({r['error']})"] + ["-"] * 7)
+            continue
+        sps = r["samples_per_s"]
+        lines.append([f"({key})", r["label"], f"{sps:,.0f}", f"{sps / base:.2f}" if base else "-",
+                      f"{r['epoch_seconds']:.1f}", f"{r['startup_seconds']:.1f}", f"{r['wall_seconds']:.1f}",
+                      f"{r['peak_mem_mb']:,.0f}", f"{r['val_accuracy']:.4f}"])
+    return lines
+
+
+def check_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target ratio, met or missed, with a one-line reason drawn from the measurements."""
+    rows, out = report["rows"], []
+    for row, base, need in TARGETS:
+        r, b = rows.get(row, {}), rows.get(base, {})
+        if "samples_per_s" not in r or "samples_per_s" not in b:
+            out.append({"ratio": f"({row})/({base})", "value": None, "target": need, "met": False,
+                        "reason": "a row failed; see the table"})
+            continue
+        value = r["samples_per_s"] / b["samples_per_s"]
+        out.append({"ratio": f"({row})/({base})", "value": value, "target": need, "met": value >= need,
+                    "reason": "" if value >= need else _reason(row, base, rows)})
+    return out
+
+
+def _ms(r: dict[str, Any]) -> float:
+    return 1000 * r["batch_size"] / r["samples_per_s"]
+
+
+def _reason(row: str, base: str, rows: dict[str, dict[str, Any]]) -> str:
+    a, b, c0 = rows.get("a", {}), rows.get("b", {}), rows.get("c0", {})
+    if row == "c" and base == "b" and "samples_per_s" in a and a["samples_per_s"] / b["samples_per_s"] < 2.0:
+        teach = b["phase_ms"]["teachers"]
+        return (f"cached KD cannot beat the student alone: the ceiling (a)/(b) is "
+                f"{a['samples_per_s'] / b['samples_per_s']:.2f}, the 3 teachers' forwards are {teach:.1f} of "
+                f"{_ms(b):.1f} ms per step in (b)")
+    if row == "c" and "samples_per_s" in c0:
+        where = "Ray's worker (same loop, no Ray: " if c0["samples_per_s"] >= 0.95 * a["samples_per_s"] else \
+            "raykd's loop itself (no Ray: "
+        return (f"step {_ms(rows['c']):.1f} ms vs {_ms(a):.1f} ms alone; the gap is in {where}"
+                f"{_ms(c0):.1f} ms/step, (c0)/(a) = {c0['samples_per_s'] / a['samples_per_s']:.2f})")
+    if row == "d":
+        extra, aug = _ms(rows["d"]) - _ms(b), a.get("augment_ms", 0.0)
+        return (f"online step {_ms(rows['d']):.1f} ms vs {_ms(b):.1f} ms in (b): +{extra:.1f} ms, of which "
+                f"augmentation {aug:.1f} ms; the rest is 3 actor calls per step (input copied per actor) "
+                f"and 1-thread teachers + 2-thread student sharing 2 cores")
+    return f"{_ms(rows[row]):.1f} ms per step vs {_ms(rows[base]):.1f} ms"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The report as Markdown: the table, the targets, the one-off costs and the profile."""
+    from raykd.report import markdown_table
+
+    s, rows = report.get("setup", {}), report["rows"]
+    lines = [
+        "# raykd bench speed", "",
+        f"MNIST ({report['steps']} steps x batch {report['batch_size']} per row"
+        f"{', train_limit ' + str(report['train_limit']) if report.get('train_limit') else ''}), "
+        f"3 CNN width-8 teachers, CNN width-8 student, KD T={TEMPERATURE:g} alpha={ALPHA:g}; "
+        f"{report.get('cpus')} CPUs; {report.get('created_at', '')}.", "",
+        markdown_table(list(COLUMNS), table_rows(report)), "",
+        "samples/s: steady state, steps x batch / time of the training epochs (worker history). "
+        "start-up: wall minus training (Ray: worker-group start, imports, data, validation, teardown; "
+        "plain: interpreter, imports, data, models). Peak memory: plain rows ru_maxrss of their own "
+        "process; Ray rows the summed RSS of the Ray worker processes (train controller, workers, "
+        "teacher actors; shared object-store pages counted in each), head processes excluded.", "",
+        "## Targets", "",
+    ]
+    for t in check_targets(report):
+        got = "n/a" if t["value"] is None else f"{t['value']:.2f}"
+        verdict = "met" if t["met"] else f"**missed**: {t['reason']}"
+        lines.append(f"- {t['ratio']} = {got} (target >= {t['target']:g}): {verdict}")
+    lines += ["", "## One-off and fixed costs (not per step)", ""]
+    if s:
+        lines += [f"- ray.init: {s['ray_init_seconds']:.1f} s (once per bench)",
+                  f"- teachers: {_once(s, 'teacher_train_seconds', 'teachers_reused', 'teachers_trained_at')}",
+                  f"- logit cache build (paid once per teacher and dataset): "
+                  f"{_once(s, 'cache_build_seconds', 'cache_reused', 'cache_built_at')}",
+                  f"- teachers' test accuracy {', '.join(f'{a:.4f}' for a in s['teacher_test_accuracy'])}; "
+                  f"ensemble {s['ensemble_test_accuracy']:.4f}"]
+    for key, r in rows.items():
+        if r.get("kind") == "ray":
+            t = r["timings"]
+            lines.append(f"- ({key}) Ray Train worker-group start {r['worker_group_start_seconds']:.1f} s; "
+                         f"outside the fit: teachers start {t.get('teacher_start', 0):.1f} s, cached logits "
+                         f"{t.get('teacher_logits', 0):.1f} s; Ray head processes {r['head_mem_mb']:,.0f} MB")
+    lines += ["", "## Per-step profile of the plain rows (ms)", "",
+              markdown_table(["row", "data", "teachers", "forward", "loss", "backward+step", "total"],
+                             [[f"({k})", *(f"{v:.1f}" for v in r["phase_ms"].values()), f"{_ms(r):.1f}"]
+                              for k, r in rows.items() if "phase_ms" in r])]
+    if "augment_ms" in rows.get("a", {}):
+        lines.append(f"\naugment_images: {rows['a']['augment_ms']:.1f} ms per batch (row d only).")
+    loads = ", ".join(f"({k}) {r['load_avg_1m']:.1f}" for k, r in rows.items() if "load_avg_1m" in r)
+    lines += ["", f"1-minute load average when each row started (other work disturbs timings): {loads}.", ""]
+    return "\n".join(lines)
+
+
+def _once(s: dict[str, Any], seconds: str, reused: str, when: str) -> str:
+    if s.get(seconds) is None:
+        return "reused (built before this bench recorded it)"
+    text = f"{s[seconds]:.1f} s"
+    return f"reused, built in {text} at {s[when]}" if s[reused] else f"built now in {text}"
+
+
+def write_report(report: dict[str, Any], out: Path) -> None:
+    """Print the table; write ``speed.md``, ``speed.json`` and the bar chart ``speed.png``."""
+    from rich.console import Console
+    from rich.table import Table
+
+    (out / "speed.json").write_text(json.dumps(report, indent=2))
+    (out / "speed.md").write_text(markdown(report))
+    table = Table(title=f"raykd bench speed: {report['steps']} steps x batch {report['batch_size']}")
+    for col in COLUMNS:
+        table.add_column(col, justify="left" if col in ("row", "what") else "right")
+    for line in table_rows(report):
+        table.add_row(*line)
+    console = Console()
+    console.print(table)
+    for t in check_targets(report):
+        got = "n/a" if t["value"] is None else f"{t['value']:.2f}"
+        console.print(f"{t['ratio']} = {got} (target >= {t['target']:g}): "
+                      f"{'met' if t['met'] else 'MISSED - ' + t['reason']}")
+    bar_chart(report, out / "speed.png")
+    console.print(f"wrote {out / 'speed.md'}, speed.json, speed.png")
+
+
+def bar_chart(report: dict[str, Any], path: Path) -> None:
+    """Horizontal bars of steady-state samples/s per row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    items = [(f"({k}) {r['label']}", r["samples_per_s"]) for k, r in report["rows"].items() if "samples_per_s" in r]
+    fig, ax = plt.subplots(figsize=(9, 0.5 * len(items) + 1.2))
+    bars = ax.barh([n for n, _ in items][::-1], [v for _, v in items][::-1], color="#4c72b0")
+    ax.bar_label(bars, fmt="%.0f", padding=3)
+    ax.set_xlabel("samples/s (steady state, higher is better)")
+    ax.set_title(f"raykd bench speed: {report['steps']} steps x batch {report['batch_size']}, "
+                 f"{report.get('cpus')} CPUs")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

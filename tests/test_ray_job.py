@@ -1,0 +1,84 @@
+"""`ray job submit -- raykd run spec.yaml` against a real Ray head on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import digits_spec
+
+pytestmark = pytest.mark.ray
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
+    """A head started with `ray start --block` in its own process group (stopped with it)."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    gcs, dash = free_port(), free_port()
+    head = subprocess.Popen(
+        [str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs}", "--num-cpus=2",
+         "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+         f"--temp-dir={tmp_path_factory.mktemp('ray')}"],
+        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    address = f"http://127.0.0.1:{dash}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        probe = subprocess.run([str(BIN / "ray"), "job", "list", "--address", address], env=env,
+                               capture_output=True, text=True)
+        if probe.returncode == 0:
+            break
+        time.sleep(2)
+    else:
+        os.killpg(head.pid, signal.SIGTERM)
+        pytest.fail("the Ray head did not come up within 90 s")
+    yield address, env
+    os.killpg(head.pid, signal.SIGTERM)
+    try:
+        head.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(head.pid, signal.SIGKILL)
+
+
+def test_ray_job_submit_runs_raykd(ray_head: tuple[str, dict[str, str]], tmp_path: Path) -> None:
+    address, env = ray_head
+    spec = digits_spec(str(tmp_path / "runs"), name="submitted",
+                       train={"epochs": 2, "batch_size": 64, "lr": 0.003})
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    job_dir = tmp_path / "job"
+    proc = subprocess.run(
+        [str(BIN / "ray"), "job", "submit", "--address", address, "--submission-id", "raykd-test-1",
+         "--runtime-env-json", json.dumps({"env_vars": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}}),
+         "--", str(BIN / "raykd"), "run", str(path), "--job-dir", str(job_dir)],
+        env=env, capture_output=True, text=True, timeout=400,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "succeeded" in proc.stdout.lower()
+    assert "student: kd" in proc.stdout  # the results table, from the job's logs
+    result = json.loads((job_dir / "result.json").read_text())
+    assert 0.5 < result["students"][0]["test_accuracy"] <= 1.0
+    status = subprocess.run([str(BIN / "ray"), "job", "status", "--address", address, "raykd-test-1"],
+                            env=env, capture_output=True, text=True)
+    assert "succeeded" in status.stdout.lower()
