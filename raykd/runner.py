@@ -23,7 +23,7 @@ from typing import Any
 from raykd.data import Dataset, load_dataset
 from raykd.models import CheckpointError, load_checkpoint
 from raykd.spec import JobSpec
-from raykd.stages import Job, run_students, run_teachers
+from raykd.stages import Job, check_student_resources, run_students, run_teachers
 from raykd.teachers.cache import LogitCache
 
 
@@ -94,6 +94,8 @@ def run_job(spec: JobSpec, *, job_dir: Path | None = None, log: Callable[[str], 
         f"{data.num_classes} classes, input {data.input_shape}")
     with job.timer.stage("ray_init"):
         ensure_ray()
+    online_gpus = len(spec.teachers) * spec.scaling.teacher_gpu_fraction if spec.data.augment else 0.0
+    check_student_resources(job, online_gpus=online_gpus)
     cache_dir = spec.cache.dir or str(Path(spec.storage) / "cache")
     cache = LogitCache(cache_dir if spec.cache.enabled else None)
     refs = put_splits(data)

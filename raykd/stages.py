@@ -100,6 +100,18 @@ class TeacherSet:
     logits: dict[str, np.ndarray]
     checkpoints: list[str]
     pool: Any | None = None
+    _train_ref: Any = None
+
+    def train_ref(self, topk: int | None) -> Any:
+        """The train logits in the object store, put once and shared by every student."""
+        import ray
+
+        from raykd.teachers.topk import to_topk
+
+        if self._train_ref is None:
+            z = self.logits["train"]
+            self._train_ref = ray.put(to_topk(z, topk) if topk and topk < z.shape[-1] else z)
+        return self._train_ref
 
 
 def _teacher_configs(job: Job) -> list[Any]:
@@ -229,21 +241,40 @@ def run_students(job: Job, data: Any, teachers: TeacherSet, cache: Any, refs: di
         teachers.pool.shutdown()
 
 
+def check_student_resources(job: Job, *, online_gpus: float) -> None:
+    """Fail fast, with the numbers, when the student workers cannot fit the cluster."""
+    import ray
+
+    from raykd.teachers import ResourceError
+
+    sc = job.spec.scaling
+    have = ray.cluster_resources()
+    need_cpu = sc.num_workers * sc.cpus_per_worker
+    if need_cpu > have.get("CPU", 0) + 1e-9:
+        raise ResourceError(
+            f"scaling.num_workers={sc.num_workers} x scaling.cpus_per_worker={sc.cpus_per_worker:g} needs "
+            f"{need_cpu:g} CPUs, the cluster has {have.get('CPU', 0):g}"
+        )
+    if resolve_gpu(sc.use_gpu):
+        need_gpu = sc.num_workers + online_gpus
+        if need_gpu > have.get("GPU", 0) + 1e-9:
+            raise ResourceError(
+                f"{sc.num_workers} GPU student workers + {online_gpus:g} GPUs of online teachers need "
+                f"{need_gpu:g} GPUs, the cluster has {have.get('GPU', 0):g}; lower scaling.num_workers or "
+                f"scaling.teacher_gpu_fraction"
+            )
+
+
 def train_one(job: Job, data: Any, method: MethodSpec, source: TeacherSet, refs: dict[str, Any], *,
               label: str, generation: int) -> dict[str, Any]:
     """Fit one student on Ray Train and evaluate its best checkpoint on test."""
-    import ray
-
-    from raykd.teachers.topk import to_topk
     from raykd.train.trainer import train_student_ray
 
     spec = job.spec
     online = source.pool is not None and method.method != "none"
     teacher_ref = None
     if method.method != "none" and not online:
-        train_logits = source.logits["train"]
-        k = spec.cache.topk
-        teacher_ref = ray.put(to_topk(train_logits, k) if k and k < train_logits.shape[-1] else train_logits)
+        teacher_ref = source.train_ref(spec.cache.topk)
     config = {
         "model": spec.student.model.model_dump(), "input_shape": list(data.input_shape),
         "num_classes": data.num_classes, "method": method.model_dump(), "train": spec.train.model_dump(),

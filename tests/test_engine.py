@@ -115,3 +115,11 @@ def test_online_serving_with_augmentation_matches_the_cached_path(ray_local: Non
     gap = cached["students"][0]["test_accuracy"] - online["students"][0]["test_accuracy"]
     assert gap < 0.05, (cached["students"][0]["test_accuracy"], online["students"][0]["test_accuracy"])
     assert online["students"][0]["test_accuracy"] > 0.85
+
+
+def test_more_workers_than_cpus_fails_fast(ray_local: None, storage: Path, tmp_path: Path) -> None:
+    path = tmp_path / "big.yaml"
+    path.write_text(json.dumps(digits_spec(str(storage), name="big", scaling={"num_workers": 3})))
+    result = CliRunner().invoke(app, ["run", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "scaling.num_workers=3 x scaling.cpus_per_worker=1 needs 3 CPUs, the cluster has 2" in result.output
