@@ -7,7 +7,8 @@ get from the usual KD libraries: every batch runs the M frozen teachers forward 
 
 Both use the very pieces raykd's own loop uses (``epoch_batches`` for the batch order,
 ``build_model``, ``make_optimizer``, ``distillation_loss``), so the rows differ only in
-where the teachers' logits come from. Each row runs in a fresh process
+where the teachers' logits come from. The diagnostic row (c0) runs raykd's own loop
+(``run_student``) on cached logits without Ray. Each row runs in a fresh process
 (``python -m raykd.bench.plain``) so that its peak RSS (``ru_maxrss``) is its own.
 """
 
@@ -73,7 +74,8 @@ def _load(run: PlainRun) -> tuple[Any, list[Any]]:
 
     data = load_dataset(run.dataset, val_fraction=run.val_fraction, seed=run.data_seed,
                         train_limit=run.train_limit)
-    teachers = [load_checkpoint(p, input_shape=data.input_shape, num_classes=data.num_classes).eval()
+    shape, classes = data.input_shape, data.num_classes
+    teachers = [load_checkpoint(p, input_shape=shape, num_classes=classes).eval()
                 for p in run.teachers]
     return data, teachers
 
@@ -93,32 +95,17 @@ def augment_ms(x: Any, *, batch_size: int, repeats: int = 10) -> float:
     return 1000 * (time.perf_counter() - start) / repeats
 
 
-def run_plain(run: PlainRun) -> dict[str, Any]:
-    """Train the student for ``run.steps`` steps in this process; time every phase.
-
-    Returns:
-        ``steps``, ``batch_size``, ``epoch_seconds`` (the training loop only),
-        ``samples_per_s`` (steps * batch / loop time), ``phase_ms`` (mean ms per step of
-        each of :data:`PHASES`), ``val_accuracy``, ``setup_seconds`` (data, models),
-        ``augment_ms`` and ``peak_rss_mb``.
-    """
+def train_steps(run: PlainRun, student: Any, teachers: list[Any], x: Any,
+                y: Any) -> dict[str, float]:
+    """``run.steps`` optimizer steps of the plain loop; the seconds spent in each phase."""
     import torch
 
     from raykd.losses import distillation_loss
-    from raykd.models import build_model
-    from raykd.train.steps import accuracy, epoch_batches, make_optimizer, predict_logits, set_threads
+    from raykd.train.steps import epoch_batches, make_optimizer
 
-    start = time.perf_counter()
-    set_threads(run.threads)
-    data, teachers = _load(run)
-    torch.manual_seed(run.seed)
-    student = build_model(run.student, data.input_shape, data.num_classes)
     opt = make_optimizer(student, lr=run.lr, weight_decay=0.0)
     method = "kd" if teachers else "none"
-    x, y = data.train.x, data.train.y
     phase = dict.fromkeys(PHASES, 0.0)
-    setup = time.perf_counter() - start
-    loop_start = time.perf_counter()
     step, epoch = 0, 0
     student.train()
     while step < run.steps:
@@ -135,28 +122,52 @@ def run_plain(run: PlainRun) -> dict[str, Any]:
             t2 = time.perf_counter()
             out = student(xb)
             t3 = time.perf_counter()
-            loss = distillation_loss(method, out, tl, yb, temperature=run.temperature, alpha=run.alpha)
+            loss = distillation_loss(method, out, tl, yb, temperature=run.temperature,
+                                     alpha=run.alpha)
             t4 = time.perf_counter()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             t5 = time.perf_counter()
-            for name, (a, b) in zip(PHASES, ((t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5)), strict=True):
-                phase[name] += b - a
+            for name, took in zip(PHASES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4),
+                                  strict=True):
+                phase[name] += took
             step += 1
         epoch += 1
+    return phase
+
+
+def run_plain(run: PlainRun) -> dict[str, Any]:
+    """Train the student for ``run.steps`` steps in this process; time every phase.
+
+    Returns:
+        ``steps``, ``batch_size``, ``epoch_seconds`` (the training loop only),
+        ``samples_per_s`` (steps * batch / loop time), ``phase_ms`` (mean ms per step of
+        each of :data:`PHASES`), ``val_accuracy``, ``setup_seconds`` (data, models),
+        ``augment_ms``, ``peak_rss_mb`` and ``setup_peak_rss_mb`` (the peak before the
+        loop: interpreter, torch, data, models).
+    """
+    import torch
+
+    from raykd.models import build_model
+    from raykd.train.steps import accuracy, predict_logits, set_threads
+
+    start = time.perf_counter()
+    set_threads(run.threads)
+    data, teachers = _load(run)
+    torch.manual_seed(run.seed)
+    student = build_model(run.student, data.input_shape, data.num_classes)
+    setup, setup_rss = time.perf_counter() - start, peak_rss_mb()
+    loop_start = time.perf_counter()
+    phase = train_steps(run, student, teachers, data.train.x, data.train.y)
     seconds = time.perf_counter() - loop_start
     return {
-        "steps": step,
-        "batch_size": run.batch_size,
-        "epoch_seconds": seconds,
-        "samples_per_s": step * run.batch_size / seconds if seconds > 0 else 0.0,
-        "phase_ms": {k: 1000 * v / max(1, step) for k, v in phase.items()},
+        "steps": run.steps, "batch_size": run.batch_size, "epoch_seconds": seconds,
+        "samples_per_s": run.steps * run.batch_size / seconds,
+        "phase_ms": {k: 1000 * v / run.steps for k, v in phase.items()},
         "val_accuracy": accuracy(predict_logits(student, data.val.x), data.val.y),
-        "setup_seconds": setup,
-        "augment_ms": augment_ms(x, batch_size=run.batch_size),
-        "peak_rss_mb": peak_rss_mb(),
-        "threads": run.threads,
+        "setup_seconds": setup, "augment_ms": augment_ms(data.train.x, batch_size=run.batch_size),
+        "peak_rss_mb": peak_rss_mb(), "setup_peak_rss_mb": setup_rss, "threads": run.threads,
         "teachers": len(teachers),
     }
 
@@ -180,32 +191,30 @@ def run_raykd_loop(run: PlainRun) -> dict[str, Any]:
     per_epoch = steps_per_epoch(len(data.train), batch_size=run.batch_size)
     epochs = max(1, -(-run.steps // per_epoch))
     config = {
-        "model": run.student, "input_shape": list(data.input_shape), "num_classes": data.num_classes,
-        "method": {"method": "kd", "temperature": run.temperature, "alpha": run.alpha, "incorrect_weight": 1.0},
+        "model": run.student, "input_shape": list(data.input_shape),
+        "num_classes": data.num_classes,
+        "method": {"method": "kd", "temperature": run.temperature, "alpha": run.alpha,
+                   "incorrect_weight": 1.0},
         "train": {"epochs": epochs, "batch_size": run.batch_size, "lr": run.lr, "weight_decay": 0.0,
                   "seed": run.seed},
         "augment": False, "threads": run.threads, "label": "raykd loop, no Ray",
     }
-    loop_data = LoopData(x_train=data.train.x, y_train=data.train.y, x_val=data.val.x, y_val=data.val.y,
-                         teacher_train=logits)
+    loop_data = LoopData(x_train=data.train.x, y_train=data.train.y, x_val=data.val.x,
+                         y_val=data.val.y, teacher_train=logits)
     setup = time.perf_counter() - start
     history = run_student(config, loop_data, report=lambda metrics, model: None)
     seconds = sum(h["epoch_seconds"] for h in history)
     steps = epochs * per_epoch
     return {
-        "steps": steps,
-        "batch_size": run.batch_size,
-        "epoch_seconds": seconds,
-        "samples_per_s": steps * run.batch_size / seconds if seconds > 0 else 0.0,
-        "val_accuracy": history[-1].get("val_accuracy", float("nan")),
-        "setup_seconds": setup,
-        "peak_rss_mb": peak_rss_mb(),
-        "threads": run.threads,
-        "teachers": len(teachers),
+        "steps": steps, "batch_size": run.batch_size, "epoch_seconds": seconds,
+        "samples_per_s": steps * run.batch_size / seconds,
+        "val_accuracy": history[-1].get("val_accuracy", float("nan")), "setup_seconds": setup,
+        "peak_rss_mb": peak_rss_mb(), "threads": run.threads, "teachers": len(teachers),
     }
 
 
-def run_plain_subprocess(run: PlainRun, *, workdir: Path, name: str, timeout_s: float = 3600) -> dict[str, Any]:
+def run_plain_subprocess(run: PlainRun, *, workdir: Path, name: str,
+                         timeout_s: float = 3600) -> dict[str, Any]:
     """Run :func:`run_plain` in a fresh Python process; add its wall and start-up time.
 
     ``wall_seconds`` is the whole process as seen from here (interpreter, imports, data,
@@ -218,12 +227,14 @@ def run_plain_subprocess(run: PlainRun, *, workdir: Path, name: str, timeout_s: 
     args.write_text(json.dumps(asdict(run)))
     out.unlink(missing_ok=True)
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "raykd.bench.plain", "--args", str(args), "--out", str(out)],
-                          capture_output=True, text=True, timeout=timeout_s, check=False)
+    proc = subprocess.run([sys.executable, "-m", "raykd.bench.plain", "--args", str(args),
+                           "--out", str(out)], capture_output=True, text=True, timeout=timeout_s,
+                          check=False)
     wall = time.perf_counter() - start
     if proc.returncode != 0 or not out.exists():
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-        raise RuntimeError(f"plain row {name!r} failed (exit {proc.returncode}): " + " | ".join(tail))
+        raise RuntimeError(f"plain row {name!r} failed (exit {proc.returncode}): "
+                           + " | ".join(tail))
     result = json.loads(out.read_text())
     result["wall_seconds"] = wall
     result["startup_seconds"] = max(0.0, wall - result["epoch_seconds"])

@@ -36,6 +36,10 @@ TEACHER_SEEDS = (1, 2, 3)
 MODEL = {"name": "cnn", "width": 8}
 LR = 3e-3
 TEMPERATURE, ALPHA = 4.0, 0.9
+THREAD_ENV = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "GOMP_SPINCOUNT")
+"""Environment that changes how torch's CPU threads behave; recorded with the results."""
+BUSY = 0.25
+"""Above this share of the CPU taken by other processes during a row, the report warns."""
 TARGETS = (("c", "a", 0.9), ("c", "b", 2.0), ("d", "b", 0.9))
 """(row, baseline, minimum ratio of their steady-state samples/s) on a 2-core machine."""
 
@@ -63,7 +67,8 @@ def plan_steps(*, quick: bool, steps: int | None, n_train: int = 54_000) -> Plan
     epochs = -(-wanted // per_epoch)
     per = -(-wanted // epochs)
     limit = None if per == per_epoch else per * BATCH
-    return Plan(steps=epochs * per, epochs=epochs, train_limit=limit, teacher_epochs=1 if quick else 3)
+    return Plan(steps=epochs * per, epochs=epochs, train_limit=limit,
+                teacher_epochs=1 if quick else 3)
 
 
 @dataclass(frozen=True)
@@ -89,72 +94,90 @@ PLAIN_LABELS = {"a": "plain PyTorch, student alone (no teachers)",
 ROW_ORDER = ("a", "b", "c", "d", "e1", "e2", "c0")
 
 
-def bench_spec(plan: Plan, out: Path, *, checkpoints: list[str] | None, row: RayRow | None = None) -> Any:
+def bench_spec(plan: Plan, out: Path, *, checkpoints: list[str] | None,
+               row: RayRow | None = None) -> Any:
     """The JobSpec of a Ray row (or of the setup, without a row): demo models, method kd."""
     from raykd.spec import JobSpec
 
     row = row or RAY_ROWS[0]
+    teachers = [{"model": MODEL, "seed": s, "checkpoint": checkpoints[i] if checkpoints else None}
+                for i, s in enumerate(TEACHER_SEEDS)]
     return JobSpec.model_validate({
         "name": f"bench-speed-{row.key}",
-        "data": {"dataset": "mnist", "val_fraction": 0.1, "seed": 0, "train_limit": plan.train_limit,
-                 "augment": row.augment},
-        "teachers": [{"model": MODEL, "seed": s, "checkpoint": None if checkpoints is None else checkpoints[i]}
-                     for i, s in enumerate(TEACHER_SEEDS)],
+        "data": {"dataset": "mnist", "val_fraction": 0.1, "seed": 0,
+                 "train_limit": plan.train_limit, "augment": row.augment},
+        "teachers": teachers,
         "teacher_train": {"epochs": plan.teacher_epochs, "batch_size": BATCH, "lr": LR},
         "student": {"model": MODEL},
         "train": {"epochs": plan.epochs, "batch_size": BATCH, "lr": LR, "seed": 0},
         "methods": [{"method": "kd", "temperature": TEMPERATURE, "alpha": ALPHA}],
-        "scaling": {"num_workers": row.num_workers, "cpus_per_worker": row.cpus_per_worker, "use_gpu": False},
+        "scaling": {"num_workers": row.num_workers, "cpus_per_worker": row.cpus_per_worker,
+                    "use_gpu": False},
         "storage": str(out),
     })
 
 
 def setup_teachers(plan: Plan, out: Path, log: Any) -> dict[str, Any]:
-    """Start Ray, train the teachers (or reuse them) and build their logit cache (or reuse it).
+    """Start Ray, train the teachers and build their logit cache, or reuse both.
 
     Returns ``checkpoints``, ``ray_init_seconds`` and what the one-off work cost; a
-    rerun that reuses both reports the numbers recorded when they were built.
+    rerun that reuses them reports the numbers recorded when they were built
+    (``<out>/setup-<train_limit>.json``).
     """
     from raykd.data import load_dataset
     from raykd.runner import ensure_ray, put_splits
     from raykd.stages import Job, run_teachers
     from raykd.teachers.cache import LogitCache
 
-    spec = bench_spec(plan, out, checkpoints=None)
-    job = Job(spec=spec, job_dir=out / "setup", log=log)
+    job = Job(spec=bench_spec(plan, out, checkpoints=None), job_dir=out / "setup", log=log)
     data = load_dataset("mnist", val_fraction=0.1, seed=0, train_limit=plan.train_limit)
     start = time.perf_counter()
     ensure_ray()
     ray_init = time.perf_counter() - start
     teachers = run_teachers(job, data, LogitCache(out / "cache"), put_splits(data))
-    stages, cache = job.timer.stages, job.result["logit_cache"]["teacher"]
-    built = sum(s["teacher_forward_examples"] for s in cache.values()) > 0
+    cache = job.result["logit_cache"]["teacher"].values()
+    forward = sum(s["teacher_forward_examples"] for s in cache)
     trained = any(t["trained_by_raykd"] for t in job.result["teachers"])
     record = out / f"setup-{plan.train_limit or 'full'}.json"
-    earlier = json.loads(record.read_text()) if record.exists() else {}
-    info = {
-        "teacher_train_seconds": stages.get("teacher_train", 0.0) if trained else earlier.get("teacher_train_seconds"),
-        "teachers_trained_at": datetime.now(UTC).isoformat() if trained else earlier.get("teachers_trained_at"),
-        "cache_build_seconds": sum(s["seconds"] for s in cache.values()) if built else earlier.get("cache_build_seconds"),
-        "cache_built_at": datetime.now(UTC).isoformat() if built else earlier.get("cache_built_at"),
-        "cache_forward_examples": sum(s["teacher_forward_examples"] for s in cache.values()) if built
-        else earlier.get("cache_forward_examples"),
-        "teacher_test_accuracy": [t["test_accuracy"] for t in job.result["teachers"]],
-        "ensemble_test_accuracy": job.result["ensemble"]["test_accuracy"],
-    }
+    info = json.loads(record.read_text()) if record.exists() else {}
+    now = datetime.now(UTC).isoformat()
+    if trained:
+        info.update(teacher_train_seconds=job.timer.stages["teacher_train"],
+                    teachers_trained_at=now)
+    if forward:
+        info.update(cache_build_seconds=sum(s["seconds"] for s in cache), cache_built_at=now,
+                    cache_forward_examples=forward)
+    info.update(teacher_test_accuracy=[t["test_accuracy"] for t in job.result["teachers"]],
+                ensemble_test_accuracy=job.result["ensemble"]["test_accuracy"])
     record.write_text(json.dumps(info, indent=2))
     return {**info, "checkpoints": teachers.checkpoints, "ray_init_seconds": ray_init,
-            "teachers_reused": not trained, "cache_reused": not built,
-            "setup_seconds": time.perf_counter() - start}
+            "teachers_reused": not trained, "cache_reused": not forward}
 
 
-class RayMemory(threading.Thread):
-    """Peak of the summed RSS of this driver's Ray worker processes, sampled every second.
+def _psutil() -> Any:
+    """psutil: installed, or the copy Ray vendors (importing ray puts it on ``sys.path``)."""
+    import importlib
 
-    Workers are the ``ray::`` processes under this driver (train controller and workers,
-    teacher actors); pre-started idle workers and the head's own processes (GCS, raylet,
-    dashboard, agents) are summed apart as ``head``. Shared object-store pages count in
-    every process that maps them, so the sum overstates unique memory.
+    try:
+        return importlib.import_module("psutil")
+    except ModuleNotFoundError:
+        importlib.import_module("ray")
+        return importlib.import_module("psutil")
+
+
+class RowMonitor(threading.Thread):
+    """Samples this process tree every second while a row runs: memory and CPU.
+
+    - ``peak_workers_mb``: peak of the summed RSS of the ``ray::`` worker processes under
+      this driver (train controller and workers, teacher actors), split by process title
+      in ``peak_by_title``; pre-started idle workers and the head's own processes (GCS,
+      raylet, dashboard, agents) are summed apart as ``peak_head_mb``. Shared
+      object-store pages count in every process that maps them.
+    - ``own_cpu_s``: CPU seconds this tree used; ``other_share``: the share of the
+      machine's CPU that processes outside this tree took during the row (other users'
+      work disturbs the timings). Each process's CPU time is read while it lives, since
+      the raylet's exited workers leave no trace in its children's times; a process's
+      last second may be missed.
     """
 
     SYSTEM = ("ray::IDLE", "ray::DashboardAgent", "ray::RuntimeEnvAgent")
@@ -162,77 +185,103 @@ class RayMemory(threading.Thread):
     def __init__(self, interval_s: float = 1.0) -> None:
         super().__init__(daemon=True)
         self.interval_s = interval_s
-        self.peak_workers_mb = 0.0
-        self.peak_head_mb = 0.0
+        self.peak_workers_mb = self.peak_head_mb = self.other_share = self.own_cpu_s = 0.0
+        self.peak_by_title: dict[str, float] = {}
+        self._cpu: dict[tuple[int, float], list[float]] = {}  # (pid, created): [first, last]
         self._stop_event = threading.Event()
+        self._start: tuple[float, float] = (0.0, 0.0)
 
-    def sample(self) -> None:
-        import psutil
-
-        workers = head = 0
-        for proc in psutil.Process().children(recursive=True):
+    def sample(self, *, first: bool = False) -> None:
+        psutil = _psutil()
+        me = psutil.Process()
+        head, by_title = 0.0, {}
+        for proc in [me, *me.children(recursive=True)]:
             try:
-                title = (proc.cmdline() or [""])[0]
-                rss = proc.memory_info().rss
+                with proc.oneshot():
+                    key, times = (proc.pid, proc.create_time()), proc.cpu_times()
+                    title, mb = (proc.cmdline() or [""])[0], proc.memory_info().rss / 2**20
             except (psutil.Error, OSError):
                 continue
+            used = times.user + times.system
+            self._cpu.setdefault(key, [used if first else 0.0, used])[1] = used
+            if proc.pid == me.pid:
+                continue
             if title.startswith("ray::") and not title.startswith(self.SYSTEM):
-                workers += rss
+                name = title.split(".")[0].split()[0]
+                by_title[name] = by_title.get(name, 0.0) + mb
             else:
-                head += rss
-        self.peak_workers_mb = max(self.peak_workers_mb, workers / 2**20)
-        self.peak_head_mb = max(self.peak_head_mb, head / 2**20)
+                head += mb
+        if sum(by_title.values()) > self.peak_workers_mb:
+            self.peak_workers_mb, self.peak_by_title = sum(by_title.values()), by_title
+        self.peak_head_mb = max(self.peak_head_mb, head)
+
+    @staticmethod
+    def _busy() -> float:
+        total = _psutil().cpu_times()
+        return sum(total) - total.idle - getattr(total, "iowait", 0.0)
 
     def run(self) -> None:
         while not self._stop_event.wait(self.interval_s):
             self.sample()
 
-    def __enter__(self) -> RayMemory:
+    def __enter__(self) -> RowMonitor:
+        self._start = (time.perf_counter(), self._busy())
+        self.sample(first=True)
         self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop_event.set()
         self.join()
+        self.sample()
+        wall, busy = time.perf_counter() - self._start[0], self._busy() - self._start[1]
+        self.own_cpu_s = sum(last - first for first, last in self._cpu.values())
+        capacity = max(1e-9, wall * (os.cpu_count() or 1))
+        self.other_share = max(0.0, min(1.0, (busy - self.own_cpu_s) / capacity))
 
 
-def run_ray_row(row: RayRow, plan: Plan, out: Path, checkpoints: list[str], log: Any) -> dict[str, Any]:
+def run_ray_row(row: RayRow, plan: Plan, out: Path, checkpoints: list[str],
+                log: Any) -> dict[str, Any]:
     """One raykd row: ``run_job`` with the setup's teachers; steady-state and start-up time."""
     from raykd.runner import run_job
 
     job_dir = out / "jobs" / row.key
     shutil.rmtree(job_dir, ignore_errors=True)
-    load = os.getloadavg()[0]
-    with RayMemory() as mem:
-        result = run_job(bench_spec(plan, out, checkpoints=checkpoints, row=row), job_dir=job_dir, log=log)
+    with RowMonitor() as mem:
+        spec = bench_spec(plan, out, checkpoints=checkpoints, row=row)
+        result = run_job(spec, job_dir=job_dir, log=log)
     gen = result["students"][0]["generations"][0]
     epoch_s = sum(h["epoch_seconds"] for h in gen["history"])
     return {
         "kind": "ray", "steps": plan.steps, "batch_size": BATCH, "epoch_seconds": epoch_s,
         "samples_per_s": plan.steps * BATCH / epoch_s, "wall_seconds": gen["seconds"],
-        "startup_seconds": gen["seconds"] - epoch_s, "worker_group_start_seconds": gen["startup_seconds"],
+        "startup_seconds": gen["seconds"] - epoch_s,
+        "worker_group_start_seconds": gen["startup_seconds"],
         "job_seconds": result["timings"]["total"], "timings": result["timings"],
         "val_accuracy": gen["val_accuracy"], "peak_mem_mb": mem.peak_workers_mb,
-        "head_mem_mb": mem.peak_head_mb, "num_workers": row.num_workers,
-        "cpus_per_worker": row.cpus_per_worker, "augment": row.augment, "load_avg_1m": load,
+        "peak_mem_by_process": mem.peak_by_title, "head_mem_mb": mem.peak_head_mb,
+        "num_workers": row.num_workers, "cpus_per_worker": row.cpus_per_worker,
+        "augment": row.augment, "other_cpu_share": mem.other_share,
     }
 
 
 def run_plain_row(key: str, plan: Plan, out: Path, checkpoints: list[str]) -> dict[str, Any]:
     """A plain row in a fresh process: (a) alone, (b) plain KD, (c0) raykd's loop without Ray."""
-    run = PlainRun(dataset="mnist", student=MODEL, teachers=() if key == "a" else tuple(checkpoints),
-                   steps=plan.steps, train_limit=plan.train_limit, batch_size=BATCH, lr=LR,
-                   temperature=TEMPERATURE, alpha=ALPHA, threads=2, loop="raykd" if key == "c0" else "plain")
-    load = os.getloadavg()[0]
-    res = run_plain_subprocess(run, workdir=out / "plain", name=key)
-    return {**res, "kind": "plain", "peak_mem_mb": res["peak_rss_mb"], "load_avg_1m": load}
+    teachers = () if key == "a" else tuple(checkpoints)
+    run = PlainRun(dataset="mnist", student=MODEL, teachers=teachers, steps=plan.steps,
+                   train_limit=plan.train_limit, batch_size=BATCH, lr=LR, temperature=TEMPERATURE,
+                   alpha=ALPHA, threads=2, loop="raykd" if key == "c0" else "plain")
+    with RowMonitor() as mon:
+        res = run_plain_subprocess(run, workdir=out / "plain", name=key)
+    return {**res, "kind": "plain", "peak_mem_mb": res["peak_rss_mb"],
+            "other_cpu_share": mon.other_share}
 
 
 def wait_for_ray_exit(timeout_s: float = 20.0) -> None:
     """Shut down the local Ray this bench started and wait for its processes to go."""
-    import psutil
     import ray
 
+    psutil = _psutil()
     children = psutil.Process().children(recursive=True)
     ray.shutdown()
     psutil.wait_procs(children, timeout=timeout_s)
@@ -250,21 +299,23 @@ def run_speed_bench(*, out: Path, quick: bool = False, steps: int | None = None,
     start = time.perf_counter()
     log(f"bench speed: {plan.steps} steps x batch {BATCH} per row, out {out}")
     setup = setup_teachers(plan, out, log)
+    checkpoints = setup["checkpoints"]
     rows: dict[str, dict[str, Any]] = {}
     for row in RAY_ROWS:
         log(f"row ({row.key}): {row.label}")
-        rows[row.key] = _guard(lambda row=row: run_ray_row(row, plan, out, setup["checkpoints"], log))
-        rows[row.key]["label"] = row.label
-    if started_ray:  # the plain rows run on a machine without Ray's processes
+        rows[row.key] = {"label": row.label,
+                         **_guard(lambda r=row: run_ray_row(r, plan, out, checkpoints, log))}
+    if started_ray:  # the plain rows get a machine without Ray's processes
         wait_for_ray_exit()
     for key in ("a", "b", "c0"):
         log(f"row ({key}): {PLAIN_LABELS[key]}")
-        rows[key] = _guard(lambda key=key: run_plain_row(key, plan, out, setup["checkpoints"]))
-        rows[key]["label"] = PLAIN_LABELS[key]
+        rows[key] = {"label": PLAIN_LABELS[key],
+                     **_guard(lambda k=key: run_plain_row(k, plan, out, checkpoints))}
     report = {
         "created_at": datetime.now(UTC).isoformat(), "steps": plan.steps, "batch_size": BATCH,
         "epochs": plan.epochs, "train_limit": plan.train_limit, "quick": quick,
-        "cpus": os.cpu_count(), "setup": setup, "rows": {k: rows[k] for k in ROW_ORDER if k in rows},
+        "cpus": os.cpu_count(), "env": {k: os.environ[k] for k in THREAD_ENV if k in os.environ},
+        "setup": setup, "rows": {k: rows[k] for k in ROW_ORDER if k in rows},
         "bench_seconds": time.perf_counter() - start,
     }
     write_report(report, out)
@@ -276,10 +327,12 @@ def _guard(fn: Any) -> dict[str, Any]:
     try:
         return fn()
     except Exception as exc:  # noqa: BLE001 - reported in the table, not swallowed
-        return {"error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"}
+        first = (str(exc).strip().splitlines() or [""])[0]
+        return {"error": f"{type(exc).__name__}: {first}"}
 
 
-COLUMNS = ("row", "what", "samples/s", "vs (a)", "train s", "start-up s", "wall s", "peak mem MB", "val acc")
+COLUMNS = ("row", "what", "samples/s", "vs (a)", "train s", "start-up s", "wall s", "peak mem MB",
+           "val acc")
 
 
 def table_rows(report: dict[str, Any]) -> list[list[str]]:
@@ -292,8 +345,9 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
             continue
         sps = r["samples_per_s"]
         lines.append([f"({key})", r["label"], f"{sps:,.0f}", f"{sps / base:.2f}" if base else "-",
-                      f"{r['epoch_seconds']:.1f}", f"{r['startup_seconds']:.1f}", f"{r['wall_seconds']:.1f}",
-                      f"{r['peak_mem_mb']:,.0f}", f"{r['val_accuracy']:.4f}"])
+                      f"{r['epoch_seconds']:.1f}", f"{r['startup_seconds']:.1f}",
+                      f"{r['wall_seconds']:.1f}", f"{r['peak_mem_mb']:,.0f}",
+                      f"{r['val_accuracy']:.4f}"])
     return lines
 
 
@@ -302,13 +356,13 @@ def check_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     rows, out = report["rows"], []
     for row, base, need in TARGETS:
         r, b = rows.get(row, {}), rows.get(base, {})
-        if "samples_per_s" not in r or "samples_per_s" not in b:
-            out.append({"ratio": f"({row})/({base})", "value": None, "target": need, "met": False,
-                        "reason": "a row failed; see the table"})
-            continue
-        value = r["samples_per_s"] / b["samples_per_s"]
-        out.append({"ratio": f"({row})/({base})", "value": value, "target": need, "met": value >= need,
-                    "reason": "" if value >= need else _reason(row, base, rows)})
+        value = None
+        if "samples_per_s" in r and "samples_per_s" in b:
+            value = r["samples_per_s"] / b["samples_per_s"]
+        met = value is not None and value >= need
+        reason = "" if met else _reason(row, base, rows) if value else "a row failed; see the table"
+        out.append({"ratio": f"({row})/({base})", "value": value, "target": need, "met": met,
+                    "reason": reason})
     return out
 
 
@@ -317,23 +371,31 @@ def _ms(r: dict[str, Any]) -> float:
 
 
 def _reason(row: str, base: str, rows: dict[str, dict[str, Any]]) -> str:
+    """One line on why ``row`` missed its target against ``base``, from the other rows."""
     a, b, c0 = rows.get("a", {}), rows.get("b", {}), rows.get("c0", {})
-    if row == "c" and base == "b" and "samples_per_s" in a and a["samples_per_s"] / b["samples_per_s"] < 2.0:
-        teach = b["phase_ms"]["teachers"]
-        return (f"cached KD cannot beat the student alone: the ceiling (a)/(b) is "
-                f"{a['samples_per_s'] / b['samples_per_s']:.2f}, the 3 teachers' forwards are {teach:.1f} of "
-                f"{_ms(b):.1f} ms per step in (b)")
-    if row == "c" and "samples_per_s" in c0:
-        where = "Ray's worker (same loop, no Ray: " if c0["samples_per_s"] >= 0.95 * a["samples_per_s"] else \
-            "raykd's loop itself (no Ray: "
-        return (f"step {_ms(rows['c']):.1f} ms vs {_ms(a):.1f} ms alone; the gap is in {where}"
-                f"{_ms(c0):.1f} ms/step, (c0)/(a) = {c0['samples_per_s'] / a['samples_per_s']:.2f})")
-    if row == "d":
-        extra, aug = _ms(rows["d"]) - _ms(b), a.get("augment_ms", 0.0)
-        return (f"online step {_ms(rows['d']):.1f} ms vs {_ms(b):.1f} ms in (b): +{extra:.1f} ms, of which "
-                f"augmentation {aug:.1f} ms; the rest is 3 actor calls per step (input copied per actor) "
-                f"and 1-thread teachers + 2-thread student sharing 2 cores")
+    alone = a.get("samples_per_s", 0.0)
+    if row == "c" and base == "b" and alone and alone < 2 * b["samples_per_s"]:
+        return (f"cached KD cannot beat the student alone and (a)/(b) is only "
+                f"{a['samples_per_s'] / b['samples_per_s']:.2f}: the 3 teachers' forwards are "
+                f"{b['phase_ms']['teachers']:.1f} of {_ms(b):.1f} ms per step in (b)")
+    if row == "c" and "samples_per_s" in c0 and "samples_per_s" in a:
+        where = "Ray's worker" if c0["samples_per_s"] >= 0.95 * alone else "raykd's loop"
+        return (f"{_ms(rows['c']):.1f} ms per step vs {_ms(a):.1f} alone; the loop without Ray "
+                f"takes {_ms(c0):.1f} ((c0)/(a) = {c0['samples_per_s'] / a['samples_per_s']:.2f}), "
+                f"so the gap is in {where}")
+    if row == "d" and "samples_per_s" in b:
+        return (f"{_ms(rows['d']):.1f} ms per step vs {_ms(b):.1f} in (b), of which augmentation "
+                f"{a.get('augment_ms', float('nan')):.1f} ms; the rest: 3 actor calls per step and "
+                f"3 one-thread teacher actors + a 2-thread student on {os.cpu_count()} cores")
     return f"{_ms(rows[row]):.1f} ms per step vs {_ms(rows[base]):.1f} ms"
+
+
+NOTE = ("samples/s: steady state, steps x batch / time of the training epochs (the worker's "
+        "own history). start-up: wall minus training (Ray: worker-group start, imports, data, "
+        "validation, checkpoint, teardown; plain: interpreter, imports, data, models, "
+        "validation). Peak memory: plain rows ru_maxrss of their own process; Ray rows the summed "
+        "RSS of the Ray worker processes (train controller, workers, teacher actors; shared "
+        "object-store pages count in each), head processes apart.")
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -341,54 +403,63 @@ def markdown(report: dict[str, Any]) -> str:
     from raykd.report import markdown_table
 
     s, rows = report.get("setup", {}), report["rows"]
-    lines = [
-        "# raykd bench speed", "",
-        f"MNIST ({report['steps']} steps x batch {report['batch_size']} per row"
-        f"{', train_limit ' + str(report['train_limit']) if report.get('train_limit') else ''}), "
-        f"3 CNN width-8 teachers, CNN width-8 student, KD T={TEMPERATURE:g} alpha={ALPHA:g}; "
-        f"{report.get('cpus')} CPUs; {report.get('created_at', '')}.", "",
-        markdown_table(list(COLUMNS), table_rows(report)), "",
-        "samples/s: steady state, steps x batch / time of the training epochs (worker history). "
-        "start-up: wall minus training (Ray: worker-group start, imports, data, validation, teardown; "
-        "plain: interpreter, imports, data, models). Peak memory: plain rows ru_maxrss of their own "
-        "process; Ray rows the summed RSS of the Ray worker processes (train controller, workers, "
-        "teacher actors; shared object-store pages counted in each), head processes excluded.", "",
-        "## Targets", "",
-    ]
+    limit = f", train_limit {report['train_limit']}" if report.get("train_limit") else ""
+    lines = ["# raykd bench speed", "",
+             f"MNIST, {report['steps']} steps x batch {report['batch_size']} per row{limit}; 3 CNN "
+             f"width-8 teachers, CNN width-8 student, KD T={TEMPERATURE:g} alpha={ALPHA:g}; "
+             f"{report.get('cpus')} CPUs; {report.get('created_at', '')}; thread environment: "
+             f"{report.get('env') or 'defaults'}.", "",
+             markdown_table(list(COLUMNS), table_rows(report)), "", NOTE, "", "## Targets", ""]
     for t in check_targets(report):
         got = "n/a" if t["value"] is None else f"{t['value']:.2f}"
         verdict = "met" if t["met"] else f"**missed**: {t['reason']}"
         lines.append(f"- {t['ratio']} = {got} (target >= {t['target']:g}): {verdict}")
     lines += ["", "## One-off and fixed costs (not per step)", ""]
     if s:
+        acc = ", ".join(f"{a:.4f}" for a in s["teacher_test_accuracy"])
         lines += [f"- ray.init: {s['ray_init_seconds']:.1f} s (once per bench)",
-                  f"- teachers: {_once(s, 'teacher_train_seconds', 'teachers_reused', 'teachers_trained_at')}",
-                  f"- logit cache build (paid once per teacher and dataset): "
+                  f"- teachers: "
+                  f"{_once(s, 'teacher_train_seconds', 'teachers_reused', 'teachers_trained_at')}",
+                  f"- logit cache build, paid once per teacher and dataset: "
                   f"{_once(s, 'cache_build_seconds', 'cache_reused', 'cache_built_at')}",
-                  f"- teachers' test accuracy {', '.join(f'{a:.4f}' for a in s['teacher_test_accuracy'])}; "
-                  f"ensemble {s['ensemble_test_accuracy']:.4f}"]
+                  f"- teachers' test accuracy {acc}; ensemble {s['ensemble_test_accuracy']:.4f}"]
     for key, r in rows.items():
         if r.get("kind") == "ray":
             t = r["timings"]
-            lines.append(f"- ({key}) Ray Train worker-group start {r['worker_group_start_seconds']:.1f} s; "
-                         f"outside the fit: teachers start {t.get('teacher_start', 0):.1f} s, cached logits "
-                         f"{t.get('teacher_logits', 0):.1f} s; Ray head processes {r['head_mem_mb']:,.0f} MB")
+            procs = ", ".join(f"{n.removeprefix('ray::')} {mb:,.0f}"
+                              for n, mb in r.get("peak_mem_by_process", {}).items())
+            before = t.get("teacher_start", 0) + t.get("teacher_logits", 0)
+            lines.append(f"- ({key}) Ray Train worker-group start "
+                         f"{r['worker_group_start_seconds']:.1f} s; before the fit, teacher actors "
+                         f"up + cached logits {before:.1f} s; peak MB: {procs}; Ray head + idle "
+                         f"workers {r['head_mem_mb']:,.0f} MB")
+    profile = [[f"({k})", *(f"{v:.1f}" for v in r["phase_ms"].values()), f"{_ms(r):.1f}"]
+               for k, r in rows.items() if "phase_ms" in r]
     lines += ["", "## Per-step profile of the plain rows (ms)", "",
-              markdown_table(["row", "data", "teachers", "forward", "loss", "backward+step", "total"],
-                             [[f"({k})", *(f"{v:.1f}" for v in r["phase_ms"].values()), f"{_ms(r):.1f}"]
-                              for k, r in rows.items() if "phase_ms" in r])]
+              markdown_table(["row", "data", "teachers", "forward", "loss", "backward+step",
+                              "total"], profile)]
     if "augment_ms" in rows.get("a", {}):
         lines.append(f"\naugment_images: {rows['a']['augment_ms']:.1f} ms per batch (row d only).")
-    loads = ", ".join(f"({k}) {r['load_avg_1m']:.1f}" for k, r in rows.items() if "load_avg_1m" in r)
-    lines += ["", f"1-minute load average when each row started (other work disturbs timings): {loads}.", ""]
-    return "\n".join(lines)
+    setup_mb = ", ".join(f"({k}) {r['setup_peak_rss_mb']:,.0f} MB" for k, r in rows.items()
+                         if "setup_peak_rss_mb" in r)
+    if setup_mb:
+        lines.append(f"\nPlain rows' peak RSS before their loop (interpreter, torch, data, "
+                     f"models): {setup_mb}.")
+    other = ", ".join(f"({k}) {r['other_cpu_share']:.0%}" for k, r in rows.items()
+                      if "other_cpu_share" in r)
+    lines += ["", f"CPU taken by other processes during each row (0% = the row had the machine to "
+                  f"itself; more disturbs its timings): {other}."]
+    if any(r.get("other_cpu_share", 0.0) > BUSY for r in rows.values()):
+        lines.append(f"**Warning**: other processes took more than {BUSY:.0%} of the CPU during "
+                     f"some rows; their timings are disturbed, rerun on a quiet machine.")
+    return "\n".join([*lines, ""])
 
 
 def _once(s: dict[str, Any], seconds: str, reused: str, when: str) -> str:
     if s.get(seconds) is None:
         return "reused (built before this bench recorded it)"
-    text = f"{s[seconds]:.1f} s"
-    return f"reused, built in {text} at {s[when]}" if s[reused] else f"built now in {text}"
+    took = f"{s[seconds]:.1f} s"
+    return f"reused, built in {took} at {s[when]}" if s[reused] else f"built now in {took}"
 
 
 def write_report(report: dict[str, Any], out: Path) -> None:
@@ -398,17 +469,17 @@ def write_report(report: dict[str, Any], out: Path) -> None:
 
     (out / "speed.json").write_text(json.dumps(report, indent=2))
     (out / "speed.md").write_text(markdown(report))
-    table = Table(title=f"raykd bench speed: {report['steps']} steps x batch {report['batch_size']}")
+    table = Table(title=f"raykd bench speed: {report['steps']} steps x {report['batch_size']}")
     for col in COLUMNS:
         table.add_column(col, justify="left" if col in ("row", "what") else "right")
     for line in table_rows(report):
         table.add_row(*line)
-    console = Console()
+    console = Console(width=160)
     console.print(table)
     for t in check_targets(report):
         got = "n/a" if t["value"] is None else f"{t['value']:.2f}"
         console.print(f"{t['ratio']} = {got} (target >= {t['target']:g}): "
-                      f"{'met' if t['met'] else 'MISSED - ' + t['reason']}")
+                      f"{'met' if t['met'] else 'MISSED: ' + t['reason']}")
     bar_chart(report, out / "speed.png")
     console.print(f"wrote {out / 'speed.md'}, speed.json, speed.png")
 
@@ -420,8 +491,9 @@ def bar_chart(report: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    items = [(f"({k}) {r['label']}", r["samples_per_s"]) for k, r in report["rows"].items() if "samples_per_s" in r]
-    fig, ax = plt.subplots(figsize=(9, 0.5 * len(items) + 1.2))
+    items = [(f"({k}) {r['label']}", r["samples_per_s"]) for k, r in report["rows"].items()
+             if "samples_per_s" in r]
+    fig, ax = plt.subplots(figsize=(10, 0.5 * len(items) + 1.2))
     bars = ax.barh([n for n, _ in items][::-1], [v for _, v in items][::-1], color="#4c72b0")
     ax.bar_label(bars, fmt="%.0f", padding=3)
     ax.set_xlabel("samples/s (steady state, higher is better)")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -63,8 +64,10 @@ def claim_job_dir(spec: JobSpec, job_dir: Path) -> None:
     path = job_dir / "spec.json"
     mine = json.loads(spec.model_dump_json())
     if path.exists() and json.loads(path.read_text()) != mine:
-        raise SpecError(f"{job_dir} holds a sweep of a different spec; give another --job-dir "
-                        f"or delete that directory to start over")
+        raise SpecError(
+            f"{job_dir} holds a sweep of a different spec; give another --job-dir "
+            f"or delete that directory to start over"
+        )
     path.write_text(json.dumps(mine, indent=2))
 
 
@@ -72,11 +75,19 @@ def load_data(job: Job) -> Dataset:
     """Load and split the data, check the models against it (as ``run_job`` does)."""
     d = job.spec.data
     with job.timer.stage("data"):
-        data = load_dataset(d.dataset, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
-                            seed=d.seed, label_column=d.label_column, train_limit=d.train_limit)
+        data = load_dataset(
+            d.dataset,
+            val_fraction=d.val_fraction,
+            test_fraction=d.test_fraction,
+            seed=d.seed,
+            label_column=d.label_column,
+            train_limit=d.train_limit,
+        )
         check_models(job.spec, data)
-    job.log(f"data: {data.name} train {len(data.train)} / val {len(data.val)} / test {len(data.test)}, "
-            f"{data.num_classes} classes")
+    job.log(
+        f"data: {data.name} train {len(data.train)} / val {len(data.val)} / test {len(data.test)}, "
+        f"{data.num_classes} classes"
+    )
     return data
 
 
@@ -84,28 +95,54 @@ def naive_teachers(spec: JobSpec) -> dict[str, Any]:
     """What a naive trial needs to rebuild the teachers: each one's model and checkpoint."""
     missing = [i for i, t in enumerate(spec.teachers) if t.checkpoint is None]
     if missing:
-        raise SpecError(f"naive mode rebuilds the teachers in every trial and needs checkpoints; "
-                        f"teachers {missing} have none")
-    return {"teachers": [{"model": t.model.model_dump(), "checkpoint": t.checkpoint} for t in spec.teachers]}
+        raise SpecError(
+            f"naive mode rebuilds the teachers in every trial and needs checkpoints; "
+            f"teachers {missing} have none"
+        )
+    return {
+        "teachers": [
+            {"model": t.model.model_dump(), "checkpoint": t.checkpoint} for t in spec.teachers
+        ]
+    }
 
 
-def shared_inputs(job: Job, data: Dataset, refs: dict[str, Any], teachers: TeacherSet | None,
-                  plan: TrialPlan, *, use_gpu: bool) -> dict[str, Any]:
+def shared_inputs(
+    job: Job,
+    data: Dataset,
+    refs: dict[str, Any],
+    teachers: TeacherSet | None,
+    plan: TrialPlan,
+    *,
+    use_gpu: bool,
+) -> dict[str, Any]:
     """What every trial reads: the refs (teacher logits put in the object store here, once)."""
     import ray
 
     spec = job.spec
     naive = None
     if teachers is None:
-        naive = {**naive_teachers(spec), "input_shape": list(data.input_shape), "num_classes": data.num_classes}
-    loop = {"model": spec.student.model.model_dump(), "input_shape": list(data.input_shape),
-            "num_classes": data.num_classes, "train": spec.train.model_dump(), "augment": False,
-            "threads": plan.threads, "init_checkpoint": spec.student.checkpoint}
+        naive = {
+            **naive_teachers(spec),
+            "input_shape": list(data.input_shape),
+            "num_classes": data.num_classes,
+        }
+    loop = {
+        "model": spec.student.model.model_dump(),
+        "input_shape": list(data.input_shape),
+        "num_classes": data.num_classes,
+        "train": spec.train.model_dump(),
+        "augment": False,
+        "threads": plan.threads,
+        "init_checkpoint": spec.student.checkpoint,
+    }
     return {
         **{k: refs[k] for k in ("x_train", "y_train", "x_val", "y_val")},
         "teacher_train": None if teachers is None else ray.put(teachers.logits["train"]),
-        "base_method": spec.methods[0].model_dump(), "loop": loop, "use_gpu": use_gpu,
-        "scaling": spec.scaling.model_dump(), "naive": naive,
+        "base_method": spec.methods[0].model_dump(),
+        "loop": loop,
+        "use_gpu": use_gpu,
+        "scaling": spec.scaling.model_dump(),
+        "naive": naive,
         "train_storage": str((job.job_dir / "tune_train").resolve()),
     }
 
@@ -120,24 +157,36 @@ def make_tuner(job: Job, shared: dict[str, Any], plan: TrialPlan) -> tuple[Any, 
 
     sweep = check_sweep(job.spec)
     resources = {"CPU": plan.trial_cpus, **({"GPU": plan.trial_gpus} if plan.trial_gpus else {})}
-    trainable = tune.with_resources(tune.with_parameters(trainable_for(plan.nested), shared=shared), resources)
+    trainable = tune.with_resources(
+        tune.with_parameters(trainable_for(plan.nested), shared=shared), resources
+    )
     path = (job.job_dir / EXPERIMENT).resolve()
     if tune.Tuner.can_restore(path):
         return tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True), True
     config = tune.TuneConfig(
-        metric=METRIC, mode=MODE, search_alg=search_alg(sweep, seed=job.spec.train.seed),
-        scheduler=scheduler(sweep, epochs=job.spec.train.epochs), num_samples=sweep.num_samples,
-        max_concurrent_trials=plan.concurrency, time_budget_s=sweep.time_budget_s,
-        trial_dirname_creator=_trial_dirname, reuse_actors=not plan.nested,
+        metric=METRIC,
+        mode=MODE,
+        search_alg=search_alg(sweep, seed=job.spec.train.seed),
+        scheduler=scheduler(sweep, epochs=job.spec.train.epochs),
+        num_samples=sweep.num_samples,
+        max_concurrent_trials=plan.concurrency,
+        time_budget_s=sweep.time_budget_s,
+        trial_dirname_creator=_trial_dirname,
+        reuse_actors=not plan.nested,
     )
-    run = tune.RunConfig(name=EXPERIMENT, storage_path=str(path.parent), verbose=0,
-                         failure_config=tune.FailureConfig(max_failures=0))
+    run = tune.RunConfig(
+        name=EXPERIMENT,
+        storage_path=str(path.parent),
+        verbose=0,
+        failure_config=tune.FailureConfig(max_failures=0),
+    )
     space = param_space(sweep, job.spec.methods[0])
     return tune.Tuner(trainable, param_space=space, tune_config=config, run_config=run), False
 
 
-def run_sweep(spec: JobSpec, *, job_dir: Path | None = None, log: Log = print,
-              naive: bool = False) -> dict[str, Any]:
+def run_sweep(
+    spec: JobSpec, *, job_dir: Path | None = None, log: Log = print, naive: bool = False
+) -> dict[str, Any]:
     """Run (or resume) the sweep of ``spec.sweep``; write and return ``sweep.json``'s content.
 
     Args:
@@ -166,29 +215,46 @@ def run_sweep(spec: JobSpec, *, job_dir: Path | None = None, log: Log = print,
     with job.timer.stage("ray_init"):
         ensure_ray()
     refs = put_splits(data)
-    teachers = None
-    if not naive:
-        cache_dir = spec.cache.dir or str(Path(spec.storage) / "cache")
-        teachers = run_teachers(job, data, LogitCache(cache_dir if spec.cache.enabled else None), refs)
+    teachers = None if naive else _teacher_stage(job, data, refs)
     plan, use_gpu = _plan(job)
     shared = shared_inputs(job, data, refs, teachers, plan, use_gpu=use_gpu)
     with job.timer.stage("tune"):
         grid, resumed = _fit(job, shared, plan)
-    rows = grid_rows(grid, epochs=spec.train.epochs)
+    rows = grid_rows(grid, epochs=spec.train.epochs, statuses=trial_statuses(job_dir))
+    stop_if_interrupted(job, rows, tune_seconds=job.timer.stages["tune"])
     best = best_row(rows)
     files = write_outputs(job_dir, rows)
     final = None
     if sweep.final_retrain and teachers is not None:
-        final = reuse_final(job_dir, best)
-        if final is not None:
-            log(f"final student of this best configuration already trained: {final['checkpoint']}")
-        else:
-            with job.timer.stage("final"):
-                final = final_student(job, data, teachers, shared, best, plan)
+        final = _final(job, data, teachers, shared, best, plan)
     result = _result(job, data, rows, best, final, files, plan, resumed=resumed, naive=naive)
     result["timings"] = {**job.timer.stages, "total": time.perf_counter() - start}
     (job_dir / "sweep.json").write_text(json.dumps(result, indent=2, default=str))
     return result
+
+
+def _teacher_stage(job: Job, data: Dataset, refs: dict[str, Any]) -> TeacherSet:
+    """The teachers' logits of every split, from the disk cache or computed once."""
+    spec = job.spec
+    cache_dir = spec.cache.dir or str(Path(spec.storage) / "cache")
+    return run_teachers(job, data, LogitCache(cache_dir if spec.cache.enabled else None), refs)
+
+
+def _final(
+    job: Job,
+    data: Dataset,
+    teachers: TeacherSet,
+    shared: dict[str, Any],
+    best: dict[str, Any],
+    plan: TrialPlan,
+) -> dict[str, Any]:
+    """The best configuration's student on train+val, or the one an earlier call trained."""
+    final = reuse_final(job.job_dir, best)
+    if final is not None:
+        job.log(f"final student of this best configuration already trained: {final['checkpoint']}")
+        return final
+    with job.timer.stage("final"):
+        return final_student(job, data, teachers, shared, best, plan)
 
 
 def _plan(job: Job) -> tuple[TrialPlan, bool]:
@@ -198,15 +264,25 @@ def _plan(job: Job) -> tuple[TrialPlan, bool]:
     sweep = check_sweep(job.spec)
     use_gpu = resolve_gpu(job.spec.scaling.use_gpu)
     have = ray.cluster_resources()
-    plan = plan_resources(job.spec, cluster_cpus=float(have.get("CPU", 1)),
-                          cluster_gpus=float(have.get("GPU", 0)), use_gpu=use_gpu)
+    plan = plan_resources(
+        job.spec,
+        cluster_cpus=float(have.get("CPU", 1)),
+        cluster_gpus=float(have.get("GPU", 0)),
+        use_gpu=use_gpu,
+    )
     asked = sweep.max_concurrent_trials
     if asked and asked > plan.concurrency:
-        job.log(f"sweep.max_concurrent_trials={asked} does not fit the cluster; running {plan.concurrency}")
-    job.log(f"sweep: {num_trials(sweep)} trials ({sweep.searcher}, {sweep.scheduler}) over {varied(sweep)}, "
-            f"{plan.concurrency} at once, {plan.cpus_per_trial:g} CPU per trial "
-            f"({'TorchTrainer per trial' if plan.nested else 'student in the trial process'}); "
-            f"cluster {have.get('CPU', 0):g} CPU / {have.get('GPU', 0):g} GPU")
+        job.log(
+            f"sweep.max_concurrent_trials={asked} does not fit the cluster; "
+            f"running {plan.concurrency}"
+        )
+    job.log(
+        f"sweep: {num_trials(sweep)} trials ({sweep.searcher}, {sweep.scheduler}) "
+        f"over {varied(sweep)}, "
+        f"{plan.concurrency} at once, {plan.cpus_per_trial:g} CPU per trial "
+        f"({'TorchTrainer per trial' if plan.nested else 'student in the trial process'}); "
+        f"cluster {have.get('CPU', 0):g} CPU / {have.get('GPU', 0):g} GPU"
+    )
     return plan, use_gpu
 
 
@@ -214,34 +290,89 @@ def _fit(job: Job, shared: dict[str, Any], plan: TrialPlan) -> tuple[Any, bool]:
     """Run the Tuner (new or restored); its ResultGrid and whether it resumed."""
     tuner, resumed = make_tuner(job, shared, plan)
     if resumed:
-        job.log(f"resuming the sweep stored in {job.job_dir / EXPERIMENT}: finished trials are kept")
+        job.log(
+            f"resuming the sweep stored in {job.job_dir / EXPERIMENT}: finished trials are kept"
+        )
     grid = tuner.fit()
-    job.log(f"sweep done: {len(grid)} trials, {grid.num_errors} errors")
+    job.log(f"tune finished: {len(grid)} trials, {grid.num_errors} errors")
     return grid, resumed
+
+
+def trial_statuses(job_dir: Path) -> dict[str, str]:
+    """Tune's status of every trial (``TERMINATED``, ``ERROR``, ``PENDING``, ``RUNNING``)."""
+    from ray.tune import ExperimentAnalysis
+
+    analysis = ExperimentAnalysis(str((job_dir / EXPERIMENT).resolve()))
+    return {t.trial_id: t.status for t in analysis.trials}
+
+
+def stop_if_interrupted(job: Job, rows: list[dict[str, Any]], *, tune_seconds: float) -> None:
+    """Raise KeyboardInterrupt when Tune returned early (Ctrl+C) with trials left to run.
+
+    Tune catches SIGINT, saves its state and returns the trials so far; the sweep then
+    stops here (no table of a partial sweep, no retraining) and says how to resume. Trials
+    left unstarted by ``sweep.time_budget_s`` are not an interruption.
+    """
+    budget = job.spec.sweep.time_budget_s if job.spec.sweep else None
+    left = [r["trial_id"] for r in rows if r["status"] in ("not started", "unfinished")]
+    if not left or (budget is not None and tune_seconds >= budget):
+        return
+    job.log(
+        f"sweep interrupted with {len(left)} of {len(rows)} trials left; run the same command "
+        f"with --job-dir {job.job_dir} to resume (finished trials are kept)"
+    )
+    raise KeyboardInterrupt
 
 
 def write_outputs(job_dir: Path, rows: list[dict[str, Any]]) -> dict[str, str]:
     """The trials table and the two plots; their paths."""
-    return {"trials": str(write_csv(rows, job_dir / "trials.csv")),
-            "heatmap": str(heatmap_w_t(rows, job_dir / "heatmap_w_t.png")),
-            "alpha": str(alpha_plot(rows, job_dir / "alpha.png"))}
+    return {
+        "trials": str(write_csv(rows, job_dir / "trials.csv")),
+        "heatmap": str(heatmap_w_t(rows, job_dir / "heatmap_w_t.png")),
+        "alpha": str(alpha_plot(rows, job_dir / "alpha.png")),
+    }
 
 
-def _result(job: Job, data: Dataset, rows: list[dict[str, Any]], best: dict[str, Any],
-            final: dict[str, Any] | None, files: dict[str, str], plan: TrialPlan, *, resumed: bool,
-            naive: bool) -> dict[str, Any]:
+def _json_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A row with NaN as None: ``sweep.json`` stays valid JSON for any reader."""
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
+
+
+def _result(
+    job: Job,
+    data: Dataset,
+    rows: list[dict[str, Any]],
+    best: dict[str, Any],
+    final: dict[str, Any] | None,
+    files: dict[str, str],
+    plan: TrialPlan,
+    *,
+    resumed: bool,
+    naive: bool,
+) -> dict[str, Any]:
     """``sweep.json``: the spec, the teachers, every trial, the best, the final student."""
     from dataclasses import asdict
 
     spec = job.spec
     return {
-        "job": spec.name, "job_dir": str(job.job_dir), "mode": "naive" if naive else "shared",
-        "resumed": resumed, "sweep": json.loads(spec.sweep.model_dump_json()) if spec.sweep else None,
+        "job": spec.name,
+        "job_dir": str(job.job_dir),
+        "mode": "naive" if naive else "shared",
+        "resumed": resumed,
+        "sweep": json.loads(spec.sweep.model_dump_json()) if spec.sweep else None,
         "base_method": spec.methods[0].model_dump(mode="json"),
-        "dataset": {"name": data.name, "train": len(data.train), "val": len(data.val),
-                    "test": len(data.test), "num_classes": data.num_classes},
+        "dataset": {
+            "name": data.name,
+            "train": len(data.train),
+            "val": len(data.val),
+            "test": len(data.test),
+            "num_classes": data.num_classes,
+        },
         "resources": {**asdict(plan), "cpus_per_trial": plan.cpus_per_trial},
         **{k: job.result[k] for k in ("teachers", "ensemble", "logit_cache") if k in job.result},
-        "trials": rows, "best": best, "final": final, "files": files,
+        "trials": [_json_row(r) for r in rows],
+        "best": _json_row(best),
+        "final": final,
+        "files": files,
         "spec": json.loads(spec.model_dump_json()),
     }

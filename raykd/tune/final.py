@@ -7,6 +7,7 @@ the example axis (M, N_train + N_val, C); no teacher runs again.
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,15 @@ from raykd.train.steps import accuracy, predict_logits
 from raykd.tune.space import SWEPT, TrialPlan, trial_method
 
 
-def _retrain_task(config: dict[str, Any], x: np.ndarray, y: np.ndarray, x_val: np.ndarray,
-                  y_val: np.ndarray, logits: np.ndarray | None, use_gpu: bool) -> tuple[Any, list[dict[str, Any]]]:
+def _retrain_task(
+    config: dict[str, Any],
+    x: np.ndarray,
+    y: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    logits: np.ndarray | None,
+    use_gpu: bool,
+) -> tuple[Any, list[dict[str, Any]]]:
     """Train the best configuration's student in one process; return the model and history."""
     from raykd.train.loop import LoopData, run_student
 
@@ -31,16 +39,25 @@ def _retrain_task(config: dict[str, Any], x: np.ndarray, y: np.ndarray, x_val: n
         model[:] = [net]
 
     data = LoopData(x_train=x, y_train=y, x_val=x_val, y_val=y_val, teacher_train=logits)
-    history = run_student(config, data, report=keep, wrap=(lambda m: m.to("cuda")) if use_gpu else (lambda m: m))
+    history = run_student(
+        config, data, report=keep, wrap=(lambda m: m.to("cuda")) if use_gpu else (lambda m: m)
+    )
     return model[0].cpu(), history
 
 
-def final_student(job: Job, data: Dataset, teachers: TeacherSet, shared: dict[str, Any],
-                  best: dict[str, Any], plan: TrialPlan) -> dict[str, Any]:
+def final_student(
+    job: Job,
+    data: Dataset,
+    teachers: TeacherSet,
+    shared: dict[str, Any],
+    best: dict[str, Any],
+    plan: TrialPlan,
+) -> dict[str, Any]:
     """Retrain ``best`` on train+val (teacher logits concatenated), test it, save it.
 
-    One process with every CPU the trial's workers had: the global batch and the
-    gradient are those of the N-worker run (DDP averages the ranks' gradients).
+    One process with the whole CPUs the trial's workers had (at least one): the global
+    batch and the gradient are those of the N-worker run (DDP averages the ranks'
+    gradients).
     """
     import ray
 
@@ -51,20 +68,36 @@ def final_student(job: Job, data: Dataset, teachers: TeacherSet, shared: dict[st
     logits = None
     if method.method != "none":
         logits = np.concatenate([teachers.logits["train"], teachers.logits["val"]], axis=1)
-    cpus = min(plan.cpus_per_trial, float(ray.cluster_resources().get("CPU", 1)))
-    config = {**shared["loop"], "threads": max(1, int(cpus)), "method": method.model_dump(),
-              "label": "best on train+val"}
+    cpus = max(1, math.floor(min(plan.cpus_per_trial, ray.cluster_resources().get("CPU", 1))))
+    config = {
+        **shared["loop"],
+        "threads": cpus,
+        "method": method.model_dump(),
+        "label": "best on train+val",
+    }
     task = ray.remote(_retrain_task).options(num_cpus=cpus, num_gpus=1 if shared["use_gpu"] else 0)
-    model, history = ray.get(task.remote(config, x, y, data.val.x, data.val.y, logits, shared["use_gpu"]))
-    path = save_checkpoint(model, job.job_dir / "best_student.safetensors", config=config["model"],
-                           input_shape=data.input_shape, num_classes=data.num_classes,
-                           extra={"method": method.model_dump(), "trained_on": "train+val"})
+    model, history = ray.get(
+        task.remote(config, x, y, data.val.x, data.val.y, logits, shared["use_gpu"])
+    )
+    path = save_checkpoint(
+        model,
+        job.job_dir / "best_student.safetensors",
+        config=config["model"],
+        input_shape=data.input_shape,
+        num_classes=data.num_classes,
+        extra={"method": method.model_dump(), "trained_on": "train+val"},
+    )
     test_acc = accuracy(predict_logits(model, data.test.x), data.test.y)
     job.log(f"best student ({method.display}) retrained on train+val: test accuracy {test_acc:.4f}")
-    return {"checkpoint": str(path), "test_accuracy": test_acc, "method": method.model_dump(),
-            "trained_on": {"train": len(data.train), "val": len(data.val)}, "history": history,
-            "seconds": time.perf_counter() - start,
-            "note": "history's val_accuracy is on val, which is part of the training data here"}
+    return {
+        "checkpoint": str(path),
+        "test_accuracy": test_acc,
+        "method": method.model_dump(),
+        "trained_on": {"train": len(data.train), "val": len(data.val)},
+        "history": history,
+        "seconds": time.perf_counter() - start,
+        "note": "history's val_accuracy is on val, which is part of the training data here",
+    }
 
 
 def reuse_final(job_dir: Path, best: dict[str, Any]) -> dict[str, Any] | None:

@@ -67,8 +67,15 @@ def _grid(ax: Any, fig: Any, table: Any) -> None:
     middle = float(finite.mean()) if finite.size else 0.0
     for (i, j), v in np.ndenumerate(values):
         if np.isfinite(v):
-            ax.text(j, i, f"{v:.4f}", ha="center", va="center", fontsize=8,
-                    color="white" if v < middle else "black")
+            ax.text(
+                j,
+                i,
+                f"{v:.4f}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if v < middle else "black",
+            )
     fig.colorbar(image, ax=ax, label=f"mean {METRIC}")
 
 
@@ -94,15 +101,22 @@ def heatmap_w_t(rows: list[dict[str, Any]], path: Path) -> Path:
     frame, note = _wt_subset(frame)
     n_w, n_t = frame["incorrect_weight"].nunique(), frame["temperature"].nunique()
     if n_w > MAX_CELLS or n_t > MAX_CELLS:
-        points = ax.scatter(frame["incorrect_weight"], frame["temperature"], c=frame[METRIC], cmap="viridis")
+        points = ax.scatter(
+            frame["incorrect_weight"], frame["temperature"], c=frame[METRIC], cmap="viridis"
+        )
         fig.colorbar(points, ax=ax, label=METRIC)
     elif n_w > 1 and n_t == 1:
         note += "; " + _line(ax, frame, "incorrect_weight", "temperature")
     elif n_t > 1 and n_w == 1:
         note += "; " + _line(ax, frame, "temperature", "incorrect_weight")
     else:
-        _grid(ax, fig, frame.pivot_table(index="temperature", columns="incorrect_weight", values=METRIC,
-                                         aggfunc="mean"))
+        _grid(
+            ax,
+            fig,
+            frame.pivot_table(
+                index="temperature", columns="incorrect_weight", values=METRIC, aggfunc="mean"
+            ),
+        )
         if n_w == 1 and n_t == 1:
             note += "; W and T not swept"
     if ax.get_xlabel() == "":
@@ -113,7 +127,7 @@ def heatmap_w_t(rows: list[dict[str, Any]], path: Path) -> Path:
 
 
 def alpha_plot(rows: list[dict[str, Any]], path: Path) -> Path:
-    """Validation accuracy against alpha: trials as points, the mean per alpha as a line, per method."""
+    """Validation accuracy against alpha: trials as points, the mean per alpha as a line."""
     frame = _frame(rows)
     fig, ax = _figure()
     if frame.empty:

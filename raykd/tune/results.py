@@ -15,26 +15,55 @@ from typing import Any
 from raykd.tune.space import METRIC
 
 COLUMNS = (
-    "trial_id", "method", "incorrect_weight", "temperature", "alpha", "val_accuracy",
-    "best_val_accuracy", "epochs", "train_loss", "trial_seconds", "teacher_forward_examples",
-    "teacher_seconds", "status",
+    "trial_id",
+    "method",
+    "incorrect_weight",
+    "temperature",
+    "alpha",
+    "val_accuracy",
+    "best_val_accuracy",
+    "epochs",
+    "train_loss",
+    "trial_seconds",
+    "teacher_forward_examples",
+    "teacher_seconds",
+    "status",
 )
+
+
+STATUS = {"PENDING": "not started", "RUNNING": "unfinished", "PAUSED": "unfinished"}
+UNFINISHED = ("PENDING", "RUNNING", "PAUSED")
 
 
 def _number(value: Any) -> float:
     try:
-        out = float(value)
+        return float(value)
     except (TypeError, ValueError):
         return float("nan")
-    return out
 
 
-def trial_row(config: dict[str, Any], metrics: dict[str, Any], history: list[dict[str, Any]], *,
-              trial_id: str, epochs: int, error: str | None) -> dict[str, Any]:
-    """One table row from a trial's config, last metrics and per-epoch history."""
+def _status(tune_status: str, done: int, epochs: int, error: str | None) -> str:
+    """A readable status: done, stopped early (ASHA, time budget), not started, error."""
+    if error:
+        return f"error: {error.splitlines()[0][:120]}"
+    if tune_status in STATUS:
+        return STATUS[tune_status]
+    return "done" if done >= epochs else "stopped early"
+
+
+def trial_row(
+    config: dict[str, Any],
+    metrics: dict[str, Any],
+    history: list[dict[str, Any]],
+    *,
+    trial_id: str,
+    epochs: int,
+    error: str | None,
+    tune_status: str = "TERMINATED",
+) -> dict[str, Any]:
+    """One table row from a trial's config, last metrics, per-epoch history and Tune status."""
     accs = [_number(h.get(METRIC)) for h in history if METRIC in h]
     done = int(metrics.get("training_iteration", len(history)) or 0)
-    status = "error" if error else ("done" if done >= epochs else "stopped early")
     return {
         "trial_id": trial_id,
         "method": config.get("method"),
@@ -48,12 +77,16 @@ def trial_row(config: dict[str, Any], metrics: dict[str, Any], history: list[dic
         "trial_seconds": _number(metrics.get("trial_seconds")),
         "teacher_forward_examples": int(metrics.get("teacher_forward_examples", 0) or 0),
         "teacher_seconds": _number(metrics.get("teacher_seconds")),
-        "status": status if not error else f"error: {error.splitlines()[0][:120]}",
+        "status": _status(tune_status, done, epochs, error),
     }
 
 
-def grid_rows(grid: Any, *, epochs: int) -> list[dict[str, Any]]:
-    """Rows of every trial in a Tune ``ResultGrid``, ordered by trial id."""
+def grid_rows(grid: Any, *, epochs: int, statuses: dict[str, str]) -> list[dict[str, Any]]:
+    """Rows of every trial in a Tune ``ResultGrid``, ordered by trial id.
+
+    ``statuses`` maps trial ids to Tune's trial status (``TERMINATED``, ``ERROR``,
+    ``PENDING``, ...), which a ``Result`` does not carry.
+    """
     rows = []
     for result in grid:
         metrics = dict(result.metrics or {})
@@ -61,13 +94,22 @@ def grid_rows(grid: Any, *, epochs: int) -> list[dict[str, Any]]:
         history = frame.to_dict("records") if frame is not None else []
         trial_id = str(metrics.get("trial_id") or Path(result.path).name.removeprefix("trial_"))
         error = None if result.error is None else f"{type(result.error).__name__}: {result.error}"
-        rows.append(trial_row(dict(result.config or {}), metrics, history, trial_id=trial_id,
-                              epochs=epochs, error=error))
+        rows.append(
+            trial_row(
+                dict(result.config or {}),
+                metrics,
+                history,
+                trial_id=trial_id,
+                epochs=epochs,
+                error=error,
+                tune_status=statuses.get(trial_id, "TERMINATED"),
+            )
+        )
     return sorted(rows, key=lambda r: r["trial_id"])
 
 
 def best_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The arg-max of ``val_accuracy`` (the first one on ties); ValueError when no trial reported."""
+    """The arg-max of ``val_accuracy`` (the first on ties); ValueError when no trial reported."""
     scored = [r for r in rows if not math.isnan(r[METRIC])]
     if not scored:
         raise ValueError(f"no trial reported {METRIC}; see the errors in the trials table")
@@ -83,6 +125,8 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
 
 
 def _cell(value: Any, spec: str = ".4f") -> str:
+    if value is None:
+        return ""
     if isinstance(value, float):
         return "" if math.isnan(value) else format(value, spec)
     return str(value)
@@ -95,34 +139,62 @@ def _rank(row: dict[str, Any]) -> float:
 
 
 def print_sweep(result: dict[str, Any]) -> None:
-    """Print a finished sweep (``sweep.json``'s content): every trial, the best, the final student."""
+    """Print a finished sweep (``sweep.json``): every trial, the best, the final student."""
     from rich.console import Console
     from rich.table import Table
 
     best_id = result["best"]["trial_id"]
-    table = Table(title=f"raykd sweep {result['job']}: {len(result['trials'])} trials "
-                        f"({result['sweep']['searcher']}, {result['sweep']['scheduler']})")
-    heads = ("trial", "method", "W", "T", "alpha", "val acc", "epochs", "secs", "teacher fwd", "status")
+    table = Table(
+        title=f"raykd sweep {result['job']}: {len(result['trials'])} trials "
+        f"({result['sweep']['searcher']}, {result['sweep']['scheduler']})"
+    )
+    heads = (
+        "trial",
+        "method",
+        "W",
+        "T",
+        "alpha",
+        "val acc",
+        "epochs",
+        "secs",
+        "teacher fwd",
+        "status",
+    )
     for head in heads:
         left = head in ("trial", "method", "status")
         table.add_column(head, justify="left" if left else "right", no_wrap=head != "status")
     for r in sorted(result["trials"], key=_rank):
         best = r["trial_id"] == best_id
-        table.add_row(("*" if best else " ") + r["trial_id"], str(r["method"]), _cell(r["incorrect_weight"], ".3g"),
-                      _cell(r["temperature"], ".3g"), _cell(r["alpha"], ".3g"), _cell(r[METRIC]),
-                      str(r["epochs"]), _cell(r["trial_seconds"], ".1f"), str(r["teacher_forward_examples"]),
-                      r["status"], style="bold" if best else None)
+        table.add_row(
+            ("*" if best else " ") + r["trial_id"],
+            str(r["method"]),
+            _cell(r["incorrect_weight"], ".3g"),
+            _cell(r["temperature"], ".3g"),
+            _cell(r["alpha"], ".3g"),
+            _cell(r[METRIC]),
+            str(r["epochs"]),
+            _cell(r["trial_seconds"], ".1f"),
+            str(r["teacher_forward_examples"]),
+            r["status"],
+            style="bold" if best else None,
+        )
     console = Console(width=max(100, Console().width))
     console.print(table)
     b = result["best"]
-    console.print(f"best (*, arg-max of {METRIC}): method={b['method']} W={b['incorrect_weight']:g} "
-                  f"T={b['temperature']:g} alpha={b['alpha']:g} {METRIC}={b[METRIC]:.4f}")
+    console.print(
+        f"best (*, arg-max of {METRIC}): method={b['method']} W={b['incorrect_weight']:g} "
+        f"T={b['temperature']:g} alpha={b['alpha']:g} {METRIC}={b[METRIC]:.4f}"
+    )
     final = result.get("final")
     if final:
         ensemble = result.get("ensemble") or {}
         versus = f" (ensemble {ensemble['test_accuracy']:.4f})" if ensemble else ""
-        console.print(f"best student retrained on train+val: test accuracy {final['test_accuracy']:.4f}"
-                      f"{versus} -> {final['checkpoint']}")
+        console.print(
+            f"best student retrained on train+val: test accuracy {final['test_accuracy']:.4f}"
+            f"{versus} -> {final['checkpoint']}"
+        )
     console.print("stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in result["timings"].items()))
-    console.print(f"table: {result['files']['trials']}  plots: {result['files']['heatmap']}, "
-                  f"{result['files']['alpha']}  result: {result['job_dir']}/sweep.json")
+    console.print(
+        f"table: {result['files']['trials']}  plots: {result['files']['heatmap']}, "
+        f"{result['files']['alpha']}  result: {result['job_dir']}/sweep.json"
+    )

@@ -53,7 +53,9 @@ def _domain(space: ParamSpace, searcher: str) -> Any:
         values = [float(v) for v in space.values]
         return tune.grid_search(values) if searcher == "grid" else tune.choice(values)
     assert space.low is not None and space.high is not None  # ParamSpace guarantees it
-    return tune.loguniform(space.low, space.high) if space.log else tune.uniform(space.low, space.high)
+    return (
+        tune.loguniform(space.low, space.high) if space.log else tune.uniform(space.low, space.high)
+    )
 
 
 def param_space(sweep: SweepSpec, base: MethodSpec) -> dict[str, Any]:
@@ -67,7 +69,9 @@ def param_space(sweep: SweepSpec, base: MethodSpec) -> dict[str, Any]:
     space: dict[str, Any] = {}
     if sweep.method:
         methods = list(sweep.method)
-        space["method"] = tune.grid_search(methods) if sweep.searcher == "grid" else tune.choice(methods)
+        space["method"] = (
+            tune.grid_search(methods) if sweep.searcher == "grid" else tune.choice(methods)
+        )
     else:
         space["method"] = base.method
     for name in BOUNDS:
@@ -105,14 +109,21 @@ def scheduler(sweep: SweepSpec, *, epochs: int) -> Any | None:
     """ASHA over epochs (``training_iteration``) when asked; None for FIFO.
 
     Every trial gets at least one epoch; at each rung (1, 2, 4, ... epochs) only the top
-    half continues.
+    half continues. A trial that reaches the last epoch is left to end by itself
+    (``stop_last_trials=False``): a stop there would kill a nested TorchTrainer while it
+    shuts down, and leak its placement group.
     """
     if sweep.scheduler != "asha":
         return None
     from ray.tune.schedulers import ASHAScheduler
 
-    return ASHAScheduler(time_attr="training_iteration", max_t=max(1, epochs), grace_period=1,
-                         reduction_factor=2)
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        max_t=max(1, epochs),
+        grace_period=1,
+        reduction_factor=2,
+        stop_last_trials=False,
+    )
 
 
 @dataclass(frozen=True)
@@ -152,7 +163,9 @@ def _fits(need: float, have: float, what: str, advice: str) -> None:
         raise ResourceError(f"one trial needs {need:g} {what}, the cluster has {have:g}; {advice}")
 
 
-def plan_resources(spec: JobSpec, *, cluster_cpus: float, cluster_gpus: float, use_gpu: bool) -> TrialPlan:
+def plan_resources(
+    spec: JobSpec, *, cluster_cpus: float, cluster_gpus: float, use_gpu: bool
+) -> TrialPlan:
     """Trial resources and concurrency that fit a cluster of the given size.
 
     One worker: the trial is the student (``cpus_per_worker`` CPUs, one GPU with
@@ -172,8 +185,10 @@ def plan_resources(spec: JobSpec, *, cluster_cpus: float, cluster_gpus: float, u
     else:
         plan = (sc.cpus_per_worker, gpu, 0.0, 0.0)
     cpus, gpus = plan[0] + plan[2], plan[1] + plan[3]
-    advice = (f"lower scaling.cpus_per_worker (now {sc.cpus_per_worker:g}) or scaling.num_workers "
-              f"(now {sc.num_workers})")
+    advice = (
+        f"lower scaling.cpus_per_worker (now {sc.cpus_per_worker:g}) or scaling.num_workers "
+        f"(now {sc.num_workers})"
+    )
     if nested:
         advice += f"; the trial's driver takes {TRIAL_DRIVER_CPUS:g} CPU besides its workers"
     _fits(cpus, cluster_cpus, "CPUs", advice)
@@ -183,8 +198,15 @@ def plan_resources(spec: JobSpec, *, cluster_cpus: float, cluster_gpus: float, u
         fit = min(fit, math.floor(cluster_gpus / gpus + 1e-9))
     asked = spec.sweep.max_concurrent_trials if spec.sweep else None
     concurrency = max(1, min(fit, asked) if asked else fit)
-    return TrialPlan(trial_cpus=plan[0], trial_gpus=plan[1], worker_cpus=plan[2], worker_gpus=plan[3],
-                     concurrency=concurrency, threads=max(1, int(sc.cpus_per_worker)), nested=nested)
+    return TrialPlan(
+        trial_cpus=plan[0],
+        trial_gpus=plan[1],
+        worker_cpus=plan[2],
+        worker_gpus=plan[3],
+        concurrency=concurrency,
+        threads=max(1, int(sc.cpus_per_worker)),
+        nested=nested,
+    )
 
 
 def num_trials(sweep: SweepSpec) -> int:

@@ -10,9 +10,9 @@ Two shapes of trial:
 - ``student_trial`` (``scaling.num_workers == 1``): runs :func:`raykd.train.loop.run_student`
   inside the trial process and calls ``ray.tune.report`` once per epoch. No nested
   trainer: RAY-NOTES measured ~18 s of start-up per nested TorchTrainer.
-- ``trainer_trial`` (``num_workers > 1``): the Train V2 pattern, a driver function that
-  builds and fits a ``TorchTrainer``; a ``TuneReportCallback`` forwards each epoch's
-  report to Tune (so ASHA can stop it).
+- ``trainer_trial`` (``num_workers > 1``): the Train V2 pattern, a driver function per
+  trial that builds and fits a ``TorchTrainer``; a ``TuneReportCallback`` forwards each
+  epoch's report to Tune (so ASHA can stop it).
 
 ``naive`` mode (a benchmark baseline) makes each trial build the teachers from their
 checkpoints and run their forward passes over the train split itself.
@@ -35,8 +35,10 @@ Shared = dict[str, Any]
 
 def trial_label(config: dict[str, Any]) -> str:
     """A short name for a trial's printed epoch lines: method, W, T, alpha."""
-    return (f"{config.get('method')} W={float(config.get('incorrect_weight', 0)):.3g} "
-            f"T={float(config.get('temperature', 0)):.3g} a={float(config.get('alpha', 0)):.3g}")
+    return (
+        f"{config.get('method')} W={float(config.get('incorrect_weight', 0)):.3g} "
+        f"T={float(config.get('temperature', 0)):.3g} a={float(config.get('alpha', 0)):.3g}"
+    )
 
 
 def naive_teacher_logits(shared: Shared, x_train: np.ndarray) -> tuple[np.ndarray, int]:
@@ -48,15 +50,23 @@ def naive_teacher_logits(shared: Shared, x_train: np.ndarray) -> tuple[np.ndarra
 
     naive = shared["naive"]
     teachers = [
-        Teacher(i, t["model"], tuple(naive["input_shape"]), naive["num_classes"], t["checkpoint"],
-                threads=shared["loop"]["threads"])
+        Teacher(
+            i,
+            t["model"],
+            tuple(naive["input_shape"]),
+            naive["num_classes"],
+            t["checkpoint"],
+            threads=shared["loop"]["threads"],
+        )
         for i, t in enumerate(naive["teachers"])
     ]
     logits = np.stack([t.logits(x_train) for t in teachers]).astype(np.float32, copy=False)
     return logits, sum(t.forward_examples for t in teachers)
 
 
-def teacher_logits(shared: Shared, method: MethodSpec, x_train: np.ndarray) -> tuple[np.ndarray | None, dict[str, float]]:
+def teacher_logits(
+    shared: Shared, method: MethodSpec, x_train: np.ndarray
+) -> tuple[np.ndarray | None, dict[str, float]]:
     """The teachers' train logits for this trial, and what obtaining them cost.
 
     Shared mode maps the driver's single object-store copy (no forward pass); naive mode
@@ -71,7 +81,10 @@ def teacher_logits(shared: Shared, method: MethodSpec, x_train: np.ndarray) -> t
         logits, forward = naive_teacher_logits(shared, x_train)
     else:
         logits, forward = ray.get(shared["teacher_train"]), 0
-    return logits, {"teacher_forward_examples": forward, "teacher_seconds": time.perf_counter() - start}
+    return logits, {
+        "teacher_forward_examples": forward,
+        "teacher_seconds": time.perf_counter() - start,
+    }
 
 
 def loop_config(shared: Shared, config: dict[str, Any]) -> tuple[MethodSpec, dict[str, Any]]:
@@ -93,8 +106,13 @@ def student_trial(config: dict[str, Any], shared: Shared) -> None:
     method, cfg = loop_config(shared, config)
     x_train = ray.get(shared["x_train"])
     logits, cost = teacher_logits(shared, method, x_train)
-    data = LoopData(x_train=x_train, y_train=ray.get(shared["y_train"]), x_val=ray.get(shared["x_val"]),
-                    y_val=ray.get(shared["y_val"]), teacher_train=logits)
+    data = LoopData(
+        x_train=x_train,
+        y_train=ray.get(shared["y_train"]),
+        x_val=ray.get(shared["x_val"]),
+        y_val=ray.get(shared["y_val"]),
+        teacher_train=logits,
+    )
 
     def report(metrics: dict[str, Any], model: Any) -> None:
         tune.report({**metrics, **cost, "trial_seconds": time.perf_counter() - start})
@@ -107,48 +125,86 @@ def _forwarding_callback(extra: dict[str, float], started: float) -> Any:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     class _Forward(TuneReportCallback):
-        def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+        def after_report(
+            self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any
+        ) -> None:
             row = {**metrics[0], **extra, "trial_seconds": time.time() - started}
             super().after_report(run_context, [row, *metrics[1:]], checkpoint)
 
     return _Forward()
 
 
-def trainer_trial(config: dict[str, Any], shared: Shared) -> None:
-    """One trial with N > 1 workers: build and fit a TorchTrainer (the Train V2 pattern)."""
-    import ray
+def fit_trainer(
+    cfg: dict[str, Any],
+    *,
+    scaling: dict[str, Any],
+    use_gpu: bool,
+    name: str,
+    storage: str,
+    callback: Any,
+) -> None:
+    """Build and fit the trial's TorchTrainer (runs in the host task, see ``trainer_trial``)."""
     import ray.train
-    from ray import tune
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from raykd.train.trainer import _ray_worker
 
+    resources = {"CPU": scaling["cpus_per_worker"], **({"GPU": 1} if use_gpu else {})}
+    TorchTrainer(
+        _ray_worker,
+        train_loop_config=cfg,
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=scaling["num_workers"], use_gpu=use_gpu, resources_per_worker=resources
+        ),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=storage,
+            callbacks=[callback],
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+        ),
+    ).fit()
+
+
+def trainer_trial(config: dict[str, Any], shared: Shared) -> None:
+    """One trial with N > 1 workers: build and fit a TorchTrainer (the Train V2 pattern).
+
+    The trainer runs in a 0-CPU host task whose environment names this cluster
+    (``RAY_ADDRESS``): Ray Train's placement-group cleaner finds its cluster through the
+    state API, which fails when a machine runs several Ray instances, and then a trial
+    that Tune stops early (ASHA) would leak its workers' CPUs and stall the next trials.
+    """
+    import ray
+    from ray import tune
+
     started = time.time()
     method, cfg = loop_config(shared, config)
-    teacher_ref, cost = shared["teacher_train"], {"teacher_forward_examples": 0, "teacher_seconds": 0.0}
+    teacher_ref = shared["teacher_train"]
+    cost = {"teacher_forward_examples": 0, "teacher_seconds": 0.0}
     if shared.get("naive") and method.method != "none":
         logits, cost = teacher_logits(shared, method, ray.get(shared["x_train"]))
         teacher_ref = ray.put(logits)
-    scale, use_gpu = shared["scaling"], shared["use_gpu"]
-    refs = {"data": {k: shared[k] for k in ("x_train", "y_train", "x_val", "y_val")},
-            "teacher_train": None if method.method == "none" else teacher_ref, "teacher_actors": None}
-    trainer = TorchTrainer(
-        _ray_worker,
-        train_loop_config={**cfg, "refs": refs},
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=scale["num_workers"], use_gpu=use_gpu,
-            resources_per_worker={"CPU": scale["cpus_per_worker"], **({"GPU": 1} if use_gpu else {})}),
-        run_config=ray.train.RunConfig(
-            name=f"trial_{tune.get_context().get_trial_id()}", storage_path=shared["train_storage"],
-            callbacks=[_forwarding_callback(cost, started)],
-            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1)),
+    refs = {
+        "data": {k: shared[k] for k in ("x_train", "y_train", "x_val", "y_val")},
+        "teacher_train": None if method.method == "none" else teacher_ref,
+        "teacher_actors": None,
+    }
+    host = ray.remote(fit_trainer).options(
+        num_cpus=0, runtime_env={"env_vars": {"RAY_ADDRESS": ray.get_runtime_context().gcs_address}}
     )
-    trainer.fit()
+    ray.get(
+        host.remote(
+            {**cfg, "refs": refs},
+            scaling=shared["scaling"],
+            use_gpu=shared["use_gpu"],
+            name=f"trial_{tune.get_context().get_trial_id()}",
+            storage=shared["train_storage"],
+            callback=_forwarding_callback(cost, started),
+        )
+    )
 
 
 def trainable_for(nested: bool) -> Callable[[dict[str, Any], Shared], None]:
     """The trainable for one (``student_trial``) or several (``trainer_trial``) workers."""
     return trainer_trial if nested else student_trial
-

@@ -1,0 +1,179 @@
+"""``raykd bench speed``: the plain-PyTorch rows on digits and the report writer (fast, no Ray)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from raykd.bench.plain import PHASES, PlainRun, run_plain, run_plain_subprocess
+from raykd.bench.speed import (
+    ROW_ORDER,
+    TARGETS,
+    RowMonitor,
+    check_targets,
+    markdown,
+    plan_steps,
+    table_rows,
+    write_report,
+)
+from raykd.models import build_model, save_checkpoint
+
+CNN = {"name": "cnn", "width": 4}
+
+
+@pytest.fixture(scope="module")
+def teachers(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, ...]:
+    """Three untrained CNN teachers for digits (8x8): speed does not need good teachers."""
+    root = tmp_path_factory.mktemp("teachers")
+    return tuple(
+        str(
+            save_checkpoint(
+                build_model(CNN, (1, 8, 8), 10),
+                root / f"t{i}.safetensors",
+                config=CNN,
+                input_shape=(1, 8, 8),
+                num_classes=10,
+            )
+        )
+        for i in range(3)
+    )
+
+
+def test_plan_steps() -> None:
+    full = plan_steps(quick=False, steps=None)
+    assert (full.steps, full.epochs, full.train_limit) == (421, 1, None)
+    quick = plan_steps(quick=True, steps=None)
+    assert (quick.steps, quick.train_limit) == (100, 12_800)
+    more = plan_steps(quick=False, steps=500)
+    assert more.epochs == 2 and more.steps == 500 and more.train_limit == 250 * 128
+    with pytest.raises(ValueError, match="steps=0"):
+        plan_steps(quick=False, steps=0)
+
+
+def test_student_alone_row_a() -> None:
+    res = run_plain(PlainRun(dataset="digits", student=CNN, steps=4, batch_size=32, threads=1))
+    assert res["steps"] == 4 and res["teachers"] == 0
+    assert res["samples_per_s"] == pytest.approx(4 * 32 / res["epoch_seconds"])
+    assert set(res["phase_ms"]) == set(PHASES) and res["phase_ms"]["teachers"] < 0.5
+    assert 0.0 <= res["val_accuracy"] <= 1.0 and res["peak_rss_mb"] > 0 and res["augment_ms"] > 0
+
+
+def test_plain_kd_row_b_runs_the_teachers_every_step(teachers: tuple[str, ...]) -> None:
+    res = run_plain(
+        PlainRun(
+            dataset="digits",
+            student=CNN,
+            teachers=teachers,
+            steps=4,
+            batch_size=32,
+            threads=1,
+            train_limit=64,
+        )
+    )
+    assert res["steps"] == 4 and res["teachers"] == 3  # 2 steps per epoch: it ran 2 epochs
+    assert res["phase_ms"]["teachers"] > 0
+
+
+def test_plain_row_in_a_fresh_process(tmp_path: Path, teachers: tuple[str, ...]) -> None:
+    run = PlainRun(
+        dataset="digits", student=CNN, teachers=teachers, steps=2, batch_size=32, threads=1
+    )
+    res = run_plain_subprocess(run, workdir=tmp_path, name="b")
+    assert res["steps"] == 2 and res["wall_seconds"] >= res["epoch_seconds"]
+    assert res["startup_seconds"] == pytest.approx(res["wall_seconds"] - res["epoch_seconds"])
+    assert json.loads((tmp_path / "b.args.json").read_text())["teachers"] == list(teachers)
+
+
+def _row(sps: float, **extra: object) -> dict[str, object]:
+    return {
+        "label": "x",
+        "batch_size": 128,
+        "samples_per_s": sps,
+        "epoch_seconds": 421 * 128 / sps,
+        "startup_seconds": 3.0,
+        "wall_seconds": 10.0,
+        "peak_mem_mb": 500.0,
+        "val_accuracy": 0.9,
+        **extra,
+    }
+
+
+def fake_report() -> dict[str, object]:
+    phases = {"data": 0.1, "teachers": 20.0, "forward": 5.0, "loss": 1.0, "backward": 10.0}
+    ray = {
+        "kind": "ray",
+        "worker_group_start_seconds": 15.0,
+        "head_mem_mb": 600.0,
+        "timings": {"teacher_logits": 2.0},
+        "other_cpu_share": 0.05,
+        "peak_mem_by_process": {"ray::RayTrainWorker": 400.0},
+    }
+    rows = {
+        "a": _row(4000, phase_ms={**phases, "teachers": 0.0}, augment_ms=2.0, kind="plain"),
+        "b": _row(1000, phase_ms=phases, kind="plain"),
+        "c": _row(3000, **ray),
+        "d": _row(800, **ray),
+        "e1": _row(2500, **ray),
+        "e2": {"label": "2 workers", "error": "RuntimeError: boom"},
+        "c0": _row(3900, kind="plain"),
+    }
+    setup = {
+        "ray_init_seconds": 5.0,
+        "teacher_train_seconds": 60.0,
+        "teachers_reused": True,
+        "teachers_trained_at": "yesterday",
+        "cache_build_seconds": None,
+        "cache_reused": True,
+        "teacher_test_accuracy": [0.98, 0.97, 0.98],
+        "ensemble_test_accuracy": 0.985,
+    }
+    return {
+        "steps": 421,
+        "batch_size": 128,
+        "train_limit": None,
+        "cpus": 2,
+        "setup": setup,
+        "rows": rows,
+    }
+
+
+def test_markdown_has_a_line_per_row_and_every_target() -> None:
+    report = fake_report()
+    text = markdown(report)
+    table = [line for line in text.splitlines() if line.startswith("| (")]
+    assert [line.split("|")[1].strip() for line in table[: len(ROW_ORDER)]] == [
+        f"({k})" for k in ROW_ORDER
+    ]
+    assert "| (e2) | 2 workers: failed (RuntimeError: boom) |" in text
+    assert "| (c) | x | 3,000 | 0.75 |" in text
+    for row, base, _ in TARGETS:
+        assert f"- ({row})/({base}) = " in text
+    assert len(table_rows(report)) == len(ROW_ORDER)
+    assert "peak MB: RayTrainWorker 400" in text and "**Warning**" not in text
+
+
+def test_targets_give_a_reason_when_missed() -> None:
+    got = {t["ratio"]: t for t in check_targets(fake_report())}
+    assert got["(c)/(a)"]["value"] == pytest.approx(0.75) and not got["(c)/(a)"]["met"]
+    assert "(c0)/(a) = 0.97" in got["(c)/(a)"]["reason"]  # the gap is Ray's, not the loop's
+    assert got["(c)/(b)"]["met"] and got["(c)/(b)"]["reason"] == ""
+    assert not got["(d)/(b)"]["met"] and "augmentation 2.0 ms" in got["(d)/(b)"]["reason"]
+
+
+def test_write_report_files(tmp_path: Path) -> None:
+    write_report(fake_report(), tmp_path)
+    assert json.loads((tmp_path / "speed.json").read_text())["rows"]["e2"]["error"]
+    assert (tmp_path / "speed.md").read_text().startswith("# raykd bench speed")
+    assert (tmp_path / "speed.png").stat().st_size > 1000
+
+
+def test_row_monitor_counts_this_tree_as_its_own() -> None:
+    with RowMonitor(interval_s=0.2) as mon:
+        busy = "import time\nend = time.process_time() + 0.6\nwhile time.process_time() < end: pass"
+        subprocess.run([sys.executable, "-c", busy], check=True)
+    assert mon.own_cpu_s > 0.3 and 0.0 <= mon.other_share <= 1.0  # the child's CPU is ours
+    assert mon.peak_workers_mb == 0.0  # no Ray workers here

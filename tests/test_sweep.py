@@ -1,0 +1,381 @@
+"""Tests for raykd.tune: sweeps on shared teacher logits, on a real local Ray (digits).
+
+The pure parts (search space, resource plan, best row, plots) run without Ray; the
+sweep itself runs once per module on a 2-CPU local cluster and is then resumed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from raykd.cli import app
+from raykd.spec import JobSpec, SpecError, parse_spec
+from raykd.tune.plots import alpha_plot, heatmap_w_t
+from raykd.tune.results import best_row, trial_row
+from raykd.tune.space import (
+    OPTUNA_MISSING,
+    ResourceError,
+    check_sweep,
+    num_trials,
+    param_space,
+    plan_resources,
+    scheduler,
+)
+from tests.conftest import digits_spec
+
+GRID = {
+    "searcher": "grid",
+    "incorrect_weight": {"values": [0.5, 1.0]},
+    "temperature": {"values": [2.0, 4.0]},
+}
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def sweep_spec(storage: str | Path, **sweep: Any) -> JobSpec:
+    """The conftest digits spec, 2 epochs, base wkd, with a sweep section."""
+    data = digits_spec(
+        str(storage),
+        teacher_train={"epochs": 3, "batch_size": 64, "lr": 0.003},
+        train={"epochs": 2, "batch_size": 64, "lr": 0.003},
+        methods=[{"method": "wkd", "temperature": 4.0, "alpha": 0.9}],
+        cache={"dir": str(Path(storage) / "cache")},
+        sweep=sweep or GRID,
+    )
+    return parse_spec(data)
+
+
+# --- pure parts: no Ray ------------------------------------------------------------------
+
+
+def test_param_space_grid_fixes_what_is_not_swept(tmp_path: Path) -> None:
+    spec = sweep_spec(tmp_path)
+    assert spec.sweep is not None
+    space = param_space(spec.sweep, spec.methods[0])
+    assert space["incorrect_weight"] == {"grid_search": [0.5, 1.0]}
+    assert space["temperature"] == {"grid_search": [2.0, 4.0]}
+    assert space["method"] == "wkd" and space["alpha"] == 0.9
+    assert num_trials(spec.sweep) == 4
+
+
+def test_param_space_random_draws_ranges_and_choices(tmp_path: Path) -> None:
+    from ray.tune.search.sample import Categorical, Float
+
+    spec = sweep_spec(
+        tmp_path,
+        searcher="random",
+        num_samples=5,
+        method=["kd", "wkd"],
+        alpha={"low": 0.1, "high": 0.9},
+        temperature={"low": 1.0, "high": 8.0, "log": True},
+    )
+    assert spec.sweep is not None
+    space = param_space(spec.sweep, spec.methods[0])
+    assert isinstance(space["method"], Categorical) and isinstance(space["alpha"], Float)
+    assert 1.0 <= space["temperature"].sample() <= 8.0
+    assert num_trials(spec.sweep) == 5
+
+
+def test_asha_never_stops_a_trial_at_its_last_epoch(tmp_path: Path) -> None:
+    spec = sweep_spec(tmp_path, **GRID, scheduler="asha")
+    assert spec.sweep is not None
+    asha = scheduler(spec.sweep, epochs=4)
+    assert asha._max_t == 4 and asha._stop_last_trials is False
+    assert scheduler(sweep_spec(tmp_path).sweep, epochs=4) is None  # type: ignore[arg-type]
+
+
+def test_plan_fits_the_cluster(tmp_path: Path) -> None:
+    one = sweep_spec(tmp_path)
+    plan = plan_resources(one, cluster_cpus=2, cluster_gpus=0, use_gpu=False)
+    assert (plan.trial_cpus, plan.concurrency, plan.nested) == (1.0, 2, False)
+    capped = one.model_copy(
+        update={"sweep": one.sweep.model_copy(update={"max_concurrent_trials": 1})}
+    )
+    assert plan_resources(capped, cluster_cpus=2, cluster_gpus=0, use_gpu=False).concurrency == 1
+    two = parse_spec(
+        {**json.loads(one.model_dump_json()), "scaling": {"num_workers": 2, "cpus_per_worker": 0.5}}
+    )
+    nested = plan_resources(two, cluster_cpus=2, cluster_gpus=0, use_gpu=False)
+    assert (
+        nested.nested and nested.cpus_per_trial == pytest.approx(1.01) and nested.concurrency == 1
+    )
+    too_big = parse_spec({**json.loads(one.model_dump_json()), "scaling": {"num_workers": 2}})
+    with pytest.raises(ResourceError, match=r"needs 2.01 CPUs, the cluster has 2.*cpus_per_worker"):
+        plan_resources(too_big, cluster_cpus=2, cluster_gpus=0, use_gpu=False)
+
+
+def _row(i: int, acc: float, w: float = 0.5, t: float = 2.0, alpha: float = 0.9) -> dict[str, Any]:
+    config = {"method": "wkd", "incorrect_weight": w, "temperature": t, "alpha": alpha}
+    metrics = {"val_accuracy": acc, "training_iteration": 2, "trial_seconds": 1.0}
+    return trial_row(config, metrics, [metrics], trial_id=f"t{i}", epochs=2, error=None)
+
+
+def test_best_row_is_the_argmax_and_skips_missing_metrics() -> None:
+    rows = [_row(0, 0.5), _row(1, 0.9), _row(2, float("nan")), _row(3, 0.9)]
+    assert best_row(rows)["trial_id"] == "t1"
+    with pytest.raises(ValueError, match="no trial reported val_accuracy"):
+        best_row([_row(0, float("nan"))])
+
+
+def test_an_interrupted_sweep_stops_before_the_table(tmp_path: Path) -> None:
+    from raykd.stages import Job
+    from raykd.tune.driver import stop_if_interrupted
+
+    spec = sweep_spec(tmp_path)
+    job = Job(spec=spec, job_dir=tmp_path, log=lambda _: None)
+    left = _row(1, float("nan"))
+    left["status"] = "unfinished"
+    with pytest.raises(KeyboardInterrupt):
+        stop_if_interrupted(job, [_row(0, 0.5), left], tune_seconds=10.0)
+    stop_if_interrupted(job, [_row(0, 0.5), _row(1, 0.6)], tune_seconds=10.0)
+    budget = spec.model_copy(update={"sweep": spec.sweep.model_copy(update={"time_budget_s": 5.0})})
+    job = Job(spec=budget, job_dir=tmp_path, log=lambda _: None)
+    stop_if_interrupted(job, [_row(0, 0.5), left], tune_seconds=10.0)  # the budget ran out
+
+
+@pytest.mark.parametrize(
+    "grid",
+    [
+        [(0.5, 2.0), (1.0, 2.0), (0.5, 4.0), (1.0, 4.0)],  # both vary: heatmap
+        [(0.5, 2.0), (0.75, 2.0), (1.0, 2.0)],  # only W: line
+        [(0.5, 2.0), (0.5, 4.0)],  # only T: line
+        [(0.5, 2.0)],  # neither: one cell
+    ],
+)
+def test_plots_render_every_shape_of_sweep(tmp_path: Path, grid: list[tuple[float, float]]) -> None:
+    rows = [
+        _row(i, 0.8 + 0.01 * i, w, t, alpha=0.5 + 0.1 * (i % 2)) for i, (w, t) in enumerate(grid)
+    ]
+    for path in (heatmap_w_t(rows, tmp_path / "h.png"), alpha_plot(rows, tmp_path / "a.png")):
+        assert path.read_bytes()[:8] == PNG and path.stat().st_size > 5000
+
+
+@pytest.mark.skipif(
+    __import__("importlib").util.find_spec("optuna") is not None, reason="optuna installed"
+)
+def test_optuna_missing_is_a_clear_spec_error(tmp_path: Path) -> None:
+    with pytest.raises(
+        SpecError,
+        match=r"^searcher 'optuna' needs the optuna package: pip install 'raykd\[optuna\]'$",
+    ):
+        check_sweep(sweep_spec(tmp_path, **{**GRID, "searcher": "optuna"}))
+    assert OPTUNA_MISSING.startswith("searcher 'optuna'")
+
+
+# --- bad sweep specs through the CLI: exit code 2 and one line ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("sweep.temperature.values=[]", "sweep.temperature: values is empty"),
+        (
+            "sweep.incorrect_weight.values=[0.5,1.5]",
+            "incorrect_weight spans [0.5, 1.5], outside incorrect_weight's range (0, 1]",
+        ),
+        (
+            "sweep.alpha={low: -0.5, high: 0.5}",
+            "alpha spans [-0.5, 0.5], outside alpha's range [0, 1]",
+        ),
+        ("sweep.searcher=bayes", "sweep.searcher: Input should be 'grid', 'random' or 'optuna'"),
+    ],
+)
+def test_bad_sweep_spec_is_rejected_by_validate(override: str, message: str) -> None:
+    result = CliRunner().invoke(app, ["validate", "digits-sweep", "--set", override])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+
+
+@pytest.mark.skipif(
+    __import__("importlib").util.find_spec("optuna") is not None, reason="optuna installed"
+)
+def test_sweep_command_without_optuna_exits_2() -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "raykd.cli",
+            "sweep",
+            "digits-sweep",
+            "--set",
+            "sweep.searcher=optuna",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "RAY_ADDRESS": ""},
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == f"error: {OPTUNA_MISSING}"
+
+
+# --- a real sweep on local Ray ---------------------------------------------------------------
+
+
+def _alive_actor_classes() -> list[str]:
+    import ray
+    from ray.util.state import list_actors
+
+    address = ray.get_runtime_context().gcs_address
+    return [a.class_name for a in list_actors(address=address, filters=[("state", "=", "ALIVE")])]
+
+
+def _trial_files(job_dir: Path) -> dict[str, str]:
+    """Every file under the trials' directories with a hash of its content.
+
+    Tune copies the trials' files back to storage when it restores an experiment (new
+    modification times), so the check is on content: a rerun trial would append rows.
+    """
+    import hashlib
+
+    root = job_dir / "tune"
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in root.glob("trial_*/**/*")
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def swept(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One 4-trial grid sweep (W x T), run once for the module."""
+    from raykd.tune import run_sweep
+
+    root = tmp_path_factory.mktemp("sweep")
+    spec = sweep_spec(root)
+    lines: list[str] = []
+    result = run_sweep(spec, job_dir=root / "job", log=lines.append)
+    return {
+        "spec": spec,
+        "job_dir": root / "job",
+        "result": result,
+        "log": lines,
+        "actors_after": _alive_actor_classes(),
+        "files": _trial_files(root / "job"),
+    }
+
+
+def test_every_trial_ran(swept: dict[str, Any]) -> None:
+    trials = swept["result"]["trials"]
+    assert len(trials) == 4 and swept["result"]["resumed"] is False
+    assert {(t["incorrect_weight"], t["temperature"]) for t in trials} == {
+        (0.5, 2.0),
+        (0.5, 4.0),
+        (1.0, 2.0),
+        (1.0, 4.0),
+    }
+    for t in trials:
+        assert t["status"] == "done" and t["epochs"] == 2 and t["method"] == "wkd"
+        assert 0.0 <= t["val_accuracy"] <= 1.0 and t["trial_seconds"] > 0
+
+
+def test_teachers_ran_forward_once_and_never_in_a_trial(swept: dict[str, Any]) -> None:
+    result = swept["result"]
+    sizes = {s: result["dataset"][s] for s in ("train", "val", "test")}
+    stats = result["logit_cache"]["teacher"]
+    for split, n in sizes.items():  # a cold cache: each of the 3 teachers ran once per split
+        assert stats[split]["teacher_forward_examples"] == 3 * n and stats[split]["cache_hits"] == 0
+    assert all(t["teacher_forward_examples"] == 0 for t in result["trials"])
+    assert not [c for c in swept["actors_after"] if "Teacher" in c], swept["actors_after"]
+
+
+def test_best_is_the_argmax_of_the_reported_metric(swept: dict[str, Any]) -> None:
+    result, job_dir = swept["result"], swept["job_dir"]
+    table = pd.read_csv(job_dir / "trials.csv")
+    assert len(table) == 4 and table["trial_id"].tolist() == [
+        t["trial_id"] for t in result["trials"]
+    ]
+    best = table.loc[table["val_accuracy"].idxmax()]
+    assert result["best"]["trial_id"] == best["trial_id"]
+    assert result["best"]["val_accuracy"] == pytest.approx(table["val_accuracy"].max())
+
+
+def test_outputs_and_final_student(swept: dict[str, Any]) -> None:
+    from raykd.models import load_checkpoint
+
+    result, job_dir = swept["result"], swept["job_dir"]
+    for name in ("heatmap_w_t.png", "alpha.png"):
+        assert (job_dir / name).read_bytes()[:8] == PNG and (job_dir / name).stat().st_size > 5000
+    saved = json.loads((job_dir / "sweep.json").read_text())
+    assert saved["best"] == json.loads(json.dumps(result["best"]))
+    final = result["final"]
+    assert final["trained_on"] == {
+        "train": result["dataset"]["train"],
+        "val": result["dataset"]["val"],
+    }
+    assert final["method"]["incorrect_weight"] == result["best"]["incorrect_weight"]
+    assert 0.5 < final["test_accuracy"] <= 1.0
+    assert load_checkpoint(job_dir / "best_student.safetensors") is not None
+
+
+def test_resumed_sweep_reruns_no_trial(swept: dict[str, Any]) -> None:
+    from raykd.tune import run_sweep
+
+    job_dir = swept["job_dir"]
+    checkpoint_mtime = (job_dir / "best_student.safetensors").stat().st_mtime
+    again = run_sweep(swept["spec"], job_dir=job_dir, log=lambda _: None)
+    assert again["resumed"] is True
+    before = {t["trial_id"]: t["trial_seconds"] for t in swept["result"]["trials"]}
+    assert {t["trial_id"]: t["trial_seconds"] for t in again["trials"]} == before
+    assert _trial_files(job_dir) == swept["files"]  # no new trial directory, no new result
+    assert (job_dir / "best_student.safetensors").stat().st_mtime == checkpoint_mtime
+    assert all(
+        s["teacher_forward_examples"] == 0 and s["cache_hits"] == 3
+        for s in again["logit_cache"]["teacher"].values()
+    )
+
+
+def test_job_dir_of_another_spec_is_refused(swept: dict[str, Any]) -> None:
+    from raykd.tune import run_sweep
+
+    other = swept["spec"].model_copy(update={"name": "another"})
+    with pytest.raises(SpecError, match="holds a sweep of a different spec"):
+        run_sweep(other, job_dir=swept["job_dir"], log=lambda _: None)
+
+
+def test_naive_trials_run_the_teachers_themselves(swept: dict[str, Any], tmp_path: Path) -> None:
+    """The baseline of the benchmark: every trial computes the train logits again."""
+    from raykd.tune import run_sweep
+
+    base = json.loads(swept["spec"].model_dump_json())
+    for t, saved in zip(base["teachers"], swept["result"]["teachers"], strict=True):
+        t["checkpoint"] = saved["checkpoint"]
+    base["train"]["epochs"] = 1
+    base["sweep"] = {
+        "searcher": "grid",
+        "incorrect_weight": {"values": [0.5, 1.0]},
+        "final_retrain": False,
+    }
+    result = run_sweep(parse_spec(base), job_dir=tmp_path / "naive", log=lambda _: None, naive=True)
+    assert result["mode"] == "naive" and result["final"] is None and "logit_cache" not in result
+    n_train = swept["result"]["dataset"]["train"]
+    assert [t["teacher_forward_examples"] for t in result["trials"]] == [3 * n_train] * 2
+
+
+def test_random_search_with_asha(swept: dict[str, Any], tmp_path: Path) -> None:
+    from raykd.tune import run_sweep
+
+    base = json.loads(swept["spec"].model_dump_json())
+    base["sweep"] = {
+        "searcher": "random",
+        "scheduler": "asha",
+        "num_samples": 3,
+        "method": ["kd", "wkd"],
+        "alpha": {"low": 0.2, "high": 0.9},
+        "final_retrain": False,
+    }
+    result = run_sweep(parse_spec(base), job_dir=tmp_path / "random", log=lambda _: None)
+    trials = result["trials"]
+    assert len(trials) == 3 and all(0.2 <= t["alpha"] <= 0.9 for t in trials)
+    assert all(1 <= t["epochs"] <= 2 and not t["status"].startswith("error") for t in trials)
+    assert max(t["epochs"] for t in trials) == 2 and not math.isnan(result["best"]["val_accuracy"])
