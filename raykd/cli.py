@@ -142,6 +142,16 @@ def bench_speed(out: OutOpt = Path("raykd-runs/bench-speed"), quick: QuickOpt = 
     guarded(lambda: run_speed_bench(out=out, quick=quick, steps=steps))
 
 
+@bench_app.command("sweep")
+def bench_sweep(spec: SpecArg = "mnist-sweep", out: OutOpt = Path("raykd-runs/bench-sweep"),
+                set_: SetOpt = None) -> None:
+    """Wall time of a sweep with shared teacher logits against one where each trial runs its teachers."""
+    from raykd.tune.bench import run_sweep_bench
+
+    guarded(lambda: run_sweep_bench(read_spec(spec, set_ or []), out=out,
+                                    log=lambda line: typer.echo(f"raykd: {line}")))
+
+
 @bench_app.command("quality")
 def bench_quality(out: OutOpt = Path("raykd-runs/bench-quality"), quick: QuickOpt = False,
                   seeds: Annotated[int | None, typer.Option(help="Seeds per row.")] = None) -> None:
