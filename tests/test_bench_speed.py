@@ -88,6 +88,15 @@ def test_plain_row_in_a_fresh_process(tmp_path: Path, teachers: tuple[str, ...])
     assert json.loads((tmp_path / "b.args.json").read_text())["teachers"] == list(teachers)
 
 
+def test_peak_rss_is_the_rows_own_not_its_parents() -> None:
+    ballast = bytearray(300 * 2**20)  # a big parent, as the bench driver is
+    ballast[:: 4096] = b"x" * len(ballast[:: 4096])
+    code = "from raykd.bench.plain import peak_rss_mb; print(peak_rss_mb())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert float(out.stdout) < 200  # ru_maxrss would report the parent's 300+ MB here
+    del ballast
+
+
 def _row(sps: float, **extra: object) -> dict[str, object]:
     return {
         "label": "x",

@@ -9,7 +9,7 @@ Both use the very pieces raykd's own loop uses (``epoch_batches`` for the batch 
 ``build_model``, ``make_optimizer``, ``distillation_loss``), so the rows differ only in
 where the teachers' logits come from. The diagnostic row (c0) runs raykd's own loop
 (``run_student``) on cached logits without Ray. Each row runs in a fresh process
-(``python -m raykd.bench.plain``) so that its peak RSS (``ru_maxrss``) is its own.
+(``python -m raykd.bench.plain``) so that its peak RSS is its own.
 """
 
 from __future__ import annotations
@@ -62,7 +62,18 @@ class PlainRun:
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident set size in MiB (``ru_maxrss`` is KiB on Linux)."""
+    """This process's peak resident set size in MiB.
+
+    Linux: ``VmHWM`` of ``/proc/self/status``, the high-water mark of this program's own
+    memory. ``ru_maxrss`` would do elsewhere, but on Linux it keeps the parent's peak
+    across fork + exec, so a row started by a big driver would report the driver's.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     scale = 1024 * 1024 if sys.platform == "darwin" else 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
 

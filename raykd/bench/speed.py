@@ -332,7 +332,7 @@ def _guard(fn: Any) -> dict[str, Any]:
 
 
 COLUMNS = ("row", "what", "samples/s", "vs (a)", "train s", "start-up s", "wall s", "peak mem MB",
-           "val acc")
+           "val acc", "other CPU")
 
 
 def table_rows(report: dict[str, Any]) -> list[list[str]]:
@@ -341,13 +341,13 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
     lines = []
     for key, r in report["rows"].items():
         if "error" in r:
-            lines.append([f"({key})", f"{r.get('label', '')}: failed ({r['error']})"] + ["-"] * 7)
+            lines.append([f"({key})", f"{r.get('label', '')}: failed ({r['error']})"] + ["-"] * 8)
             continue
         sps = r["samples_per_s"]
         lines.append([f"({key})", r["label"], f"{sps:,.0f}", f"{sps / base:.2f}" if base else "-",
                       f"{r['epoch_seconds']:.1f}", f"{r['startup_seconds']:.1f}",
                       f"{r['wall_seconds']:.1f}", f"{r['peak_mem_mb']:,.0f}",
-                      f"{r['val_accuracy']:.4f}"])
+                      f"{r['val_accuracy']:.4f}", f"{r.get('other_cpu_share', float('nan')):.0%}"])
     return lines
 
 
@@ -393,9 +393,9 @@ def _reason(row: str, base: str, rows: dict[str, dict[str, Any]]) -> str:
 NOTE = ("samples/s: steady state, steps x batch / time of the training epochs (the worker's "
         "own history). start-up: wall minus training (Ray: worker-group start, imports, data, "
         "validation, checkpoint, teardown; plain: interpreter, imports, data, models, "
-        "validation). Peak memory: plain rows ru_maxrss of their own process; Ray rows the summed "
-        "RSS of the Ray worker processes (train controller, workers, teacher actors; shared "
-        "object-store pages count in each), head processes apart.")
+        "validation). Peak memory: plain rows the peak RSS (VmHWM) of their own process; Ray "
+        "rows the summed RSS of the Ray worker processes (train controller, workers, teacher "
+        "actors; shared object-store pages count in each), head processes apart.")
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -445,10 +445,8 @@ def markdown(report: dict[str, Any]) -> str:
     if setup_mb:
         lines.append(f"\nPlain rows' peak RSS before their loop (interpreter, torch, data, "
                      f"models): {setup_mb}.")
-    other = ", ".join(f"({k}) {r['other_cpu_share']:.0%}" for k, r in rows.items()
-                      if "other_cpu_share" in r)
-    lines += ["", f"CPU taken by other processes during each row (0% = the row had the machine to "
-                  f"itself; more disturbs its timings): {other}."]
+    lines += ["", "other CPU: the share of the machine's CPU that other processes took during the "
+                  "row (0% = the row had the machine to itself; more disturbs its timings)."]
     if any(r.get("other_cpu_share", 0.0) > BUSY for r in rows.values()):
         lines.append(f"**Warning**: other processes took more than {BUSY:.0%} of the CPU during "
                      f"some rows; their timings are disturbed, rerun on a quiet machine.")
