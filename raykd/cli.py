@@ -73,18 +73,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 def read_spec(source: str, overrides: list[str]) -> Any:
     """Load a spec file (or bundled example name), apply overrides, validate."""
-    from raykd.spec import SpecError, example_path, parse_spec
+    from raykd.spec import parse_spec, read_mapping
 
-    path = Path(source)
-    if not path.exists():
-        path = example_path(source)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise SpecError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise SpecError(f"{path}: a spec is a YAML mapping, got {type(data).__name__}")
-    return parse_spec(apply_overrides(data, overrides))
+    return parse_spec(apply_overrides(read_mapping(source), overrides))
 
 
 SpecArg = Annotated[str, typer.Argument(help="A spec file (YAML) or a bundled example name, e.g. mnist-wkd.")]

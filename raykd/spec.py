@@ -294,8 +294,8 @@ def parse_spec(data: dict[str, Any]) -> JobSpec:
         raise SpecError(f"invalid spec: {_format_errors(err)}") from None
 
 
-def load_spec(source: str | Path) -> JobSpec:
-    """Read a YAML spec from a path, or a bundled example by name (``mnist-wkd``)."""
+def read_mapping(source: str | Path) -> dict[str, Any]:
+    """The YAML mapping of a spec file, or of a bundled example by name (``mnist-wkd``)."""
     path = Path(source)
     if not path.exists():
         path = example_path(str(source))
@@ -305,7 +305,12 @@ def load_spec(source: str | Path) -> JobSpec:
         raise SpecError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise SpecError(f"{path}: a spec is a YAML mapping, got {type(data).__name__}")
-    return parse_spec(data)
+    return data
+
+
+def load_spec(source: str | Path) -> JobSpec:
+    """Read and validate a YAML spec from a path, or a bundled example by name."""
+    return parse_spec(read_mapping(source))
 
 
 def example_names() -> list[str]:
