@@ -106,15 +106,14 @@ def augment_ms(x: Any, *, batch_size: int, repeats: int = 10) -> float:
     return 1000 * (time.perf_counter() - start) / repeats
 
 
-def train_steps(run: PlainRun, student: Any, teachers: list[Any], x: Any,
+def train_steps(run: PlainRun, student: Any, opt: Any, teachers: list[Any], x: Any,
                 y: Any) -> dict[str, float]:
     """``run.steps`` optimizer steps of the plain loop; the seconds spent in each phase."""
     import torch
 
     from raykd.losses import distillation_loss
-    from raykd.train.steps import epoch_batches, make_optimizer
+    from raykd.train.steps import epoch_batches
 
-    opt = make_optimizer(student, lr=run.lr, weight_decay=0.0)
     method = "kd" if teachers else "none"
     phase = dict.fromkeys(PHASES, 0.0)
     step, epoch = 0, 0
@@ -161,16 +160,17 @@ def run_plain(run: PlainRun) -> dict[str, Any]:
     import torch
 
     from raykd.models import build_model
-    from raykd.train.steps import accuracy, predict_logits, set_threads
+    from raykd.train.steps import accuracy, make_optimizer, predict_logits, set_threads
 
     start = time.perf_counter()
     set_threads(run.threads)
     data, teachers = _load(run)
     torch.manual_seed(run.seed)
     student = build_model(run.student, data.input_shape, data.num_classes)
+    opt = make_optimizer(student, lr=run.lr, weight_decay=0.0)  # its first call imports dynamo
     setup, setup_rss = time.perf_counter() - start, peak_rss_mb()
     loop_start = time.perf_counter()
-    phase = train_steps(run, student, teachers, data.train.x, data.train.y)
+    phase = train_steps(run, student, opt, teachers, data.train.x, data.train.y)
     seconds = time.perf_counter() - loop_start
     return {
         "steps": run.steps, "batch_size": run.batch_size, "epoch_seconds": seconds,
