@@ -23,8 +23,7 @@ from typing import Any
 from raykd.data import Dataset, load_dataset
 from raykd.models import CheckpointError, load_checkpoint
 from raykd.spec import JobSpec
-from raykd.stages import Job, check_student_resources, run_students, run_teachers
-from raykd.teachers.cache import LogitCache
+from raykd.stages import Job, check_student_resources, logit_cache, run_students, run_teachers
 
 
 # Ray Train polls its workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s by default):
@@ -96,8 +95,7 @@ def run_job(spec: JobSpec, *, job_dir: Path | None = None, log: Callable[[str], 
         ensure_ray()
     online_gpus = len(spec.teachers) * spec.scaling.teacher_gpu_fraction if spec.data.augment else 0.0
     check_student_resources(job, online_gpus=online_gpus)
-    cache_dir = spec.cache.dir or str(Path(spec.storage) / "cache")
-    cache = LogitCache(cache_dir if spec.cache.enabled else None)
+    cache = logit_cache(spec)
     refs = put_splits(data)
     teachers = run_teachers(job, data, cache, refs)
     run_students(job, data, teachers, cache, refs)

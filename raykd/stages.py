@@ -84,6 +84,18 @@ def method_row(m: MethodSpec) -> dict[str, Any]:
     return {"label": m.display, **m.model_dump(exclude={"label"})}
 
 
+def cache_dir(spec: JobSpec) -> str:
+    """The shared cache directory: ``cache.dir``, or ``<storage>/cache``."""
+    return spec.cache.dir or str(Path(spec.storage) / "cache")
+
+
+def logit_cache(spec: JobSpec) -> Any:
+    """The job's logit cache (no persistence when ``cache.enabled`` is false)."""
+    from raykd.teachers.cache import LogitCache
+
+    return LogitCache(cache_dir(spec) if spec.cache.enabled else None)
+
+
 def resolve_gpu(setting: bool | str) -> bool:
     """``auto`` means: use GPUs when the cluster has any."""
     import ray

@@ -26,7 +26,7 @@ from typing import Any
 
 from raykd.runner import ensure_ray, put_splits
 from raykd.spec import JobSpec, load_spec
-from raykd.stages import Job, run_teachers
+from raykd.stages import Job, cache_dir, run_teachers
 from raykd.teachers.cache import LogitCache
 from raykd.tune.driver import load_data, run_sweep
 
@@ -39,8 +39,7 @@ def trained_teachers(spec: JobSpec, out: Path, log: Log) -> list[str]:
     job.job_dir.mkdir(parents=True, exist_ok=True)
     data = load_data(job)
     ensure_ray()
-    cache_dir = spec.cache.dir or str(Path(spec.storage) / "cache")
-    teachers = run_teachers(job, data, LogitCache(cache_dir), put_splits(data))
+    teachers = run_teachers(job, data, LogitCache(cache_dir(spec)), put_splits(data))
     return teachers.checkpoints
 
 

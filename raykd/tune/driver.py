@@ -29,8 +29,7 @@ from typing import Any
 from raykd.data import Dataset, load_dataset
 from raykd.runner import check_models, ensure_ray, put_splits
 from raykd.spec import JobSpec, SpecError
-from raykd.stages import Job, TeacherSet, resolve_gpu, run_teachers
-from raykd.teachers.cache import LogitCache
+from raykd.stages import Job, TeacherSet, logit_cache, resolve_gpu, run_teachers
 from raykd.tune.final import final_student, reuse_final
 from raykd.tune.plots import alpha_plot, heatmap_w_t
 from raykd.tune.results import best_row, grid_rows, write_csv
@@ -235,9 +234,7 @@ def run_sweep(
 
 def _teacher_stage(job: Job, data: Dataset, refs: dict[str, Any]) -> TeacherSet:
     """The teachers' logits of every split, from the disk cache or computed once."""
-    spec = job.spec
-    cache_dir = spec.cache.dir or str(Path(spec.storage) / "cache")
-    return run_teachers(job, data, LogitCache(cache_dir if spec.cache.enabled else None), refs)
+    return run_teachers(job, data, logit_cache(job.spec), refs)
 
 
 def _final(
