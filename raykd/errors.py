@@ -1,12 +1,24 @@
-"""Which exceptions are the user's input (exit code 2, one line) rather than bugs."""
+"""raykd's user errors: what the user's input got wrong (exit code 2, one line), not bugs.
+
+Every check of user input raises a subclass of :class:`UserError` at the edge where the
+input is read (spec, data, models, checkpoints, cluster resources, job directories).
+Everything else, including a ``ValueError`` from numpy, torch or Ray, is a bug and keeps
+its traceback. This module imports nothing heavy, so every layer can use it.
+"""
 
 from __future__ import annotations
 
-from raykd.data import DataError
-from raykd.models import CheckpointError, ModelError
-from raykd.spec import SpecError
 
-USER_ERRORS: tuple[type[BaseException], ...] = (SpecError, DataError, ModelError, CheckpointError, ValueError)
+class UserError(Exception):
+    """Base of every error caused by the user's input; its message names the field and value."""
+
+
+class ResourceError(UserError, ValueError):
+    """The cluster cannot hold what the spec asks for."""
+
+
+class JobDirError(UserError, ValueError):
+    """A job directory that cannot be used: unwritable, a file, or another job's."""
 
 
 def user_message(exc: BaseException) -> str | None:
@@ -22,8 +34,9 @@ def user_message(exc: BaseException) -> str | None:
         if e is None or id(e) in seen:
             continue
         seen.add(id(e))
-        if isinstance(e, USER_ERRORS) and type(e).__module__.split(".")[0] != "ray":
-            return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if isinstance(e, UserError):
+            text = str(e).strip()
+            return text.splitlines()[0] if text else type(e).__name__
         todo += [getattr(e, "cause", None), e.__cause__, e.__context__]
         for attr in ("worker_failures", "error", "errors"):
             val = getattr(e, attr, None)

@@ -15,16 +15,15 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 from raykd.data import Dataset, load_dataset
 from raykd.models import CheckpointError, load_checkpoint
 from raykd.spec import JobSpec
 from raykd.stages import Job, check_student_resources, logit_cache, run_students, run_teachers
-
 
 # Ray Train polls its workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s by default):
 # each epoch report would wait for it. Workers print their own epoch lines.

@@ -25,12 +25,16 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from raykd.errors import UserError
 from raykd.models import MODELS
 
 MethodName = Literal["none", "kd", "wkd", "annealing"]
+MAX_SEED = 2**32 - 1
+DEFAULT_TEMPERATURE: dict[str, float] = {"none": 4.0, "kd": 4.0, "wkd": 4.0, "annealing": 1.0}
+"""T when the spec gives none: 4 for KD/WKD (Hinton et al.), 1 for annealing (Clark et al.)."""
 
 
-class SpecError(ValueError):
+class SpecError(UserError, ValueError):
     """A spec that cannot be read or does not validate; the message is one line per problem."""
 
 
@@ -69,7 +73,20 @@ class TrainSpec(_Strict):
     batch_size: int = Field(default=128, ge=1, le=65536, description="Global batch size.")
     lr: float = Field(default=1e-3, gt=0.0, le=10.0, description="Adam learning rate.")
     weight_decay: float = Field(default=0.0, ge=0.0, le=1.0, description="AdamW weight decay.")
-    seed: int = Field(default=0, ge=0, description="Seed of initialisation and shuffling.")
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="Seed of initialisation and shuffling.")
+
+
+class TeacherTrainSpec(_Strict):
+    """How raykd trains the teachers that come without a checkpoint.
+
+    There is no seed here: each teacher is initialised and shuffled by its own
+    ``teachers[i].seed``, so that the ensemble's members differ.
+    """
+
+    epochs: int = Field(default=3, ge=1, le=1000, description="Passes over the training split.")
+    batch_size: int = Field(default=128, ge=1, le=65536, description="Batch size.")
+    lr: float = Field(default=1e-3, gt=0.0, le=10.0, description="Adam learning rate.")
+    weight_decay: float = Field(default=0.0, ge=0.0, le=1.0, description="AdamW weight decay.")
 
 
 class TeacherSpec(_Strict):
@@ -79,14 +96,21 @@ class TeacherSpec(_Strict):
     checkpoint: str | None = Field(
         default=None, description="Path to a .safetensors checkpoint; None = trained by raykd."
     )
-    seed: int = Field(default=0, ge=0, description="Seed when raykd trains this teacher.")
+    seed: int = Field(
+        default=0, ge=0, le=MAX_SEED,
+        description="Seed of this teacher's initialisation and batch order when raykd trains it.",
+    )
 
 
 class MethodSpec(_Strict):
     """How one student learns: the method and its hyperparameters (T, alpha, W)."""
 
     method: MethodName = Field(description="none (labels only), kd, wkd or annealing.")
-    temperature: float = Field(default=4.0, gt=0.0, le=100.0, description="Softmax temperature T.")
+    temperature: float = Field(
+        default=4.0, gt=0.0, le=100.0,
+        description="Softmax temperature T; default 4 for kd/wkd and 1 for annealing (whose target "
+        "is then the teachers' plain softmax, as in Clark et al. 2019).",
+    )
     alpha: float = Field(
         default=0.9, ge=0.0, le=1.0, description="Weight of the teacher term; 1 - alpha on the labels."
     )
@@ -98,6 +122,16 @@ class MethodSpec(_Strict):
         description="Born-again generations: generation k is taught by generation k-1.",
     )
     label: str | None = Field(default=None, max_length=64, description="Row name in the results.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _method_default_temperature(cls, data: Any) -> Any:
+        """Fill T with the method's default when the spec does not set it."""
+        if isinstance(data, dict) and data.get("temperature") is None:
+            method = data.get("method")
+            if isinstance(method, str) and method in DEFAULT_TEMPERATURE:
+                return {**data, "temperature": DEFAULT_TEMPERATURE[method]}
+        return data
 
     @property
     def display(self) -> str:
@@ -120,11 +154,14 @@ class DataSpec(_Strict):
         description="A built-in dataset (mnist, digits) or a path to .npz, .parquet or .csv.",
     )
     label_column: str = Field(default="label", description="Label column of a Parquet/CSV file.")
-    val_fraction: float = Field(default=0.1, ge=0.0, le=0.9, description="Held-out validation share.")
+    val_fraction: float = Field(
+        default=0.1, gt=0.0, le=0.9,
+        description="Held-out validation share (> 0: each student's best epoch is chosen on it).",
+    )
     test_fraction: float = Field(
         default=0.2, ge=0.0, le=0.9, description="Test share for data without its own test set."
     )
-    seed: int = Field(default=0, ge=0, description="Seed of the train/validation/test split.")
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="Seed of the train/validation/test split.")
     train_limit: int | None = Field(
         default=None, ge=1, description="Use only the first N training examples (fast runs)."
     )
@@ -245,8 +282,8 @@ class JobSpec(_Strict):
     )
     data: DataSpec = Field(default_factory=DataSpec)
     teachers: list[TeacherSpec] = Field(min_length=1, max_length=64, description="The ensemble.")
-    teacher_train: TrainSpec = Field(
-        default_factory=TrainSpec, description="Training of the teachers that have no checkpoint."
+    teacher_train: TeacherTrainSpec = Field(
+        default_factory=TeacherTrainSpec, description="Training of the teachers that have no checkpoint."
     )
     student: TeacherSpec = Field(description="Student architecture (its checkpoint, if any, is a warm start).")
     train: TrainSpec = Field(default_factory=TrainSpec, description="Student training.")

@@ -184,7 +184,7 @@ def run_teachers(job: Job, data: Any, cache: Any, refs: dict[str, Any]) -> Teach
     out_paths = [str(job.job_dir / "teachers" / f"teacher-{i}.safetensors") for i in range(len(configs))]
     with job.timer.stage("teacher_train"):
         fitted = pool.fit_missing(refs["x_train"], refs["y_train"], out_paths=out_paths,
-                                  **spec.teacher_train.model_dump(exclude={"seed"}))
+                                  **spec.teacher_train.model_dump())
     for i, path in enumerate(reuse):
         if i in fitted and path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from raykd.errors import UserError
+
 MAX_FRACTION = 0.9
 """Largest accepted ``val_fraction`` or ``test_fraction``."""
 
@@ -24,7 +26,7 @@ FINGERPRINT_CHARS = 16
 """Number of hex characters of the sha256 digest kept as a split's fingerprint."""
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Bad data input; the one-line message names the field, the value and the fix."""
 
 

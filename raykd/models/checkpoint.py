@@ -15,10 +15,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from raykd.errors import UserError
 from raykd.models.registry import ModelError, build_model
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that is missing, corrupt, or does not match the job."""
 
 

@@ -12,8 +12,10 @@ from typing import Any
 
 from torch import nn
 
+from raykd.errors import UserError
 
-class ModelError(ValueError):
+
+class ModelError(UserError, ValueError):
     """An architecture that cannot be built for the given data."""
 
 

@@ -18,12 +18,9 @@ import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from raykd.errors import ResourceError
 from raykd.teachers.cache import LogitCache, cache_key
 from raykd.teachers.server import TeacherServer
-
-
-class ResourceError(ValueError):
-    """The cluster cannot hold what the spec asks for."""
 
 
 @dataclass

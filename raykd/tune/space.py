@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from raykd.errors import ResourceError
 from raykd.spec import BOUNDS, JobSpec, MethodSpec, ParamSpace, SpecError, SweepSpec
 
 SWEPT = ("method", *BOUNDS)  # method, incorrect_weight, temperature, alpha
@@ -22,9 +23,6 @@ MODE = "max"
 TRIAL_DRIVER_CPUS = 0.01  # a Tune trial cannot reserve 0 CPU (RAY-NOTES)
 OPTUNA_MISSING = "searcher 'optuna' needs the optuna package: pip install 'raykd[optuna]'"
 
-
-class ResourceError(ValueError):
-    """A trial that cannot fit the cluster; the message names the setting to change."""
 
 
 def check_sweep(spec: JobSpec) -> SweepSpec:
