@@ -16,13 +16,13 @@ import json
 import os
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from raykd.data import Dataset, load_dataset
+from raykd.jobdir import claim_job_dir, new_job_dir, resolve_spec_paths
 from raykd.models import CheckpointError, load_checkpoint
-from raykd.spec import JobSpec
+from raykd.spec import JobSpec, SpecError
 from raykd.stages import Job, check_student_resources, logit_cache, run_students, run_teachers
 
 # Ray Train polls its workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s by default):
@@ -62,6 +62,12 @@ def put_splits(data: Dataset) -> dict[str, Any]:
 
 def check_models(spec: JobSpec, data: Dataset) -> None:
     """Every declared class count and every checkpoint must agree with the data."""
+    topk = spec.cache.topk
+    if topk is not None and topk >= data.num_classes:
+        raise SpecError(
+            f"cache.topk={topk} must be below the number of classes ({data.num_classes}) of dataset "
+            f"{spec.data.dataset!r}; give 1..{data.num_classes - 1}, or null for dense logits"
+        )
     named = [(f"teachers[{i}]", t) for i, t in enumerate(spec.teachers)] + [("student", spec.student)]
     for where, t in named:
         declared = t.model.num_classes
@@ -76,12 +82,15 @@ def check_models(spec: JobSpec, data: Dataset) -> None:
 
 
 def run_job(spec: JobSpec, *, job_dir: Path | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run every stage of ``spec``; write and return ``result.json``'s content."""
+    """Run every stage of ``spec``; write and return ``result.json``'s content.
+
+    ``job_dir`` must be new or empty (a job directory belongs to one run); by default a
+    fresh ``<storage>/<name>-<time>-<random>``. Every path in the spec is made absolute
+    first, so actors and workers on other nodes or directories find the same files.
+    """
     start = time.perf_counter()
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    job_dir = job_dir or Path(spec.storage) / f"{spec.name}-{stamp}"
-    job_dir.mkdir(parents=True, exist_ok=True)
-    (job_dir / "spec.json").write_text(spec.model_dump_json(indent=2))
+    spec = resolve_spec_paths(spec)
+    job_dir = claim_job_dir(job_dir or new_job_dir(spec.storage, spec.name), spec.model_dump_json(indent=2))
     job = Job(spec=spec, job_dir=job_dir, log=log)
     with job.timer.stage("data"):
         data = load_dataset(spec.data.dataset, val_fraction=spec.data.val_fraction,
@@ -92,12 +101,15 @@ def run_job(spec: JobSpec, *, job_dir: Path | None = None, log: Callable[[str], 
         f"{data.num_classes} classes, input {data.input_shape}")
     with job.timer.stage("ray_init"):
         ensure_ray()
-    online_gpus = len(spec.teachers) * spec.scaling.teacher_gpu_fraction if spec.data.augment else 0.0
-    check_student_resources(job, online_gpus=online_gpus)
+    check_student_resources(job, n_train=len(data.train))
     cache = logit_cache(spec)
     refs = put_splits(data)
     teachers = run_teachers(job, data, cache, refs)
-    run_students(job, data, teachers, cache, refs)
+    try:
+        run_students(job, data, teachers, cache, refs)
+    finally:
+        if teachers.pool is not None:
+            teachers.pool.shutdown()
     job.result.update({
         "job": spec.name,
         "job_dir": str(job_dir),

@@ -55,3 +55,32 @@ def from_topk(sparse: TopK, rows: np.ndarray | slice = slice(None)) -> np.ndarra
     dense = np.repeat(fill[..., None], sparse.num_classes, axis=-1)
     np.put_along_axis(dense, idx.astype(np.int64), vals, axis=-1)
     return dense
+
+
+def dense(logits: np.ndarray | TopK) -> np.ndarray:
+    """Dense logits of either form (top-k entries are reconstructed as in :func:`from_topk`)."""
+    return from_topk(logits) if isinstance(logits, TopK) else logits
+
+
+def stack(parts: list[np.ndarray] | list[TopK]) -> np.ndarray | TopK:
+    """Stack per-teacher logits (N, C) or top-k entries into one (M, N, C) of the same form."""
+    if parts and isinstance(parts[0], TopK):
+        return TopK(np.stack([p.values for p in parts]), np.stack([p.indices for p in parts]),
+                    np.stack([p.rest_lse for p in parts]), parts[0].num_classes)
+    return np.stack(parts)
+
+
+def concat_rows(a: np.ndarray | TopK, b: np.ndarray | TopK) -> np.ndarray | TopK:
+    """Concatenate two (M, N, C) logit sets of the same form along the example axis."""
+    if isinstance(a, TopK) and isinstance(b, TopK):
+        return TopK(np.concatenate([a.values, b.values], axis=-2),
+                    np.concatenate([a.indices, b.indices], axis=-2),
+                    np.concatenate([a.rest_lse, b.rest_lse], axis=-1), a.num_classes)
+    if isinstance(a, TopK) or isinstance(b, TopK):
+        raise TypeError("cannot concatenate dense and top-k logits")
+    return np.concatenate([a, b], axis=-2)
+
+
+def in_form(logits: np.ndarray, topk: int | None) -> np.ndarray | TopK:
+    """``logits`` (..., C) in the form a spec asks for: top-k when ``0 < topk < C``, else dense."""
+    return to_topk(logits, topk) if topk and topk < logits.shape[-1] else logits

@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from raykd.data import Dataset, load_dataset
+from raykd.errors import JobDirError
+from raykd.jobdir import absolute, ensure_dir, resolve_spec_paths
 from raykd.runner import check_models, ensure_ray, put_splits
 from raykd.spec import JobSpec, SpecError
 from raykd.stages import Job, TeacherSet, logit_cache, resolve_gpu, run_teachers
@@ -58,14 +60,23 @@ def default_job_dir(spec: JobSpec) -> Path:
 
 
 def claim_job_dir(spec: JobSpec, job_dir: Path) -> None:
-    """Create the job directory, or check that the sweep already in it is this spec's."""
-    job_dir.mkdir(parents=True, exist_ok=True)
+    """Create the sweep's directory, or check that the sweep already in it is this spec's.
+
+    A sweep resumes only its own directory: one that holds another spec's sweep, or files
+    without a sweep's ``spec.json`` (another run's), is refused.
+    """
+    ensure_dir(job_dir, "--job-dir")
     path = job_dir / "spec.json"
     mine = json.loads(spec.model_dump_json())
     if path.exists() and json.loads(path.read_text()) != mine:
-        raise SpecError(
+        raise JobDirError(
             f"{job_dir} holds a sweep of a different spec; give another --job-dir "
             f"or delete that directory to start over"
+        )
+    if not path.exists() and any(job_dir.iterdir()):
+        raise JobDirError(
+            f"{job_dir} already holds files of another run; a sweep resumes only its own "
+            f"directory: give another --job-dir"
         )
     path.write_text(json.dumps(mine, indent=2))
 
@@ -115,7 +126,6 @@ def shared_inputs(
     use_gpu: bool,
 ) -> dict[str, Any]:
     """What every trial reads: the refs (teacher logits put in the object store here, once)."""
-    import ray
 
     spec = job.spec
     naive = None
@@ -124,6 +134,7 @@ def shared_inputs(
             **naive_teachers(spec),
             "input_shape": list(data.input_shape),
             "num_classes": data.num_classes,
+            "topk": spec.cache.topk,
         }
     loop = {
         "model": spec.student.model.model_dump(),
@@ -136,7 +147,7 @@ def shared_inputs(
     }
     return {
         **{k: refs[k] for k in ("x_train", "y_train", "x_val", "y_val")},
-        "teacher_train": None if teachers is None else ray.put(teachers.logits["train"]),
+        "teacher_train": None if teachers is None else teachers.train_ref(),
         "base_method": spec.methods[0].model_dump(),
         "loop": loop,
         "use_gpu": use_gpu,
@@ -207,7 +218,8 @@ def run_sweep(
     if naive:
         naive_teachers(spec)
     start = time.perf_counter()
-    job_dir = job_dir or default_job_dir(spec)
+    spec = resolve_spec_paths(spec)
+    job_dir = absolute(job_dir or default_job_dir(spec))
     claim_job_dir(spec, job_dir)
     job = Job(spec=spec, job_dir=job_dir, log=log)
     data = load_data(job)

@@ -17,6 +17,7 @@ import numpy as np
 from raykd.data import Dataset
 from raykd.models import save_checkpoint
 from raykd.stages import Job, TeacherSet
+from raykd.teachers.topk import TopK, concat_rows
 from raykd.train.steps import accuracy, predict_logits
 from raykd.tune.space import SWEPT, TrialPlan, trial_method
 
@@ -27,7 +28,7 @@ def _retrain_task(
     y: np.ndarray,
     x_val: np.ndarray,
     y_val: np.ndarray,
-    logits: np.ndarray | None,
+    logits: np.ndarray | TopK | None,
     use_gpu: bool,
 ) -> tuple[Any, list[dict[str, Any]]]:
     """Train the best configuration's student in one process; return the model and history."""
@@ -67,7 +68,7 @@ def final_student(
     y = np.concatenate([data.train.y, data.val.y])
     logits = None
     if method.method != "none":
-        logits = np.concatenate([teachers.logits["train"], teachers.logits["val"]], axis=1)
+        logits = concat_rows(teachers.logits["train"], teachers.logits["val"])
     cpus = max(1, math.floor(min(plan.cpus_per_trial, ray.cluster_resources().get("CPU", 1))))
     config = {
         **shared["loop"],

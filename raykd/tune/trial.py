@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from raykd.spec import MethodSpec
+from raykd.teachers.topk import TopK
 from raykd.train.loop import LoopData, run_student
 from raykd.tune.space import trial_method
 
@@ -41,12 +42,14 @@ def trial_label(config: dict[str, Any]) -> str:
     )
 
 
-def naive_teacher_logits(shared: Shared, x_train: np.ndarray) -> tuple[np.ndarray, int]:
+def naive_teacher_logits(shared: Shared, x_train: np.ndarray) -> tuple[np.ndarray | TopK, int]:
     """Build every teacher from its checkpoint and compute its train logits (M, N, C) here.
 
-    Returns the logits and the number of examples the teachers ran forward over.
+    Returns the logits, in the spec's form (top-k with ``cache.topk``, as the shared mode
+    hands them), and the number of examples the teachers ran forward over.
     """
     from raykd.teachers import Teacher
+    from raykd.teachers.topk import in_form
 
     naive = shared["naive"]
     teachers = [
@@ -61,12 +64,12 @@ def naive_teacher_logits(shared: Shared, x_train: np.ndarray) -> tuple[np.ndarra
         for i, t in enumerate(naive["teachers"])
     ]
     logits = np.stack([t.logits(x_train) for t in teachers]).astype(np.float32, copy=False)
-    return logits, sum(t.forward_examples for t in teachers)
+    return in_form(logits, naive.get("topk")), sum(t.forward_examples for t in teachers)
 
 
 def teacher_logits(
     shared: Shared, method: MethodSpec, x_train: np.ndarray
-) -> tuple[np.ndarray | None, dict[str, float]]:
+) -> tuple[np.ndarray | TopK | None, dict[str, float]]:
     """The teachers' train logits for this trial, and what obtaining them cost.
 
     Shared mode maps the driver's single object-store copy (no forward pass); naive mode

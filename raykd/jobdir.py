@@ -1,0 +1,134 @@
+"""Where a job's files live: one directory per run, absolute paths, atomic publishing.
+
+Three rules keep results honest:
+
+- **One directory, one run.** A job directory is claimed by creating its ``spec.json``
+  exclusively (``O_EXCL``): a directory that already holds anything, or that another run
+  claims at the same moment, is refused with a :class:`~raykd.errors.JobDirError`. A
+  generated directory (``<storage>/<name>-<UTC time>-<random>``) never repeats, even for
+  two jobs of the same name started in the same second.
+- **Absolute paths only.** Every path in the spec is resolved against the driver's working
+  directory before anything is handed to an actor or a Ray Train worker, whose working
+  directory (and node) may differ. On a multi-node cluster ``storage`` must be on storage
+  shared by every node (NFS, a mounted bucket, a PVC).
+- **Readers never see a partial file.** Shared files (the teacher cache) are written to a
+  unique temporary name in the target directory, then renamed into place.
+
+Torch-free.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from raykd.errors import JobDirError
+
+if TYPE_CHECKING:
+    from raykd.spec import JobSpec
+
+BUILTIN_DATASETS = ("mnist", "digits", "diamonds")
+
+
+def absolute(path: str | Path, base: Path | None = None) -> Path:
+    """``path`` with ``~`` expanded, made absolute against ``base`` (default: the cwd)."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else (base or Path.cwd()) / p
+
+
+def resolve_spec_paths(spec: JobSpec, base: Path | None = None) -> JobSpec:
+    """The same spec with ``storage``, ``cache.dir``, checkpoints and data files absolute."""
+    base = base or Path.cwd()
+
+    def fix(value: str | None) -> str | None:
+        return None if value is None else str(absolute(value, base))
+
+    dataset = spec.data.dataset
+    if dataset not in BUILTIN_DATASETS:
+        dataset = str(absolute(dataset, base))
+    return spec.model_copy(update={
+        "storage": fix(spec.storage),
+        "cache": spec.cache.model_copy(update={"dir": fix(spec.cache.dir)}),
+        "data": spec.data.model_copy(update={"dataset": dataset}),
+        "teachers": [t.model_copy(update={"checkpoint": fix(t.checkpoint)}) for t in spec.teachers],
+        "student": spec.student.model_copy(update={"checkpoint": fix(spec.student.checkpoint)}),
+    })
+
+
+def new_job_dir(storage: str | Path, name: str) -> Path:
+    """A fresh directory name under ``storage``: ``<name>-<UTC time>-<6 random hex>``."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return absolute(storage) / f"{name}-{stamp}-{secrets.token_hex(3)}"
+
+
+def claim_job_dir(job_dir: Path, spec_json: str) -> Path:
+    """Create ``job_dir`` (absolute) and claim it for one run by writing ``spec.json``.
+
+    Raises:
+        JobDirError: the path is a file, cannot be created or written, or already holds
+            another run's files (a job directory belongs to exactly one run).
+    """
+    job_dir = absolute(job_dir)
+    if job_dir.exists() and not job_dir.is_dir():
+        raise JobDirError(f"job directory {str(job_dir)!r} is a file; give a directory path")
+    try:
+        job_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise JobDirError(
+            f"cannot create job directory {str(job_dir)!r} ({err.strerror or err}); set storage "
+            f"(or --job-dir) to a writable directory"
+        ) from None
+    if any(p.name != "spec.json" for p in job_dir.iterdir()):
+        raise JobDirError(
+            f"job directory {str(job_dir)!r} already holds another run's files; a job directory "
+            f"belongs to one run: give a new --job-dir, or leave it out for a fresh one"
+        )
+    try:
+        with open(job_dir / "spec.json", "x") as f:
+            f.write(spec_json)
+    except FileExistsError:
+        raise JobDirError(
+            f"job directory {str(job_dir)!r} is already claimed by another run (it has a spec.json); "
+            f"give a new --job-dir, or leave it out for a fresh one"
+        ) from None
+    except OSError as err:
+        raise JobDirError(
+            f"cannot write to job directory {str(job_dir)!r} ({err.strerror or err}); set storage "
+            f"(or --job-dir) to a writable directory"
+        ) from None
+    return job_dir
+
+
+def ensure_dir(path: Path, what: str) -> Path:
+    """``mkdir -p`` that names ``what`` (a spec field) when it fails."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise JobDirError(
+            f"{what}={str(path)!r} cannot be created ({err.strerror or err}); give a writable directory"
+        ) from None
+    return path
+
+
+def publish_file(src: str | Path, dst: str | Path) -> Path:
+    """Copy ``src`` to ``dst`` atomically: a unique temporary file beside ``dst``, then rename.
+
+    Concurrent publishers of the same ``dst`` each write their own temporary file; the last
+    rename wins, and a reader sees either no file or a complete one.
+    """
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+            shutil.copyfileobj(inp, out, length=1 << 20)
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return dst
