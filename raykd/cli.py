@@ -43,6 +43,25 @@ def guarded(fn: Callable[[], Any]) -> Any:
         raise typer.Exit(EXIT_USER_ERROR) from None
 
 
+def override_value(item: str, raw: str) -> Any:
+    """The YAML value of one ``--set`` item; SpecError naming the item when it does not parse."""
+    from raykd.spec import SpecError
+
+    try:
+        return yaml.safe_load(raw)
+    except (yaml.YAMLError, RecursionError) as err:
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise SpecError(
+            f"--set {item!r}: value {raw!r} is not valid YAML ({problem}); accepted: a YAML "
+            "value such as 2, 0.5, [64, 32] or {name: mlp}, or text in quotes"
+        ) from None
+
+
+def echo_log(line: str) -> None:
+    """Progress lines of a job, on stdout with a ``raykd:`` prefix."""
+    typer.echo(f"raykd: {line}")
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``a.b=value`` overrides (value parsed as YAML) to a spec mapping."""
     from raykd.spec import SpecError
@@ -59,9 +78,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             elif isinstance(node, dict):
                 node = node.setdefault(part, {})
             else:
-                raise SpecError(f"--set {item!r}: {part!r} is not a mapping or list index in the spec")
+                raise SpecError(
+                    f"--set {item!r}: {part!r} is not a mapping or list index in the spec"
+                )
         last = parts[-1]
-        value = yaml.safe_load(raw)
+        value = override_value(item, raw)
         if isinstance(node, list) and last.isdigit() and int(last) < len(node):
             node[int(last)] = value
         elif isinstance(node, dict):
@@ -78,14 +99,20 @@ def read_spec(source: str, overrides: list[str]) -> Any:
     return parse_spec(apply_overrides(read_mapping(source), overrides))
 
 
-SpecArg = Annotated[str, typer.Argument(help="A spec file (YAML) or a bundled example name, e.g. mnist-wkd.")]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a spec field: KEY=VALUE.")]
+SpecArg = Annotated[
+    str, typer.Argument(help="A spec file (YAML) or a bundled example name, e.g. mnist-wkd.")
+]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", help="Override a spec field: KEY=VALUE.")
+]
+SweepDirOpt = Annotated[Path | None, typer.Option(help="Output directory of this sweep.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print result.json at the end.")]
 
 
 @app.command()
 def run(spec: SpecArg, set_: SetOpt = None,
         job_dir: Annotated[Path | None, typer.Option(help="Output directory of this job.")] = None,
-        json_out: Annotated[bool, typer.Option("--json", help="Print result.json at the end.")] = False) -> None:
+        json_out: JsonOpt = False) -> None:
     """Run a distillation job (local Ray, or the cluster in RAY_ADDRESS)."""
     from raykd.report import print_result
 
@@ -96,9 +123,9 @@ def run(spec: SpecArg, set_: SetOpt = None,
         if job.sweep is not None:
             from raykd.tune import print_sweep, run_sweep
 
-            print_sweep(run_sweep(job, job_dir=job_dir, log=lambda line: typer.echo(f"raykd: {line}")))
+            print_sweep(run_sweep(job, job_dir=job_dir, log=echo_log))
             return
-        result = run_job(job, job_dir=job_dir, log=lambda line: typer.echo(f"raykd: {line}"))
+        result = run_job(job, job_dir=job_dir, log=echo_log)
         print_result(result)
         if json_out:
             typer.echo(json.dumps(result, indent=2))
@@ -108,25 +135,26 @@ def run(spec: SpecArg, set_: SetOpt = None,
 
 @app.command()
 def sweep(spec: SpecArg, set_: SetOpt = None,
-          job_dir: Annotated[Path | None, typer.Option(help="Output directory of this sweep.")] = None) -> None:
+          job_dir: SweepDirOpt = None) -> None:
     """Run a Ray Tune sweep over W, T, alpha and the method (the spec's sweep section)."""
 
     def go() -> None:
         from raykd.tune import print_sweep, run_sweep
 
         job = read_spec(spec, set_ or [])
-        print_sweep(run_sweep(job, job_dir=job_dir, log=lambda line: typer.echo(f"raykd: {line}")))
+        print_sweep(run_sweep(job, job_dir=job_dir, log=echo_log))
 
     guarded(go)
 
 
 OutOpt = Annotated[Path, typer.Option(help="Directory for the tables and plots.")]
+StepsOpt = Annotated[int | None, typer.Option(help="Training steps per row.")]
 QuickOpt = Annotated[bool, typer.Option(help="A small, fast version (smoke check).")]
 
 
 @bench_app.command("speed")
 def bench_speed(out: OutOpt = Path("raykd-runs/bench-speed"), quick: QuickOpt = False,
-                steps: Annotated[int | None, typer.Option(help="Training steps per row.")] = None) -> None:
+                steps: StepsOpt = None) -> None:
     """Throughput of raykd against the student alone and a plain PyTorch KD loop."""
     from raykd.bench.speed import run_speed_bench
 
@@ -136,11 +164,10 @@ def bench_speed(out: OutOpt = Path("raykd-runs/bench-speed"), quick: QuickOpt = 
 @bench_app.command("sweep")
 def bench_sweep(spec: SpecArg = "mnist-sweep", out: OutOpt = Path("raykd-runs/bench-sweep"),
                 set_: SetOpt = None) -> None:
-    """Wall time of a sweep with shared teacher logits against one where each trial runs its teachers."""
+    """Sweep wall time with shared teacher logits against each trial running its teachers."""
     from raykd.tune.bench import run_sweep_bench
 
-    guarded(lambda: run_sweep_bench(read_spec(spec, set_ or []), out=out,
-                                    log=lambda line: typer.echo(f"raykd: {line}")))
+    guarded(lambda: run_sweep_bench(read_spec(spec, set_ or []), out=out, log=echo_log))
 
 
 @bench_app.command("quality")

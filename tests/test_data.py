@@ -329,6 +329,42 @@ def test_huge_labels(tmp_path: Path) -> None:
     _raises("go up to 123456789", path)
 
 
+@pytest.mark.parametrize("labels", [np.full(6, 1e30), np.full(6, 2**63, dtype=np.uint64)])
+def test_labels_beyond_int64_are_named_not_wrapped(tmp_path: Path, labels: np.ndarray) -> None:
+    x, _ = _tabular(n=6)
+    path = tmp_path / "wide.npz"
+    np.savez(path, x=x, y=labels)
+    message = _raises("go up to .*labels must be 0..C-1 with C <= 10000", path)
+    assert "negative" not in message
+
+
+def test_features_beyond_float32_are_rejected(tmp_path: Path) -> None:
+    x, y = _tabular(n=20)
+    x[2, 1] = -1e300
+    path = tmp_path / "wide.npz"
+    np.savez(path, x=x, y=y)
+    _raises(r"features in '.*wide\.npz' reach magnitude 1e\+300; features must fit float32", path)
+
+
+def test_examples_without_features(tmp_path: Path) -> None:
+    _, y = _tabular(n=20)
+    path = tmp_path / "empty.npz"
+    np.savez(path, x=np.zeros((20, 0)), y=y)
+    _raises(r"shape \(20, 0\); each example needs at least one value", path)
+
+
+def test_npz_that_cannot_be_opened(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    x, y = _tabular()
+    path = tmp_path / "locked.npz"
+    np.savez(path, x=x, y=y)
+
+    def denied(self: Path, *args: object, **kwargs: object) -> object:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "open", denied)  # root can read any file, so chmod cannot test it
+    _raises(r"could not read '.*locked\.npz' as \.npz: PermissionError: .*Permission denied", path)
+
+
 def test_non_finite_features_are_counted(tmp_path: Path) -> None:
     x, y = _tabular(n=20)
     x[0, 0], x[3, 1], x[5, 2] = np.nan, np.inf, -np.inf

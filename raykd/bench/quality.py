@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from raykd.bench import BenchOptionError
 from raykd.bench.quality_report import markdown, plot_dataset, summarize, verdict
 from raykd.bench.quality_runs import ROWS, Grid, Scenario, ScenarioRefs, collect, submit_scenario
 from raykd.train.steps import accuracy
@@ -281,7 +282,7 @@ def wait_all(refs: list[Any], log: Log, every_s: float = 30.0) -> None:
 
 def _check_seeds(seeds: int | None) -> int | None:
     if seeds is not None and (isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1):
-        raise ValueError(
+        raise BenchOptionError(
             f"--seeds={seeds!r} is invalid; expected an integer >= 1 (5 or more for the table)"
         )
     return seeds

@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from raykd.bench import BenchOptionError
 from raykd.bench.plain import PlainRun, run_plain_subprocess
 
 BATCH = 128
@@ -69,7 +70,7 @@ def plan_steps(*, quick: bool, steps: int | None, n_train: int = 54_000) -> Plan
     per_epoch = n_train // BATCH
     wanted = steps if steps is not None else (QUICK_STEPS if quick else per_epoch)
     if wanted < 1:
-        raise ValueError(f"steps={wanted} is invalid; expected an integer >= 1")
+        raise BenchOptionError(f"--steps={wanted} is invalid; expected an integer >= 1")
     epochs = -(-wanted // per_epoch)
     per = -(-wanted // epochs)
     limit = None if per == per_epoch else per * BATCH
@@ -302,9 +303,9 @@ def run_speed_bench(*, out: Path, quick: bool = False, steps: int | None = None,
     """
     import ray
 
+    plan = plan_steps(quick=quick, steps=steps)
     out = Path(out).resolve()  # Ray's workers and actors get absolute checkpoint paths
     out.mkdir(parents=True, exist_ok=True)
-    plan = plan_steps(quick=quick, steps=steps)
     keys, previous = _rows_to_run(rows, out, plan)
     started_ray = not ray.is_initialized()
     start = time.perf_counter()
@@ -344,15 +345,34 @@ def _rows_to_run(rows: tuple[str, ...] | None, out: Path,
         return ROW_ORDER, None
     unknown = [k for k in rows if k not in ROW_ORDER]
     if unknown:
-        raise ValueError(f"rows={list(rows)}: unknown {unknown}; accepted: {list(ROW_ORDER)}")
+        raise BenchOptionError(
+            f"--rows={','.join(rows)}: unknown {unknown}; accepted: {list(ROW_ORDER)}"
+        )
     path = out / "speed.json"
-    if not path.exists():
-        raise ValueError(f"rows={list(rows)}: no {path} to merge into; run the whole bench first")
-    previous = json.loads(path.read_text())
+    previous = _previous_report(path, rows)
     if previous["steps"] != plan.steps:
-        raise ValueError(f"rows={list(rows)}: {path} has {previous['steps']} steps per row, this "
-                         f"run {plan.steps}; use the same --steps/--quick")
+        raise BenchOptionError(
+            f"--rows={','.join(rows)}: {path} has {previous['steps']} steps per row, this run "
+            f"{plan.steps}; use the same --steps/--quick"
+        )
     return tuple(rows), previous
+
+
+def _previous_report(path: Path, rows: tuple[str, ...]) -> dict[str, Any]:
+    """The ``speed.json`` a partial rerun merges into; BenchOptionError when it is unusable."""
+    flag = f"--rows={','.join(rows)}"
+    if not path.is_file():
+        raise BenchOptionError(f"{flag}: no {path} to merge into; run the whole bench first")
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        reason = f"{flag}: {path} cannot be read ({err}); rerun the whole bench"
+        raise BenchOptionError(reason) from None
+    if not isinstance(previous, dict) or not isinstance(previous.get("steps"), int):
+        raise BenchOptionError(
+            f"{flag}: {path} is not a speed report (no integer 'steps'); rerun the whole bench"
+        )
+    return previous
 
 
 def _guard(fn: Any) -> dict[str, Any]:

@@ -49,8 +49,11 @@ def read_npz(path: Path, label_column: str) -> RawData:
     """
     del label_column
     where = repr(str(path))
-    with path.open("rb") as handle:
-        magic = handle.read(len(NPY_MAGIC))
+    try:
+        with path.open("rb") as handle:
+            magic = handle.read(len(NPY_MAGIC))
+    except OSError as exc:
+        raise DataError(f"could not read {where} as .npz: {_reason(exc)}") from exc
     if not magic.startswith((ZIP_MAGIC, NPY_MAGIC)):
         raise DataError(
             f"could not read {where} as .npz: not a zip archive (write it with "

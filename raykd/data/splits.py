@@ -22,6 +22,9 @@ MAX_FRACTION = 0.9
 MAX_NUM_CLASSES = 10_000
 """Largest accepted ``max(label) + 1``; guards against id-like labels."""
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+"""Largest feature magnitude accepted: features are converted to ``float32``."""
+
 FINGERPRINT_CHARS = 16
 """Number of hex characters of the sha256 digest kept as a split's fingerprint."""
 
@@ -199,6 +202,10 @@ def check_features(x: np.ndarray, where: str, name: str = "features") -> np.ndar
             f"{name} in {where} have shape {x.shape}; expected (N, D), (N, H, W) "
             "or (N, C, H, W)"
         )
+    if 0 in x.shape[1:]:
+        raise DataError(
+            f"{name} in {where} have shape {x.shape}; each example needs at least one value"
+        )
     if x.dtype.kind == "f":
         bad = int(x.size - np.count_nonzero(np.isfinite(x)))
         if bad:
@@ -206,7 +213,20 @@ def check_features(x: np.ndarray, where: str, name: str = "features") -> np.ndar
                 f"{name} in {where} contain {bad} non-finite values (NaN or inf); "
                 "features must be finite"
             )
+    _check_float32_range(x, where, name)
     return x[:, None] if x.ndim == 3 else x
+
+
+def _check_float32_range(x: np.ndarray, where: str, name: str) -> None:
+    """Features become float32; wider floats beyond its range would turn into inf."""
+    if x.size == 0 or x.dtype.kind != "f" or x.dtype.itemsize <= 4:
+        return  # every integer type and float16/32 fit
+    largest = max(abs(float(x.max())), abs(float(x.min())))  # no |x| copy of a large array
+    if largest > FLOAT32_MAX:
+        raise DataError(
+            f"{name} in {where} reach magnitude {largest:.3g}; features must fit float32 "
+            f"(|value| <= {FLOAT32_MAX:.3g}); rescale them"
+        )
 
 
 def check_labels(y: np.ndarray, where: str, name: str = "labels") -> np.ndarray:
@@ -230,6 +250,13 @@ def check_labels(y: np.ndarray, where: str, name: str = "labels") -> np.ndarray:
         example = f", e.g. {y[0]!r}" if len(y) else ""
         raise DataError(
             f"{name} in {where} must be integers 0..C-1; got dtype {y.dtype}{example}"
+        )
+    top = y.max().item() if len(y) else 0
+    if top >= MAX_NUM_CLASSES:  # before the int64 cast, which would wrap huge values
+        shown = int(top) if float(top) < 2**63 else f"{float(top):g}"
+        raise DataError(
+            f"{name} in {where} go up to {shown}; labels must be 0..C-1 with C <= "
+            f"{MAX_NUM_CLASSES}"
         )
     labels = y.astype(np.int64)
     negative = int((labels < 0).sum())
@@ -349,7 +376,7 @@ def build_dataset(
     num_classes = _num_classes([y, y_test], raw.where)
     is_image = x.ndim == 4
     features = _standardize([x[train_idx], x[val_idx], x_test], raw.preprocessing, is_image)
-    train, val, test = (Split.from_arrays(f, lab) for f, lab in zip(features, labels))
+    train, val, test = (Split.from_arrays(f, lab) for f, lab in zip(features, labels, strict=True))
     return Dataset(
         name=name, train=train, val=val, test=test, num_classes=num_classes,
         input_shape=tuple(int(d) for d in x.shape[1:]), is_image=is_image,

@@ -5,8 +5,11 @@ Loading never unpickles: a checkpoint is tensors and strings only.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +40,25 @@ def save_checkpoint(
         "num_classes": str(num_classes),
         "extra": json.dumps(extra or {}),
     }
-    tmp = path.with_suffix(".tmp")
-    save_file(state, str(tmp), metadata=meta)
-    tmp.replace(path)
+    _write_atomically(state, meta, path)
     return path
+
+
+def _write_atomically(state: dict[str, torch.Tensor], meta: dict[str, str], path: Path) -> None:
+    """Write to a temporary file of its own next to ``path``, then rename it over ``path``.
+
+    Concurrent writers of one path never share a temporary file, so ``path`` always holds
+    one whole checkpoint; the temporary file is removed when writing fails.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata=meta)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def load_checkpoint(
@@ -53,8 +71,9 @@ def load_checkpoint(
     checkpoint records; a mismatch raises CheckpointError naming both values.
     """
     path = Path(path)
+    where = f"checkpoint {str(path)!r}"
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+        raise CheckpointError(f"{where} does not exist")
     try:
         from safetensors import safe_open
 
@@ -62,32 +81,82 @@ def load_checkpoint(
             meta = f.metadata() or {}
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"checkpoint {str(path)!r} is not a readable safetensors file ({err})") from None
-    try:
-        stored = json.loads(meta["raykd_model"])
-        stored_shape = tuple(json.loads(meta["input_shape"]))
-        stored_classes = int(meta["num_classes"])
-    except (KeyError, ValueError) as err:
-        raise CheckpointError(f"checkpoint {str(path)!r} lacks raykd metadata ({err})") from None
+        raise CheckpointError(f"{where} is not a readable safetensors file ({err})") from None
+    stored, stored_shape, stored_classes = _read_meta(path, meta)
     if num_classes is not None and num_classes != stored_classes:
         raise CheckpointError(
-            f"checkpoint {str(path)!r} has {stored_classes} classes but the data has {num_classes}"
+            f"{where} has {stored_classes} classes but the data has {num_classes}"
         )
     if input_shape is not None and tuple(input_shape) != stored_shape:
         raise CheckpointError(
-            f"checkpoint {str(path)!r} expects inputs of shape {stored_shape}, data has {tuple(input_shape)}"
+            f"{where} expects inputs of shape {stored_shape}, data has {tuple(input_shape)}"
         )
     if config is not None and _arch(config) != _arch(stored):
         raise CheckpointError(
-            f"checkpoint {str(path)!r} holds model {_arch(stored)}, the spec asks for {_arch(config)}"
+            f"{where} holds model {_arch(stored)}, the spec asks for {_arch(config)}"
         )
     try:
         model = build_model(stored, stored_shape, stored_classes)
         model.load_state_dict(state)
-    except (ModelError, RuntimeError) as err:
-        first = str(err).splitlines()[0]
-        raise CheckpointError(f"checkpoint {str(path)!r} does not fit its architecture ({first})") from None
+    except (ModelError, RuntimeError, TypeError, ValueError, OverflowError) as err:
+        first = (str(err).splitlines() or [type(err).__name__])[0]
+        raise CheckpointError(f"{where} does not fit its architecture ({first})") from None
     return model
+
+
+def _read_meta(path: Path, meta: dict[str, str]) -> tuple[dict[str, Any], tuple[int, ...], int]:
+    """The architecture, input shape and class count a checkpoint records, type-checked."""
+    where = f"checkpoint {str(path)!r}"
+    missing = [key for key in ("raykd_model", "input_shape", "num_classes") if key not in meta]
+    if missing:
+        raise CheckpointError(f"{where} lacks raykd metadata (no {missing} entries)")
+    config = _meta_json(meta, "raykd_model", where)
+    shape = _meta_json(meta, "input_shape", where)
+    classes = _meta_json(meta, "num_classes", where)
+    if not isinstance(config, dict) or not isinstance(config.get("name"), str):
+        raise CheckpointError(
+            f"{where}: metadata 'raykd_model' is {_short(config)}; expected a JSON object with a "
+            "string 'name', e.g. {\"name\": \"mlp\", \"hidden\": [256]}"
+        )
+    if not _is_shape(shape):
+        raise CheckpointError(
+            f"{where}: metadata 'input_shape' is {_short(shape)}; expected a JSON list of 1 to 4 "
+            "positive integers, e.g. [1, 28, 28]"
+        )
+    if not isinstance(classes, int) or isinstance(classes, bool) or classes < 2:
+        raise CheckpointError(
+            f"{where}: metadata 'num_classes' is {_short(classes)}; expected an integer >= 2"
+        )
+    return config, tuple(shape), classes
+
+
+def _meta_json(meta: dict[str, str], key: str, where: str) -> Any:
+    """One metadata entry, parsed as JSON; CheckpointError naming the entry when it is not."""
+    try:
+        return json.loads(meta[key])
+    except (ValueError, RecursionError) as err:
+        text = meta[key] if len(meta[key]) <= 60 else meta[key][:57] + "..."
+        raise CheckpointError(
+            f"{where}: metadata {key!r} is not JSON ({text!r}: {err}); expected the JSON that "
+            "raykd.models.save_checkpoint writes"
+        ) from None
+
+
+def _is_shape(value: object) -> bool:
+    """A JSON list of 1 to 4 positive integers (not booleans)."""
+    return (
+        isinstance(value, list) and 1 <= len(value) <= 4
+        and all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in value)
+    )
+
+
+def _short(value: object) -> str:
+    """A JSON value for an error message: its JSON type and at most 60 characters of it."""
+    kind = {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), "number"
+    )
+    text = json.dumps(value)
+    return f"the JSON {kind} {text if len(text) <= 60 else text[:57] + '...'}"
 
 
 def weights_hash(model: nn.Module) -> str:
@@ -104,8 +173,13 @@ def weights_hash(model: nn.Module) -> str:
 
 def _arch(config: dict[str, Any]) -> dict[str, Any]:
     """The fields that decide the weights' shapes (dropout does not)."""
-    keep = {"mlp": ("name", "hidden"), "cnn": ("name", "width")}.get(str(config.get("name")), ("name",))
-    return {k: (list(config[k]) if isinstance(config.get(k), list | tuple) else config.get(k)) for k in keep}
+    keep = {"mlp": ("name", "hidden"), "cnn": ("name", "width")}.get(
+        str(config.get("name")), ("name",)
+    )
+    return {
+        k: (list(config[k]) if isinstance(config.get(k), list | tuple) else config.get(k))
+        for k in keep
+    }
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

@@ -29,6 +29,7 @@ from raykd.spec import JobSpec, load_spec
 from raykd.stages import Job, cache_dir, run_teachers
 from raykd.teachers.cache import LogitCache
 from raykd.tune.driver import load_data, run_sweep
+from raykd.tune.space import check_sweep
 
 Log = Callable[[str], None]
 
@@ -62,7 +63,13 @@ def _timed(spec: JobSpec, job_dir: Path, *, naive: bool, log: Log) -> tuple[floa
 
 
 def run_sweep_bench(spec: JobSpec, *, out: Path, log: Log = print) -> dict[str, Any]:
-    """Time the sweep shared and naive; write ``bench.json`` and ``bench.md`` under ``out``."""
+    """Time the sweep shared and naive; write ``bench.json`` and ``bench.md`` under ``out``.
+
+    Raises:
+        SpecError: before any work, when the spec cannot be swept (no ``sweep:`` section,
+            augmentation on, optuna missing).
+    """
+    check_sweep(spec)
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     fixed = bench_specs(spec, trained_teachers(spec, out, log), out)

@@ -109,10 +109,15 @@ def grid_rows(grid: Any, *, epochs: int, statuses: dict[str, str]) -> list[dict[
 
 
 def best_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The arg-max of ``val_accuracy`` (the first on ties); ValueError when no trial reported."""
+    """The arg-max of ``val_accuracy`` (the first on ties); ValueError when no trial reported.
+
+    Not a user error: every trial failing is a bug or a broken cluster, so it keeps its
+    traceback; the message names the trials' first status (their error, if any).
+    """
     scored = [r for r in rows if not math.isnan(r[METRIC])]
     if not scored:
-        raise ValueError(f"no trial reported {METRIC}; see the errors in the trials table")
+        first = f"; trial {rows[0]['trial_id']}: {rows[0]['status']}" if rows else ""
+        raise ValueError(f"no trial reported {METRIC} ({len(rows)} trials{first})")
     return max(scored, key=lambda r: r[METRIC])
 
 
