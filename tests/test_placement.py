@@ -6,6 +6,7 @@ marker test checks that for real (skipped here).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 
 import pytest
@@ -27,8 +28,8 @@ def fake_gpus() -> Iterator[None]:
 
 
 def pool(n: int, fraction: float = 1.0) -> TeacherPool:
-    return TeacherPool([TeacherConfig(model=MLP, seed=i) for i in range(n)], input_shape=(4,), num_classes=3,
-                       use_gpu=True, gpu_fraction=fraction, ready_timeout_s=20)
+    return TeacherPool([TeacherConfig(model=MLP, seed=i) for i in range(n)], input_shape=(4,),
+                       num_classes=3, use_gpu=True, gpu_fraction=fraction, ready_timeout_s=20)
 
 
 def test_each_teacher_gets_its_own_gpu(fake_gpus: None) -> None:
@@ -44,10 +45,15 @@ def test_each_teacher_gets_its_own_gpu(fake_gpus: None) -> None:
 
 
 def test_fractions_share_gpus_when_the_spec_allows(fake_gpus: None) -> None:
+    """Fraction 0.5: six teachers fit on three GPUs, two per GPU, each on exactly one GPU."""
     p = pool(6, fraction=0.5)
     try:
-        ids = [tuple(i["gpu_ids"]) for i in p.infos()]
-        assert len(ids) == 6 and len(set(ids)) <= 3
+        infos = p.infos()
+        assert len(infos) == 6 and len({i["pid"] for i in infos}) == 6
+        assert all(len(i["gpu_ids"]) == 1 for i in infos)
+        per_gpu = Counter(i["gpu_ids"][0] for i in infos)
+        assert per_gpu == {"0": 2, "1": 2, "2": 2}
+        assert all(i["cuda_visible_devices"] == i["gpu_ids"][0] for i in infos)
     finally:
         p.shutdown()
 

@@ -5,11 +5,16 @@ placement group, so a pool is either wholly placed or not at all (no half-alloca
 deadlock with the student workers); ``fraction == 1`` pins each teacher to its own GPU.
 Without GPUs the actors reserve no CPU (``num_cpus=0``): they compute while the students
 do not, and a 2-CPU machine would otherwise deadlock (RAY-NOTES).
+
+Threads: each teacher runs ``max(1, node CPUs // teachers of this pool on that node)``
+torch threads, where a node's CPUs are its Ray ``CPU`` resource capped by the CPUs the
+actor's process may run on (``TeacherServer.share_node``); never the cluster's total.
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,8 +60,6 @@ class TeacherPool:
         self.configs = teachers
         self.pg = None
         m = len(teachers)
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        threads = max(1, cpus // m)
         options: list[dict[str, Any]] = [{"num_cpus": 0} for _ in teachers]
         if use_gpu:
             self.pg = self._reserve_gpus(m, gpu_fraction, ready_timeout_s)
@@ -66,9 +69,31 @@ class TeacherPool:
                 for i in range(m)
             ]
         self.actors = [
-            TeacherActor.options(**opt).remote(i, t.model, input_shape, num_classes, t.checkpoint, threads, t.seed)
+            TeacherActor.options(**opt).remote(i, t.model, input_shape, num_classes, t.checkpoint,
+                                               1, t.seed)
             for i, (t, opt) in enumerate(zip(teachers, options, strict=True))
         ]
+        try:
+            self.threads = self._share_nodes(ready_timeout_s)
+        except BaseException:
+            self.shutdown()
+            raise
+
+    def _share_nodes(self, timeout_s: float) -> list[int]:
+        """Size each teacher's threads by the pool's teachers on its node; waits for the actors.
+
+        Returns each teacher's thread count (see the module docstring for the rule).
+        """
+        try:
+            nodes = ray.get([a.node_id.remote() for a in self.actors], timeout=timeout_s)
+        except ray.exceptions.GetTimeoutError as exc:
+            raise ResourceError(
+                f"{len(self.actors)} teacher actors did not start within {timeout_s:g}s; "
+                "the cluster is too busy or too small for them"
+            ) from exc
+        per_node = Counter(nodes)
+        return ray.get([a.share_node.remote(per_node[node])
+                        for a, node in zip(self.actors, nodes, strict=True)])
 
     @staticmethod
     def _reserve_gpus(m: int, fraction: float, timeout_s: float):

@@ -1,9 +1,16 @@
 """TeacherServer: the Ray actor around a Teacher; merges concurrent requests into one pass.
 
 With augmentation on, every student worker asks every teacher for its batch's logits, a
-step ahead. Requests that arrive together (one per worker, or within ``max_wait_s``) are
-concatenated and served by a single forward pass, then split back per request, so a
-teacher's cost per step does not grow with the number of workers' calls.
+step ahead. Requests that arrive together (``clients`` of them, one per worker, or
+whatever has arrived ``max_wait_s`` after the first) are concatenated in arrival order
+and served by a single forward pass, then split back in the same order, so a teacher's
+cost per step does not grow with the number of workers' calls and every caller gets the
+rows of its own input.
+
+A taken batch is served in a task of its own, never in a caller's coroutine: a caller
+that is cancelled cannot strand the others. If a merged pass fails (e.g. one request has
+the wrong shape or dtype), each request of that batch is served alone, so an error
+reaches only the caller whose input caused it.
 """
 
 from __future__ import annotations
@@ -13,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from raykd.teachers.teacher import Teacher
+from raykd.teachers.teacher import Teacher, node_cpus, teacher_threads
+
+Request = tuple[np.ndarray, "asyncio.Future[np.ndarray]"]
 
 
 class TeacherServer:
@@ -24,50 +33,92 @@ class TeacherServer:
         self.max_wait_s = max_wait_s
         self.clients = 1
         self.requests = 0
-        self._queue: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = []
-        self._timer: asyncio.Task[None] | None = None
+        self._queue: list[Request] = []
+        self._timer: asyncio.TimerHandle | None = None
         self._lock: asyncio.Lock | None = None
+        self._serving: set[asyncio.Task[None]] = set()
 
     def set_clients(self, n: int) -> None:
         """How many callers to wait for before a pass (the number of student workers)."""
         self.clients = max(1, int(n))
 
+    def node_id(self) -> str | None:
+        """The Ray node this actor runs on (None outside Ray)."""
+        try:
+            import ray
+
+            return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+        except Exception:  # noqa: BLE001 - outside a Ray worker
+            return None
+
+    def share_node(self, teachers_on_node: int) -> int:
+        """Size torch threads for ``teachers_on_node`` teachers sharing this node's CPUs.
+
+        Rule: ``max(1, node_cpus() // teachers_on_node)``, where :func:`node_cpus` is this
+        node's Ray ``CPU`` resource capped by the CPUs this process may run on. Returns the
+        thread count now in use.
+        """
+        return self.teacher.use_threads(teacher_threads(node_cpus(), teachers_on_node))
+
     async def logits(self, x: np.ndarray) -> np.ndarray:
         """Logits (B, C) of ``x`` (B, ...), computed together with concurrent requests."""
         self.requests += 1
-        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[np.ndarray] = loop.create_future()
         self._queue.append((x, future))
         if len(self._queue) >= self.clients:
-            await self._flush()
+            self._dispatch()
         elif self._timer is None:
-            self._timer = asyncio.create_task(self._flush_after_wait())
+            self._timer = loop.call_later(self.max_wait_s, self._dispatch)
         return await future
 
-    async def _flush_after_wait(self) -> None:
-        await asyncio.sleep(self.max_wait_s)
-        self._timer = None
-        await self._flush()
-
-    async def _flush(self) -> None:
-        if self._timer is not None and self._timer is not asyncio.current_task():
+    def _dispatch(self) -> None:
+        """Take every queued request as one batch (synchronously) and serve it in a task."""
+        if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         batch, self._queue = self._queue, []
-        if not batch:
-            return
+        if batch:
+            task = asyncio.get_running_loop().create_task(self._serve(batch))
+            self._serving.add(task)
+            task.add_done_callback(self._serving.discard)
+
+    async def _serve(self, batch: list[Request]) -> None:
+        """One pass at a time; hand every request its own rows (or its own error)."""
         self._lock = self._lock or asyncio.Lock()
         async with self._lock:
-            x = batch[0][0] if len(batch) == 1 else np.concatenate([b[0] for b in batch])
             try:
-                out = await asyncio.to_thread(self.teacher.logits, x)
-            except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
+                results = await asyncio.to_thread(self._forward, [x for x, _ in batch])
+            except asyncio.CancelledError:  # the actor is going away: release every caller
                 for _, fut in batch:
-                    fut.set_exception(exc)
-                return
-        start = 0
-        for xb, fut in batch:
-            fut.set_result(out[start : start + len(xb)])
-            start += len(xb)
+                    fut.cancel()
+                raise
+            except Exception as exc:  # noqa: BLE001 - never leave a caller waiting
+                results = [exc] * len(batch)
+        for (_, fut), res in zip(batch, results, strict=True):
+            if fut.done():  # the caller was cancelled
+                continue
+            if isinstance(res, BaseException):
+                fut.set_exception(res)
+            else:
+                fut.set_result(res)
+
+    def _forward(self, xs: list[np.ndarray]) -> list[np.ndarray | BaseException]:
+        """Rows of one merged pass split back per request; each alone if the merged pass fails."""
+        if len(xs) > 1:
+            try:
+                out = self.teacher.logits(np.concatenate(xs))
+                ends = np.cumsum([len(x) for x in xs])
+                return list(np.split(out, ends[:-1]))
+            except Exception:  # noqa: BLE001 - retried per request below
+                pass
+        results: list[np.ndarray | BaseException] = []
+        for x in xs:
+            try:
+                results.append(self.teacher.logits(x))
+            except Exception as exc:  # noqa: BLE001 - handed to its own caller
+                results.append(exc)
+        return results
 
     def fit(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         return self.teacher.fit(*args, **kwargs)
@@ -76,4 +127,4 @@ class TeacherServer:
         return self.teacher.weights_hash()
 
     def info(self) -> dict[str, Any]:
-        return {**self.teacher.info(), "requests": self.requests}
+        return {**self.teacher.info(), "requests": self.requests, "node_id": self.node_id()}

@@ -2,7 +2,8 @@
 
 ``Teacher`` is a plain class; ``raykd.teachers.pool`` runs one per Ray actor (one GPU
 each when there are GPUs). Keeping it Ray-free lets the benchmarks run the same code in a
-single process.
+single process. :func:`node_cpus` and :func:`teacher_threads` size an actor's torch
+threads from the node it runs on (Ray is imported only when it is running).
 """
 
 from __future__ import annotations
@@ -20,6 +21,41 @@ from raykd.models import build_model, load_checkpoint, save_checkpoint, weights_
 from raykd.train.steps import epoch_batches, make_optimizer, predict_logits, set_threads
 
 
+def node_cpus() -> int:
+    """CPUs this process may use on its own node.
+
+    The CPUs the OS lets this process run on (``os.sched_getaffinity``, else
+    ``os.cpu_count``), capped, inside a Ray worker, by the ``CPU`` resource of the Ray node
+    this process runs on (never by the whole cluster's total). At least 1.
+    """
+    if hasattr(os, "sched_getaffinity"):
+        local = len(os.sched_getaffinity(0))
+    else:  # pragma: no cover - macOS, Windows
+        local = os.cpu_count() or 1
+    ray_cpus = ray_node_cpus()
+    return max(1, min(local, ray_cpus) if ray_cpus is not None else local)
+
+
+def ray_node_cpus() -> int | None:
+    """The ``CPU`` resource of the Ray node this process runs on; None outside Ray."""
+    try:
+        import ray
+    except ImportError:  # pragma: no cover - Ray is a dependency
+        return None
+    if not ray.is_initialized():
+        return None
+    me = ray.get_runtime_context().get_node_id()
+    for node in ray.nodes():
+        if node.get("NodeID") == me:
+            return int(node.get("Resources", {}).get("CPU", 0))
+    return None
+
+
+def teacher_threads(cpus: int, teachers_on_node: int) -> int:
+    """Torch threads per teacher: the node's CPUs split evenly among the teachers on it (>= 1)."""
+    return max(1, int(cpus) // max(1, int(teachers_on_node)))
+
+
 class Teacher:
     """A teacher model with a forward-pass counter.
 
@@ -29,13 +65,14 @@ class Teacher:
         input_shape: per-example input shape.
         num_classes: number of classes C.
         checkpoint: a .safetensors file to load, or None to build fresh weights.
-        threads: torch intra-op threads for this process.
+        threads: torch intra-op threads for this teacher's passes (see :meth:`use_threads`).
     """
 
     def __init__(self, index: int, model: dict[str, Any], input_shape: tuple[int, ...],
                  num_classes: int, checkpoint: str | None = None, threads: int = 1,
                  seed: int = 0) -> None:
-        set_threads(threads)
+        self.threads = max(1, int(threads))
+        set_threads(self.threads)
         self.index = index
         self.config = dict(model)
         self.input_shape = tuple(input_shape)
@@ -43,8 +80,8 @@ class Teacher:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         torch.manual_seed(seed)
         if checkpoint is not None:
-            self.model = load_checkpoint(checkpoint, config=self.config, input_shape=self.input_shape,
-                                         num_classes=num_classes)
+            self.model = load_checkpoint(checkpoint, config=self.config,
+                                         input_shape=self.input_shape, num_classes=num_classes)
         else:
             self.model = build_model(self.config, self.input_shape, num_classes)
         self.model.to(self.device).eval()
@@ -55,6 +92,7 @@ class Teacher:
             weight_decay: float, seed: int, out: str) -> dict[str, Any]:
         """Train on (x, y) with cross-entropy, save to ``out``; returns timing and loss."""
         start = time.perf_counter()
+        self._pin_threads()
         torch.manual_seed(seed)
         opt = make_optimizer(self.model, lr=lr, weight_decay=weight_decay)
         self.model.train()
@@ -67,7 +105,8 @@ class Teacher:
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-            print(f"teacher {self.index}: epoch {epoch + 1}/{epochs} loss {loss.item():.4f}", flush=True)
+            print(f"teacher {self.index}: epoch {epoch + 1}/{epochs} loss {loss.item():.4f}",
+                  flush=True)
         self.model.eval()
         self.save(out)
         return {"seconds": time.perf_counter() - start, "final_loss": float(loss.item())}
@@ -82,12 +121,24 @@ class Teacher:
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """Logits (B, C) float32 for a batch (B, *input_shape)."""
+        self._pin_threads()
         self.forward_passes += 1
         self.forward_examples += len(x)
         return predict_logits(self.model, x, device=self.device)
 
+    def use_threads(self, threads: int) -> int:
+        """Run later passes on ``threads`` torch threads (>= 1); returns the count."""
+        self.threads = max(1, int(threads))
+        set_threads(self.threads)
+        return self.threads
+
+    def _pin_threads(self) -> None:
+        """Apply ``self.threads`` in the calling thread (a server runs passes in worker threads)."""
+        if torch.get_num_threads() != self.threads:
+            set_threads(self.threads)
+
     def info(self) -> dict[str, Any]:
-        """Where this teacher runs and how much it has computed."""
+        """Where this teacher runs, on how many threads, and how much it has computed."""
         try:
             import ray
 
@@ -100,6 +151,8 @@ class Teacher:
             "device": str(self.device),
             "gpu_ids": gpu_ids,
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "threads": self.threads,
+            "torch_threads": torch.get_num_threads(),
             "forward_passes": self.forward_passes,
             "forward_examples": self.forward_examples,
         }

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from raykd.data.splits import DataError
+
 # Arrays from Ray's object store are read-only views; raykd never writes to them.
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 
@@ -32,29 +34,82 @@ def make_optimizer(model: nn.Module, *, lr: float, weight_decay: float) -> torch
     return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
 
 
-def epoch_batches(
-    n: int, *, batch_size: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1
-) -> Iterator[np.ndarray]:
-    """Index batches of one epoch for one rank.
+def check_sharding(n: int, *, batch_size: int, world_size: int) -> None:
+    """Reject a training split or batch that cannot give every DDP rank a non-empty, equal step.
 
-    One permutation per (seed, epoch), shared by all ranks; the global batch of
-    ``batch_size`` is cut into ``world_size`` equal parts, so every rank runs the same
-    number of steps (DDP needs that) and the union over ranks is the global batch.
+    Every rank must run the same number of steps on the same number of rows (an uneven
+    step blocks the others in DDP's all-reduce and skews its gradient average), so the
+    split needs at least one row per worker (``n >= world_size``) and the global batch at
+    least one row per worker (``batch_size >= world_size``).
+
+    Raises:
+        DataError: When ``n < world_size`` or ``batch_size < world_size``; the message names
+            ``scaling.num_workers``, ``train.batch_size`` and the split size, and what would work.
     """
-    perm = np.random.default_rng([seed, epoch]).permutation(n)
-    local = max(1, batch_size // world_size)
-    step = local * world_size
-    for start in range(0, n - step + 1 if n >= step else 1, step):
-        chunk = perm[start : start + step]
-        part = chunk[rank * local : (rank + 1) * local]
-        if len(part):
-            yield np.sort(part)
+    if n < world_size:
+        fix = f"use scaling.num_workers <= {n} or more training data" if n else "add training data"
+        raise DataError(
+            f"the training split has {n} rows, fewer than scaling.num_workers={world_size} "
+            f"(train.batch_size={batch_size}): every student worker needs at least one row per "
+            f"step; {fix}"
+        )
+    if batch_size < world_size:
+        raise DataError(
+            f"train.batch_size={batch_size} is smaller than scaling.num_workers={world_size} "
+            f"(training split: {n} rows): the global batch is split evenly over the workers; use "
+            f"train.batch_size >= {world_size} or scaling.num_workers <= {batch_size}"
+        )
+
+
+def local_batch_size(n: int, *, batch_size: int, world_size: int = 1) -> int:
+    """Rows per rank per step: the global batch, capped by the split, over the ranks, rounded down.
+
+    The global batch is ``min(batch_size, n)`` cut into ``world_size`` equal parts; what does
+    not divide evenly is left out of the step, so every rank gets the same number of rows.
+
+    Raises:
+        DataError: From :func:`check_sharding` when a rank would get no row.
+    """
+    check_sharding(n, batch_size=batch_size, world_size=world_size)
+    return min(batch_size, n) // world_size
 
 
 def steps_per_epoch(n: int, *, batch_size: int, world_size: int = 1) -> int:
-    """Number of batches ``epoch_batches`` yields per rank."""
-    step = max(1, batch_size // world_size) * world_size
-    return max(1, n // step)
+    """Number of batches ``epoch_batches`` yields per rank: whole global batches in ``n`` rows.
+
+    Raises:
+        DataError: From :func:`check_sharding` when a rank would get no row.
+    """
+    return n // (local_batch_size(n, batch_size=batch_size, world_size=world_size) * world_size)
+
+
+def epoch_batches(
+    n: int, *, batch_size: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1
+) -> Iterator[np.ndarray]:
+    """Index batches of one epoch for one rank (indices sorted within a batch).
+
+    One permutation per (seed, epoch), shared by all ranks, is cut into
+    :func:`steps_per_epoch` global batches of ``local_batch_size * world_size`` rows; rank
+    ``r`` takes the ``r``-th equal part of each. So every rank runs the same number of
+    steps on the same number of rows (DDP needs both), the ranks' parts are disjoint, and
+    the rows that do not fill a whole global batch (fewer than one) are left out of this
+    epoch, on all ranks alike; the next epoch's permutation leaves out others.
+
+    Raises:
+        DataError: From :func:`check_sharding` when a rank would get no row.
+    """
+    local = local_batch_size(n, batch_size=batch_size, world_size=world_size)  # raises eagerly
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank={rank} is outside [0, world_size={world_size})")
+    perm = np.random.default_rng([seed, epoch]).permutation(n)
+    return _rank_batches(perm, local, rank, world_size)
+
+
+def _rank_batches(perm: np.ndarray, local: int, rank: int, world_size: int) -> Iterator[np.ndarray]:
+    """Rank ``rank``'s ``local`` rows of each whole global batch of ``perm``, sorted."""
+    step = local * world_size
+    for start in range(0, len(perm) // step * step, step):
+        yield np.sort(perm[start + rank * local : start + (rank + 1) * local])
 
 
 def augment_images(x: torch.Tensor, generator: torch.Generator, *, shift: int | None = None,

@@ -1,0 +1,217 @@
+"""Online serving: merged requests come back paired with their own inputs; threads per node.
+
+``TeacherServer`` concatenates concurrent ``logits`` requests into one forward pass and
+splits the result back. These tests fire many concurrent requests of different sizes and
+contents and check that every caller gets exactly the logits of its own input (against a
+teacher built from the same seed in this process), that merging really happened, and that
+one bad or cancelled request cannot strand or fail the others. The Ray tests run on a
+two-node local cluster, which also shows that a teacher sizes its threads from its own
+node's CPUs, not from the cluster's total.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pytest
+
+from raykd.teachers import Teacher, TeacherConfig, TeacherPool
+from raykd.teachers.server import TeacherServer
+from raykd.teachers.teacher import node_cpus, teacher_threads
+
+MLP = {"name": "mlp", "hidden": [16]}
+SHAPE, CLASSES = (6,), 4
+SEEDS = (11, 12)
+
+
+def reference(seed: int) -> Teacher:
+    """The teacher an actor built from ``seed`` holds, built here (same seed, same weights)."""
+    return Teacher(0, MLP, SHAPE, CLASSES, seed=seed)
+
+
+def inputs(rng: np.random.Generator, rows: int) -> np.ndarray:
+    return rng.normal(size=(rows, *SHAPE)).astype(np.float32)
+
+
+def assert_own_rows(x: np.ndarray, got: np.ndarray, ref: Teacher) -> None:
+    assert got.shape == (len(x), CLASSES)
+    np.testing.assert_allclose(got, ref.logits(x), rtol=1e-5, atol=1e-6)
+
+
+# --- plain asyncio: the batching alone, no Ray ---------------------------------------------
+
+
+def test_concurrent_callers_get_their_own_rows_from_merged_passes() -> None:
+    server = TeacherServer(0, MLP, SHAPE, CLASSES, seed=SEEDS[0])
+    server.set_clients(4)
+    ref = reference(SEEDS[0])
+    rng = np.random.default_rng(0)
+    xs = [inputs(rng, int(rows)) for rows in rng.integers(1, 40, size=48)]
+
+    async def caller(x: np.ndarray) -> np.ndarray:
+        await asyncio.sleep(random.Random(len(x)).random() * 0.01)  # arrive out of step
+        return await server.logits(x)
+
+    async def main() -> list[np.ndarray]:
+        return await asyncio.wait_for(asyncio.gather(*(caller(x) for x in xs)), timeout=30)
+
+    outs = asyncio.run(main())
+    for x, out in zip(xs, outs, strict=True):
+        assert_own_rows(x, out, ref)
+    assert server.requests == len(xs)
+    assert 1 <= server.teacher.forward_passes < len(xs)
+    assert server.teacher.forward_examples == sum(len(x) for x in xs)
+
+
+def test_a_lone_request_is_served_after_the_wait() -> None:
+    server = TeacherServer(0, MLP, SHAPE, CLASSES, seed=SEEDS[0], max_wait_s=0.01)
+    server.set_clients(3)
+    x = inputs(np.random.default_rng(1), 5)
+    out = asyncio.run(asyncio.wait_for(server.logits(x), timeout=10))
+    assert_own_rows(x, out, reference(SEEDS[0]))
+    assert server.teacher.forward_passes == 1
+
+
+def test_a_bad_request_fails_only_its_own_caller() -> None:
+    """A wrong-shape request merged with good ones: the good ones get their rows, not a hang."""
+    server = TeacherServer(0, MLP, SHAPE, CLASSES, seed=SEEDS[0])
+    server.set_clients(3)
+    rng = np.random.default_rng(2)
+    good_a, bad, good_b = inputs(rng, 5), rng.normal(size=(4, 9)).astype(np.float32), inputs(rng, 7)
+
+    async def main() -> list[Any]:
+        calls = (server.logits(good_a), server.logits(bad), server.logits(good_b))
+        return await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), timeout=10)
+
+    out_a, err, out_b = asyncio.run(main())
+    ref = reference(SEEDS[0])
+    assert_own_rows(good_a, out_a, ref)
+    assert_own_rows(good_b, out_b, ref)
+    assert isinstance(err, Exception)
+
+
+def test_a_cancelled_caller_does_not_strand_the_others() -> None:
+    server = TeacherServer(0, MLP, SHAPE, CLASSES, seed=SEEDS[0])
+    server.set_clients(2)
+    slow = server.teacher.logits
+
+    def slow_logits(x: np.ndarray) -> np.ndarray:
+        time.sleep(0.2)
+        return slow(x)
+
+    server.teacher.logits = slow_logits  # type: ignore[method-assign]
+    rng = np.random.default_rng(3)
+    first, second = inputs(rng, 3), inputs(rng, 4)
+
+    async def main() -> np.ndarray:
+        waiting = asyncio.ensure_future(server.logits(first))
+        await asyncio.sleep(0)
+        trigger = asyncio.ensure_future(server.logits(second))  # fills the batch: the pass starts
+        await asyncio.sleep(0.05)
+        trigger.cancel()
+        return await asyncio.wait_for(waiting, timeout=10)
+
+    assert_own_rows(first, asyncio.run(main()), reference(SEEDS[0]))
+
+
+def test_threads_split_the_cpus_among_teachers() -> None:
+    assert teacher_threads(8, 3) == 2
+    assert teacher_threads(2, 4) == 1
+    assert teacher_threads(1, 0) == 1
+    assert node_cpus() == len(os.sched_getaffinity(0))  # outside Ray: what this process may use
+    assert Teacher(0, MLP, SHAPE, CLASSES, threads=3).info()["threads"] == 3  # benches pass it
+
+
+# --- a real Ray cluster: TeacherPool's actors ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_nodes() -> Iterator[dict[str, float]]:
+    """A head with 2 CPUs and a second node with 6: the cluster claims 8, any node at most 6."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RAY_AUTH_MODE", "disabled")  # loopback only
+        cluster = Cluster(initialize_head=True,
+                          head_node_args={"num_cpus": 2, "include_dashboard": False})
+        try:
+            cluster.add_node(num_cpus=6)
+            ray.init(address=cluster.address, logging_level="WARNING")
+            cluster.wait_for_nodes()
+            yield {n["NodeID"]: n["Resources"]["CPU"] for n in ray.nodes() if n["Alive"]}
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def pool(two_nodes: dict[str, float]) -> Iterator[TeacherPool]:
+    p = TeacherPool([TeacherConfig(model=MLP, seed=s) for s in SEEDS], input_shape=SHAPE,
+                    num_classes=CLASSES, use_gpu=False)
+    try:
+        yield p
+    finally:
+        p.shutdown()
+
+
+@pytest.mark.ray
+def test_teacher_threads_follow_their_node_not_the_cluster(pool: TeacherPool,
+                                                           two_nodes: dict[str, float]) -> None:
+    import ray
+
+    infos = pool.infos()
+    cluster_cpus = int(ray.cluster_resources()["CPU"])
+    assert cluster_cpus == 8
+    for info in infos:
+        on_node = sum(i["node_id"] == info["node_id"] for i in infos)
+        node = min(int(two_nodes[info["node_id"]]), len(os.sched_getaffinity(0)))
+        assert info["threads"] == info["torch_threads"] == max(1, node // on_node)
+        assert info["threads"] < cluster_cpus // len(infos)  # the old rule: 8 // 2 = 4
+    assert pool.threads == [i["threads"] for i in infos]
+
+
+@pytest.mark.ray
+def test_concurrent_workers_get_their_own_teachers_logits(pool: TeacherPool) -> None:
+    import ray
+
+    refs_by_seed = {s: reference(s) for s in SEEDS}
+    assert pool.weights_hashes() == [refs_by_seed[s].weights_hash() for s in SEEDS]
+    before = pool.infos()
+    pool.set_clients(4)
+
+    def worker(w: int) -> list[tuple[np.ndarray, list[np.ndarray]]]:
+        """A student worker: each step asks every teacher for its own batch's logits."""
+        rng = np.random.default_rng(100 + w)
+        steps = []
+        for _ in range(6):
+            x = inputs(rng, int(rng.integers(1, 33)))
+            steps.append((x, ray.get([a.logits.remote(x) for a in pool.actors])))
+        return steps
+
+    with ThreadPoolExecutor(4) as ex:
+        runs = list(ex.map(worker, range(4)))
+    rng = np.random.default_rng(7)
+    burst = [inputs(rng, int(rows)) for rows in rng.integers(1, 50, size=24)]
+    burst_out = ray.get([pool.actors[i % 2].logits.remote(x) for i, x in enumerate(burst)])
+
+    for steps in runs:
+        for x, outs in steps:
+            for seed, out in zip(SEEDS, outs, strict=True):
+                assert_own_rows(x, out, refs_by_seed[seed])
+    for i, (x, out) in enumerate(zip(burst, burst_out, strict=True)):
+        assert_own_rows(x, out, refs_by_seed[SEEDS[i % 2]])
+    after = pool.infos()
+    for b, a in zip(before, after, strict=True):
+        requests = a["requests"] - b["requests"]
+        assert requests == 4 * 6 + 12
+        assert a["forward_passes"] - b["forward_passes"] < requests  # requests were merged

@@ -1,0 +1,109 @@
+"""Batch sharding for DDP: every rank runs the same number of equal, disjoint steps.
+
+DDP blocks in its all-reduce when one rank runs a step the others do not, and averages
+gradients as if every rank's batch were the same size; these tests pin both down for any
+split size, batch size and world size, including splits smaller than the global batch.
+"""
+
+from __future__ import annotations
+
+from math import lgamma
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from raykd.data import DataError
+from raykd.errors import UserError
+from raykd.train.steps import check_sharding, epoch_batches, local_batch_size, steps_per_epoch
+
+
+def shards(n: int, batch: int, world: int, epoch: int, seed: int = 0) -> list[list[np.ndarray]]:
+    """Each rank's list of index batches for one epoch."""
+    return [list(epoch_batches(n, batch_size=batch, seed=seed, epoch=epoch, rank=r,
+                               world_size=world)) for r in range(world)]
+
+
+def log_arrangements(n: int, local: int, parts: int) -> float:
+    """log of the number of distinct epochs: ordered choices of ``parts`` sets of ``local`` rows."""
+    return lgamma(n + 1) - parts * lgamma(local + 1) - lgamma(n - parts * local + 1)
+
+
+@st.composite
+def layouts(draw: st.DrawFn) -> tuple[int, int, int]:
+    world = draw(st.integers(1, 8))
+    n = draw(st.integers(world, 700))
+    batch_size = draw(st.integers(world, 300))
+    return n, batch_size, world
+
+
+@settings(max_examples=150, deadline=None)
+@given(layout=layouts(), seed=st.integers(0, 2**31))
+def test_every_rank_runs_the_same_equal_disjoint_steps(layout: tuple[int, int, int],
+                                                       seed: int) -> None:
+    n, batch_size, world = layout
+    steps = steps_per_epoch(n, batch_size=batch_size, world_size=world)
+    epochs = []
+    for epoch in range(3):
+        per_rank = shards(n, batch_size, world, epoch, seed)
+        assert steps >= 1
+        assert [len(r) for r in per_rank] == [steps] * world  # as many steps as steps_per_epoch
+        sizes = {len(b) for r in per_rank for b in r}
+        assert len(sizes) == 1 and sizes.pop() >= 1  # one non-empty size on every rank and step
+        local = len(per_rank[0][0])
+        assert local * world <= batch_size  # never more than the global batch asked for
+        flat = np.concatenate([b for r in per_rank for b in r])
+        assert ((flat >= 0) & (flat < n)).all()
+        assert len(np.unique(flat)) == len(flat) == steps * local * world  # disjoint, no repeats
+        assert n - len(flat) < local * world  # only a tail short of one global batch is left out
+        if n % (local * world) == 0:
+            assert len(flat) == n
+        epochs.append([tuple(b) for r in per_rank for b in r])
+    if log_arrangements(n, local, steps * world) > np.log(1e3):  # a repeat is < 1e-6 likely
+        assert not epochs[0] == epochs[1] == epochs[2]
+
+
+@settings(max_examples=60, deadline=None)
+@given(world=st.integers(2, 64), n=st.integers(0, 64), batch_size=st.integers(1, 64))
+def test_impossible_sharding_is_a_data_error(world: int, n: int, batch_size: int) -> None:
+    if n >= world and batch_size >= world:
+        check_sharding(n, batch_size=batch_size, world_size=world)
+        return
+    names = r"scaling\.num_workers=.*train\.batch_size=|train\.batch_size=.*scaling\.num_workers="
+    with pytest.raises(DataError, match=names):
+        check_sharding(n, batch_size=batch_size, world_size=world)
+    with pytest.raises(DataError):
+        steps_per_epoch(n, batch_size=batch_size, world_size=world)
+    with pytest.raises(DataError):
+        epoch_batches(n, batch_size=batch_size, seed=0, epoch=0, rank=0, world_size=world)
+
+
+def test_split_smaller_than_the_global_batch_gives_both_ranks_equal_steps() -> None:
+    for n in (50, 51, 100):
+        per_rank = shards(n, 128, 2, epoch=0)
+        assert [len(r) for r in per_rank] == [1, 1]
+        assert len(per_rank[0][0]) == len(per_rank[1][0]) == n // 2
+        assert not set(per_rank[0][0]) & set(per_rank[1][0])
+        assert steps_per_epoch(n, batch_size=128, world_size=2) == 1
+    assert local_batch_size(50, batch_size=128, world_size=2) == 25
+
+
+def test_one_row_per_worker_is_the_smallest_split() -> None:
+    check_sharding(2, batch_size=128, world_size=2)
+    with pytest.raises(DataError) as info:
+        check_sharding(1, batch_size=128, world_size=2)
+    message = str(info.value)
+    assert isinstance(info.value, UserError)
+    for part in ("1 rows", "scaling.num_workers=2", "train.batch_size=128",
+                 "scaling.num_workers <= 1"):
+        assert part in message
+    with pytest.raises(DataError, match=r"train\.batch_size=1 .*use train\.batch_size >= 2"):
+        check_sharding(10, batch_size=1, world_size=2)
+
+
+def test_single_process_keeps_its_batches() -> None:
+    """Teachers and benches (world 1): whole batches, or the whole split when it is smaller."""
+    assert [len(b) for b in epoch_batches(10, batch_size=64, seed=0, epoch=0)] == [10]
+    assert [len(b) for b in epoch_batches(130, batch_size=64, seed=0, epoch=0)] == [64, 64]
+    assert steps_per_epoch(130, batch_size=64) == 2
