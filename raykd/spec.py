@@ -26,7 +26,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from raykd.errors import UserError
-from raykd.models import MODELS
+
+MODEL_NAMES: tuple[str, ...] = ("mlp", "cnn", "linear")
+"""Architectures of the registry (``raykd.models.MODELS``, which needs torch); a test keeps
+them equal."""
 
 MethodName = Literal["none", "kd", "wkd", "annealing"]
 MAX_SEED = 2**32 - 1
@@ -45,7 +48,7 @@ class _Strict(BaseModel):
 class ModelSpec(_Strict):
     """An architecture from the registry and its size."""
 
-    name: str = Field(description=f"Architecture, one of {sorted(MODELS)}.")
+    name: str = Field(description=f"Architecture, one of {sorted(MODEL_NAMES)}.")
     hidden: tuple[Annotated[int, Field(ge=1, le=65536)], ...] = Field(
         default=(256, 256), max_length=16, description="MLP hidden layer widths."
     )
@@ -61,8 +64,8 @@ class ModelSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _known(cls, value: str) -> str:
-        if value not in MODELS:
-            raise ValueError(f"unknown model {value!r}; accepted: {sorted(MODELS)}")
+        if value not in MODEL_NAMES:
+            raise ValueError(f"unknown model {value!r}; accepted: {sorted(MODEL_NAMES)}")
         return value
 
 

@@ -1,0 +1,335 @@
+"""The shapes a job leaves behind: ``result.json`` (:class:`JobResult`) and its status.
+
+``result.json`` is written once, at the end of a successful run, by the engine; the CLI,
+the report and the control plane read it through :meth:`JobResult.load`. A job's status
+(:class:`JobStatus`) is never stored: :func:`job_status` derives it from the job's events
+(``events.jsonl``, see :mod:`raykd.events`) and, optionally, whether its driver process
+is still alive.
+
+Torch-free and Ray-free: importing this module loads pydantic (and the spec) only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from raykd.events import Epoch, JobFailed, JobFinished, JobStarted, StudentFinished
+from raykd.spec import JobSpec, ModelSpec
+
+RESULT_FILE = "result.json"
+DIED_MESSAGE = (
+    "the job's driver stopped without a final event (killed or lost); "
+    "run the same job id again to resume"
+)
+"""The error of a job whose driver process is gone while its events show no end."""
+
+
+def spec_hash(spec_json: dict[str, Any]) -> str:
+    """The identity of a spec: sha256 of its canonical JSON, first 16 hex characters.
+
+    Args:
+        spec_json: The spec as plain JSON data (``json.loads(spec.model_dump_json())``).
+
+    Returns:
+        16 lowercase hex characters; equal mappings give equal hashes whatever their key order.
+    """
+    text = json.dumps(spec_json, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+# --- result.json ----------------------------------------------------------------------
+
+
+class _Row(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _OpenRow(BaseModel):
+    """A row the engine may add diagnostics to (kept as they are)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class DatasetRow(_Row):
+    """The data the job ran on, after the split."""
+
+    name: str = Field(description="Dataset name (built-in) or file stem.")
+    train: int = Field(ge=0, description="Training examples.")
+    val: int = Field(ge=0, description="Validation examples.")
+    test: int = Field(ge=0, description="Test examples.")
+    num_classes: int = Field(ge=1, description="Number of classes.")
+    fingerprints: dict[str, str] = Field(
+        default_factory=dict, description="Content fingerprint of each split (train, val, test)."
+    )
+
+
+class TeacherRow(_Row):
+    """One member of the ensemble."""
+
+    index: int = Field(ge=0, description="Position in the spec's teachers list.")
+    model: ModelSpec = Field(description="The teacher's architecture.")
+    checkpoint: str | None = Field(description="Where its weights are (.safetensors).")
+    trained_by_raykd: bool = Field(description="True when this job trained it.")
+    train_seconds: float = Field(ge=0, description="Training wall time (0 when not trained).")
+    val_accuracy: float | None = Field(description="Accuracy on the validation split.")
+    test_accuracy: float | None = Field(description="Accuracy on the test split.")
+
+
+class EnsembleRow(_Row):
+    """The teachers' ensemble (mean of their predicted probabilities)."""
+
+    val_accuracy: float | None = Field(description="Ensemble accuracy on the validation split.")
+    test_accuracy: float | None = Field(description="Ensemble accuracy on the test split.")
+
+
+class CacheStats(_OpenRow):
+    """What one split's teacher logits cost: cache hits versus forward passes."""
+
+    cache_hits: int = Field(ge=0, description="Teachers whose logits came from the cache.")
+    teacher_forward_examples: int = Field(ge=0, description="Examples the teachers computed.")
+    seconds: float = Field(ge=0, description="Wall time of the split's logits.")
+    cache_keys: list[str] = Field(default_factory=list, description="Cache key of each teacher.")
+
+
+class EpochRow(_OpenRow):
+    """One epoch of one student (rank 0's report); more metrics may follow."""
+
+    epoch: int = Field(ge=1, description="Epoch number, from 1.")
+    train_loss: float | None = Field(description="Mean training loss over the epoch's steps.")
+    epoch_seconds: float = Field(ge=0, description="Wall time of the epoch's training steps.")
+    samples_per_s: float = Field(ge=0, description="Training throughput over all workers.")
+    val_accuracy: float | None = Field(default=None, description="Validation accuracy after it.")
+
+
+class GenerationRow(_Row):
+    """One trained student: a method entry's generation (1 unless born-again)."""
+
+    generation: int = Field(ge=1, description="Born-again generation, from 1.")
+    method: str = Field(description="The method this generation learned by (none, kd, ...).")
+    seed: int = Field(ge=0, description="Seed of its initialisation and batch order.")
+    checkpoint: str = Field(description="Its best-validation weights (.safetensors).")
+    val_accuracy: float | None = Field(description="Accuracy on the validation split.")
+    test_accuracy: float | None = Field(description="Accuracy on the test split.")
+    seconds: float = Field(ge=0, description="Wall time of its Ray Train run.")
+    startup_seconds: float | None = Field(
+        default=None, description="Part of ``seconds`` before the first step (workers, data)."
+    )
+    history: list[EpochRow] = Field(default_factory=list, description="One row per epoch.")
+
+
+class StudentRow(_Row):
+    """One entry of the spec's methods and the student(s) it trained."""
+
+    label: str = Field(description="Row name: the spec's label, or the method and its settings.")
+    method: str = Field(description="none, kd, wkd or annealing.")
+    temperature: float = Field(description="Softmax temperature T.")
+    alpha: float = Field(description="Weight of the teacher term.")
+    incorrect_weight: float = Field(description="WKD's W.")
+    generations: list[GenerationRow] = Field(
+        min_length=1, description="The born-again generations, in order (one without born-again)."
+    )
+    val_accuracy: float | None = Field(description="The last generation's validation accuracy.")
+    test_accuracy: float | None = Field(description="The last generation's test accuracy.")
+    ban_test_accuracy: float | None = Field(
+        default=None, description="Test accuracy of the generations' ensemble (born-again only)."
+    )
+
+
+class JobResult(_OpenRow):
+    """``<job_dir>/result.json``: everything a finished run measured."""
+
+    job_id: str = Field(description="The job's id (its directory name).")
+    spec_hash: str = Field(description="Identity of the spec (see :func:`spec_hash`).")
+    attempts: int = Field(default=1, ge=1, description="Runs it took (1 + resumes).")
+    versions: dict[str, str] = Field(
+        default_factory=dict, description="Versions of raykd, python, torch and ray that ran it."
+    )
+    job: str = Field(description="The spec's name.")
+    job_dir: str = Field(description="Absolute path of the job directory.")
+    dataset: DatasetRow = Field(description="The data and its split.")
+    spec: JobSpec = Field(description="The spec as run (paths resolved).")
+    timings: dict[str, float] = Field(
+        default_factory=dict, description="Wall seconds per stage, and the total."
+    )
+    teachers: list[TeacherRow] = Field(description="The ensemble's members.")
+    ensemble: EnsembleRow = Field(description="The ensemble's accuracy.")
+    teacher_placement: list[dict[str, Any]] = Field(
+        default_factory=list, description="Where each teacher actor ran (diagnostics)."
+    )
+    logit_cache: dict[str, dict[str, CacheStats]] = Field(
+        default_factory=dict,
+        description="Cache statistics per logit source (teacher, born-again generation) and split.",
+    )
+    students: list[StudentRow] = Field(description="One row per method entry.")
+
+    @classmethod
+    def load(cls, path: str | Path) -> JobResult:
+        """Read and validate a ``result.json`` (a job directory is taken to mean its file).
+
+        Args:
+            path: The file, or the job directory holding it.
+
+        Returns:
+            The validated result.
+        """
+        path = Path(path)
+        if path.is_dir():
+            path = path / RESULT_FILE
+        return cls.model_validate(json.loads(path.read_text(encoding="utf-8")))
+
+    def write(self, path: str | Path) -> Path:
+        """Write atomically: a temporary file in the same directory, then ``os.replace``.
+
+        Args:
+            path: The file, or the job directory to write ``result.json`` into.
+
+        Returns:
+            The path written.
+        """
+        path = Path(path)
+        if path.is_dir():
+            path = path / RESULT_FILE
+        text = json.dumps(self.model_dump(mode="json"), indent=2)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+
+# --- status ---------------------------------------------------------------------------
+
+State = Literal["pending", "running", "succeeded", "failed", "cancelled"]
+
+
+class JobStatus(BaseModel):
+    """Where a job stands, derived from its events (see :func:`job_status`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str = Field(description="The job's id.")
+    state: State = Field(description="pending, running, succeeded, failed or cancelled.")
+    stage: str | None = Field(
+        default=None, description="The stage running now (or where the job stopped)."
+    )
+    progress: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="Finished student epochs / all the job's epochs."
+    )
+    latest_metrics: dict[str, float | None] = Field(
+        default_factory=dict, description="Metrics of the latest epoch reported."
+    )
+    student: int | None = Field(default=None, description="Method entry of the latest epoch.")
+    generation: int | None = Field(default=None, description="Generation of the latest epoch.")
+    epoch: int | None = Field(default=None, description="The latest epoch reported, from 1.")
+    epochs: int | None = Field(default=None, description="Epochs of that student.")
+    attempt: int = Field(default=0, ge=0, description="The current run of the job (0: none yet).")
+    started_at: float | None = Field(default=None, description="Unix time the job first started.")
+    finished_at: float | None = Field(default=None, description="Unix time of its final event.")
+    error: str | None = Field(default=None, description="Why it failed or was cancelled.")
+    last_seq: int = Field(default=0, ge=0, description="seq of the latest event (0: none).")
+
+
+def _current_attempt(events: list[Any]) -> list[Any]:
+    """The events from the last ``job_started`` on (all of them when there is none)."""
+    for i in range(len(events) - 1, -1, -1):
+        if isinstance(events[i], JobStarted):
+            return events[i:]
+    return events
+
+
+def _open_stage(events: list[Any]) -> str | None:
+    """The latest stage started and not finished among ``events``."""
+    open_stages: list[str] = []
+    for e in events:
+        if e.type == "stage_started":
+            open_stages.append(e.stage)
+        elif e.type == "stage_finished" and e.stage in open_stages:
+            del open_stages[len(open_stages) - 1 - open_stages[::-1].index(e.stage)]
+    return open_stages[-1] if open_stages else None
+
+
+def _progress(events: list[Any], started: JobStarted | None) -> float:
+    """Distinct finished (student, generation, epoch) over the job's epochs, all attempts."""
+    if started is None or started.total_epochs <= 0:
+        return 0.0
+    per_student = started.total_epochs // max(1, started.students)
+    done: set[tuple[int, int, int]] = set()
+    epochs_of: dict[tuple[int, int], int] = {}
+    for e in events:
+        if isinstance(e, Epoch):
+            done.add((e.student, e.generation, e.epoch))
+            epochs_of[(e.student, e.generation)] = e.epochs
+        elif isinstance(e, StudentFinished):
+            key = (e.student, e.generation)
+            done.update((*key, n) for n in range(1, epochs_of.get(key, per_student) + 1))
+    return min(1.0, len(done) / started.total_epochs)
+
+
+def job_status(
+    events: list[Any], *, process_alive: bool | None = None, job_id: str = ""
+) -> JobStatus:
+    """A job's status from its events alone (plus, optionally, whether its driver lives).
+
+    The last ``job_started`` opens the current attempt: a resumed job's earlier
+    ``job_failed`` no longer counts, but its finished epochs still count for progress.
+    With no events the job is pending. With no final event in the current attempt it is
+    running, unless ``process_alive`` is False: then its driver died and it has failed.
+
+    Args:
+        events: The job's events in ``seq`` order (:func:`raykd.events.read_events`).
+        process_alive: Whether the job's driver process runs; None when unknown.
+        job_id: The job's id; by default the one the events carry.
+
+    Returns:
+        The derived status.
+    """
+    job_id = job_id or next((e.job_id for e in events if e.job_id), "")
+    if not events:
+        return JobStatus(job_id=job_id, state="pending")
+    current = _current_attempt(events)
+    started = current[0] if isinstance(current[0], JobStarted) else None
+    first = next((e for e in events if isinstance(e, JobStarted)), None)
+    last_epoch = next((e for e in reversed(events) if isinstance(e, Epoch)), None)
+    status = JobStatus(
+        job_id=job_id, state="running", stage=_open_stage(current),
+        progress=_progress(events, started), attempt=started.attempt if started else 0,
+        started_at=first.time if first else events[0].time,
+        last_seq=max(e.seq for e in events),
+    )
+    if last_epoch is not None:
+        status = status.model_copy(update={
+            "latest_metrics": dict(last_epoch.metrics), "student": last_epoch.student,
+            "generation": last_epoch.generation, "epoch": last_epoch.epoch,
+            "epochs": last_epoch.epochs,
+        })
+    return _ended(status, current, process_alive)
+
+
+def _ended(status: JobStatus, current: list[Any], process_alive: bool | None) -> JobStatus:
+    """``status`` with the current attempt's end applied (or the driver's death)."""
+    end = next((e for e in reversed(current) if isinstance(e, JobFinished | JobFailed)), None)
+    if isinstance(end, JobFinished):
+        return status.model_copy(update={
+            "state": "succeeded", "stage": None, "progress": 1.0, "finished_at": end.time,
+        })
+    if isinstance(end, JobFailed):
+        state = "cancelled" if end.kind == "cancelled" else "failed"
+        return status.model_copy(
+            update={"state": state, "error": end.message, "finished_at": end.time}
+        )
+    if process_alive is False:
+        return status.model_copy(update={"state": "failed", "error": DIED_MESSAGE})
+    return status
