@@ -23,7 +23,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(spec, name)
     if name == "run_job":
-        from raykd.runner import run_job
+        from raykd.engine import run_job
 
         return run_job
     raise AttributeError(f"module 'raykd' has no attribute {name!r}")

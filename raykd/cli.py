@@ -109,23 +109,44 @@ SweepDirOpt = Annotated[Path | None, typer.Option(help="Output directory of this
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print result.json at the end.")]
 
 
+JobIdOpt = Annotated[str | None, typer.Option(
+    help="The job's id: its directory is <storage>/<id>. Running an id again with the same spec "
+         "resumes it; another spec under that id is refused. Default: a new id.")]
+JobDirOpt = Annotated[Path | None, typer.Option(help="The job's directory (instead of <storage>/<id>).")]
+
+
+def _terminate_on_sigterm() -> None:
+    """``ray job stop`` and ``kill`` send SIGTERM: end like Ctrl+C, so a 'cancelled' event is written."""
+    import signal
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 @app.command()
-def run(spec: SpecArg, set_: SetOpt = None,
-        job_dir: Annotated[Path | None, typer.Option(help="Output directory of this job.")] = None,
+def run(spec: SpecArg, set_: SetOpt = None, job_id: JobIdOpt = None, job_dir: JobDirOpt = None,
         json_out: JsonOpt = False) -> None:
-    """Run a distillation job (local Ray, or the cluster in RAY_ADDRESS)."""
-    from raykd.report import print_result
+    """Run (or resume) a distillation job (local Ray, or the cluster in RAY_ADDRESS)."""
+    from raykd.report import EventPrinter, print_result
 
     def go() -> None:
-        from raykd.runner import run_job
+        from raykd.engine import run_job
 
         job = read_spec(spec, set_ or [])
+        _terminate_on_sigterm()
         if job.sweep is not None:
             from raykd.tune import print_sweep, run_sweep
 
             print_sweep(run_sweep(job, job_dir=job_dir, log=echo_log))
             return
-        result = run_job(job, job_dir=job_dir, log=echo_log)
+
+        def follow(opened: Any) -> Any:
+            seen = opened.earlier[-1].seq if opened.earlier else 0
+            return EventPrinter(opened.sink.path, after=seen, write=echo_log)
+
+        result = run_job(job, job_id=job_id, job_dir=job_dir, log=lambda _: None, console=follow)
         print_result(result)
         if json_out:
             typer.echo(json.dumps(result, indent=2))

@@ -23,6 +23,8 @@ import os
 import secrets
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -49,8 +51,8 @@ def resolve_spec_paths(spec: JobSpec, base: Path | None = None) -> JobSpec:
         return None if value is None else str(absolute(value, base))
 
     dataset = spec.data.dataset
-    if dataset not in BUILTIN_DATASETS:
-        dataset = str(absolute(dataset, base))
+    if dataset not in BUILTIN_DATASETS and ("/" in dataset or Path(dataset).suffix):
+        dataset = str(absolute(dataset, base))  # a file; an unknown name stays as typed
     return spec.model_copy(update={
         "storage": fix(spec.storage),
         "cache": spec.cache.model_copy(update={"dir": fix(spec.cache.dir)}),
@@ -115,20 +117,37 @@ def ensure_dir(path: Path, what: str) -> Path:
     return path
 
 
-def publish_file(src: str | Path, dst: str | Path) -> Path:
-    """Copy ``src`` to ``dst`` atomically: a unique temporary file beside ``dst``, then rename.
+@contextmanager
+def atomic_path(dst: str | Path) -> Iterator[Path]:
+    """A unique temporary path beside ``dst``; renamed over ``dst`` when the block succeeds.
 
-    Concurrent publishers of the same ``dst`` each write their own temporary file; the last
-    rename wins, and a reader sees either no file or a complete one.
+    Concurrent writers of one ``dst`` never share a temporary file; a reader sees either
+    the old file or a whole new one; a failed write leaves no temporary file behind. The
+    file gets the usual permissions (``0o666`` less the umask), not ``mkstemp``'s 0600,
+    so other users of a shared cache can read it.
     """
     dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
-            shutil.copyfileobj(inp, out, length=1 << 20)
+        yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, dst)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def publish_file(src: str | Path, dst: str | Path) -> Path:
+    """Copy ``src`` to ``dst`` atomically (:func:`atomic_path`); returns ``dst``."""
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
     return dst

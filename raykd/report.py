@@ -47,3 +47,58 @@ def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
     out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(out)
+
+
+def event_line(event: Any) -> str | None:
+    """One human line for an event (None for events the console does not show)."""
+    t = event.type
+    if t == "job_started":
+        again = f", attempt {event.attempt} (resuming)" if event.attempt > 1 else ""
+        return f"job {event.job_id} started{again}: {event.students} students, {event.total_epochs} epochs"
+    if t == "message":
+        return event.text
+    if t == "stage_finished":
+        return f"stage {event.stage} done in {event.seconds:.1f} s"
+    if t == "epoch":
+        m = event.metrics
+        val = m.get("val_accuracy")
+        return (f"[{event.label or event.student}] epoch {event.epoch}/{event.epochs} loss "
+                f"{m.get('train_loss', float('nan')):.4f} val_acc "
+                f"{'n/a' if val is None else f'{val:.4f}'} ({m.get('samples_per_s', 0):.0f} samples/s)")
+    if t == "student_restarted":
+        return f"student {event.student} workers failed ({event.error}); Ray Train restarts them from the last checkpoint"
+    if t == "trial":
+        metric = event.metrics.get("val_accuracy")
+        return f"trial {event.trial_id}: val_accuracy {metric if metric is None else f'{metric:.4f}'}"
+    if t == "job_failed":
+        return f"job failed ({event.kind}): {event.message}"
+    if t == "job_finished":
+        return f"job finished in {event.seconds:.1f} s: {event.result}"
+    return None
+
+
+class EventPrinter:
+    """Prints a job's events as they are appended (a thread following ``events.jsonl``)."""
+
+    def __init__(self, path: Any, *, after: int, write: Any) -> None:
+        import threading
+
+        self.path, self.after, self.write = path, after, write
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> EventPrinter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        from raykd.events import follow
+
+        for event in follow(self.path, after=self.after, stop=self._stop.is_set, poll_s=0.1):
+            line = event_line(event)
+            if line:
+                self.write(line)

@@ -186,6 +186,11 @@ class ScalingSpec(_Strict):
         description="GPU share per teacher actor; 1 pins each teacher to its own GPU.",
     )
     cpus_per_worker: float = Field(default=1.0, gt=0.0, le=256.0, description="CPUs per student worker.")
+    max_failures: int = Field(
+        default=2, ge=0, le=100,
+        description="Failure budget of each student: how many times Ray Train restarts its workers "
+        "(from the last epoch's checkpoint) before the job fails.",
+    )
 
 
 class CacheSpec(_Strict):

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from raykd.data import load_dataset
+from raykd.losses.topk import from_topk, to_topk
 from raykd.models import build_model, save_checkpoint
 from raykd.teachers import LogitCache, Teacher, cache_key
 from raykd.teachers.server import TeacherServer
-from raykd.teachers.topk import from_topk, to_topk
 from raykd.train.loop import teacher_batch
 
 

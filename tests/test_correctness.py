@@ -18,12 +18,18 @@ from typer.testing import CliRunner
 
 from raykd.cli import app
 from raykd.data import DATASETS
+from raykd.engine.students import generation_seed
 from raykd.errors import JobDirError
-from raykd.jobdir import BUILTIN_DATASETS, claim_job_dir, new_job_dir, publish_file, resolve_spec_paths
+from raykd.jobdir import (
+    BUILTIN_DATASETS,
+    claim_job_dir,
+    new_job_dir,
+    publish_file,
+    resolve_spec_paths,
+)
+from raykd.losses.topk import TopK, concat_rows, dense, to_topk
 from raykd.spec import parse_spec
-from raykd.stages import generation_seed
 from raykd.teachers.cache import LogitCache, cache_key
-from raykd.teachers.topk import TopK, concat_rows, dense, to_topk
 from tests.conftest import digits_spec
 
 

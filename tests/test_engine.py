@@ -17,10 +17,10 @@ from typer.testing import CliRunner
 
 from raykd.cli import app
 from raykd.data import load_dataset
+from raykd.engine import run_job
+from raykd.engine.students import generation_seed
 from raykd.models import build_model, load_checkpoint, save_checkpoint, weights_hash
-from raykd.runner import run_job
 from raykd.spec import parse_spec
-from raykd.stages import generation_seed
 from raykd.teachers.cache import LogitCache, cache_key
 from raykd.train.steps import accuracy, predict_logits
 from tests.conftest import digits_spec
@@ -70,7 +70,7 @@ def test_rerunning_into_a_finished_job_dir_is_refused(ray_local: None, storage: 
     path.write_text(json.dumps(digits_spec(str(storage), name="first", train={"epochs": 1, "lr": 1e-5})))
     result = CliRunner().invoke(app, ["run", str(path), "--job-dir", str(storage / "first")])
     assert result.exit_code == 2, result.output
-    assert "already holds another run's files" in result.output and "Traceback" not in result.output
+    assert "was started from a different spec" in result.output and "Traceback" not in result.output
     assert (storage / "first" / "result.json").read_bytes() == before
 
 

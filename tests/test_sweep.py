@@ -18,6 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from raykd.cli import app
+from raykd.errors import JobDirError
 from raykd.spec import JobSpec, SpecError, parse_spec
 from raykd.tune.plots import alpha_plot, heatmap_w_t
 from raykd.tune.results import best_row, trial_row
@@ -126,7 +127,7 @@ def test_best_row_is_the_argmax_and_skips_missing_metrics() -> None:
 
 
 def test_an_interrupted_sweep_stops_before_the_table(tmp_path: Path) -> None:
-    from raykd.stages import Job
+    from raykd.engine.context import Job
     from raykd.tune.driver import stop_if_interrupted
 
     spec = sweep_spec(tmp_path)
@@ -338,7 +339,7 @@ def test_job_dir_of_another_spec_is_refused(swept: dict[str, Any]) -> None:
     from raykd.tune import run_sweep
 
     other = swept["spec"].model_copy(update={"name": "another"})
-    with pytest.raises(SpecError, match="holds a sweep of a different spec"):
+    with pytest.raises(JobDirError, match="was started from a different spec"):
         run_sweep(other, job_dir=swept["job_dir"], log=lambda _: None)
 
 

@@ -139,9 +139,10 @@ class BestEpoch:
     val_accuracy: float = -1.0
     epoch: int = 0
 
-    def __call__(self, metrics: dict[str, Any], model: Any) -> None:
-        if model is None or metrics.get("val_accuracy", -1.0) <= self.val_accuracy:
+    def __call__(self, metrics: dict[str, Any], state: Any) -> None:
+        if state is None or metrics.get("val_accuracy", -1.0) <= self.val_accuracy:
             return
+        model = state.model
         self.model, self.val_accuracy, self.epoch = (
             model,
             float(metrics["val_accuracy"]),

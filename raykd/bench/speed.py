@@ -132,8 +132,8 @@ def setup_teachers(plan: Plan, out: Path, log: Any) -> dict[str, Any]:
     (``<out>/setup-<train_limit>.json``).
     """
     from raykd.data import load_dataset
-    from raykd.runner import ensure_ray, put_splits
-    from raykd.stages import Job, run_teachers
+    from raykd.engine.context import Job
+    from raykd.engine.prepare import ensure_ray, put_splits, run_teachers
     from raykd.teachers.cache import LogitCache
 
     job = Job(spec=bench_spec(plan, out, checkpoints=None), job_dir=out / "setup", log=log)
@@ -250,7 +250,7 @@ class RowMonitor(threading.Thread):
 def run_ray_row(row: RayRow, plan: Plan, out: Path, checkpoints: list[str],
                 log: Any) -> dict[str, Any]:
     """One raykd row: ``run_job`` with the setup's teachers; steady-state and start-up time."""
-    from raykd.runner import run_job
+    from raykd.engine import run_job
 
     job_dir = out / "jobs" / row.key
     shutil.rmtree(job_dir, ignore_errors=True)

@@ -5,11 +5,8 @@ Loading never unpickles: a checkpoint is tensors and strings only.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from raykd.errors import UserError
+from raykd.jobdir import atomic_path
 from raykd.models.registry import ModelError, build_model
 
 
@@ -50,15 +48,8 @@ def _write_atomically(state: dict[str, torch.Tensor], meta: dict[str, str], path
     Concurrent writers of one path never share a temporary file, so ``path`` always holds
     one whole checkpoint; the temporary file is removed when writing fails.
     """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
 
 
 def load_checkpoint(

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from raykd.teachers.topk import TopK
+from raykd.jobdir import atomic_path
+from raykd.losses.topk import TopK
 
 
 def cache_key(*, weights: str, fingerprint: str, split: str, preprocessing: str = "none",
@@ -64,15 +63,9 @@ class LogitCache:
         if self.directory is None:
             return
         suffix = ".npz" if isinstance(logits, TopK) else ".npy"
-        fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=f"{suffix}.tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                if isinstance(logits, TopK):
-                    np.savez(f, values=logits.values, indices=logits.indices,
-                             rest_lse=logits.rest_lse, num_classes=np.int64(logits.num_classes))
-                else:
-                    np.save(f, np.ascontiguousarray(logits), allow_pickle=False)
-            os.replace(tmp, self.directory / f"{key}{suffix}")
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(self.directory / f"{key}{suffix}") as tmp, open(tmp, "wb") as f:
+            if isinstance(logits, TopK):
+                np.savez(f, values=logits.values, indices=logits.indices,
+                         rest_lse=logits.rest_lse, num_classes=np.int64(logits.num_classes))
+            else:
+                np.save(f, np.ascontiguousarray(logits), allow_pickle=False)

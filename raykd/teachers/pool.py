@@ -24,6 +24,7 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from raykd.errors import ResourceError
+from raykd.losses.topk import TopK, in_form, stack
 from raykd.teachers.cache import LogitCache, cache_key
 from raykd.teachers.server import TeacherServer
 
@@ -35,13 +36,14 @@ class TeacherConfig:
     model: dict[str, Any]
     checkpoint: str | None = None
     seed: int = 0
+    trained_path: str | None = None  # where raykd saves it once trained (a restarted actor reloads it)
 
 
 @dataclass
 class SplitLogits:
     """Per-teacher logits of one split, with what it cost."""
 
-    logits: np.ndarray  # (M, N, C)
+    logits: np.ndarray | TopK  # (M, N, C), dense or top-k
     cache_hits: int = 0
     forward_examples: int = 0
     seconds: float = 0.0
@@ -127,12 +129,17 @@ class TeacherPool:
         return ray.get([a.weights_hash.remote() for a in self.actors])
 
     def split_logits(self, split_name: str, x_ref: Any, fingerprint: str, *, cache: LogitCache,
-                     dtype: str = "float32", preprocessing: str = "none") -> SplitLogits:
-        """Each teacher's logits over a split: from the cache, or computed in parallel once."""
+                     dtype: str = "float32", preprocessing: str = "none",
+                     topk: int | None = None) -> SplitLogits:
+        """Each teacher's logits over a split: from the cache, or computed in parallel once.
+
+        With ``topk`` the entries are top-k (``raykd.losses.topk``) in the cache and in the
+        result alike, so every consumer (students, sweep trials) sees the same targets.
+        """
         start = time.perf_counter()
         keys = [
             cache_key(weights=h, fingerprint=fingerprint, split=split_name, preprocessing=preprocessing,
-                      dtype=dtype)
+                      dtype=dtype, topk=topk)
             for h in self.weights_hashes()
         ]
         found = [cache.get(k) for k in keys]
@@ -140,12 +147,11 @@ class TeacherPool:
         computed = ray.get([self.actors[i].logits.remote(x_ref) for i in missing])
         n_examples = 0
         for i, arr in zip(missing, computed, strict=True):
-            arr = arr.astype(dtype, copy=False)
-            cache.put(keys[i], arr)
-            found[i] = arr
             n_examples += len(arr)
-        logits = np.stack(found)  # type: ignore[arg-type]
-        return SplitLogits(logits=logits, cache_hits=len(keys) - len(missing),
+            entry = in_form(arr.astype(dtype, copy=False), topk)
+            cache.put(keys[i], entry)
+            found[i] = entry
+        return SplitLogits(logits=stack(found), cache_hits=len(keys) - len(missing),  # type: ignore[arg-type]
                            forward_examples=n_examples, seconds=time.perf_counter() - start, keys=keys)
 
     def set_clients(self, n: int) -> None:

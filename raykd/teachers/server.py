@@ -11,6 +11,13 @@ A taken batch is served in a task of its own, never in a caller's coroutine: a c
 that is cancelled cannot strand the others. If a merged pass fails (e.g. one request has
 the wrong shape or dtype), each request of that batch is served alone, so an error
 reaches only the caller whose input caused it.
+
+Restarts: state set by calls (``set_clients``, ``share_node``, counters) lives in the
+process and is lost when Ray restarts the actor; the constructor's arguments come back.
+So the thread share is also given at construction (``share``): a restarted actor starts
+with its pool's conservative share, never torch's default, until the pool re-applies
+the exact one. A restarted actor serves each request alone until ``set_clients`` is
+called again (correct, merely unmerged).
 """
 
 from __future__ import annotations
@@ -28,8 +35,19 @@ Request = tuple[np.ndarray, "asyncio.Future[np.ndarray]"]
 class TeacherServer:
     """Async actor: ``logits`` batches concurrent callers; other calls pass through."""
 
-    def __init__(self, *args: Any, max_wait_s: float = 0.003, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, max_wait_s: float = 0.003, share: int | None = None,
+                 **kwargs: Any) -> None:
+        """Build the :class:`Teacher` from ``args``/``kwargs``.
+
+        Args:
+            max_wait_s: how long the first of a batch waits for the others.
+            share: when given, :meth:`share_node` is applied with it at once (the pool
+                passes its size: the fewest threads it can give, so a restarted actor
+                never runs on torch's default threads).
+        """
         self.teacher = Teacher(*args, **kwargs)
+        if share is not None:
+            self.share_node(share)
         self.max_wait_s = max_wait_s
         self.clients = 1
         self.requests = 0

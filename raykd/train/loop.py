@@ -4,14 +4,16 @@ Per step: a batch of inputs, the teachers' logits for that batch (sliced from th
 (M, N, C) array, or asked of the teacher actors one step ahead when augmentation makes a
 cache impossible), the method's loss from ``raykd.losses``, an optimizer step. Once per
 epoch: validation accuracy on rank 0 and one report (never per step: a Ray Train report
-costs a controller round trip).
+costs a controller round trip), carrying the state a restarted worker resumes from.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,8 +21,9 @@ import torch
 from torch import nn
 
 from raykd.losses import distillation_loss
+from raykd.losses.topk import TopK, from_topk
 from raykd.models import build_model, load_checkpoint
-from raykd.teachers.topk import TopK, from_topk
+from raykd.train.state import Progress, TrainState, restore_state
 from raykd.train.steps import (
     accuracy,
     augment_images,
@@ -31,7 +34,7 @@ from raykd.train.steps import (
     steps_per_epoch,
 )
 
-Reporter = Callable[[dict[str, Any], nn.Module | None], None]
+Reporter = Callable[[dict[str, Any], TrainState | None], None]
 
 
 @dataclass
@@ -99,60 +102,87 @@ def build_student(config: dict[str, Any]) -> nn.Module:
     return build_model(config["model"], tuple(config["input_shape"]), config["num_classes"])
 
 
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """The seed of one rank's random draws (augmentation, dropout) in one epoch."""
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+
+
 def run_student(config: dict[str, Any], data: LoopData, *, report: Reporter, rank: int = 0,
-                world: int = 1, wrap: Callable[[nn.Module], nn.Module] = lambda m: m) -> list[dict[str, Any]]:
-    """Train one student; call ``report(metrics, model_or_None)`` once per epoch.
+                world: int = 1, wrap: Callable[[nn.Module], nn.Module] = lambda m: m,
+                resume: str | Path | None = None) -> list[dict[str, Any]]:
+    """Train one student; call ``report(metrics, state_or_None)`` once per epoch.
 
     ``config`` holds ``model``, ``input_shape``, ``num_classes``, ``method`` (MethodSpec
-    fields), ``train`` (TrainSpec fields), ``augment`` and ``threads``. Returns the
-    per-epoch metrics.
+    fields), ``train`` (TrainSpec fields), ``augment`` and ``threads``. Rank 0 passes its
+    :class:`~raykd.train.state.TrainState` (model, optimizer, progress, best weights) to
+    ``report``; other ranks pass None. ``resume`` is a state directory
+    (:mod:`raykd.train.state`) to continue from: the finished epochs are not run again.
+    Returns the per-epoch metrics of the whole run (resumed epochs included).
     """
     set_threads(config.get("threads", 1))
     train, method = config["train"], config["method"]
-    raw = build_student(config)
-    model = wrap(raw)
+    model = wrap(build_student(config))
     inner: nn.Module = getattr(model, "module", model)
     device = next(inner.parameters()).device
     opt = make_optimizer(model, lr=train["lr"], weight_decay=train["weight_decay"])
-    gen = torch.Generator().manual_seed(train["seed"] * 1000 + rank)
+    state = TrainState(model=inner, optimizer=opt, progress=Progress())
+    if resume is not None:
+        state = restore_state(resume, inner, opt, config)
     per_epoch = steps_per_epoch(len(data.y_train), batch_size=train["batch_size"], world_size=world)
     total = train["epochs"] * per_epoch
-    history: list[dict[str, Any]] = []
-    step = 0
-    for epoch in range(train["epochs"]):
+    step_fn = _step_fn(model, opt, method, device, total)
+    for epoch in range(state.progress.epoch, train["epochs"]):
+        torch.manual_seed(epoch_seed(train["seed"], epoch, rank))
+        gen = torch.Generator().manual_seed(epoch_seed(train["seed"] + 1, epoch, rank))
         start = time.perf_counter()
         model.train()
-        loss_sum = torch.zeros(())
+        loss_sum = torch.zeros((), device=device)
         n_steps = 0
         for xb, yb, tl in _batches(data, config, epoch, rank, world, gen):
-            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-            out = model(xb)
-            loss = distillation_loss(
-                method["method"], out, None if tl is None else tl.to(device), yb,
-                temperature=method["temperature"], alpha=method["alpha"],
-                incorrect_weight=method["incorrect_weight"], progress=step / max(1, total - 1),
-            )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += loss.detach().cpu()
+            loss_sum += step_fn(xb, yb, tl, state.progress.step)
             n_steps += 1
-            step += 1
+            state.progress.step += 1
         seconds = time.perf_counter() - start
         metrics: dict[str, Any] = {
             "epoch": epoch + 1,
             "train_loss": float(loss_sum) / max(1, n_steps),
             "epoch_seconds": seconds,
-            "samples_per_s": n_steps * train["batch_size"] / seconds if seconds > 0 else 0.0,
+            "samples_per_s": n_steps * len(yb) * world / seconds if seconds > 0 and n_steps else 0.0,
         }
         if rank == 0:
             metrics["val_accuracy"] = accuracy(predict_logits(inner, data.x_val, device=device), data.y_val)
-            print(
-                f"[{config.get('label', 'student')}] epoch {epoch + 1}/{train['epochs']} "
-                f"loss {metrics['train_loss']:.4f} val_acc {metrics['val_accuracy']:.4f} "
-                f"({metrics['samples_per_s']:.0f} samples/s per worker)",
-                flush=True,
-            )
-        history.append(metrics)
-        report(metrics, inner if rank == 0 else None)
-    return history
+            _track_best(state, metrics)
+        state.progress.epoch = epoch + 1
+        state.progress.history.append(metrics)
+        report(metrics, state if rank == 0 else None)
+    return state.progress.history
+
+
+def _track_best(state: TrainState, metrics: dict[str, Any]) -> None:
+    """Keep a copy of the weights of the best-validation epoch (the first epoch counts)."""
+    val = metrics.get("val_accuracy")
+    if state.progress.improved(val):
+        state.progress.best_val = None if val is None or math.isnan(val) else float(val)
+        state.progress.best_epoch = metrics["epoch"]
+        state.best_weights = {k: v.detach().clone() for k, v in state.model.state_dict().items()}
+
+
+def _step_fn(model: nn.Module, opt: torch.optim.Optimizer, method: dict[str, Any],
+             device: torch.device, total: int) -> Callable[..., torch.Tensor]:
+    """One optimizer step of the method's loss; returns the detached loss."""
+    name, temperature, alpha = method["method"], method["temperature"], method["alpha"]
+    incorrect_weight, last = method["incorrect_weight"], max(1, total - 1)
+
+    def step(xb: torch.Tensor, yb: torch.Tensor, tl: torch.Tensor | None, index: int) -> torch.Tensor:
+        xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+        out = model(xb)
+        loss = distillation_loss(
+            name, out, None if tl is None else tl.to(device), yb, temperature=temperature,
+            alpha=alpha, incorrect_weight=incorrect_weight, progress=index / last,
+        )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    return step

@@ -2,16 +2,19 @@
 
 The arrays travel as object-store references inside ``train_loop_config``: every worker
 on a node maps the same memory (no copy per worker), and the teachers' logits were
-computed once, before the trainer starts.
+computed once, before the trainer starts. Each epoch's report carries the student's full
+state (:mod:`raykd.train.state`); a restarted worker group resumes from it, and a
+driver-side callback turns each report into an ``epoch`` event.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
+import signal
 import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,12 +22,11 @@ from typing import Any
 import ray
 import ray.train
 import ray.train.torch
-from torch import nn
+from ray.train import UserCallback
 
-from raykd.models import save_checkpoint
+from raykd.jobdir import publish_file
 from raykd.train.loop import LoopData, run_student
-
-CHECKPOINT_FILE = "model.safetensors"
+from raykd.train.state import BEST_FILE, TrainState, load_progress, save_state
 
 
 @dataclass
@@ -34,8 +36,8 @@ class StudentResult:
     checkpoint: Path
     history: list[dict[str, Any]]
     best_val_accuracy: float
+    best_epoch: int
     seconds: float
-    startup_seconds: float
 
 
 def _quiet_reports() -> None:
@@ -49,8 +51,58 @@ def _quiet_reports() -> None:
         pass
 
 
-def _ray_worker(config: dict[str, Any]) -> dict[str, Any]:
-    """The per-worker function handed to ``TorchTrainer``."""
+@dataclass
+class StudentRun:
+    """What identifies one student fit and where its events go (driver-side callback)."""
+
+    student: int
+    generation: int
+    label: str
+    epochs: int
+    sink: Any = None  # raykd.events.JsonlSink, or None for no events
+    resume_from: str | None = None  # a state directory of an earlier run of this job
+    max_failures: int = 2
+    fault: dict[str, Any] | None = None  # test-only fault switch (RAYKD_TEST_FAULTS)
+
+
+class EpochEvents(UserCallback):
+    """Turns Ray Train reports into ``epoch`` events, on the controller (never in workers)."""
+
+    def __init__(self, run: StudentRun) -> None:
+        self.run = run
+
+    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+        from raykd.events import Epoch
+
+        first = metrics[0] if metrics else {}
+        values = {k: float(v) for k, v in first.items() if isinstance(v, int | float) and k != "epoch"}
+        self.run.sink.emit(Epoch(
+            student=self.run.student, generation=self.run.generation, label=self.run.label,
+            epoch=int(first.get("epoch", 0)) or 1, epochs=self.run.epochs, metrics=values,
+            checkpoint=None if checkpoint is None else str(checkpoint.path),
+        ))
+
+    def after_exception(self, run_context: Any, worker_exceptions: dict[int, Exception]) -> None:
+        from raykd.events import StudentRestarted
+
+        first = next(iter(worker_exceptions.values()), None)
+        text = f"{type(first).__name__}: {str(first).strip().splitlines()[0] if str(first).strip() else ''}"
+        self.run.sink.emit(StudentRestarted(student=self.run.student, generation=self.run.generation,
+                                            error=text[:500]))
+
+
+def _maybe_fault(config: dict[str, Any], epoch: int) -> None:
+    """Test-only: kill this worker process (like ``kill -9``) once, after ``epoch`` is reported."""
+    fault = config.get("fault") or {}
+    marker = fault.get("marker")
+    if fault.get("kill_worker_at_epoch") != epoch or not marker or os.path.exists(marker):
+        return
+    Path(marker).write_text(str(os.getpid()))
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _ray_worker(config: dict[str, Any]) -> None:
+    """The per-worker function handed to ``TorchTrainer``: resumes from the last checkpoint."""
     _quiet_reports()
     ctx = ray.train.get_context()
     refs = config["refs"]
@@ -59,55 +111,60 @@ def _ray_worker(config: dict[str, Any]) -> dict[str, Any]:
         teacher_train=ray.get(refs["teacher_train"]) if refs.get("teacher_train") is not None else None,
         teacher_actors=refs.get("teacher_actors"),
     )
-    first = time.time()
 
-    def report(metrics: dict[str, Any], model: nn.Module | None) -> None:
-        if model is None:
+    def report(metrics: dict[str, Any], state: TrainState | None) -> None:
+        if state is None:
             ray.train.report(metrics)
-            return
-        with tempfile.TemporaryDirectory() as tmp:
-            save_checkpoint(model, Path(tmp) / CHECKPOINT_FILE, config=config["model"],
-                            input_shape=tuple(config["input_shape"]), num_classes=config["num_classes"])
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                save_state(state, tmp, config=config)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        if ctx.get_world_rank() == 0:
+            _maybe_fault(config, int(metrics["epoch"]))
 
-    history = run_student(config, data, report=report, rank=ctx.get_world_rank(),
-                          world=ctx.get_world_size(), wrap=ray.train.torch.prepare_model)
-    return {"history": history, "started_at": first}
+    checkpoint = ray.train.get_checkpoint()
+    with checkpoint.as_directory() if checkpoint else nullcontext(config.get("resume_from")) as resume:
+        run_student(config, data, report=report, rank=ctx.get_world_rank(),
+                    world=ctx.get_world_size(), wrap=ray.train.torch.prepare_model, resume=resume)
 
 
 def train_student_ray(config: dict[str, Any], *, refs: dict[str, Any], num_workers: int,
                       use_gpu: bool, cpus_per_worker: float, storage: Path, name: str,
-                      out: Path) -> StudentResult:
-    """Fit one student with ``num_workers`` Ray Train workers; copy its best checkpoint to ``out``."""
+                      out: Path, run: StudentRun | None = None) -> StudentResult:
+    """Fit one student with ``num_workers`` Ray Train workers; copy its best weights to ``out``.
+
+    Workers that die are restarted up to ``run.max_failures`` times and resume from the
+    last reported state (no finished epoch runs twice). ``run.resume_from`` continues an
+    earlier run of the same job. ``name`` must be new under ``storage``: Ray Train would
+    otherwise restore that run's checkpoints into this one.
+    """
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    run = run or StudentRun(student=0, generation=1, label="", epochs=config["train"]["epochs"])
     start = time.time()
     resources = {"CPU": cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
     trainer = TorchTrainer(
         _ray_worker,
-        train_loop_config={**config, "refs": refs},
+        train_loop_config={**config, "refs": refs, "resume_from": run.resume_from, "fault": run.fault},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
                                                resources_per_worker=resources),
         run_config=ray.train.RunConfig(
             name=name, storage_path=str(storage.resolve()),
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),
-            checkpoint_config=ray.train.CheckpointConfig(
-                num_to_keep=1, checkpoint_score_attribute="val_accuracy", checkpoint_score_order="max"
-            ),
+            failure_config=ray.train.FailureConfig(max_failures=run.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),  # the latest two
+            callbacks=[EpochEvents(run)] if run.sink is not None else [],
         ),
     )
     result = trainer.fit()
     seconds = time.time() - start
-    best = result.get_best_checkpoint(metric="val_accuracy", mode="max")
-    if best is None:
+    if result.checkpoint is None:
         raise RuntimeError(f"student {name!r} reported no checkpoint")
     out.parent.mkdir(parents=True, exist_ok=True)
-    with best.as_directory() as directory:
-        shutil.copyfile(os.path.join(directory, CHECKPOINT_FILE), out)
-    returned = result.return_value or {}
-    history = list(returned.get("history", []))
-    started = float(returned.get("started_at", start))
-    best_val = max((h.get("val_accuracy", float("nan")) for h in history), default=float("nan"))
-    return StudentResult(checkpoint=out, history=history, best_val_accuracy=best_val,
-                         seconds=seconds, startup_seconds=max(0.0, started - start))
+    with result.checkpoint.as_directory() as directory:
+        progress = load_progress(directory)
+        publish_file(Path(directory) / BEST_FILE, out)
+    return StudentResult(checkpoint=out, history=progress.history,
+                         best_val_accuracy=float("nan") if progress.best_val is None else progress.best_val,
+                         best_epoch=progress.best_epoch, seconds=seconds)

@@ -26,12 +26,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from raykd.data import Dataset, load_dataset
-from raykd.errors import JobDirError
-from raykd.jobdir import absolute, ensure_dir, resolve_spec_paths
-from raykd.runner import check_models, ensure_ray, put_splits
+from raykd.data import Dataset
+from raykd.engine.context import Job, open_job
+from raykd.engine.prepare import (
+    TeacherSet,
+    ensure_ray,
+    load_data,
+    logit_cache,
+    put_splits,
+    resolve_gpu,
+    run_teachers,
+)
+from raykd.engine.run import failure_event
+from raykd.events import JobFinished
+from raykd.jobdir import absolute, resolve_spec_paths
 from raykd.spec import JobSpec, SpecError
-from raykd.stages import Job, TeacherSet, logit_cache, resolve_gpu, run_teachers
+from raykd.tune.events import TrialEvents
 from raykd.tune.final import final_student, reuse_final
 from raykd.tune.plots import alpha_plot, heatmap_w_t
 from raykd.tune.results import best_row, grid_rows, write_csv
@@ -57,48 +67,6 @@ def default_job_dir(spec: JobSpec) -> Path:
     """``<storage>/<name>-sweep-<hash of the spec>``: rerunning the same spec resumes it."""
     digest = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:8]
     return Path(spec.storage) / f"{spec.name}-sweep-{digest}"
-
-
-def claim_job_dir(spec: JobSpec, job_dir: Path) -> None:
-    """Create the sweep's directory, or check that the sweep already in it is this spec's.
-
-    A sweep resumes only its own directory: one that holds another spec's sweep, or files
-    without a sweep's ``spec.json`` (another run's), is refused.
-    """
-    ensure_dir(job_dir, "--job-dir")
-    path = job_dir / "spec.json"
-    mine = json.loads(spec.model_dump_json())
-    if path.exists() and json.loads(path.read_text()) != mine:
-        raise JobDirError(
-            f"{job_dir} holds a sweep of a different spec; give another --job-dir "
-            f"or delete that directory to start over"
-        )
-    if not path.exists() and any(job_dir.iterdir()):
-        raise JobDirError(
-            f"{job_dir} already holds files of another run; a sweep resumes only its own "
-            f"directory: give another --job-dir"
-        )
-    path.write_text(json.dumps(mine, indent=2))
-
-
-def load_data(job: Job) -> Dataset:
-    """Load and split the data, check the models against it (as ``run_job`` does)."""
-    d = job.spec.data
-    with job.timer.stage("data"):
-        data = load_dataset(
-            d.dataset,
-            val_fraction=d.val_fraction,
-            test_fraction=d.test_fraction,
-            seed=d.seed,
-            label_column=d.label_column,
-            train_limit=d.train_limit,
-        )
-        check_models(job.spec, data)
-    job.log(
-        f"data: {data.name} train {len(data.train)} / val {len(data.val)} / test {len(data.test)}, "
-        f"{data.num_classes} classes"
-    )
-    return data
 
 
 def naive_teachers(spec: JobSpec) -> dict[str, Any]:
@@ -189,6 +157,7 @@ def make_tuner(job: Job, shared: dict[str, Any], plan: TrialPlan) -> tuple[Any, 
         storage_path=str(path.parent),
         verbose=0,
         failure_config=tune.FailureConfig(max_failures=0),
+        callbacks=[TrialEvents(job.sink)] if job.sink is not None else [],
     )
     space = param_space(sweep, job.spec.methods[0])
     return tune.Tuner(trainable, param_space=space, tune_config=config, run_config=run), False
@@ -219,17 +188,27 @@ def run_sweep(
         naive_teachers(spec)
     start = time.perf_counter()
     spec = resolve_spec_paths(spec)
-    job_dir = absolute(job_dir or default_job_dir(spec))
-    claim_job_dir(spec, job_dir)
-    job = Job(spec=spec, job_dir=job_dir, log=log)
+    trials = num_trials(sweep)
+    job = open_job(spec, job_dir=absolute(job_dir or default_job_dir(spec)), kind="sweep", log=log,
+                   students=trials, total_epochs=trials * spec.train.epochs)
+    try:
+        return _sweep(job, start, naive=naive)
+    except BaseException as exc:
+        job.emit(failure_event(exc))
+        raise
+
+
+def _sweep(job: Job, start: float, *, naive: bool) -> dict[str, Any]:
+    """The stages of a sweep after its job is opened; ``sweep.json``'s content."""
+    spec, sweep, job_dir = job.spec, check_sweep(job.spec), job.job_dir
     data = load_data(job)
-    with job.timer.stage("ray_init"):
+    with job.stage("ray_init"):
         ensure_ray()
     refs = put_splits(data)
     teachers = None if naive else _teacher_stage(job, data, refs)
     plan, use_gpu = _plan(job)
     shared = shared_inputs(job, data, refs, teachers, plan, use_gpu=use_gpu)
-    with job.timer.stage("tune"):
+    with job.stage("tune"):
         grid, resumed = _fit(job, shared, plan)
     rows = grid_rows(grid, epochs=spec.train.epochs, statuses=trial_statuses(job_dir))
     stop_if_interrupted(job, rows, tune_seconds=job.timer.stages["tune"])
@@ -241,12 +220,13 @@ def run_sweep(
     result = _result(job, data, rows, best, final, files, plan, resumed=resumed, naive=naive)
     result["timings"] = {**job.timer.stages, "total": time.perf_counter() - start}
     (job_dir / "sweep.json").write_text(json.dumps(result, indent=2, default=str))
+    job.emit(JobFinished(result=str(job_dir / "sweep.json"), seconds=time.perf_counter() - start))
     return result
 
 
 def _teacher_stage(job: Job, data: Dataset, refs: dict[str, Any]) -> TeacherSet:
     """The teachers' logits of every split, from the disk cache or computed once."""
-    return run_teachers(job, data, logit_cache(job.spec), refs)
+    return run_teachers(job, data, logit_cache(job), refs)
 
 
 def _final(

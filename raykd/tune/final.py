@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 
 from raykd.data import Dataset
+from raykd.engine.context import Job
+from raykd.engine.prepare import TeacherSet
+from raykd.losses.topk import TopK, concat_rows
 from raykd.models import save_checkpoint
-from raykd.stages import Job, TeacherSet
-from raykd.teachers.topk import TopK, concat_rows
 from raykd.train.steps import accuracy, predict_logits
 from raykd.tune.space import SWEPT, TrialPlan, trial_method
 
@@ -36,8 +37,8 @@ def _retrain_task(
 
     model: list[Any] = []
 
-    def keep(metrics: dict[str, Any], net: Any) -> None:
-        model[:] = [net]
+    def keep(metrics: dict[str, Any], state: Any) -> None:
+        model[:] = [state.model]
 
     data = LoopData(x_train=x, y_train=y, x_val=x_val, y_val=y_val, teacher_train=logits)
     history = run_student(

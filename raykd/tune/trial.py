@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from raykd.losses.topk import TopK
 from raykd.spec import MethodSpec
-from raykd.teachers.topk import TopK
 from raykd.train.loop import LoopData, run_student
 from raykd.tune.space import trial_method
 
@@ -48,8 +48,8 @@ def naive_teacher_logits(shared: Shared, x_train: np.ndarray) -> tuple[np.ndarra
     Returns the logits, in the spec's form (top-k with ``cache.topk``, as the shared mode
     hands them), and the number of examples the teachers ran forward over.
     """
+    from raykd.losses.topk import in_form
     from raykd.teachers import Teacher
-    from raykd.teachers.topk import in_form
 
     naive = shared["naive"]
     teachers = [

@@ -1,0 +1,178 @@
+"""The context of one job: its id, its directory, its event stream, and what earlier runs did.
+
+A job is identified by its id and lives in ``<storage>/<job_id>`` (or an explicit
+``--job-dir``): one directory, one job. :func:`open_job` claims a new directory, or
+reopens one that holds the *same* spec (same ``spec_hash``) to resume it, and refuses one
+that holds another spec's job or another run's files. A resumed run is the next
+``attempt``; the events of the earlier attempts tell it what is finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from raykd import schema
+from raykd.errors import JobDirError, UserError
+from raykd.events import (
+    EVENTS_FILE,
+    Epoch,
+    JobStarted,
+    JsonlSink,
+    Message,
+    StageFinished,
+    StageStarted,
+    StudentFinished,
+    read_events,
+)
+from raykd.jobdir import absolute, claim_job_dir, new_job_dir, resolve_spec_paths
+from raykd.spec import JobSpec
+
+Log = Callable[[str], None]
+JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+class JobIdError(UserError, ValueError):
+    """A job id that is not a safe directory name."""
+
+
+def spec_hash(spec: JobSpec) -> str:
+    """sha256 of the normalized spec (paths resolved): the job's identity."""
+    return schema.spec_hash(json.loads(spec.model_dump_json()))
+
+
+@dataclass
+class Timer:
+    """Wall time of each named stage, in seconds."""
+
+    stages: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stages[name] = self.stages.get(name, 0.0) + time.perf_counter() - start
+
+
+@dataclass
+class Job:
+    """What the stages of one run share: the spec, the directory, the events, the result.
+
+    ``sink`` is None for internal uses without an event stream (benchmarks' teacher
+    preparation); ``earlier`` holds the events of this job id's earlier attempts.
+    """
+
+    spec: JobSpec
+    job_dir: Path
+    log: Log = print
+    job_id: str = ""
+    sink: JsonlSink | None = None
+    attempt: int = 1
+    earlier: list[Any] = field(default_factory=list)
+    timer: Timer = field(default_factory=Timer)
+    result: dict[str, Any] = field(default_factory=dict)
+
+    def emit(self, event: Any) -> None:
+        """Append ``event`` to the job's stream (no-op without one)."""
+        if self.sink is not None:
+            self.sink.emit(event)
+
+    def say(self, text: str) -> None:
+        """A line for the user: printed by ``log`` and kept as a ``message`` event."""
+        self.log(text)
+        self.emit(Message(text=text))
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Time a stage and mark its start and end in the event stream."""
+        self.emit(StageStarted(stage=name))
+        start = time.perf_counter()
+        with self.timer.stage(name):
+            yield
+        self.emit(StageFinished(stage=name, seconds=time.perf_counter() - start))
+
+    def finished_student(self, student: int, generation: int) -> dict[str, Any] | None:
+        """The record of a student an earlier attempt finished, when its files are intact."""
+        done = any(isinstance(e, StudentFinished) and (e.student, e.generation) == (student, generation)
+                   for e in self.earlier)
+        path = self.student_record(student, generation)
+        if not done or not path.exists():
+            return None
+        record = json.loads(path.read_text())
+        return record if Path(record["checkpoint"]).is_file() else None
+
+    def student_record(self, student: int, generation: int) -> Path:
+        return self.job_dir / "students" / f"student-{student}-g{generation}.json"
+
+    def resume_point(self, student: int, generation: int) -> str | None:
+        """The latest state directory an earlier attempt reported for this student, if intact."""
+        for e in reversed(self.earlier):
+            if isinstance(e, Epoch) and (e.student, e.generation) == (student, generation) and e.checkpoint:
+                if (Path(e.checkpoint) / "progress.json").is_file():
+                    return e.checkpoint
+        return None
+
+
+def new_job_id(name: str) -> str:
+    """``<name>-<UTC time>-<6 random hex>``: unique without coordination."""
+    return new_job_dir(".", name).name
+
+
+def open_job(spec: JobSpec, *, job_id: str | None = None, job_dir: Path | None = None,
+             kind: str = "run", log: Log = print, total_epochs: int = 0, students: int = 0) -> Job:
+    """Claim (or reopen to resume) the job's directory and start its event stream.
+
+    The directory is ``job_dir`` when given, else ``<storage>/<job_id>``; the id is
+    generated when neither is given. A directory holding this same spec resumes (the next
+    attempt); one holding another spec, or files of no job, raises :class:`JobDirError`.
+    """
+    spec = resolve_spec_paths(spec)
+    if job_id is not None and not JOB_ID.match(job_id):
+        raise JobIdError(f"--job-id {job_id!r} is not a valid job id: use 1-128 letters, digits, "
+                         f". _ - (starting with a letter or digit)")
+    if job_dir is not None:
+        job_dir = absolute(job_dir)
+        job_id = job_id or job_dir.name
+    else:
+        job_id = job_id or new_job_id(spec.name)
+        job_dir = absolute(spec.storage) / job_id
+    digest = spec_hash(spec)
+    mine = spec.model_dump_json(indent=2)
+    earlier: list[Any] = []
+    if (job_dir / "spec.json").is_file():
+        _check_same_spec(job_dir, spec, digest)
+        earlier = read_events(job_dir / EVENTS_FILE)
+    else:
+        claim_job_dir(job_dir, mine)
+    sink = JsonlSink(job_dir / EVENTS_FILE, job_id)
+    attempt = 1 + sum(isinstance(e, JobStarted) for e in earlier)
+    job = Job(spec=spec, job_dir=job_dir, log=log, job_id=job_id, sink=sink, attempt=attempt,
+              earlier=earlier)
+    job.emit(JobStarted(name=spec.name, kind=kind, spec_hash=digest, attempt=attempt,  # type: ignore[arg-type]
+                        total_epochs=total_epochs, students=students, host=socket.gethostname(),
+                        pid=os.getpid()))
+    return job
+
+
+def _check_same_spec(job_dir: Path, spec: JobSpec, digest: str) -> None:
+    """Refuse to resume a directory whose job was started from another spec."""
+    try:
+        stored = JobSpec.model_validate_json((job_dir / "spec.json").read_text())
+    except ValueError:
+        raise JobDirError(f"{job_dir} holds a spec.json that is not a raykd spec; give another "
+                          f"--job-id / --job-dir") from None
+    if spec_hash(stored) != digest:
+        raise JobDirError(
+            f"job {job_dir.name!r} in {job_dir} was started from a different spec; a job id "
+            f"resumes only its own spec: give a new --job-id (or --job-dir), or delete that directory"
+        )

@@ -1,0 +1,298 @@
+"""The prefix every job shares: data -> model checks -> Ray -> splits -> teachers.
+
+``run_job``, ``run_sweep`` and the benchmarks all go through :func:`prepare` (or its
+parts), so data is checked, placed and taught the same way everywhere:
+
+1. data: load and split, fingerprint each split; check every model against it;
+2. Ray: join ``RAY_ADDRESS`` or start a local Ray; put each split in the object store once;
+3. teachers: one Ray actor each (own GPU when there are GPUs); train those without a
+   checkpoint in parallel (a teacher an earlier attempt of this job trained, or another
+   job published to the cache, is loaded instead); each teacher's logits over
+   train/val/test from the logit cache or computed once; teacher and ensemble accuracy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from raykd.data import DataError, Dataset, load_dataset
+from raykd.engine.context import Job
+from raykd.events import TeacherReady
+from raykd.jobdir import ensure_dir, publish_file
+from raykd.losses.topk import TopK, dense
+from raykd.models import CheckpointError, load_checkpoint
+from raykd.spec import JobSpec, SpecError
+from raykd.train.steps import accuracy
+
+# Ray Train polls its workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s by default):
+# each epoch report would wait for it.
+RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
+Logits = np.ndarray | TopK
+
+
+def ensure_ray(*, num_cpus: int | None = None) -> None:
+    """Join the cluster named by RAY_ADDRESS, or start a local Ray (token auth stays on)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    env = {k: os.environ.get(k, v) for k, v in RAY_ENV.items()}
+    os.environ.update(env)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True, logging_level="WARNING")
+    else:
+        # The dashboard stays on loopback; Ray Train's state queries need it.
+        ray.init(num_cpus=num_cpus, dashboard_host="127.0.0.1", log_to_driver=True,
+                 logging_level="WARNING", runtime_env={"env_vars": env})
+
+
+def put_splits(data: Dataset) -> dict[str, Any]:
+    """Every split's arrays in the object store, once: workers and actors map them zero-copy."""
+    import ray
+
+    refs: dict[str, Any] = {}
+    for split in ("train", "val", "test"):
+        part = getattr(data, split)
+        refs[f"x_{split}"] = ray.put(part.x)
+        refs[f"y_{split}"] = ray.put(part.y)
+    return refs
+
+
+def check_models(spec: JobSpec, data: Dataset) -> None:
+    """Every declared class count, every checkpoint and ``cache.topk`` must agree with the data."""
+    topk = spec.cache.topk
+    if topk is not None and topk >= data.num_classes:
+        raise SpecError(
+            f"cache.topk={topk} must be below the number of classes ({data.num_classes}) of dataset "
+            f"{spec.data.dataset!r}; give 1..{data.num_classes - 1}, or null for dense logits"
+        )
+    named = [(f"teachers[{i}]", t) for i, t in enumerate(spec.teachers)] + [("student", spec.student)]
+    for where, t in named:
+        declared = t.model.num_classes
+        if declared is not None and declared != data.num_classes:
+            raise CheckpointError(
+                f"{where}.model.num_classes={declared} but dataset {spec.data.dataset!r} has labels "
+                f"in [0, {data.num_classes}) ({data.num_classes} classes)"
+            )
+        if t.checkpoint is not None:
+            load_checkpoint(t.checkpoint, config=t.model.model_dump(), input_shape=data.input_shape,
+                            num_classes=data.num_classes)
+
+
+def load_data(job: Job) -> Dataset:
+    """Load and split the spec's data; check the models against it."""
+    d = job.spec.data
+    with job.stage("data"):
+        data = load_dataset(d.dataset, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
+                            seed=d.seed, label_column=d.label_column, train_limit=d.train_limit)
+        check_models(job.spec, data)
+    job.say(f"data: {data.name} train {len(data.train)} / val {len(data.val)} / test "
+            f"{len(data.test)}, {data.num_classes} classes, input {data.input_shape}")
+    return data
+
+
+def resolve_gpu(setting: bool | str) -> bool:
+    """``auto`` means: use GPUs when the cluster has any."""
+    import ray
+
+    if setting == "auto":
+        return ray.cluster_resources().get("GPU", 0) > 0
+    return bool(setting)
+
+
+def cache_dir(spec: JobSpec) -> str:
+    """The shared cache directory: ``cache.dir``, or ``<storage>/cache``."""
+    return spec.cache.dir or str(Path(spec.storage) / "cache")
+
+
+def logit_cache(job: Job) -> Any:
+    """The logit cache: shared by jobs, or (``cache.enabled: false``) this job's own."""
+    from raykd.teachers.cache import LogitCache
+
+    spec = job.spec
+    if not spec.cache.enabled:  # no sharing; a resumed attempt of this job still reuses them
+        return LogitCache(ensure_dir(job.job_dir / "logits", "the job directory"))
+    return LogitCache(ensure_dir(Path(cache_dir(spec)), "cache.dir" if spec.cache.dir else "storage"))
+
+
+@dataclass
+class TeacherSet:
+    """Per-teacher logits (M, N, C) of each split, and the live pool when serving online.
+
+    The logits are in the form the spec asks for (dense, or top-k with ``cache.topk``) in
+    every split; accuracies read them through :func:`raykd.losses.topk.dense`.
+    """
+
+    logits: dict[str, Logits]
+    checkpoints: list[str]
+    pool: Any | None = None
+    _train_ref: Any = None
+
+    def train_ref(self) -> Any:
+        """The train logits in the object store, put once and shared by every student."""
+        import ray
+
+        if self._train_ref is None:
+            self._train_ref = ray.put(self.logits["train"])
+        return self._train_ref
+
+
+@dataclass
+class Prepared:
+    """What the job prefix hands to students and sweeps."""
+
+    data: Dataset
+    refs: dict[str, Any]
+    cache: Any
+    teachers: TeacherSet
+
+
+def prepare(job: Job, *, cache: Any = None) -> Prepared:
+    """Data, Ray, splits and teachers, in that order (see the module docstring)."""
+    data = load_data(job)
+    with job.stage("ray_init"):
+        ensure_ray()
+    cache = cache if cache is not None else logit_cache(job)
+    refs = put_splits(data)
+    return Prepared(data=data, refs=refs, cache=cache, teachers=run_teachers(job, data, cache, refs))
+
+
+def checked(logits: Logits, who: str, split: str) -> Logits:
+    """Raise a named DataError when a teacher's logits hold NaN or inf."""
+    parts = (logits.values, logits.rest_lse) if isinstance(logits, TopK) else (logits,)
+    for m in range(len(parts[0])):
+        if not all(np.isfinite(p[m]).all() for p in parts):
+            raise DataError(
+                f"{who} {m} logits contain NaN/inf on the {split} split; check that teacher's "
+                f"checkpoint (a finite model is required)"
+            )
+    return logits
+
+
+def ensemble_accuracy(logits: np.ndarray, y: np.ndarray) -> float:
+    """Accuracy of the plain logit average over teachers, logits (M, N, C)."""
+    return accuracy(logits.mean(0), y)
+
+
+def start_pool(configs: list[Any], data: Dataset, job: Job) -> Any:
+    """The teacher actors for ``configs`` (a placement group of GPUs when there are GPUs)."""
+    from raykd.teachers import TeacherPool
+
+    return TeacherPool(configs, input_shape=data.input_shape, num_classes=data.num_classes,
+                       use_gpu=resolve_gpu(job.spec.scaling.use_gpu),
+                       gpu_fraction=job.spec.scaling.teacher_gpu_fraction)
+
+
+def split_logits(pool: Any, data: Dataset, job: Job, cache: Any, refs: dict[str, Any],
+                 who: str) -> dict[str, Logits]:
+    """Each teacher's logits over train/val/test (cached), checked for NaN/inf."""
+    out: dict[str, Logits] = {}
+    stats: dict[str, Any] = {}
+    for split in ("train", "val", "test"):
+        got = pool.split_logits(split, refs[f"x_{split}"], getattr(data, split).fingerprint,
+                                cache=cache, dtype=job.spec.cache.dtype, topk=job.spec.cache.topk)
+        out[split] = checked(got.logits, who, split)
+        stats[split] = {"cache_hits": got.cache_hits, "teacher_forward_examples": got.forward_examples,
+                        "seconds": got.seconds, "cache_keys": got.keys}
+    job.result.setdefault("logit_cache", {})[who] = stats
+    return out
+
+
+def _teacher_cache_path(cache: Any, job: Job, index: int, fingerprint: str) -> Path | None:
+    """Where a raykd-trained teacher is kept for reuse: keyed by everything that made it."""
+    if cache.directory is None:
+        return None
+    t = job.spec.teachers[index]
+    ident = json.dumps({"model": t.model.model_dump(mode="json"), "seed": t.seed, "data": fingerprint,
+                        "train": job.spec.teacher_train.model_dump(mode="json")}, sort_keys=True)
+    return cache.directory / "teachers" / f"{hashlib.sha256(ident.encode()).hexdigest()[:32]}.safetensors"
+
+
+def _own_checkpoint(job: Job, index: int) -> Path:
+    return job.job_dir / "teachers" / f"teacher-{index}.safetensors"
+
+
+def _teacher_configs(job: Job, data: Dataset, cache: Any) -> list[Any]:
+    """Actor configs; a teacher without a checkpoint takes this job's earlier one, or the cache's."""
+    from raykd.teachers import TeacherConfig
+
+    configs = []
+    for i, t in enumerate(job.spec.teachers):
+        checkpoint = t.checkpoint
+        if checkpoint is None:
+            # this job's own file counts only when resuming the same job (same spec, same dir)
+            own = _own_checkpoint(job, i) if job.attempt > 1 else None
+            shared = _teacher_cache_path(cache, job, i, data.train.fingerprint)
+            for found in (own, shared):
+                if found is not None and found.is_file():
+                    checkpoint = str(found)
+                    break
+        configs.append(TeacherConfig(model=t.model.model_dump(), checkpoint=checkpoint, seed=t.seed,
+                                     trained_path=str(_own_checkpoint(job, i))))
+    return configs
+
+
+def run_teachers(job: Job, data: Dataset, cache: Any, refs: dict[str, Any]) -> TeacherSet:
+    """Start, train (when needed) and query the teachers; record their accuracies.
+
+    The actors are released on every path out (kept only when they serve online).
+    """
+    configs = _teacher_configs(job, data, cache)
+    with job.stage("teacher_start"):
+        pool = start_pool(configs, data, job)
+    try:
+        fitted = _train_missing(job, data, cache, refs, pool, configs)
+        with job.stage("teacher_logits"):
+            logits = split_logits(pool, data, job, cache, refs, "teacher")
+        _record_teachers(job, data, logits, configs, fitted)
+        job.result["teacher_placement"] = pool.infos()
+    except BaseException:
+        pool.shutdown()
+        raise
+    if not job.spec.data.augment:
+        pool.shutdown()  # frozen logits are cached: free the teachers' devices for the students
+        pool = None
+    return TeacherSet(logits=logits, checkpoints=[str(c.checkpoint) for c in configs], pool=pool)
+
+
+def _train_missing(job: Job, data: Dataset, cache: Any, refs: dict[str, Any], pool: Any,
+                   configs: list[Any]) -> dict[int, Any]:
+    """Train the teachers without a checkpoint; publish each to the shared cache."""
+    out_paths = [str(_own_checkpoint(job, i)) for i in range(len(configs))]
+    with job.stage("teacher_train"):
+        fitted = pool.fit_missing(refs["x_train"], refs["y_train"], out_paths=out_paths,
+                                  **job.spec.teacher_train.model_dump())
+    for i in fitted:
+        shared = _teacher_cache_path(cache, job, i, data.train.fingerprint)
+        if shared is not None:
+            publish_file(out_paths[i], shared)  # other jobs test is_file(): never a partial file
+    return fitted
+
+
+def _record_teachers(job: Job, data: Dataset, logits: dict[str, Logits], configs: list[Any],
+                     fitted: dict[int, Any]) -> None:
+    """Teacher and ensemble accuracies into the result, one event per teacher."""
+    val, test = dense(logits["val"]), dense(logits["test"])
+    rows = []
+    for i, c in enumerate(configs):
+        row = {"index": i, "model": job.spec.teachers[i].model.model_dump(mode="json"),
+               "checkpoint": c.checkpoint, "trained_by_raykd": i in fitted,
+               "train_seconds": fitted.get(i, {}).get("seconds", 0.0),
+               "val_accuracy": accuracy(val[i], data.val.y), "test_accuracy": accuracy(test[i], data.test.y)}
+        rows.append(row)
+        job.emit(TeacherReady(index=i, trained=i in fitted, checkpoint=str(c.checkpoint),
+                              val_accuracy=row["val_accuracy"], test_accuracy=row["test_accuracy"]))
+        job.say(f"teacher {i}: test accuracy {row['test_accuracy']:.4f}")
+    job.result["teachers"] = rows
+    job.result["ensemble"] = {"val_accuracy": ensemble_accuracy(val, data.val.y),
+                              "test_accuracy": ensemble_accuracy(test, data.test.y)}
+    job.say(f"ensemble of {len(configs)}: test accuracy {job.result['ensemble']['test_accuracy']:.4f}")

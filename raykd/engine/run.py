@@ -1,0 +1,106 @@
+"""``run_job(spec, job_id=...)``: every stage of one distillation job, observable and resumable.
+
+1. open the job: claim ``<storage>/<job_id>`` (or reopen it to resume the same spec) and
+   start its event stream (``events.jsonl``);
+2. prepare: data, Ray, splits, teachers and their logits (:mod:`raykd.engine.prepare`);
+3. students, one per method entry and born-again generation (:mod:`raykd.engine.students`);
+4. ``result.json`` (:class:`raykd.schema.JobResult`) and a ``job_finished`` event.
+
+A failure writes a ``job_failed`` event, with the one-line message of a user error, the
+traceback of a bug, or ``cancelled`` for an interrupt or SIGTERM, and re-raises: a job
+never stays "running" in its events after its driver has stopped by itself.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+import traceback
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any
+
+from raykd.engine.context import Job, open_job, spec_hash
+from raykd.engine.prepare import prepare
+from raykd.engine.students import check_student_resources, plan_size, run_students
+from raykd.errors import user_message
+from raykd.events import JobFailed, JobFinished
+from raykd.jobdir import atomic_path
+from raykd.spec import JobSpec
+
+
+def failure_event(exc: BaseException) -> JobFailed:
+    """How a run ended without a result: cancelled, the user's error, or a bug."""
+    if isinstance(exc, KeyboardInterrupt | SystemExit):
+        return JobFailed(kind="cancelled", message="stopped by a signal or Ctrl+C; run the same job id "
+                                                    "again to resume")
+    message = user_message(exc)
+    if message is not None:
+        return JobFailed(kind="user_error", message=message)
+    return JobFailed(kind="bug", message=f"{type(exc).__name__}: {exc}"[:2000],
+                     traceback="".join(traceback.format_exception(exc))[-20000:])
+
+
+def versions() -> dict[str, str]:
+    """raykd, Python, torch and Ray versions, for the result."""
+    import ray
+    import torch
+
+    from raykd import __version__
+
+    return {"raykd": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "ray": ray.__version__}
+
+
+def run_job(spec: JobSpec, *, job_id: str | None = None, job_dir: Path | None = None,
+            log: Callable[[str], None] = print,
+            console: Callable[[Job], AbstractContextManager[Any]] | None = None) -> dict[str, Any]:
+    """Run (or resume) the job ``job_id`` of ``spec``; write and return ``result.json``'s content.
+
+    The job's directory is ``job_dir``, or ``<storage>/<job_id>`` (a generated id when none
+    is given). Running the same id with the same spec again resumes it: finished teachers,
+    logits and students are taken from disk. Another spec under the same id is refused.
+    ``console`` makes a context manager that shows the job's events while it runs (the CLI
+    prints them, epochs included, from ``events.jsonl``).
+    """
+    students, epochs = plan_size(spec)
+    job = open_job(spec, job_id=job_id, job_dir=job_dir, log=log, students=students, total_epochs=epochs)
+    start = time.perf_counter()
+    with console(job) if console is not None else nullcontext():
+        try:
+            result = _run(job, start)
+        except BaseException as exc:
+            job.emit(failure_event(exc))
+            raise
+        job.emit(JobFinished(result=str(job.job_dir / "result.json"), seconds=time.perf_counter() - start))
+    return result
+
+
+def _run(job: Job, start: float) -> dict[str, Any]:
+    spec = job.spec
+    prepared = prepare(job)
+    data = prepared.data
+    check_student_resources(job, n_train=len(data.train))
+    try:
+        run_students(job, data, prepared.teachers, prepared.cache, prepared.refs)
+    finally:
+        if prepared.teachers.pool is not None:
+            prepared.teachers.pool.shutdown()
+    job.result.update({
+        "job": spec.name,
+        "job_id": job.job_id,
+        "job_dir": str(job.job_dir),
+        "spec_hash": spec_hash(spec),
+        "attempts": job.attempt,
+        "versions": versions(),
+        "dataset": {"name": data.name, "train": len(data.train), "val": len(data.val),
+                    "test": len(data.test), "num_classes": data.num_classes,
+                    "fingerprints": {s: getattr(data, s).fingerprint for s in ("train", "val", "test")}},
+        "spec": json.loads(spec.model_dump_json()),
+        "timings": {**job.timer.stages, "total": time.perf_counter() - start},
+    })
+    with atomic_path(job.job_dir / "result.json") as tmp:
+        tmp.write_text(json.dumps(job.result, indent=2))
+    return job.result

@@ -1,0 +1,213 @@
+"""The student stage: one student per method entry, born-again generations chained.
+
+Each (method entry, generation) is one Ray Train fit. A student an earlier attempt of
+this job finished is taken from disk (its record and checkpoint), not trained again; one
+it left half-way resumes from its last reported state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from raykd.data import Dataset
+from raykd.engine.context import Job
+from raykd.engine.prepare import TeacherSet, resolve_gpu, split_logits, start_pool
+from raykd.errors import ResourceError
+from raykd.events import StudentFinished
+from raykd.jobdir import atomic_path
+from raykd.models import load_checkpoint
+from raykd.spec import JobSpec, MethodSpec
+from raykd.train.steps import accuracy, check_sharding, predict_logits
+
+FAULTS_ENV = "RAYKD_TEST_FAULTS"
+"""Test-only fault switch, off by default: JSON such as ``{"kill_worker_at_epoch": 2}``."""
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def ban_accuracy(logits: list[np.ndarray], y: np.ndarray) -> float:
+    """Born-again ensemble: the mean of the generations' predicted probabilities."""
+    return accuracy(np.mean([_softmax(z) for z in logits], axis=0), y)
+
+
+def evaluate_checkpoint(path: str | Path, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    """Accuracy and logits of a saved model over (x, y)."""
+    logits = predict_logits(load_checkpoint(path), x)
+    return accuracy(logits, y), logits
+
+
+def generation_seed(seed: int, generation: int) -> int:
+    """The student seed of born-again generation ``generation`` (1-based).
+
+    Generation 1 uses ``train.seed``; generation k > 1 a seed derived from (seed, k), so
+    every generation starts from its own weights and batch order (BAN ensembles need
+    that diversity). Recorded in each generation's result row.
+    """
+    if generation == 1:
+        return seed
+    return int(np.random.SeedSequence([seed, generation]).generate_state(1)[0])
+
+
+def plan_size(spec: JobSpec) -> tuple[int, int]:
+    """(students, student epochs) of the whole job: the progress denominator."""
+    students = sum(m.generations for m in spec.methods)
+    return students, students * spec.train.epochs
+
+
+def check_student_resources(job: Job, *, n_train: int) -> None:
+    """Fail fast, with the numbers, when the student workers cannot fit the cluster or the data.
+
+    With augmentation the teachers serve online while students train, and so does a
+    born-again generation (one more actor at ``teacher_gpu_fraction``) beside them.
+    """
+    import ray
+
+    spec, sc = job.spec, job.spec.scaling
+    check_sharding(n_train, batch_size=spec.train.batch_size, world_size=sc.num_workers)
+    have = ray.cluster_resources()
+    need_cpu = sc.num_workers * sc.cpus_per_worker
+    if need_cpu > have.get("CPU", 0) + 1e-9:
+        raise ResourceError(
+            f"scaling.num_workers={sc.num_workers} x scaling.cpus_per_worker={sc.cpus_per_worker:g} "
+            f"needs {need_cpu:g} CPUs, the cluster has {have.get('CPU', 0):g}"
+        )
+    if not resolve_gpu(sc.use_gpu):
+        return
+    born_again = any(m.generations > 1 for m in spec.methods)
+    online_gpus = (len(spec.teachers) + born_again) * sc.teacher_gpu_fraction if spec.data.augment else 0.0
+    need_gpu = sc.num_workers + online_gpus
+    if need_gpu > have.get("GPU", 0) + 1e-9:
+        raise ResourceError(
+            f"{sc.num_workers} GPU student workers + {online_gpus:g} GPUs of online teachers "
+            f"(augmentation on{', plus a born-again generation' if born_again else ''}) need "
+            f"{need_gpu:g} GPUs, the cluster has {have.get('GPU', 0):g}; lower scaling.num_workers "
+            f"or scaling.teacher_gpu_fraction"
+        )
+
+
+def method_row(m: MethodSpec) -> dict[str, Any]:
+    return {"label": m.display, **m.model_dump(exclude={"label"})}
+
+
+def run_students(job: Job, data: Dataset, teachers: TeacherSet, cache: Any, refs: dict[str, Any]) -> None:
+    """One student per method entry; born-again generations chain teacher -> student."""
+    job.result["students"] = []
+    for index, m in enumerate(job.spec.methods):
+        gens = _born_again(job, data, index, m, teachers, cache, refs)
+        row: dict[str, Any] = {**method_row(m), "generations": gens,
+                               "val_accuracy": gens[-1]["val_accuracy"],
+                               "test_accuracy": gens[-1]["test_accuracy"]}
+        if len(gens) > 1:
+            row["ban_test_accuracy"] = ban_accuracy([g["test_logits"] for g in gens], data.test.y)
+        for g in gens:
+            g.pop("test_logits")
+        job.result["students"].append(row)
+        job.say(f"student [{m.display}]: test accuracy {row['test_accuracy']:.4f}")
+
+
+def _generation_method(m: MethodSpec, generation: int) -> MethodSpec:
+    """Generation >= 2 of a born-again run distills from the previous one (kd when 'none')."""
+    if generation > 1 and m.method == "none":
+        return m.model_copy(update={"method": "kd"})
+    return m
+
+
+def _born_again(job: Job, data: Dataset, index: int, m: MethodSpec, teachers: TeacherSet,
+                cache: Any, refs: dict[str, Any]) -> list[dict[str, Any]]:
+    """Generation 1 learns from ``teachers``, generation k from generation k-1's logits."""
+    from raykd.teachers import TeacherConfig
+
+    source, gens = teachers, []
+    try:
+        for g in range(1, m.generations + 1):
+            gen = job.finished_student(index, g)
+            if gen is not None:
+                gen["test_accuracy"], gen["test_logits"] = evaluate_checkpoint(
+                    gen["checkpoint"], data.test.x, data.test.y)
+                job.emit(StudentFinished(student=index, generation=g, label=m.display,
+                                         checkpoint=gen["checkpoint"], val_accuracy=gen["val_accuracy"],
+                                         test_accuracy=gen["test_accuracy"], reused=True))
+                job.say(f"student [{m.display}] generation {g}: finished by an earlier run, reused")
+            else:
+                gen = train_one(job, data, _generation_method(m, g), source, refs, index=index,
+                                label=m.display, generation=g)
+            gens.append(gen)
+            if g == m.generations:
+                break
+            with job.stage("born_again_teacher"):
+                if source is not teachers and source.pool is not None:
+                    source.pool.shutdown()
+                cfg = TeacherConfig(model=job.spec.student.model.model_dump(), checkpoint=gen["checkpoint"])
+                source = TeacherSet(logits={}, checkpoints=[gen["checkpoint"]],
+                                    pool=start_pool([cfg], data, job))
+                source.logits = split_logits(source.pool, data, job, cache, refs,
+                                             f"{m.display} generation {g}")
+                if not job.spec.data.augment:
+                    source.pool.shutdown()
+                    source.pool = None
+    finally:
+        if source is not teachers and source.pool is not None:
+            source.pool.shutdown()
+    return gens
+
+
+def _fault(job: Job, index: int, generation: int) -> dict[str, Any] | None:
+    """The test-only fault switch for this student, from ``RAYKD_TEST_FAULTS`` (None: off)."""
+    raw = os.environ.get(FAULTS_ENV)
+    if not raw:
+        return None
+    return {**json.loads(raw), "marker": str(job.job_dir / f"fault-{index}-g{generation}.fired")}
+
+
+def train_one(job: Job, data: Dataset, method: MethodSpec, source: TeacherSet, refs: dict[str, Any],
+              *, index: int, label: str, generation: int) -> dict[str, Any]:
+    """Fit one student on Ray Train (resuming an earlier attempt's state) and evaluate it."""
+    from raykd.train.trainer import StudentRun, train_student_ray
+
+    spec = job.spec
+    online = source.pool is not None and method.method != "none"
+    seed = generation_seed(spec.train.seed, generation)
+    config = {
+        "model": spec.student.model.model_dump(), "input_shape": list(data.input_shape),
+        "num_classes": data.num_classes, "method": method.model_dump(),
+        "train": {**spec.train.model_dump(), "seed": seed},
+        "augment": spec.data.augment, "threads": max(1, int(spec.scaling.cpus_per_worker)),
+        "label": f"{label} g{generation}" if generation > 1 else label,
+        "init_checkpoint": spec.student.checkpoint,
+    }
+    if online:
+        source.pool.set_clients(spec.scaling.num_workers)
+    run = StudentRun(student=index, generation=generation, label=config["label"],
+                     epochs=spec.train.epochs, sink=job.sink, max_failures=spec.scaling.max_failures,
+                     resume_from=job.resume_point(index, generation), fault=_fault(job, index, generation))
+    if run.resume_from:
+        job.say(f"student [{config['label']}]: resuming from {run.resume_from}")
+    name = f"student-{index}-g{generation}"
+    with job.stage("students"):
+        res = train_student_ray(
+            config,
+            refs={"data": {k: refs[k] for k in ("x_train", "y_train", "x_val", "y_val")},
+                  "teacher_train": None if method.method == "none" or online else source.train_ref(),
+                  "teacher_actors": source.pool.actors if online else None},
+            num_workers=spec.scaling.num_workers, use_gpu=resolve_gpu(spec.scaling.use_gpu),
+            cpus_per_worker=spec.scaling.cpus_per_worker, storage=job.job_dir / "ray_train",
+            name=f"{name}-a{job.attempt}", out=job.job_dir / "students" / f"{name}.safetensors", run=run,
+        )
+    test_acc, test_logits = evaluate_checkpoint(res.checkpoint, data.test.x, data.test.y)
+    val_acc, _ = evaluate_checkpoint(res.checkpoint, data.val.x, data.val.y)
+    record = {"generation": generation, "method": method.method, "seed": seed,
+              "checkpoint": str(res.checkpoint), "val_accuracy": val_acc, "best_epoch": res.best_epoch,
+              "seconds": res.seconds, "history": res.history}
+    with atomic_path(job.student_record(index, generation)) as tmp:
+        tmp.write_text(json.dumps(record, indent=2))
+    job.emit(StudentFinished(student=index, generation=generation, label=config["label"],
+                             checkpoint=record["checkpoint"], val_accuracy=val_acc, test_accuracy=test_acc))
+    return {**record, "test_accuracy": test_acc, "test_logits": test_logits}

@@ -1,0 +1,99 @@
+"""A student's training state on disk: what a restarted worker needs to go on exactly.
+
+A state directory (one Ray Train checkpoint) holds:
+
+- ``model.safetensors``: the weights after the last finished epoch (with raykd metadata);
+- ``best.safetensors``: the weights of the best-validation epoch so far (the result);
+- ``optimizer.pt``: the optimizer's state dict (tensors and numbers only, loaded with
+  ``torch.load(weights_only=True)``: no pickle of arbitrary objects);
+- ``progress.json``: epochs finished, optimizer steps taken (annealing's schedule), the
+  per-epoch history, and the best epoch and its validation accuracy.
+
+Random state is not stored: the loop reseeds every epoch from (seed, epoch, rank), so a
+resumed epoch draws the same batches, augmentations and dropout masks as an
+uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from raykd.models import build_model, load_checkpoint, save_checkpoint
+
+MODEL_FILE = "model.safetensors"
+BEST_FILE = "best.safetensors"
+OPTIMIZER_FILE = "optimizer.pt"
+PROGRESS_FILE = "progress.json"
+
+
+@dataclass
+class Progress:
+    """How far a student got: the counters a resume needs, and its history."""
+
+    epoch: int = 0
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_val: float | None = None
+    best_epoch: int = 0
+
+    def improved(self, val_accuracy: float | None) -> bool:
+        """Whether ``val_accuracy`` beats the best so far (the first epoch always does)."""
+        if self.best_epoch == 0:
+            return True
+        if val_accuracy is None or math.isnan(val_accuracy):
+            return False
+        return self.best_val is None or val_accuracy > self.best_val
+
+
+@dataclass
+class TrainState:
+    """The live state a reporter may save: the (unwrapped) model, optimizer, best weights."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    progress: Progress
+    best_weights: dict[str, torch.Tensor] | None = None
+
+
+def save_state(state: TrainState, directory: str | Path, *, config: dict[str, Any]) -> Path:
+    """Write ``state`` into ``directory`` (the files listed in the module docstring)."""
+    directory = Path(directory)
+    meta = {"config": config["model"], "input_shape": tuple(config["input_shape"]),
+            "num_classes": config["num_classes"]}
+    save_checkpoint(state.model, directory / MODEL_FILE, **meta)
+    best = state.model
+    if state.best_weights is not None:
+        best = build_model(config["model"], tuple(config["input_shape"]), config["num_classes"])
+        best.load_state_dict(state.best_weights)
+    save_checkpoint(best, directory / BEST_FILE, **meta)
+    torch.save(state.optimizer.state_dict(), directory / OPTIMIZER_FILE)
+    (directory / PROGRESS_FILE).write_text(json.dumps(asdict(state.progress)))
+    return directory
+
+
+def load_progress(directory: str | Path) -> Progress:
+    """The progress recorded in a state directory."""
+    return Progress(**json.loads((Path(directory) / PROGRESS_FILE).read_text()))
+
+
+def restore_state(directory: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                  config: dict[str, Any]) -> TrainState:
+    """Load a state directory into ``model`` and ``optimizer`` (in place); the state."""
+    directory = Path(directory)
+    shape, classes = tuple(config["input_shape"]), config["num_classes"]
+    saved = load_checkpoint(directory / MODEL_FILE, config=config["model"], input_shape=shape,
+                            num_classes=classes)
+    model.load_state_dict(saved.state_dict())
+    device = next(model.parameters()).device
+    optimizer.load_state_dict(torch.load(directory / OPTIMIZER_FILE, weights_only=True,
+                                         map_location=device))
+    best = load_checkpoint(directory / BEST_FILE, input_shape=shape, num_classes=classes)
+    return TrainState(model=model, optimizer=optimizer, progress=load_progress(directory),
+                      best_weights={k: v.detach().clone() for k, v in best.state_dict().items()})
