@@ -70,12 +70,21 @@ def run_job(spec: JobSpec, *, job_id: str | None = None, job_dir: Path | None = 
     start = time.perf_counter()
     with console(job) if console is not None else nullcontext():
         try:
-            result = _run(job, start)
+            result = _finished(job) or _run(job, start)
         except BaseException as exc:
             job.emit(failure_event(exc))
             raise
         job.emit(JobFinished(result=str(job.job_dir / "result.json"), seconds=time.perf_counter() - start))
     return result
+
+
+def _finished(job: Job) -> dict[str, Any] | None:
+    """The stored result of a job an earlier attempt finished (then nothing runs again)."""
+    path = job.job_dir / "result.json"
+    if not any(e.type == "job_finished" for e in job.earlier) or not path.is_file():
+        return None
+    job.say(f"job {job.job_id} already finished: {path}")
+    return dict(json.loads(path.read_text()))
 
 
 def _run(job: Job, start: float) -> dict[str, Any]:

@@ -1,0 +1,159 @@
+"""Jobs that can be watched from outside and resumed (issue 9), on a real local Ray.
+
+A reader tails ``events.jsonl`` while a job runs; the status comes from the events alone;
+a finished job id reruns without training; a driver killed after its first student is
+resumed by running the same id again, which trains only the rest; a student worker killed
+mid-training restarts from its last epoch's checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from raykd.cli import app
+from raykd.engine import run_job
+from raykd.events import EVENTS_FILE, follow, read_events
+from raykd.schema import job_status
+from raykd.spec import parse_spec
+from tests.conftest import digits_spec
+
+pytestmark = pytest.mark.ray
+EPOCHS = 3
+
+
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("jobs")
+
+
+def spec_for(storage: Path, **overrides: Any) -> dict[str, Any]:
+    base = {"train": {"epochs": EPOCHS, "batch_size": 64, "lr": 0.003},
+            "methods": [{"method": "none"}, {"method": "kd"}]}
+    return digits_spec(str(storage), **{**base, **overrides})
+
+
+def types(events: list[Any]) -> list[str]:
+    return [e.type for e in events]
+
+
+def test_events_are_tailed_live_and_a_finished_id_reruns_without_training(ray_local: None,
+                                                                          storage: Path) -> None:
+    spec = parse_spec(spec_for(storage))
+    path = storage / "watched" / EVENTS_FILE
+    seen: list[Any] = []
+    done = threading.Event()
+
+    def tail() -> None:
+        while not path.exists() and not done.is_set():
+            time.sleep(0.05)
+        seen.extend(follow(path, poll_s=0.05, stop=done.is_set))
+
+    reader = threading.Thread(target=tail)
+    reader.start()
+    try:
+        first = run_job(spec, job_id="watched", log=lambda _: None)
+    finally:
+        done.set()
+        reader.join(timeout=30)
+    # the reader saw the whole stream while it was written: numbered 1..N, in order
+    assert [e.seq for e in seen] == list(range(1, len(seen) + 1))
+    assert seen[0].type == "job_started" and seen[-1].type == "job_finished"
+    kinds = types(seen)
+    assert kinds.index("teacher_ready") < kinds.index("epoch") < kinds.index("student_finished")
+    for student in (0, 1):
+        epochs = [e.epoch for e in seen if e.type == "epoch" and e.student == student]
+        assert epochs == list(range(1, EPOCHS + 1))
+    stages = [e.stage for e in seen if e.type == "stage_started"]
+    assert stages[:3] == ["data", "ray_init", "teacher_start"] and "students" in stages
+    status = job_status(read_events(path))
+    assert status.state == "succeeded" and status.progress == 1.0 and status.job_id == "watched"
+
+    # the same id and spec again: the stored result, no teacher and no student trained
+    again = run_job(spec, job_id="watched", log=lambda _: None)
+    assert again == first
+    second = [e for e in read_events(path) if e.seq > seen[-1].seq]
+    assert types(second)[0] == "job_started" and second[0].attempt == 2
+    assert "epoch" not in types(second) and "teacher_ready" not in types(second)
+    assert types(second)[-1] == "job_finished"
+
+
+def test_the_same_id_with_another_spec_is_refused(ray_local: None, storage: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump(spec_for(storage, train={"epochs": 1, "batch_size": 64, "lr": 0.01})))
+    result = CliRunner().invoke(app, ["run", str(other), "--job-id", "watched"])
+    assert result.exit_code == 2, result.output
+    assert "was started from a different spec" in result.output and "Traceback" not in result.output
+    bad = CliRunner().invoke(app, ["run", str(other), "--job-id", "../escape"])
+    assert bad.exit_code == 2 and "is not a valid job id" in bad.output
+
+
+def _wait_for(path: Path, predicate: Any, timeout: float) -> list[Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        events = read_events(path)
+        if predicate(events):
+            return events
+        time.sleep(0.2)
+    raise AssertionError(f"timed out; events so far: {types(read_events(path))}")
+
+
+def test_a_killed_driver_is_resumed_by_its_job_id(ray_local: None, storage: Path, tmp_path: Path) -> None:
+    import ray
+
+    spec = spec_for(storage, name="resumable")
+    path_spec = tmp_path / "spec.yaml"
+    path_spec.write_text(yaml.safe_dump(spec))
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address, "RAY_AUTH_MODE": "token"}
+    driver = subprocess.Popen([sys.executable, "-m", "raykd", "run", str(path_spec), "--job-id", "killed"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    events_path = storage / "killed" / EVENTS_FILE
+    try:
+        _wait_for(events_path, lambda ev: any(e.type == "student_finished" for e in ev), timeout=240)
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+    before = read_events(events_path)
+    assert job_status(before).state == "running"  # the events alone cannot know...
+    died = job_status(before, process_alive=False)  # ...the control plane tells it
+    assert died.state == "failed" and "run the same job id again" in (died.error or "")
+
+    result = run_job(parse_spec(spec), job_id="killed", log=lambda _: None)
+    after = [e for e in read_events(events_path) if e.seq > before[-1].seq]
+    assert after[0].type == "job_started" and after[0].attempt == 2
+    reused = [e for e in after if e.type == "student_finished" and e.reused]
+    assert [e.student for e in reused] == [0]  # student 0 was taken from disk...
+    assert not [e for e in after if e.type == "epoch" and e.student == 0]  # ...not retrained
+    trained = [e.epoch for e in after if e.type == "epoch" and e.student == 1]
+    done_before = [e.epoch for e in before if e.type == "epoch" and e.student == 1]
+    assert sorted(done_before + trained) == list(range(1, EPOCHS + 1))  # every epoch exactly once
+    assert [len(s["generations"][0]["history"]) for s in result["students"]] == [EPOCHS, EPOCHS]
+    assert job_status(read_events(events_path)).state == "succeeded"
+    assert not any(t["trained_by_raykd"] for t in result["teachers"])
+
+
+def test_a_killed_student_worker_restarts_from_its_checkpoint(ray_local: None, storage: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAYKD_TEST_FAULTS", json.dumps({"kill_worker_at_epoch": 2}))
+    spec = parse_spec(spec_for(storage, name="faulty", methods=[{"method": "kd"}],
+                               train={"epochs": 4, "batch_size": 64, "lr": 0.003}))
+    result = run_job(spec, job_id="faulty", log=lambda _: None)
+    events = read_events(storage / "faulty" / EVENTS_FILE)
+    assert (storage / "faulty" / "fault-0-g1.fired").exists()  # the worker really was killed
+    assert "student_restarted" in types(events)
+    epochs = [e.epoch for e in events if e.type == "epoch"]
+    assert epochs == [1, 2, 3, 4]  # resumed after epoch 2: no epoch run twice, none lost
+    history = result["students"][0]["generations"][0]["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    assert result["students"][0]["test_accuracy"] > 0.8
