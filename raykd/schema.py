@@ -118,9 +118,7 @@ class GenerationRow(_Row):
     val_accuracy: float | None = Field(description="Accuracy on the validation split.")
     test_accuracy: float | None = Field(description="Accuracy on the test split.")
     seconds: float = Field(ge=0, description="Wall time of its Ray Train run.")
-    startup_seconds: float | None = Field(
-        default=None, description="Part of ``seconds`` before the first step (workers, data)."
-    )
+    best_epoch: int = Field(default=0, ge=0, description="The epoch whose weights were kept (best on val).")
     history: list[EpochRow] = Field(default_factory=list, description="One row per epoch.")
 
 

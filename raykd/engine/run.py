@@ -27,7 +27,7 @@ from raykd.engine.prepare import prepare
 from raykd.engine.students import check_student_resources, plan_size, run_students
 from raykd.errors import user_message
 from raykd.events import JobFailed, JobFinished
-from raykd.jobdir import atomic_path
+from raykd.schema import JobResult
 from raykd.spec import JobSpec
 
 
@@ -110,6 +110,5 @@ def _run(job: Job, start: float) -> dict[str, Any]:
         "spec": json.loads(spec.model_dump_json()),
         "timings": {**job.timer.stages, "total": time.perf_counter() - start},
     })
-    with atomic_path(job.job_dir / "result.json") as tmp:
-        tmp.write_text(json.dumps(job.result, indent=2))
+    JobResult.model_validate(job.result).write(job.job_dir / "result.json")  # the schema, checked
     return job.result
