@@ -9,6 +9,18 @@ do not, and a 2-CPU machine would otherwise deadlock (RAY-NOTES).
 Threads: each teacher runs ``max(1, node CPUs // teachers of this pool on that node)``
 torch threads, where a node's CPUs are its Ray ``CPU`` resource capped by the CPUs the
 actor's process may run on (``TeacherServer.share_node``); never the cluster's total.
+
+Restarts: Ray restarts a teacher whose process dies (``MAX_RESTARTS``) and retries the
+calls it had in flight (``MAX_TASK_RETRIES``; ``logits`` is a pure function of the
+weights, and ``fit`` is deterministic and idempotent, see ``Teacher.fit``). A restarted
+actor re-runs its constructor: it loads its ``trained_path`` once trained (so a teacher
+raykd trained comes back trained, never with fresh weights), and it starts on the
+threads of all the pool's teachers sharing its node (exact on one node, fewer
+otherwise); ``fit_missing`` and ``split_logits`` re-apply the exact share first.
+
+Release: a pool whose start or ``fit_missing`` fails shuts itself down before the error
+propagates (cancellation included); otherwise the owner calls :meth:`TeacherPool.shutdown`
+(idempotent) or uses the pool as a context manager.
 """
 
 from __future__ import annotations
@@ -16,6 +28,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -36,7 +49,7 @@ class TeacherConfig:
     model: dict[str, Any]
     checkpoint: str | None = None
     seed: int = 0
-    trained_path: str | None = None  # where raykd saves it once trained (a restarted actor reloads it)
+    trained_path: str | None = None  # where raykd saves it once trained; a restart reloads it
 
 
 @dataclass
@@ -51,35 +64,50 @@ class SplitLogits:
 
 
 TeacherActor = ray.remote(TeacherServer)
+MAX_RESTARTS = 3  # times Ray restarts a teacher whose process died
+MAX_TASK_RETRIES = 3  # times Ray resubmits a call that a teacher's death interrupted
 
 
 class TeacherPool:
-    """The ensemble as Ray actors."""
+    """The ensemble as Ray actors (see the module docstring for placement, restarts, release)."""
 
     def __init__(self, teachers: list[TeacherConfig], *, input_shape: tuple[int, ...],
                  num_classes: int, use_gpu: bool, gpu_fraction: float = 1.0,
                  ready_timeout_s: float = 120.0) -> None:
         self.configs = teachers
-        self.pg = None
-        m = len(teachers)
-        options: list[dict[str, Any]] = [{"num_cpus": 0} for _ in teachers]
-        if use_gpu:
-            self.pg = self._reserve_gpus(m, gpu_fraction, ready_timeout_s)
-            options = [
-                {"num_cpus": 0, "num_gpus": gpu_fraction,
-                 "scheduling_strategy": PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=i)}
-                for i in range(m)
-            ]
-        self.actors = [
-            TeacherActor.options(**opt).remote(i, t.model, input_shape, num_classes, t.checkpoint,
-                                               1, t.seed)
-            for i, (t, opt) in enumerate(zip(teachers, options, strict=True))
-        ]
+        self.ready_timeout_s = ready_timeout_s
+        self.pg: Any = None
+        self.actors: list[Any] = []
+        self.threads: list[int] = []
         try:
+            if use_gpu:
+                self.pg = self._reserve_gpus(len(teachers), gpu_fraction, ready_timeout_s)
+            gpus = gpu_fraction if use_gpu else 0.0
+            self.actors = [self._start(i, t, input_shape, num_classes, gpus)
+                           for i, t in enumerate(teachers)]
             self.threads = self._share_nodes(ready_timeout_s)
         except BaseException:
             self.shutdown()
             raise
+
+    def _start(self, i: int, t: TeacherConfig, input_shape: tuple[int, ...], num_classes: int,
+               gpus: float) -> Any:
+        """Create teacher ``i``'s actor: no CPU reserved, bundle ``i`` of the GPU group if any."""
+        options: dict[str, Any] = {"num_cpus": 0, "max_restarts": MAX_RESTARTS,
+                                   "max_task_retries": MAX_TASK_RETRIES}
+        if self.pg is not None:
+            options |= {"num_gpus": gpus, "scheduling_strategy": PlacementGroupSchedulingStrategy(
+                self.pg, placement_group_bundle_index=i)}
+        return TeacherActor.options(**options).remote(
+            i, t.model, input_shape, num_classes, t.checkpoint, 1, t.seed,
+            trained_path=t.trained_path, share=len(self.configs))
+
+    def __enter__(self) -> TeacherPool:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.shutdown()
 
     def _share_nodes(self, timeout_s: float) -> list[int]:
         """Size each teacher's threads by the pool's teachers on its node; waits for the actors.
@@ -98,32 +126,65 @@ class TeacherPool:
                         for a, node in zip(self.actors, nodes, strict=True)])
 
     @staticmethod
-    def _reserve_gpus(m: int, fraction: float, timeout_s: float):
+    def _reserve_gpus(m: int, fraction: float, timeout_s: float) -> Any:
+        """One placement group of ``m`` bundles ``{"GPU": fraction}``, ready; or ResourceError."""
         have = ray.cluster_resources().get("GPU", 0.0)
         if m * fraction > have + 1e-9:
             raise ResourceError(
-                f"{m} teachers at scaling.teacher_gpu_fraction={fraction:g} need {m * fraction:g} GPUs, "
-                f"the cluster has {have:g}; lower the fraction (e.g. {max(have, 1) / m:.2g}) or set use_gpu: false"
+                f"{m} teachers at scaling.teacher_gpu_fraction={fraction:g} need "
+                f"{m * fraction:g} GPUs, the cluster has {have:g}; lower the fraction "
+                f"(e.g. {max(have, 1) / m:.2g}) or set use_gpu: false"
             )
         pg = placement_group([{"GPU": fraction} for _ in range(m)], strategy="PACK")
-        if not pg.wait(timeout_seconds=timeout_s):
+        try:
+            if not pg.wait(timeout_seconds=timeout_s):
+                raise ResourceError(
+                    f"could not reserve {m} teacher GPU bundles within {timeout_s:g}s")
+        except BaseException:  # timed out, failed or interrupted: the group is not kept
             remove_placement_group(pg)
-            raise ResourceError(f"could not reserve {m} teacher GPU bundles within {timeout_s:g}s")
+            raise
         return pg
 
     def fit_missing(self, x_ref: Any, y_ref: Any, *, epochs: int, batch_size: int, lr: float,
-                    weight_decay: float, out_paths: list[str]) -> dict[int, dict[str, Any]]:
-        """Train, in parallel, every teacher that came without a checkpoint."""
-        pending = {
-            i: actor.fit.remote(x_ref, y_ref, epochs=epochs, batch_size=batch_size, lr=lr,
-                                weight_decay=weight_decay, seed=self.configs[i].seed, out=out_paths[i])
-            for i, actor in enumerate(self.actors)
-            if self.configs[i].checkpoint is None
-        }
-        done = dict(zip(pending, ray.get(list(pending.values())), strict=True))
-        for i in pending:
-            self.configs[i].checkpoint = out_paths[i]
+                    weight_decay: float, out_paths: list[str | None] | None = None,
+                    ) -> dict[int, dict[str, Any]]:
+        """Train, in parallel, every teacher that came without a checkpoint.
+
+        Each is saved to its ``trained_path`` (``out_paths[i]``, when given, must be that
+        same path: only there does a restarted actor find its trained weights). A fit that
+        a restart interrupts is retried by Ray and yields the same weights. Any failure
+        (or cancellation) shuts the pool down before it propagates.
+
+        Returns each trained teacher's index mapped to its fit result.
+        """
+        try:
+            todo = {i: self._out_path(i, out_paths) for i, c in enumerate(self.configs)
+                    if c.checkpoint is None}
+            self.threads = self._share_nodes(self.ready_timeout_s)
+            pending = {
+                i: self.actors[i].fit.remote(
+                    x_ref, y_ref, epochs=epochs, batch_size=batch_size, lr=lr,
+                    weight_decay=weight_decay, seed=self.configs[i].seed, out=out)
+                for i, out in todo.items()
+            }
+            done = dict(zip(pending, ray.get(list(pending.values())), strict=True))
+        except BaseException:
+            self.shutdown()
+            raise
+        for i, out in todo.items():
+            self.configs[i].checkpoint = out
         return done
+
+    def _out_path(self, i: int, out_paths: list[str | None] | None) -> str:
+        """Where teacher ``i`` is saved once trained: its ``trained_path``; else ValueError."""
+        trained = self.configs[i].trained_path
+        out = out_paths[i] if out_paths is not None else trained
+        if trained is None or out != trained:
+            raise ValueError(
+                f"teacher {i} is trained by raykd but its out path {out!r} is not its trained_path "
+                f"{trained!r}; a restarted actor reloads only trained_path"
+            )
+        return trained
 
     def weights_hashes(self) -> list[str]:
         return ray.get([a.weights_hash.remote() for a in self.actors])
@@ -137,9 +198,10 @@ class TeacherPool:
         result alike, so every consumer (students, sweep trials) sees the same targets.
         """
         start = time.perf_counter()
+        self.threads = self._share_nodes(self.ready_timeout_s)  # exact again after a restart
         keys = [
-            cache_key(weights=h, fingerprint=fingerprint, split=split_name, preprocessing=preprocessing,
-                      dtype=dtype, topk=topk)
+            cache_key(weights=h, fingerprint=fingerprint, split=split_name,
+                      preprocessing=preprocessing, dtype=dtype, topk=topk)
             for h in self.weights_hashes()
         ]
         found = [cache.get(k) for k in keys]
@@ -151,8 +213,9 @@ class TeacherPool:
             entry = in_form(arr.astype(dtype, copy=False), topk)
             cache.put(keys[i], entry)
             found[i] = entry
-        return SplitLogits(logits=stack(found), cache_hits=len(keys) - len(missing),  # type: ignore[arg-type]
-                           forward_examples=n_examples, seconds=time.perf_counter() - start, keys=keys)
+        return SplitLogits(logits=stack(found),  # type: ignore[arg-type]
+                           cache_hits=len(keys) - len(missing), forward_examples=n_examples,
+                           seconds=time.perf_counter() - start, keys=keys)
 
     def set_clients(self, n: int) -> None:
         """Each teacher waits for ``n`` concurrent requests (student workers) per forward pass."""
@@ -162,9 +225,18 @@ class TeacherPool:
         return ray.get([a.info.remote() for a in self.actors])
 
     def shutdown(self) -> None:
-        for actor in self.actors:
-            ray.kill(actor)
-        self.actors = []
-        if self.pg is not None:
-            remove_placement_group(self.pg)
-            self.pg = None
+        """Kill every actor (no restart) and remove the GPU placement group; idempotent.
+
+        Safe on a half-built pool and after Ray itself has shut down.
+        """
+        actors, self.actors = self.actors, []
+        pg, self.pg = self.pg, None
+        if not ray.is_initialized():
+            return
+        for actor in actors:
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception:  # noqa: BLE001 - already gone: nothing to release
+                pass
+        if pg is not None:
+            remove_placement_group(pg)

@@ -26,7 +26,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from raykd.models import CheckpointError, build_model, load_checkpoint, save_checkpoint, weights_hash
+from raykd.models import (
+    CheckpointError,
+    build_model,
+    load_checkpoint,
+    save_checkpoint,
+    weights_hash,
+)
 from raykd.train.steps import epoch_batches, make_optimizer, predict_logits, set_threads
 
 
@@ -139,8 +145,8 @@ class Teacher:
         restart yields what the interrupted fit would have. ``out`` is complete (renamed
         into place) when this returns.
         """
-        params = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
-                  "seed": seed, "data": data_digest(x, y)}
+        params = {"epochs": epochs, "batch_size": batch_size, "lr": lr,
+                  "weight_decay": weight_decay, "seed": seed, "data": data_digest(x, y)}
         if self.source == "trained_path" and out == self.trained_path:
             if self.fit_record is not None and self.fit_record.get("params") == params:
                 return {**self.fit_record["result"], "reused": True}
@@ -155,13 +161,13 @@ class Teacher:
         """The training loop (AdamW, cross-entropy, seeded batches); leaves the model in eval."""
         start = time.perf_counter()
         self._pin_threads()
-        seed, epochs = params["seed"], params["epochs"]
+        seed, epochs, batch = params["seed"], params["epochs"], params["batch_size"]
         torch.manual_seed(seed)
         opt = make_optimizer(self.model, lr=params["lr"], weight_decay=params["weight_decay"])
         self.model.train()
         loss = torch.tensor(float("nan"))
         for epoch in range(epochs):
-            for idx in epoch_batches(len(x), batch_size=params["batch_size"], seed=seed, epoch=epoch):
+            for idx in epoch_batches(len(x), batch_size=batch, seed=seed, epoch=epoch):
                 xb = torch.from_numpy(x[idx]).to(self.device)
                 yb = torch.from_numpy(y[idx]).to(self.device)
                 loss = F.cross_entropy(self.model(xb), yb)
