@@ -192,6 +192,8 @@ def run_raykd_loop(run: PlainRun) -> dict[str, Any]:
     """
     import numpy as np
 
+    from raykd.spec import MethodSpec, TrainSpec
+    from raykd.train.config import StudentConfig
     from raykd.train.loop import LoopData, run_student
     from raykd.train.steps import predict_logits, set_threads, steps_per_epoch
 
@@ -201,15 +203,14 @@ def run_raykd_loop(run: PlainRun) -> dict[str, Any]:
     logits = np.stack([predict_logits(t, data.train.x) for t in teachers])
     per_epoch = steps_per_epoch(len(data.train), batch_size=run.batch_size)
     epochs = max(1, -(-run.steps // per_epoch))
-    config = {
-        "model": run.student, "input_shape": list(data.input_shape),
-        "num_classes": data.num_classes,
-        "method": {"method": "kd", "temperature": run.temperature, "alpha": run.alpha,
-                   "incorrect_weight": 1.0},
-        "train": {"epochs": epochs, "batch_size": run.batch_size, "lr": run.lr, "weight_decay": 0.0,
-                  "seed": run.seed},
-        "augment": False, "threads": run.threads, "label": "raykd loop, no Ray",
-    }
+    config = StudentConfig(
+        model=dict(run.student), input_shape=data.input_shape, num_classes=data.num_classes,
+        method=MethodSpec(method="kd", temperature=run.temperature, alpha=run.alpha,
+                          incorrect_weight=1.0),
+        train=TrainSpec(epochs=epochs, batch_size=run.batch_size, lr=run.lr, weight_decay=0.0,
+                        seed=run.seed),
+        augment=False, threads=run.threads, label="raykd loop, no Ray",
+    )
     loop_data = LoopData(x_train=data.train.x, y_train=data.train.y, x_val=data.val.x,
                          y_val=data.val.y, teacher_train=logits)
     setup = time.perf_counter() - start

@@ -32,7 +32,8 @@ import numpy as np
 import ray
 
 from raykd.models import load_checkpoint, save_checkpoint, weights_hash
-from raykd.spec import MethodSpec
+from raykd.spec import MethodSpec, TrainSpec
+from raykd.train.config import StudentConfig
 from raykd.train.loop import LoopData, run_student
 from raykd.train.steps import accuracy, predict_logits
 
@@ -151,10 +152,10 @@ class BestEpoch:
         self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def method_config(row: Row, params: Mapping[str, float], label: str) -> dict[str, Any]:
-    """The loop's ``method`` mapping, validated by :class:`raykd.spec.MethodSpec`."""
+def row_method(row: Row, params: Mapping[str, float], label: str) -> MethodSpec:
+    """The row's method at the grid point ``params`` (T, alpha)."""
     fields = {"method": row.method, "incorrect_weight": row.incorrect_weight, "label": label[-64:]}
-    return MethodSpec.model_validate({**fields, **params}).model_dump()
+    return MethodSpec.model_validate({**fields, **params})
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -162,14 +163,14 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
-def loop_config(job: RunJob, params: Mapping[str, float]) -> dict[str, Any]:
-    """The ``config`` of :func:`raykd.train.loop.run_student` for one run (one thread)."""
-    return {
-        "model": dict(job.student), "input_shape": list(job.input_shape),
-        "num_classes": job.num_classes, "method": method_config(job.row, params, job.label),
-        "train": {**job.train, "seed": job.seed}, "augment": False, "threads": 1,
-        "label": job.label, "init_checkpoint": None,
-    }
+def loop_config(job: RunJob, params: Mapping[str, float]) -> StudentConfig:
+    """What :func:`raykd.train.loop.run_student` trains for one run (one thread)."""
+    return StudentConfig(
+        model=dict(job.student), input_shape=job.input_shape, num_classes=job.num_classes,
+        method=row_method(job.row, params, job.label),
+        train=TrainSpec.model_validate({**job.train, "seed": job.seed}),
+        augment=False, threads=1, label=job.label, init_checkpoint=None,
+    )
 
 
 def fit_best(job: RunJob, params: Mapping[str, float], data: RunData,

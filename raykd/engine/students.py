@@ -22,6 +22,7 @@ from raykd.events import StudentFinished
 from raykd.jobdir import atomic_path
 from raykd.models import load_checkpoint
 from raykd.spec import JobSpec, MethodSpec
+from raykd.train.config import StudentConfig
 from raykd.train.steps import accuracy, check_sharding, predict_logits
 
 FAULTS_ENV = "RAYKD_TEST_FAULTS"
@@ -76,13 +77,16 @@ def check_student_resources(job: Job, *, n_train: int) -> None:
     need_cpu = sc.num_workers * sc.cpus_per_worker
     if need_cpu > have.get("CPU", 0) + 1e-9:
         raise ResourceError(
-            f"scaling.num_workers={sc.num_workers} x scaling.cpus_per_worker={sc.cpus_per_worker:g} "
-            f"needs {need_cpu:g} CPUs, the cluster has {have.get('CPU', 0):g}"
+            f"scaling.num_workers={sc.num_workers} x "
+            f"scaling.cpus_per_worker={sc.cpus_per_worker:g} needs {need_cpu:g} CPUs, "
+            f"the cluster has {have.get('CPU', 0):g}"
         )
     if not resolve_gpu(sc.use_gpu):
         return
     born_again = any(m.generations > 1 for m in spec.methods)
-    online_gpus = (len(spec.teachers) + born_again) * sc.teacher_gpu_fraction if spec.data.augment else 0.0
+    online_gpus = 0.0
+    if spec.data.augment:
+        online_gpus = (len(spec.teachers) + born_again) * sc.teacher_gpu_fraction
     need_gpu = sc.num_workers + online_gpus
     if need_gpu > have.get("GPU", 0) + 1e-9:
         raise ResourceError(
@@ -97,7 +101,8 @@ def method_row(m: MethodSpec) -> dict[str, Any]:
     return {"label": m.display, **m.model_dump(exclude={"label"})}
 
 
-def run_students(job: Job, data: Dataset, teachers: TeacherSet, cache: Any, refs: dict[str, Any]) -> None:
+def run_students(job: Job, data: Dataset, teachers: TeacherSet, cache: Any,
+                 refs: dict[str, Any]) -> None:
     """One student per method entry; born-again generations chain teacher -> student."""
     job.result["students"] = []
     for index, m in enumerate(job.spec.methods):
@@ -133,7 +138,8 @@ def _born_again(job: Job, data: Dataset, index: int, m: MethodSpec, teachers: Te
                 gen["test_accuracy"], gen["test_logits"] = evaluate_checkpoint(
                     gen["checkpoint"], data.test.x, data.test.y)
                 job.emit(StudentFinished(student=index, generation=g, label=m.display,
-                                         checkpoint=gen["checkpoint"], val_accuracy=gen["val_accuracy"],
+                                         checkpoint=gen["checkpoint"],
+                                         val_accuracy=gen["val_accuracy"],
                                          test_accuracy=gen["test_accuracy"], reused=True))
                 job.say(f"student [{m.display}] generation {g}: finished by an earlier run, reused")
             else:
@@ -145,7 +151,8 @@ def _born_again(job: Job, data: Dataset, index: int, m: MethodSpec, teachers: Te
             with job.stage("born_again_teacher"):
                 if source is not teachers and source.pool is not None:
                     source.pool.shutdown()
-                cfg = TeacherConfig(model=job.spec.student.model.model_dump(), checkpoint=gen["checkpoint"])
+                cfg = TeacherConfig(model=job.spec.student.model.model_dump(),
+                                    checkpoint=gen["checkpoint"])
                 source = TeacherSet(logits={}, checkpoints=[gen["checkpoint"]],
                                     pool=start_pool([cfg], data, job))
                 source.logits = split_logits(source.pool, data, job, cache, refs,
@@ -175,39 +182,38 @@ def train_one(job: Job, data: Dataset, method: MethodSpec, source: TeacherSet, r
     spec = job.spec
     online = source.pool is not None and method.method != "none"
     seed = generation_seed(spec.train.seed, generation)
-    config = {
-        "model": spec.student.model.model_dump(), "input_shape": list(data.input_shape),
-        "num_classes": data.num_classes, "method": method.model_dump(),
-        "train": {**spec.train.model_dump(), "seed": seed},
-        "augment": spec.data.augment, "threads": max(1, int(spec.scaling.cpus_per_worker)),
-        "label": f"{label} g{generation}" if generation > 1 else label,
-        "init_checkpoint": spec.student.checkpoint,
-    }
+    config = StudentConfig.for_job(spec, data, method, seed=seed,
+                                   label=f"{label} g{generation}" if generation > 1 else label)
     if online:
         source.pool.set_clients(spec.scaling.num_workers)
-    run = StudentRun(student=index, generation=generation, label=config["label"],
-                     epochs=spec.train.epochs, sink=job.sink, max_failures=spec.scaling.max_failures,
-                     resume_from=job.resume_point(index, generation), fault=_fault(job, index, generation))
+    run = StudentRun(student=index, generation=generation, label=config.label,
+                     epochs=config.train.epochs, sink=job.sink,
+                     max_failures=spec.scaling.max_failures,
+                     resume_from=job.resume_point(index, generation),
+                     fault=_fault(job, index, generation))
     if run.resume_from:
-        job.say(f"student [{config['label']}]: resuming from {run.resume_from}")
+        job.say(f"student [{config.label}]: resuming from {run.resume_from}")
     name = f"student-{index}-g{generation}"
     with job.stage("students"):
         res = train_student_ray(
             config,
             refs={"data": {k: refs[k] for k in ("x_train", "y_train", "x_val", "y_val")},
-                  "teacher_train": None if method.method == "none" or online else source.train_ref(),
+                  "teacher_train": (None if method.method == "none" or online
+                                    else source.train_ref()),
                   "teacher_actors": source.pool.actors if online else None},
             num_workers=spec.scaling.num_workers, use_gpu=resolve_gpu(spec.scaling.use_gpu),
             cpus_per_worker=spec.scaling.cpus_per_worker, storage=job.job_dir / "ray_train",
-            name=f"{name}-a{job.attempt}", out=job.job_dir / "students" / f"{name}.safetensors", run=run,
+            name=f"{name}-a{job.attempt}", out=job.job_dir / "students" / f"{name}.safetensors",
+            run=run,
         )
     test_acc, test_logits = evaluate_checkpoint(res.checkpoint, data.test.x, data.test.y)
     val_acc, _ = evaluate_checkpoint(res.checkpoint, data.val.x, data.val.y)
-    record = {"generation": generation, "method": method.method, "seed": seed,
-              "checkpoint": str(res.checkpoint), "val_accuracy": val_acc, "best_epoch": res.best_epoch,
-              "seconds": res.seconds, "history": res.history}
+    record = {"generation": generation, "method": method.method, "seed": config.train.seed,
+              "checkpoint": str(res.checkpoint), "val_accuracy": val_acc,
+              "best_epoch": res.best_epoch, "seconds": res.seconds, "history": res.history}
     with atomic_path(job.student_record(index, generation)) as tmp:
         tmp.write_text(json.dumps(record, indent=2))
-    job.emit(StudentFinished(student=index, generation=generation, label=config["label"],
-                             checkpoint=record["checkpoint"], val_accuracy=val_acc, test_accuracy=test_acc))
+    job.emit(StudentFinished(student=index, generation=generation, label=config.label,
+                             checkpoint=record["checkpoint"], val_accuracy=val_acc,
+                             test_accuracy=test_acc))
     return {**record, "test_accuracy": test_acc, "test_logits": test_logits}

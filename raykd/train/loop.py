@@ -23,6 +23,8 @@ from torch import nn
 from raykd.losses import distillation_loss
 from raykd.losses.topk import TopK, from_topk
 from raykd.models import build_model, load_checkpoint
+from raykd.spec import MethodSpec
+from raykd.train.config import StudentConfig
 from raykd.train.state import Progress, TrainState, restore_state
 from raykd.train.steps import (
     accuracy,
@@ -49,13 +51,16 @@ class LoopData:
     teacher_actors: list[Any] | None = None  # online serving (augmentation on)
 
 
-def _batches(data: LoopData, config: dict[str, Any], epoch: int, rank: int, world: int,
-             gen: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
+"""(inputs, labels, teacher logits (M, B, C) or None) of one step."""
+
+
+def _batches(data: LoopData, config: StudentConfig, epoch: int, rank: int, world: int,
+             gen: torch.Generator) -> Iterator[Batch]:
     """(x, y, teacher logits (M, B, C) or None) for each step of one epoch."""
-    train = config["train"]
-    augment = bool(config.get("augment"))
-    indices = epoch_batches(len(data.y_train), batch_size=train["batch_size"], seed=train["seed"],
-                            epoch=epoch, rank=rank, world_size=world)
+    augment = config.augment
+    indices = epoch_batches(len(data.y_train), batch_size=config.train.batch_size,
+                            seed=config.train.seed, epoch=epoch, rank=rank, world_size=world)
     if data.teacher_actors:
         yield from _online(data, indices, gen, augment)
         return
@@ -93,13 +98,13 @@ def _online(data: LoopData, indices: Iterator[np.ndarray], gen: torch.Generator,
         yield pending[0], pending[1], torch.from_numpy(np.stack(ray.get(pending[2])))
 
 
-def build_student(config: dict[str, Any]) -> nn.Module:
-    """The student model, fresh or warm-started from ``config['init_checkpoint']``."""
-    torch.manual_seed(config["train"]["seed"])
-    if config.get("init_checkpoint"):
-        return load_checkpoint(config["init_checkpoint"], input_shape=tuple(config["input_shape"]),
-                               num_classes=config["num_classes"])
-    return build_model(config["model"], tuple(config["input_shape"]), config["num_classes"])
+def build_student(config: StudentConfig) -> nn.Module:
+    """The student model, fresh or warm-started from ``config.init_checkpoint``."""
+    torch.manual_seed(config.train.seed)
+    if config.init_checkpoint:
+        return load_checkpoint(config.init_checkpoint, input_shape=config.input_shape,
+                               num_classes=config.num_classes)
+    return build_model(config.model, config.input_shape, config.num_classes)
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -107,33 +112,32 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
 
 
-def run_student(config: dict[str, Any], data: LoopData, *, report: Reporter, rank: int = 0,
+def run_student(config: StudentConfig, data: LoopData, *, report: Reporter, rank: int = 0,
                 world: int = 1, wrap: Callable[[nn.Module], nn.Module] = lambda m: m,
                 resume: str | Path | None = None) -> list[dict[str, Any]]:
     """Train one student; call ``report(metrics, state_or_None)`` once per epoch.
 
-    ``config`` holds ``model``, ``input_shape``, ``num_classes``, ``method`` (MethodSpec
-    fields), ``train`` (TrainSpec fields), ``augment`` and ``threads``. Rank 0 passes its
+    ``config`` says what to train (:class:`~raykd.train.config.StudentConfig`). Rank 0 passes its
     :class:`~raykd.train.state.TrainState` (model, optimizer, progress, best weights) to
     ``report``; other ranks pass None. ``resume`` is a state directory
     (:mod:`raykd.train.state`) to continue from: the finished epochs are not run again.
     Returns the per-epoch metrics of the whole run (resumed epochs included).
     """
-    set_threads(config.get("threads", 1))
-    train, method = config["train"], config["method"]
+    set_threads(config.threads)
+    train = config.train
     model = wrap(build_student(config))
     inner: nn.Module = getattr(model, "module", model)
     device = next(inner.parameters()).device
-    opt = make_optimizer(model, lr=train["lr"], weight_decay=train["weight_decay"])
+    opt = make_optimizer(model, lr=train.lr, weight_decay=train.weight_decay)
     state = TrainState(model=inner, optimizer=opt, progress=Progress())
     if resume is not None:
         state = restore_state(resume, inner, opt, config)
-    per_epoch = steps_per_epoch(len(data.y_train), batch_size=train["batch_size"], world_size=world)
-    total = train["epochs"] * per_epoch
-    step_fn = _step_fn(model, opt, method, device, total)
-    for epoch in range(state.progress.epoch, train["epochs"]):
-        torch.manual_seed(epoch_seed(train["seed"], epoch, rank))
-        gen = torch.Generator().manual_seed(epoch_seed(train["seed"] + 1, epoch, rank))
+    per_epoch = steps_per_epoch(len(data.y_train), batch_size=train.batch_size, world_size=world)
+    total = train.epochs * per_epoch
+    step_fn = _step_fn(model, opt, config.method, device, total)
+    for epoch in range(state.progress.epoch, train.epochs):
+        torch.manual_seed(epoch_seed(train.seed, epoch, rank))
+        gen = torch.Generator().manual_seed(epoch_seed(train.seed + 1, epoch, rank))
         start = time.perf_counter()
         model.train()
         loss_sum = torch.zeros((), device=device)
@@ -147,10 +151,12 @@ def run_student(config: dict[str, Any], data: LoopData, *, report: Reporter, ran
             "epoch": epoch + 1,
             "train_loss": float(loss_sum) / max(1, n_steps),
             "epoch_seconds": seconds,
-            "samples_per_s": n_steps * len(yb) * world / seconds if seconds > 0 and n_steps else 0.0,
+            "samples_per_s": (n_steps * len(yb) * world / seconds
+                              if seconds > 0 and n_steps else 0.0),
         }
         if rank == 0:
-            metrics["val_accuracy"] = accuracy(predict_logits(inner, data.x_val, device=device), data.y_val)
+            val_logits = predict_logits(inner, data.x_val, device=device)
+            metrics["val_accuracy"] = accuracy(val_logits, data.y_val)
             _track_best(state, metrics)
         state.progress.epoch = epoch + 1
         state.progress.history.append(metrics)
@@ -167,13 +173,14 @@ def _track_best(state: TrainState, metrics: dict[str, Any]) -> None:
         state.best_weights = {k: v.detach().clone() for k, v in state.model.state_dict().items()}
 
 
-def _step_fn(model: nn.Module, opt: torch.optim.Optimizer, method: dict[str, Any],
+def _step_fn(model: nn.Module, opt: torch.optim.Optimizer, method: MethodSpec,
              device: torch.device, total: int) -> Callable[..., torch.Tensor]:
     """One optimizer step of the method's loss; returns the detached loss."""
-    name, temperature, alpha = method["method"], method["temperature"], method["alpha"]
-    incorrect_weight, last = method["incorrect_weight"], max(1, total - 1)
+    name, temperature, alpha = method.method, method.temperature, method.alpha
+    incorrect_weight, last = method.incorrect_weight, max(1, total - 1)
 
-    def step(xb: torch.Tensor, yb: torch.Tensor, tl: torch.Tensor | None, index: int) -> torch.Tensor:
+    def step(xb: torch.Tensor, yb: torch.Tensor, tl: torch.Tensor | None,
+             index: int) -> torch.Tensor:
         xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
         out = model(xb)
         loss = distillation_loss(

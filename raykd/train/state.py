@@ -20,12 +20,15 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from raykd.models import build_model, load_checkpoint, save_checkpoint
+
+if TYPE_CHECKING:
+    from raykd.train.config import StudentConfig
 
 MODEL_FILE = "model.safetensors"
 BEST_FILE = "best.safetensors"
@@ -62,15 +65,14 @@ class TrainState:
     best_weights: dict[str, torch.Tensor] | None = None
 
 
-def save_state(state: TrainState, directory: str | Path, *, config: dict[str, Any]) -> Path:
+def save_state(state: TrainState, directory: str | Path, *, config: StudentConfig) -> Path:
     """Write ``state`` into ``directory`` (the files listed in the module docstring)."""
     directory = Path(directory)
-    meta = {"config": config["model"], "input_shape": tuple(config["input_shape"]),
-            "num_classes": config["num_classes"]}
+    meta = config.checkpoint_meta
     save_checkpoint(state.model, directory / MODEL_FILE, **meta)
     best = state.model
     if state.best_weights is not None:
-        best = build_model(config["model"], tuple(config["input_shape"]), config["num_classes"])
+        best = build_model(config.model, config.input_shape, config.num_classes)
         best.load_state_dict(state.best_weights)
     save_checkpoint(best, directory / BEST_FILE, **meta)
     torch.save(state.optimizer.state_dict(), directory / OPTIMIZER_FILE)
@@ -84,12 +86,11 @@ def load_progress(directory: str | Path) -> Progress:
 
 
 def restore_state(directory: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                  config: dict[str, Any]) -> TrainState:
+                  config: StudentConfig) -> TrainState:
     """Load a state directory into ``model`` and ``optimizer`` (in place); the state."""
     directory = Path(directory)
-    shape, classes = tuple(config["input_shape"]), config["num_classes"]
-    saved = load_checkpoint(directory / MODEL_FILE, config=config["model"], input_shape=shape,
-                            num_classes=classes)
+    shape, classes = config.input_shape, config.num_classes
+    saved = load_checkpoint(directory / MODEL_FILE, **config.checkpoint_meta)
     model.load_state_dict(saved.state_dict())
     device = next(model.parameters()).device
     optimizer.load_state_dict(torch.load(directory / OPTIMIZER_FILE, weights_only=True,

@@ -1,10 +1,12 @@
 """Run one student on Ray Train: a ``TorchTrainer`` with N DDP workers.
 
-The arrays travel as object-store references inside ``train_loop_config``: every worker
-on a node maps the same memory (no copy per worker), and the teachers' logits were
-computed once, before the trainer starts. Each epoch's report carries the student's full
-state (:mod:`raykd.train.state`); a restarted worker group resumes from it, and a
-driver-side callback turns each report into an ``epoch`` event.
+``train_loop_config`` holds typed values under fixed keys (:func:`worker_inputs`): the
+:class:`~raykd.train.config.StudentConfig`, the arrays as object-store references (every
+worker on a node maps the same memory, no copy per worker; the teachers' logits were
+computed once, before the trainer starts), and the state to resume from. Each epoch's
+report carries the student's full state (:mod:`raykd.train.state`); a restarted worker
+group resumes from it, and a driver-side callback turns each report into an ``epoch``
+event.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import ray.train.torch
 from ray.train import UserCallback
 
 from raykd.jobdir import publish_file
+from raykd.train.config import StudentConfig
 from raykd.train.loop import LoopData, run_student
 from raykd.train.state import BEST_FILE, TrainState, load_progress, save_state
 
@@ -41,7 +44,7 @@ class StudentResult:
 
 
 def _quiet_reports() -> None:
-    """Ray Train logs every report at INFO on a logger named by its file; keep the epoch lines only."""
+    """Ray Train logs every report at INFO on a logger named by its file; keep epoch lines only."""
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     try:
         from ray.train.v2._internal.execution import context
@@ -71,11 +74,13 @@ class EpochEvents(UserCallback):
     def __init__(self, run: StudentRun) -> None:
         self.run = run
 
-    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+    def after_report(self, run_context: Any, metrics: list[dict[str, Any]],
+                     checkpoint: Any) -> None:
         from raykd.events import Epoch
 
         first = metrics[0] if metrics else {}
-        values = {k: float(v) for k, v in first.items() if isinstance(v, int | float) and k != "epoch"}
+        values = {k: float(v) for k, v in first.items()
+                  if isinstance(v, int | float) and k != "epoch"}
         self.run.sink.emit(Epoch(
             student=self.run.student, generation=self.run.generation, label=self.run.label,
             epoch=int(first.get("epoch", 0)) or 1, epochs=self.run.epochs, metrics=values,
@@ -86,14 +91,27 @@ class EpochEvents(UserCallback):
         from raykd.events import StudentRestarted
 
         first = next(iter(worker_exceptions.values()), None)
-        text = f"{type(first).__name__}: {str(first).strip().splitlines()[0] if str(first).strip() else ''}"
-        self.run.sink.emit(StudentRestarted(student=self.run.student, generation=self.run.generation,
-                                            error=text[:500]))
+        message = str(first).strip()
+        text = f"{type(first).__name__}: {message.splitlines()[0] if message else ''}"
+        self.run.sink.emit(StudentRestarted(student=self.run.student,
+                                            generation=self.run.generation, error=text[:500]))
 
 
-def _maybe_fault(config: dict[str, Any], epoch: int) -> None:
+def worker_inputs(student: StudentConfig, refs: dict[str, Any], *, resume_from: str | None = None,
+                  fault: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``train_loop_config`` of :func:`_ray_worker`.
+
+    ``student`` is what to train; ``refs`` the object refs of the arrays (``data``: the
+    four split arrays by name, ``teacher_train``: the cached (M, N, C) logits or None,
+    ``teacher_actors``: the online teachers or None); ``resume_from`` a state directory of
+    an earlier run; ``fault`` the test-only fault switch.
+    """
+    return {"student": student, "refs": refs, "resume_from": resume_from, "fault": fault}
+
+
+def _maybe_fault(fault: dict[str, Any] | None, epoch: int) -> None:
     """Test-only: kill this worker process (like ``kill -9``) once, after ``epoch`` is reported."""
-    fault = config.get("fault") or {}
+    fault = fault or {}
     marker = fault.get("marker")
     if fault.get("kill_worker_at_epoch") != epoch or not marker or os.path.exists(marker):
         return
@@ -102,13 +120,18 @@ def _maybe_fault(config: dict[str, Any], epoch: int) -> None:
 
 
 def _ray_worker(config: dict[str, Any]) -> None:
-    """The per-worker function handed to ``TorchTrainer``: resumes from the last checkpoint."""
+    """The per-worker function handed to ``TorchTrainer`` (``config``: :func:`worker_inputs`).
+
+    Resumes from the last checkpoint of this run, or else from ``resume_from``.
+    """
     _quiet_reports()
     ctx = ray.train.get_context()
-    refs = config["refs"]
+    student: StudentConfig = config["student"]
+    refs: dict[str, Any] = config["refs"]
     data = LoopData(
         **{k: ray.get(v) for k, v in refs["data"].items()},
-        teacher_train=ray.get(refs["teacher_train"]) if refs.get("teacher_train") is not None else None,
+        teacher_train=(ray.get(refs["teacher_train"])
+                       if refs.get("teacher_train") is not None else None),
         teacher_actors=refs.get("teacher_actors"),
     )
 
@@ -117,18 +140,19 @@ def _ray_worker(config: dict[str, Any]) -> None:
             ray.train.report(metrics)
         else:
             with tempfile.TemporaryDirectory() as tmp:
-                save_state(state, tmp, config=config)
+                save_state(state, tmp, config=student)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
         if ctx.get_world_rank() == 0:
-            _maybe_fault(config, int(metrics["epoch"]))
+            _maybe_fault(config.get("fault"), int(metrics["epoch"]))
 
     checkpoint = ray.train.get_checkpoint()
-    with checkpoint.as_directory() if checkpoint else nullcontext(config.get("resume_from")) as resume:
-        run_student(config, data, report=report, rank=ctx.get_world_rank(),
+    resume_from = config.get("resume_from")
+    with checkpoint.as_directory() if checkpoint else nullcontext(resume_from) as resume:
+        run_student(student, data, report=report, rank=ctx.get_world_rank(),
                     world=ctx.get_world_size(), wrap=ray.train.torch.prepare_model, resume=resume)
 
 
-def train_student_ray(config: dict[str, Any], *, refs: dict[str, Any], num_workers: int,
+def train_student_ray(config: StudentConfig, *, refs: dict[str, Any], num_workers: int,
                       use_gpu: bool, cpus_per_worker: float, storage: Path, name: str,
                       out: Path, run: StudentRun | None = None) -> StudentResult:
     """Fit one student with ``num_workers`` Ray Train workers; copy its best weights to ``out``.
@@ -140,12 +164,12 @@ def train_student_ray(config: dict[str, Any], *, refs: dict[str, Any], num_worke
     """
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    run = run or StudentRun(student=0, generation=1, label="", epochs=config["train"]["epochs"])
+    run = run or StudentRun(student=0, generation=1, label=config.label, epochs=config.train.epochs)
     start = time.time()
     resources = {"CPU": cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
     trainer = TorchTrainer(
         _ray_worker,
-        train_loop_config={**config, "refs": refs, "resume_from": run.resume_from, "fault": run.fault},
+        train_loop_config=worker_inputs(config, refs, resume_from=run.resume_from, fault=run.fault),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
                                                resources_per_worker=resources),
@@ -165,6 +189,6 @@ def train_student_ray(config: dict[str, Any], *, refs: dict[str, Any], num_worke
     with result.checkpoint.as_directory() as directory:
         progress = load_progress(directory)
         publish_file(Path(directory) / BEST_FILE, out)
-    return StudentResult(checkpoint=out, history=progress.history,
-                         best_val_accuracy=float("nan") if progress.best_val is None else progress.best_val,
+    best_val = float("nan") if progress.best_val is None else progress.best_val
+    return StudentResult(checkpoint=out, history=progress.history, best_val_accuracy=best_val,
                          best_epoch=progress.best_epoch, seconds=seconds)

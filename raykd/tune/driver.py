@@ -23,6 +23,7 @@ import json
 import math
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from raykd.engine.run import failure_event
 from raykd.events import JobFinished
 from raykd.jobdir import absolute, resolve_spec_paths
 from raykd.spec import JobSpec, SpecError
+from raykd.train.config import StudentConfig
 from raykd.tune.events import TrialEvents
 from raykd.tune.final import final_student, reuse_final
 from raykd.tune.plots import alpha_plot, heatmap_w_t
@@ -93,7 +95,12 @@ def shared_inputs(
     *,
     use_gpu: bool,
 ) -> dict[str, Any]:
-    """What every trial reads: the refs (teacher logits put in the object store here, once)."""
+    """What every trial reads: the refs (teacher logits put in the object store here, once).
+
+    ``student`` is the base :class:`~raykd.train.config.StudentConfig` (method
+    ``methods[0]``, no augmentation, ``plan.threads`` threads); a trial replaces its method
+    and label.
+    """
 
     spec = job.spec
     naive = None
@@ -104,20 +111,13 @@ def shared_inputs(
             "num_classes": data.num_classes,
             "topk": spec.cache.topk,
         }
-    loop = {
-        "model": spec.student.model.model_dump(),
-        "input_shape": list(data.input_shape),
-        "num_classes": data.num_classes,
-        "train": spec.train.model_dump(),
-        "augment": False,
-        "threads": plan.threads,
-        "init_checkpoint": spec.student.checkpoint,
-    }
+    student = replace(
+        StudentConfig.for_job(spec, data, spec.methods[0]), augment=False, threads=plan.threads
+    )
     return {
         **{k: refs[k] for k in ("x_train", "y_train", "x_val", "y_val")},
         "teacher_train": None if teachers is None else teachers.train_ref(),
-        "base_method": spec.methods[0].model_dump(),
-        "loop": loop,
+        "student": student,
         "use_gpu": use_gpu,
         "scaling": spec.scaling.model_dump(),
         "naive": naive,

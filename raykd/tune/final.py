@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,13 @@ from raykd.engine.context import Job
 from raykd.engine.prepare import TeacherSet
 from raykd.losses.topk import TopK, concat_rows
 from raykd.models import save_checkpoint
+from raykd.train.config import StudentConfig
 from raykd.train.steps import accuracy, predict_logits
 from raykd.tune.space import SWEPT, TrialPlan, trial_method
 
 
 def _retrain_task(
-    config: dict[str, Any],
+    config: StudentConfig,
     x: np.ndarray,
     y: np.ndarray,
     x_val: np.ndarray,
@@ -71,12 +73,7 @@ def final_student(
     if method.method != "none":
         logits = concat_rows(teachers.logits["train"], teachers.logits["val"])
     cpus = max(1, math.floor(min(plan.cpus_per_trial, ray.cluster_resources().get("CPU", 1))))
-    config = {
-        **shared["loop"],
-        "threads": cpus,
-        "method": method.model_dump(),
-        "label": "best on train+val",
-    }
+    config = replace(shared["student"], threads=cpus, method=method, label="best on train+val")
     task = ray.remote(_retrain_task).options(num_cpus=cpus, num_gpus=1 if shared["use_gpu"] else 0)
     model, history = ray.get(
         task.remote(config, x, y, data.val.x, data.val.y, logits, shared["use_gpu"])
@@ -84,9 +81,7 @@ def final_student(
     path = save_checkpoint(
         model,
         job.job_dir / "best_student.safetensors",
-        config=config["model"],
-        input_shape=data.input_shape,
-        num_classes=data.num_classes,
+        **config.checkpoint_meta,
         extra={"method": method.model_dump(), "trained_on": "train+val"},
     )
     test_acc = accuracy(predict_logits(model, data.test.x), data.test.y)

@@ -2,8 +2,9 @@
 
 Every trial gets the same ``shared`` mapping through ``tune.with_parameters`` (put in the
 object store once): object refs of the data splits and of the teachers' (M, N, C) train
-logits, the student's base loop config, and the plan. A trial never starts a teacher:
-it maps the logits array zero-copy and reports ``teacher_forward_examples = 0``.
+logits, the base :class:`~raykd.train.config.StudentConfig` (``methods[0]``), and the
+plan. A trial never starts a teacher: it maps the logits array zero-copy and reports
+``teacher_forward_examples = 0``.
 
 Two shapes of trial:
 
@@ -22,12 +23,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from raykd.losses.topk import TopK
 from raykd.spec import MethodSpec
+from raykd.train.config import StudentConfig
 from raykd.train.loop import LoopData, run_student
 from raykd.tune.space import trial_method
 
@@ -59,7 +62,7 @@ def naive_teacher_logits(shared: Shared, x_train: np.ndarray) -> tuple[np.ndarra
             tuple(naive["input_shape"]),
             naive["num_classes"],
             t["checkpoint"],
-            threads=shared["loop"]["threads"],
+            threads=shared["student"].threads,
         )
         for i, t in enumerate(naive["teachers"])
     ]
@@ -90,10 +93,10 @@ def teacher_logits(
     }
 
 
-def loop_config(shared: Shared, config: dict[str, Any]) -> tuple[MethodSpec, dict[str, Any]]:
-    """The trial's MethodSpec and the full ``run_student`` config for it."""
-    method = trial_method(MethodSpec.model_validate(shared["base_method"]), config)
-    return method, {**shared["loop"], "method": method.model_dump(), "label": trial_label(config)}
+def loop_config(shared: Shared, config: dict[str, Any]) -> StudentConfig:
+    """The trial's student: the shared base with the trial's method and label."""
+    base: StudentConfig = shared["student"]
+    return replace(base, method=trial_method(base.method, config), label=trial_label(config))
 
 
 def _device_wrap(use_gpu: bool) -> Callable[[Any], Any]:
@@ -106,9 +109,9 @@ def student_trial(config: dict[str, Any], shared: Shared) -> None:
     from ray import tune
 
     start = time.perf_counter()
-    method, cfg = loop_config(shared, config)
+    cfg = loop_config(shared, config)
     x_train = ray.get(shared["x_train"])
-    logits, cost = teacher_logits(shared, method, x_train)
+    logits, cost = teacher_logits(shared, cfg.method, x_train)
     data = LoopData(
         x_train=x_train,
         y_train=ray.get(shared["y_train"]),
@@ -138,7 +141,7 @@ def _forwarding_callback(extra: dict[str, float], started: float) -> Any:
 
 
 def fit_trainer(
-    cfg: dict[str, Any],
+    inputs: dict[str, Any],
     *,
     scaling: dict[str, Any],
     use_gpu: bool,
@@ -146,7 +149,10 @@ def fit_trainer(
     storage: str,
     callback: Any,
 ) -> None:
-    """Build and fit the trial's TorchTrainer (runs in the host task, see ``trainer_trial``)."""
+    """Build and fit the trial's TorchTrainer (runs in the host task, see ``trainer_trial``).
+
+    ``inputs`` is the workers' ``train_loop_config`` (:func:`raykd.train.trainer.worker_inputs`).
+    """
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -155,7 +161,7 @@ def fit_trainer(
     resources = {"CPU": scaling["cpus_per_worker"], **({"GPU": 1} if use_gpu else {})}
     TorchTrainer(
         _ray_worker,
-        train_loop_config=cfg,
+        train_loop_config=inputs,
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(
             num_workers=scaling["num_workers"], use_gpu=use_gpu, resources_per_worker=resources
@@ -181,8 +187,11 @@ def trainer_trial(config: dict[str, Any], shared: Shared) -> None:
     import ray
     from ray import tune
 
+    from raykd.train.trainer import worker_inputs
+
     started = time.time()
-    method, cfg = loop_config(shared, config)
+    cfg = loop_config(shared, config)
+    method = cfg.method
     teacher_ref = shared["teacher_train"]
     cost = {"teacher_forward_examples": 0, "teacher_seconds": 0.0}
     if shared.get("naive") and method.method != "none":
@@ -198,7 +207,7 @@ def trainer_trial(config: dict[str, Any], shared: Shared) -> None:
     )
     ray.get(
         host.remote(
-            {**cfg, "refs": refs},
+            worker_inputs(cfg, refs),
             scaling=shared["scaling"],
             use_gpu=shared["use_gpu"],
             name=f"trial_{tune.get_context().get_trial_id()}",
