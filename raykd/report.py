@@ -19,7 +19,7 @@ def result_rows(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     for s in result.get("students", []):
         secs = sum(g["seconds"] for g in s["generations"])
         rows.append((f"student: {s['label']}", f"{s['val_accuracy']:.4f}", f"{s['test_accuracy']:.4f}", f"{secs:.1f}"))
-        if "ban_test_accuracy" in s:
+        if s.get("ban_test_accuracy") is not None:
             rows.append((f"  BAN ensemble ({len(s['generations'])} gen)", "", f"{s['ban_test_accuracy']:.4f}", ""))
     return rows
 

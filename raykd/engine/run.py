@@ -110,5 +110,6 @@ def _run(job: Job, start: float) -> dict[str, Any]:
         "spec": json.loads(spec.model_dump_json()),
         "timings": {**job.timer.stages, "total": time.perf_counter() - start},
     })
-    JobResult.model_validate(job.result).write(job.job_dir / "result.json")  # the schema, checked
-    return job.result
+    result = JobResult.model_validate(job.result)  # the schema, checked
+    result.write(job.job_dir / "result.json")
+    return json.loads((job.job_dir / "result.json").read_text())  # exactly what a rerun returns

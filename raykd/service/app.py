@@ -1,0 +1,164 @@
+"""The app factory and ``run_server``: the control plane as one FastAPI app.
+
+On start-up: the database is migrated (Alembic), Ray is reached (the configured address,
+or a local head the service starts and owns), and the scheduler thread begins; it also
+reconciles every unfinished job with Ray's view. On shutdown the scheduler stops and an
+owned head is stopped with it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import SecretStr
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from raykd.service.ray_jobs import OwnedHead, RayJobs
+from raykd.service.routes import health, jobs
+from raykd.service.scheduler import Scheduler
+from raykd.service.settings import Settings
+from raykd.service.store import Store, migrate
+
+
+@dataclass
+class ServiceState:
+    """What the routes reach through ``request.app.state.raykd``."""
+
+    settings: Settings
+    store: Store
+    ray: RayJobs
+    scheduler: Scheduler
+    head: OwnedHead | None = None
+
+
+class BodyLimit:
+    """Answers 413 when a request body passes ``limit`` bytes (declared or streamed)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await _too_large(self.limit, send)
+            return
+        seen = 0
+
+        async def limited() -> Any:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await _too_large(self.limit, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _too_large(limit: int, send: Send) -> None:
+    body = f'{{"detail": "request body larger than {limit} bytes (RAYKD_MAX_BODY_BYTES)"}}'.encode()
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def ensure_token(settings: Settings) -> Path | None:
+    """With neither RAYKD_TOKEN nor RAYKD_USERS, make a token and keep it (0600) in storage."""
+    if settings.token is not None or settings.users:
+        return None
+    path = settings.storage / ".service" / "token"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.is_file():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32))
+    settings.token = SecretStr(path.read_text().strip())
+    return path
+
+
+def _ray(settings: Settings) -> tuple[RayJobs, OwnedHead | None]:
+    token = settings.ray_token.get_secret_value() if settings.ray_token else None
+    if settings.ray_address:
+        return RayJobs(settings.ray_address, token=token), None
+    head = OwnedHead(num_cpus=settings.ray_num_cpus, temp_dir=Path(tempfile.mkdtemp(prefix="raykd-ray-")))
+    head.wait_ready()
+    return RayJobs(head.address, token=token), head
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The control plane app (nothing starts until the app's lifespan begins)."""
+    settings = settings or Settings()
+    ensure_token(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.storage.mkdir(parents=True, exist_ok=True)
+        migrate(settings.db_url())
+        store = Store(settings.db_url())
+        ray, head = _ray(settings)
+        scheduler = Scheduler(settings, store, ray)
+        app.state.raykd = ServiceState(settings=settings, store=store, ray=ray, scheduler=scheduler, head=head)
+        scheduler.start()
+        try:
+            yield
+        finally:
+            scheduler.stop()
+            if head is not None:
+                head.stop()
+
+    app = FastAPI(title="raykd control plane", version="1", lifespan=lifespan,
+                  description="Submit, queue, follow and manage ensemble distillation jobs on Ray.")
+    app.include_router(health.router)
+    app.include_router(jobs.router)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _errors(exc)}, status_code=422)
+
+    return app
+
+
+def _errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    """Field errors with their location and message (the input is echoed only when short)."""
+    out = []
+    for e in exc.errors():
+        item = {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))}
+        given = e.get("input")
+        if isinstance(given, str | int | float | bool) and len(str(given)) <= 200:
+            item["input"] = given
+        out.append(item)
+    return out
+
+
+def run_server(settings: Settings | None = None) -> None:
+    """Serve the app with uvicorn on ``settings.host:settings.port`` (127.0.0.1 by default)."""
+    import uvicorn
+
+    settings = settings or Settings()
+    saved = ensure_token(settings)
+    if saved is not None:
+        print(f"raykd serve: no RAYKD_TOKEN set; a token was generated and saved to {saved} "
+              f"(export RAYKD_TOKEN=$(cat {saved}))", flush=True)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
+                access_log=False)

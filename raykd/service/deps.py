@@ -1,0 +1,65 @@
+"""Request dependencies: the service state and the caller (bearer token, constant-time)."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request
+
+from raykd.service.settings import Settings
+from raykd.service.store import JobRow, Store
+
+
+@dataclass(frozen=True)
+class User:
+    """Who is calling: a named user sees only their own jobs; the admin sees all."""
+
+    name: str
+    admin: bool
+
+
+def get_state(request: Request) -> Any:
+    return request.app.state.raykd
+
+
+def _match(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def current_user(request: Request) -> User:
+    """The user of the bearer token; 401 without one, 401 for a wrong one (never logged)."""
+    settings: Settings = request.app.state.raykd.settings
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise HTTPException(401, "missing bearer token: send 'Authorization: Bearer <RAYKD_TOKEN>'",
+                            headers={"WWW-Authenticate": "Bearer"})
+    found: User | None = None
+    if settings.token is not None and _match(token, settings.token.get_secret_value()):
+        found = User("admin", admin=True)
+    for name, secret in settings.users.items():  # check all: timing does not depend on which
+        if _match(token, secret.get_secret_value()):
+            found = found or User(name, admin=False)
+    if found is None:
+        raise HTTPException(401, "invalid token", headers={"WWW-Authenticate": "Bearer"})
+    return found
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+State = Annotated[Any, Depends(get_state)]
+
+
+def owned_job(job_id: str, user: CurrentUser, state: State) -> JobRow:
+    """The job ``job_id`` if the caller may see it: 404 unknown, 403 someone else's."""
+    store: Store = state.store
+    row = store.get(job_id) if len(job_id) <= 160 else None
+    if row is None:
+        raise HTTPException(404, f"no job {job_id[:160]!r}")
+    if not user.admin and row.owner != user.name:
+        raise HTTPException(403, f"job {job_id!r} belongs to another user")
+    return row
+
+
+OwnedJob = Annotated[JobRow, Depends(owned_job)]

@@ -1,0 +1,133 @@
+"""The service's view of Ray: submit ``raykd run`` through the Job Submission SDK, ask, stop.
+
+Every job is submitted with ``submission_id = <job id>`` (``<job id>.r<n>`` for the n-th
+retry: Ray keeps one record per submission id), and the entrypoint is exactly what
+``ray job submit -- raykd run SPEC --job-id ID`` runs. Towards Ray the service uses Ray's
+own authentication: ``RAYKD_RAY_TOKEN`` (or Ray's ``RAY_AUTH_TOKEN``/token file) as its
+bearer token; it never invents a second scheme.
+
+With no ``RAYKD_RAY_ADDRESS`` the service starts and owns a local Ray head (a
+``ray start --head --block`` child on loopback, stopped with the service).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+RAY_TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class OwnedHead:
+    """A local Ray head owned by the service process (loopback dashboard, stopped with it)."""
+
+    def __init__(self, *, num_cpus: int | None, temp_dir: Path) -> None:
+        self.dashboard_port = _free_port()
+        gcs_port = _free_port()
+        ray = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
+        cmd = [ray, "start", "--head", "--block", f"--port={gcs_port}", "--dashboard-host=127.0.0.1",
+               f"--dashboard-port={self.dashboard_port}", "--disable-usage-stats",
+               f"--temp-dir={temp_dir}", f"--dashboard-agent-listen-port={_free_port()}",
+               f"--ray-client-server-port={_free_port()}"]
+        if num_cpus:
+            cmd.append(f"--num-cpus={num_cpus}")
+        temp_dir.mkdir(parents=True, exist_ok=True)
+        self.log = open(temp_dir.parent / "ray-head.log", "ab")  # noqa: SIM115 - lives with the head
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.address = f"http://127.0.0.1:{self.dashboard_port}"
+
+    def wait_ready(self, timeout_s: float = 90.0) -> None:
+        import urllib.request
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the local Ray head exited with code {self.proc.returncode}; "
+                                   f"see {self.log.name}")
+            try:
+                with urllib.request.urlopen(f"{self.address}/api/version", timeout=2):
+                    return
+            except OSError:
+                time.sleep(0.5)
+        raise RuntimeError(f"the local Ray head did not answer within {timeout_s:g} s; see {self.log.name}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self.log.close()
+
+
+class RayJobs:
+    """Submit, inspect and stop raykd jobs on a Ray cluster's job API."""
+
+    def __init__(self, address: str, *, token: str | None = None) -> None:
+        self.address = address
+        self._headers = {"Authorization": f"Bearer {token}"} if token else None
+        self._client: Any = None
+
+    def __repr__(self) -> str:  # never shows the token
+        return f"RayJobs({self.address!r})"
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from ray.job_submission import JobSubmissionClient
+
+            self._client = JobSubmissionClient(self.address, headers=self._headers)
+        return self._client
+
+    def ping(self) -> bool:
+        try:
+            self.client.list_jobs()
+            return True
+        except Exception:  # noqa: BLE001 - unreachable, for whatever reason
+            self._client = None
+            return False
+
+    def submit(self, *, submission_id: str, spec_path: Path, job_id: str, env: dict[str, str]) -> str:
+        """Start ``raykd run SPEC --job-id ID`` on the cluster; returns the submission id."""
+        entrypoint = f"raykd run {shlex.quote(str(spec_path))} --job-id {shlex.quote(job_id)}"
+        return str(self.client.submit_job(entrypoint=entrypoint, submission_id=submission_id,
+                                          runtime_env={"env_vars": env}))
+
+    def status(self, submission_id: str) -> str | None:
+        """Ray's status name (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED), None if unknown to Ray."""
+        try:
+            return str(self.client.get_job_status(submission_id).value)
+        except RuntimeError as err:  # Ray: "Job ... does not exist"
+            if "does not exist" in str(err):
+                return None
+            raise
+
+    def info(self, submission_id: str) -> Any:
+        return self.client.get_job_info(submission_id)
+
+    def stop(self, submission_id: str) -> bool:
+        try:
+            return bool(self.client.stop_job(submission_id))
+        except RuntimeError:
+            return False
+
+    def logs(self, submission_id: str) -> str:
+        try:
+            return str(self.client.get_job_logs(submission_id))
+        except RuntimeError:
+            return ""

@@ -1,0 +1,1 @@
+"""The routers: health (no auth) and jobs (``/api/v1``)."""

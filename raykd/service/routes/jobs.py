@@ -1,0 +1,286 @@
+"""``/api/v1/jobs``: submit, list, inspect, stream, cancel, retry, delete, download.
+
+Thin routes: validation is the pydantic models', persistence the store's, Ray the
+scheduler's. Every error is a 4xx with a message naming what was wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import shutil
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
+from sqlalchemy.exc import IntegrityError
+
+from raykd.events import TERMINAL
+from raykd.service.deps import CurrentUser, OwnedJob, State
+from raykd.service.policy import PolicyError, admit
+from raykd.service.schemas import (
+    FINAL_STATES,
+    LABEL,
+    Artifact,
+    JobCreate,
+    JobPage,
+    JobPatch,
+    JobPublic,
+    MetricPoint,
+)
+from raykd.service.store import JobRow
+
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+ARTIFACT_SUFFIXES = (".json", ".jsonl", ".csv", ".png", ".safetensors", ".md", ".log")
+HIDDEN_DIRS = ("ray_train", "tune", "tune_train", "logits")
+
+
+def public(state: State, row: JobRow, *, full: bool = False) -> JobPublic:
+    """The API view of a stored job."""
+    labels = state.store.labels([row.id])[row.id]
+    return JobPublic(
+        id=row.id, name=row.name, kind=row.kind, owner=row.owner, state=row.state,  # type: ignore[arg-type]
+        priority=row.priority, labels=labels, queue_position=state.store.queue_position(row),
+        stage=row.stage, progress=row.progress, latest_metrics=row.latest_metrics or {}, error=row.error,
+        note=row.note, attempts=row.attempts, created_at=row.created_at, started_at=row.started_at,
+        finished_at=row.finished_at, spec=row.spec if full else None, result=row.result if full else None,
+    )
+
+
+def _new_id(name: str) -> str:
+    return f"{name}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
+@router.post("", status_code=201, response_model=JobPublic, summary="Submit a run or sweep spec")
+def submit(body: JobCreate, user: CurrentUser, state: State, response: Response,
+           idempotency_key: Annotated[str | None, Header(max_length=128)] = None) -> JobPublic:
+    """Store the job as ``queued``; the scheduler starts it when a slot frees.
+
+    The same ``Idempotency-Key`` (or ``job_id``) from the same user returns the job
+    already made (200) instead of a second one.
+    """
+    for k, v in body.labels.items():
+        if not (_ok_label(k) and _ok_label(v)):
+            raise HTTPException(422, f"labels.{k[:64]}: keys and values are 1-64 of letters, digits, . _ -")
+    try:
+        spec = admit(body.spec, state.settings)
+    except PolicyError as err:
+        raise HTTPException(422, str(err)) from None
+    key = idempotency_key or body.job_id
+    existing = _existing(state, user.name, key, body.job_id)
+    if existing is not None:
+        response.status_code = 200
+        return public(state, existing, full=True)
+    name = body.name or spec.name
+    row = JobRow(id=body.job_id or _new_id(name), name=name, kind="sweep" if spec.sweep else "run",
+                 owner=user.name, state="queued", priority=body.priority,
+                 spec=json.loads(spec.model_dump_json()), idempotency_key=key, created_at=time.time(),
+                 latest_metrics={}, attempts=0, progress=0.0, last_seq=0, cancel_requested=False)
+    try:
+        state.store.add(row, body.labels)
+    except IntegrityError:  # a concurrent request with the same key or id won the race
+        existing = _existing(state, user.name, key, body.job_id)
+        if existing is None:
+            raise HTTPException(409, f"job id {body.job_id!r} is taken") from None
+        response.status_code = 200
+        return public(state, existing, full=True)
+    return public(state, row, full=True)
+
+
+def _ok_label(text: str) -> bool:
+    import re
+
+    return re.fullmatch(LABEL, text) is not None
+
+
+def _existing(state: State, owner: str, key: str | None, job_id: str | None) -> JobRow | None:
+    if key:
+        row = state.store.by_key(owner, key)
+        if row is not None:
+            return row
+    if job_id:
+        row = state.store.get(job_id)
+        if row is not None and row.owner != owner:
+            raise HTTPException(409, f"job id {job_id!r} is taken")
+        return row
+    return None
+
+
+@router.get("", response_model=JobPage, summary="List jobs (filter, sort, cursor pages)")
+def list_jobs(user: CurrentUser, state: State,
+              status: Annotated[str | None, Query(alias="state", description="Only this state.")] = None,
+              name: Annotated[str | None, Query(max_length=64)] = None,
+              label: Annotated[list[str] | None, Query(description="key=value, repeatable.")] = None,
+              limit: Annotated[int, Query(ge=1, le=500)] = 50,
+              cursor: Annotated[str | None, Query(max_length=512)] = None,
+              order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc") -> JobPage:
+    labels = {}
+    for item in label or []:
+        k, sep, v = item.partition("=")
+        if not sep or not _ok_label(k) or not _ok_label(v):
+            raise HTTPException(422, f"label={item[:80]!r}: expected key=value")
+        labels[k] = v
+    try:
+        rows, nxt = state.store.page(owner=None if user.admin else user.name, state=status, name=name,
+                                     labels=labels, limit=limit, cursor=cursor, ascending=order == "asc")
+    except ValueError as err:
+        raise HTTPException(400, str(err)) from None
+    return JobPage(items=[public(state, r) for r in rows], next_cursor=nxt)
+
+
+@router.get("/{job_id}", response_model=JobPublic, summary="One job: status, stage, progress, result")
+def get_job(row: OwnedJob, state: State) -> JobPublic:
+    return public(state, row, full=True)
+
+
+@router.patch("/{job_id}", response_model=JobPublic, summary="Re-prioritise a queued job")
+def patch_job(body: JobPatch, row: OwnedJob, state: State) -> JobPublic:
+    if row.state != "queued":
+        raise HTTPException(409, f"job {row.id!r} is {row.state}; only queued jobs can be re-prioritised")
+    return public(state, state.store.update(row.id, priority=body.priority), full=True)
+
+
+@router.post("/{job_id}/cancel", response_model=JobPublic, summary="Cancel a queued or running job")
+def cancel(row: OwnedJob, state: State) -> JobPublic:
+    if row.state in FINAL_STATES:
+        raise HTTPException(409, f"job {row.id!r} is already {row.state}")
+    if row.state == "queued":
+        row = state.store.update(row.id, state="cancelled", cancel_requested=True, error="cancelled",
+                                 finished_at=time.time())
+    else:
+        state.store.update(row.id, cancel_requested=True)
+        if row.submission_id:
+            state.ray.stop(row.submission_id)  # Ray sends SIGTERM: the job writes 'cancelled'
+        row = state.store.get(row.id)
+    return public(state, row, full=True)
+
+
+@router.post("/{job_id}/retry", response_model=JobPublic, summary="Run a final job again (resumes)")
+def retry(row: OwnedJob, state: State) -> JobPublic:
+    if row.state not in FINAL_STATES:
+        raise HTTPException(409, f"job {row.id!r} is {row.state}; only a finished job can be retried")
+    row = state.store.update(row.id, state="queued", cancel_requested=False, error=None, note="retry",
+                             finished_at=None, created_at=time.time())
+    return public(state, row, full=True)
+
+
+@router.delete("/{job_id}", status_code=204, summary="Delete a final job, its files and events")
+def delete(row: OwnedJob, state: State) -> Response:
+    if row.state not in FINAL_STATES:
+        raise HTTPException(409, f"job {row.id!r} is {row.state}; cancel it first")
+    state.store.delete(row.id)
+    shutil.rmtree(state.settings.storage / row.id, ignore_errors=True)
+    return Response(status_code=204)
+
+
+@router.get("/{job_id}/metrics", response_model=list[MetricPoint], summary="Epoch and trial metrics")
+def metrics(row: OwnedJob, state: State) -> list[MetricPoint]:
+    out = []
+    for seq, _, body in state.store.events(row.id, types=("epoch", "trial")):
+        e = json.loads(body)
+        out.append(MetricPoint(seq=seq, student=e.get("student"), generation=e.get("generation"),
+                               trial_id=e.get("trial_id"), epoch=e.get("epoch"), metrics=e.get("metrics", {})))
+    return out
+
+
+@router.get("/{job_id}/events", summary="Server-Sent Events of the job (resume with Last-Event-ID)",
+            response_class=StreamingResponse)
+async def events(row: OwnedJob, state: State, request: Request,
+                 last_event_id: Annotated[str | None, Header()] = None,
+                 after: Annotated[int | None, Query(ge=0)] = None) -> StreamingResponse:
+    start = after if after is not None else _int(last_event_id)
+    return StreamingResponse(_sse(state, row.id, start, request), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _int(value: str | None) -> int:
+    try:
+        return max(0, int(value or 0))
+    except ValueError:
+        raise HTTPException(400, f"Last-Event-ID {value[:40]!r} is not an event seq") from None
+
+
+async def _sse(state: State, job_id: str, seen: int, request: Request) -> AsyncIterator[bytes]:
+    """Stored events after ``seen``, then new ones as the follower stores them."""
+    quiet = time.monotonic()
+    while True:
+        rows = await asyncio.to_thread(state.store.events, job_id, after=seen)
+        for seq, kind, body in rows:
+            seen = seq
+            yield f"id: {seq}\nevent: {kind}\ndata: {body}\n\n".encode()
+            quiet = time.monotonic()
+        row = await asyncio.to_thread(state.store.get, job_id)
+        if row is None or (row.state in FINAL_STATES and (not rows or rows[-1][1] in TERMINAL)):
+            if row is None or await asyncio.to_thread(_caught_up, state, job_id, seen):
+                return
+        if await request.is_disconnected():
+            return
+        if time.monotonic() - quiet > 15:
+            yield b": keepalive\n\n"
+            quiet = time.monotonic()
+        await asyncio.sleep(state.settings.poll_s / 2)
+
+
+def _caught_up(state: State, job_id: str, seen: int) -> bool:
+    return not state.store.events(job_id, after=seen)
+
+
+@router.get("/{job_id}/logs", response_class=PlainTextResponse, summary="The driver's log")
+async def logs(row: OwnedJob, state: State, offset: Annotated[int, Query(ge=0)] = 0,
+               tail: Annotated[int | None, Query(ge=1, le=100_000)] = None,
+               follow: bool = False) -> Response:
+    if not follow:
+        return PlainTextResponse(_log_slice(state, row, offset, tail))
+
+    async def stream() -> AsyncIterator[bytes]:
+        pos = offset
+        while True:
+            text = await asyncio.to_thread(_log_slice, state, row, pos, None)
+            if text:
+                pos += len(text)
+                yield text.encode()
+            current = await asyncio.to_thread(state.store.get, row.id)
+            if current is None or current.state in FINAL_STATES:
+                return
+            await asyncio.sleep(1.0)
+
+    return StreamingResponse(stream(), media_type="text/plain")
+
+
+def _log_slice(state: State, row: JobRow, offset: int, tail: int | None) -> str:
+    text = state.ray.logs(row.submission_id) if row.submission_id else ""
+    if tail is not None:
+        return "\n".join(text.splitlines()[-tail:]) + ("\n" if text else "")
+    return text[offset:]
+
+
+def _artifacts(state: State, row: JobRow) -> list[tuple[str, Path]]:
+    root = (state.settings.storage / row.id).resolve()
+    if not root.is_dir():
+        return []
+    found = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if path.is_file() and path.suffix in ARTIFACT_SUFFIXES and rel.parts[0] not in HIDDEN_DIRS:
+            found.append((rel.as_posix(), path))
+    return found
+
+
+@router.get("/{job_id}/artifacts", response_model=list[Artifact], summary="Files to download")
+def artifacts(row: OwnedJob, state: State) -> list[Artifact]:
+    return [Artifact(path=rel, size=p.stat().st_size) for rel, p in _artifacts(state, row)]
+
+
+@router.get("/{job_id}/artifacts/{path:path}", summary="Download one artifact", response_class=FileResponse)
+def download(path: str, row: OwnedJob, state: State) -> FileResponse:
+    root = (state.settings.storage / row.id).resolve()
+    target = (root / path).resolve()
+    listed = dict(_artifacts(state, row))
+    if not target.is_relative_to(root) or path not in listed:
+        raise HTTPException(404, f"no artifact {path[:200]!r} in job {row.id!r}; see GET .../artifacts")
+    return FileResponse(target, filename=target.name)

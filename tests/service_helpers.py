@@ -1,0 +1,101 @@
+"""Real services for the control-plane tests: a Ray head and uvicorn servers on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+VENV_BIN = str(Path(sys.executable).parent)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def service_env(**extra: str) -> dict[str, str]:
+    """The environment of test services: Ray auth off on loopback (tests only), raykd on PATH."""
+    return {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+            "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
+            **extra}
+
+
+class RayHead:
+    """``ray start --head --block`` on loopback, in its own session (stopped with SIGTERM)."""
+
+    def __init__(self, tmp: Path, num_cpus: int = 2) -> None:
+        self.dashboard_port = free_port()
+        temp_dir = Path(f"/tmp/rkd-{os.getpid()}-{self.dashboard_port}")
+        cmd = [f"{VENV_BIN}/ray", "start", "--head", "--block", f"--port={free_port()}",
+               "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
+               f"--num-cpus={num_cpus}", f"--temp-dir={temp_dir}", "--disable-usage-stats",
+               f"--dashboard-agent-listen-port={free_port()}", f"--ray-client-server-port={free_port()}"]
+        self.log = open(tmp / "ray-head.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, env=service_env(), stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        self.address = f"http://127.0.0.1:{self.dashboard_port}"
+        wait_http(f"{self.address}/api/version", timeout=90, proc=self.proc)
+
+    def stop(self) -> None:
+        stop_group(self.proc)
+        self.log.close()
+
+
+class Server:
+    """``raykd serve`` (``run_server``) as a subprocess with ``RAYKD_*`` settings."""
+
+    def __init__(self, tmp: Path, name: str, **settings: Any) -> None:
+        self.port = free_port()
+        self.tmp, self.name = tmp, name
+        self.env = service_env(**{f"RAYKD_{k.upper()}": str(v) for k, v in settings.items()},
+                            RAYKD_PORT=str(self.port))
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.start()
+
+    def start(self) -> None:
+        self.log = open(self.tmp / f"{self.name}.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "from raykd.service.app import run_server; run_server()"],
+            env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_http(f"{self.url}/healthz", timeout=120, proc=self.proc)
+
+    def kill(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        self.log.close()
+
+    def stop(self) -> None:
+        stop_group(self.proc)
+        self.log.close()
+
+
+def wait_http(url: str, *, timeout: float, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
+        try:
+            httpx.get(url, timeout=2)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    raise RuntimeError(f"{url} did not answer within {timeout} s")
+
+
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)

@@ -1,0 +1,284 @@
+"""The control plane for real: uvicorn on 127.0.0.1, a Ray head on loopback, a SQLite file.
+
+``paused`` is a service that queues but never starts jobs (cheap: the auth and bad-input
+matrix, idempotency, concurrency, paging). ``live`` runs jobs on a real Ray head through
+Ray's Job Submission API: follow a job's SSE stream across a reconnect, download and load
+its student, a priority queue with a limit of one, cancel a running job, and kill and
+restart the service mid-job.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from raykd.models import load_checkpoint
+from tests.conftest import digits_spec
+from tests.service_helpers import RayHead, Server
+
+pytestmark = pytest.mark.ray
+ADMIN, ALICE, BOB = "admin-secret", "alice-secret", "bob-secret"
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def small_spec(**overrides: Any) -> dict[str, Any]:
+    spec = digits_spec("/unused", train={"epochs": 2, "batch_size": 64, "lr": 0.003},
+                       methods=[{"method": "kd"}], teacher_train={"epochs": 4, "batch_size": 64, "lr": 0.003})
+    spec.update(overrides)
+    return spec
+
+
+@pytest.fixture(scope="module")
+def paused(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("paused")
+    roots = tmp / "data"
+    roots.mkdir()
+    server = Server(tmp, "paused", token=ADMIN, users=json.dumps({"alice": ALICE, "bob": BOB}),
+                    storage=tmp / "storage", paused="true", ray_num_cpus=1,
+                    data_roots=json.dumps([str(roots)]), max_body_bytes=200_000)
+    yield server
+    server.stop()
+
+
+def post(server: Server, body: dict[str, Any], token: str = ALICE, **headers: str) -> httpx.Response:
+    return httpx.post(f"{server.url}/api/v1/jobs", json=body, headers={**auth(token), **headers}, timeout=30)
+
+
+def test_health_needs_no_token_and_ready_reaches_the_owned_ray_head(paused: Server) -> None:
+    assert httpx.get(f"{paused.url}/healthz").json() == {"status": "ok"}
+    assert httpx.get(f"{paused.url}/readyz").status_code == 401
+    ready = httpx.get(f"{paused.url}/readyz", headers=auth(ADMIN), timeout=30)
+    assert ready.status_code == 200 and ready.json() == {"database": True, "ray": True}
+
+
+@pytest.mark.parametrize(("headers", "status"), [
+    ({}, 401), ({"Authorization": "Bearer wrong"}, 401), ({"Authorization": "Basic abc"}, 401),
+    (auth(ALICE), 200), (auth(ADMIN), 200)])
+def test_every_api_route_needs_a_valid_token(paused: Server, headers: dict[str, str], status: int) -> None:
+    assert httpx.get(f"{paused.url}/api/v1/jobs", headers=headers).status_code == status
+
+
+def test_bad_input_gets_a_clear_4xx_never_a_500(paused: Server) -> None:
+    url = f"{paused.url}/api/v1/jobs"
+    cases: list[tuple[httpx.Response, int, str]] = [
+        (httpx.post(url, content=b"{not json", headers={**auth(ALICE), "content-type": "application/json"}),
+         422, "JSON"),
+        (post(paused, {"spec": small_spec(), "surprise": 1}), 422, "surprise"),
+        (post(paused, {"spec": small_spec(methods=[{"method": "wkd", "incorrect_weight": 1.5}])}), 422,
+         "incorrect_weight"),
+        (post(paused, {"spec": small_spec(teachers=[{"model": {"name": "resnet9000"}}])}), 422, "resnet9000"),
+        (post(paused, {"spec": small_spec(), "priority": 1000}), 422, "priority"),
+        (httpx.get(f"{url}/no-such-job", headers=auth(ALICE)), 404, "no job"),
+        (httpx.get(f"{url}?cursor=garbage", headers=auth(ALICE)), 400, "cursor"),
+        (httpx.post(url, content=b"x" * 300_000, headers={**auth(ALICE), "content-type": "application/json"}),
+         413, "larger than"),
+        (post(paused, {"spec": small_spec(data={"dataset": "/etc/passwd.csv"})}), 422, "outside the data roots"),
+        (post(paused, {"spec": small_spec(cache={"dir": "/tmp/elsewhere"})}), 422, "cache.dir"),
+    ]
+    for response, status, text in cases:
+        assert response.status_code == status, (response.status_code, response.text)
+        assert text in response.text, response.text
+
+
+def test_users_see_only_their_own_jobs(paused: Server) -> None:
+    job = post(paused, {"spec": small_spec(), "labels": {"team": "a"}}, token=ALICE).json()
+    assert job["owner"] == "alice" and job["state"] == "queued" and job["queue_position"] >= 1
+    url = f"{paused.url}/api/v1/jobs/{job['id']}"
+    assert httpx.get(url, headers=auth(BOB)).status_code == 403
+    assert httpx.post(f"{url}/cancel", headers=auth(BOB)).status_code == 403
+    assert httpx.get(url, headers=auth(ADMIN)).status_code == 200
+    bobs = httpx.get(f"{paused.url}/api/v1/jobs", headers=auth(BOB)).json()["items"]
+    assert job["id"] not in [j["id"] for j in bobs]
+
+
+def test_artifact_paths_cannot_leave_the_job(paused: Server) -> None:
+    job = post(paused, {"spec": small_spec()}).json()
+    for path in ("../../etc/passwd", "..%2F..%2Fetc%2Fpasswd", "%2Fetc%2Fpasswd", "spec.json/../../x"):
+        r = httpx.get(f"{paused.url}/api/v1/jobs/{job['id']}/artifacts/{path}", headers=auth(ALICE))
+        assert r.status_code == 404, (path, r.status_code)
+
+
+def test_idempotent_and_concurrent_submissions_are_recorded_exactly_once(paused: Server) -> None:
+    first = post(paused, {"spec": small_spec()}, **{"Idempotency-Key": "same-key"})
+    again = post(paused, {"spec": small_spec()}, **{"Idempotency-Key": "same-key"})
+    assert (first.status_code, again.status_code) == (201, 200) and first.json()["id"] == again.json()["id"]
+
+    def submit(i: int) -> str:
+        key = f"burst-{i % 90}"  # 90 distinct keys, 10 of them sent twice, all at once
+        r = post(paused, {"spec": small_spec(), "labels": {"burst": "yes"}}, **{"Idempotency-Key": key})
+        assert r.status_code in (200, 201), r.text
+        return str(r.json()["id"])
+
+    with concurrent.futures.ThreadPoolExecutor(50) as pool:
+        ids = list(pool.map(submit, range(100)))
+    assert len(set(ids)) == 90
+    listed, cursor = [], None
+    while True:
+        page = httpx.get(f"{paused.url}/api/v1/jobs", headers=auth(ALICE),
+                         params={"label": "burst=yes", "limit": 25, **({"cursor": cursor} if cursor else {})}).json()
+        listed += [j["id"] for j in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert sorted(listed) == sorted(set(ids))  # every job once, across pages
+
+
+def test_queued_jobs_can_be_reprioritised_and_cancelled(paused: Server) -> None:
+    a = post(paused, {"spec": small_spec(), "priority": 0}).json()
+    b = post(paused, {"spec": small_spec(), "priority": 0}).json()
+    url = f"{paused.url}/api/v1/jobs"
+    raised = httpx.patch(f"{url}/{b['id']}", json={"priority": 50}, headers=auth(ALICE)).json()
+    a_now = httpx.get(f"{url}/{a['id']}", headers=auth(ALICE)).json()
+    assert raised["queue_position"] < a_now["queue_position"]
+    cancelled = httpx.post(f"{url}/{a['id']}/cancel", headers=auth(ALICE)).json()
+    assert cancelled["state"] == "cancelled"
+    assert httpx.delete(f"{url}/{a['id']}", headers=auth(ALICE)).status_code == 204
+    assert httpx.get(f"{url}/{a['id']}", headers=auth(ALICE)).status_code == 404
+    assert httpx.delete(f"{url}/{b['id']}", headers=auth(ALICE)).status_code == 409  # not final
+
+
+# --- live: real jobs on a real Ray head -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("live")
+    head = RayHead(tmp)
+    server = Server(tmp, "live", token=ADMIN, storage=tmp / "storage", ray_address=head.address,
+                    max_running=1, poll_s=0.3)
+    yield {"server": server, "head": head, "tmp": tmp}
+    server.stop()
+    head.stop()
+
+
+def sse(url: str, token: str, last_id: int | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    """Read an SSE stream (until it ends, or ``limit`` events); each event as a dict."""
+    headers = {**auth(token), **({"Last-Event-ID": str(last_id)} if last_id is not None else {})}
+    out: list[dict[str, Any]] = []
+    with httpx.stream("GET", url, headers=headers, timeout=httpx.Timeout(30, read=120)) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        event: dict[str, Any] = {}
+        for line in r.iter_lines():
+            if line.startswith("id: "):
+                event["id"] = int(line[4:])
+            elif line.startswith("event: "):
+                event["event"] = line[7:]
+            elif line.startswith("data: "):
+                event["data"] = json.loads(line[6:])
+            elif line == "" and event:
+                out.append(event)
+                event = {}
+                if limit is not None and len(out) >= limit:
+                    break
+    return out
+
+
+def wait_state(server: Server, job_id: str, states: tuple[str, ...], timeout: float = 240) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = httpx.get(f"{server.url}/api/v1/jobs/{job_id}", headers=auth(ADMIN), timeout=30).json()
+        if job["state"] in states:
+            return job
+        time.sleep(0.5)
+    raise AssertionError(f"{job_id} never reached {states}: {job}")
+
+
+def wait_stage(server: Server, job_id: str, stage: str, timeout: float = 240) -> dict[str, Any]:
+    """Wait until the job runs ``stage`` (its actors and workers exist then)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = httpx.get(f"{server.url}/api/v1/jobs/{job_id}", headers=auth(ADMIN), timeout=30).json()
+        if job["state"] == "running" and job["stage"] == stage:
+            return job
+        assert job["state"] in ("queued", "pending", "running"), job
+        time.sleep(0.2)
+    raise AssertionError(f"{job_id} never reached stage {stage}")
+
+
+def test_a_job_over_http_streamed_resumed_and_downloaded(live: dict[str, Any], tmp_path: Path) -> None:
+    server: Server = live["server"]
+    job = post(server, {"spec": small_spec(name="http-job"), "job_id": "http-1"}, token=ADMIN).json()
+    url = f"{server.url}/api/v1/jobs/{job['id']}/events"
+    head = sse(url, ADMIN, limit=5)  # disconnect after five events...
+    rest = sse(url, ADMIN, last_id=head[-1]["id"])  # ...and reconnect where we left off
+    ids = [e["id"] for e in head + rest]
+    assert ids == list(range(1, len(ids) + 1))  # nothing lost, nothing repeated
+    assert head[0]["event"] == "job_started" and rest[-1]["event"] == "job_finished"
+    assert any(e["event"] == "epoch" for e in rest)
+    done = wait_state(server, job["id"], ("succeeded", "failed"))
+    assert done["state"] == "succeeded" and done["progress"] == 1.0, done
+    assert done["result"]["students"][0]["test_accuracy"] > 0.8
+    metrics = httpx.get(f"{url.removesuffix('/events')}/metrics", headers=auth(ADMIN)).json()
+    assert [m["epoch"] for m in metrics] == [1, 2]
+    files = {a["path"] for a in httpx.get(f"{url.removesuffix('/events')}/artifacts", headers=auth(ADMIN)).json()}
+    assert {"result.json", "events.jsonl", "students/student-0-g1.safetensors"} <= files
+    blob = httpx.get(f"{url.removesuffix('/events')}/artifacts/students/student-0-g1.safetensors",
+                     headers=auth(ADMIN))
+    (tmp_path / "student.safetensors").write_bytes(blob.content)
+    model = load_checkpoint(tmp_path / "student.safetensors")
+    assert sum(p.numel() for p in model.parameters()) > 0
+    logs = httpx.get(f"{url.removesuffix('/events')}/logs", headers=auth(ADMIN)).text
+    assert "job finished" in logs
+
+
+def test_priority_queue_cancel_and_service_restart(live: dict[str, Any]) -> None:
+    server: Server = live["server"]
+    tiny = {"train": {"epochs": 1, "batch_size": 64, "lr": 0.003}}
+    blocker = post(server, {"spec": small_spec(name="blocker", **tiny)}, token=ADMIN).json()
+    wait_state(server, blocker["id"], ("running",))
+    low = post(server, {"spec": small_spec(name="low", **tiny), "priority": 0}, token=ADMIN).json()
+    high = post(server, {"spec": small_spec(name="high", **tiny), "priority": 9}, token=ADMIN).json()
+    mid = post(server, {"spec": small_spec(name="mid", **tiny), "priority": 5}, token=ADMIN).json()
+    assert [j["queue_position"] for j in (high, mid)] == [1, 2]
+
+    running = wait_stage(server, high["id"], "students")  # high goes first once the blocker ends
+    assert httpx.get(f"{server.url}/api/v1/jobs/{blocker['id']}", headers=auth(ADMIN)).json()["state"] == "succeeded"
+    cancelled = httpx.post(f"{server.url}/api/v1/jobs/{running['id']}/cancel", headers=auth(ADMIN)).json()
+    assert cancelled["id"] == high["id"]
+    final = wait_state(server, high["id"], ("cancelled", "failed", "succeeded"))
+    assert final["state"] == "cancelled", final
+    _assert_stopped_with_its_actors(live["head"].address, high["id"])
+
+    # mid starts next; kill the service while it runs, restart it: the record is reconciled
+    wait_state(server, mid["id"], ("running",))
+    server.kill()
+    time.sleep(2)
+    server.start()
+    done = wait_state(server, mid["id"], ("succeeded", "failed"))
+    assert done["state"] == "succeeded", done
+    events = sse(f"{server.url}/api/v1/jobs/{mid['id']}/events", ADMIN)
+    on_disk = (Path(server.env["RAYKD_STORAGE"]) / mid["id"] / "events.jsonl").read_text().splitlines()
+    assert [e["id"] for e in events] == list(range(1, len(on_disk) + 1))  # every event kept
+    started = {j: wait_state(server, j, ("succeeded", "failed", "cancelled"))["started_at"]
+               for j in (high["id"], mid["id"], low["id"])}
+    assert started[high["id"]] < started[mid["id"]] < started[low["id"]]  # priority, then FIFO
+
+
+def _assert_stopped_with_its_actors(address: str, submission_id: str) -> None:
+    """Ray reports the job STOPPED, and no actor of that job (teachers, workers) is alive."""
+    from ray.job_submission import JobSubmissionClient
+    from ray.util.state import list_actors
+
+    client = JobSubmissionClient(address)
+    deadline = time.monotonic() + 60
+    while client.get_job_status(submission_id).value != "STOPPED" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert client.get_job_status(submission_id).value == "STOPPED"
+    ray_job = next((j.job_id for j in client.list_jobs() if j.submission_id == submission_id), None)
+    assert ray_job, "the cancelled job's driver never connected to Ray"
+    while time.monotonic() < deadline:
+        alive = list_actors(address=address, filters=[("job_id", "=", ray_job), ("state", "=", "ALIVE")])
+        if not alive:
+            return
+        time.sleep(1)
+    raise AssertionError(f"actors of the cancelled job still alive: {[a.class_name for a in alive]}")
