@@ -3,13 +3,38 @@
 from __future__ import annotations
 
 import os
+import secrets
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAYKD_TEST", "1")
+
+
+def _one_auth_mode_for_this_process() -> None:
+    """Token auth on, with this session's own token, for every Ray this process starts or joins.
+
+    Ray caches its auth mode and token in the process on first use (``RayConfig``), so a
+    test that switched to ``RAY_AUTH_MODE=disabled`` mid-session left the next in-process
+    ``ray.init`` with a client that no longer matched its GCS ("InvalidAuthToken"). One
+    mode, set before any Ray import, and a token file of our own (not ``~/.ray``) keep every
+    module alike whatever order they run in. Services started as subprocesses choose their
+    own mode explicitly (``tests/service_helpers.py``).
+    """
+    if os.environ.get("RAY_AUTH_MODE", "token") != "token":
+        return  # the caller chose another mode for the whole run: keep it
+    path = Path(tempfile.mkdtemp(prefix="raykd-test-auth-")) / "auth_token"
+    path.write_text(secrets.token_hex(32))
+    path.chmod(0o600)
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ.setdefault("RAY_AUTH_TOKEN_PATH", str(path))
+
+
+_one_auth_mode_for_this_process()
 
 
 @pytest.fixture(scope="module")

@@ -29,12 +29,16 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
-    """A head started with `ray start --block` in its own process group (stopped with it)."""
+    """A head started with `ray start --block` in its own process group (stopped with it).
+
+    Token auth on, as the README's commands run it: the session's token (see conftest).
+    """
     import ray
 
     if ray.is_initialized():
         ray.shutdown()
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    assert env["RAY_AUTH_MODE"] == "token" and Path(env["RAY_AUTH_TOKEN_PATH"]).is_file()
     gcs, dash = free_port(), free_port()
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs}", "--num-cpus=2",
@@ -82,3 +86,10 @@ def test_ray_job_submit_runs_raykd(ray_head: tuple[str, dict[str, str]], tmp_pat
     status = subprocess.run([str(BIN / "ray"), "job", "status", "--address", address, "raykd-test-1"],
                             env=env, capture_output=True, text=True)
     assert "succeeded" in status.stdout.lower()
+    # the job API really is behind the token: a client without it is turned away
+    anonymous = {k: v for k, v in env.items() if k != "RAY_AUTH_TOKEN_PATH"} | {
+        "RAY_AUTH_MODE": "disabled", "HOME": str(tmp_path)}
+    refused = subprocess.run([str(BIN / "ray"), "job", "list", "--address", address],
+                             env=anonymous, capture_output=True, text=True)
+    assert refused.returncode != 0, refused.stdout
+    assert "raykd-test-1" not in refused.stdout

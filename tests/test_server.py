@@ -140,18 +140,16 @@ def two_nodes() -> Iterator[dict[str, float]]:
 
     if ray.is_initialized():
         ray.shutdown()
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("RAY_AUTH_MODE", "disabled")  # loopback only
-        cluster = Cluster(initialize_head=True,
-                          head_node_args={"num_cpus": 2, "include_dashboard": False})
-        try:
-            cluster.add_node(num_cpus=6)
-            ray.init(address=cluster.address, logging_level="WARNING")
-            cluster.wait_for_nodes()
-            yield {n["NodeID"]: n["Resources"]["CPU"] for n in ray.nodes() if n["Alive"]}
-        finally:
-            ray.shutdown()
-            cluster.shutdown()
+    # the session's auth mode (token, see conftest): switching modes mid-process breaks Ray
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=6)
+        ray.init(address=cluster.address, logging_level="WARNING")
+        cluster.wait_for_nodes()
+        yield {n["NodeID"]: n["Resources"]["CPU"] for n in ray.nodes() if n["Alive"]}
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
 
 
 @pytest.fixture(scope="module")
