@@ -139,7 +139,7 @@ def run(spec: SpecArg, set_: SetOpt = None, job_id: JobIdOpt = None, job_dir: Jo
         if job.sweep is not None:
             from raykd.tune import print_sweep, run_sweep
 
-            print_sweep(run_sweep(job, job_dir=job_dir, log=echo_log))
+            print_sweep(run_sweep(job, job_id=job_id, job_dir=job_dir, log=echo_log))
             return
 
         def follow(opened: Any) -> Any:
@@ -282,8 +282,11 @@ def watch_job(client: Any, job_id: str) -> int:
 def serve(host: Annotated[str | None, typer.Option(help="Bind address (default RAYKD_HOST or "
                                                    "127.0.0.1).", show_default=False)] = None,
           port: Annotated[int | None, typer.Option(help="Bind port (default RAYKD_PORT or 8000).",
-                                                   show_default=False)] = None) -> None:
-    """Run the control plane (REST API) that queues jobs and runs them on Ray."""
+                                                   show_default=False)] = None,
+          env_file: Annotated[Path | None, typer.Option(
+              help="A settings file of RAYKD_*=value lines (default RAYKD_ENV_FILE); the "
+                   "environment overrides it.", show_default=False)] = None) -> None:
+    """Run the control plane (REST API and dashboard) that queues jobs and runs them on Ray."""
 
     def go() -> None:
         from pydantic import ValidationError
@@ -292,7 +295,13 @@ def serve(host: Annotated[str | None, typer.Option(help="Bind address (default R
         from raykd.service.app import run_server
         from raykd.service.settings import Settings
 
-        overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+        overrides: dict[str, Any] = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+        path = env_file or (Path(os.environ["RAYKD_ENV_FILE"]) if os.environ.get("RAYKD_ENV_FILE") else None)
+        if path is not None:
+            if not path.is_file():
+                raise UserError(f"settings file {str(path)!r} does not exist (give a file of "
+                                "RAYKD_*=value lines, or leave --env-file out)")
+            overrides["_env_file"] = path
         try:
             settings = Settings(**overrides)
         except ValidationError as err:

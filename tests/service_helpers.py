@@ -22,11 +22,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+RAY_AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+
+
+def session_ray_token() -> str:
+    """This test session's Ray token (conftest writes it; Ray's token auth stays on)."""
+    return Path(os.environ["RAY_AUTH_TOKEN_PATH"]).read_text().strip()
+
+
 def service_env(**extra: str) -> dict[str, str]:
-    """The environment of test services: Ray auth off on loopback (tests only), raykd on PATH."""
-    return {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
-            "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
-            **extra}
+    """The environment of test services: raykd on PATH and no Ray auth variables of our own.
+
+    Ray's token auth is on everywhere: a Ray head gets the session's token file
+    (:class:`RayHead`); ``raykd serve`` gets the token only as ``RAYKD_RAY_TOKEN`` (so the
+    tests show that the service itself passes it on to Ray).
+    """
+    env = {k: v for k, v in os.environ.items() if k not in RAY_AUTH_VARS}
+    return {**env, "RAY_USAGE_STATS_ENABLED": "0", "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}",
+            "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1", **extra}
 
 
 class RayHead:
@@ -40,7 +53,8 @@ class RayHead:
                f"--num-cpus={num_cpus}", f"--temp-dir={temp_dir}", "--disable-usage-stats",
                f"--dashboard-agent-listen-port={free_port()}", f"--ray-client-server-port={free_port()}"]
         self.log = open(tmp / "ray-head.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(cmd, env=service_env(), stdout=self.log, stderr=subprocess.STDOUT,
+        env = service_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=os.environ["RAY_AUTH_TOKEN_PATH"])
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         self.address = f"http://127.0.0.1:{self.dashboard_port}"
         wait_http(f"{self.address}/api/version", timeout=90, proc=self.proc)
@@ -56,8 +70,9 @@ class Server:
     def __init__(self, tmp: Path, name: str, **settings: Any) -> None:
         self.port = free_port()
         self.tmp, self.name = tmp, name
+        settings.setdefault("ray_token", session_ray_token())
         self.env = service_env(**{f"RAYKD_{k.upper()}": str(v) for k, v in settings.items()},
-                            RAYKD_PORT=str(self.port))
+                               RAYKD_PORT=str(self.port))
         self.url = f"http://127.0.0.1:{self.port}"
         self.start()
 

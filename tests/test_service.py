@@ -10,7 +10,9 @@ restart the service mid-job.
 from __future__ import annotations
 
 import concurrent.futures
+import http.client
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +23,7 @@ import pytest
 
 from raykd.models import load_checkpoint
 from tests.conftest import digits_spec
-from tests.service_helpers import RayHead, Server
+from tests.service_helpers import RayHead, Server, session_ray_token
 
 pytestmark = pytest.mark.ray
 ADMIN, ALICE, BOB = "admin-secret", "alice-secret", "bob-secret"
@@ -61,11 +63,55 @@ def test_health_needs_no_token_and_ready_reaches_the_owned_ray_head(paused: Serv
     assert ready.status_code == 200 and ready.json() == {"database": True, "ray": True}
 
 
-@pytest.mark.parametrize(("headers", "status"), [
-    ({}, 401), ({"Authorization": "Bearer wrong"}, 401), ({"Authorization": "Basic abc"}, 401),
-    (auth(ALICE), 200), (auth(ADMIN), 200)])
-def test_every_api_route_needs_a_valid_token(paused: Server, headers: dict[str, str], status: int) -> None:
-    assert httpx.get(f"{paused.url}/api/v1/jobs", headers=headers).status_code == status
+def owned_head_port(token_path: Path) -> int:
+    """The dashboard port of the ``ray start --head`` process that reads ``token_path``."""
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile, or not ours
+            continue
+        found = re.search(r"ray start --head .*--dashboard-port=(\d+)", cmdline)
+        if found and f"RAY_AUTH_TOKEN_PATH={token_path}".encode() in environ:
+            return int(found.group(1))
+    raise AssertionError(f"no Ray head reading {token_path} is running")
+
+
+def test_the_owned_ray_head_runs_with_token_auth(paused: Server) -> None:
+    """No RAYKD_RAY_ADDRESS: the head ``raykd serve`` starts refuses clients without its token."""
+    service = paused.tmp / "storage" / ".service"
+    assert (service / "ray_token").stat().st_mode & 0o077 == 0  # the owner's alone
+    assert (service / "ray_token").read_text().strip() == session_ray_token()  # RAYKD_RAY_TOKEN
+    port = owned_head_port(service / "ray_token")
+    url = f"http://127.0.0.1:{port}/api/jobs/"
+    assert httpx.get(url, timeout=30).status_code == 401
+    with_token = httpx.get(url, headers=auth(session_ray_token()), timeout=30)
+    assert with_token.status_code == 200
+
+
+def api_routes(server: Server, job_id: str) -> list[tuple[str, str]]:
+    """Every (method, url) of the API, from the service's own OpenAPI schema."""
+    schema = httpx.get(f"{server.url}/openapi.json", timeout=30).json()
+    routes = []
+    for path, ops in schema["paths"].items():
+        if path.startswith("/api/"):
+            url = server.url + path.replace("{job_id}", job_id).replace("{path}", "result.json")
+            routes += [(method.upper(), url) for method in ops]
+    return routes
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic abc"},
+                                     {"Authorization": f"Bearer {ADMIN}x"}, {"Authorization": "Bearer"}])
+def test_every_api_route_needs_a_valid_token(paused: Server, headers: dict[str, str]) -> None:
+    job = post(paused, {"spec": small_spec()}).json()
+    routes = api_routes(paused, job["id"])
+    assert len(routes) >= 12  # submit, list, get, patch, cancel, retry, delete, events, ...
+    for method, url in routes:
+        r = httpx.request(method, url, headers=headers, json={}, timeout=30)
+        assert r.status_code == 401, (method, url, r.status_code)
+        assert ADMIN not in r.text
+    for token in (ALICE, ADMIN):  # and the right tokens do get through
+        assert httpx.get(f"{paused.url}/api/v1/jobs/{job['id']}", headers=auth(token)).status_code == 200
 
 
 def test_bad_input_gets_a_clear_4xx_never_a_500(paused: Server) -> None:
@@ -101,11 +147,31 @@ def test_users_see_only_their_own_jobs(paused: Server) -> None:
     assert job["id"] not in [j["id"] for j in bobs]
 
 
+def raw_get(server: Server, path: str, token: str) -> tuple[int, bytes]:
+    """GET ``path`` sent byte for byte (httpx would normalise ``..`` segments first)."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.request("GET", path, headers=auth(token))
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
 def test_artifact_paths_cannot_leave_the_job(paused: Server) -> None:
     job = post(paused, {"spec": small_spec()}).json()
-    for path in ("../../etc/passwd", "..%2F..%2Fetc%2Fpasswd", "%2Fetc%2Fpasswd", "spec.json/../../x"):
-        r = httpx.get(f"{paused.url}/api/v1/jobs/{job['id']}/artifacts/{path}", headers=auth(ALICE))
-        assert r.status_code == 404, (path, r.status_code)
+    storage = paused.tmp / "storage"
+    (storage / job["id"]).mkdir(parents=True, exist_ok=True)
+    (storage / job["id"] / "result.json").write_text('{"mine": true}')
+    (storage / "secret.json").write_text('{"secret": "outside the job"}')
+    base = f"/api/v1/jobs/{job['id']}/artifacts"
+    assert raw_get(paused, f"{base}/result.json", ALICE) == (200, b'{"mine": true}')  # the guard lets this by
+    for path in ("../secret.json", "..%2Fsecret.json", "%2E%2E/secret.json", "%2e%2e%2fsecret.json",
+                 f"{storage}/secret.json", f"%2F{str(storage)[1:]}/secret.json", "result.json/../../secret.json",
+                 "./../secret.json", "..\\secret.json", "../raykd.db", "../.service/ray_token"):
+        status, body = raw_get(paused, f"{base}/{path}", ALICE)
+        assert status in (400, 404), (path, status)
+        assert b"outside the job" not in body and session_ray_token().encode() not in body, path
 
 
 def test_idempotent_and_concurrent_submissions_are_recorded_exactly_once(paused: Server) -> None:
@@ -256,6 +322,7 @@ def test_priority_queue_cancel_and_service_restart(live: dict[str, Any]) -> None
     server.start()
     done = wait_state(server, mid["id"], ("succeeded", "failed"))
     assert done["state"] == "succeeded", done
+    assert "reconciled after a service restart" in (done["note"] or ""), done
     events = sse(f"{server.url}/api/v1/jobs/{mid['id']}/events", ADMIN)
     on_disk = (Path(server.env["RAYKD_STORAGE"]) / mid["id"] / "events.jsonl").read_text().splitlines()
     assert [e["id"] for e in events] == list(range(1, len(on_disk) + 1))  # every event kept
@@ -282,3 +349,22 @@ def _assert_stopped_with_its_actors(address: str, submission_id: str) -> None:
             return
         time.sleep(1)
     raise AssertionError(f"actors of the cancelled job still alive: {[a.class_name for a in alive]}")
+
+
+def test_settings_come_from_a_file_and_the_environment_wins(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from raykd.cli import app
+    from raykd.service.settings import Settings
+
+    path = tmp_path / "raykd.env"
+    path.write_text(f"RAYKD_MAX_RUNNING=3\nRAYKD_PORT=8123\nRAYKD_STORAGE={tmp_path}/s\n")
+    monkeypatch.setenv("RAYKD_PORT", "9001")
+    settings = Settings(_env_file=path)  # type: ignore[call-arg]
+    assert (settings.max_running, settings.port, settings.storage) == (3, 9001, tmp_path / "s")
+    missing = CliRunner().invoke(app, ["serve", "--env-file", str(tmp_path / "nope.env")])
+    assert missing.exit_code == 2 and "does not exist" in missing.output and "Traceback" not in missing.output
+    path.write_text("RAYKD_MAX_RUNNING=zero\n")
+    bad = CliRunner().invoke(app, ["serve", "--env-file", str(path)])
+    assert bad.exit_code == 2 and "RAYKD_MAX_RUNNING" in bad.output, bad.output

@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from pydantic import SecretStr
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from raykd.service.ray_jobs import OwnedHead, RayJobs
+from raykd.service.ray_jobs import OwnedHead, RayJobs, owned_head_token
 from raykd.service.routes import health, jobs
 from raykd.service.scheduler import Scheduler
 from raykd.service.settings import Settings
@@ -100,7 +100,10 @@ def _ray(settings: Settings) -> tuple[RayJobs, OwnedHead | None]:
     token = settings.ray_token.get_secret_value() if settings.ray_token else None
     if settings.ray_address:
         return RayJobs(settings.ray_address, token=token), None
-    head = OwnedHead(num_cpus=settings.ray_num_cpus, temp_dir=Path(tempfile.mkdtemp(prefix="raykd-ray-")))
+    token_path = settings.storage / ".service" / "ray_token"
+    token = owned_head_token(token_path, token)
+    head = OwnedHead(num_cpus=settings.ray_num_cpus, temp_dir=Path(tempfile.mkdtemp(prefix="raykd-ray-")),
+                     token_path=token_path)
     head.wait_ready()
     return RayJobs(head.address, token=token), head
 

@@ -7,12 +7,18 @@ own authentication: ``RAYKD_RAY_TOKEN`` (or Ray's ``RAY_AUTH_TOKEN``/token file)
 bearer token; it never invents a second scheme.
 
 With no ``RAYKD_RAY_ADDRESS`` the service starts and owns a local Ray head (a
-``ray start --head --block`` child on loopback, stopped with the service).
+``ray start --head --block`` child on loopback, stopped with the service). That head always
+runs with Ray's token authentication (``RAY_AUTH_MODE=token``) whatever the service's own
+environment says: Ray's GCS and raylets listen on every interface, and an unauthenticated
+job API runs arbitrary code for anyone who reaches it. Its token is ``RAYKD_RAY_TOKEN`` or
+one generated once and kept (0600) at ``<storage>/.service/ray_token``; the jobs it runs
+inherit it, so their drivers join the head with the same token.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shlex
 import shutil
 import signal
@@ -35,7 +41,7 @@ def _free_port() -> int:
 class OwnedHead:
     """A local Ray head owned by the service process (loopback dashboard, stopped with it)."""
 
-    def __init__(self, *, num_cpus: int | None, temp_dir: Path) -> None:
+    def __init__(self, *, num_cpus: int | None, temp_dir: Path, token_path: Path) -> None:
         self.dashboard_port = _free_port()
         gcs_port = _free_port()
         ray = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
@@ -46,11 +52,15 @@ class OwnedHead:
         if num_cpus:
             cmd.append(f"--num-cpus={num_cpus}")
         temp_dir.mkdir(parents=True, exist_ok=True)
-        self.log = open(temp_dir.parent / "ray-head.log", "ab")  # noqa: SIM115 - lives with the head
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.log = open(token_path.parent / "ray-head.log", "ab")  # noqa: SIM115 - lives with the head
+        env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN"}
+        env |= {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_path)}
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True)
         self.address = f"http://127.0.0.1:{self.dashboard_port}"
 
     def wait_ready(self, timeout_s: float = 90.0) -> None:
+        import urllib.error
         import urllib.request
 
         deadline = time.monotonic() + timeout_s
@@ -61,6 +71,8 @@ class OwnedHead:
             try:
                 with urllib.request.urlopen(f"{self.address}/api/version", timeout=2):
                     return
+            except urllib.error.HTTPError:
+                return  # it answers (401 before the token is checked is still an answer)
             except OSError:
                 time.sleep(0.5)
         raise RuntimeError(f"the local Ray head did not answer within {timeout_s:g} s; see {self.log.name}")
@@ -73,6 +85,23 @@ class OwnedHead:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
         self.log.close()
+
+
+def owned_head_token(path: Path, given: str | None) -> str:
+    """The owned head's token: ``given`` (RAYKD_RAY_TOKEN), else the one kept at ``path``.
+
+    Written to ``path`` (0600, atomically) either way: the head reads it from there.
+    """
+    if given is None and path.is_file():
+        return path.read_text().strip()
+    token = given or secrets.token_hex(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token)
+    os.replace(tmp, path)
+    return token
 
 
 class RayJobs:

@@ -63,6 +63,8 @@ class Scheduler:
         self.settings, self.store, self.ray = settings, store, ray
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self.started_at = time.time()
+        self._seen: set[str] = set()  # active jobs followed since this service started
         self._thread = threading.Thread(target=self._loop, name="raykd-scheduler", daemon=True)
 
     def start(self) -> None:
@@ -124,7 +126,14 @@ class Scheduler:
             fields.update(stage=status.stage, progress=status.progress, latest_metrics=status.latest_metrics)
             fields["started_at"] = row.started_at or started[-1].time
         state = status.state if this_attempt else "pending"
+        first_look = row.id not in self._seen and (row.started_at or 0) < self.started_at
+        self._seen.add(row.id)
+        if first_look and row.state == "running":  # it ran while no service watched it
+            fields["note"] = "reconciled after a service restart: the job was still running on Ray"
         if state in ("succeeded", "failed", "cancelled") and this_attempt and status.error != DIED_MESSAGE:
+            if first_look and events[-1].time < self.started_at:
+                fields["note"] = (f"reconciled after a service restart: the job ended ({state}) while "
+                                  "the service was down")
             self._finish(row, state, status.error, job_dir, fields)
         elif ray_state in RAY_TERMINAL or (ray_state is None and row.submission_id):
             self._lost(row, ray_state, job_dir, fields)

@@ -164,15 +164,19 @@ def make_tuner(job: Job, shared: dict[str, Any], plan: TrialPlan) -> tuple[Any, 
 
 
 def run_sweep(
-    spec: JobSpec, *, job_dir: Path | None = None, log: Log = print, naive: bool = False
+    spec: JobSpec, *, job_id: str | None = None, job_dir: Path | None = None, log: Log = print,
+    naive: bool = False,
 ) -> dict[str, Any]:
     """Run (or resume) the sweep of ``spec.sweep``; write and return ``sweep.json``'s content.
 
     Args:
         spec: A job spec with a ``sweep:`` section; ``methods[0]`` is the base that each
             trial overrides (method, W, T, alpha).
-        job_dir: Output directory; default ``<storage>/<name>-sweep-<spec hash>``. A
-            directory that holds this spec's interrupted sweep is resumed.
+        job_id: The job's id (``raykd run --job-id``, as the service submits it): the
+            directory is then ``<storage>/<job_id>``, as for a run.
+        job_dir: Output directory; default ``<storage>/<job_id>`` with an id, else
+            ``<storage>/<name>-sweep-<spec hash>``. A directory that holds this spec's
+            interrupted sweep is resumed.
         log: Receives one line per stage.
         naive: Benchmark baseline: no teacher stage; every trial builds the teachers from
             their checkpoints (all must have one) and computes its own train logits.
@@ -189,8 +193,10 @@ def run_sweep(
     start = time.perf_counter()
     spec = resolve_spec_paths(spec)
     trials = num_trials(sweep)
-    job = open_job(spec, job_dir=absolute(job_dir or default_job_dir(spec)), kind="sweep", log=log,
-                   students=trials, total_epochs=trials * spec.train.epochs)
+    if job_dir is None and job_id is None:
+        job_dir = default_job_dir(spec)
+    job = open_job(spec, job_id=job_id, job_dir=absolute(job_dir) if job_dir else None,
+                   kind="sweep", log=log, students=trials, total_epochs=trials * spec.train.epochs)
     try:
         return _sweep(job, start, naive=naive)
     except BaseException as exc:

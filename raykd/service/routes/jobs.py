@@ -231,32 +231,37 @@ def _caught_up(state: State, job_id: str, seen: int) -> bool:
 
 
 @router.get("/{job_id}/logs", response_class=PlainTextResponse, summary="The driver's log")
-async def logs(row: OwnedJob, state: State, offset: Annotated[int, Query(ge=0)] = 0,
-               tail: Annotated[int | None, Query(ge=1, le=100_000)] = None,
-               follow: bool = False) -> Response:
+async def logs(row: OwnedJob, state: State,
+               offset: Annotated[int, Query(ge=0, description="Start at this byte of the log (UTF-8): "
+                                            "the number of bytes already read, to resume.")] = 0,
+               tail: Annotated[int | None, Query(ge=1, le=100_000,
+                                                 description="Only the last N lines.")] = None,
+               follow: Annotated[bool, Query(description="Keep the response open and stream new "
+                                             "output until the job ends.")] = False) -> Response:
     if not follow:
-        return PlainTextResponse(_log_slice(state, row, offset, tail))
+        return Response(_log_bytes(state, row, offset, tail), media_type="text/plain; charset=utf-8")
 
     async def stream() -> AsyncIterator[bytes]:
         pos = offset
         while True:
-            text = await asyncio.to_thread(_log_slice, state, row, pos, None)
-            if text:
-                pos += len(text)
-                yield text.encode()
+            data = await asyncio.to_thread(_log_bytes, state, row, pos, None)
+            if data:
+                pos += len(data)  # bytes, as the client counts them
+                yield data
             current = await asyncio.to_thread(state.store.get, row.id)
             if current is None or current.state in FINAL_STATES:
                 return
             await asyncio.sleep(1.0)
 
-    return StreamingResponse(stream(), media_type="text/plain")
+    return StreamingResponse(stream(), media_type="text/plain; charset=utf-8")
 
 
-def _log_slice(state: State, row: JobRow, offset: int, tail: int | None) -> str:
+def _log_bytes(state: State, row: JobRow, offset: int, tail: int | None) -> bytes:
+    """The driver log as UTF-8 from byte ``offset`` (or its last ``tail`` lines)."""
     text = state.ray.logs(row.submission_id) if row.submission_id else ""
     if tail is not None:
-        return "\n".join(text.splitlines()[-tail:]) + ("\n" if text else "")
-    return text[offset:]
+        return ("\n".join(text.splitlines()[-tail:]) + ("\n" if text else "")).encode()
+    return text.encode()[offset:]
 
 
 def _artifacts(state: State, row: JobRow) -> list[tuple[str, Path]]:
