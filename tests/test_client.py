@@ -392,7 +392,7 @@ def fake_cli(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[..., httpx.R
     """Point the CLI's client at a handler."""
 
     def install(handler: Callable[[httpx.Request], httpx.Response]) -> None:
-        monkeypatch.setattr("raykd.cli.make_client",
+        monkeypatch.setattr("raykd.cli.control.make_client",
                             lambda url, token: client_for(handler, token=token or TOKEN))
 
     return install

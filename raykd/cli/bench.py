@@ -1,0 +1,59 @@
+"""``raykd bench ...``: the speed, quality, sweep and API benchmarks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from raykd.cli.common import SetOpt, SpecArg, echo_log, guarded, read_spec
+
+bench_app = typer.Typer(no_args_is_help=True, help="Speed and quality benchmarks.")
+
+OutOpt = Annotated[Path, typer.Option(help="Directory for the tables and plots.")]
+StepsOpt = Annotated[int | None, typer.Option(help="Training steps per row.")]
+QuickOpt = Annotated[bool, typer.Option(help="A small, fast version (smoke check).")]
+
+
+@bench_app.command("speed")
+def bench_speed(out: OutOpt = Path("raykd-runs/bench-speed"), quick: QuickOpt = False,
+                steps: StepsOpt = None) -> None:
+    """Throughput of raykd against the student alone and a plain PyTorch KD loop."""
+    from raykd.bench.speed import run_speed_bench
+
+    guarded(lambda: run_speed_bench(out=out, quick=quick, steps=steps))
+
+
+@bench_app.command("sweep")
+def bench_sweep(spec: SpecArg = "mnist-sweep", out: OutOpt = Path("raykd-runs/bench-sweep"),
+                set_: SetOpt = None) -> None:
+    """Sweep wall time with shared teacher logits against each trial running its teachers."""
+    from raykd.tune.bench import run_sweep_bench
+
+    guarded(lambda: run_sweep_bench(read_spec(spec, set_ or []), out=out, log=echo_log))
+
+
+@bench_app.command("quality")
+def bench_quality(out: OutOpt = Path("raykd-runs/bench-quality"), quick: QuickOpt = False,
+                  seeds: Annotated[int | None, typer.Option(help="Seeds per row.")] = None) -> None:
+    """Accuracy of every method against the ensemble (can a student exceed its teachers?)."""
+    from raykd.bench.quality import run_quality_bench
+
+    guarded(lambda: run_quality_bench(out=out, quick=quick, seeds=seeds))
+
+
+
+@bench_app.command("api")
+def bench_api(out: OutOpt = Path("raykd-runs/bench-api"),
+              jobs: Annotated[int, typer.Option(help="Jobs inserted before measuring.")] = 1000,
+              clients: Annotated[int, typer.Option(help="Concurrent clients.")] = 50,
+              rounds: Annotated[int, typer.Option(help="Rounds over the three endpoints.")] = 5,
+              requests: Annotated[int, typer.Option(
+                  help="Measured requests per endpoint and round.")] = 1000) -> None:
+    """Latency and throughput of the REST API (a real server, paused queue, SQLite)."""
+    from raykd.bench.api import run_api_bench
+
+    guarded(lambda: run_api_bench(out=out, jobs=jobs, clients=clients, rounds=rounds,
+                                  requests=requests))
+

@@ -1,0 +1,97 @@
+"""What every ``raykd`` command shares: reading a spec with ``--set`` overrides, and
+:func:`guarded`, which turns a user error into one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import typer
+import yaml
+
+EXIT_USER_ERROR = 2
+
+
+def guarded(fn: Callable[[], Any]) -> Any:
+    """Run ``fn``; user errors become one line on stderr and exit code 2."""
+    from raykd.errors import user_message
+
+    try:
+        return fn()
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - classified below
+        message = user_message(exc)
+        if message is None or os.environ.get("RAYKD_DEBUG"):
+            traceback.print_exc()
+            if message is None:
+                raise typer.Exit(1) from None
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(EXIT_USER_ERROR) from None
+
+
+def override_value(item: str, raw: str) -> Any:
+    """The YAML value of one ``--set`` item; SpecError naming the item when it does not parse."""
+    from raykd.spec import SpecError
+
+    try:
+        return yaml.safe_load(raw)
+    except (yaml.YAMLError, RecursionError) as err:
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise SpecError(
+            f"--set {item!r}: value {raw!r} is not valid YAML ({problem}); accepted: a YAML "
+            "value such as 2, 0.5, [64, 32] or {name: mlp}, or text in quotes"
+        ) from None
+
+
+def echo_log(line: str) -> None:
+    """Progress lines of a job, on stdout with a ``raykd:`` prefix."""
+    typer.echo(f"raykd: {line}")
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b=value`` overrides (value parsed as YAML) to a spec mapping."""
+    from raykd.spec import SpecError
+
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise SpecError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=2")
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            elif isinstance(node, dict):
+                node = node.setdefault(part, {})
+            else:
+                raise SpecError(
+                    f"--set {item!r}: {part!r} is not a mapping or list index in the spec"
+                )
+        last = parts[-1]
+        value = override_value(item, raw)
+        if isinstance(node, list) and last.isdigit() and int(last) < len(node):
+            node[int(last)] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise SpecError(f"--set {item!r}: cannot set {last!r} there")
+    return data
+
+
+def read_spec(source: str, overrides: list[str]) -> Any:
+    """Load a spec file (or bundled example name), apply overrides, validate."""
+    from raykd.spec import parse_spec, read_mapping
+
+    return parse_spec(apply_overrides(read_mapping(source), overrides))
+
+
+SpecArg = Annotated[
+    str, typer.Argument(help="A spec file (YAML) or a bundled example name, e.g. mnist-wkd.")
+]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", help="Override a spec field: KEY=VALUE.")
+]
