@@ -22,17 +22,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from raykd.data.builtin import load_diamonds, load_digits, load_mnist
+from raykd.data.checks import check_fraction, check_seed, check_train_limit
 from raykd.data.files import READERS
-from raykd.data.splits import (
-    DataError,
-    Dataset,
-    RawData,
-    Split,
-    build_dataset,
-    check_fraction,
-    check_seed,
-    check_train_limit,
-)
+from raykd.data.splits import DataError, Dataset, RawData, Split, build_dataset
 
 __all__ = ["DATASETS", "FILE_SUFFIXES", "DataError", "Dataset", "Split", "load_dataset"]
 
