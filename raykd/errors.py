@@ -13,6 +13,10 @@ class UserError(Exception):
     """Base of every error caused by the user's input; its message names the field and value."""
 
 
+class SpecError(UserError, ValueError):
+    """A spec that cannot be read or does not validate; the message is one line per problem."""
+
+
 class ResourceError(UserError, ValueError):
     """The cluster cannot hold what the spec asks for."""
 
