@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,9 @@ from typer.testing import CliRunner
 
 from raykd.cli import app
 from raykd.data import DATASETS
-from raykd.engine.students import generation_seed
+from raykd.engine.context import Job
+from raykd.engine.prepare import Prepared, prepare
+from raykd.engine.students import generation_seed, student_refs
 from raykd.errors import JobDirError
 from raykd.jobdir import (
     BUILTIN_DATASETS,
@@ -30,6 +33,9 @@ from raykd.jobdir import (
 from raykd.losses.topk import TopK, concat_rows, dense, to_topk
 from raykd.spec import parse_spec
 from raykd.teachers.cache import LogitCache, cache_key
+from raykd.tune.driver import shared_inputs
+from raykd.tune.space import plan_resources
+from raykd.tune.trial import teacher_logits
 from tests.conftest import digits_spec
 
 
@@ -157,6 +163,68 @@ def test_topk_at_or_above_the_class_count_is_a_spec_error(tmp_path: Path) -> Non
     spec.write_text(yaml.safe_dump(digits_spec(str(tmp_path))))
     line = error_line(*cli("run", str(spec), "--set", "cache.topk=10"))
     assert "cache.topk=10 must be below the number of classes (10)" in line
+
+
+TOPK = 3
+
+
+@pytest.fixture(scope="module")
+def topk_prepared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Job, Prepared]]:
+    """A real job prefix (2 small teachers trained on digits) of a spec with ``cache.topk: 3``."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    root = tmp_path_factory.mktemp("topk")
+    spec = resolve_spec_paths(parse_spec(digits_spec(
+        str(root), cache={"topk": TOPK}, methods=[{"method": "wkd"}],
+        teachers=[{"model": {"name": "mlp", "hidden": [16]}, "seed": s} for s in (1, 2)],
+        teacher_train={"epochs": 1, "batch_size": 64, "lr": 0.003},
+        sweep={"searcher": "grid", "temperature": {"values": [2.0, 4.0]}})))
+    job = Job(spec=spec, job_dir=root / "job", log=lambda _: None)
+    try:
+        yield job, prepare(job)
+    finally:
+        ray.shutdown()
+
+
+def assert_topk(logits: object, *, teachers: int, rows: int) -> TopK:
+    assert isinstance(logits, TopK), f"dense logits {type(logits).__name__} where cache.topk={TOPK}"
+    assert logits.values.shape == logits.indices.shape == (teachers, rows, TOPK)
+    assert logits.rest_lse.shape == (teachers, rows) and logits.num_classes == 10
+    return logits
+
+
+@pytest.mark.ray
+def test_sweep_trials_and_run_students_train_on_the_same_topk_targets(
+        topk_prepared: tuple[Job, Prepared]) -> None:
+    """What a ``raykd run`` student reads, a shared-mode trial and a naive trial: one top-k."""
+    import ray
+
+    job, prepared = topk_prepared
+    method, n = job.spec.methods[0], len(prepared.data.train)
+    run = ray.get(student_refs(method, prepared.teachers, prepared.refs)["teacher_train"])
+    run = assert_topk(run, teachers=2, rows=n)
+
+    plan = plan_resources(job.spec, cluster_cpus=2, cluster_gpus=0, use_gpu=False)
+    shared = shared_inputs(job, prepared.data, prepared.refs, prepared.teachers, plan, use_gpu=False)
+    x_train = ray.get(shared["x_train"])
+    trial, cost = teacher_logits(shared, method, x_train)
+    for got, want in zip(assert_topk(trial, teachers=2, rows=n), run, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert cost["teacher_forward_examples"] == 0
+
+    # naive mode: each trial runs the same teachers (from their checkpoints) itself
+    raw = job.spec.model_dump(mode="json")
+    for t, checkpoint in zip(raw["teachers"], prepared.teachers.checkpoints, strict=True):
+        t["checkpoint"] = checkpoint
+    naive_job = Job(spec=parse_spec(raw), job_dir=job.job_dir, log=job.log)
+    shared = shared_inputs(naive_job, prepared.data, prepared.refs, None, plan, use_gpu=False)
+    naive, cost = teacher_logits(shared, method, x_train)
+    assert cost["teacher_forward_examples"] == 2 * n
+    np.testing.assert_allclose(dense(assert_topk(naive, teachers=2, rows=n)), dense(run),
+                               rtol=1e-5, atol=1e-5)
 
 
 # --- 8. atomic publishing ------------------------------------------------------------------

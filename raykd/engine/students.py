@@ -174,6 +174,20 @@ def _fault(job: Job, index: int, generation: int) -> dict[str, Any] | None:
     return {**json.loads(raw), "marker": str(job.job_dir / f"fault-{index}-g{generation}.fired")}
 
 
+def student_refs(method: MethodSpec, source: TeacherSet, refs: dict[str, Any]) -> dict[str, Any]:
+    """What a student's workers read: the split refs, and its teachers' logits or actors.
+
+    Cached logits are ``source.train_ref()``, in the spec's form (top-k with
+    ``cache.topk``, the same object a sweep trial reads); online teachers (augmentation)
+    are the live actors; ``method: none`` gets neither.
+    """
+    online = None if method.method == "none" else source.pool
+    return {"data": {k: refs[k] for k in ("x_train", "y_train", "x_val", "y_val")},
+            "teacher_train": (None if method.method == "none" or online is not None
+                              else source.train_ref()),
+            "teacher_actors": None if online is None else online.actors}
+
+
 def train_one(job: Job, data: Dataset, method: MethodSpec, source: TeacherSet, refs: dict[str, Any],
               *, index: int, label: str, generation: int) -> dict[str, Any]:
     """Fit one student on Ray Train (resuming an earlier attempt's state) and evaluate it."""
@@ -196,11 +210,7 @@ def train_one(job: Job, data: Dataset, method: MethodSpec, source: TeacherSet, r
     name = f"student-{index}-g{generation}"
     with job.stage("students"):
         res = train_student_ray(
-            config,
-            refs={"data": {k: refs[k] for k in ("x_train", "y_train", "x_val", "y_val")},
-                  "teacher_train": (None if method.method == "none" or online
-                                    else source.train_ref()),
-                  "teacher_actors": source.pool.actors if online else None},
+            config, refs=student_refs(method, source, refs),
             num_workers=spec.scaling.num_workers, use_gpu=resolve_gpu(spec.scaling.use_gpu),
             cpus_per_worker=spec.scaling.cpus_per_worker, storage=job.job_dir / "ray_train",
             name=f"{name}-a{job.attempt}", out=job.job_dir / "students" / f"{name}.safetensors",
