@@ -13,14 +13,13 @@ The stages:
    no finished trial;
 4. ``trials.csv``, ``heatmap_w_t.png``, ``alpha.png``; the best configuration (arg-max of
    the last reported ``val_accuracy``) retrained on train+val and tested:
-   ``best_student.safetensors``; everything in ``sweep.json``.
+   ``best_student.safetensors``; everything in ``sweep.json`` (:mod:`raykd.tune.outputs`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -45,8 +44,8 @@ from raykd.spec import JobSpec, SpecError
 from raykd.train.config import StudentConfig
 from raykd.tune.events import TrialEvents
 from raykd.tune.final import final_student, reuse_final
-from raykd.tune.plots import alpha_plot, heatmap_w_t
-from raykd.tune.results import best_row, grid_rows, write_csv
+from raykd.tune.outputs import sweep_result, write_outputs
+from raykd.tune.results import best_row, grid_rows
 from raykd.tune.space import (
     METRIC,
     MODE,
@@ -223,7 +222,8 @@ def _sweep(job: Job, start: float, *, naive: bool) -> dict[str, Any]:
     final = None
     if sweep.final_retrain and teachers is not None:
         final = _final(job, data, teachers, shared, best, plan)
-    result = _result(job, data, rows, best, final, files, plan, resumed=resumed, naive=naive)
+    result = sweep_result(job, data, rows, best, final, files, plan, resumed=resumed,
+                          naive=naive)
     result["timings"] = {**job.timer.stages, "total": time.perf_counter() - start}
     (job_dir / "sweep.json").write_text(json.dumps(result, indent=2, default=str))
     job.emit(JobFinished(result=str(job_dir / "sweep.json"), seconds=time.perf_counter() - start))
@@ -317,57 +317,3 @@ def stop_if_interrupted(job: Job, rows: list[dict[str, Any]], *, tune_seconds: f
         f"with --job-dir {job.job_dir} to resume (finished trials are kept)"
     )
     raise KeyboardInterrupt
-
-
-def write_outputs(job_dir: Path, rows: list[dict[str, Any]]) -> dict[str, str]:
-    """The trials table and the two plots; their paths."""
-    return {
-        "trials": str(write_csv(rows, job_dir / "trials.csv")),
-        "heatmap": str(heatmap_w_t(rows, job_dir / "heatmap_w_t.png")),
-        "alpha": str(alpha_plot(rows, job_dir / "alpha.png")),
-    }
-
-
-def _json_row(row: dict[str, Any]) -> dict[str, Any]:
-    """A row with NaN as None: ``sweep.json`` stays valid JSON for any reader."""
-    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
-
-
-def _result(
-    job: Job,
-    data: Dataset,
-    rows: list[dict[str, Any]],
-    best: dict[str, Any],
-    final: dict[str, Any] | None,
-    files: dict[str, str],
-    plan: TrialPlan,
-    *,
-    resumed: bool,
-    naive: bool,
-) -> dict[str, Any]:
-    """``sweep.json``: the spec, the teachers, every trial, the best, the final student."""
-    from dataclasses import asdict
-
-    spec = job.spec
-    return {
-        "job": spec.name,
-        "job_dir": str(job.job_dir),
-        "mode": "naive" if naive else "shared",
-        "resumed": resumed,
-        "sweep": json.loads(spec.sweep.model_dump_json()) if spec.sweep else None,
-        "base_method": spec.methods[0].model_dump(mode="json"),
-        "dataset": {
-            "name": data.name,
-            "train": len(data.train),
-            "val": len(data.val),
-            "test": len(data.test),
-            "num_classes": data.num_classes,
-        },
-        "resources": {**asdict(plan), "cpus_per_trial": plan.cpus_per_trial},
-        **{k: job.result[k] for k in ("teachers", "ensemble", "logit_cache") if k in job.result},
-        "trials": [_json_row(r) for r in rows],
-        "best": _json_row(best),
-        "final": final,
-        "files": files,
-        "spec": json.loads(spec.model_dump_json()),
-    }

@@ -1,0 +1,69 @@
+"""What a sweep leaves in its job directory besides Tune's state: ``trials.csv``, the plots
+``heatmap_w_t.png`` and ``alpha.png``, and the content of ``sweep.json``."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from raykd.data import Dataset
+from raykd.engine.context import Job
+from raykd.tune.plots import alpha_plot, heatmap_w_t
+from raykd.tune.results import write_csv
+from raykd.tune.space import TrialPlan
+
+
+def write_outputs(job_dir: Path, rows: list[dict[str, Any]]) -> dict[str, str]:
+    """The trials table and the two plots; their paths."""
+    return {
+        "trials": str(write_csv(rows, job_dir / "trials.csv")),
+        "heatmap": str(heatmap_w_t(rows, job_dir / "heatmap_w_t.png")),
+        "alpha": str(alpha_plot(rows, job_dir / "alpha.png")),
+    }
+
+
+def _json_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A row with NaN as None: ``sweep.json`` stays valid JSON for any reader."""
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
+
+
+def sweep_result(
+    job: Job,
+    data: Dataset,
+    rows: list[dict[str, Any]],
+    best: dict[str, Any],
+    final: dict[str, Any] | None,
+    files: dict[str, str],
+    plan: TrialPlan,
+    *,
+    resumed: bool,
+    naive: bool,
+) -> dict[str, Any]:
+    """``sweep.json``: the spec, the teachers, every trial, the best, the final student."""
+    from dataclasses import asdict
+
+    spec = job.spec
+    return {
+        "job": spec.name,
+        "job_dir": str(job.job_dir),
+        "mode": "naive" if naive else "shared",
+        "resumed": resumed,
+        "sweep": json.loads(spec.sweep.model_dump_json()) if spec.sweep else None,
+        "base_method": spec.methods[0].model_dump(mode="json"),
+        "dataset": {
+            "name": data.name,
+            "train": len(data.train),
+            "val": len(data.val),
+            "test": len(data.test),
+            "num_classes": data.num_classes,
+        },
+        "resources": {**asdict(plan), "cpus_per_trial": plan.cpus_per_trial},
+        **{k: job.result[k] for k in ("teachers", "ensemble", "logit_cache") if k in job.result},
+        "trials": [_json_row(r) for r in rows],
+        "best": _json_row(best),
+        "final": final,
+        "files": files,
+        "spec": json.loads(spec.model_dump_json()),
+    }
