@@ -206,6 +206,10 @@ def test_queued_jobs_can_be_reprioritised_and_cancelled(paused: Server) -> None:
     raised = httpx.patch(f"{url}/{b['id']}", json={"priority": 50}, headers=auth(ALICE)).json()
     a_now = httpx.get(f"{url}/{a['id']}", headers=auth(ALICE)).json()
     assert raised["queue_position"] < a_now["queue_position"]
+    listed = {j["id"]: j["queue_position"] for j in httpx.get(
+        url, headers=auth(ALICE), params={"state": "queued", "limit": 500}).json()["items"]}
+    assert listed[b["id"]] == raised["queue_position"] and listed[a["id"]] == a_now["queue_position"]
+    assert sorted(listed.values()) == sorted(set(listed.values()))  # no two jobs share a place
     cancelled = httpx.post(f"{url}/{a['id']}/cancel", headers=auth(ALICE)).json()
     assert cancelled["state"] == "cancelled"
     assert httpx.delete(f"{url}/{a['id']}", headers=auth(ALICE)).status_code == 204

@@ -32,7 +32,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, defer, mapped_column, sessionmaker
 
 
 class Base(DeclarativeBase):
@@ -211,8 +211,9 @@ class Store:
             else:
                 q = q.where(or_(JobRow.created_at < created, and_(JobRow.created_at == created, JobRow.id < last)))
         order = (JobRow.created_at.asc(), JobRow.id.asc()) if ascending else (JobRow.created_at.desc(), JobRow.id.desc())
-        with self.sessions() as s:
-            rows = list(s.scalars(q.order_by(*order).limit(limit + 1)))
+        with self.sessions() as s:  # a list never shows spec or result: not loaded
+            rows = list(s.scalars(q.options(defer(JobRow.spec), defer(JobRow.result))
+                                  .order_by(*order).limit(limit + 1)))
         more = len(rows) > limit
         rows = rows[:limit]
         return rows, (encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None)
@@ -226,6 +227,16 @@ class Store:
         with self.sessions() as s:
             return list(s.scalars(select(JobRow).where(JobRow.state == "queued")
                                   .order_by(JobRow.priority.desc(), JobRow.created_at.asc(), JobRow.id.asc())))
+
+    def queue_positions(self, job_ids: list[str]) -> dict[str, int]:
+        """The 1-based queue position of each of ``job_ids`` that is queued (one query)."""
+        wanted = set(job_ids)
+        if not wanted:
+            return {}
+        with self.sessions() as s:
+            order = s.execute(select(JobRow.id).where(JobRow.state == "queued")
+                              .order_by(JobRow.priority.desc(), JobRow.created_at.asc(), JobRow.id.asc()))
+            return {job_id: i for i, (job_id,) in enumerate(order, start=1) if job_id in wanted}
 
     def queue_position(self, row: JobRow) -> int | None:
         if row.state != "queued":

@@ -42,10 +42,21 @@ HIDDEN_DIRS = ("ray_train", "tune", "tune_train", "logits")
 
 def public(state: State, row: JobRow, *, full: bool = False) -> JobPublic:
     """The API view of a stored job."""
-    labels = state.store.labels([row.id])[row.id]
+    return _public(row, full=full, labels=state.store.labels([row.id])[row.id],
+                   position=state.store.queue_position(row))
+
+
+def public_many(state: State, rows: list[JobRow]) -> list[JobPublic]:
+    """The list view of ``rows``: labels and queue positions in one query each, not per row."""
+    ids = [r.id for r in rows]
+    labels, positions = state.store.labels(ids), state.store.queue_positions(ids)
+    return [_public(r, full=False, labels=labels[r.id], position=positions.get(r.id)) for r in rows]
+
+
+def _public(row: JobRow, *, full: bool, labels: dict[str, str], position: int | None) -> JobPublic:
     return JobPublic(
         id=row.id, name=row.name, kind=row.kind, owner=row.owner, state=row.state,  # type: ignore[arg-type]
-        priority=row.priority, labels=labels, queue_position=state.store.queue_position(row),
+        priority=row.priority, labels=labels, queue_position=position,
         stage=row.stage, progress=row.progress, latest_metrics=row.latest_metrics or {}, error=row.error,
         note=row.note, attempts=row.attempts, created_at=row.created_at, started_at=row.started_at,
         finished_at=row.finished_at, spec=row.spec if full else None, result=row.result if full else None,
@@ -130,7 +141,7 @@ def list_jobs(user: CurrentUser, state: State,
                                      labels=labels, limit=limit, cursor=cursor, ascending=order == "asc")
     except ValueError as err:
         raise HTTPException(400, str(err)) from None
-    return JobPage(items=[public(state, r) for r in rows], next_cursor=nxt)
+    return JobPage(items=public_many(state, rows), next_cursor=nxt)
 
 
 @router.get("/{job_id}", response_model=JobPublic, summary="One job: status, stage, progress, result")
