@@ -98,7 +98,7 @@ class TeacherTrainSpec(_Strict):
 class TeacherSpec(_Strict):
     """One teacher: an architecture and either a checkpoint or a seed to train it with."""
 
-    model: ModelSpec
+    model: ModelSpec = Field(description="The architecture: a registry name and its size.")
     checkpoint: str | None = Field(
         default=None, description="Path to a .safetensors checkpoint; None = trained by raykd."
     )
@@ -291,7 +291,10 @@ class JobSpec(_Strict):
         default="raykd-job", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
         description="Job name (letters, digits, . _ -).",
     )
-    data: DataSpec = Field(default_factory=DataSpec)
+    data: DataSpec = Field(
+        default_factory=DataSpec,
+        description="The dataset, its train/validation/test split and augmentation.",
+    )
     teachers: list[TeacherSpec] = Field(min_length=1, max_length=64, description="The ensemble.")
     teacher_train: TeacherTrainSpec = Field(
         default_factory=TeacherTrainSpec, description="Training of the teachers that have no checkpoint."
@@ -301,8 +304,14 @@ class JobSpec(_Strict):
     methods: list[MethodSpec] = Field(
         min_length=1, max_length=32, description="One student is trained per entry, for comparison."
     )
-    scaling: ScalingSpec = Field(default_factory=ScalingSpec)
-    cache: CacheSpec = Field(default_factory=CacheSpec)
+    scaling: ScalingSpec = Field(
+        default_factory=ScalingSpec,
+        description="Student workers (Ray Train DDP), their CPUs, GPUs and the teachers' GPU share.",
+    )
+    cache: CacheSpec = Field(
+        default_factory=CacheSpec,
+        description="The teacher-logit cache: reuse, directory, storage dtype and top-k.",
+    )
     storage: str = Field(default="raykd-runs", description="Directory for job outputs and the cache.")
     sweep: SweepSpec | None = Field(
         default=None, description="When set, `raykd run` runs a Tune sweep based on methods[0]."

@@ -6,7 +6,7 @@ import hmac
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Path, Request
 
 from raykd.service.settings import Settings
 from raykd.service.store import JobRow, Store
@@ -47,11 +47,15 @@ def current_user(request: Request) -> User:
     return found
 
 
+JOB_ID_HELP = ("The job's id: the `id` a submission returned (also its directory and its Ray "
+               "submission_id).")
+
 CurrentUser = Annotated[User, Depends(current_user)]
 State = Annotated[Any, Depends(get_state)]
 
 
-def owned_job(job_id: str, user: CurrentUser, state: State) -> JobRow:
+def owned_job(job_id: Annotated[str, Path(description=JOB_ID_HELP)], user: CurrentUser,
+              state: State) -> JobRow:
     """The job ``job_id`` if the caller may see it: 404 unknown, 403 someone else's."""
     store: Store = state.store
     row = store.get(job_id) if len(job_id) <= 160 else None

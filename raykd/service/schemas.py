@@ -96,7 +96,27 @@ class MetricPoint(BaseModel):
     metrics: dict[str, float | None] = Field(description="train_loss, val_accuracy, ...")
 
 
+class FieldError(BaseModel):
+    """One invalid field of a request (422)."""
+
+    loc: list[str] = Field(description='Where: "body", "query", "path" or "header", then the '
+                                       'field\'s path, e.g. ["body", "spec", "train", "lr"].')
+    msg: str = Field(description="What is wrong and what would be accepted.")
+    input: str | int | float | bool | None = Field(
+        default=None, description="The value given, when it is a short scalar (absent otherwise).")
+
+
 class Problem(BaseModel):
     """An error answer (4xx): what was wrong and what is accepted."""
 
-    detail: Any = Field(description="The message, or a list of field errors.")
+    detail: str | list[FieldError] = Field(
+        description="A message naming what was wrong and what is accepted, or (422, when the body, "
+                    "a query parameter or a header does not validate) one entry per invalid field.")
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": Problem, "description": "A client error: a message naming what was wrong, or "
+                                            "(422) the invalid fields."},
+}
+"""The error answers every ``/api/v1`` route documents (FastAPI's default 422 schema shows
+fields this API does not send)."""

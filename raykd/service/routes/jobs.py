@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 from sqlalchemy.exc import IntegrityError
 
@@ -24,6 +25,7 @@ from raykd.events import TERMINAL
 from raykd.service.deps import CurrentUser, OwnedJob, State
 from raykd.service.policy import PolicyError, admit
 from raykd.service.schemas import (
+    ERROR_RESPONSES,
     FINAL_STATES,
     LABEL,
     Artifact,
@@ -35,7 +37,7 @@ from raykd.service.schemas import (
 )
 from raykd.service.store import JobRow
 
-router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
 ARTIFACT_SUFFIXES = (".json", ".jsonl", ".csv", ".png", ".safetensors", ".md", ".log")
 HIDDEN_DIRS = ("ray_train", "tune", "tune_train", "logits")
 
@@ -69,7 +71,10 @@ def _new_id(name: str) -> str:
 
 @router.post("", status_code=201, response_model=JobPublic, summary="Submit a run or sweep spec")
 def submit(body: JobCreate, user: CurrentUser, state: State, response: Response,
-           idempotency_key: Annotated[str | None, Header(max_length=128)] = None) -> JobPublic:
+           idempotency_key: Annotated[str | None, Header(
+               max_length=128, description="Makes a retry safe: the same key from the same user "
+               "returns the job its first request made (200) instead of a second one (201). "
+               "Any string of up to 128 characters, e.g. a UUID.")] = None) -> JobPublic:
     """Store the job as ``queued``; the scheduler starts it when a slot frees.
 
     The same ``Idempotency-Key`` (or ``job_id``) from the same user returns the job
@@ -124,12 +129,21 @@ def _existing(state: State, owner: str, key: str | None, job_id: str | None) -> 
 
 @router.get("", response_model=JobPage, summary="List jobs (filter, sort, cursor pages)")
 def list_jobs(user: CurrentUser, state: State,
-              status: Annotated[str | None, Query(alias="state", description="Only this state.")] = None,
-              name: Annotated[str | None, Query(max_length=64)] = None,
-              label: Annotated[list[str] | None, Query(description="key=value, repeatable.")] = None,
-              limit: Annotated[int, Query(ge=1, le=500)] = 50,
-              cursor: Annotated[str | None, Query(max_length=512)] = None,
-              order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc") -> JobPage:
+              status: Annotated[str | None, Query(
+                  alias="state", description="Only jobs in this state: queued, pending, running, "
+                  "succeeded, failed or cancelled.")] = None,
+              name: Annotated[str | None, Query(
+                  max_length=64, description="Only jobs with exactly this display name.")] = None,
+              label: Annotated[list[str] | None, Query(
+                  description="Only jobs with this label, as key=value; repeat it to require "
+                  "several.")] = None,
+              limit: Annotated[int, Query(ge=1, le=500, description="Jobs per page, 1-500.")] = 50,
+              cursor: Annotated[str | None, Query(
+                  max_length=512, description="Where the page starts: the previous page's "
+                  "next_cursor; omit it for the first page.")] = None,
+              order: Annotated[str, Query(
+                  pattern="^(asc|desc)$", description="By submission time: desc (newest first) or "
+                  "asc.")] = "desc") -> JobPage:
     labels = {}
     for item in label or []:
         k, sep, v = item.partition("=")
@@ -202,8 +216,14 @@ def metrics(row: OwnedJob, state: State) -> list[MetricPoint]:
 @router.get("/{job_id}/events", summary="Server-Sent Events of the job (resume with Last-Event-ID)",
             response_class=StreamingResponse)
 async def events(row: OwnedJob, state: State, request: Request,
-                 last_event_id: Annotated[str | None, Header()] = None,
-                 after: Annotated[int | None, Query(ge=0)] = None) -> StreamingResponse:
+                 last_event_id: Annotated[str | None, Header(
+                     description="Resume after this event: the seq (the SSE id) of the last event "
+                     "received, as EventSource sends it on reconnecting. Omitted: from the first "
+                     "event.")] = None,
+                 after: Annotated[int | None, Query(
+                     ge=0, description="Stream only the events with seq > after (0: all); the same "
+                     "as Last-Event-ID, and used instead of it when both are given.")] = None,
+                 ) -> StreamingResponse:
     start = after if after is not None else _int(last_event_id)
     return StreamingResponse(_sse(state, row.id, start, request), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -293,7 +313,10 @@ def artifacts(row: OwnedJob, state: State) -> list[Artifact]:
 
 
 @router.get("/{job_id}/artifacts/{path:path}", summary="Download one artifact", response_class=FileResponse)
-def download(path: str, row: OwnedJob, state: State) -> FileResponse:
+def download(path: Annotated[str, PathParam(
+                 description="The file's path in the job's directory, as GET .../artifacts lists it "
+                 "(e.g. result.json).")],
+             row: OwnedJob, state: State) -> FileResponse:
     root = (state.settings.storage / row.id).resolve()
     target = (root / path).resolve()
     listed = dict(_artifacts(state, row))
