@@ -1,6 +1,7 @@
 """``raykd bench api``: latency and throughput of the REST API under concurrent clients.
 
-A real server: ``create_app(Settings())`` under uvicorn (one process, access log off) in a
+A real server: ``create_app(Settings())`` under uvicorn (one process, access log off,
+keep-alive long enough that no pooled connection is closed between phases) in a
 subprocess on 127.0.0.1, with a temporary storage directory and SQLite file, the queue
 paused (``RAYKD_PAUSED=1``: submitted jobs stay queued and never reach Ray) and a dummy
 ``RAYKD_RAY_ADDRESS`` (no Ray head is started). First ``--jobs`` jobs are inserted through
@@ -58,7 +59,7 @@ SERVER_CODE = (
     "from raykd.service.app import create_app\n"
     "from raykd.service.settings import Settings\n"
     "uvicorn.run(create_app(Settings()), host='127.0.0.1', port=int(sys.argv[1]),\n"
-    "            log_level='warning', access_log=False)\n"
+    "            log_level='warning', access_log=False, timeout_keep_alive=300)\n"
 )
 
 Request = Callable[[Any, int], Awaitable[Any]]
@@ -265,8 +266,7 @@ def report(result: dict[str, Any]) -> str:
         f"{result['first_job_state']!r} at the end). Machine: {cfg['cpus']} CPUs "
         f"({cfg['machine']}), Python {cfg['python']}; the load generator (one asyncio process) "
         "shares these CPUs with the server. Load average (1 min) before/after: "
-        f"{cfg.get('load_before', float('nan')):.1f}/{cfg.get('load_after', float('nan')):.1f} "
-        "(above the CPU count, other processes took part of the machine).",
+        f"{cfg.get('load_before', float('nan')):.1f}/{cfg.get('load_after', float('nan')):.1f}.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -306,8 +306,14 @@ def run_api_bench(out: Path, *, jobs: int = 1000, clients: int = 50, rounds: int
     try:
         proc, url = start_server(tmp, token)
         log(f"server up at {url}")
-        raw = asyncio.run(measure(url, token, jobs=jobs, clients=clients, rounds=rounds,
-                                  requests=requests, warmup=warmup, log=log))
+        try:
+            raw = asyncio.run(measure(url, token, jobs=jobs, clients=clients, rounds=rounds,
+                                      requests=requests, warmup=warmup, log=log))
+        except Exception as err:
+            alive = "running" if proc.poll() is None else f"exited with {proc.returncode}"
+            tail = (tmp / "server.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"bench api failed ({type(err).__name__}: {err}); the server is "
+                               f"{alive}; its log ends:\n{tail}") from err
     finally:
         if proc is not None:
             stop_server(proc)
