@@ -28,6 +28,7 @@ from raykd.service.routes import health, jobs
 from raykd.service.scheduler import Scheduler
 from raykd.service.settings import Settings
 from raykd.service.store import Store, migrate
+from raykd.service.web import routes as web
 
 
 @dataclass
@@ -133,6 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Submit, queue, follow and manage ensemble distillation jobs on Ray.")
     app.include_router(health.router)
     app.include_router(jobs.router)
+    app.include_router(web.router)  # the dashboard: pages and their static files, behind a session
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
 
     @app.exception_handler(RequestValidationError)

@@ -1,4 +1,10 @@
-"""Request dependencies: the service state and the caller (bearer token, constant-time)."""
+"""Request dependencies: the service state and the caller (bearer token, constant-time).
+
+The dashboard's pages call the same API from the browser with a session cookie instead
+(``EventSource`` cannot send headers): a request without an ``Authorization`` header is
+taken to be the cookie's user; one that changes state (POST, PUT, PATCH, DELETE) must
+then also carry the session's CSRF value in ``X-Raykd-CSRF``. A bearer token needs none.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,9 @@ from fastapi import Depends, HTTPException, Path, Request
 
 from raykd.service.settings import Settings
 from raykd.service.store import JobRow, Store
+from raykd.service.web.sessions import CSRF_HEADER, request_session
+
+UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 
 
 @dataclass(frozen=True)
@@ -28,20 +37,39 @@ def _match(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
-def current_user(request: Request) -> User:
-    """The user of the bearer token; 401 without one, 401 for a wrong one (never logged)."""
-    settings: Settings = request.app.state.raykd.settings
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise HTTPException(401, "missing bearer token: send 'Authorization: Bearer <RAYKD_TOKEN>'",
-                            headers={"WWW-Authenticate": "Bearer"})
+def user_for_token(settings: Settings, token: str) -> User | None:
+    """The user whose token ``token`` is (constant-time, every token compared), or None."""
     found: User | None = None
     if settings.token is not None and _match(token, settings.token.get_secret_value()):
         found = User("admin", admin=True)
     for name, secret in settings.users.items():  # check all: timing does not depend on which
         if _match(token, secret.get_secret_value()):
             found = found or User(name, admin=False)
+    return found
+
+
+def current_user(request: Request) -> User:
+    """The user of the bearer token; 401 without one, 401 for a wrong one (never logged).
+
+    Without an ``Authorization`` header, a live session cookie of the dashboard stands in
+    for the token; state-changing methods then need the session's ``X-Raykd-CSRF`` (403).
+    """
+    settings: Settings = request.app.state.raykd.settings
+    header = request.headers.get("authorization", "")
+    if not header:
+        _, session = request_session(request)
+        if session is not None:
+            if request.method in UNSAFE_METHODS and not _match(
+                    request.headers.get(CSRF_HEADER, ""), session.csrf):
+                raise HTTPException(403, f"missing or wrong {CSRF_HEADER} header: a request that "
+                                         "changes state with the session cookie needs the page's "
+                                         "CSRF value")
+            return session.user
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise HTTPException(401, "missing bearer token: send 'Authorization: Bearer <RAYKD_TOKEN>'",
+                            headers={"WWW-Authenticate": "Bearer"})
+    found = user_for_token(settings, token)
     if found is None:
         raise HTTPException(401, "invalid token", headers={"WWW-Authenticate": "Bearer"})
     return found

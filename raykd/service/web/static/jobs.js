@@ -1,0 +1,136 @@
+// The jobs page: every active job streams its events (progress and stage move as they
+// arrive); the rows are fetched again, as server-rendered HTML, when a job ends or starts,
+// after an action, and every 20 s while the page is visible (to see jobs others submit).
+"use strict";
+
+(() => {
+  const MAX_STREAMS = 5; // browsers allow ~6 connections per host over HTTP/1.1
+  const ACTIVE = ["queued", "pending", "running"];
+  const body = document.getElementById("job-rows");
+  const table = document.getElementById("jobs");
+  const filter = document.getElementById("state-filter");
+  const streams = new Map(); // job id -> {source, total, students, done:Set, epochsOf:Map}
+  const endedAt = new Map(); // job id -> seq of the end its last stream saw (a retried job goes on from there)
+  let refreshTimer = null;
+
+  filter.addEventListener("change", () => filter.form.requestSubmit());
+
+  function row(id) {
+    return body.querySelector(`tr[data-job="${CSS.escape(id)}"]`);
+  }
+
+  function setProgress(tr, value) {
+    const current = parseFloat(tr.dataset.progress) || 0;
+    if (!(value > current)) return;
+    tr.dataset.progress = value.toFixed(4);
+    tr.querySelector("progress").value = value;
+    tr.querySelector(".pct").textContent = Math.round(value * 100) + "%";
+  }
+
+  function setState(tr, state) {
+    if (tr.dataset.state === state) return;
+    tr.dataset.state = state;
+    const badge = tr.querySelector(".badge");
+    badge.className = `badge s-${state}`;
+    badge.dataset.state = state;
+    badge.textContent = state;
+    tr.querySelector(".c-queue").textContent = "–";
+  }
+
+  function progressOf(s) {
+    // as the service counts it: distinct finished (student, generation, epoch) / all epochs;
+    // a sweep's trials count their reported iterations
+    if (!s.total) return 0;
+    return Math.min(1, s.done.size / s.total);
+  }
+
+  function onEvent(id, type, e) {
+    const s = streams.get(id);
+    const tr = row(id);
+    if (!s || !tr) return;
+    if (type === "job_started") {
+      s.total = e.total_epochs;
+      s.students = Math.max(1, e.students);
+      setState(tr, "running");
+    } else if (type === "stage_started") {
+      tr.querySelector(".c-stage").textContent = e.stage;
+    } else if (type === "epoch") {
+      s.done.add(`${e.student}/${e.generation}/${e.epoch}`);
+      s.epochsOf.set(`${e.student}/${e.generation}`, e.epochs);
+    } else if (type === "student_finished") {
+      const key = `${e.student}/${e.generation}`;
+      const n = s.epochsOf.get(key) || Math.floor(s.total / s.students);
+      for (let i = 1; i <= n; i++) s.done.add(`${key}/${i}`);
+    } else if (type === "trial") {
+      const it = e.metrics && (e.metrics.training_iteration || e.metrics.epoch);
+      if (it) s.done.add(`trial/${e.trial_id}/${it}`);
+    } else if (type === "job_finished") {
+      setProgress(tr, 1);
+    }
+    setProgress(tr, progressOf(s));
+  }
+
+  function sync() {
+    // one stream per active job shown (pending and running first), none for the others
+    const rows = [...body.querySelectorAll("tr[data-job]")];
+    const wanted = rows.filter((tr) => ["pending", "running"].includes(tr.dataset.state))
+      .concat(rows.filter((tr) => tr.dataset.state === "queued"))
+      .slice(0, MAX_STREAMS).map((tr) => tr.dataset.job);
+    for (const [id, s] of streams) {
+      if (!wanted.includes(id)) {
+        s.source.close();
+        streams.delete(id);
+      }
+    }
+    for (const id of wanted) {
+      if (streams.has(id)) continue;
+      const s = { total: 0, students: 1, done: new Set(), epochsOf: new Map() };
+      streams.set(id, s);
+      s.source = RK.follow(id, (type, e) => onEvent(id, type, e), (_, last) => {
+        streams.delete(id);
+        if (last) endedAt.set(id, last);
+        refreshSoon(300);
+        refreshSoon(2500); // the next queued job starts when the scheduler sees the slot free
+      }, endedAt.get(id));
+    }
+  }
+
+  async function refresh() {
+    const state = table.dataset.stateFilter;
+    const text = await RK.html("/partials/jobs" + (state ? `?state=${encodeURIComponent(state)}` : ""));
+    if (text === null) return;
+    const kept = new Map([...body.querySelectorAll("tr[data-job]")].map((tr) => [tr.dataset.job, parseFloat(tr.dataset.progress) || 0]));
+    const focused = document.activeElement && document.activeElement.closest("button[data-act]");
+    const focusKey = focused ? `${focused.dataset.act}|${focused.dataset.id}` : null;
+    body.innerHTML = text;
+    for (const tr of body.querySelectorAll("tr[data-job]")) {
+      // a stream may be ahead of the stored record by a moment: never move backwards
+      const before = kept.get(tr.dataset.job);
+      if (before && ACTIVE.includes(tr.dataset.state)) setProgress(tr, before);
+    }
+    if (focusKey) {
+      const [act, id] = focusKey.split("|");
+      const again = body.querySelector(`button[data-act="${act}"][data-id="${CSS.escape(id)}"]`);
+      if (again) again.focus();
+    }
+    RK.updateAges(body);
+    sync();
+  }
+
+  function refreshSoon(ms) {
+    setTimeout(refresh, ms);
+  }
+
+  document.addEventListener("rk:changed", () => refreshSoon(0));
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "visible") refreshSoon(0);
+  });
+  refreshTimer = setInterval(() => {
+    if (document.visibilityState === "visible") refresh();
+  }, 20000);
+  window.addEventListener("pagehide", () => {
+    clearInterval(refreshTimer);
+    for (const s of streams.values()) s.source.close();
+  });
+  sync();
+})();
