@@ -1,7 +1,8 @@
-"""The shapes a job leaves behind: ``result.json`` (:class:`JobResult`) and its status.
+"""The shapes a job leaves behind: ``result.json`` (:class:`JobResult`), a sweep's
+``sweep.json`` (:class:`SweepResult`), and its status.
 
-``result.json`` is written once, at the end of a successful run, by the engine; the CLI,
-the report and the control plane read it through :meth:`JobResult.load`. A job's status
+Either file is written once, atomically, at the end of a successful run or sweep, by the
+engine; the CLI, the report and the control plane read it through ``load``. A job's status
 (:class:`JobStatus`) is never stored: :func:`job_status` derives it from the job's events
 (``events.jsonl``, see :mod:`raykd.events`) and, optionally, whether its driver process
 is still alive.
@@ -16,14 +17,15 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from raykd.events import Epoch, JobFailed, JobFinished, JobStarted, StudentFinished
-from raykd.spec import JobSpec, ModelSpec
+from raykd.spec import JobSpec, MethodSpec, ModelSpec, SweepSpec
 
 RESULT_FILE = "result.json"
+SWEEP_FILE = "sweep.json"
 DIED_MESSAGE = (
     "the job's driver stopped without a final event (killed or lost); "
     "run the same job id again to resume"
@@ -140,8 +142,10 @@ class StudentRow(_Row):
     )
 
 
-class JobResult(_OpenRow):
-    """``<job_dir>/result.json``: everything a finished run measured."""
+class _ResultFile(_OpenRow):
+    """What every job's result file holds (its identity, the data, the spec), read and written whole."""
+
+    FILE: ClassVar[str] = RESULT_FILE
 
     job_id: str = Field(description="The job's id (its directory name).")
     spec_hash: str = Field(description="Identity of the spec (see :func:`spec_hash`).")
@@ -156,20 +160,10 @@ class JobResult(_OpenRow):
     timings: dict[str, float] = Field(
         default_factory=dict, description="Wall seconds per stage, and the total."
     )
-    teachers: list[TeacherRow] = Field(description="The ensemble's members.")
-    ensemble: EnsembleRow = Field(description="The ensemble's accuracy.")
-    teacher_placement: list[dict[str, Any]] = Field(
-        default_factory=list, description="Where each teacher actor ran (diagnostics)."
-    )
-    logit_cache: dict[str, dict[str, CacheStats]] = Field(
-        default_factory=dict,
-        description="Cache statistics per logit source (teacher, born-again generation) and split.",
-    )
-    students: list[StudentRow] = Field(description="One row per method entry.")
 
     @classmethod
-    def load(cls, path: str | Path) -> JobResult:
-        """Read and validate a ``result.json`` (a job directory is taken to mean its file).
+    def load(cls, path: str | Path) -> Self:
+        """Read and validate the file (a job directory is taken to mean its file, ``FILE``).
 
         Args:
             path: The file, or the job directory holding it.
@@ -179,21 +173,21 @@ class JobResult(_OpenRow):
         """
         path = Path(path)
         if path.is_dir():
-            path = path / RESULT_FILE
+            path = path / cls.FILE
         return cls.model_validate(json.loads(path.read_text(encoding="utf-8")))
 
     def write(self, path: str | Path) -> Path:
         """Write atomically: a temporary file in the same directory, then ``os.replace``.
 
         Args:
-            path: The file, or the job directory to write ``result.json`` into.
+            path: The file, or the job directory to write ``FILE`` into.
 
         Returns:
             The path written.
         """
         path = Path(path)
         if path.is_dir():
-            path = path / RESULT_FILE
+            path = path / self.FILE
         text = json.dumps(self.model_dump(mode="json"), indent=2)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
@@ -206,6 +200,112 @@ class JobResult(_OpenRow):
             Path(tmp).unlink(missing_ok=True)
             raise
         return path
+
+
+_LOGIT_CACHE = "Cache statistics per logit source (teacher, born-again generation) and split."
+
+
+class JobResult(_ResultFile):
+    """``<job_dir>/result.json``: everything a finished run measured."""
+
+    teachers: list[TeacherRow] = Field(description="The ensemble's members.")
+    ensemble: EnsembleRow = Field(description="The ensemble's accuracy.")
+    teacher_placement: list[dict[str, Any]] = Field(
+        default_factory=list, description="Where each teacher actor ran (diagnostics)."
+    )
+    logit_cache: dict[str, dict[str, CacheStats]] = Field(
+        default_factory=dict, description=_LOGIT_CACHE
+    )
+    students: list[StudentRow] = Field(description="One row per method entry.")
+
+
+# --- sweep.json -----------------------------------------------------------------------
+
+
+class TrialRow(_OpenRow):
+    """One sweep trial: its configuration, its last report and what it cost (``trials.csv``'s row).
+
+    A number the trial never reported (it failed, or never started) is None.
+    """
+
+    trial_id: str = Field(description="Tune's id of the trial.")
+    method: str | None = Field(description="The method it trained by (none, kd, wkd, annealing).")
+    incorrect_weight: float | None = Field(description="WKD's W.")
+    temperature: float | None = Field(description="Softmax temperature T.")
+    alpha: float | None = Field(description="Weight of the teacher term.")
+    val_accuracy: float | None = Field(
+        description="Validation accuracy of its last reported epoch: the sweep's metric."
+    )
+    best_val_accuracy: float | None = Field(description="Its best epoch's validation accuracy.")
+    epochs: int = Field(ge=0, description="Epochs it ran (ASHA or the time budget may stop it early).")
+    train_loss: float | None = Field(description="Mean training loss of its last epoch.")
+    trial_seconds: float | None = Field(description="Wall time inside the trial, measured there.")
+    teacher_forward_examples: int = Field(
+        ge=0, description="Examples the teachers computed in the trial (0 on shared logits)."
+    )
+    teacher_seconds: float | None = Field(description="Wall time of those teacher forward passes.")
+    status: str = Field(
+        description="done, stopped early, not started, unfinished, or 'error: <first line>'."
+    )
+
+
+class TrialResources(_Row):
+    """What one trial reserves and how many run at once (``raykd.tune.space.TrialPlan``)."""
+
+    trial_cpus: float = Field(ge=0, description="CPUs the trial itself reserves.")
+    trial_gpus: float = Field(ge=0, description="GPUs the trial itself reserves.")
+    worker_cpus: float = Field(ge=0, description="CPUs its nested Ray Train workers reserve.")
+    worker_gpus: float = Field(ge=0, description="GPUs its nested Ray Train workers reserve.")
+    concurrency: int = Field(ge=1, description="Trials at once.")
+    threads: int = Field(ge=1, description="Torch threads of each student process.")
+    nested: bool = Field(description="Whether a trial builds a TorchTrainer (num_workers > 1).")
+    cpus_per_trial: float = Field(ge=0, description="trial_cpus + worker_cpus.")
+
+
+class FinalStudentRow(_OpenRow):
+    """The best configuration's student, retrained on train+val and tested."""
+
+    checkpoint: str = Field(description="Its weights (best_student.safetensors).")
+    test_accuracy: float = Field(ge=0, le=1, description="Accuracy on the test split.")
+    method: MethodSpec = Field(description="The best trial's method and hyperparameters.")
+    trained_on: dict[str, int] = Field(description="Examples it trained on, per split (train, val).")
+    history: list[EpochRow] = Field(
+        default_factory=list, description="One row per epoch (val is part of its training data)."
+    )
+    seconds: float = Field(ge=0, description="Wall time of the retraining.")
+    note: str = Field(default="", description="How to read its history.")
+
+
+class SweepResult(_ResultFile):
+    """``<job_dir>/sweep.json``: every trial of a finished sweep, the best, the final student."""
+
+    FILE: ClassVar[str] = SWEEP_FILE
+
+    mode: Literal["shared", "naive"] = Field(
+        description="shared: trials read the teachers' cached logits; naive: every trial "
+        "rebuilds the teachers (the benchmark's baseline)."
+    )
+    resumed: bool = Field(description="Whether this call restored an interrupted sweep.")
+    sweep: SweepSpec = Field(description="The spec's sweep section.")
+    base_method: MethodSpec = Field(description="methods[0], which every trial overrides.")
+    resources: TrialResources = Field(description="What each trial reserved.")
+    teachers: list[TeacherRow] = Field(
+        default_factory=list, description="The ensemble's members (none in naive mode)."
+    )
+    ensemble: EnsembleRow | None = Field(
+        default=None, description="The ensemble's accuracy (None in naive mode)."
+    )
+    logit_cache: dict[str, dict[str, CacheStats]] = Field(
+        default_factory=dict, description=_LOGIT_CACHE
+    )
+    trials: list[TrialRow] = Field(description="Every trial, ordered by trial id.")
+    best: TrialRow = Field(description="The arg-max of the trials' val_accuracy.")
+    final: FinalStudentRow | None = Field(
+        description="The best configuration retrained on train+val (None when not retrained)."
+    )
+    files: dict[str, str] = Field(
+        description="The sweep's other outputs: trials (CSV), heatmap and alpha (PNG plots)."
+    )
 
 
 # --- status ---------------------------------------------------------------------------

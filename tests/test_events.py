@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from raykd.events import (
     Epoch,
@@ -30,7 +30,14 @@ from raykd.events import (
     parse_event,
     read_events,
 )
-from raykd.schema import DIED_MESSAGE, JobResult, JobStatus, job_status, spec_hash
+from raykd.schema import (
+    DIED_MESSAGE,
+    JobResult,
+    JobStatus,
+    SweepResult,
+    job_status,
+    spec_hash,
+)
 from raykd.spec import MODEL_NAMES, parse_spec
 from tests.conftest import digits_spec
 
@@ -412,13 +419,101 @@ def test_job_result_rejects_a_wrong_shape(tmp_path: Path) -> None:
         JobResult.model_validate(data)
 
 
-def test_result_fields_are_described() -> None:
-    schema = JobResult.model_json_schema()
-    assert all("description" in p for p in schema["properties"].values())
-    for name in ("TeacherRow", "StudentRow", "GenerationRow", "EpochRow", "DatasetRow"):
-        props = schema["$defs"][name]["properties"]
+@pytest.mark.parametrize("model", [JobResult, SweepResult, JobStatus])
+def test_result_fields_are_described(model: type[BaseModel]) -> None:
+    """Every field of the file, and of every row model it nests, has a description."""
+    schema = model.model_json_schema()
+    for name, part in [(model.__name__, schema), *schema.get("$defs", {}).items()]:
+        props = part.get("properties", {})
         assert all("description" in p for p in props.values()), name
-    assert all("description" in p for p in JobStatus.model_json_schema()["properties"].values())
+
+
+# --- sweep.json ------------------------------------------------------------------------
+
+
+def _trial(trial_id: str, w: float, t: float, acc: float | None) -> dict[str, Any]:
+    return {"trial_id": trial_id, "method": "wkd", "incorrect_weight": w, "temperature": t,
+            "alpha": 0.9, "val_accuracy": acc, "best_val_accuracy": acc, "epochs": 2,
+            "train_loss": 0.5, "trial_seconds": 3.2, "teacher_forward_examples": 0,
+            "teacher_seconds": 0.0, "status": "done"}
+
+
+def _sweep_dict(tmp_path: Path) -> dict[str, Any]:
+    """A sweep.json as the sweep writes it: shared logits, 2 trials, the best retrained."""
+    run = _result_dict(tmp_path)
+    spec_json = {**run["spec"], "sweep": {"searcher": "grid", "incorrect_weight": {"values": [0.5, 1.0]}}}
+    spec = parse_spec(spec_json)
+    spec_json = json.loads(spec.model_dump_json())
+    base = spec.methods[0].model_dump(mode="json")
+    best = _trial("a_00001", 1.0, 4.0, 0.95)
+    return {
+        **{k: run[k] for k in ("versions", "job", "dataset", "teachers", "ensemble", "logit_cache")},
+        "job_id": "digits-sweep-1", "spec_hash": spec_hash(spec_json), "attempts": 1,
+        "job_dir": "/runs/digits-sweep-1", "spec": spec_json,
+        "timings": {"data": 0.1, "ray_init": 2.0, "teachers": 5.0, "tune": 30.0, "final": 4.0,
+                    "total": 41.5},
+        "mode": "shared", "resumed": False, "sweep": spec_json["sweep"], "base_method": base,
+        "resources": {"trial_cpus": 1.0, "trial_gpus": 0.0, "worker_cpus": 0.0, "worker_gpus": 0.0,
+                      "concurrency": 2, "threads": 1, "nested": False, "cpus_per_trial": 1.0},
+        "trials": [_trial("a_00000", 0.5, 4.0, None) | {"status": "error: ValueError: x",
+                                                        "epochs": 0, "trial_seconds": None},
+                   {**best, "extra_metric": 1.5}],
+        "best": best,
+        "final": {"checkpoint": "/runs/digits-sweep-1/best_student.safetensors",
+                  "test_accuracy": 0.94, "method": {**base, "incorrect_weight": 1.0},
+                  "trained_on": {"train": 1149, "val": 128},
+                  "history": _generation(1, 0)["history"], "seconds": 4.0,
+                  "note": "history's val_accuracy is on val, which is part of the training data here"},
+        "files": {"trials": "/runs/digits-sweep-1/trials.csv",
+                  "heatmap": "/runs/digits-sweep-1/heatmap_w_t.png",
+                  "alpha": "/runs/digits-sweep-1/alpha.png"},
+    }
+
+
+def test_sweep_result_round_trip(tmp_path: Path) -> None:
+    data = _sweep_dict(tmp_path)
+    result = SweepResult.model_validate(data)
+    assert result.trials[0].val_accuracy is None and result.best.trial_id == "a_00001"
+    assert result.final is not None and result.final.method.incorrect_weight == 1.0
+    assert result.sweep.incorrect_weight is not None and result.resources.concurrency == 2
+
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    path = result.write(job_dir)  # a job directory means its sweep.json
+    assert path == job_dir / "sweep.json"
+    assert sorted(p.name for p in job_dir.iterdir()) == ["sweep.json"]  # no temp file left
+    assert SweepResult.load(job_dir) == SweepResult.load(path) == result
+
+    written = json.loads(path.read_text())
+    assert set(data) <= set(written)  # every key sweep.json had, under the same name
+    for key in ("trials", "best", "final", "files", "timings", "teachers", "ensemble", "dataset"):
+        assert written[key] == data[key], key  # the readers' keys, as they were
+    assert written["trials"][1]["extra_metric"] == 1.5  # a row may carry more
+
+
+def test_sweep_result_of_a_naive_sweep(tmp_path: Path) -> None:
+    """No teacher stage, no retraining: no teachers, ensemble or cache statistics."""
+    data = _sweep_dict(tmp_path)
+    for key in ("teachers", "ensemble", "logit_cache"):
+        del data[key]
+    result = SweepResult.model_validate({**data, "mode": "naive", "final": None})
+    assert result.teachers == [] and result.ensemble is None and result.logit_cache == {}
+    assert result.final is None
+
+
+def test_sweep_result_rejects_a_wrong_shape(tmp_path: Path) -> None:
+    data = _sweep_dict(tmp_path)
+    del data["trials"]
+    with pytest.raises(ValidationError, match="trials"):
+        SweepResult.model_validate(data)
+    data = _sweep_dict(tmp_path)
+    data["best"]["epochs"] = -1
+    with pytest.raises(ValidationError, match="epochs"):
+        SweepResult.model_validate(data)
+    with pytest.raises(ValidationError, match="mode"):
+        SweepResult.model_validate({**_sweep_dict(tmp_path), "mode": "both"})
+    with pytest.raises(ValidationError, match="final"):  # absent is not None: say which
+        SweepResult.model_validate({k: v for k, v in _sweep_dict(tmp_path).items() if k != "final"})
 
 
 # --- torch-free spec and import hygiene --------------------------------------------------

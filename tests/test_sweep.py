@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from raykd.cli import app
 from raykd.errors import JobDirError
+from raykd.schema import SweepResult, spec_hash
 from raykd.spec import JobSpec, SpecError, parse_spec
 from raykd.tune.plots import alpha_plot, heatmap_w_t
 from raykd.tune.results import best_row, trial_row
@@ -279,6 +280,23 @@ def test_every_trial_ran(swept: dict[str, Any]) -> None:
         assert 0.0 <= t["val_accuracy"] <= 1.0 and t["trial_seconds"] > 0
 
 
+def test_every_trial_iteration_is_an_event(swept: dict[str, Any]) -> None:
+    """The Tune callback (driver side) appends one ``trial`` event per reported iteration,
+    and one ``done`` event per trial, to the sweep's events.jsonl."""
+    from raykd.events import JobStarted, Trial, read_events
+
+    events = read_events(swept["job_dir"] / "events.jsonl")
+    starts = [i for i, e in enumerate(events) if isinstance(e, JobStarted)]
+    first = events[: starts[1] if len(starts) > 1 else None]  # the sweep's first run only
+    for t in swept["result"]["trials"]:
+        mine = [e for e in first if isinstance(e, Trial) and e.trial_id == t["trial_id"]]
+        reports = [e for e in mine if not e.done]
+        assert [e.metrics["training_iteration"] for e in reports] == [1.0, 2.0], t["trial_id"]
+        assert reports[-1].metrics["val_accuracy"] == pytest.approx(t["val_accuracy"])
+        assert reports[0].config["incorrect_weight"] == t["incorrect_weight"]
+        assert sum(e.done for e in mine) == 1, t["trial_id"]
+
+
 def test_teachers_ran_forward_once_and_never_in_a_trial(swept: dict[str, Any]) -> None:
     result = swept["result"]
     sizes = {s: result["dataset"][s] for s in ("train", "val", "test")}
@@ -308,6 +326,13 @@ def test_outputs_and_final_student(swept: dict[str, Any]) -> None:
         assert (job_dir / name).read_bytes()[:8] == PNG and (job_dir / name).stat().st_size > 5000
     saved = json.loads((job_dir / "sweep.json").read_text())
     assert saved["best"] == json.loads(json.dumps(result["best"]))
+    assert saved == result  # run_sweep returns the file as written
+    typed = SweepResult.load(job_dir)  # the schema the file was written through
+    stored_spec = json.loads((job_dir / "spec.json").read_text())
+    assert typed.job_id == "job" and typed.spec_hash == spec_hash(stored_spec)
+    assert typed.final is not None
+    assert typed.final.checkpoint == str(job_dir / "best_student.safetensors")
+    assert typed.ensemble is not None and len(typed.teachers) == 3
     final = result["final"]
     assert final["trained_on"] == {
         "train": result["dataset"]["train"],
@@ -360,7 +385,9 @@ def test_naive_random_search_with_asha(swept: dict[str, Any], tmp_path: Path) ->
         "final_retrain": False,
     }
     result = run_sweep(parse_spec(base), job_dir=tmp_path / "naive", log=lambda _: None, naive=True)
-    assert result["mode"] == "naive" and result["final"] is None and "logit_cache" not in result
+    assert result["mode"] == "naive" and result["final"] is None
+    assert result["logit_cache"] == {} and result["teachers"] == [] and result["ensemble"] is None
+    assert SweepResult.load(tmp_path / "naive").mode == "naive"
     trials, n_train = result["trials"], swept["result"]["dataset"]["train"]
     assert [t["teacher_forward_examples"] for t in trials] == [3 * n_train] * 3
     assert all(0.2 <= t["alpha"] <= 0.9 and t["method"] in ("kd", "wkd") for t in trials)

@@ -13,7 +13,8 @@ The stages:
    no finished trial;
 4. ``trials.csv``, ``heatmap_w_t.png``, ``alpha.png``; the best configuration (arg-max of
    the last reported ``val_accuracy``) retrained on train+val and tested:
-   ``best_student.safetensors``; everything in ``sweep.json`` (:mod:`raykd.tune.outputs`).
+   ``best_student.safetensors``; everything in ``sweep.json``
+   (:class:`raykd.schema.SweepResult`, built by :mod:`raykd.tune.outputs`).
 """
 
 from __future__ import annotations
@@ -222,12 +223,12 @@ def _sweep(job: Job, start: float, *, naive: bool) -> dict[str, Any]:
     final = None
     if sweep.final_retrain and teachers is not None:
         final = _final(job, data, teachers, shared, best, plan)
+    timings = {**job.timer.stages, "total": time.perf_counter() - start}
     result = sweep_result(job, data, rows, best, final, files, plan, resumed=resumed,
-                          naive=naive)
-    result["timings"] = {**job.timer.stages, "total": time.perf_counter() - start}
-    (job_dir / "sweep.json").write_text(json.dumps(result, indent=2, default=str))
-    job.emit(JobFinished(result=str(job_dir / "sweep.json"), seconds=time.perf_counter() - start))
-    return result
+                          naive=naive, timings=timings)
+    path = result.write(job_dir)  # atomic, as result.json
+    job.emit(JobFinished(result=str(path), seconds=time.perf_counter() - start))
+    return json.loads(path.read_text())  # exactly what a reader of sweep.json gets
 
 
 def _teacher_stage(job: Job, data: Dataset, refs: dict[str, Any]) -> TeacherSet:

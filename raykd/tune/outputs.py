@@ -1,5 +1,5 @@
 """What a sweep leaves in its job directory besides Tune's state: ``trials.csv``, the plots
-``heatmap_w_t.png`` and ``alpha.png``, and the content of ``sweep.json``."""
+``heatmap_w_t.png`` and ``alpha.png``, and ``sweep.json`` (:class:`raykd.schema.SweepResult`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from raykd.data import Dataset
-from raykd.engine.context import Job
+from raykd.engine.context import Job, spec_hash
+from raykd.engine.run import versions
+from raykd.schema import SweepResult
 from raykd.tune.plots import alpha_plot, heatmap_w_t
 from raykd.tune.results import write_csv
 from raykd.tune.space import TrialPlan
@@ -40,30 +42,37 @@ def sweep_result(
     *,
     resumed: bool,
     naive: bool,
-) -> dict[str, Any]:
-    """``sweep.json``: the spec, the teachers, every trial, the best, the final student."""
+    timings: dict[str, float],
+) -> SweepResult:
+    """``sweep.json``, validated: the spec, the teachers, every trial, the best, the final student."""
     from dataclasses import asdict
 
     spec = job.spec
-    return {
+    return SweepResult.model_validate({
+        "job_id": job.job_id,
+        "spec_hash": spec_hash(spec),
+        "attempts": job.attempt,
+        "versions": versions(),
         "job": spec.name,
         "job_dir": str(job.job_dir),
-        "mode": "naive" if naive else "shared",
-        "resumed": resumed,
-        "sweep": json.loads(spec.sweep.model_dump_json()) if spec.sweep else None,
-        "base_method": spec.methods[0].model_dump(mode="json"),
         "dataset": {
             "name": data.name,
             "train": len(data.train),
             "val": len(data.val),
             "test": len(data.test),
             "num_classes": data.num_classes,
+            "fingerprints": {s: getattr(data, s).fingerprint for s in ("train", "val", "test")},
         },
+        "spec": json.loads(spec.model_dump_json()),
+        "timings": timings,
+        "mode": "naive" if naive else "shared",
+        "resumed": resumed,
+        "sweep": json.loads(spec.sweep.model_dump_json()) if spec.sweep else None,
+        "base_method": spec.methods[0].model_dump(mode="json"),
         "resources": {**asdict(plan), "cpus_per_trial": plan.cpus_per_trial},
         **{k: job.result[k] for k in ("teachers", "ensemble", "logit_cache") if k in job.result},
         "trials": [_json_row(r) for r in rows],
         "best": _json_row(best),
         "final": final,
         "files": files,
-        "spec": json.loads(spec.model_dump_json()),
-    }
+    })
