@@ -30,6 +30,15 @@ def session_ray_token() -> str:
     return Path(os.environ["RAY_AUTH_TOKEN_PATH"]).read_text().strip()
 
 
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
 def service_env(**extra: str) -> dict[str, str]:
     """The environment of test services: raykd on PATH and no Ray auth variables of our own.
 
@@ -43,21 +52,41 @@ def service_env(**extra: str) -> dict[str, str]:
 
 
 class RayHead:
-    """``ray start --head --block`` on loopback, in its own session (stopped with SIGTERM)."""
+    """``ray start --head --block`` on loopback, in its own session (stopped with SIGTERM).
+
+    ``start()`` after ``kill()`` brings up a new head on the same ports: to the service it
+    is the same address, but a cluster that has forgotten every job (as a restarted head has).
+    """
 
     def __init__(self, tmp: Path, num_cpus: int = 2) -> None:
+        self.tmp, self.num_cpus = tmp, num_cpus
         self.dashboard_port = free_port()
+        self.ports = [free_port() for _ in range(3)]
+        self.address = f"http://127.0.0.1:{self.dashboard_port}"
+        self.start()
+
+    def start(self) -> None:
+        gcs, agent, client = self.ports
         temp_dir = Path(f"/tmp/rkd-{os.getpid()}-{self.dashboard_port}")
-        cmd = [f"{VENV_BIN}/ray", "start", "--head", "--block", f"--port={free_port()}",
+        cmd = [f"{VENV_BIN}/ray", "start", "--head", "--block", f"--port={gcs}",
                "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
-               f"--num-cpus={num_cpus}", f"--temp-dir={temp_dir}", "--disable-usage-stats",
-               f"--dashboard-agent-listen-port={free_port()}", f"--ray-client-server-port={free_port()}"]
-        self.log = open(tmp / "ray-head.log", "wb")  # noqa: SIM115
+               f"--num-cpus={self.num_cpus}", f"--temp-dir={temp_dir}", "--disable-usage-stats",
+               f"--dashboard-agent-listen-port={agent}", f"--ray-client-server-port={client}"]
+        self.log = open(self.tmp / "ray-head.log", "ab")  # noqa: SIM115
         env = service_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=os.environ["RAY_AUTH_TOKEN_PATH"])
         self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
-        self.address = f"http://127.0.0.1:{self.dashboard_port}"
         wait_http(f"{self.address}/api/version", timeout=90, proc=self.proc)
+
+    def kill(self) -> None:
+        """The head and everything it started die at once (as a lost head node would)."""
+        os.killpg(self.proc.pid, signal.SIGKILL)  # its GCS, raylet, drivers: one process group
+        self.proc.wait(timeout=30)
+        self.log.close()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not all(port_free(p) for p in
+                                                      (self.dashboard_port, *self.ports)):
+            time.sleep(0.5)
 
     def stop(self) -> None:
         stop_group(self.proc)

@@ -335,6 +335,41 @@ def test_priority_queue_cancel_and_service_restart(live: dict[str, Any]) -> None
     assert started[high["id"]] < started[mid["id"]] < started[low["id"]]  # priority, then FIFO
 
 
+def test_jobs_survive_a_ray_head_restart_and_a_lost_job_is_retried(live: dict[str, Any]) -> None:
+    """The head dies mid-job and comes back empty: history stays, the lost job says so, retry resumes."""
+    server, head = live["server"], live["head"]
+    earlier = httpx.get(f"{server.url}/api/v1/jobs", headers=auth(ADMIN),
+                        params={"state": "succeeded"}).json()["items"]
+    assert earlier, "the tests before this one left finished jobs"
+    job = post(server, {"spec": small_spec(name="lost", train={"epochs": 3, "batch_size": 64, "lr": 0.003})},
+               token=ADMIN).json()
+    wait_stage(server, job["id"], "students")
+    head.kill()
+    down = httpx.get(f"{server.url}/api/v1/jobs/{job['id']}/logs", headers=auth(ADMIN), timeout=60)
+    assert down.status_code == 503 and "did not answer" in down.text, (down.status_code, down.text)
+    assert httpx.get(f"{server.url}/api/v1/jobs/{job['id']}", headers=auth(ADMIN)).status_code == 200
+    head.start()  # same address, no memory of any job
+    lost = wait_state(server, job["id"], ("failed", "succeeded", "cancelled"), timeout=120)
+    assert lost["state"] == "failed" and "no longer knows this job" in (lost["note"] or ""), lost
+    assert "retry resumes it" in (lost["error"] or "")
+    for old in earlier:  # what finished before the restart is all still there
+        again = httpx.get(f"{server.url}/api/v1/jobs/{old['id']}", headers=auth(ADMIN)).json()
+        assert again["state"] == "succeeded" and again["result"]["students"], again
+        assert sse(f"{server.url}/api/v1/jobs/{old['id']}/events", ADMIN)[-1]["event"] == "job_finished"
+
+    retried = httpx.post(f"{server.url}/api/v1/jobs/{job['id']}/retry", headers=auth(ADMIN)).json()
+    assert retried["state"] == "queued" and retried["id"] == job["id"]
+    done = wait_state(server, job["id"], ("succeeded", "failed", "cancelled"))
+    assert done["state"] == "succeeded" and done["attempts"] == 2, done
+    events = [e["data"] for e in sse(f"{server.url}/api/v1/jobs/{job['id']}/events", ADMIN)]
+    starts = [e for e in events if e["type"] == "job_started"]
+    assert [e["attempt"] for e in starts] == [1, 2]
+    resumed = events[events.index(starts[1]):]
+    assert not [e for e in resumed if e["type"] == "teacher_ready" and e["trained"]]  # from disk
+    epochs = [e["epoch"] for e in events if e["type"] == "epoch"]
+    assert sorted(set(epochs)) == [1, 2, 3] and epochs.count(3) == 1  # none lost, the last not redone
+
+
 def _assert_stopped_with_its_actors(address: str, submission_id: str) -> None:
     """Ray reports the job STOPPED, and no actor of that job (teachers, workers) is alive."""
     from ray.job_submission import JobSubmissionClient

@@ -104,6 +104,10 @@ def owned_head_token(path: Path, given: str | None) -> str:
     return token
 
 
+class RayUnavailable(Exception):
+    """Ray's job API cannot be reached, or refused the request (the API answers 503)."""
+
+
 class RayJobs:
     """Submit, inspect and stop raykd jobs on a Ray cluster's job API."""
 
@@ -156,7 +160,15 @@ class RayJobs:
             return False
 
     def logs(self, submission_id: str) -> str:
+        """The driver's log ("" for a submission Ray does not know); RayUnavailable if Ray is down."""
         try:
             return str(self.client.get_job_logs(submission_id))
-        except RuntimeError:
-            return ""
+        except RuntimeError as err:  # Ray answered: no such job, or an error of its own
+            if "does not exist" in str(err):
+                return ""
+            raise RayUnavailable(f"Ray at {self.address} refused the log request: "
+                                 f"{str(err).splitlines()[0][:200]}") from err
+        except Exception as err:  # noqa: BLE001 - unreachable (connection refused, timeout, ...)
+            self._client = None
+            raise RayUnavailable(f"Ray at {self.address} did not answer ({type(err).__name__}); "
+                                 "the log is served again once Ray is back") from err

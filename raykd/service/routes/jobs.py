@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from raykd.events import TERMINAL
 from raykd.service.deps import CurrentUser, OwnedJob, State
 from raykd.service.policy import PolicyError, admit
+from raykd.service.ray_jobs import RayUnavailable
 from raykd.service.schemas import (
     ERROR_RESPONSES,
     FINAL_STATES,
@@ -270,12 +271,19 @@ async def logs(row: OwnedJob, state: State,
                follow: Annotated[bool, Query(description="Keep the response open and stream new "
                                              "output until the job ends.")] = False) -> Response:
     if not follow:
-        return Response(_log_bytes(state, row, offset, tail), media_type="text/plain; charset=utf-8")
+        try:
+            data = _log_bytes(state, row, offset, tail)
+        except RayUnavailable as err:
+            raise HTTPException(503, str(err)) from None
+        return Response(data, media_type="text/plain; charset=utf-8")
 
     async def stream() -> AsyncIterator[bytes]:
         pos = offset
         while True:
-            data = await asyncio.to_thread(_log_bytes, state, row, pos, None)
+            try:
+                data = await asyncio.to_thread(_log_bytes, state, row, pos, None)
+            except RayUnavailable:
+                data = b""  # Ray is away: keep the stream, try again next round
             if data:
                 pos += len(data)  # bytes, as the client counts them
                 yield data
