@@ -41,7 +41,9 @@ def user_message(exc: BaseException) -> str | None:
         if isinstance(e, UserError):
             text = str(e).strip()
             return text.splitlines()[0] if text else type(e).__name__
-        todo += [getattr(e, "cause", None), e.__cause__, e.__context__]
+        # explicit links only: a bug raised while a user error was being handled has the
+        # user error as __context__, and must stay a bug (with its traceback)
+        todo += [getattr(e, "cause", None), e.__cause__]
         for attr in ("worker_failures", "error", "errors"):
             val = getattr(e, attr, None)
             if isinstance(val, dict):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
 
@@ -188,17 +187,14 @@ class _ResultFile(_OpenRow):
         path = Path(path)
         if path.is_dir():
             path = path / self.FILE
+        from raykd.jobdir import atomic_path  # light: no torch, no ray
+
         text = json.dumps(self.model_dump(mode="json"), indent=2)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        # usual permissions (not mkstemp's 0600): the service may run as another user
+        with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+            f.flush()
+            os.fsync(f.fileno())
         return path
 
 

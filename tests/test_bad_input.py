@@ -328,3 +328,19 @@ def test_speed_rerun_into_a_broken_report(tmp_path: Path, content: str) -> None:
     (tmp_path / "speed.json").write_text(content)
     with pytest.raises(BenchOptionError, match=r"--rows=a,b: .*speed\.json.*rerun the whole bench"):
         _rows_to_run(("a", "b"), tmp_path, plan_steps(quick=True, steps=None))
+
+
+def test_a_bug_raised_while_handling_a_user_error_stays_a_bug() -> None:
+    from raykd.errors import SpecError, user_message
+
+    try:
+        try:
+            raise SpecError("train.epochs=0: must be >= 1")
+        except SpecError:
+            raise KeyError("bug in the error path")  # noqa: B904 - implicit chaining on purpose
+    except KeyError as bug:
+        assert user_message(bug) is None  # a bug: shown with its traceback
+    try:
+        raise RuntimeError("Ray wrapped it") from SpecError("data.dataset='x': unknown")
+    except RuntimeError as wrapped:
+        assert user_message(wrapped) == "data.dataset='x': unknown"  # explicit links still count

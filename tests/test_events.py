@@ -388,6 +388,9 @@ def test_job_result_round_trip(tmp_path: Path) -> None:
     assert JobResult.load(path) == result
     assert JobResult.load(job_dir) == result  # a job directory means its result.json
     assert sorted(p.name for p in job_dir.iterdir()) == ["result.json"]  # no temp file left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # readable as a cache is (not 0600)
 
     written = json.loads(path.read_text())
     assert written["diagnostics"] == data["diagnostics"]

@@ -116,6 +116,7 @@ def test_every_api_route_needs_a_valid_token(paused: Server, headers: dict[str, 
 
 def test_bad_input_gets_a_clear_4xx_never_a_500(paused: Server) -> None:
     url = f"{paused.url}/api/v1/jobs"
+    storage = paused.tmp / "storage"
     cases: list[tuple[httpx.Response, int, str]] = [
         (httpx.post(url, content=b"{not json", headers={**auth(ALICE), "content-type": "application/json"}),
          422, "JSON"),
@@ -130,6 +131,13 @@ def test_bad_input_gets_a_clear_4xx_never_a_500(paused: Server) -> None:
          413, "larger than"),
         (post(paused, {"spec": small_spec(data={"dataset": "/etc/passwd.csv"})}), 422, "outside the data roots"),
         (post(paused, {"spec": small_spec(cache={"dir": "/tmp/elsewhere"})}), 422, "cache.dir"),
+        (post(paused, {"spec": small_spec(cache={"dir": "cache/mine"})}), 422, "absolute path under"),
+        (post(paused, {"spec": small_spec(cache={"dir": str(storage / ".service")})}), 422, "cache.dir"),
+        (post(paused, {"spec": small_spec(cache={"dir": str(storage / "someone-elses-job")})}), 422,
+         "cache.dir"),
+        (post(paused, {"spec": small_spec(cache={"dir": str(storage / "cache" / ".." / "x")})}), 422,
+         "cache.dir"),
+        (post(paused, {"spec": small_spec(cache={"dir": str(storage / "cache" / "team-a")})}), 201, "queued"),
     ]
     for response, status, text in cases:
         assert response.status_code == status, (response.status_code, response.text)
@@ -407,3 +415,22 @@ def test_settings_come_from_a_file_and_the_environment_wins(tmp_path: Path,
     path.write_text("RAYKD_MAX_RUNNING=zero\n")
     bad = CliRunner().invoke(app, ["serve", "--env-file", str(path)])
     assert bad.exit_code == 2 and "RAYKD_MAX_RUNNING" in bad.output, bad.output
+
+
+@pytest.mark.parametrize(("env", "shown"), [
+    ({"RAYKD_TOKEN": ""}, "empty token"), ({"RAYKD_TOKEN": "   "}, "empty token"),
+    ({"RAYKD_USERS": '{"bob": ""}'}, "empty token"), ({"RAYKD_USERS": '{"admin": "x1"}'}, "reserved")])
+def test_empty_or_reserved_tokens_are_refused(env: dict[str, str], shown: str,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty token would match an empty login field: the service refuses to start."""
+    from typer.testing import CliRunner
+
+    from raykd.cli import app
+    from raykd.service.deps import user_for_token
+    from raykd.service.settings import Settings
+
+    assert user_for_token(Settings(token="real-token"), "") is None
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    result = CliRunner().invoke(app, ["serve"])
+    assert result.exit_code == 2 and shown in result.output and "Traceback" not in result.output

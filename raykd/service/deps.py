@@ -29,7 +29,7 @@ class User:
     admin: bool
 
 
-def get_state(request: Request) -> Any:
+async def get_state(request: Request) -> Any:  # async: no I/O, no thread-pool hop
     return request.app.state.raykd
 
 
@@ -40,6 +40,8 @@ def _match(given: str, expected: str) -> bool:
 def user_for_token(settings: Settings, token: str) -> User | None:
     """The user whose token ``token`` is (constant-time, every token compared), or None."""
     found: User | None = None
+    if not token:
+        return None  # never matches (settings refuse empty tokens, but be sure)
     if settings.token is not None and _match(token, settings.token.get_secret_value()):
         found = User("admin", admin=True)
     for name, secret in settings.users.items():  # check all: timing does not depend on which
@@ -48,7 +50,7 @@ def user_for_token(settings: Settings, token: str) -> User | None:
     return found
 
 
-def current_user(request: Request) -> User:
+async def current_user(request: Request) -> User:  # async: pure CPU, no thread-pool hop
     """The user of the bearer token; 401 without one, 401 for a wrong one (never logged).
 
     Without an ``Authorization`` header, a live session cookie of the dashboard stands in

@@ -2,7 +2,7 @@
 service's own storage. Checked before a job is stored; a violation is a 422 naming the field.
 
 The service sets ``storage`` itself (every job writes under ``RAYKD_STORAGE``); a spec's
-``cache.dir`` must lie inside it; data files and checkpoints must lie under one of
+``cache.dir`` must be an absolute path under ``<storage>/cache``; data files and checkpoints must lie under one of
 ``RAYKD_DATA_ROOTS`` (none configured: built-in datasets only). Paths are resolved
 (``..`` and symlinks) before they are compared.
 """
@@ -36,6 +36,19 @@ def _check_file(field: str, value: str, settings: Settings) -> None:
                           f"({roots or 'none configured: built-in datasets only'})")
 
 
+def _check_cache_dir(value: str, settings: Settings) -> None:
+    """``cache.dir`` must be an absolute path under ``<storage>/cache``.
+
+    Not anywhere in storage: a cache inside another job's directory would show up among
+    that job's artifacts (or block its start), and ``.service`` holds the service's secrets.
+    A relative path would be resolved by the driver against its own working directory.
+    """
+    root = settings.storage / "cache"
+    if not Path(value).is_absolute() or not _inside(Path(value), [root]):
+        raise PolicyError(f"cache.dir={value!r}: give an absolute path under {root} (the "
+                          "service's shared cache), or leave it out to use that cache")
+
+
 def admit(spec: JobSpec, settings: Settings) -> JobSpec:
     """The spec this service will run: storage set to its own; every path checked."""
     if spec.data.dataset not in BUILTIN_DATASETS:
@@ -45,7 +58,6 @@ def admit(spec: JobSpec, settings: Settings) -> JobSpec:
             _check_file(f"teachers.{i}.checkpoint", t.checkpoint, settings)
     if spec.student.checkpoint is not None:
         _check_file("student.checkpoint", spec.student.checkpoint, settings)
-    if spec.cache.dir is not None and not _inside(Path(spec.cache.dir), [settings.storage]):
-        raise PolicyError(f"cache.dir={spec.cache.dir!r} is outside this service's storage "
-                          f"({settings.storage}); leave it out to use the shared cache")
+    if spec.cache.dir is not None:
+        _check_cache_dir(spec.cache.dir, settings)
     return spec.model_copy(update={"storage": str(settings.storage)})

@@ -45,6 +45,25 @@ class Settings(BaseSettings):
     paused: bool = Field(default=False, description="Accept and queue jobs but start none (maintenance).")
     poll_s: float = Field(default=0.5, gt=0, le=60, description="Scheduler/follower period.")
 
+    @field_validator("token")
+    @classmethod
+    def _token_not_empty(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("an empty token would let anyone in: set a real token, or leave "
+                             "RAYKD_TOKEN unset and `raykd serve` generates one")
+        return value
+
+    @field_validator("users")
+    @classmethod
+    def _users_valid(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for name, secret in value.items():
+            if not secret.get_secret_value().strip():
+                raise ValueError(f"user {name!r} has an empty token: give every user a real one")
+            if name == "admin" or not name.strip():
+                raise ValueError(f"user name {name!r} is reserved or empty: 'admin' is the "
+                                 "RAYKD_TOKEN holder; choose another name")
+        return value
+
     @field_validator("storage")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
