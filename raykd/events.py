@@ -32,6 +32,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 EVENTS_FILE = "events.jsonl"
+SUBMISSION_ENV = "RAYKD_SUBMISSION_ID"  # the control plane's submission id, in the driver's env
 
 
 class _Event(BaseModel):
@@ -54,6 +55,11 @@ class JobStarted(_Event):
     students: int = Field(ge=0, description="Student models to train (methods x generations).")
     host: str = ""
     pid: int = 0
+    submission_id: str | None = Field(
+        default=None, description="Ray's submission id of this attempt when the control plane "
+        "submitted it (env RAYKD_SUBMISSION_ID): the service follows only the attempt it "
+        "submitted, whatever the count of earlier attempts. None for a run started by hand "
+        "(and in event files written before this field existed).")
 
 
 class StageStarted(_Event):

@@ -24,6 +24,7 @@ from raykd import schema
 from raykd.errors import JobDirError, UserError
 from raykd.events import (
     EVENTS_FILE,
+    SUBMISSION_ENV,
     Epoch,
     JobStarted,
     JsonlSink,
@@ -135,6 +136,8 @@ def open_job(spec: JobSpec, *, job_id: str | None = None, job_dir: Path | None =
     The directory is ``job_dir`` when given, else ``<storage>/<job_id>``; the id is
     generated when neither is given. A directory holding this same spec resumes (the next
     attempt); one holding another spec, or files of no job, raises :class:`JobDirError`.
+    ``job_started`` records ``$RAYKD_SUBMISSION_ID`` (the control plane's submission id of
+    this attempt) when it is set.
     """
     spec = resolve_spec_paths(spec)
     if job_id is not None and not JOB_ID.match(job_id):
@@ -160,7 +163,7 @@ def open_job(spec: JobSpec, *, job_id: str | None = None, job_dir: Path | None =
               earlier=earlier)
     job.emit(JobStarted(name=spec.name, kind=kind, spec_hash=digest, attempt=attempt,  # type: ignore[arg-type]
                         total_epochs=total_epochs, students=students, host=socket.gethostname(),
-                        pid=os.getpid()))
+                        pid=os.getpid(), submission_id=os.environ.get(SUBMISSION_ENV) or None))
     return job
 
 

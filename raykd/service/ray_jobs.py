@@ -18,6 +18,7 @@ inherit it, so their drivers join the head with the same token.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shlex
 import shutil
@@ -105,11 +106,32 @@ def owned_head_token(path: Path, given: str | None) -> str:
 
 
 class RayUnavailable(Exception):
-    """Ray's job API cannot be reached, or refused the request (the API answers 503)."""
+    """Ray's job API cannot be reached, or answered with an error of its own (the API answers 503)."""
+
+
+class RayRefused(Exception):
+    """Ray answered and refused this request for good (HTTP 4xx, e.g. a submission id it has)."""
+
+
+def _http_status(err: Exception) -> int | None:
+    """The HTTP status in the SDK's ``RuntimeError("Request failed with status code N: ...")``."""
+    found = re.search(r"status code (\d{3})", str(err))
+    return int(found.group(1)) if found else None
+
+
+def _first_line(err: Exception) -> str:
+    """The line of an SDK error worth showing: the first, or a traceback's last (its message)."""
+    text = str(err)
+    lines = [line.strip() for line in text.splitlines() if line.strip(" .")]
+    return (lines or [""])[-1 if "Traceback" in text else 0][:300]
 
 
 class RayJobs:
-    """Submit, inspect and stop raykd jobs on a Ray cluster's job API."""
+    """Submit, inspect and stop raykd jobs on a Ray cluster's job API.
+
+    Errors: :class:`RayUnavailable` when Ray cannot be reached (or fails on its side:
+    try again later), :class:`RayRefused` when it answered that this request is wrong.
+    """
 
     def __init__(self, address: str, *, token: str | None = None) -> None:
         self.address = address
@@ -127,6 +149,11 @@ class RayJobs:
             self._client = JobSubmissionClient(self.address, headers=self._headers)
         return self._client
 
+    def _unavailable(self, err: Exception, what: str) -> RayUnavailable:
+        self._client = None  # build a fresh client (and check the connection) next time
+        return RayUnavailable(f"Ray at {self.address} did not answer the {what} request "
+                              f"({type(err).__name__}); try again once Ray is back")
+
     def ping(self) -> bool:
         try:
             self.client.list_jobs()
@@ -136,28 +163,72 @@ class RayJobs:
             return False
 
     def submit(self, *, submission_id: str, spec_path: Path, job_id: str, env: dict[str, str]) -> str:
-        """Start ``raykd run SPEC --job-id ID`` on the cluster; returns the submission id."""
+        """Start ``raykd run SPEC --job-id ID`` on the cluster; returns the submission id.
+
+        Raises:
+            RayRefused: Ray answered 4xx (other than 401/403): this submission never will be
+                accepted as it is (e.g. Ray already has a job with this submission id).
+            RayUnavailable: Ray is unreachable, or failed on its side (5xx, auth): retry later.
+        """
         entrypoint = f"raykd run {shlex.quote(str(spec_path))} --job-id {shlex.quote(job_id)}"
-        return str(self.client.submit_job(entrypoint=entrypoint, submission_id=submission_id,
-                                          runtime_env={"env_vars": env}))
+        try:
+            return str(self.client.submit_job(entrypoint=entrypoint, submission_id=submission_id,
+                                              runtime_env={"env_vars": env}))
+        except RuntimeError as err:  # Ray answered with an error status
+            code = _http_status(err)
+            if code is not None and 400 <= code < 500 and code not in (401, 403):
+                raise RayRefused(_first_line(err)) from err
+            raise RayUnavailable(f"Ray at {self.address} could not take the submission now: "
+                                 f"{_first_line(err)}") from err
+        except Exception as err:  # noqa: BLE001 - unreachable (connection refused, timeout, ...)
+            raise self._unavailable(err, "submit") from err
 
     def status(self, submission_id: str) -> str | None:
-        """Ray's status name (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED), None if unknown to Ray."""
+        """Ray's status name (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED), None if unknown to Ray.
+
+        Raises:
+            RayUnavailable: Ray is unreachable or answered with another error.
+        """
         try:
             return str(self.client.get_job_status(submission_id).value)
         except RuntimeError as err:  # Ray: "Job ... does not exist"
             if "does not exist" in str(err):
                 return None
-            raise
+            raise RayUnavailable(f"Ray at {self.address} could not tell the status of "
+                                 f"{submission_id!r}: {_first_line(err)}") from err
+        except Exception as err:  # noqa: BLE001 - unreachable
+            raise self._unavailable(err, "status") from err
 
     def info(self, submission_id: str) -> Any:
         return self.client.get_job_info(submission_id)
 
     def stop(self, submission_id: str) -> bool:
+        """Ask Ray to stop the submission (SIGTERM); False when Ray has no such live job.
+
+        Raises:
+            RayUnavailable: Ray is unreachable: the stop was not sent.
+        """
         try:
             return bool(self.client.stop_job(submission_id))
+        except RuntimeError:  # no such job, or already ended
+            return False
+        except Exception as err:  # noqa: BLE001 - unreachable
+            raise self._unavailable(err, "stop") from err
+
+    def delete(self, submission_id: str) -> bool:
+        """Forget a terminal submission in Ray (so its id can be submitted again).
+
+        False when Ray refused (no such job, or not terminal). Ray keeps the log files.
+
+        Raises:
+            RayUnavailable: Ray is unreachable.
+        """
+        try:
+            return bool(self.client.delete_job(submission_id))
         except RuntimeError:
             return False
+        except Exception as err:  # noqa: BLE001 - unreachable
+            raise self._unavailable(err, "delete") from err
 
     def logs(self, submission_id: str) -> str:
         """The driver's log ("" for a submission Ray does not know); RayUnavailable if Ray is down."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 import shutil
 import time
@@ -25,6 +26,7 @@ from raykd.events import TERMINAL
 from raykd.service.deps import CurrentUser, OwnedJob, State
 from raykd.service.policy import PolicyError, admit
 from raykd.service.ray_jobs import RayUnavailable
+from raykd.service.scheduler import spec_file, submission_ids
 from raykd.service.schemas import (
     ERROR_RESPONSES,
     FINAL_STATES,
@@ -66,8 +68,14 @@ def _public(row: JobRow, *, full: bool, labels: dict[str, str], position: int | 
     )
 
 
+# The driver's rule for a job id (raykd.engine.context.JOB_ID, not imported here: it loads torch)
+JOB_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+
+
 def _new_id(name: str) -> str:
-    return f"{name}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+    """``<name>-<UTC time>-<6 hex>``, a valid job id whatever the name starts with (``_x`` -> ``x``)."""
+    stem = name.lstrip("_.-") or "job"
+    return f"{stem}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
 
 
 @router.post("", status_code=201, response_model=JobPublic, summary="Submit a run or sweep spec")
@@ -94,7 +102,15 @@ def submit(body: JobCreate, user: CurrentUser, state: State, response: Response,
         response.status_code = 200
         return public(state, existing, full=True)
     name = body.name or spec.name
-    row = JobRow(id=body.job_id or _new_id(name), name=name, kind="sweep" if spec.sweep else "run",
+    if body.job_id is not None and re.fullmatch(JOB_ID, body.job_id) is None:
+        raise HTTPException(422, f"job_id {body.job_id[:130]!r}: use 1-128 letters, digits, . _ - "
+                                 "starting with a letter or digit")
+    job_id = body.job_id or _new_id(name)
+    if body.job_id and (state.settings.storage / job_id).exists():
+        raise HTTPException(409, f"job id {job_id!r}: {state.settings.storage / job_id} already exists "
+                                 "and belongs to no job of this service (an earlier run's files); "
+                                 "choose another job_id, or remove that directory")
+    row = JobRow(id=job_id, name=name, kind="sweep" if spec.sweep else "run",
                  owner=user.name, state="queued", priority=body.priority,
                  spec=json.loads(spec.model_dump_json()), idempotency_key=key, created_at=time.time(),
                  latest_metrics={}, attempts=0, progress=0.0, last_seq=0, cancel_requested=False)
@@ -110,8 +126,6 @@ def submit(body: JobCreate, user: CurrentUser, state: State, response: Response,
 
 
 def _ok_label(text: str) -> bool:
-    import re
-
     return re.fullmatch(LABEL, text) is not None
 
 
@@ -166,42 +180,86 @@ def get_job(row: OwnedJob, state: State) -> JobPublic:
 
 @router.patch("/{job_id}", response_model=JobPublic, summary="Re-prioritise a queued job")
 def patch_job(body: JobPatch, row: OwnedJob, state: State) -> JobPublic:
-    if row.state != "queued":
-        raise HTTPException(409, f"job {row.id!r} is {row.state}; only queued jobs can be re-prioritised")
-    return public(state, state.store.update(row.id, priority=body.priority), full=True)
+    with state.scheduler.lock:  # the scheduler does not submit it meanwhile
+        row = _current(state, row)
+        if row.state != "queued":
+            raise HTTPException(409, f"job {row.id!r} is {row.state}; only queued jobs can be re-prioritised")
+        row = state.store.update(row.id, priority=body.priority)
+    return public(state, row, full=True)
+
+
+def _current(state: State, row: JobRow) -> JobRow:
+    """``row`` as stored now (under the scheduler's lock); 404 once it is gone."""
+    current = state.store.get(row.id)
+    if current is None:
+        raise HTTPException(404, f"no job {row.id!r}")
+    return current
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic, summary="Cancel a queued or running job")
 def cancel(row: OwnedJob, state: State) -> JobPublic:
-    if row.state in FINAL_STATES:
-        raise HTTPException(409, f"job {row.id!r} is already {row.state}")
-    if row.state == "queued":
-        row = state.store.update(row.id, state="cancelled", cancel_requested=True, error="cancelled",
-                                 finished_at=time.time())
-    else:
+    """A queued job is cancelled at once; a running one is stopped (Ray sends SIGTERM).
+
+    While Ray is unreachable the cancel is recorded and answered 503: the scheduler stops
+    the job when Ray is back, and the job ends ``cancelled``.
+    """
+    with state.scheduler.lock:  # a queued job answered "cancelled" is never submitted after
+        row = _current(state, row)
+        if row.state in FINAL_STATES:
+            raise HTTPException(409, f"job {row.id!r} is already {row.state}")
+        if row.state == "queued":
+            row = state.store.update(row.id, state="cancelled", cancel_requested=True, error="cancelled",
+                                     finished_at=time.time())
+            return public(state, row, full=True)
         state.store.update(row.id, cancel_requested=True)
-        if row.submission_id:
+    if row.submission_id:
+        try:
             state.ray.stop(row.submission_id)  # Ray sends SIGTERM: the job writes 'cancelled'
-        row = state.store.get(row.id)
-    return public(state, row, full=True)
+        except RayUnavailable as err:
+            raise HTTPException(503, f"job {row.id!r}: the cancel is recorded, but {err}; the "
+                                     "service stops the job when Ray answers again") from None
+    return public(state, state.store.get(row.id) or row, full=True)
 
 
 @router.post("/{job_id}/retry", response_model=JobPublic, summary="Run a final job again (resumes)")
 def retry(row: OwnedJob, state: State) -> JobPublic:
-    if row.state not in FINAL_STATES:
-        raise HTTPException(409, f"job {row.id!r} is {row.state}; only a finished job can be retried")
-    row = state.store.update(row.id, state="queued", cancel_requested=False, error=None, note="retry",
-                             finished_at=None, created_at=time.time())
+    with state.scheduler.lock:
+        row = _current(state, row)
+        if row.state not in FINAL_STATES:
+            raise HTTPException(409, f"job {row.id!r} is {row.state}; only a finished job can be retried")
+        row = state.store.update(  # the new attempt starts with none of the last one's results
+            row.id, state="queued", cancel_requested=False, error=None, note="retry", finished_at=None,
+            created_at=time.time(), result=None, progress=0.0, stage=None, latest_metrics={},
+            started_at=None)
     return public(state, row, full=True)
 
 
 @router.delete("/{job_id}", status_code=204, summary="Delete a final job, its files and events")
 def delete(row: OwnedJob, state: State) -> Response:
-    if row.state not in FINAL_STATES:
-        raise HTTPException(409, f"job {row.id!r} is {row.state}; cancel it first")
-    state.store.delete(row.id)
+    """Delete the job, its files, and Ray's records of its submissions (so its id can be reused)."""
+    with state.scheduler.lock:
+        row = _current(state, row)
+        if row.state not in FINAL_STATES:
+            raise HTTPException(409, f"job {row.id!r} is {row.state}; cancel it first")
+        state.store.delete(row.id)
     shutil.rmtree(state.settings.storage / row.id, ignore_errors=True)
+    spec_file(state.settings, row.id).unlink(missing_ok=True)
+    _forget_in_ray(state, row)
     return Response(status_code=204)
+
+
+def _forget_in_ray(state: State, row: JobRow) -> None:
+    """Best effort: delete Ray's records of ``row``'s submissions (terminal ones; Ray keeps logs).
+
+    Ray refuses a submission id it still holds; a job id used again after this delete then
+    starts cleanly. Where this fails (Ray away), the next submission of the id is refused
+    and that job fails with a message saying so; the queue moves on.
+    """
+    for sid in submission_ids(row):
+        try:
+            state.ray.delete(sid)
+        except RayUnavailable:
+            return
 
 
 @router.get("/{job_id}/metrics", response_model=list[MetricPoint], summary="Epoch and trial metrics")
@@ -271,8 +329,8 @@ async def logs(row: OwnedJob, state: State,
                follow: Annotated[bool, Query(description="Keep the response open and stream new "
                                              "output until the job ends.")] = False) -> Response:
     if not follow:
-        try:
-            data = _log_bytes(state, row, offset, tail)
+        try:  # in a thread: the Ray SDK blocks, up to its timeout while Ray is away
+            data = await asyncio.to_thread(_log_bytes, state, row, offset, tail)
         except RayUnavailable as err:
             raise HTTPException(503, str(err)) from None
         return Response(data, media_type="text/plain; charset=utf-8")

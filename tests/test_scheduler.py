@@ -1,0 +1,416 @@
+"""The scheduler and the job routes that change a job, on a real SQLite store.
+
+Ray's job API is a small stand-in here (:class:`FakeRay`: programmed answers, recorded
+calls) so that the orderings that matter can be staged: an attempt that died before its
+first event, a submission id Ray already holds, a cancel during a submit, Ray away. Ray
+itself is exercised by ``tests/test_service.py``'s live tests.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from raykd.events import (
+    EVENTS_FILE,
+    SUBMISSION_ENV,
+    JobFailed,
+    JobFinished,
+    JobStarted,
+    JsonlSink,
+    read_events,
+)
+from raykd.service.app import create_app
+from raykd.service.ray_jobs import RayJobs, RayRefused, RayUnavailable
+from raykd.service.scheduler import Scheduler
+from raykd.service.settings import Settings
+from raykd.service.store import JobRow, Store, migrate
+from tests.conftest import digits_spec
+
+TOKEN = "scheduler-test-admin-token-0123456789"
+HEADERS = {"Authorization": f"Bearer {TOKEN}"}
+
+
+class FakeRay:
+    """Ray's job API as the scheduler sees it: answers from ``states``, every call recorded."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, str] = {}  # submission id -> PENDING/RUNNING/SUCCEEDED/FAILED/STOPPED
+        self.calls: list[tuple[Any, ...]] = []
+        self.log_text: dict[str, str] = {}
+        self.down = False  # every call raises RayUnavailable
+        self.broken: set[str] = set()  # status() of these raises a plain bug
+        self.submit_gate: threading.Event | None = None  # submit() waits on it when set
+        self.in_submit = threading.Event()
+
+    def _check(self) -> None:
+        if self.down:
+            raise RayUnavailable("Ray at http://fake did not answer (ConnectionError)")
+
+    def submit(self, *, submission_id: str, spec_path: Path, job_id: str, env: dict[str, str]) -> str:
+        self.calls.append(("submit", submission_id, job_id, dict(env)))
+        self.in_submit.set()
+        if self.submit_gate is not None:
+            self.submit_gate.wait(10)
+        self._check()
+        if submission_id in self.states:
+            raise RayRefused(f"Job with submission_id {submission_id} already exists. "
+                             "Please use a different submission_id.")
+        self.states[submission_id] = "PENDING"
+        return submission_id
+
+    def status(self, submission_id: str) -> str | None:
+        self.calls.append(("status", submission_id))
+        self._check()
+        if submission_id in self.broken:
+            raise ValueError(f"a bug while asking about {submission_id}")
+        return self.states.get(submission_id)
+
+    def stop(self, submission_id: str) -> bool:
+        self.calls.append(("stop", submission_id))
+        self._check()
+        return self.states.get(submission_id) in ("PENDING", "RUNNING")
+
+    def delete(self, submission_id: str) -> bool:
+        self.calls.append(("delete", submission_id))
+        self._check()
+        if self.states.get(submission_id) in ("SUCCEEDED", "FAILED", "STOPPED"):
+            del self.states[submission_id]
+            return True
+        return False
+
+    def logs(self, submission_id: str) -> str:
+        self.calls.append(("logs", submission_id))
+        self._check()
+        return self.log_text.get(submission_id, "")
+
+    def info(self, submission_id: str) -> Any:
+        return None
+
+    def called(self, kind: str) -> list[tuple[Any, ...]]:
+        return [c for c in self.calls if c[0] == kind]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(token=TOKEN, storage=tmp_path / "storage", paused=True,  # type: ignore[arg-type]
+                    ray_address="http://127.0.0.1:1", poll_s=0.2)
+
+
+@pytest.fixture
+def store(settings: Settings) -> Store:
+    settings.storage.mkdir(parents=True, exist_ok=True)
+    migrate(settings.db_url())
+    return Store(settings.db_url())
+
+
+def make_scheduler(settings: Settings, store: Store, ray: FakeRay, **changes: Any) -> Scheduler:
+    return Scheduler(settings.model_copy(update=changes), store, ray)  # type: ignore[arg-type]
+
+
+def add_job(store: Store, job_id: str, **fields: Any) -> JobRow:
+    row = JobRow(id=job_id, name="test", kind="run", owner="admin", state="queued", priority=0,
+                 spec={"name": "test"}, idempotency_key=None, created_at=time.time(), latest_metrics={},
+                 attempts=0, progress=0.0, last_seq=0, cancel_requested=False)
+    for k, v in fields.items():
+        setattr(row, k, v)
+    return store.add(row, {})
+
+
+def write_events(settings: Settings, job_id: str, *events: Any) -> None:
+    (settings.storage / job_id).mkdir(parents=True, exist_ok=True)
+    sink = JsonlSink(settings.storage / job_id / EVENTS_FILE, job_id)
+    for e in events:
+        sink.emit(e)
+
+
+def started(attempt: int, submission_id: str | None) -> JobStarted:
+    return JobStarted(name="test", spec_hash="x", attempt=attempt, total_epochs=1, students=1,
+                      submission_id=submission_id)
+
+
+def finished() -> JobFinished:
+    return JobFinished(result="result.json", seconds=1.0)
+
+
+# 1 --------------------------------------------------------------------------------------
+
+
+def test_the_followed_attempt_is_the_one_whose_submission_id_the_driver_recorded(
+        settings: Settings, store: Store) -> None:
+    """Attempt 1 died before open_job: the retry's driver writes attempt=1, the row says 2."""
+    ray = FakeRay()
+    add_job(store, "j", state="pending", attempts=2, submission_id="j.r1")
+    ray.states["j.r1"] = "RUNNING"
+    write_events(settings, "j", started(1, "j.r1"))
+    sched = make_scheduler(settings, store, ray)
+    sched.tick()
+    assert store.get("j").state == "running"  # type: ignore[union-attr]
+    write_events(settings, "j", finished())
+    ray.states["j.r1"] = "SUCCEEDED"
+    sched.tick()
+    row = store.get("j")
+    assert row is not None and (row.state, row.error) == ("succeeded", None)
+
+
+def test_an_earlier_attempts_events_do_not_decide_this_attempt(settings: Settings, store: Store) -> None:
+    """More job_started lines than the row's attempts: the old job_failed is not this attempt's."""
+    ray = FakeRay()
+    add_job(store, "k", state="pending", attempts=1, submission_id="k")
+    ray.states["k"] = "PENDING"
+    write_events(settings, "k", started(1, "other"), JobFailed(kind="bug", message="old"),
+                 started(2, None), JobFailed(kind="bug", message="old too"))
+    make_scheduler(settings, store, ray).tick()
+    row = store.get("k")
+    assert row is not None and (row.state, row.error) == ("pending", None)
+
+
+def test_the_submission_id_reaches_the_driver_and_its_job_started(
+        settings: Settings, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ray = FakeRay()
+    add_job(store, "s")
+    make_scheduler(settings, store, ray, paused=False).tick()
+    assert ray.called("submit") == [("submit", "s", "s", {SUBMISSION_ENV: "s"})]
+
+    from raykd.engine.context import open_job
+    from raykd.spec import JobSpec
+
+    monkeypatch.setenv(SUBMISSION_ENV, "s.r3")
+    job = open_job(JobSpec.model_validate(digits_spec(str(tmp_path / "runs"))), job_id="s")
+    first = read_events(job.job_dir / EVENTS_FILE)[0]
+    assert isinstance(first, JobStarted) and first.submission_id == "s.r3"
+
+
+# 2 --------------------------------------------------------------------------------------
+
+
+def test_a_submission_id_ray_already_holds_fails_that_job_and_the_queue_moves_on(
+        settings: Settings, store: Store) -> None:
+    ray = FakeRay()
+    ray.states["nightly"] = "SUCCEEDED"  # a deleted job's record, still in Ray
+    add_job(store, "nightly", created_at=1.0)
+    add_job(store, "after", created_at=2.0)
+    make_scheduler(settings, store, ray, paused=False, max_running=1).tick()
+    row = store.get("nightly")
+    assert row is not None and row.state == "failed"
+    assert "'nightly'" in (row.error or "") and "already exists" in (row.error or "")
+    assert "retry" in (row.error or "") and "ray job delete nightly" in (row.error or "")
+    assert store.get("after").state == "pending"  # type: ignore[union-attr]
+
+
+def test_ray_unreachable_keeps_the_job_waiting(settings: Settings, store: Store) -> None:
+    ray = FakeRay()
+    ray.down = True
+    add_job(store, "w")
+    make_scheduler(settings, store, ray, paused=False).tick()
+    row = store.get("w")
+    assert row is not None and row.state == "queued" and (row.note or "").startswith("waiting")
+
+
+class _RaisingClient:
+    def __init__(self, err: Exception) -> None:
+        self.err = err
+
+    def __getattr__(self, name: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            raise self.err
+        return call
+
+
+@pytest.mark.parametrize(("err", "expected"), [
+    (RuntimeError("Request failed with status code 400: Traceback (most recent call last):\n  ...\n"
+                  "ValueError: Job with submission_id x already exists. Please use a different "
+                  "submission_id.\n."), RayRefused),
+    (RuntimeError("Request failed with status code 500: No available agent to submit job."), RayUnavailable),
+    (ConnectionError("Failed to connect to Ray at address: http://127.0.0.1:1."), RayUnavailable),
+])
+def test_ray_jobs_tells_a_refusal_from_ray_being_away(err: Exception, expected: type) -> None:
+    ray = RayJobs("http://127.0.0.1:1")
+    ray._client = _RaisingClient(err)
+    with pytest.raises(expected) as caught:
+        ray.submit(submission_id="x", spec_path=Path("/s.json"), job_id="x", env={})
+    if expected is RayRefused:
+        assert str(caught.value).startswith("ValueError: Job with submission_id x already exists")
+    ray._client = _RaisingClient(ConnectionError("refused"))
+    for call in (lambda: ray.stop("x"), lambda: ray.status("x"), lambda: ray.delete("x")):
+        with pytest.raises(RayUnavailable):
+            call()
+
+
+# the routes ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def app(settings: Settings) -> Iterator[tuple[TestClient, FakeRay, Any]]:
+    ray = FakeRay()
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        state = client.app.state.raykd  # type: ignore[attr-defined]
+        state.ray = state.scheduler.ray = ray
+        yield client, ray, state
+
+
+def post_job(client: TestClient, **body: Any) -> Any:
+    return client.post("/api/v1/jobs", json={"spec": digits_spec("/unused"), **body}, headers=HEADERS)
+
+
+def test_delete_forgets_the_jobs_submissions_in_ray_so_its_id_can_be_reused(app: Any) -> None:
+    client, ray, state = app
+    assert post_job(client, job_id="nightly").status_code == 201
+    state.store.update("nightly", state="succeeded", attempts=2, submission_id="nightly.r1")
+    ray.states.update({"nightly": "FAILED", "nightly.r1": "SUCCEEDED"})
+    assert client.delete("/api/v1/jobs/nightly", headers=HEADERS).status_code == 204
+    assert ray.called("delete") == [("delete", "nightly"), ("delete", "nightly.r1")]
+    assert post_job(client, job_id="nightly").status_code == 201
+    state.scheduler.submit(state.store.get("nightly"))
+    assert state.store.get("nightly").state == "pending"
+
+
+# 3 --------------------------------------------------------------------------------------
+
+
+def test_a_job_id_whose_directory_exists_without_a_job_is_refused(app: Any, settings: Settings) -> None:
+    client, _, _ = app
+    (settings.storage / "stale").mkdir(parents=True)
+    r = post_job(client, job_id="stale")
+    assert r.status_code == 409
+    assert "already exists" in r.json()["detail"] and "stale" in r.json()["detail"]
+    assert post_job(client, job_id="fresh").status_code == 201
+    assert post_job(client, job_id="fresh").status_code == 200  # the same job again, idempotent
+
+
+# 5 --------------------------------------------------------------------------------------
+
+
+def test_a_cancel_during_the_submit_never_answers_cancelled_for_a_submitted_job(app: Any) -> None:
+    client, ray, state = app
+    assert post_job(client, job_id="race").status_code == 201
+    ray.submit_gate = threading.Event()
+    submitter = threading.Thread(target=state.scheduler.start_queued)
+    submitter.start()
+    assert ray.in_submit.wait(5)
+    answer: dict[str, Any] = {}
+    canceller = threading.Thread(target=lambda: answer.update(
+        r=client.post("/api/v1/jobs/race/cancel", headers=HEADERS)))
+    canceller.start()
+    time.sleep(0.5)  # the cancel is in flight while Ray takes the submission
+    ray.submit_gate.set()
+    submitter.join(10)
+    canceller.join(10)
+    assert answer["r"].status_code == 200
+    row = state.store.get("race")
+    if answer["r"].json()["state"] == "cancelled":
+        assert row.state == "cancelled" and row.submission_id is None
+    else:  # submitted first: the cancel stopped it in Ray
+        assert row.cancel_requested and ray.called("stop") == [("stop", "race")]
+
+
+# 6 --------------------------------------------------------------------------------------
+
+
+def test_an_error_before_open_job_is_reported_from_the_driver_log(settings: Settings, store: Store) -> None:
+    ray = FakeRay()
+    add_job(store, "e", state="pending", attempts=1, submission_id="e")
+    ray.states["e"] = "FAILED"
+    ray.log_text["e"] = "starting\nerror: spec.json: train.epochs: Input should be >= 1\n"
+    make_scheduler(settings, store, ray).tick()
+    row = store.get("e")
+    assert row is not None and row.state == "failed"
+    assert "failed before it started" in (row.error or "")
+    assert "train.epochs: Input should be >= 1" in (row.error or "")
+    assert "crashed" not in (row.error or "")
+
+
+def test_generated_job_ids_are_ones_the_driver_accepts(app: Any) -> None:
+    from raykd.engine.context import JOB_ID
+
+    client, _, _ = app
+    for name in ("_exp", "-x", ".hidden", "ok"):
+        r = post_job(client, name=name)
+        assert r.status_code == 201, r.text
+        assert JOB_ID.match(r.json()["id"]), r.json()["id"]
+    assert post_job(client, job_id="_bad").status_code == 422
+
+
+# 9 --------------------------------------------------------------------------------------
+
+
+def test_one_jobs_error_does_not_stop_the_others_being_followed(settings: Settings, store: Store) -> None:
+    ray = FakeRay()
+    add_job(store, "bad", state="running", attempts=1, submission_id="bad")
+    add_job(store, "good", state="running", attempts=1, submission_id="good")
+    ray.broken.add("bad")
+    ray.states["good"] = "SUCCEEDED"
+    write_events(settings, "good", started(1, "good"), finished())
+    make_scheduler(settings, store, ray).tick()
+    assert store.get("good").state == "succeeded"  # type: ignore[union-attr]
+    assert store.get("bad").state == "running"  # type: ignore[union-attr]
+
+
+# 12 -------------------------------------------------------------------------------------
+
+
+def test_cancel_while_ray_is_away_is_503_and_recorded_then_done_when_ray_is_back(app: Any) -> None:
+    client, ray, state = app
+    assert post_job(client, job_id="c").status_code == 201
+    state.store.update("c", state="running", attempts=1, submission_id="c")
+    ray.states["c"] = "RUNNING"
+    ray.down = True
+    r = client.post("/api/v1/jobs/c/cancel", headers=HEADERS)
+    assert r.status_code == 503 and "cancel is recorded" in r.json()["detail"]
+    assert state.store.get("c").cancel_requested
+    ray.down = False
+    ray.calls.clear()
+    with state.scheduler.lock:
+        state.scheduler.follow(state.store.get("c"))
+    assert ray.called("stop") == [("stop", "c")]
+    ray.states["c"] = "STOPPED"
+    with state.scheduler.lock:
+        state.scheduler.follow(state.store.get("c"))
+    assert state.store.get("c").state == "cancelled"
+
+
+def test_a_slow_ray_log_request_does_not_block_the_server(app: Any) -> None:
+    client, ray, state = app
+    assert post_job(client, job_id="slow").status_code == 201
+    state.store.update("slow", state="running", submission_id="slow")
+    release, other_answered = threading.Event(), threading.Event()
+    seen: list[bool] = []
+
+    def slow_logs(submission_id: str) -> str:  # Ray taking its time (up to the SDK's timeout)
+        release.wait(5)
+        seen.append(other_answered.is_set())
+        return "done\n"
+
+    ray.logs = slow_logs
+    got: dict[str, Any] = {}
+    reader = threading.Thread(target=lambda: got.update(r=client.get("/api/v1/jobs/slow/logs", headers=HEADERS)))
+    reader.start()
+    time.sleep(0.3)
+    assert client.get("/healthz").status_code == 200
+    other_answered.set()
+    release.set()
+    reader.join(10)
+    assert got["r"].text == "done\n"
+    assert seen == [True]  # /healthz was answered while the log request waited on Ray
+
+
+# 15 -------------------------------------------------------------------------------------
+
+
+def test_retry_clears_the_previous_attempts_results(app: Any) -> None:
+    client, _, state = app
+    assert post_job(client, job_id="again").status_code == 201
+    state.store.update("again", state="succeeded", result={"file": "result.json"}, progress=1.0,
+                       stage="students", latest_metrics={"val_accuracy": 0.9}, started_at=5.0,
+                       finished_at=9.0, attempts=1, submission_id="again")
+    r = client.post("/api/v1/jobs/again/retry", headers=HEADERS)
+    assert r.status_code == 200
+    body = r.json()
+    assert (body["state"], body["result"], body["progress"], body["stage"], body["latest_metrics"],
+            body["started_at"], body["finished_at"]) == ("queued", None, 0.0, None, {}, None, None)
