@@ -157,3 +157,31 @@ def test_a_killed_student_worker_restarts_from_its_checkpoint(ray_local: None, s
     history = result["students"][0]["generations"][0]["history"]
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
     assert result["students"][0]["test_accuracy"] > 0.8
+
+
+def test_a_student_stopped_after_its_last_epoch_is_finished_from_its_state(tmp_path: Path) -> None:
+    """Every epoch saved, ``student_finished`` never written: the rerun publishes, trains nothing.
+
+    (Before, a new Ray Train run was started from that state, had no epoch left to report,
+    and failed with "reported no checkpoint" on every retry.)
+    """
+    from raykd.models import build_model, load_checkpoint, save_checkpoint, weights_hash
+    from raykd.train.state import BEST_FILE, PROGRESS_FILE
+    from raykd.train.trainer import StudentRun, train_student_ray
+
+    state = tmp_path / "state"
+    state.mkdir()
+    model = {"name": "mlp", "hidden": [8]}
+    best = build_model(model, (1, 8, 8), 10)
+    save_checkpoint(best, state / BEST_FILE, config=model, input_shape=(1, 8, 8), num_classes=10)
+    history = [{"epoch": e, "val_accuracy": 0.5 + e / 10} for e in (1, 2, 3)]
+    (state / PROGRESS_FILE).write_text(json.dumps(
+        {"epoch": 3, "step": 30, "history": history, "best_val": 0.8, "best_epoch": 3}))
+    run = StudentRun(student=0, generation=1, label="kd", epochs=3, resume_from=str(state))
+    out = tmp_path / "students" / "student-0-g1.safetensors"
+    result = train_student_ray(None, refs={}, num_workers=2, use_gpu=False,  # type: ignore[arg-type]
+                               cpus_per_worker=1.0, storage=tmp_path / "ray_train", name="unused",
+                               out=out, run=run)
+    assert result.history == history and result.best_epoch == 3 and result.best_val_accuracy == 0.8
+    assert weights_hash(load_checkpoint(out)) == weights_hash(best)
+    assert not (tmp_path / "ray_train").exists()  # no trainer was started

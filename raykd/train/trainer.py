@@ -166,6 +166,10 @@ def train_student_ray(config: StudentConfig, *, refs: dict[str, Any], num_worker
 
     run = run or StudentRun(student=0, generation=1, label=config.label, epochs=config.train.epochs)
     start = time.time()
+    if run.resume_from is not None:  # stopped after its last epoch, before it was recorded
+        done = load_progress(run.resume_from)
+        if done.epoch >= run.epochs:
+            return _published(Path(run.resume_from), done, out, seconds=0.0)
     resources = {"CPU": cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
     trainer = TorchTrainer(
         _ray_worker,
@@ -185,10 +189,14 @@ def train_student_ray(config: StudentConfig, *, refs: dict[str, Any], num_worker
     seconds = time.time() - start
     if result.checkpoint is None:
         raise RuntimeError(f"student {name!r} reported no checkpoint")
-    out.parent.mkdir(parents=True, exist_ok=True)
     with result.checkpoint.as_directory() as directory:
-        progress = load_progress(directory)
-        publish_file(Path(directory) / BEST_FILE, out)
+        return _published(Path(directory), load_progress(directory), out, seconds=seconds)
+
+
+def _published(directory: Path, progress: Any, out: Path, *, seconds: float) -> StudentResult:
+    """The best weights of a finished state ``directory`` copied to ``out``; its result."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    publish_file(directory / BEST_FILE, out)
     best_val = float("nan") if progress.best_val is None else progress.best_val
     return StudentResult(checkpoint=out, history=progress.history, best_val_accuracy=best_val,
                          best_epoch=progress.best_epoch, seconds=seconds)
