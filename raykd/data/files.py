@@ -61,6 +61,8 @@ def read_npz(path: Path, label_column: str) -> RawData:
         )
     try:
         archive = np.load(path, allow_pickle=False)
+    except MemoryError:  # not the file's fault: a bug or a too-small machine
+        raise
     except Exception as exc:  # any parse failure means the file is unreadable
         raise DataError(f"could not read {where} as .npz: {_reason(exc)}") from exc
     if not isinstance(archive, np.lib.npyio.NpzFile):
@@ -78,6 +80,8 @@ def read_npz(path: Path, label_column: str) -> RawData:
         try:
             wanted = [key for key in ("x", "y", "x_test", "y_test") if key in keys]
             arrays = {key: archive[key] for key in wanted}
+        except MemoryError:  # not the file's fault: a bug or a too-small machine
+            raise
         except Exception as exc:  # a corrupt or pickled member
             raise DataError(f"could not read {where} as .npz: {_reason(exc)}") from exc
     return RawData(
@@ -117,6 +121,8 @@ def read_csv(path: Path, label_column: str) -> RawData:
 
     try:
         frame = pd.read_csv(path)
+    except MemoryError:  # not the file's fault: a bug or a too-small machine
+        raise
     except Exception as exc:  # any parse failure means the file is unreadable
         raise DataError(f"could not read {str(path)!r} as .csv: {_reason(exc)}") from exc
     return _frame_to_raw(frame, path, label_column)
@@ -131,6 +137,8 @@ def read_parquet(path: Path, label_column: str) -> RawData:
 
     try:
         frame = pd.read_parquet(path)
+    except MemoryError:  # not the file's fault: a bug or a too-small machine
+        raise
     except Exception as exc:  # any parse failure means the file is unreadable
         message = f"could not read {str(path)!r} as .parquet: {_reason(exc)}"
         raise DataError(message) from exc
