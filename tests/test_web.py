@@ -12,6 +12,7 @@ the browser to the login page. Screenshots of every page go to ``tests/artifacts
 from __future__ import annotations
 
 import csv
+import http.client
 import io
 import itertools
 import json
@@ -25,6 +26,7 @@ import httpx
 import pytest
 import yaml
 
+import raykd.service.web as web
 from tests.conftest import digits_spec
 from tests.service_helpers import RayHead, Server
 
@@ -204,7 +206,6 @@ def test_pages_and_static_files_need_a_session(server: Server, tab: Tab) -> None
         r = httpx.get(f"{server.url}/static/{name}")
         assert r.status_code == 401 and "function" not in r.text, name
     assert httpx.get(f"{server.url}/static/login.css").status_code == 200  # the login page's own
-    assert httpx.get(f"{server.url}/static/../deps.py").status_code in (401, 404)
 
     page = tab.go("/compare")  # a browser without a session lands on the login page...
     assert page.url == f"{server.url}/login?next=/compare"
@@ -214,6 +215,38 @@ def test_pages_and_static_files_need_a_session(server: Server, tab: Tab) -> None
     page.get_by_role("button", name="Log in").click()
     page.wait_for_url(f"{server.url}/compare")  # ...and comes back where it was going
     assert page.get_by_role("heading", name="Compare").is_visible()
+
+
+def raw_get(server: Server, path: str, cookie: str) -> tuple[int, bytes]:
+    """GET ``path`` sent byte for byte (httpx would normalise ``..`` segments first)."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.request("GET", path, headers={"Cookie": f"raykd_session={cookie}"})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def test_static_paths_cannot_leave_the_static_folder(server: Server) -> None:
+    login = httpx.post(f"{server.url}/login", data={"token": ADMIN})
+    assert login.status_code == 303 and login.headers["location"] == "/jobs", login.text
+    cookie = login.cookies["raykd_session"]
+    static = Path(web.__file__).parent / "static"
+    # with this session a static file is served: the 404s below are the path guard's
+    assert raw_get(server, "/static/app.js", cookie) == (200, (static / "app.js").read_bytes())
+    routes = (static.parent / "routes.py").resolve()  # files outside the folder, as seen from it
+    deps = (static.parent.parent / "deps.py").resolve()
+    for path, target in (("../routes.py", routes), ("..%2Froutes.py", routes),
+                         ("%2e%2e/routes.py", routes), ("%2E%2E%2Froutes.py", routes),
+                         ("../../deps.py", deps), ("..%2F..%2Fdeps.py", deps),
+                         ("app.js/../../routes.py", routes),
+                         (str(routes), routes),
+                         ("%2F" + str(routes)[1:].replace("/", "%2F"), routes)):
+        assert target.is_file() and not target.is_relative_to(static.resolve())
+        status, body = raw_get(server, f"/static/{path}", cookie)
+        assert status == 404, (path, status, body[:200])
+        assert target.read_bytes()[:300] not in body and b"import" not in body, path
 
 
 def test_a_wrong_token_is_refused_and_logging_out_ends_the_session(server: Server,
@@ -493,3 +526,61 @@ def test_the_token_never_appears_in_a_url_or_the_page(server: Server, jobs: dict
                          "document.cookie + location.href + history.length")
     assert ADMIN not in kept
     assert len(REQUESTED) > 50 and not [u for u in REQUESTED if ADMIN in u or ALICE in u]
+
+
+# --- a retried job ------------------------------------------------------------------------------
+
+
+def timeline_of(server: Server, job_id: str) -> tuple[int, int]:
+    """(job_started events, entries of the job page's stage timeline) from the stored stream."""
+    events: list[tuple[str, dict[str, Any]]] = []
+    with httpx.stream("GET", f"{server.url}/api/v1/jobs/{job_id}/events", headers=auth(ADMIN),
+                      timeout=30) as r:  # the service ends the stream of a final job
+        kind = ""
+        for line in r.iter_lines():
+            if line.startswith("event:"):
+                kind = line.split(":", 1)[1].strip()
+            elif line.startswith("data:"):
+                events.append((kind, json.loads(line.split(":", 1)[1])))
+    entries, open_stages = 0, []  # as job.js draws them: a finish without its start adds one
+    for kind, e in events:
+        if kind == "job_started":  # a dead attempt's open stages leave the timeline
+            entries -= len(open_stages)
+            open_stages = []
+        elif kind in ("job_finished", "job_failed"):  # they end here
+            open_stages = []
+        elif kind == "stage_started":
+            entries += 1
+            open_stages.append(e["stage"])
+        elif kind == "stage_finished":
+            if e["stage"] in open_stages:
+                open_stages.remove(e["stage"])
+            else:
+                entries += 1
+    return sum(kind == "job_started" for kind, _ in events), entries
+
+
+def test_the_job_page_follows_the_new_attempt_of_a_retried_job(
+        server: Server, jobs: dict[str, str], tab: Tab) -> None:
+    # The stream replays the first attempt's job_finished before the second attempt's
+    # events: the page must not take that for the end (it froze on the first attempt).
+    run = jobs["run"]
+    assert wait_state(server, run, ("succeeded", "failed"))["state"] == "succeeded"
+    assert timeline_of(server, run)[0] == 1
+    page = tab.login().go(f"/jobs/{run}")
+    page.locator("#timeline li[data-stage]").first.wait_for()
+    page.evaluate("window.__mark = 'before the retry'")
+    page.get_by_role("button", name="Retry", exact=True).click()  # the page reloads itself
+    page.wait_for_function("() => window.__mark === undefined")
+    page.locator("#job-meta").wait_for(state="attached")
+    page.evaluate("window.__mark = 'after the retry'")
+    job = wait_state(server, run, ("succeeded", "failed"))
+    assert job["state"] == "succeeded" and job["attempts"] == 2, job
+    starts, stages = timeline_of(server, run)
+    assert starts == 2, starts
+    # without another reload: the second attempt's stages are drawn and the end is seen
+    page.locator(SUCCEEDED).wait_for(timeout=60_000)
+    page.locator(f"#timeline li[data-stage] >> nth={stages - 1}").wait_for()
+    assert page.locator("#timeline li[data-stage]").count() == stages
+    assert page.locator("#timeline li.running").count() == 0
+    assert page.evaluate("window.__mark") == "after the retry"

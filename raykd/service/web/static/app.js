@@ -127,29 +127,50 @@ const RK = (() => {
 
   function follow(jobId, onEvent, onEnd, after) {
     // The job's Server-Sent Events (the browser resumes with Last-Event-ID after a drop).
+    // The stream replays every attempt of the job, each from its job_started: a terminal
+    // event is the end only when it is the latest attempt's, so on one the job is asked
+    // for its state; the server also ends the stream once the job is final and caught up.
     const url = `/api/v1/jobs/${encodeURIComponent(jobId)}/events` + (after ? `?after=${after}` : "");
     const source = new EventSource(url, { withCredentials: true });
     let last = after || 0;
+    let starts = 0; // job_started events seen, to tell a replayed attempt's end from the last one
+    let attempt = null; // the attempt of the latest job_started seen
+    let ended = false;
+    const end = (how) => {
+      if (ended) return;
+      ended = true;
+      source.close();
+      onEnd && onEnd(how, last);
+    };
+    const job = () => api("GET", `/api/v1/jobs/${encodeURIComponent(jobId)}`);
     const handle = (e) => {
+      if (ended) return;
       const seq = parseInt(e.lastEventId, 10);
       if (isFinite(seq) && seq <= last) return;
       if (isFinite(seq)) last = seq;
       let data;
       try { data = JSON.parse(e.data); } catch (_) { return; }
+      if (e.type === "job_started") {
+        starts += 1;
+        attempt = isNum(data.attempt) ? data.attempt : attempt;
+      }
       onEvent(e.type, data);
       if (e.type === "job_finished" || e.type === "job_failed") {
-        source.close();
-        onEnd && onEnd("final", last);
+        const before = starts, ofAttempt = attempt;
+        job().then((r) => {
+          // still streaming: a later attempt started since, or the job runs (was retried)
+          if (ended || starts !== before || !r.ok) return; // (a failed look: onerror decides)
+          const latest = !isNum(r.data.attempts) || ofAttempt === null || ofAttempt >= r.data.attempts;
+          if (FINAL.includes(r.data.state) && latest) end("final");
+        });
       }
     };
     for (const t of EVENT_TYPES) source.addEventListener(t, handle);
     source.onerror = async () => {
       // The stream ended or dropped: stop for good when the job is final, else let it retry.
-      const r = await api("GET", `/api/v1/jobs/${encodeURIComponent(jobId)}`);
-      if (!r.ok || FINAL.includes(r.data.state)) {
-        source.close();
-        onEnd && onEnd(r.ok ? "final" : "gone", last);
-      }
+      if (ended) return;
+      const r = await job();
+      if (!r.ok || FINAL.includes(r.data.state)) end(r.ok ? "final" : "gone");
     };
     return source;
   }
