@@ -22,6 +22,7 @@ from raykd.losses import (
     combine_teachers,
     distillation_loss,
     kd_loss,
+    method_loss,
     wkd_combine,
     wkd_weights,
 )
@@ -562,3 +563,45 @@ def test_import_pulls_in_neither_ray_nor_fastapi():
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- method_loss: the training step's loss, resolved once ----------------------------
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_method_loss_equals_distillation_loss_exactly(method: str, dtype: torch.dtype) -> None:
+    gen = torch.Generator().manual_seed(3)
+    s = torch.randn(16, 7, generator=gen, dtype=dtype, requires_grad=True)
+    z = 3 * torch.randn(3, 16, 7, generator=gen, dtype=dtype)
+    y = torch.randint(0, 7, (16,), generator=gen)
+    params = {"temperature": 2.5, "alpha": 0.7, "incorrect_weight": 0.6}
+    fast = method_loss(method, **params)(s, z, y, 0.3)
+    checked = distillation_loss(method, s, z, y, progress=0.3, **params)
+    assert_close(fast, checked, rtol=0, atol=0)
+    (g_fast,) = torch.autograd.grad(fast, s)
+    (g_checked,) = torch.autograd.grad(checked, s)
+    assert_close(g_fast, g_checked, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "expected"),
+    [
+        ("kld", {}, r"method must be one of \('none', 'kd', 'wkd', 'annealing'\), got 'kld'"),
+        ("kd", {"temperature": 0.0}, r"temperature must be a finite number > 0, got 0.0"),
+        ("kd", {"alpha": 1.5}, r"alpha must be in \[0, 1\], got 1.5"),
+        ("wkd", {"incorrect_weight": 0.0}, r"incorrect_weight must be in \(0, 1\], got 0.0"),
+        ("annealing", {"temperature": float("nan")}, r"temperature must be a finite number"),
+    ],
+)
+def test_method_loss_checks_its_hyperparameters_once_up_front(
+    method: str, params: dict, expected: str
+) -> None:
+    with pytest.raises(ValueError, match=expected):
+        method_loss(method, **params)
+
+
+def test_method_loss_without_teacher_logits_names_the_method() -> None:
+    loss = method_loss("kd", temperature=2.0, alpha=0.5)
+    with pytest.raises(ValueError, match=r"method 'kd' needs teacher logits"):
+        loss(torch.randn(2, 3), None, torch.tensor([0, 1]), 0.0)

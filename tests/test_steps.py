@@ -107,3 +107,51 @@ def test_single_process_keeps_its_batches() -> None:
     assert [len(b) for b in epoch_batches(10, batch_size=64, seed=0, epoch=0)] == [10]
     assert [len(b) for b in epoch_batches(130, batch_size=64, seed=0, epoch=0)] == [64, 64]
     assert steps_per_epoch(130, batch_size=64) == 2
+
+
+# --- the checks a step no longer repeats run once, before the first epoch -------------
+
+
+def _loop_data(teacher_train: object, y: np.ndarray | None = None) -> object:
+    from raykd.train.loop import LoopData
+
+    y = np.arange(12) % 3 if y is None else y
+    x = np.zeros((12, 4), np.float32)
+    return LoopData(x_train=x, y_train=y, x_val=x[:2], y_val=y[:2], teacher_train=teacher_train)
+
+
+def test_loop_data_with_nan_teacher_logits_is_a_clear_error_before_training() -> None:
+    from raykd.losses.topk import to_topk
+    from raykd.train.loop import check_loop_data
+
+    logits = np.zeros((2, 12, 3), np.float32)
+    check_loop_data(_loop_data(logits), num_classes=3)
+    logits[1, 5, 2] = np.nan
+    with pytest.raises(DataError, match="cached logits of teacher 1 contain NaN/inf"):
+        check_loop_data(_loop_data(logits), num_classes=3)
+    with pytest.raises(DataError, match="teacher 1 contain NaN/inf"):
+        check_loop_data(_loop_data(to_topk(logits, 1)), num_classes=3)
+    with pytest.raises(DataError, match=r"shape \(2, 12, 3\); expected \(M, 12, 4\)"):
+        check_loop_data(_loop_data(np.zeros((2, 12, 3), np.float32)), num_classes=4)
+
+
+def test_loop_data_with_labels_out_of_range_is_a_clear_error() -> None:
+    from raykd.train.loop import check_loop_data
+
+    with pytest.raises(DataError, match=r"in \[0, 3\), got min 0, max 3"):
+        check_loop_data(_loop_data(None, y=np.arange(12) % 4), num_classes=3)
+
+
+def test_run_student_checks_cached_logits_once_at_the_edge() -> None:
+    from raykd.spec import MethodSpec, TrainSpec
+    from raykd.train.config import StudentConfig
+    from raykd.train.loop import run_student
+
+    logits = np.zeros((2, 12, 3), np.float32)
+    logits[0, 0, 0] = np.inf
+    config = StudentConfig(model={"name": "mlp"}, input_shape=(4,), num_classes=3,
+                           method=MethodSpec(method="kd", temperature=2.0, alpha=0.5),
+                           train=TrainSpec(epochs=1, batch_size=4, lr=1e-3, seed=0),
+                           augment=False, threads=1, label="nan")
+    with pytest.raises(DataError, match="teacher 0 contain NaN/inf"):
+        run_student(config, _loop_data(logits), report=lambda metrics, state: None)

@@ -4,7 +4,9 @@
 - :func:`wkd_weights`, :func:`wkd_combine`: Weighted KD (ROaD, arXiv:2103.08809).
 - :func:`kd_loss`: Hinton et al. 2015, ``alpha * T^2 * KL + (1 - alpha) * CE``.
 - :func:`annealing_targets`, :func:`annealing_loss`: teacher annealing (Clark et al. 2019).
-- :func:`distillation_loss`: the one dispatch over :data:`METHODS` the trainer calls.
+- :func:`distillation_loss`: the one dispatch over :data:`METHODS`, every input checked.
+- :func:`method_loss`: a method's loss resolved once, inputs checked at load time (the
+  training step's).
 
 Shapes: per-teacher logits (M, B, C) or (M, B, H, C); student and combined logits
 (B, C) or (B, H, C); labels (B,) or (B, H); optional bool mask (B, C) or (B, H, C),
@@ -14,20 +16,20 @@ True = valid position. See ``METHOD.md`` for the math.
 from torch import Tensor
 
 from raykd.losses.annealing import annealing_loss, annealing_targets
+from raykd.losses.dispatch import METHODS, LossFn, method_loss
 from raykd.losses.ensemble import combine_teachers, wkd_combine, wkd_weights
 from raykd.losses.kd import check_finite_logits, kd_loss, supervised_loss
 
-METHODS: tuple[str, ...] = ("none", "kd", "wkd", "annealing")
-"""The distillation methods :func:`distillation_loss` accepts."""
-
 __all__ = [
     "METHODS",
+    "LossFn",
     "annealing_loss",
     "annealing_targets",
     "check_finite_logits",
     "combine_teachers",
     "distillation_loss",
     "kd_loss",
+    "method_loss",
     "wkd_combine",
     "wkd_weights",
 ]

@@ -122,6 +122,21 @@ def annealing_loss(
     check_pair(student_logits, teacher_logits)
     check_labels_and_mask(labels, mask, logits=student_logits, name="student_logits")
     check_values(labels, mask, num_classes=teacher_logits.shape[-1], teacher_logits=teacher_logits)
+    return annealing_unchecked(student_logits, teacher_logits, labels, progress=progress,
+                               temperature=temperature, mask=mask, reduction=reduction)
+
+
+def annealing_unchecked(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    labels: Tensor,
+    *,
+    progress: float,
+    temperature: float = 1.0,
+    mask: Tensor | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    """:func:`annealing_loss` without its checks (inputs validated once, at load time)."""
     dtype = compute_dtype(student_logits, teacher_logits)
     targets = _targets(
         teacher_logits, labels, mask, progress=progress, temperature=temperature, dtype=dtype

@@ -42,15 +42,20 @@ def combine_teachers(teacher_logits: Tensor, weights: Tensor | None = None) -> T
         ValueError: on a bad ``teacher_logits`` shape or ``weights`` of the wrong shape.
     """
     _check_per_teacher(teacher_logits)
-    dtype = compute_dtype(teacher_logits)
-    logits = teacher_logits.to(dtype)
-    if weights is None:
-        return logits.mean(dim=0).to(teacher_logits.dtype)
-    if weights.shape != teacher_logits.shape[:-1]:
+    if weights is not None and weights.shape != teacher_logits.shape[:-1]:
         raise ValueError(
             f"weights shape {tuple(weights.shape)} does not fit teacher_logits shape "
             f"{tuple(teacher_logits.shape)}: expected {tuple(teacher_logits.shape[:-1])}"
         )
+    return combine_unchecked(teacher_logits, weights)
+
+
+def combine_unchecked(teacher_logits: Tensor, weights: Tensor | None = None) -> Tensor:
+    """:func:`combine_teachers` without its shape checks (shapes fixed once per run)."""
+    dtype = compute_dtype(teacher_logits)
+    logits = teacher_logits.to(dtype)
+    if weights is None:
+        return logits.mean(dim=0).to(teacher_logits.dtype)
     combined = (logits * weights.to(dtype).unsqueeze(-1)).mean(dim=0)
     return combined.to(teacher_logits.dtype)
 
@@ -94,6 +99,14 @@ def wkd_weights(
     _check_per_teacher(teacher_logits)
     check_labels_and_mask(labels, mask, logits=teacher_logits, name="teacher_logits", leading=1)
     check_values(labels, mask, num_classes=teacher_logits.shape[-1], teacher_logits=teacher_logits)
+    return wkd_weights_unchecked(teacher_logits, labels, incorrect_weight=incorrect_weight,
+                                 mask=mask)
+
+
+def wkd_weights_unchecked(
+    teacher_logits: Tensor, labels: Tensor, *, incorrect_weight: float, mask: Tensor | None = None
+) -> Tensor:
+    """:func:`wkd_weights` without its checks (W checked once, inputs at load time)."""
     num_teachers = teacher_logits.shape[0]
     if mask is not None:
         teacher_logits = teacher_logits.masked_fill(~mask, float("-inf"))

@@ -252,6 +252,13 @@ def supervised_loss(
     check_logits(student_logits, "student_logits")
     check_labels_and_mask(labels, mask, logits=student_logits, name="student_logits")
     check_values(labels, mask, num_classes=student_logits.shape[-1])
+    return supervised_unchecked(student_logits, labels, mask=mask, reduction=reduction)
+
+
+def supervised_unchecked(
+    student_logits: Tensor, labels: Tensor, *, mask: Tensor | None = None, reduction: str = "mean"
+) -> Tensor:
+    """:func:`supervised_loss` without its checks (labels validated once, at load time)."""
     dtype = compute_dtype(student_logits)
     log_p_student = masked_log_softmax(student_logits, mask, dtype=dtype)
     return cross_entropy(log_p_student, labels, reduction)
@@ -302,6 +309,25 @@ def kd_loss(
     check_pair(student_logits, teacher_logits)
     check_labels_and_mask(labels, mask, logits=student_logits, name="student_logits")
     check_values(labels, mask, num_classes=teacher_logits.shape[-1], teacher_logits=teacher_logits)
+    return kd_unchecked(student_logits, teacher_logits, labels, temperature=temperature,
+                        alpha=alpha, mask=mask, reduction=reduction)
+
+
+def kd_unchecked(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    labels: Tensor,
+    *,
+    temperature: float,
+    alpha: float,
+    mask: Tensor | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    """:func:`kd_loss` without its checks, for inputs a caller validated once at load time.
+
+    No host sync: a training step calls it with labels in [0, C) and finite teacher
+    logits (checked when they were loaded) and hyperparameters checked once.
+    """
     dtype = compute_dtype(student_logits, teacher_logits)
     log_p_student_1 = masked_log_softmax(student_logits, mask, dtype=dtype)
     if alpha == 0.0:

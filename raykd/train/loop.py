@@ -1,10 +1,13 @@
 """The student's training loop, shared by Ray Train workers, Tune trials and benches.
 
-Per step: a batch of inputs, the teachers' logits for that batch (sliced from the cached
-(M, N, C) array, or asked of the teacher actors one step ahead when augmentation makes a
-cache impossible), the method's loss from ``raykd.losses``, an optimizer step. Once per
-epoch: validation accuracy on rank 0 and one report (never per step: a Ray Train report
-costs a controller round trip), carrying the state a restarted worker resumes from.
+Per step: a batch of inputs, the teachers' logits for that batch (gathered by index from
+the cached (M, N, C) tensor, or asked of the teacher actors one step ahead when
+augmentation makes a cache impossible), the method's loss (``raykd.losses.method_loss``,
+resolved once), an optimizer step. No host sync and no input check inside the step: the
+labels' range and the cached logits' finiteness are checked once before the first epoch
+(:func:`check_loop_data`), and the loss is summed as a tensor and read once per epoch.
+Once per epoch: validation accuracy on rank 0 and one report (never per step: a Ray Train
+report costs a controller round trip), carrying the state a restarted worker resumes from.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from raykd.losses import distillation_loss
+from raykd.data.splits import DataError
+from raykd.losses import LossFn, method_loss
 from raykd.losses.topk import TopK, from_topk
 from raykd.models import build_model, load_checkpoint
 from raykd.spec import MethodSpec
@@ -64,20 +68,60 @@ def _batches(data: LoopData, config: StudentConfig, epoch: int, rank: int, world
     if data.teacher_actors:
         yield from _online(data, indices, gen, augment)
         return
+    cached: np.ndarray | torch.Tensor | TopK | None = data.teacher_train
+    if isinstance(cached, np.ndarray):
+        cached = torch.from_numpy(cached)  # zero-copy, once per epoch: steps gather by index
     for idx in indices:
         xb = torch.from_numpy(data.x_train[idx])
         if augment:
             xb = augment_images(xb, gen)
-        yield xb, torch.from_numpy(data.y_train[idx]), teacher_batch(data.teacher_train, idx)
+        yield xb, torch.from_numpy(data.y_train[idx]), teacher_batch(cached, idx)
 
 
-def teacher_batch(cached: np.ndarray | TopK | None, idx: np.ndarray) -> torch.Tensor | None:
-    """The (M, B, C) teacher logits of a batch from the dense or top-k cache."""
+def teacher_batch(cached: np.ndarray | torch.Tensor | TopK | None,
+                  idx: np.ndarray) -> torch.Tensor | None:
+    """The (M, B, C) float32 teacher logits of a batch from the dense or top-k cache."""
     if cached is None:
         return None
     if isinstance(cached, TopK):
         return torch.from_numpy(from_topk(cached, idx))
-    return torch.from_numpy(np.ascontiguousarray(cached[:, idx])).float()
+    if isinstance(cached, np.ndarray):
+        cached = torch.from_numpy(cached)
+    return cached.index_select(1, torch.from_numpy(idx)).float()
+
+
+def check_loop_data(data: LoopData, num_classes: int) -> None:
+    """The checks a training step does not repeat, once per run: labels and cached logits.
+
+    Raises:
+        DataError: on training labels outside [0, num_classes), cached teacher logits whose
+            shape is not (M, N_train, num_classes), or NaN/inf in them.
+    """
+    y = data.y_train
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise DataError(f"training labels must be class indices in [0, {num_classes}), got "
+                        f"min {int(y.min())}, max {int(y.max())}")
+    cached = data.teacher_train
+    if cached is None:
+        return
+    parts = (cached.values, cached.rest_lse) if isinstance(cached, TopK) else (cached,)
+    shape = (len(parts[0]), len(y), num_classes)
+    if not isinstance(cached, TopK) and (cached.ndim != 3 or cached.shape[1:] != shape[1:]):
+        raise DataError(f"cached teacher logits have shape {cached.shape}; expected "
+                        f"(M, {len(y)}, {num_classes}) for {len(y)} training rows")
+    for m in range(shape[0]):
+        if not all(np.isfinite(p[m]).all() for p in parts):
+            raise DataError(f"cached logits of teacher {m} contain NaN/inf on the training split; "
+                            "a finite teacher is required")
+
+
+def _served(parts: list[np.ndarray]) -> torch.Tensor:
+    """The (M, B, C) logits the teacher actors served for one batch, checked on the host."""
+    logits = np.stack(parts)
+    if not np.isfinite(logits).all():
+        bad = [m for m, p in enumerate(parts) if not np.isfinite(p).all()]
+        raise DataError(f"teacher actors {bad} served NaN/inf logits; a finite teacher is required")
+    return torch.from_numpy(logits)
 
 
 def _online(data: LoopData, indices: Iterator[np.ndarray], gen: torch.Generator,
@@ -92,10 +136,10 @@ def _online(data: LoopData, indices: Iterator[np.ndarray], gen: torch.Generator,
             xb = augment_images(xb, gen)
         refs = [a.logits.remote(xb.numpy()) for a in data.teacher_actors or []]
         if pending is not None:
-            yield pending[0], pending[1], torch.from_numpy(np.stack(ray.get(pending[2])))
+            yield pending[0], pending[1], _served(ray.get(pending[2]))
         pending = (xb, torch.from_numpy(data.y_train[idx]), refs)
     if pending is not None:
-        yield pending[0], pending[1], torch.from_numpy(np.stack(ray.get(pending[2])))
+        yield pending[0], pending[1], _served(ray.get(pending[2]))
 
 
 def build_student(config: StudentConfig) -> nn.Module:
@@ -124,6 +168,7 @@ def run_student(config: StudentConfig, data: LoopData, *, report: Reporter, rank
     Returns the per-epoch metrics of the whole run (resumed epochs included).
     """
     set_threads(config.threads)
+    check_loop_data(data, config.num_classes)
     train = config.train
     model = wrap(build_student(config))
     inner: nn.Module = getattr(model, "module", model)
@@ -175,18 +220,16 @@ def _track_best(state: TrainState, metrics: dict[str, Any]) -> None:
 
 def _step_fn(model: nn.Module, opt: torch.optim.Optimizer, method: MethodSpec,
              device: torch.device, total: int) -> Callable[..., torch.Tensor]:
-    """One optimizer step of the method's loss; returns the detached loss."""
-    name, temperature, alpha = method.method, method.temperature, method.alpha
-    incorrect_weight, last = method.incorrect_weight, max(1, total - 1)
+    """One optimizer step of the method's loss; returns the detached loss (no host sync)."""
+    loss_fn: LossFn = method_loss(method.method, temperature=method.temperature,
+                                  alpha=method.alpha, incorrect_weight=method.incorrect_weight)
+    last = max(1, total - 1)
 
     def step(xb: torch.Tensor, yb: torch.Tensor, tl: torch.Tensor | None,
              index: int) -> torch.Tensor:
         xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
         out = model(xb)
-        loss = distillation_loss(
-            name, out, None if tl is None else tl.to(device), yb, temperature=temperature,
-            alpha=alpha, incorrect_weight=incorrect_weight, progress=index / last,
-        )
+        loss = loss_fn(out, None if tl is None else tl.to(device), yb, index / last)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

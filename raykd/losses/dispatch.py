@@ -1,0 +1,71 @@
+"""The per-step loss of a method, resolved once: :func:`method_loss` (imports torch only).
+
+:func:`raykd.losses.distillation_loss` checks every input on every call (shapes, label
+range, NaN teacher logits: one host sync each call). A training loop knows its method and
+hyperparameters before the first step and validates its data once when it is loaded
+(:func:`raykd.train.loop.check_loop_data`), so :func:`method_loss` checks the
+hyperparameters once and returns a closure over the unchecked math: the very same
+operations as :func:`~raykd.losses.distillation_loss`, without the per-step checks.
+"""
+
+from collections.abc import Callable
+
+from torch import Tensor
+
+from raykd.losses.annealing import annealing_unchecked
+from raykd.losses.ensemble import combine_unchecked, wkd_weights_unchecked
+from raykd.losses.kd import (
+    check_fraction,
+    check_temperature,
+    kd_unchecked,
+    supervised_unchecked,
+)
+
+LossFn = Callable[[Tensor, Tensor | None, Tensor, float], Tensor]
+"""``loss(student_logits (B, C), teacher_logits_per_teacher (M, B, C) or None, labels (B,),
+progress)`` -> the scalar mean loss."""
+
+METHODS: tuple[str, ...] = ("none", "kd", "wkd", "annealing")
+"""The distillation methods :func:`method_loss` and ``distillation_loss`` accept."""
+
+
+def method_loss(method: str, *, temperature: float = 1.0, alpha: float = 0.5,
+                incorrect_weight: float = 1.0) -> LossFn:
+    """The loss of one method with its hyperparameters checked once, for a training step.
+
+    Equal, operation for operation, to ``distillation_loss(method, s, z, y, temperature=T,
+    alpha=alpha, incorrect_weight=W, progress=lam)`` (no mask). The inputs are not checked
+    per call: the caller guarantees labels in [0, C), finite teacher logits and shapes
+    that agree (checked once when the data were loaded).
+
+    Raises:
+        ValueError: on an unknown method, T <= 0, alpha outside [0, 1] or W outside (0, 1].
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "none":
+        return lambda s, z, y, lam: supervised_unchecked(s, y)
+    check_temperature(temperature)
+    if method == "annealing":
+        return lambda s, z, y, lam: annealing_unchecked(
+            s, combine_unchecked(_need(z, method)), y, progress=lam, temperature=temperature)
+    check_fraction("alpha", alpha)
+    if method == "kd":
+        return lambda s, z, y, lam: kd_unchecked(
+            s, combine_unchecked(_need(z, method)), y, temperature=temperature, alpha=alpha)
+    if not 0.0 < incorrect_weight <= 1.0:
+        raise ValueError(f"incorrect_weight must be in (0, 1], got {incorrect_weight!r}")
+
+    def wkd(s: Tensor, z: Tensor | None, y: Tensor, lam: float) -> Tensor:
+        z = _need(z, method)
+        weights = wkd_weights_unchecked(z, y, incorrect_weight=incorrect_weight)
+        return kd_unchecked(s, combine_unchecked(z, weights), y, temperature=temperature,
+                            alpha=alpha)
+
+    return wkd
+
+
+def _need(teacher_logits: Tensor | None, method: str) -> Tensor:
+    if teacher_logits is None:
+        raise ValueError(f"method {method!r} needs teacher logits of shape (M, B, C), got None")
+    return teacher_logits
