@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from raykd.bench.plain import PHASES, PlainRun, run_plain, run_plain_subprocess
+from raykd.bench.plain import PHASES, PlainRun, run_plain, run_plain_subprocess, run_raykd_loop
 from raykd.bench.speed import (
     ROW_ORDER,
     TARGETS,
@@ -18,7 +18,10 @@ from raykd.bench.speed import (
     _rows_to_run,
     check_targets,
     markdown,
+    merge_rounds,
     plan_steps,
+    round_schedule,
+    spread,
     table_rows,
     write_report,
 )
@@ -60,6 +63,10 @@ def test_plan_steps() -> None:
     assert (full.steps, full.epochs, full.train_limit) == (421, 1, None)
     quick = plan_steps(quick=True, steps=None)
     assert (quick.steps, quick.train_limit) == (100, 12_800)
+    assert (full.rounds, quick.rounds, quick.warmup_steps) == (3, 2, 10)
+    assert plan_steps(quick=True, steps=None, rounds=5).rounds == 5
+    with pytest.raises(ValueError, match="rounds=0"):
+        plan_steps(quick=False, steps=None, rounds=0)
     more = plan_steps(quick=False, steps=500)
     assert more.epochs == 2 and more.steps == 500 and more.train_limit == 250 * 128
     with pytest.raises(ValueError, match="steps=0"):
@@ -135,6 +142,7 @@ def fake_report() -> dict[str, object]:
     }
     rows = {
         "a": _row(4000, phase_ms={**phases, "teachers": 0.0}, augment_ms=2.0, kind="plain"),
+        "p": _row(3950, phase_ms={**phases, "teachers": 0.05}, kind="plain"),
         "b": _row(1000, phase_ms=phases, kind="plain"),
         "c": _row(3000, **ray),
         "d": _row(800, **ray),
@@ -214,3 +222,105 @@ def test_rerun_of_some_rows_merges_into_the_earlier_report(tmp_path: Path) -> No
         _rows_to_run(("a",), tmp_path, plan_steps(quick=True, steps=None))
     keys, previous = _rows_to_run(("b", "a"), tmp_path, plan)
     assert keys == ("b", "a") and previous is not None and previous["rows"]["e2"]["error"]
+
+
+def test_cached_row_p_gathers_the_teachers_logits_by_index_after_a_warm_up(
+    teachers: tuple[str, ...],
+) -> None:
+    run = PlainRun(dataset="digits", student=CNN, teachers=teachers, steps=4, batch_size=32,
+                   threads=1, loop="cached", warmup_steps=3)
+    res = run_plain(run)
+    assert res["steps"] == 4 and res["teachers"] == 3 and res["warmup_steps"] == 3
+    assert res["samples_per_s"] == pytest.approx(4 * 32 / res["epoch_seconds"])
+    # the gather is all the teachers cost per step; (b) runs 3 forwards there
+    assert res["phase_ms"]["teachers"] < res["phase_ms"]["forward"] + 1.0
+
+
+def test_raykd_loop_row_c0_times_the_epochs_after_its_warm_up_epoch(
+    teachers: tuple[str, ...],
+) -> None:
+    run = PlainRun(dataset="digits", student=CNN, teachers=teachers, steps=4, batch_size=32,
+                   threads=1, loop="raykd", warmup_steps=1, train_limit=128)
+    res = run_raykd_loop(run)
+    assert res["steps"] == 4 and res["warmup_steps"] == 4  # one untimed epoch of 4 steps
+
+
+def test_round_schedule_rotates_rows_and_swaps_the_ray_and_plain_groups() -> None:
+    got = round_schedule(("c", "d"), ("a", "p", "b"), 4)
+    assert got == [
+        ["c", "d", "a", "p", "b"],
+        ["p", "b", "a", "d", "c"],
+        ["c", "d", "b", "a", "p"],
+        ["a", "p", "b", "d", "c"],
+    ]
+    for r in got:  # every row once per round
+        assert sorted(r) == ["a", "b", "c", "d", "p"]
+    firsts = {tuple(r[:3]) for r in round_schedule((), ("a", "p", "b"), 3)}
+    assert len(firsts) == 3  # each plain row leads once in three rounds
+    assert round_schedule((), ("a",), 2) == [["a"], ["a"]]
+
+
+def test_spread_and_merge_rounds_report_the_median_round() -> None:
+    assert spread([3.0, 1.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0, "q1": 1.5,
+                                       "q3": 2.5, "n": 3}
+    assert spread([5.0])["q1"] == spread([5.0])["q3"] == 5.0
+    with pytest.raises(ValueError):
+        spread([])
+    rounds = [{"samples_per_s": 900.0, "wall_seconds": 9.0},
+              {"error": "RuntimeError: boom"},
+              {"samples_per_s": 1000.0, "wall_seconds": 10.0},
+              {"samples_per_s": 3000.0, "wall_seconds": 30.0}]
+    row = merge_rounds(rounds)
+    assert row["samples_per_s"] == 1000.0 and row["wall_seconds"] == 10.0  # the median round's
+    assert row["spread"]["min"] == 900.0 and row["spread"]["max"] == 3000.0
+    assert row["round_samples_per_s"] == [900.0, 1000.0, 3000.0] and row["failed_rounds"] == 1
+    even = merge_rounds([{"samples_per_s": 4.0, "w": "a"}, {"samples_per_s": 2.0, "w": "b"}])
+    assert even["samples_per_s"] == 3.0 and even["w"] == "b"  # median 3, lower median's fields
+    failed = merge_rounds([{"error": "x"}, {"error": "y"}])
+    assert failed["error"] == "x" and failed["failed_rounds"] == 2
+
+
+def test_ratios_and_table_use_the_medians_of_the_rounds() -> None:
+    report = fake_report()
+    report["rows"]["a"] = {**report["rows"]["a"], **merge_rounds(
+        [_row(s) for s in (2000.0, 4000.0, 9000.0)])}
+    report["rows"]["c"] = {**report["rows"]["c"], **merge_rounds(
+        [_row(s) for s in (1000.0, 3000.0, 3100.0)])}
+    got = {t["ratio"]: t for t in check_targets(report)}
+    assert got["(c)/(a)"]["value"] == pytest.approx(3000 / 4000)
+    assert got["(c)/(p)"]["value"] == pytest.approx(3000 / 3950)
+    assert got["(c0)/(p)"]["value"] == pytest.approx(3900 / 3950)
+    assert "| (c) | x | 3,000 | 0.75 | 1,000-3,100 | 3 |" in markdown(report)
+
+
+def test_run_speed_bench_measures_every_row_in_rounds(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bench's loop without Ray or MNIST: rows stubbed, the schedule and merge are real."""
+    import raykd.bench.speed as speed
+
+    calls: list[tuple[str, bool]] = []
+    ray_up = {"now": False}
+    fake_setup = {**fake_report()["setup"], "checkpoints": ["t0", "t1", "t2"]}  # type: ignore[dict-item]
+
+    def ray_for(ray_row: bool, started_ray: bool) -> None:
+        ray_up["now"] = ray_row
+
+    def row(key: str) -> dict[str, object]:
+        calls.append((key, ray_up["now"]))
+        phases = dict.fromkeys(PHASES, 1.0)
+        return _row(1000.0 + 100 * sum(k == key for k, _ in calls), kind="plain", phase_ms=phases)
+
+    monkeypatch.setattr(speed, "setup_teachers", lambda plan, out, log: fake_setup)
+    monkeypatch.setattr(speed, "_ray_for", ray_for)
+    monkeypatch.setattr(speed, "run_ray_row", lambda r, plan, out, ckpts, log: row(r.key))
+    monkeypatch.setattr(speed, "run_plain_row", lambda key, plan, out, ckpts: row(key))
+    report = speed.run_speed_bench(out=tmp_path, quick=True, rounds=3, log=lambda *a: None)
+    assert report["schedule"] == round_schedule(("c", "d", "e1", "e2"), ("a", "p", "b", "c0"), 3)
+    assert [k for k, _ in calls] == [k for r in report["schedule"] for k in r]
+    assert all(up == (k in ("c", "d", "e1", "e2")) for k, up in calls)  # Ray only for Ray rows
+    assert list(report["rows"]) == list(ROW_ORDER)
+    for r in report["rows"].values():  # rounds 1100, 1200, 1300: the median is the second
+        assert r["samples_per_s"] == 1200.0 and r["spread"]["n"] == 3
+    text = (tmp_path / "speed.md").read_text()
+    assert any(line.startswith("| (p)") and "cached logits gathered by index" in line
+               and "1,100-1,300" in line for line in text.splitlines())

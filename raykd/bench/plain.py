@@ -1,15 +1,20 @@
 """The plain single-process PyTorch baselines of ``raykd bench speed``: no Ray at all.
 
 Row (a) trains the student alone (cross-entropy on the labels): the physical limit of
-any distillation on this machine. Row (b) is the hand-written KD loop that users write, or
-get from the usual KD libraries: every batch runs the M frozen teachers forward (in
-``no_grad``), then the student step on ``kd_loss(student, mean(teachers))``.
+any distillation on this machine. Row (p) is the yardstick a careful engineer writes by
+hand for frozen teachers: their logits over the training split computed once (before the
+clock), kept as one (M, N, C) tensor, and every step gathers the batch's rows by index
+(``index_select``), then the KD loss and the step. Row (b) is the hand-written KD loop
+that users write, or get from the usual KD libraries: every batch runs the M frozen
+teachers forward (in ``no_grad``), then the student step on ``kd_loss(student,
+mean(teachers))``.
 
-Both use the very pieces raykd's own loop uses (``epoch_batches`` for the batch order,
-``build_model``, ``make_optimizer``, ``distillation_loss``), so the rows differ only in
-where the teachers' logits come from. The diagnostic row (c0) runs raykd's own loop
-(``run_student``) on cached logits without Ray. Each row runs in a fresh process
-(``python -m raykd.bench.plain``) so that its peak RSS is its own.
+All three use the very pieces raykd's own loop uses (``epoch_batches`` for the batch
+order, ``build_model``, ``make_optimizer``, the method's loss resolved once with
+``method_loss``), so the rows differ only in where the teachers' logits come from. The
+diagnostic row (c0) runs raykd's own loop (``run_student``) on cached logits without Ray.
+Each row runs ``warmup_steps`` untimed steps first (c0: one untimed epoch), and runs in a
+fresh process (``python -m raykd.bench.plain``) so that its peak RSS is its own.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+import numpy as np
 
 PHASES = ("data", "teachers", "forward", "loss", "backward")
 """Where a plain step spends its time: slicing the batch, the teachers' forward passes,
@@ -42,7 +49,10 @@ class PlainRun:
         temperature, alpha: the KD loss's T and alpha.
         threads: torch intra-op threads (all the machine's cores for a fair baseline).
         val_fraction, data_seed: the split, as in ``DataSpec``.
-        loop: ``plain`` (the loops above) or ``raykd`` (:func:`run_raykd_loop`).
+        loop: ``plain`` (rows a, b: teachers forward every batch, if any), ``cached`` (row
+            p: the teachers' logits gathered by index) or ``raykd`` (:func:`run_raykd_loop`).
+        warmup_steps: untimed steps before the clock starts (``raykd``: any > 0 means one
+            untimed epoch).
     """
 
     dataset: str = "mnist"
@@ -58,7 +68,8 @@ class PlainRun:
     threads: int = 2
     val_fraction: float = 0.1
     data_seed: int = 0
-    loop: Literal["plain", "raykd"] = "plain"
+    loop: Literal["plain", "cached", "raykd"] = "plain"
+    warmup_steps: int = 0
 
 
 def peak_rss_mb() -> float:
@@ -107,33 +118,43 @@ def augment_ms(x: Any, *, batch_size: int, repeats: int = 10) -> float:
 
 
 def train_steps(run: PlainRun, student: Any, opt: Any, teachers: list[Any], x: Any,
-                y: Any) -> dict[str, float]:
-    """``run.steps`` optimizer steps of the plain loop; the seconds spent in each phase."""
+                y: Any, *, cached: Any = None, steps: int | None = None,
+                first_epoch: int = 0) -> tuple[dict[str, float], int]:
+    """``steps`` (default ``run.steps``) optimizer steps of the plain loop.
+
+    ``cached``: the teachers' (M, N, C) logits tensor, gathered by index every step (row
+    p) instead of running ``teachers`` forward. Returns the seconds spent in each phase
+    and the epoch the next step would start (so the timed steps follow the warm-up's).
+    """
     import torch
 
-    from raykd.losses import distillation_loss
+    from raykd.losses import method_loss
     from raykd.train.steps import epoch_batches
 
-    method = "kd" if teachers else "none"
+    steps = run.steps if steps is None else steps
+    distilled = bool(teachers) or cached is not None
+    loss_fn = method_loss("kd" if distilled else "none", temperature=run.temperature,
+                          alpha=run.alpha)
     phase = dict.fromkeys(PHASES, 0.0)
-    step, epoch = 0, 0
+    step, epoch = 0, first_epoch
     student.train()
-    while step < run.steps:
+    while step < steps:
         for idx in epoch_batches(len(y), batch_size=run.batch_size, seed=run.seed, epoch=epoch):
-            if step == run.steps:
+            if step == steps:
                 break
             t0 = time.perf_counter()
             xb, yb = torch.from_numpy(x[idx]), torch.from_numpy(y[idx])
             t1 = time.perf_counter()
             tl = None
-            if teachers:
+            if cached is not None:
+                tl = cached.index_select(1, torch.from_numpy(idx))
+            elif teachers:
                 with torch.no_grad():
                     tl = torch.stack([t(xb) for t in teachers])
             t2 = time.perf_counter()
             out = student(xb)
             t3 = time.perf_counter()
-            loss = distillation_loss(method, out, tl, yb, temperature=run.temperature,
-                                     alpha=run.alpha)
+            loss = loss_fn(out, tl, yb, 0.0)
             t4 = time.perf_counter()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -144,7 +165,7 @@ def train_steps(run: PlainRun, student: Any, opt: Any, teachers: list[Any], x: A
                 phase[name] += took
             step += 1
         epoch += 1
-    return phase
+    return phase, epoch
 
 
 def run_plain(run: PlainRun) -> dict[str, Any]:
@@ -165,12 +186,20 @@ def run_plain(run: PlainRun) -> dict[str, Any]:
     start = time.perf_counter()
     set_threads(run.threads)
     data, teachers = _load(run)
+    cached = None
+    if run.loop == "cached":  # row p: the teachers' logits once, as the cache would hold them
+        cached = torch.from_numpy(np.stack([predict_logits(t, data.train.x) for t in teachers]))
     torch.manual_seed(run.seed)
     student = build_model(run.student, data.input_shape, data.num_classes)
     opt = make_optimizer(student, lr=run.lr, weight_decay=0.0)  # its first call imports dynamo
+    x, y = data.train.x, data.train.y
+    epoch = 0
+    if run.warmup_steps:
+        _, epoch = train_steps(run, student, opt, teachers, x, y, cached=cached,
+                               steps=run.warmup_steps)
     setup, setup_rss = time.perf_counter() - start, peak_rss_mb()
     loop_start = time.perf_counter()
-    phase = train_steps(run, student, opt, teachers, data.train.x, data.train.y)
+    phase, _ = train_steps(run, student, opt, teachers, x, y, cached=cached, first_epoch=epoch)
     seconds = time.perf_counter() - loop_start
     return {
         "steps": run.steps, "batch_size": run.batch_size, "epoch_seconds": seconds,
@@ -179,7 +208,7 @@ def run_plain(run: PlainRun) -> dict[str, Any]:
         "val_accuracy": accuracy(predict_logits(student, data.val.x), data.val.y),
         "setup_seconds": setup, "augment_ms": augment_ms(data.train.x, batch_size=run.batch_size),
         "peak_rss_mb": peak_rss_mb(), "setup_peak_rss_mb": setup_rss, "threads": run.threads,
-        "teachers": len(teachers),
+        "teachers": len(teachers), "warmup_steps": run.warmup_steps,
     }
 
 
@@ -190,8 +219,6 @@ def run_raykd_loop(run: PlainRun) -> dict[str, Any]:
     (computed here, before the clock starts) as the worker is fed them from the object
     store. Its gap to row (a) is the loop's; its gap to row (c) is Ray's.
     """
-    import numpy as np
-
     from raykd.spec import MethodSpec, TrainSpec
     from raykd.train.config import StudentConfig
     from raykd.train.loop import LoopData, run_student
@@ -203,11 +230,13 @@ def run_raykd_loop(run: PlainRun) -> dict[str, Any]:
     logits = np.stack([predict_logits(t, data.train.x) for t in teachers])
     per_epoch = steps_per_epoch(len(data.train), batch_size=run.batch_size)
     epochs = max(1, -(-run.steps // per_epoch))
+    warmup = 1 if run.warmup_steps else 0  # an untimed first epoch
     config = StudentConfig(
         model=dict(run.student), input_shape=data.input_shape, num_classes=data.num_classes,
         method=MethodSpec(method="kd", temperature=run.temperature, alpha=run.alpha,
                           incorrect_weight=1.0),
-        train=TrainSpec(epochs=epochs, batch_size=run.batch_size, lr=run.lr, weight_decay=0.0,
+        train=TrainSpec(epochs=epochs + warmup, batch_size=run.batch_size, lr=run.lr,
+                        weight_decay=0.0,
                         seed=run.seed),
         augment=False, threads=run.threads, label="raykd loop, no Ray",
     )
@@ -215,13 +244,14 @@ def run_raykd_loop(run: PlainRun) -> dict[str, Any]:
                          y_val=data.val.y, teacher_train=logits)
     setup = time.perf_counter() - start
     history = run_student(config, loop_data, report=lambda metrics, model: None)
-    seconds = sum(h["epoch_seconds"] for h in history)
+    seconds = sum(h["epoch_seconds"] for h in history[warmup:])
     steps = epochs * per_epoch
     return {
         "steps": steps, "batch_size": run.batch_size, "epoch_seconds": seconds,
         "samples_per_s": steps * run.batch_size / seconds,
         "val_accuracy": history[-1].get("val_accuracy", float("nan")), "setup_seconds": setup,
         "peak_rss_mb": peak_rss_mb(), "threads": run.threads, "teachers": len(teachers),
+        "warmup_steps": warmup * per_epoch,
     }
 
 

@@ -4,17 +4,24 @@ One run, side by side on full MNIST, the same models (3 CNN width-8 teachers and
 width-8 student, as in the ``mnist-wkd`` demo), batch 128, the same number of steps:
 
 - (a) the student alone, plain PyTorch in one process: the physical limit of distillation;
+- (p) plain PyTorch KD on cached logits gathered by index: the hand-written yardstick of
+  distillation from frozen teachers (logits computed once, a tensor indexed per batch);
 - (b) plain PyTorch KD: the 3 teachers forward (no_grad) on every batch, then the student;
 - (c) raykd, cached teacher logits, 1 Ray Train worker with 2 CPUs;
 - (d) raykd online: augmentation on, the teacher actors serve logits one step ahead;
 - (e) raykd cached with 1 worker x 1 CPU and with 2 workers x 1 CPU (DDP over gloo);
 - (c0) a diagnostic: raykd's own loop (``run_student``), cached logits, no Ray.
 
-Throughput is steady state: ``steps * batch / time of the training epochs`` (the
-workers' own history); start-up is the rest of the row's wall time (Ray Train worker
-group, imports, data, validation, teardown). Teachers are trained once (or reused from
-``<out>/cache/teachers``) and their logit cache built once; both are reported apart.
-The Ray rows share one ``ray.init``; the plain rows run after it is shut down.
+Throughput is steady state: ``steps * batch / time of the timed steps``, after a warm-up
+(plain rows: ``warmup_steps`` untimed steps; Ray rows and (c0): one untimed first epoch,
+the workers' own history); start-up is the rest of the row's wall time (Ray Train worker
+group, imports, data, warm-up, validation, teardown). Every row is measured in
+``--rounds`` interleaved rounds (:func:`~raykd.bench.speed_plan.round_schedule`: rows
+rotated each round, the Ray group and the plain group swapping places, Ray started for
+the Ray group and shut down for the plain one); a row reports the median of its rounds
+with their min-max and quartiles, and every ratio is one of medians. Teachers are trained
+once (or reused from ``<out>/cache/teachers``) and their logit cache built once; both are
+reported apart.
 
 On a shared machine the timings move: torch's OpenMP threads spin while they wait, so
 a 2-thread row slows down several times as soon as anything else runs. Every row
@@ -41,6 +48,7 @@ from raykd.bench.speed_plan import (
     LR,
     MODEL,
     PLAIN_LABELS,
+    PLAIN_ROWS,
     RAY_ROWS,
     ROW_ORDER,
     TEMPERATURE,
@@ -48,7 +56,10 @@ from raykd.bench.speed_plan import (
     Plan,
     RayRow,
     bench_spec,
+    merge_rounds,
     plan_steps,
+    round_schedule,
+    spread,
 )
 from raykd.bench.speed_report import (
     TARGETS,
@@ -68,8 +79,11 @@ __all__ = [
     "bench_spec",
     "check_targets",
     "markdown",
+    "merge_rounds",
     "plan_steps",
+    "round_schedule",
     "run_speed_bench",
+    "spread",
     "table_rows",
     "write_report",
 ]
@@ -114,7 +128,10 @@ def setup_teachers(plan: Plan, out: Path, log: Any) -> dict[str, Any]:
 
 def run_ray_row(row: RayRow, plan: Plan, out: Path, checkpoints: list[str],
                 log: Any) -> dict[str, Any]:
-    """One raykd row: ``run_job`` with the setup's teachers; steady-state and start-up time."""
+    """One raykd row: ``run_job`` with the setup's teachers; steady-state and start-up time.
+
+    The job runs ``plan.epochs + 1`` epochs; the first is the untimed warm-up.
+    """
     from raykd.engine import run_job
 
     job_dir = out / "jobs" / row.key
@@ -123,7 +140,7 @@ def run_ray_row(row: RayRow, plan: Plan, out: Path, checkpoints: list[str],
         spec = bench_spec(plan, out, checkpoints=checkpoints, row=row)
         result = run_job(spec, job_dir=job_dir, log=log)
     gen = result["students"][0]["generations"][0]
-    epoch_s = sum(h["epoch_seconds"] for h in gen["history"])
+    epoch_s = sum(h["epoch_seconds"] for h in gen["history"][1:])
     return {
         "kind": "ray", "steps": plan.steps, "batch_size": BATCH, "epoch_seconds": epoch_s,
         "samples_per_s": plan.steps * BATCH / epoch_s, "wall_seconds": gen["seconds"],
@@ -138,11 +155,13 @@ def run_ray_row(row: RayRow, plan: Plan, out: Path, checkpoints: list[str],
 
 
 def run_plain_row(key: str, plan: Plan, out: Path, checkpoints: list[str]) -> dict[str, Any]:
-    """A plain row in a fresh process: (a) alone, (b) plain KD, (c0) raykd's loop without Ray."""
+    """A plain row in a fresh process: (a) alone, (p) cached by index, (b) plain KD, (c0)."""
     teachers = () if key == "a" else tuple(checkpoints)
+    loop = {"c0": "raykd", "p": "cached"}.get(key, "plain")
     run = PlainRun(dataset="mnist", student=MODEL, teachers=teachers, steps=plan.steps,
                    train_limit=plan.train_limit, batch_size=BATCH, lr=LR, temperature=TEMPERATURE,
-                   alpha=ALPHA, threads=2, loop="raykd" if key == "c0" else "plain")
+                   alpha=ALPHA, threads=2, loop=loop,  # type: ignore[arg-type]
+                   warmup_steps=plan.warmup_steps)
     with RowMonitor() as mon:
         res = run_plain_subprocess(run, workdir=out / "plain", name=key)
     return {**res, "kind": "plain", "peak_mem_mb": res["peak_rss_mb"],
@@ -160,40 +179,50 @@ def wait_for_ray_exit(timeout_s: float = 20.0) -> None:
 
 
 def run_speed_bench(*, out: Path, quick: bool = False, steps: int | None = None,
-                    rows: tuple[str, ...] | None = None, log: Any = print) -> dict[str, Any]:
-    """Run every row, print the table, write ``speed.md``, ``speed.json`` and ``speed.png``.
+                    rows: tuple[str, ...] | None = None, rounds: int | None = None,
+                    log: Any = print) -> dict[str, Any]:
+    """Run every row in interleaved rounds, print the table, write ``speed.md/json/png``.
 
     ``rows`` re-measures only those rows (e.g. ``("a", "b")`` when other processes
     disturbed them) and merges them into the ``speed.json`` already in ``out``.
     """
     import ray
 
-    plan = plan_steps(quick=quick, steps=steps)
+    plan = plan_steps(quick=quick, steps=steps, rounds=rounds)
     out = Path(out).resolve()  # Ray's workers and actors get absolute checkpoint paths
     out.mkdir(parents=True, exist_ok=True)
     keys, previous = _rows_to_run(rows, out, plan)
     started_ray = not ray.is_initialized()
     start = time.perf_counter()
-    log(f"bench speed: {plan.steps} steps x batch {BATCH} per row, rows {keys}, out {out}")
-    ray_rows = [r for r in RAY_ROWS if r.key in keys]
+    log(f"bench speed: {plan.steps} steps x batch {BATCH} per row (+ warm-up), "
+        f"{plan.rounds} rounds, rows {keys}, out {out}")
+    ray_rows = {r.key: r for r in RAY_ROWS if r.key in keys}
     setup = previous["setup"] if previous and not ray_rows else setup_teachers(plan, out, log)
     checkpoints = setup["checkpoints"]
-    measured: dict[str, dict[str, Any]] = {}
-    for row in ray_rows:
-        log(f"row ({row.key}): {row.label}")
-        measured[row.key] = {"label": row.label, "measured_at": datetime.now(UTC).isoformat(),
-                             **_guard(lambda r=row: run_ray_row(r, plan, out, checkpoints, log))}
-    if started_ray and ray.is_initialized():  # the plain rows get a machine without Ray
-        wait_for_ray_exit()
-    for key in (k for k in ("a", "b", "c0") if k in keys):
-        log(f"row ({key}): {PLAIN_LABELS[key]}")
-        measured[key] = {"label": PLAIN_LABELS[key], "measured_at": datetime.now(UTC).isoformat(),
-                         **_guard(lambda k=key: run_plain_row(k, plan, out, checkpoints))}
+    schedule = round_schedule(tuple(ray_rows), tuple(k for k in PLAIN_ROWS if k in keys),
+                              plan.rounds)
+    by_row: dict[str, list[dict[str, Any]]] = {}
+    for r, order in enumerate(schedule):
+        for position, key in enumerate(order):
+            ray_row = ray_rows.get(key)
+            _ray_for(ray_row is not None, started_ray)
+            log(f"round {r + 1}/{plan.rounds}, row ({key}): "
+                f"{ray_row.label if ray_row else PLAIN_LABELS[key]}")
+            fn = ((lambda rr=ray_row: run_ray_row(rr, plan, out, checkpoints, log)) if ray_row
+                  else (lambda k=key: run_plain_row(k, plan, out, checkpoints)))
+            by_row.setdefault(key, []).append(
+                {"measured_at": datetime.now(UTC).isoformat(), "round": r,
+                 "position": position, **_guard(fn)})
+    _ray_for(False, started_ray)
+    labels = {**PLAIN_LABELS, **{k: r.label for k, r in ray_rows.items()}}
+    measured = {k: {**merge_rounds(v), "label": labels[k]} for k, v in by_row.items()}
     merged = {**(previous or {}).get("rows", {}), **measured}
     remeasured = {*(previous or {}).get("remeasured", []), *(measured if rows else ())}
     report = {
         "created_at": datetime.now(UTC).isoformat(), "steps": plan.steps, "batch_size": BATCH,
         "epochs": plan.epochs, "train_limit": plan.train_limit, "quick": quick,
+        "rounds": plan.rounds, "warmup_steps": plan.warmup_steps,
+        "schedule": schedule,
         "cpus": os.cpu_count(), "env": {k: os.environ[k] for k in THREAD_ENV if k in os.environ},
         "setup": setup, "rows": {k: merged[k] for k in ROW_ORDER if k in merged},
         "remeasured": sorted(remeasured),
@@ -201,6 +230,18 @@ def run_speed_bench(*, out: Path, quick: bool = False, steps: int | None = None,
     }
     write_report(report, out)
     return report
+
+
+def _ray_for(ray_row: bool, started_ray: bool) -> None:
+    """Ray running for a Ray row; shut down (if this bench started it) for a plain row."""
+    import ray
+
+    if ray_row and not ray.is_initialized():
+        from raykd.engine.prepare import ensure_ray
+
+        ensure_ray()
+    elif not ray_row and started_ray and ray.is_initialized():
+        wait_for_ray_exit()
 
 
 def _rows_to_run(rows: tuple[str, ...] | None, out: Path,
@@ -260,9 +301,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", default=None,
                         help=f"Re-measure only these rows ({','.join(ROW_ORDER)}, comma-separated) "
                              "and merge them into OUT/speed.json.")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="Interleaved rounds per row (default 3, 2 with --quick).")
     ns = parser.parse_args(argv)
     rows = tuple(r.strip() for r in ns.rows.split(",") if r.strip()) if ns.rows else None
-    run_speed_bench(out=ns.out, quick=ns.quick, steps=ns.steps, rows=rows)
+    run_speed_bench(out=ns.out, quick=ns.quick, steps=ns.steps, rows=rows, rounds=ns.rounds)
 
 
 if __name__ == "__main__":

@@ -18,11 +18,14 @@ QuickOpt = Annotated[bool, typer.Option(help="A small, fast version (smoke check
 
 @bench_app.command("speed")
 def bench_speed(out: OutOpt = Path("raykd-runs/bench-speed"), quick: QuickOpt = False,
-                steps: StepsOpt = None) -> None:
-    """Throughput of raykd against the student alone and a plain PyTorch KD loop."""
+                steps: StepsOpt = None,
+                rounds: Annotated[int | None, typer.Option(
+                    help="Interleaved rounds per row; medians reported (default 3, quick 2)."
+                )] = None) -> None:
+    """Throughput of raykd against the student alone and plain PyTorch KD loops."""
     from raykd.bench.speed import run_speed_bench
 
-    guarded(lambda: run_speed_bench(out=out, quick=quick, steps=steps))
+    guarded(lambda: run_speed_bench(out=out, quick=quick, steps=steps, rounds=rounds))
 
 
 @bench_app.command("sweep")
