@@ -251,6 +251,7 @@ def app(settings: Settings) -> Iterator[tuple[TestClient, FakeRay, Any]]:
     ray = FakeRay()
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         state = client.app.state.raykd  # type: ignore[attr-defined]
+        state.scheduler.stop()  # the tests tick it themselves, in the order they stage
         state.ray = state.scheduler.ray = ray
         yield client, ray, state
 

@@ -208,18 +208,19 @@ class Scheduler:
         self.store.add_events(row.id, read_events(job_dir / EVENTS_FILE, after=row.last_seq))
         events = [parse_event(body) for _, _, body in self.store.events(row.id)]
         start = this_attempt(events, row)
-        mine = False
-        current: list[Any] = []
+        mine = start is not None
+        current: list[Any] = []  # the events up to this attempt's end (job_status: the last attempt)
+        started_at: float | None = None
         if start is not None:
-            mine = True
             later = [i for i, e in enumerate(events) if i > start and e.type == "job_started"]
             current = events[: later[0]] if later else events
+            started_at = events[start].time
         alive = (ray_state not in RAY_TERMINAL | {None}) if reachable else None
         status = job_status(current, process_alive=alive)
         fields: dict[str, Any] = {"last_seq": events[-1].seq if events else 0}
         if mine:
             fields.update(stage=status.stage, progress=status.progress, latest_metrics=status.latest_metrics,
-                          started_at=events[start].time)
+                          started_at=started_at)
         state = status.state if mine else "pending"
         first_look = row.id not in self._seen and (row.started_at or 0) < self.started_at
         self._seen.add(row.id)

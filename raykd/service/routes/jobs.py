@@ -292,7 +292,7 @@ def _int(value: str | None) -> int:
     try:
         return max(0, int(value or 0))
     except ValueError:
-        raise HTTPException(400, f"Last-Event-ID {value[:40]!r} is not an event seq") from None
+        raise HTTPException(400, f"Last-Event-ID {(value or '')[:40]!r} is not an event seq") from None
 
 
 async def _sse(state: State, job_id: str, seen: int, request: Request) -> AsyncIterator[bytes]:
