@@ -116,6 +116,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        import anyio.to_thread
+
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threads
         settings.storage.mkdir(parents=True, exist_ok=True)
         migrate(settings.db_url())
         store = Store(settings.db_url())

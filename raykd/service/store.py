@@ -35,7 +35,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, defer, mapped_column, sessionmaker
 
 
-POOL_SIZE = 40  # = anyio's default worker threads, where FastAPI runs sync routes
+POOL_SIZE = 40  # >= the API's worker threads (RAYKD_THREADS, default 8) plus the scheduler
 
 
 class Base(DeclarativeBase):
