@@ -37,9 +37,25 @@ def print_result(result: dict[str, Any]) -> None:
         table.add_row(*row)
     console = Console()
     console.print(table)
+    for line in dataset_lines(result.get("dataset", {})):
+        console.print(line, highlight=False)
     timings = result.get("timings", {})
     console.print("stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     console.print(f"result: {result.get('job_dir')}/result.json")
+
+
+def dataset_lines(dataset: dict[str, Any]) -> list[str]:
+    """The class names, and a table's columns used and dropped (empty for unnamed classes)."""
+    lines = []
+    names = dataset.get("class_names")
+    if names:
+        lines.append("classes: " + ", ".join(f"{i} {n}" for i, n in enumerate(names)))
+    table = dataset.get("table")
+    if table:
+        lines.append(f"label {table['label_column']!r}; columns used: "
+                     + ", ".join(f"{c['column']} ({c['kind']})" for c in table["used"]))
+        lines += [f"column dropped: {d['column']!r}: {d['reason']}" for d in table["dropped"]]
+    return lines
 
 
 def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:

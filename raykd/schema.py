@@ -69,6 +69,38 @@ class DatasetRow(_Row):
     fingerprints: dict[str, str] = Field(
         default_factory=dict, description="Content fingerprint of each split (train, val, test)."
     )
+    class_names: list[str] | None = Field(
+        default=None, description="Class i's name at index i; null when the classes are numbers only."
+    )
+    table: TableRow | None = Field(
+        default=None, description="For a .csv/.parquet file: the columns used and dropped, and why."
+    )
+
+
+class ColumnUsed(_Row):
+    """One column of a table the models read."""
+
+    column: str = Field(description="Its name in the file.")
+    kind: Literal["numeric", "categorical"] = Field(description="How it is encoded.")
+    inputs: list[str] = Field(description="The model inputs it makes (one-hot levels, missing flag).")
+
+
+class ColumnDropped(_Row):
+    """One column of a table the models do not read."""
+
+    column: str = Field(description="Its name in the file.")
+    reason: str = Field(description="Why it is not used.")
+
+
+class TableRow(_Row):
+    """The report of a table's columns: what was used, what was dropped and why."""
+
+    label_column: str = Field(description="The label column.")
+    used: list[ColumnUsed] = Field(description="Feature columns, in input order.")
+    dropped: list[ColumnDropped] = Field(description="Every other column but the label, with its reason.")
+    rows: dict[str, int] = Field(description="Rows read, dropped for a missing label, and used.")
+    fitted_on: str = Field(description="The rows the preprocessing was fitted on (the training split).")
+    preprocessing: str = Field(description="Path of the preprocessing record (preprocessing.json).")
 
 
 class TeacherRow(_Row):

@@ -28,7 +28,8 @@ from raykd.errors import SpecError
 from raykd.spec_files import example_names, example_path, read_mapping
 
 __all__ = [
-    "BOUNDS", "DEFAULT_TEMPERATURE", "MAX_SEED", "MODEL_NAMES", "CacheSpec", "DataSpec", "JobSpec",
+    "BOUNDS", "DEFAULT_TEMPERATURE", "MAX_SEED", "MODEL_NAMES", "CacheSpec", "DataSpec", "FeaturesSpec",
+    "JobSpec",
     "MethodName", "MethodSpec", "ModelSpec", "ParamSpace", "ScalingSpec", "SpecError", "SweepSpec",
     "TeacherSpec", "TeacherTrainSpec", "TrainSpec", "example_names", "example_path", "load_spec",
     "parse_spec", "read_mapping",
@@ -152,14 +153,60 @@ class MethodSpec(_Strict):
         return name
 
 
+class FeaturesSpec(_Strict):
+    """Which columns of a CSV/Parquet table are features, and how categories are capped.
+
+    Without ``include`` every column but the label is a candidate; a column that looks
+    like a row index (``Unnamed: 0``, ``index``, ``id``, or the values 0..N-1 / 1..N) and
+    columns the training split leaves empty or constant are dropped, each with its
+    reason in the job's log and ``result.json``. Rules: :mod:`raykd.data.table_columns`
+    and :mod:`raykd.data.table_prep`.
+    """
+
+    include: tuple[Annotated[str, Field(min_length=1)], ...] | None = Field(
+        default=None, min_length=1, max_length=10_000,
+        description="Exactly these feature columns (an index-like column only when named here); "
+        "null = every usable column.",
+    )
+    exclude: tuple[Annotated[str, Field(min_length=1)], ...] = Field(
+        default=(), max_length=10_000, description="Columns never used as features."
+    )
+    max_levels: int = Field(
+        default=50, ge=1, le=1000,
+        description="Most one-hot levels per categorical column; rarer values go to level '(other)'.",
+    )
+    min_level_count: int = Field(
+        default=3, ge=1, le=1_000_000,
+        description="A category seen fewer times in the training split goes to level '(other)'.",
+    )
+
+    @model_validator(mode="after")
+    def _no_overlap(self) -> FeaturesSpec:
+        both = sorted(set(self.include or ()) & set(self.exclude))
+        if both:
+            raise ValueError(f"columns {both} are in both include and exclude; name each in one")
+        for name, names in (("include", self.include or ()), ("exclude", self.exclude)):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise ValueError(f"{name} names {twice} more than once")
+        return self
+
+
 class DataSpec(_Strict):
     """Where the examples come from and how they are split."""
 
     dataset: str = Field(
         default="mnist",
-        description="A built-in dataset (mnist, digits) or a path to .npz, .parquet or .csv.",
+        description="A built-in dataset (mnist, digits, diamonds) or a path to .npz, .parquet or .csv.",
     )
-    label_column: str = Field(default="label", description="Label column of a Parquet/CSV file.")
+    label_column: str = Field(
+        default="label",
+        description="Label column of a Parquet/CSV file: text, integers or booleans (class names kept).",
+    )
+    features: FeaturesSpec = Field(
+        default_factory=FeaturesSpec,
+        description="Feature columns of a Parquet/CSV file (include/exclude) and category caps.",
+    )
     val_fraction: float = Field(
         default=0.1, gt=0.0, le=0.9,
         description="Held-out validation share (> 0: each student's best epoch is chosen on it).",

@@ -193,9 +193,12 @@ def test_parquet_round_trip_with_sparse_labels(tmp_path: Path) -> None:
     path = tmp_path / "table.parquet"
     frame.to_parquet(path)
     data = load_dataset(path, label_column="target", val_fraction=0.25, test_fraction=0.25)
-    assert data.num_classes == 8 and data.input_shape == (3,)
+    # classes {3, 7} are renumbered 0, 1 and keep their values as names; the constant
+    # text column 'note' is dropped with its reason (see tests/test_tables.py)
+    assert data.num_classes == 2 and data.class_names == ("3", "7") and data.input_shape == (3,)
     assert (len(data.train), len(data.val), len(data.test)) == (20, 10, 10)
-    assert set(np.concatenate([data.train.y, data.val.y, data.test.y])) == {3, 7}
+    assert set(np.concatenate([data.train.y, data.val.y, data.test.y])) == {0, 1}
+    assert data.table is not None and data.table.dropped[0]["column"] == "note"
 
 
 def test_csv_round_trip(tmp_path: Path) -> None:
@@ -307,12 +310,10 @@ def test_non_integer_labels(tmp_path: Path) -> None:
     _raises(r"integers 0\.\.C-1; found 1 non-integer values, e\.g\. .*0\.5", path)
 
 
-def test_string_labels(tmp_path: Path) -> None:
+def test_non_integer_table_labels(tmp_path: Path) -> None:
     path = tmp_path / "names.csv"
-    pd.DataFrame({"f": [1.0, 2.0, 3.0], "label": ["cat", "dog", "cat"]}).to_csv(
-        path, index=False
-    )
-    _raises(r"column 'label'.*must be integers.*'cat'", path)
+    pd.DataFrame({"f": [1.0, 2.0, 3.0], "label": [0.5, 1.0, 0.5]}).to_csv(path, index=False)
+    _raises(r"label column 'label'.*non-integer numbers, e\.g\. .*0\.5", path)
 
 
 def test_negative_labels(tmp_path: Path) -> None:
@@ -373,10 +374,12 @@ def test_non_finite_features_are_counted(tmp_path: Path) -> None:
     _raises("3 non-finite values", path)
 
 
-def test_missing_csv_values_are_non_finite(tmp_path: Path) -> None:
+def test_missing_csv_values_are_filled_by_the_rule(tmp_path: Path) -> None:
     path = tmp_path / "gaps.csv"
-    path.write_text("f,label\n1.0,0\n,1\n2.0,0\n3.0,1\n")
-    _raises("1 non-finite values", path)
+    path.write_text("f,label\n" + "".join(f"{'' if i == 1 else i},{i % 2}\n" for i in range(20)))
+    data = load_dataset(path, val_fraction=0.25, test_fraction=0.25)
+    x = np.concatenate([data.train.x, data.val.x, data.test.x])
+    assert np.isfinite(x).all()  # the gap is the training median (see tests/test_tables.py)
 
 
 def test_single_class(tmp_path: Path) -> None:

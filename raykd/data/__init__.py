@@ -8,8 +8,11 @@ Example:
 
 ``source`` is a built-in name (see :data:`DATASETS`) or a path to a ``.npz``
 (arrays ``x``, ``y``, optionally ``x_test``, ``y_test``), ``.parquet`` or ``.csv`` file
-(features: every numeric column except ``label_column``). Splits are deterministic in
-``seed``; every bad input raises :class:`DataError` with a one-line message.
+(text or integer labels in ``label_column``; numeric and categorical feature columns
+chosen, encoded and scaled as :mod:`raykd.data.table_columns` and
+:mod:`raykd.data.table_prep` state, fitted on the training split). Splits are
+deterministic in ``seed``; every bad input raises :class:`DataError` with a one-line
+message.
 
 This package imports only numpy at import time; pandas, pyarrow, zarr and scikit-learn
 are imported by the loaders that need them.
@@ -25,8 +28,14 @@ from raykd.data.builtin import load_diamonds, load_digits, load_mnist
 from raykd.data.checks import check_fraction, check_seed, check_train_limit
 from raykd.data.files import READERS
 from raykd.data.splits import DataError, Dataset, RawData, Split, build_dataset
+from raykd.data.table_columns import ColumnChoice
+from raykd.data.table_prep import TablePrep
+from raykd.data.tables import TABLE_SUFFIXES, load_table
 
-__all__ = ["DATASETS", "FILE_SUFFIXES", "DataError", "Dataset", "Split", "load_dataset"]
+__all__ = [
+    "DATASETS", "FILE_SUFFIXES", "ColumnChoice", "DataError", "Dataset", "Split", "TablePrep",
+    "load_dataset",
+]
 
 DATASETS: dict[str, Callable[[], RawData]] = {
     "diamonds": load_diamonds,
@@ -35,17 +44,16 @@ DATASETS: dict[str, Callable[[], RawData]] = {
 }
 """Built-in datasets by name; each loader returns raw arrays before splitting."""
 
-FILE_SUFFIXES: tuple[str, ...] = tuple(sorted(READERS))
+FILE_SUFFIXES: tuple[str, ...] = tuple(sorted((*READERS, *TABLE_SUFFIXES)))
 """Accepted user-file suffixes."""
 
 
-def _read_source(source: str | os.PathLike[str], label_column: str) -> tuple[str, RawData]:
-    """Resolve ``source`` to a dataset name and its raw arrays."""
+def _source_path(source: str | os.PathLike[str]) -> Path | None:
+    """The file ``source`` names, checked; None for a built-in dataset."""
     if isinstance(source, str) and source in DATASETS:
-        return source, DATASETS[source]()
+        return None
     path = Path(source)
-    reader = READERS.get(path.suffix.lower())
-    if reader is None:
+    if path.suffix.lower() not in FILE_SUFFIXES:
         raise DataError(
             f"unknown data source {str(source)!r}; expected a built-in dataset "
             f"({', '.join(sorted(DATASETS))}) or a path to a file ending in "
@@ -55,7 +63,7 @@ def _read_source(source: str | os.PathLike[str], label_column: str) -> tuple[str
         raise DataError(f"data file {str(path)!r} does not exist")
     if not path.is_file():
         raise DataError(f"data file {str(path)!r} is not a regular file")
-    return path.stem, reader(path, label_column)
+    return path
 
 
 def load_dataset(
@@ -66,6 +74,7 @@ def load_dataset(
     seed: int = 0,
     label_column: str = "label",
     train_limit: int | None = None,
+    features: ColumnChoice | None = None,
 ) -> Dataset:
     """Load a built-in dataset or a user file and split it into train, val and test.
 
@@ -86,14 +95,19 @@ def load_dataset(
         test_fraction: Fraction held out for test when the source has no test set, in
             [0, 0.9].
         seed: Non-negative seed of the shuffle that decides the splits.
-        label_column: Label column of ``.parquet``/``.csv`` files; labels must be
-            integers ``0..C-1``.
+        label_column: Label column of ``.parquet``/``.csv`` files: text, integers or
+            booleans (see :mod:`raykd.data.table_columns`).
         train_limit: Keep only the first N examples of the shuffled training split (for
             fast runs); None keeps all. Statistics for standardization come from the
             kept examples.
+        features: Which columns of a ``.parquet``/``.csv`` file are features and how
+            categories are capped; None: every usable column (the index-like ones
+            dropped, see :mod:`raykd.data.table_columns`). Only tables take it.
 
     Returns:
-        The dataset, with ``num_classes = max(label) + 1`` over all splits.
+        The dataset, with ``num_classes = max(label) + 1`` over all splits (for tables:
+        the number of distinct labels), ``class_names`` when the classes have names
+        and, for tables, ``table``: the preprocessing fitted on the training split.
 
     Raises:
         DataError: For an unknown source, a missing or unreadable file, bad labels or
@@ -105,7 +119,19 @@ def load_dataset(
     limit = check_train_limit(train_limit)
     if not isinstance(label_column, str) or not label_column:
         raise DataError(f"label_column={label_column!r} is invalid; expected a column name")
-    name, raw = _read_source(source, label_column)
+    path = _source_path(source)
+    if path is not None and path.suffix.lower() in TABLE_SUFFIXES:
+        return load_table(path, label_column=label_column, choice=features or ColumnChoice(),
+                          val_fraction=val, test_fraction=test, seed=seed, train_limit=limit)
+    if features is not None and features != ColumnChoice():
+        raise DataError(
+            f"data.features applies to .csv/.parquet tables only; {str(source)!r} is not one: "
+            "remove data.features"
+        )
+    if path is None:
+        name, raw = str(source), DATASETS[str(source)]()
+    else:
+        name, raw = path.stem, READERS[path.suffix.lower()](path, label_column)
     return build_dataset(
         name, raw, val_fraction=val, test_fraction=test, seed=seed, train_limit=limit
     )

@@ -180,4 +180,4 @@ def load_diamonds() -> RawData:
     """
     features, labels = _diamonds_arrays()
     return RawData(x=features, y=labels, x_test=None, y_test=None, where="dataset 'diamonds'",
-                   label_name="column 'cut'")
+                   label_name="column 'cut'", class_names=DIAMONDS_CUTS)

@@ -1,4 +1,4 @@
-"""Readers for user data files: ``.npz``, ``.parquet`` and ``.csv``.
+"""Readers for user array files (``.npz``); tables are read by :mod:`raykd.data.tables`.
 
 Each reader takes the file's path and the label column name and returns a
 :class:`~raykd.data.splits.RawData`; a file that cannot be parsed raises
@@ -9,21 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from raykd.data.splits import DataError, RawData
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 MAX_NAMES_SHOWN = 20
 ZIP_MAGIC = b"PK\x03\x04"
 NPY_MAGIC = b"\x93NUMPY"
 
 
-def _reason(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
     """One-line, bounded description of an exception."""
     lines = str(exc).strip().splitlines()
     text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
@@ -53,7 +49,7 @@ def read_npz(path: Path, label_column: str) -> RawData:
         with path.open("rb") as handle:
             magic = handle.read(len(NPY_MAGIC))
     except OSError as exc:
-        raise DataError(f"could not read {where} as .npz: {_reason(exc)}") from exc
+        raise DataError(f"could not read {where} as .npz: {describe_error(exc)}") from exc
     if not magic.startswith((ZIP_MAGIC, NPY_MAGIC)):
         raise DataError(
             f"could not read {where} as .npz: not a zip archive (write it with "
@@ -64,7 +60,7 @@ def read_npz(path: Path, label_column: str) -> RawData:
     except MemoryError:  # not the file's fault: a bug or a too-small machine
         raise
     except Exception as exc:  # any parse failure means the file is unreadable
-        raise DataError(f"could not read {where} as .npz: {_reason(exc)}") from exc
+        raise DataError(f"could not read {where} as .npz: {describe_error(exc)}") from exc
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise DataError(
             f"could not read {where} as .npz: it holds a single array, not an archive "
@@ -83,71 +79,13 @@ def read_npz(path: Path, label_column: str) -> RawData:
         except MemoryError:  # not the file's fault: a bug or a too-small machine
             raise
         except Exception as exc:  # a corrupt or pickled member
-            raise DataError(f"could not read {where} as .npz: {_reason(exc)}") from exc
+            raise DataError(f"could not read {where} as .npz: {describe_error(exc)}") from exc
     return RawData(
         x=arrays["x"], y=arrays["y"], x_test=arrays.get("x_test"),
         y_test=arrays.get("y_test"), where=where, label_name="array 'y'",
     )
 
 
-def _frame_to_raw(frame: pd.DataFrame, path: Path, label_column: str) -> RawData:
-    """Split a table into numeric feature columns and the label column."""
-    where = repr(str(path))
-    columns = [str(column) for column in frame.columns]
-    if label_column not in frame.columns:
-        raise DataError(
-            f"label column {label_column!r} not found in {where}; columns found: "
-            f"{_names(columns)}; set label_column to one of them"
-        )
-    features = frame.drop(columns=[label_column]).select_dtypes(include=["number", "bool"])
-    if features.shape[1] == 0:
-        raise DataError(
-            f"{where} has no numeric feature columns besides label column "
-            f"{label_column!r}; columns found: {_names(columns)}"
-        )
-    return RawData(
-        x=features.to_numpy(dtype=np.float64, na_value=np.nan),
-        y=frame[label_column].to_numpy(), x_test=None, y_test=None, where=where,
-        label_name=f"column {label_column!r}",
-    )
-
-
-def read_csv(path: Path, label_column: str) -> RawData:
-    """Read a CSV table with a header row.
-
-    Feature columns are all numeric columns except ``label_column``.
-    """
-    import pandas as pd
-
-    try:
-        frame = pd.read_csv(path)
-    except MemoryError:  # not the file's fault: a bug or a too-small machine
-        raise
-    except Exception as exc:  # any parse failure means the file is unreadable
-        raise DataError(f"could not read {str(path)!r} as .csv: {_reason(exc)}") from exc
-    return _frame_to_raw(frame, path, label_column)
-
-
-def read_parquet(path: Path, label_column: str) -> RawData:
-    """Read a Parquet table (through pyarrow).
-
-    Feature columns are all numeric columns except ``label_column``.
-    """
-    import pandas as pd
-
-    try:
-        frame = pd.read_parquet(path)
-    except MemoryError:  # not the file's fault: a bug or a too-small machine
-        raise
-    except Exception as exc:  # any parse failure means the file is unreadable
-        message = f"could not read {str(path)!r} as .parquet: {_reason(exc)}"
-        raise DataError(message) from exc
-    return _frame_to_raw(frame, path, label_column)
-
-
-READERS: dict[str, Callable[[Path, str], RawData]] = {
-    ".csv": read_csv,
-    ".npz": read_npz,
-    ".parquet": read_parquet,
-}
-"""File readers by lower-case suffix."""
+READERS: dict[str, Callable[[Path, str], RawData]] = {".npz": read_npz}
+"""Array-file readers by lower-case suffix; tables (.csv, .parquet) are read by
+:mod:`raykd.data.tables`."""

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from raykd.data.checks import MAX_NUM_CLASSES, DataError, check_features, check_labels
+
+if TYPE_CHECKING:
+    from raykd.data.table_prep import TablePrep
 
 FINGERPRINT_CHARS = 16
 """Number of hex characters of the sha256 digest kept as a split's fingerprint."""
@@ -98,6 +101,10 @@ class Dataset:
             change it).
         input_shape: Per-example shape, e.g. ``(1, 28, 28)`` or ``(D,)``.
         is_image: Whether examples are ``(C, H, W)`` images.
+        class_names: Class ``i``'s name at index ``i``; None when the classes are only
+            numbers (an ``.npz``, digits, MNIST).
+        table: The fitted preprocessing of a ``.csv``/``.parquet`` table
+            (:class:`raykd.data.table_prep.TablePrep`); None for other sources.
     """
 
     name: str
@@ -107,6 +114,8 @@ class Dataset:
     num_classes: int
     input_shape: tuple[int, ...]
     is_image: bool
+    class_names: tuple[str, ...] | None = None
+    table: TablePrep | None = None
 
 
 class Preprocessing(NamedTuple):
@@ -135,6 +144,7 @@ class RawData(NamedTuple):
         where: How messages name the source, e.g. ``"'data.csv'"``.
         label_name: How messages name the labels, e.g. ``"column 'label'"``.
         preprocessing: Scaling and standardization to apply.
+        class_names: Names of the classes ``0..C-1``, when they have names.
     """
 
     x: np.ndarray
@@ -144,6 +154,7 @@ class RawData(NamedTuple):
     where: str
     label_name: str = "labels"
     preprocessing: Preprocessing = Preprocessing()
+    class_names: tuple[str, ...] | None = None
 
 
 def _count_split(n: int, fraction: float, name: str, where: str) -> int:
@@ -223,6 +234,20 @@ def _num_classes(labels: list[np.ndarray], where: str) -> int:
     return num_classes
 
 
+def dataset_indices(
+    n: int, *, carve_test: bool, val_fraction: float, test_fraction: float, seed: int,
+    train_limit: int | None, where: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """:func:`split_indices`, then the first ``train_limit`` training indices.
+
+    :func:`build_dataset` splits by this function, and so does the table loader before
+    it fits its preprocessing on the training rows: both see the same rows.
+    """
+    train, val, test = split_indices(n, carve_test=carve_test, val_fraction=val_fraction,
+                                     test_fraction=test_fraction, seed=seed, where=where)
+    return (train if train_limit is None else train[:train_limit]), val, test
+
+
 def build_dataset(
     name: str, raw: RawData, *, val_fraction: float, test_fraction: float, seed: int,
     train_limit: int | None,
@@ -241,12 +266,10 @@ def build_dataset(
         The dataset.
     """
     x, y, x_test, y_test = _checked_arrays(raw)
-    train_idx, val_idx, test_idx = split_indices(
+    train_idx, val_idx, test_idx = dataset_indices(
         len(y), carve_test=x_test is None, val_fraction=val_fraction,
-        test_fraction=test_fraction, seed=seed, where=raw.where,
+        test_fraction=test_fraction, seed=seed, train_limit=train_limit, where=raw.where,
     )
-    if train_limit is not None:
-        train_idx = train_idx[:train_limit]
     if test_idx is not None:
         x_test, y_test = x[test_idx], y[test_idx]
     assert x_test is not None and y_test is not None
@@ -258,6 +281,7 @@ def build_dataset(
     return Dataset(
         name=name, train=train, val=val, test=test, num_classes=num_classes,
         input_shape=tuple(int(d) for d in x.shape[1:]), is_image=is_image,
+        class_names=raw.class_names,
     )
 
 

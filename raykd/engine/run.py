@@ -2,8 +2,11 @@
 
 1. open the job: claim ``<storage>/<job_id>`` (or reopen it to resume the same spec) and
    start its event stream (``events.jsonl``);
-2. prepare: data, Ray, splits, teachers and their logits (:mod:`raykd.engine.prepare`);
+2. prepare: data (a table's columns reported and its preprocessing written,
+   :mod:`raykd.engine.job_data`), Ray, splits, teachers and their logits
+   (:mod:`raykd.engine.prepare`);
 3. students, one per method entry and born-again generation (:mod:`raykd.engine.students`);
+   their checkpoints then get the class names and the preprocessing in their metadata;
 4. ``result.json`` (:class:`raykd.schema.JobResult`) and a ``job_finished`` event.
 
 A failure writes a ``job_failed`` event, with the one-line message of a user error, the
@@ -23,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from raykd.engine.context import Job, open_job, spec_hash
-from raykd.engine.prepare import prepare
+from raykd.engine.job_data import dataset_row, describe_students, prepare_job
 from raykd.engine.students import check_student_resources, plan_size, run_students
 from raykd.errors import user_message
 from raykd.events import JobFailed, JobFinished
@@ -89,7 +92,7 @@ def _finished(job: Job) -> dict[str, Any] | None:
 
 def _run(job: Job, start: float) -> dict[str, Any]:
     spec = job.spec
-    prepared = prepare(job)
+    prepared = prepare_job(job)
     data = prepared.data
     check_student_resources(job, n_train=len(data.train))
     try:
@@ -97,6 +100,7 @@ def _run(job: Job, start: float) -> dict[str, Any]:
     finally:
         if prepared.teachers.pool is not None:
             prepared.teachers.pool.shutdown()
+    describe_students(job, data)
     job.result.update({
         "job": spec.name,
         "job_id": job.job_id,
@@ -104,9 +108,7 @@ def _run(job: Job, start: float) -> dict[str, Any]:
         "spec_hash": spec_hash(spec),
         "attempts": job.attempt,
         "versions": versions(),
-        "dataset": {"name": data.name, "train": len(data.train), "val": len(data.val),
-                    "test": len(data.test), "num_classes": data.num_classes,
-                    "fingerprints": {s: getattr(data, s).fingerprint for s in ("train", "val", "test")}},
+        "dataset": dataset_row(data, job.job_dir),
         "spec": json.loads(spec.model_dump_json()),
         "timings": {**job.timer.stages, "total": time.perf_counter() - start},
     })

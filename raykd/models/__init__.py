@@ -1,6 +1,13 @@
 """Architecture registry and pickle-free checkpoints."""
 
-from raykd.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, weights_hash
+from raykd.models.checkpoint import (
+    CheckpointError,
+    checkpoint_info,
+    describe_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    weights_hash,
+)
 from raykd.models.registry import MODELS, ModelError, build_model
 
 __all__ = [
@@ -8,6 +15,8 @@ __all__ = [
     "CheckpointError",
     "ModelError",
     "build_model",
+    "checkpoint_info",
+    "describe_checkpoint",
     "load_checkpoint",
     "save_checkpoint",
     "weights_hash",

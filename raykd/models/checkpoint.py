@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,14 @@ class CheckpointError(UserError, ValueError):
 def save_checkpoint(
     model: nn.Module, path: str | Path, *, config: dict[str, Any], input_shape: tuple[int, ...],
     num_classes: int, extra: dict[str, Any] | None = None,
+    class_names: Sequence[str] | None = None, preprocessing: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``model``'s weights and its architecture to ``path`` (.safetensors)."""
+    """Write ``model``'s weights and its architecture to ``path`` (.safetensors).
+
+    ``class_names`` (one per class) and ``preprocessing`` (the JSON record of
+    :class:`raykd.data.TablePrep`) make the file self-describing for ``raykd predict``
+    and ``raykd export``; they are stored as the metadata entries of the same names.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in _unwrap(model).state_dict().items()}
@@ -38,8 +45,68 @@ def save_checkpoint(
         "num_classes": str(num_classes),
         "extra": json.dumps(extra or {}),
     }
+    meta.update(_described(num_classes, class_names, preprocessing))
     _write_atomically(state, meta, path)
     return path
+
+
+def _described(num_classes: int, class_names: Sequence[str] | None,
+               preprocessing: dict[str, Any] | None) -> dict[str, str]:
+    """The optional metadata entries ``class_names`` and ``preprocessing``, checked."""
+    meta = {}
+    if class_names is not None:
+        if len(class_names) != num_classes:
+            raise CheckpointError(f"{len(class_names)} class names given for {num_classes} classes")
+        meta["class_names"] = json.dumps([str(n) for n in class_names])
+    if preprocessing is not None:
+        meta["preprocessing"] = json.dumps(preprocessing)
+    return meta
+
+
+def describe_checkpoint(path: str | Path, *, class_names: Sequence[str] | None,
+                        preprocessing: dict[str, Any] | None) -> Path:
+    """Add (or replace) ``class_names`` and ``preprocessing`` in an existing checkpoint.
+
+    The weights and the other metadata stay as they are; the file is replaced atomically.
+    """
+    path = Path(path)
+    meta, state = _read_file(path)
+    _, _, classes = _read_meta(path, meta)
+    meta.update(_described(classes, class_names, preprocessing))
+    _write_atomically(state, meta, path)
+    return path
+
+
+def checkpoint_info(path: str | Path) -> dict[str, Any]:
+    """What a checkpoint records: ``config``, ``input_shape``, ``num_classes``,
+    ``class_names`` (None when absent) and ``preprocessing`` (None when absent)."""
+    path = Path(path)
+    meta, _ = _read_file(path)
+    config, shape, classes = _read_meta(path, meta)
+    where = f"checkpoint {str(path)!r}"
+    names = _meta_json(meta, "class_names", where) if "class_names" in meta else None
+    if names is not None and (not isinstance(names, list) or len(names) != classes
+                              or not all(isinstance(n, str) for n in names)):
+        raise CheckpointError(f"{where}: metadata 'class_names' is {_short(names)}; expected a "
+                              f"JSON list of {classes} strings")
+    prep = _meta_json(meta, "preprocessing", where) if "preprocessing" in meta else None
+    return {"config": config, "input_shape": shape, "num_classes": classes, "class_names": names,
+            "preprocessing": prep}
+
+
+def _read_file(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """A safetensors file's metadata and tensors (no pickle); CheckpointError when unreadable."""
+    where = f"checkpoint {str(path)!r}"
+    if not path.is_file():
+        raise CheckpointError(f"{where} does not exist")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        return dict(meta), load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{where} is not a readable safetensors file ({err})") from None
 
 
 def _write_atomically(state: dict[str, torch.Tensor], meta: dict[str, str], path: Path) -> None:
@@ -63,16 +130,7 @@ def load_checkpoint(
     """
     path = Path(path)
     where = f"checkpoint {str(path)!r}"
-    if not path.is_file():
-        raise CheckpointError(f"{where} does not exist")
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"{where} is not a readable safetensors file ({err})") from None
+    meta, state = _read_file(path)
     stored, stored_shape, stored_classes = _read_meta(path, meta)
     if num_classes is not None and num_classes != stored_classes:
         raise CheckpointError(

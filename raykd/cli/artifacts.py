@@ -1,0 +1,74 @@
+"""``raykd predict`` and ``raykd export``: use a trained student outside raykd.
+
+Both take a student checkpoint (``.safetensors``) or a job directory (its best student on
+validation, or ``--student LABEL``). Bad input ends with one line on stderr and exit code
+2; warnings (values mapped to a fallback level) go to stderr as ``warning:`` lines.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from raykd.cli.common import guarded
+
+artifacts_app = typer.Typer()
+
+ModelArg = Annotated[Path, typer.Argument(help="A student checkpoint (.safetensors) or a job directory.")]
+StudentOpt = Annotated[str | None, typer.Option(
+    help="In a job directory: the student's label (default: the best on validation).")]
+
+
+@artifacts_app.command()
+def predict(model: ModelArg, data: Annotated[Path, typer.Argument(help="A .csv or .parquet file.")],
+            out: Annotated[Path, typer.Option(help="Where to write the predictions (CSV).")] = Path(
+                "predictions.csv"),
+            student: StudentOpt = None) -> None:
+    """Predict the class of every row of a table, with per-class probabilities."""
+
+    def go() -> None:
+        from raykd.predict import load_student, predict_table, write_predictions
+
+        loaded = load_student(model, student=student)
+        result = predict_table(loaded, data)
+        for line in result.notes:
+            typer.echo(f"note: {line}", err=True)
+        for line in result.warnings:
+            typer.echo(f"warning: {line}", err=True)
+        write_predictions(result, loaded.class_names, out)
+        counts = {n: result.names.count(n) for n in loaded.class_names}
+        typer.echo(f"student {loaded.label} ({loaded.checkpoint})")
+        typer.echo(f"{len(result.names)} rows -> {out}: " + ", ".join(f"{n} {c}" for n, c in counts.items()))
+        if result.accuracy is not None:
+            typer.echo(f"accuracy {result.accuracy:.4f} on {result.labelled} labelled rows")
+
+    guarded(go)
+
+
+@artifacts_app.command()
+def export(model: ModelArg,
+           format_: Annotated[Literal["onnx", "safetensors"], typer.Option(
+               "--format", help="onnx (with the preprocessing beside it) or safetensors.")],
+           out: Annotated[Path, typer.Option(help="The file to write.")],
+           data: Annotated[Path | None, typer.Option(
+               help="A .csv/.parquet file for the ONNX parity check (default: the job's test split).")] = None,
+           student: StudentOpt = None) -> None:
+    """Export a student as ONNX (parity-checked against PyTorch) or self-describing safetensors."""
+
+    def go() -> None:
+        from raykd.export import PARITY_TOLERANCE, export_student
+        from raykd.predict import load_student
+
+        loaded = load_student(model, student=student)
+        files, parity = export_student(loaded, fmt=format_, out=out, data=data)
+        typer.echo(f"student {loaded.label} ({loaded.checkpoint}) -> " + ", ".join(map(str, files)))
+        if parity is not None:
+            verdict = "ok" if parity.ok else f"MISMATCH (tolerance {PARITY_TOLERANCE:g})"
+            typer.echo(f"parity on {parity.source}: max abs diff {parity.max_abs_diff:.2e}, "
+                       f"argmax agreement {parity.argmax_agreement:.4f}: {verdict}")
+            if not parity.ok:
+                raise typer.Exit(1)
+
+    guarded(go)

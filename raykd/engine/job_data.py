@@ -1,0 +1,133 @@
+"""A job's data stage with tables: columns chosen by the spec, reported, and kept with the student.
+
+- :func:`load_job_data` loads the spec's data (``data.features`` included), checks the
+  models against it, logs which columns were used and which dropped and why, and writes
+  the fitted preprocessing to ``<job_dir>/preprocessing.json``;
+- :func:`prepare_job` is :func:`raykd.engine.prepare.prepare` with that data stage;
+- :func:`describe_students` writes the class names and the preprocessing into every
+  student checkpoint's metadata once the students are trained, so that a checkpoint alone
+  is enough for ``raykd predict`` and ``raykd export``;
+- :func:`dataset_row` is the ``dataset`` entry of ``result.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from raykd.data import ColumnChoice, Dataset, load_dataset
+from raykd.engine.context import Job
+from raykd.engine.prepare import (
+    Prepared,
+    check_models,
+    ensure_ray,
+    logit_cache,
+    put_splits,
+    run_teachers,
+)
+from raykd.jobdir import atomic_path
+from raykd.spec import FeaturesSpec
+
+PREPROCESSING_FILE = "preprocessing.json"
+
+
+def column_choice(features: FeaturesSpec) -> ColumnChoice:
+    """The data layer's form of ``data.features``."""
+    return ColumnChoice(include=features.include, exclude=tuple(features.exclude),
+                        max_levels=features.max_levels, min_level_count=features.min_level_count)
+
+
+def column_report(data: Dataset) -> list[str]:
+    """Human lines: the columns used (with their kinds), those dropped and why, rows dropped."""
+    table = data.table
+    if table is None:
+        return []
+    used = []
+    for c in table.columns:
+        what = (f"categorical, {len(c.levels)} levels" if c.kind == "categorical" else
+                "numeric" + (", + missing indicator" if c.missing_indicator else ""))
+        used.append(f"{c.name} ({what})")
+    lines = [f"columns used ({len(table.columns)} -> {len(table.feature_names)} inputs): "
+             + ", ".join(used)]
+    lines += [f"column dropped: {d['column']!r}: {d['reason']}" for d in table.dropped]
+    lost = table.rows.get("dropped_missing_label", 0)
+    if lost:
+        lines.append(f"rows dropped: {lost} of {table.rows.get('read')} have no label in column "
+                     f"{table.label_column!r}")
+    return lines
+
+
+def load_job_data(job: Job) -> Dataset:
+    """Load and split the spec's data (with ``data.features``); check the models; report."""
+    d = job.spec.data
+    with job.stage("data"):
+        data = load_dataset(d.dataset, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
+                            seed=d.seed, label_column=d.label_column, train_limit=d.train_limit,
+                            features=column_choice(d.features))
+        check_models(job.spec, data)
+    names = f" {list(data.class_names)}" if data.class_names else ""
+    job.say(f"data: {data.name} train {len(data.train)} / val {len(data.val)} / test "
+            f"{len(data.test)}, {data.num_classes} classes{names}, input {data.input_shape}")
+    for line in column_report(data):
+        job.say(line)
+    if data.table is not None:
+        path = write_preprocessing(data, job.job_dir)
+        job.say(f"preprocessing (fitted on {data.table.fitted_on}): {path}")
+    return data
+
+
+def write_preprocessing(data: Dataset, directory: Path) -> Path:
+    """``<directory>/preprocessing.json``: the table's fitted preprocessing record."""
+    assert data.table is not None
+    path = directory / PREPROCESSING_FILE
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(data.table.to_dict(), indent=2))
+    return path
+
+
+def prepare_job(job: Job, *, on_ray: Callable[[], None] | None = None) -> Prepared:
+    """Data (:func:`load_job_data`), Ray, splits and teachers, as ``prepare`` does.
+
+    ``on_ray`` runs once Ray is up, before the teachers (as in ``prepare``).
+    """
+    data = load_job_data(job)
+    with job.stage("ray_init"):
+        ensure_ray()
+    if on_ray is not None:
+        on_ray()
+    cache = logit_cache(job)
+    refs = put_splits(data)
+    return Prepared(data=data, refs=refs, cache=cache, teachers=run_teachers(job, data, cache, refs))
+
+
+def describe_students(job: Job, data: Dataset) -> None:
+    """Class names and preprocessing into every student checkpoint of the result (idempotent)."""
+    from raykd.models import describe_checkpoint
+
+    if data.class_names is None and data.table is None:
+        return
+    record = None if data.table is None else data.table.to_dict()
+    for student in job.result.get("students", []):
+        for gen in student["generations"]:
+            describe_checkpoint(gen["checkpoint"], class_names=data.class_names, preprocessing=record)
+
+
+def dataset_row(data: Dataset, job_dir: Path) -> dict[str, Any]:
+    """The ``dataset`` entry of ``result.json`` (:class:`raykd.schema.DatasetRow`)."""
+    row: dict[str, Any] = {
+        "name": data.name, "train": len(data.train), "val": len(data.val), "test": len(data.test),
+        "num_classes": data.num_classes,
+        "fingerprints": {s: getattr(data, s).fingerprint for s in ("train", "val", "test")},
+        "class_names": None if data.class_names is None else list(data.class_names),
+    }
+    if data.table is not None:
+        t = data.table
+        row["table"] = {
+            "label_column": t.label_column,
+            "used": [{"column": c.name, "kind": c.kind, "inputs": c.outputs} for c in t.columns],
+            "dropped": list(t.dropped), "rows": dict(t.rows), "fitted_on": t.fitted_on,
+            "preprocessing": str(job_dir / PREPROCESSING_FILE),
+        }
+    return row

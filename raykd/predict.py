@@ -1,0 +1,168 @@
+"""A trained student on new rows: ``raykd predict`` (and the shared part of ``raykd export``).
+
+:func:`find_student` resolves what the user names: a student checkpoint
+(``.safetensors``), or a job directory, whose student with the best validation accuracy
+is taken (or the one whose label is given). :func:`load_student` reads the checkpoint with
+its class names and its table preprocessing (from the checkpoint's metadata, or the
+job's ``preprocessing.json``). :func:`predict_table` applies that preprocessing to a
+``.csv``/``.parquet`` file and returns the predicted class names and per-class
+probabilities. Every bad input is a :class:`~raykd.errors.UserError` naming what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from raykd.data import DataError, TablePrep
+from raykd.data.table_prep import Fallbacks
+from raykd.errors import UserError
+
+PREPROCESSING_FILE = "preprocessing.json"
+
+
+class ArtifactError(UserError, ValueError):
+    """A checkpoint or job directory that cannot be used for predict or export."""
+
+
+@dataclass
+class Student:
+    """A loaded student: the model (eval mode), where it came from, and what it expects."""
+
+    model: nn.Module
+    checkpoint: Path
+    input_shape: tuple[int, ...]
+    class_names: tuple[str, ...]
+    config: dict[str, Any]
+    prep: TablePrep | None = None
+    job_dir: Path | None = None
+    label: str = ""
+
+
+@dataclass
+class Prediction:
+    """Predicted classes and probabilities of a table's rows, and what the inputs needed."""
+
+    names: list[str]
+    probabilities: np.ndarray
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    accuracy: float | None = None
+    labelled: int = 0
+
+
+def find_student(path: Path, *, student: str | None = None) -> tuple[Path, Path | None, str]:
+    """``(checkpoint, job_dir or None, label)`` of a checkpoint path or a job directory."""
+    if path.is_file():
+        if student is not None:
+            raise ArtifactError(f"--student picks a student of a job directory; {str(path)!r} is a "
+                                "checkpoint file")
+        return path, None, path.stem
+    result = path / "result.json"
+    if not result.is_file():
+        raise ArtifactError(f"{str(path)!r} is neither a student checkpoint (.safetensors) nor a "
+                            "finished job directory (no result.json)")
+    students = json.loads(result.read_text()).get("students") or []
+    if not students:
+        raise ArtifactError(f"job {str(path)!r} has no students in its result.json")
+    if student is not None:
+        chosen = [s for s in students if s["label"] == student]
+        if not chosen:
+            raise ArtifactError(f"job {str(path)!r} has no student {student!r}; its students: "
+                                f"{[s['label'] for s in students]}")
+    else:
+        chosen = sorted(students, key=lambda s: -(s.get("val_accuracy") or 0.0))
+    best = chosen[0]
+    return Path(best["generations"][-1]["checkpoint"]), path, str(best["label"])
+
+
+def load_student(path: Path, *, student: str | None = None) -> Student:
+    """The student of a checkpoint or job directory (see the module docstring)."""
+    from raykd.models import checkpoint_info, load_checkpoint
+
+    checkpoint, job_dir, label = find_student(path, student=student)
+    info = checkpoint_info(checkpoint)
+    record = info["preprocessing"]
+    for folder in (checkpoint.parent, job_dir):
+        if record is None and folder is not None and (folder / PREPROCESSING_FILE).is_file():
+            record = json.loads((folder / PREPROCESSING_FILE).read_text())
+    where = f"checkpoint {str(checkpoint)!r}"
+    prep = None if record is None else TablePrep.from_dict(record, where)
+    names = info["class_names"] or (list(prep.class_names) if prep else None)
+    names = names or [str(i) for i in range(info["num_classes"])]
+    model = load_checkpoint(checkpoint).eval()
+    return Student(model=model, checkpoint=checkpoint, input_shape=tuple(info["input_shape"]),
+                   class_names=tuple(names), config=info["config"], prep=prep, job_dir=job_dir,
+                   label=label)
+
+
+def table_inputs(student: Student, data: Path) -> tuple[np.ndarray, Fallbacks, Any]:
+    """The model inputs of a table file, the fallbacks they used, and the frame itself."""
+    from raykd.data.tables import read_table
+
+    if student.prep is None:
+        raise ArtifactError(f"checkpoint {str(student.checkpoint)!r} records no table preprocessing: "
+                            "predict on files works for students trained on a .csv/.parquet table")
+    frame = read_table(data)
+    frame.columns = [str(c) for c in frame.columns]
+    x, fallbacks = student.prep.transform(frame, repr(str(data)))
+    return x, fallbacks, frame
+
+
+def probabilities(model: nn.Module, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    """Softmax of the model's logits over ``x``, float64 ``(N, C)``."""
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            logits = model(torch.from_numpy(x[start:start + batch_size]))
+            out.append(torch.softmax(logits.double(), dim=1).numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0))
+
+
+def predict_table(student: Student, data: Path) -> Prediction:
+    """Predicted class names and probabilities for every row of ``data``.
+
+    When ``data`` has the label column, the accuracy over its labelled rows is computed
+    too (a label that is not one of the model's classes counts as wrong).
+    """
+    import pandas as pd
+
+    x, fallbacks, frame = table_inputs(student, data)
+    probs = probabilities(student.model, x)
+    names = [student.class_names[i] for i in probs.argmax(axis=1)]
+    out = Prediction(names=names, probabilities=probs, warnings=fallbacks.lines(),
+                     notes=fallbacks.notes())
+    assert student.prep is not None
+    label = student.prep.label_column
+    if label in frame.columns:
+        known = ~frame[label].isna().to_numpy()
+        values = frame[label][known]
+        if pd.api.types.is_float_dtype(values) and bool((values == values.round()).all()):
+            values = values.astype("int64")  # 3.0 in a file is class "3"
+        truth = values.astype(str).to_numpy()
+        if len(truth):
+            guessed = np.asarray(names, dtype=object)[known]
+            out.accuracy, out.labelled = float(np.mean(guessed == truth)), int(known.sum())
+    return out
+
+
+def write_predictions(prediction: Prediction, class_names: tuple[str, ...], out: Path) -> Path:
+    """A CSV with ``prediction`` and one ``prob_<name>`` column per class, one row per input row."""
+    import pandas as pd
+
+    columns: dict[str, Any] = {"prediction": prediction.names}
+    for i, name in enumerate(class_names):
+        columns[f"prob_{name}"] = prediction.probabilities[:, i]
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(columns).to_csv(out, index=False, float_format="%.6f")
+    except OSError as err:
+        raise DataError(f"could not write predictions to {str(out)!r}: {err}") from None
+    return out
