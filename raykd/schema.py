@@ -150,7 +150,9 @@ class GenerationRow(_Row):
     checkpoint: str = Field(description="Its best-validation weights (.safetensors).")
     val_accuracy: float | None = Field(description="Accuracy on the validation split.")
     test_accuracy: float | None = Field(description="Accuracy on the test split.")
-    seconds: float = Field(ge=0, description="Wall time of its Ray Train run.")
+    seconds: float = Field(ge=0, description="Wall time of its fit (start, epochs, state saves).")
+    runner: Literal["actor", "train"] | None = Field(
+        default=None, description="Where it trained: the job's student actor, or a Ray Train fit.")
     best_epoch: int = Field(default=0, ge=0, description="The epoch whose weights were kept (best on val).")
     history: list[EpochRow] = Field(default_factory=list, description="One row per epoch.")
 

@@ -145,6 +145,7 @@ def fake_report() -> dict[str, object]:
         "p": _row(3950, phase_ms={**phases, "teachers": 0.05}, kind="plain"),
         "b": _row(1000, phase_ms=phases, kind="plain"),
         "c": _row(3000, **ray),
+        "ct": _row(2900, **ray),
         "d": _row(800, **ray),
         "e1": _row(2500, **ray),
         "e2": {"label": "2 workers", "error": "RuntimeError: boom"},
@@ -160,6 +161,12 @@ def fake_report() -> dict[str, object]:
         "teacher_test_accuracy": [0.98, 0.97, 0.98],
         "ensemble_test_accuracy": 0.985,
     }
+    small = {"rows_limit": 3000, "epochs": 30, "batch_size": 128, "target": 2.0,
+             "plain_seconds": {"median": 1.0, "min": 0.9, "max": 1.2, "n": 3},
+             "runners": {"actor": {"per_student_seconds": {"median": 1.5, "min": 1.4, "max": 1.7},
+                                   "ratio": 1.5, "job_seconds": {"median": 20.0}},
+                         "train": {"per_student_seconds": {"median": 19.0, "min": 18, "max": 21},
+                                   "ratio": 19.0, "job_seconds": {"median": 70.0}}}}
     return {
         "steps": 421,
         "batch_size": 128,
@@ -167,6 +174,7 @@ def fake_report() -> dict[str, object]:
         "cpus": 2,
         "setup": setup,
         "rows": rows,
+        "small": small,
     }
 
 
@@ -183,6 +191,8 @@ def test_markdown_has_a_line_per_row_and_every_target() -> None:
         assert f"- ({row})/({base}) = " in text
     assert len(table_rows(report)) == len(ROW_ORDER)
     assert "peak MB: RayTrainWorker 400" in text and "**Warning**" not in text
+    assert "| raykd student stage per student, runner train | 19.00 | 18.00-21.00 | 19.00 | 70.0 |" in text
+    assert "(runner actor, the default for one worker) = 1.50 (target <= 2): met" in text
 
 
 def test_targets_give_a_reason_when_missed() -> None:
@@ -314,10 +324,17 @@ def test_run_speed_bench_measures_every_row_in_rounds(tmp_path: Path,
     monkeypatch.setattr(speed, "_ray_for", ray_for)
     monkeypatch.setattr(speed, "run_ray_row", lambda r, plan, out, ckpts, log: row(r.key))
     monkeypatch.setattr(speed, "run_plain_row", lambda key, plan, out, ckpts: row(key))
+    import raykd.bench.speed_small as small
+
+    monkeypatch.setattr(small, "small_section",
+                        lambda rounds, out, log, ray_for: {**fake_report()["small"], "n": rounds})
     report = speed.run_speed_bench(out=tmp_path, quick=True, rounds=3, log=lambda *a: None)
-    assert report["schedule"] == round_schedule(("c", "d", "e1", "e2"), ("a", "p", "b", "c0"), 3)
+    ray_keys = ("c", "ct", "d", "e1", "e2")
+    assert report["schedule"] == round_schedule(ray_keys, ("a", "p", "b", "c0"), 3)
     assert [k for k, _ in calls] == [k for r in report["schedule"] for k in r]
-    assert all(up == (k in ("c", "d", "e1", "e2")) for k, up in calls)  # Ray only for Ray rows
+    assert all(up == (k in ray_keys) for k, up in calls)  # Ray only for Ray rows
+    assert report["small"]["n"] == 3  # the small job ran, in as many rounds
+    assert "## Small job: 3,000 tabular rows, 30 epochs" in (tmp_path / "speed.md").read_text()
     assert list(report["rows"]) == list(ROW_ORDER)
     for r in report["rows"].values():  # rounds 1100, 1200, 1300: the median is the second
         assert r["samples_per_s"] == 1200.0 and r["spread"]["n"] == 3

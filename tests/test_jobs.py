@@ -143,14 +143,19 @@ def test_a_killed_driver_is_resumed_by_its_job_id(ray_local: None, storage: Path
     assert not any(t["trained_by_raykd"] for t in result["teachers"])
 
 
+@pytest.mark.parametrize("runner", ["actor", "train"])
 def test_a_killed_student_worker_restarts_from_its_checkpoint(ray_local: None, storage: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              runner: str) -> None:
     monkeypatch.setenv("RAYKD_TEST_FAULTS", json.dumps({"kill_worker_at_epoch": 2}))
-    spec = parse_spec(spec_for(storage, name="faulty", methods=[{"method": "kd"}],
-                               train={"epochs": 4, "batch_size": 64, "lr": 0.003}))
-    result = run_job(spec, job_id="faulty", log=lambda _: None)
-    events = read_events(storage / "faulty" / EVENTS_FILE)
-    assert (storage / "faulty" / "fault-0-g1.fired").exists()  # the worker really was killed
+    name = f"faulty-{runner}"
+    spec = parse_spec(spec_for(storage, name=name, methods=[{"method": "kd"}],
+                               train={"epochs": 4, "batch_size": 64, "lr": 0.003},
+                               scaling={"num_workers": 1, "student_runner": runner}))
+    result = run_job(spec, job_id=name, log=lambda _: None)
+    events = read_events(storage / name / EVENTS_FILE)
+    assert (storage / name / "fault-0-g1.fired").exists()  # the worker really was killed
+    assert result["students"][0]["generations"][0]["runner"] == runner
     assert "student_restarted" in types(events)
     epochs = [e.epoch for e in events if e.type == "epoch"]
     assert epochs == [1, 2, 3, 4]  # resumed after epoch 2: no epoch run twice, none lost

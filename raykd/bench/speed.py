@@ -7,9 +7,11 @@ width-8 student, as in the ``mnist-wkd`` demo), batch 128, the same number of st
 - (p) plain PyTorch KD on cached logits gathered by index: the hand-written yardstick of
   distillation from frozen teachers (logits computed once, a tensor indexed per batch);
 - (b) plain PyTorch KD: the 3 teachers forward (no_grad) on every batch, then the student;
-- (c) raykd, cached teacher logits, 1 Ray Train worker with 2 CPUs;
+- (c) raykd, cached teacher logits, the job's student actor with 2 CPUs (the default
+  runner for one worker); (ct) the same on a 1-worker Ray Train fit;
 - (d) raykd online: augmentation on, the teacher actors serve logits one step ahead;
-- (e) raykd cached with 1 worker x 1 CPU and with 2 workers x 1 CPU (DDP over gloo);
+- (e) raykd cached with 1 worker x 1 CPU (student actor) and with 2 Ray Train workers x 1
+  CPU (DDP over gloo);
 - (c0) a diagnostic: raykd's own loop (``run_student``), cached logits, no Ray.
 
 Throughput is steady state: ``steps * batch / time of the timed steps``, after a warm-up
@@ -27,6 +29,9 @@ On a shared machine the timings move: torch's OpenMP threads spin while they wai
 a 2-thread row slows down several times as soon as anything else runs. Every row
 records the share of the CPU other processes took ("other CPU"), and
 ``python -m raykd.bench.speed --rows a,b`` re-measures disturbed rows into the report.
+
+After the rows, the small-job section (:mod:`raykd.bench.speed_small`, ``--rows small``
+alone): a 3,000-row tabular job whose time is all fixed costs, against its plain loop.
 """
 
 from __future__ import annotations
@@ -213,6 +218,11 @@ def run_speed_bench(*, out: Path, quick: bool = False, steps: int | None = None,
             by_row.setdefault(key, []).append(
                 {"measured_at": datetime.now(UTC).isoformat(), "round": r,
                  "position": position, **_guard(fn)})
+    small = (previous or {}).get("small")
+    if rows is None or "small" in rows:
+        from raykd.bench.speed_small import small_section
+
+        small = small_section(plan.rounds, out, log, lambda on: _ray_for(on, started_ray))
     _ray_for(False, started_ray)
     labels = {**PLAIN_LABELS, **{k: r.label for k, r in ray_rows.items()}}
     measured = {k: {**merge_rounds(v), "label": labels[k]} for k, v in by_row.items()}
@@ -225,7 +235,7 @@ def run_speed_bench(*, out: Path, quick: bool = False, steps: int | None = None,
         "schedule": schedule,
         "cpus": os.cpu_count(), "env": {k: os.environ[k] for k in THREAD_ENV if k in os.environ},
         "setup": setup, "rows": {k: merged[k] for k in ROW_ORDER if k in merged},
-        "remeasured": sorted(remeasured),
+        "remeasured": sorted(remeasured), "small": small,
         "bench_seconds": time.perf_counter() - start,
     }
     write_report(report, out)
@@ -249,10 +259,10 @@ def _rows_to_run(rows: tuple[str, ...] | None, out: Path,
     """The row keys to measure and, for a partial rerun, the earlier report to merge into."""
     if not rows:
         return ROW_ORDER, None
-    unknown = [k for k in rows if k not in ROW_ORDER]
+    unknown = [k for k in rows if k not in (*ROW_ORDER, "small")]
     if unknown:
         raise BenchOptionError(
-            f"--rows={','.join(rows)}: unknown {unknown}; accepted: {list(ROW_ORDER)}"
+            f"--rows={','.join(rows)}: unknown {unknown}; accepted: {[*ROW_ORDER, 'small']}"
         )
     path = out / "speed.json"
     previous = _previous_report(path, rows)
@@ -261,7 +271,7 @@ def _rows_to_run(rows: tuple[str, ...] | None, out: Path,
             f"--rows={','.join(rows)}: {path} has {previous['steps']} steps per row, this run "
             f"{plan.steps}; use the same --steps/--quick"
         )
-    return tuple(rows), previous
+    return tuple(k for k in rows if k != "small"), previous
 
 
 def _previous_report(path: Path, rows: tuple[str, ...]) -> dict[str, Any]:

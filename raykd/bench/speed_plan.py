@@ -120,20 +120,23 @@ class RayRow:
     num_workers: int
     cpus_per_worker: float
     augment: bool = False
+    runner: str = "auto"  # scaling.student_runner: auto = the job's student actor for 1 worker
 
 
 RAY_ROWS = (
-    RayRow("c", "raykd, cached logits, 1 worker x 2 CPU", 1, 2.0),
-    RayRow("d", "raykd online (augment), teacher actors, 1 worker x 2 CPU", 1, 2.0, augment=True),
-    RayRow("e1", "raykd, cached, 1 worker x 1 CPU", 1, 1.0),
-    RayRow("e2", "raykd, cached, 2 workers x 1 CPU (DDP gloo)", 2, 1.0),
+    RayRow("c", "raykd, cached logits, student actor x 2 CPU", 1, 2.0),
+    RayRow("ct", "raykd, cached logits, Ray Train 1 worker x 2 CPU", 1, 2.0, runner="train"),
+    RayRow("d", "raykd online (augment), teacher actors, student actor x 2 CPU", 1, 2.0,
+           augment=True),
+    RayRow("e1", "raykd, cached, student actor x 1 CPU", 1, 1.0),
+    RayRow("e2", "raykd, cached, Ray Train 2 workers x 1 CPU (DDP gloo)", 2, 1.0),
 )
 PLAIN_LABELS = {"a": "plain PyTorch, student alone (no teachers)",
                 "p": "plain PyTorch KD on cached logits gathered by index",
                 "b": "plain PyTorch KD, 3 teachers forward every batch",
                 "c0": "diagnostic: raykd loop (run_student), cached, no Ray"}
 PLAIN_ROWS = ("a", "p", "b", "c0")
-ROW_ORDER = ("a", "p", "b", "c", "d", "e1", "e2", "c0")
+ROW_ORDER = ("a", "p", "b", "c", "ct", "d", "e1", "e2", "c0")
 
 
 def bench_spec(plan: Plan, out: Path, *, checkpoints: list[str] | None,
@@ -155,6 +158,6 @@ def bench_spec(plan: Plan, out: Path, *, checkpoints: list[str] | None,
         "train": {"epochs": plan.epochs + 1, "batch_size": BATCH, "lr": LR, "seed": 0},
         "methods": [{"method": "kd", "temperature": TEMPERATURE, "alpha": ALPHA}],
         "scaling": {"num_workers": row.num_workers, "cpus_per_worker": row.cpus_per_worker,
-                    "use_gpu": False},
+                    "use_gpu": False, "student_runner": row.runner},
         "storage": str(out),
     })

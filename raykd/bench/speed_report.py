@@ -75,12 +75,12 @@ def _reason(row: str, base: str, rows: dict[str, dict[str, Any]]) -> str:
     if row == "c" and have:
         return (f"{_ms(c):.1f} ms per step vs {_ms(a):.1f} for the student alone: raykd's loop "
                 f"without Ray (c0) adds {_ms(c0) - _ms(a):+.1f} ms (KD loss, logit slicing), the "
-                f"Ray Train worker {_ms(c) - _ms(c0):+.1f} ms more")
+                f"Ray student worker {_ms(c) - _ms(c0):+.1f} ms more")
     if row == "d" and "samples_per_s" in b:
         return (f"{_ms(rows['d']):.1f} ms per step vs {_ms(b):.1f} in (b) for the same work "
-                f"(+ augmentation, {a.get('augment_ms', float('nan')):.1f} ms): 3 teacher actors "
-                f"(1 thread each) and the 2-thread student share {os.cpu_count()} cores, plus 3 "
-                f"actor round trips per step")
+                f"(+ augmentation, {a.get('augment_ms', float('nan')):.1f} ms): the ensemble "
+                f"actor (3 teachers, one call per step, asked a step ahead) and the 2-thread "
+                f"student share {os.cpu_count()} cores")
     return f"{_ms(rows[row]):.1f} ms per step vs {_ms(rows[base]):.1f} ms"
 
 
@@ -121,6 +121,10 @@ def markdown(report: dict[str, Any]) -> str:
         verdict = "met" if t["met"] else f"**missed**: {t['reason']}"
         lines.append(f"- {t['ratio']} = {got} (target >= {t['target']:g}): {verdict}")
     lines += _cost_lines(s, rows)
+    if report.get("small"):
+        from raykd.bench.speed_small import small_lines
+
+        lines += small_lines(report["small"])
     profile = [[f"({k})", *(f"{v:.1f}" for v in r["phase_ms"].values()), f"{_ms(r):.1f}"]
                for k, r in rows.items() if "phase_ms" in r]
     lines += ["", "## Per-step profile of the plain rows (ms)", "",
@@ -158,10 +162,10 @@ def _cost_lines(s: dict[str, Any], rows: dict[str, dict[str, Any]]) -> list[str]
             procs = ", ".join(f"{n.removeprefix('ray::')} {mb:,.0f}"
                               for n, mb in r.get("peak_mem_by_process", {}).items())
             before = t.get("teacher_start", 0) + t.get("teacher_logits", 0)
-            lines.append(f"- ({key}) Ray Train worker-group start "
-                         f"{r['worker_group_start_seconds']:.1f} s; before the fit, teacher actors "
-                         f"up + cached logits {before:.1f} s; peak MB: {procs}; Ray head + idle "
-                         f"workers {r['head_mem_mb']:,.0f} MB")
+            lines.append(f"- ({key}) student start-up and wind-down {r['startup_seconds']:.1f} s "
+                         f"(its wall minus its timed epochs); before it, teachers "
+                         f"{before:.1f} s (actors started only when a logit is not cached); "
+                         f"peak MB: {procs}; Ray head + idle workers {r['head_mem_mb']:,.0f} MB")
     return lines
 
 
@@ -190,6 +194,10 @@ def write_report(report: dict[str, Any], out: Path) -> None:
         got = "n/a" if t["value"] is None else f"{t['value']:.2f}"
         console.print(f"{t['ratio']} = {got} (target >= {t['target']:g}): "
                       f"{'met' if t['met'] else 'MISSED: ' + t['reason']}")
+    if report.get("small"):
+        for key, r in report["small"]["runners"].items():
+            console.print(f"small job, runner {key}: student stage per student / plain training "
+                          f"= {r['ratio']:.2f} (target <= {report['small']['target']:g})")
     bar_chart(report, out / "speed.png")
     console.print(f"wrote {out / 'speed.md'}, speed.json, speed.png")
 

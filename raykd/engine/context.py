@@ -82,6 +82,7 @@ class Job:
     earlier: list[Any] = field(default_factory=list)
     timer: Timer = field(default_factory=Timer)
     result: dict[str, Any] = field(default_factory=dict)
+    worker: Any = None  # the job's student actor (scaling.runner == "actor"), started once
 
     def emit(self, event: Any) -> None:
         """Append ``event`` to the job's stream (no-op without one)."""

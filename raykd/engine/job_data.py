@@ -3,7 +3,6 @@
 - :func:`load_job_data` loads the spec's data (``data.features`` included), checks the
   models against it, logs which columns were used and which dropped and why, and writes
   the fitted preprocessing to ``<job_dir>/preprocessing.json``;
-- :func:`prepare_job` is :func:`raykd.engine.prepare.prepare` with that data stage;
 - :func:`describe_students` writes the class names and the preprocessing into every
   student checkpoint's metadata once the students are trained, so that a checkpoint alone
   is enough for ``raykd predict`` and ``raykd export``;
@@ -13,20 +12,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from raykd.data import ColumnChoice, Dataset, load_dataset
 from raykd.engine.context import Job
-from raykd.engine.prepare import (
-    Prepared,
-    check_models,
-    ensure_ray,
-    logit_cache,
-    put_splits,
-    run_teachers,
-)
+from raykd.engine.prepare import check_models
 from raykd.jobdir import atomic_path
 from raykd.spec import FeaturesSpec
 
@@ -85,21 +76,6 @@ def write_preprocessing(data: Dataset, directory: Path) -> Path:
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(data.table.to_dict(), indent=2))
     return path
-
-
-def prepare_job(job: Job, *, on_ray: Callable[[], None] | None = None) -> Prepared:
-    """Data (:func:`load_job_data`), Ray, splits and teachers, as ``prepare`` does.
-
-    ``on_ray`` runs once Ray is up, before the teachers (as in ``prepare``).
-    """
-    data = load_job_data(job)
-    with job.stage("ray_init"):
-        ensure_ray()
-    if on_ray is not None:
-        on_ray()
-    cache = logit_cache(job)
-    refs = put_splits(data)
-    return Prepared(data=data, refs=refs, cache=cache, teachers=run_teachers(job, data, cache, refs))
 
 
 def describe_students(job: Job, data: Dataset) -> None:

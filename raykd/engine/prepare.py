@@ -16,13 +16,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from raykd.data import DataError, Dataset, load_dataset
+from raykd.data import DataError, Dataset
 from raykd.engine.context import Job
 from raykd.events import TeacherReady
 from raykd.jobdir import ensure_dir, publish_file
@@ -89,15 +90,14 @@ def check_models(spec: JobSpec, data: Dataset) -> None:
 
 
 def load_data(job: Job) -> Dataset:
-    """Load and split the spec's data; check the models against it."""
-    d = job.spec.data
-    with job.stage("data"):
-        data = load_dataset(d.dataset, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
-                            seed=d.seed, label_column=d.label_column, train_limit=d.train_limit)
-        check_models(job.spec, data)
-    job.say(f"data: {data.name} train {len(data.train)} / val {len(data.val)} / test "
-            f"{len(data.test)}, {data.num_classes} classes, input {data.input_shape}")
-    return data
+    """Load and split the spec's data; check the models; report the columns of a table.
+
+    See :func:`raykd.engine.job_data.load_job_data` (``data.features``, the column report,
+    ``preprocessing.json``).
+    """
+    from raykd.engine.job_data import load_job_data
+
+    return load_job_data(job)
 
 
 def resolve_gpu(setting: bool | str) -> bool:
@@ -156,11 +156,17 @@ class Prepared:
     teachers: TeacherSet
 
 
-def prepare(job: Job, *, cache: Any = None) -> Prepared:
-    """Data, Ray, splits and teachers, in that order (see the module docstring)."""
+def prepare(job: Job, *, cache: Any = None, on_ray: Callable[[], None] | None = None) -> Prepared:
+    """Data, Ray, splits and teachers, in that order (see the module docstring).
+
+    ``on_ray`` runs once Ray is up, before the teachers (the job's student actor starts
+    there, so that its process starts while the teachers train).
+    """
     data = load_data(job)
     with job.stage("ray_init"):
         ensure_ray()
+    if on_ray is not None:
+        on_ray()
     cache = cache if cache is not None else logit_cache(job)
     refs = put_splits(data)
     return Prepared(data=data, refs=refs, cache=cache, teachers=run_teachers(job, data, cache, refs))
@@ -241,12 +247,55 @@ def _teacher_configs(job: Job, data: Dataset, cache: Any) -> list[Any]:
     return configs
 
 
+def cached_logits(job: Job, data: Dataset, cache: Any, configs: list[Any]) -> dict[str, Logits] | None:
+    """Every teacher's logits over train/val/test from the cache, without starting an actor.
+
+    Only when every teacher has a checkpoint (given, or trained earlier) and all their
+    entries are in the cache: the
+    keys are those :meth:`~raykd.teachers.TeacherPool.split_logits` computes, from the
+    weights hash of each checkpoint loaded here (its shape and classes checked as an
+    actor would). None on any miss: the actors then start and fill the gaps.
+    """
+    from raykd.losses.topk import stack
+    from raykd.models import weights_hash
+    from raykd.teachers.cache import cache_key
+
+    spec = job.spec
+    if cache.directory is None or any(c.checkpoint is None for c in configs):
+        return None
+    out: dict[str, Logits] = {}
+    stats: dict[str, Any] = {}
+    with job.stage("teacher_logits"):
+        hashes = [weights_hash(load_checkpoint(c.checkpoint, config=c.model,
+                                               input_shape=data.input_shape,
+                                               num_classes=data.num_classes)) for c in configs]
+        for split in ("train", "val", "test"):
+            keys = [cache_key(weights=h, fingerprint=getattr(data, split).fingerprint, split=split,
+                              dtype=spec.cache.dtype, topk=spec.cache.topk) for h in hashes]
+            found = [cache.get(k) for k in keys]
+            if any(f is None for f in found):
+                return None
+            out[split] = checked(stack(found), "teacher", split)  # type: ignore[arg-type]
+            stats[split] = {"cache_hits": len(keys), "teacher_forward_examples": 0,
+                            "seconds": 0.0, "cache_keys": keys}
+    job.result.setdefault("logit_cache", {})["teacher"] = stats
+    return out
+
+
 def run_teachers(job: Job, data: Dataset, cache: Any, refs: dict[str, Any]) -> TeacherSet:
     """Start, train (when needed) and query the teachers; record their accuracies.
 
-    The actors are released on every path out (kept only when they serve online).
+    Every logit already cached (:func:`cached_logits`): no teacher actor starts, except
+    what serves online logits with augmentation. Otherwise the actors are released on
+    every path out (on CPUs one ensemble actor replaces them when they serve online).
     """
     configs = _teacher_configs(job, data, cache)
+    hit = cached_logits(job, data, cache, configs)
+    if hit is not None:
+        _record_teachers(job, data, hit, configs, {})
+        job.say("teachers: every split's logits came from the cache")
+        return TeacherSet(logits=hit, checkpoints=[str(c.checkpoint) for c in configs],
+                          pool=_online_server(job, data, configs))
     with job.stage("teacher_start"):
         pool = start_pool(configs, data, job)
     try:
@@ -261,7 +310,37 @@ def run_teachers(job: Job, data: Dataset, cache: Any, refs: dict[str, Any]) -> T
     if not job.spec.data.augment:
         pool.shutdown()  # frozen logits are cached: free the teachers' devices for the students
         pool = None
+    elif not resolve_gpu(job.spec.scaling.use_gpu):
+        pool.shutdown()  # on CPUs one actor serves every teacher: one call per step
+        pool = online_ensemble(job, data, configs)
     return TeacherSet(logits=logits, checkpoints=[str(c.checkpoint) for c in configs], pool=pool)
+
+
+def _online_server(job: Job, data: Dataset, configs: list[Any]) -> Any:
+    """What serves online logits when every split came from the cache: None without augmentation.
+
+    On CPUs the one-actor ensemble; with GPUs the teacher pool (each on its own GPU).
+    """
+    if not job.spec.data.augment:
+        job.result["teacher_placement"] = []
+        return None
+    if not resolve_gpu(job.spec.scaling.use_gpu):
+        job.result["teacher_placement"] = []
+        return online_ensemble(job, data, configs)
+    with job.stage("teacher_start"):
+        pool = start_pool(configs, data, job)
+    job.result["teacher_placement"] = pool.infos()
+    return pool
+
+
+def online_ensemble(job: Job, data: Dataset, configs: list[Any]) -> Any:
+    """The CPU server of online logits: every teacher in one actor (see ``raykd.teachers.ensemble``)."""
+    from raykd.teachers.ensemble import OnlineEnsemble
+
+    with job.stage("teacher_start"):
+        return OnlineEnsemble([{"model": c.model, "checkpoint": c.checkpoint} for c in configs],
+                              input_shape=data.input_shape, num_classes=data.num_classes,
+                              student_threads=max(1, int(job.spec.scaling.cpus_per_worker)))
 
 
 def _train_missing(job: Job, data: Dataset, cache: Any, refs: dict[str, Any], pool: Any,

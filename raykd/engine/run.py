@@ -26,8 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from raykd.engine.context import Job, open_job, spec_hash
-from raykd.engine.job_data import dataset_row, describe_students, prepare_job
-from raykd.engine.students import check_student_resources, plan_size, run_students
+from raykd.engine.job_data import dataset_row, describe_students
+from raykd.engine.prepare import prepare
+from raykd.engine.students import (
+    check_student_resources,
+    plan_size,
+    prestart_worker,
+    run_students,
+    stop_student_worker,
+)
 from raykd.errors import user_message
 from raykd.events import JobFailed, JobFinished
 from raykd.schema import JobResult
@@ -92,14 +99,17 @@ def _finished(job: Job) -> dict[str, Any] | None:
 
 def _run(job: Job, start: float) -> dict[str, Any]:
     spec = job.spec
-    prepared = prepare_job(job)
-    data = prepared.data
-    check_student_resources(job, n_train=len(data.train))
     try:
-        run_students(job, data, prepared.teachers, prepared.cache, prepared.refs)
+        prepared = prepare(job, on_ray=lambda: prestart_worker(job))
+        data = prepared.data
+        check_student_resources(job, n_train=len(data.train))
+        try:
+            run_students(job, data, prepared.teachers, prepared.cache, prepared.refs)
+        finally:
+            if prepared.teachers.pool is not None:
+                prepared.teachers.pool.shutdown()
     finally:
-        if prepared.teachers.pool is not None:
-            prepared.teachers.pool.shutdown()
+        stop_student_worker(job)
     describe_students(job, data)
     job.result.update({
         "job": spec.name,

@@ -1,6 +1,8 @@
 """The student stage: one student per method entry, born-again generations chained.
 
-Each (method entry, generation) is one Ray Train fit. A student an earlier attempt of
+Each (method entry, generation) is one fit: on the job's student actor, started once and
+reused by every student (``scaling.runner == "actor"``, one worker), or a Ray Train fit
+of ``num_workers`` DDP workers. A student an earlier attempt of
 this job finished is taken from disk (its record and checkpoint), not trained again; one
 it left half-way resumes from its last reported state.
 """
@@ -97,6 +99,36 @@ def check_student_resources(job: Job, *, n_train: int) -> None:
         )
 
 
+def prestart_worker(job: Job) -> None:
+    """Start the job's student actor early (runner ``actor``, CPU clusters only).
+
+    Its process then starts while the teachers train. With GPUs it waits for the student
+    stage: held from the start, its GPU could keep the teachers' placement group from
+    being reserved.
+    """
+    if job.spec.scaling.runner == "actor" and not resolve_gpu(job.spec.scaling.use_gpu):
+        student_worker(job)
+
+
+def student_worker(job: Job) -> Any:
+    """The job's student actor, started on first use (one per job, reused by every student)."""
+    from raykd.train.actor import start_worker
+
+    if job.worker is None:
+        sc = job.spec.scaling
+        job.worker = start_worker(cpus=sc.cpus_per_worker, use_gpu=resolve_gpu(sc.use_gpu),
+                                  passive=job.spec.data.augment)
+    return job.worker
+
+
+def stop_student_worker(job: Job) -> None:
+    """Release the job's student actor, if one was started."""
+    from raykd.train.actor import stop_worker
+
+    worker, job.worker = job.worker, None
+    stop_worker(worker)
+
+
 def method_row(m: MethodSpec) -> dict[str, Any]:
     return {"label": m.display, **m.model_dump(exclude={"label"})}
 
@@ -190,8 +222,11 @@ def student_refs(method: MethodSpec, source: TeacherSet, refs: dict[str, Any]) -
 
 def train_one(job: Job, data: Dataset, method: MethodSpec, source: TeacherSet, refs: dict[str, Any],
               *, index: int, label: str, generation: int) -> dict[str, Any]:
-    """Fit one student on Ray Train (resuming an earlier attempt's state) and evaluate it."""
-    from raykd.train.trainer import StudentRun, train_student_ray
+    """Fit one student (resuming an earlier attempt's state) and evaluate it.
+
+    On the job's student actor (``scaling.runner == "actor"``) or a Ray Train fit.
+    """
+    from raykd.train.runs import StudentRun
 
     spec = job.spec
     online = source.pool is not None and method.method != "none"
@@ -208,19 +243,30 @@ def train_one(job: Job, data: Dataset, method: MethodSpec, source: TeacherSet, r
     if run.resume_from:
         job.say(f"student [{config.label}]: resuming from {run.resume_from}")
     name = f"student-{index}-g{generation}"
+    out = job.job_dir / "students" / f"{name}.safetensors"
     with job.stage("students"):
-        res = train_student_ray(
-            config, refs=student_refs(method, source, refs),
-            num_workers=spec.scaling.num_workers, use_gpu=resolve_gpu(spec.scaling.use_gpu),
-            cpus_per_worker=spec.scaling.cpus_per_worker, storage=job.job_dir / "ray_train",
-            name=f"{name}-a{job.attempt}", out=job.job_dir / "students" / f"{name}.safetensors",
-            run=run,
-        )
+        if spec.scaling.runner == "actor":
+            from raykd.train.actor import train_student_actor
+
+            res = train_student_actor(student_worker(job), config,
+                                      refs=student_refs(method, source, refs),
+                                      storage=job.job_dir / "student_states",
+                                      name=f"{name}-a{job.attempt}", out=out, run=run)
+        else:
+            from raykd.train.trainer import train_student_ray
+
+            res = train_student_ray(
+                config, refs=student_refs(method, source, refs),
+                num_workers=spec.scaling.num_workers, use_gpu=resolve_gpu(spec.scaling.use_gpu),
+                cpus_per_worker=spec.scaling.cpus_per_worker, storage=job.job_dir / "ray_train",
+                name=f"{name}-a{job.attempt}", out=out, run=run,
+            )
     test_acc, test_logits = evaluate_checkpoint(res.checkpoint, data.test.x, data.test.y)
     val_acc, _ = evaluate_checkpoint(res.checkpoint, data.val.x, data.val.y)
     record = {"generation": generation, "method": method.method, "seed": config.train.seed,
               "checkpoint": str(res.checkpoint), "val_accuracy": val_acc,
-              "best_epoch": res.best_epoch, "seconds": res.seconds, "history": res.history}
+              "best_epoch": res.best_epoch, "seconds": res.seconds, "runner": spec.scaling.runner,
+              "history": res.history}
     with atomic_path(job.student_record(index, generation)) as tmp:
         tmp.write_text(json.dumps(record, indent=2))
     job.emit(StudentFinished(student=index, generation=generation, label=config.label,

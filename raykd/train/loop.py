@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,11 +116,15 @@ def check_loop_data(data: LoopData, num_classes: int) -> None:
 
 
 def _served(parts: list[np.ndarray]) -> torch.Tensor:
-    """The (M, B, C) logits the teacher actors served for one batch, checked on the host."""
-    logits = np.stack(parts)
+    """The (M, B, C) logits served for one batch, checked on the host.
+
+    ``parts``: one (B, C) array per teacher actor, or the one (M, B, C) stack of the
+    ensemble actor (``raykd.teachers.ensemble``).
+    """
+    logits = parts[0] if len(parts) == 1 and parts[0].ndim == 3 else np.stack(parts)
     if not np.isfinite(logits).all():
-        bad = [m for m, p in enumerate(parts) if not np.isfinite(p).all()]
-        raise DataError(f"teacher actors {bad} served NaN/inf logits; a finite teacher is required")
+        bad = [m for m in range(len(logits)) if not np.isfinite(logits[m]).all()]
+        raise DataError(f"teachers {bad} served NaN/inf logits; a finite teacher is required")
     return torch.from_numpy(logits)
 
 
@@ -167,6 +171,25 @@ def run_student(config: StudentConfig, data: LoopData, *, report: Reporter, rank
     (:mod:`raykd.train.state`) to continue from: the finished epochs are not run again.
     Returns the per-epoch metrics of the whole run (resumed epochs included).
     """
+    epochs = student_epochs(config, data, rank=rank, world=world, wrap=wrap, resume=resume)
+    while True:
+        try:
+            metrics, state = next(epochs)
+        except StopIteration as done:
+            return list(done.value)
+        report(metrics, state if rank == 0 else None)
+
+
+def student_epochs(config: StudentConfig, data: LoopData, *, rank: int = 0, world: int = 1,
+                   wrap: Callable[[nn.Module], nn.Module] = lambda m: m,
+                   resume: str | Path | None = None,
+                   ) -> Generator[tuple[dict[str, Any], TrainState], None, list[dict[str, Any]]]:
+    """:func:`run_student` as a generator: ``(metrics, state)`` after each epoch.
+
+    The state is live (the next epoch changes it): save it before asking for the next one.
+    A resumed run yields only the epochs it runs (none when ``resume`` finished them all);
+    the generator's return value is the whole run's history (resumed epochs included).
+    """
     set_threads(config.threads)
     check_loop_data(data, config.num_classes)
     train = config.train
@@ -205,7 +228,7 @@ def run_student(config: StudentConfig, data: LoopData, *, report: Reporter, rank
             _track_best(state, metrics)
         state.progress.epoch = epoch + 1
         state.progress.history.append(metrics)
-        report(metrics, state if rank == 0 else None)
+        yield metrics, state
     return state.progress.history
 
 

@@ -12,12 +12,9 @@ event.
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import tempfile
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,21 +23,12 @@ import ray.train
 import ray.train.torch
 from ray.train import UserCallback
 
-from raykd.jobdir import publish_file
 from raykd.train.config import StudentConfig
 from raykd.train.loop import LoopData, run_student
-from raykd.train.state import BEST_FILE, TrainState, load_progress, save_state
+from raykd.train.runs import StudentResult, StudentRun, maybe_fault, published
+from raykd.train.state import TrainState, load_progress, save_state
 
-
-@dataclass
-class StudentResult:
-    """The best checkpoint of one student run and its per-epoch metrics."""
-
-    checkpoint: Path
-    history: list[dict[str, Any]]
-    best_val_accuracy: float
-    best_epoch: int
-    seconds: float
+__all__ = ["EpochEvents", "StudentResult", "StudentRun", "train_student_ray", "worker_inputs"]
 
 
 def _quiet_reports() -> None:
@@ -54,20 +42,6 @@ def _quiet_reports() -> None:
         pass
 
 
-@dataclass
-class StudentRun:
-    """What identifies one student fit and where its events go (driver-side callback)."""
-
-    student: int
-    generation: int
-    label: str
-    epochs: int
-    sink: Any = None  # raykd.events.JsonlSink, or None for no events
-    resume_from: str | None = None  # a state directory of an earlier run of this job
-    max_failures: int = 2
-    fault: dict[str, Any] | None = None  # test-only fault switch (RAYKD_TEST_FAULTS)
-
-
 class EpochEvents(UserCallback):
     """Turns Ray Train reports into ``epoch`` events, on the controller (never in workers)."""
 
@@ -76,25 +50,11 @@ class EpochEvents(UserCallback):
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]],
                      checkpoint: Any) -> None:
-        from raykd.events import Epoch
-
-        first = metrics[0] if metrics else {}
-        values = {k: float(v) for k, v in first.items()
-                  if isinstance(v, int | float) and k != "epoch"}
-        self.run.sink.emit(Epoch(
-            student=self.run.student, generation=self.run.generation, label=self.run.label,
-            epoch=int(first.get("epoch", 0)) or 1, epochs=self.run.epochs, metrics=values,
-            checkpoint=None if checkpoint is None else str(checkpoint.path),
-        ))
+        self.run.epoch_event(metrics[0] if metrics else {},
+                             None if checkpoint is None else str(checkpoint.path))
 
     def after_exception(self, run_context: Any, worker_exceptions: dict[int, Exception]) -> None:
-        from raykd.events import StudentRestarted
-
-        first = next(iter(worker_exceptions.values()), None)
-        message = str(first).strip()
-        text = f"{type(first).__name__}: {message.splitlines()[0] if message else ''}"
-        self.run.sink.emit(StudentRestarted(student=self.run.student,
-                                            generation=self.run.generation, error=text[:500]))
+        self.run.restarted(next(iter(worker_exceptions.values()), None))
 
 
 def worker_inputs(student: StudentConfig, refs: dict[str, Any], *, resume_from: str | None = None,
@@ -107,16 +67,6 @@ def worker_inputs(student: StudentConfig, refs: dict[str, Any], *, resume_from: 
     an earlier run; ``fault`` the test-only fault switch.
     """
     return {"student": student, "refs": refs, "resume_from": resume_from, "fault": fault}
-
-
-def _maybe_fault(fault: dict[str, Any] | None, epoch: int) -> None:
-    """Test-only: kill this worker process (like ``kill -9``) once, after ``epoch`` is reported."""
-    fault = fault or {}
-    marker = fault.get("marker")
-    if fault.get("kill_worker_at_epoch") != epoch or not marker or os.path.exists(marker):
-        return
-    Path(marker).write_text(str(os.getpid()))
-    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _ray_worker(config: dict[str, Any]) -> None:
@@ -143,7 +93,7 @@ def _ray_worker(config: dict[str, Any]) -> None:
                 save_state(state, tmp, config=student)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
         if ctx.get_world_rank() == 0:
-            _maybe_fault(config.get("fault"), int(metrics["epoch"]))
+            maybe_fault(config.get("fault"), int(metrics["epoch"]))
 
     checkpoint = ray.train.get_checkpoint()
     resume_from = config.get("resume_from")
@@ -169,7 +119,7 @@ def train_student_ray(config: StudentConfig, *, refs: dict[str, Any], num_worker
     if run.resume_from is not None:  # stopped after its last epoch, before it was recorded
         done = load_progress(run.resume_from)
         if done.epoch >= run.epochs:
-            return _published(Path(run.resume_from), done, out, seconds=0.0)
+            return published(Path(run.resume_from), done, out, seconds=0.0)
     resources = {"CPU": cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
     trainer = TorchTrainer(
         _ray_worker,
@@ -190,13 +140,5 @@ def train_student_ray(config: StudentConfig, *, refs: dict[str, Any], num_worker
     if result.checkpoint is None:
         raise RuntimeError(f"student {name!r} reported no checkpoint")
     with result.checkpoint.as_directory() as directory:
-        return _published(Path(directory), load_progress(directory), out, seconds=seconds)
+        return published(Path(directory), load_progress(directory), out, seconds=seconds)
 
-
-def _published(directory: Path, progress: Any, out: Path, *, seconds: float) -> StudentResult:
-    """The best weights of a finished state ``directory`` copied to ``out``; its result."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    publish_file(directory / BEST_FILE, out)
-    best_val = float("nan") if progress.best_val is None else progress.best_val
-    return StudentResult(checkpoint=out, history=progress.history, best_val_accuracy=best_val,
-                         best_epoch=progress.best_epoch, seconds=seconds)

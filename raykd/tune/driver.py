@@ -29,10 +29,10 @@ from typing import Any
 
 from raykd.data import Dataset
 from raykd.engine.context import Job, open_job
-from raykd.engine.job_data import load_job_data as load_data
 from raykd.engine.prepare import (
     TeacherSet,
     ensure_ray,
+    load_data,
     logit_cache,
     put_splits,
     resolve_gpu,

@@ -1,0 +1,153 @@
+"""The small-job section of ``raykd bench speed``: where fixed costs, not steps, decide.
+
+A 3,000-row tabular job (the built-in diamonds table, the first 3,000 training rows):
+3 MLP [64] teachers, an MLP [64, 64] student, :data:`EPOCHS` epochs of batch 128
+(23 steps each), methods none, kd and wkd (three students). Its teachers are trained and
+their logits cached once, before the clock, so a job's student stage is all that differs.
+
+Per round, interleaved like the rows: the job with each student runner (``actor``: the
+job's one student actor; ``train``: a Ray Train fit per student) and the plain PyTorch
+loop of one KD student on the same rows and epochs (row (p)'s loop: cached logits by
+index, no validation). The ratio reported is
+
+    (student stage seconds / students) / plain training seconds
+
+the target being <= 2 (:data:`TARGET`). The student stage counts what a user waits for:
+the student's start, every epoch with its validation and state save, and the evaluation
+of its best weights.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from raykd.bench.plain import PlainRun, run_plain_subprocess
+from raykd.bench.speed_plan import spread
+
+ROWS_LIMIT = 3_000
+EPOCHS = 30
+BATCH = 128
+TEACHER = {"name": "mlp", "hidden": [64]}
+STUDENT = {"name": "mlp", "hidden": [64, 64]}
+RUNNERS = ("actor", "train")
+TARGET = 2.0
+"""Most seconds of student stage per student, in units of the plain loop's training time."""
+
+
+def small_spec(out: Path, runner: str, checkpoints: list[str] | None) -> Any:
+    """The small job's JobSpec (``checkpoints``: the teachers, None to train them)."""
+    from raykd.spec import JobSpec
+
+    return JobSpec.model_validate({
+        "name": f"bench-small-{runner}",
+        "data": {"dataset": "diamonds", "val_fraction": 0.1, "seed": 0,
+                 "train_limit": ROWS_LIMIT},
+        "teachers": [{"model": TEACHER, "seed": s, "checkpoint": checkpoints[i] if checkpoints
+                      else None} for i, s in enumerate((1, 2, 3))],
+        "teacher_train": {"epochs": EPOCHS, "batch_size": BATCH, "lr": 3e-3},
+        "student": {"model": STUDENT},
+        "train": {"epochs": EPOCHS, "batch_size": BATCH, "lr": 3e-3, "seed": 0},
+        "methods": [{"method": "none"}, {"method": "kd", "temperature": 2.0, "alpha": 0.5},
+                    {"method": "wkd", "temperature": 2.0, "alpha": 0.5, "incorrect_weight": 0.5}],
+        "scaling": {"num_workers": 1, "cpus_per_worker": 2.0, "use_gpu": False,
+                    "student_runner": runner},
+        "storage": str(out),
+    })
+
+
+def small_teachers(out: Path, log: Any) -> list[str]:
+    """Train the small job's teachers and cache their logits (once; reused when present)."""
+    from raykd.data import load_dataset
+    from raykd.engine.context import Job
+    from raykd.engine.prepare import ensure_ray, put_splits, run_teachers
+    from raykd.teachers.cache import LogitCache
+
+    job = Job(spec=small_spec(out, "actor", None), job_dir=out / "small-setup", log=log)
+    data = load_dataset("diamonds", val_fraction=0.1, seed=0, train_limit=ROWS_LIMIT)
+    ensure_ray()
+    return run_teachers(job, data, LogitCache(out / "cache"), put_splits(data)).checkpoints
+
+
+def run_small_job(runner: str, out: Path, checkpoints: list[str], log: Any) -> dict[str, Any]:
+    """One run of the small job with ``runner``: its student stage and the job's wall time."""
+    from raykd.engine import run_job
+
+    job_dir = out / "jobs" / f"small-{runner}"
+    shutil.rmtree(job_dir, ignore_errors=True)
+    result = run_job(small_spec(out, runner, checkpoints), job_dir=job_dir, log=log)
+    students = [g for s in result["students"] for g in s["generations"]]
+    t = result["timings"]
+    return {"students": len(students), "student_stage_seconds": t["students"],
+            "per_student_seconds": t["students"] / len(students),
+            "epoch_seconds": statistics.mean(sum(h["epoch_seconds"] for h in g["history"])
+                                             for g in students),
+            "job_seconds": t["total"], "timings": t,
+            "test_accuracy": {s["label"]: s["test_accuracy"] for s in result["students"]}}
+
+
+def run_small_plain(out: Path, checkpoints: list[str]) -> dict[str, Any]:
+    """The plain loop of one KD student: same rows, model, epochs and batch; no validation."""
+    from raykd.data import load_dataset
+    from raykd.train.steps import steps_per_epoch
+
+    n = len(load_dataset("diamonds", val_fraction=0.1, seed=0, train_limit=ROWS_LIMIT).train)
+    run = PlainRun(dataset="diamonds", student=STUDENT, teachers=tuple(checkpoints),
+                   steps=EPOCHS * steps_per_epoch(n, batch_size=BATCH), train_limit=ROWS_LIMIT,
+                   batch_size=BATCH, lr=3e-3, temperature=2.0, alpha=0.5, threads=2,
+                   loop="cached", warmup_steps=0)
+    return run_plain_subprocess(run, workdir=out / "plain", name="small")
+
+
+def small_section(rounds: int, out: Path, log: Any,
+                  ray_for: Callable[[bool], None]) -> dict[str, Any]:
+    """Every round: plain, then the runners (their order rotated); medians and the ratios."""
+    ray_for(True)
+    checkpoints = small_teachers(out, log)
+    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in ("plain", *RUNNERS)}
+    for r in range(rounds):
+        order = [*RUNNERS[r % 2:], *RUNNERS[: r % 2]]
+        for key in (["plain", *order] if r % 2 == 0 else [*order, "plain"]):
+            ray_for(key != "plain")
+            log(f"small job, round {r + 1}/{rounds}: {key}")
+            runs[key].append(run_small_plain(out, checkpoints) if key == "plain"
+                             else run_small_job(key, out, checkpoints, log))
+    plain = spread([p["epoch_seconds"] for p in runs["plain"]])
+    section: dict[str, Any] = {"rows_limit": ROWS_LIMIT, "epochs": EPOCHS, "batch_size": BATCH,
+                               "teacher": TEACHER, "student": STUDENT, "target": TARGET,
+                               "plain_seconds": plain, "runners": {}}
+    for key in RUNNERS:
+        per = spread([x["per_student_seconds"] for x in runs[key]])
+        section["runners"][key] = {
+            "per_student_seconds": per, "ratio": per["median"] / plain["median"],
+            "job_seconds": spread([x["job_seconds"] for x in runs[key]]),
+            "students": runs[key][0]["students"],
+            "test_accuracy": runs[key][-1]["test_accuracy"]}
+    return section
+
+
+def small_lines(section: dict[str, Any]) -> list[str]:
+    """The Markdown of the small-job section."""
+    from raykd.report import markdown_table
+
+    plain = section["plain_seconds"]
+    rows = [["plain PyTorch KD loop, one student (no validation)", f"{plain['median']:.2f}",
+             f"{plain['min']:.2f}-{plain['max']:.2f}", "1.00", "-"]]
+    for key, r in section["runners"].items():
+        per, job = r["per_student_seconds"], r["job_seconds"]
+        rows.append([f"raykd student stage per student, runner {key}", f"{per['median']:.2f}",
+                     f"{per['min']:.2f}-{per['max']:.2f}", f"{r['ratio']:.2f}",
+                     f"{job['median']:.1f}"])
+    actor = section["runners"].get("actor", {})
+    met = actor.get("ratio", float("inf")) <= section["target"]
+    return ["", f"## Small job: {section['rows_limit']:,} tabular rows, {section['epochs']} epochs",
+            "", f"diamonds (first {section['rows_limit']:,} training rows), 3 MLP {TEACHER['hidden']} "
+            f"teachers (cached), MLP {STUDENT['hidden']} students none/kd/wkd, batch "
+            f"{section['batch_size']}; {plain['n']} interleaved rounds, medians.", "",
+            markdown_table(["what", "seconds", "min-max", "vs plain", "job wall s"], rows), "",
+            f"- student stage per student / plain training time (runner actor, the default for "
+            f"one worker) = {actor.get('ratio', float('nan')):.2f} (target <= "
+            f"{section['target']:g}): {'met' if met else '**missed**'}"]

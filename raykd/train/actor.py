@@ -1,0 +1,180 @@
+"""A job's single-worker students on one long-lived Ray actor: no Ray Train start-up per student.
+
+A ``TorchTrainer`` pays ~15-20 s per fit on a 2-CPU machine (controller and worker
+processes, imports, process group, per-report round trips, teardown); on small data that
+is 50-100x the training itself. With ``scaling.num_workers == 1`` there is no DDP to set
+up, so raykd (``scaling.student_runner: auto``) trains every student of the job, one
+after another, in one :class:`StudentWorker` actor started once per job (while the
+teachers train, on a CPU cluster). It reserves what one Ray Train worker would
+(``cpus_per_worker`` CPUs, one GPU with GPUs) and runs the same loop
+(:func:`raykd.train.loop.student_epochs`).
+
+Per epoch the actor saves the state (:mod:`raykd.train.state`) under
+``<storage>/<run name>/epoch-NNNN`` (the driver keeps the newest :data:`KEEP` it
+recorded) and streams
+``{"metrics", "checkpoint"}`` back (a Ray streaming generator): the driver emits the
+``epoch`` event, exactly as Ray Train's callback does. Failure budget, as Ray Train's:
+when the actor's process dies, Ray restarts it (``max_restarts=-1``: the budget is
+counted per student, by the driver) and the student resumes from the last state the
+driver received, up to ``max_failures`` times; an error raised by the loop itself (bad
+data, a bug) is not retried.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from raykd.train.config import StudentConfig
+from raykd.train.runs import StudentResult, StudentRun, maybe_fault, published
+from raykd.train.state import load_progress, save_state
+
+KEEP = 2
+"""State directories kept per run (the newest): the latest and the one before it."""
+
+
+class StudentWorker:
+    """The actor body: trains the students it is handed, one at a time, in this process."""
+
+    def __init__(self, use_gpu: bool = False) -> None:
+        self.use_gpu = use_gpu
+
+    def ready(self) -> str:
+        """This actor's node id, once its process is up (imports done)."""
+        return ray.get_runtime_context().get_node_id()
+
+    def fit(self, config: StudentConfig, refs: dict[str, Any], run_dir: str,
+            resume_from: str | None, fault: dict[str, Any] | None = None,
+            ) -> Iterator[dict[str, Any]]:
+        """Train ``config`` from ``resume_from`` (or fresh); yield each epoch's report.
+
+        ``refs`` as :func:`raykd.train.trainer.worker_inputs` takes them. Each report is
+        ``{"metrics": ..., "checkpoint": <state directory>}``.
+        """
+        import torch
+
+        from raykd.train.loop import LoopData, student_epochs
+
+        data = LoopData(
+            **{k: ray.get(v) for k, v in refs["data"].items()},
+            teacher_train=(ray.get(refs["teacher_train"])
+                           if refs.get("teacher_train") is not None else None),
+            teacher_actors=refs.get("teacher_actors"),
+        )
+        device = torch.device("cuda" if self.use_gpu else "cpu")
+        root = Path(run_dir)
+        for metrics, state in student_epochs(config, data, wrap=lambda m: m.to(device),
+                                             resume=resume_from):
+            path = save_epoch_state(root, int(metrics["epoch"]), state, config)
+            yield {"metrics": metrics, "checkpoint": str(path)}
+            maybe_fault(fault, int(metrics["epoch"]))
+
+
+def save_epoch_state(root: Path, epoch: int, state: Any, config: StudentConfig) -> Path:
+    """Write ``state`` to ``root/epoch-NNNN`` whole (temp dir, then rename); keep the newest.
+
+    A directory of the same epoch left by a process that died before its report arrived
+    is replaced (the loop is deterministic: the same epoch gives the same state). Nothing
+    is pruned here: only the driver knows which states it recorded (an actor whose driver
+    died may run ahead; pruning there could delete the state the next attempt resumes from).
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"epoch-{epoch:04d}"
+    tmp = root / f".epoch-{epoch:04d}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_state(state, tmp, config=config)
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    return final
+
+
+StudentActor = ray.remote(StudentWorker)
+
+
+def start_worker(*, cpus: float, use_gpu: bool, passive: bool = False) -> Any:
+    """Start the job's student actor (returns at once; its process starts in the background).
+
+    ``passive``: its OpenMP threads sleep when idle (``OMP_WAIT_POLICY=PASSIVE``), for a
+    student that shares its cores with teachers serving online.
+    """
+    env = {"env_vars": {"OMP_WAIT_POLICY": "PASSIVE"}} if passive else None
+    return StudentActor.options(num_cpus=cpus, num_gpus=1 if use_gpu else 0, max_restarts=-1,
+                                max_task_retries=0, runtime_env=env).remote(use_gpu)
+
+
+def stop_worker(worker: Any) -> None:
+    """Kill the student actor (no restart); quiet when it or Ray is already gone."""
+    if worker is None or not ray.is_initialized():
+        return
+    try:
+        ray.kill(worker, no_restart=True)
+    except Exception:  # noqa: BLE001 - already gone: nothing to release
+        pass
+
+
+RESTART_TIMEOUT_S = 120.0
+
+
+def wait_restarted(worker: Any, timeout_s: float = RESTART_TIMEOUT_S) -> None:
+    """Wait until Ray has restarted the student actor (its calls fail while it restarts).
+
+    Raises:
+        ResourceError: when it is not back within ``timeout_s`` (no node can host it).
+    """
+    from raykd.errors import ResourceError
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            ray.get(worker.ready.remote(), timeout=max(1.0, deadline - time.monotonic()))
+            return
+        except (ray.exceptions.ActorUnavailableError, ray.exceptions.GetTimeoutError) as exc:
+            if time.monotonic() >= deadline:
+                raise ResourceError(f"the student actor did not come back within {timeout_s:g}s "
+                                    "after its process died") from exc
+            time.sleep(0.2)
+
+
+def train_student_actor(worker: Any, config: StudentConfig, *, refs: dict[str, Any],
+                        storage: Path, name: str, out: Path, run: StudentRun) -> StudentResult:
+    """Fit one student on ``worker``; copy its best weights to ``out`` (see the module docstring).
+
+    ``name`` must be new under ``storage`` (this attempt's own directory of states).
+    Raises the loop's own error unchanged (a Ray-wrapped user error keeps its type), or the
+    actor's death once the student has died ``run.max_failures + 1`` times.
+    """
+    start = time.time()
+    last = run.resume_from
+    if last is not None and load_progress(last).epoch >= run.epochs:
+        return published(Path(last), load_progress(last), out, seconds=0.0)
+    run_dir = storage.resolve() / name
+    failures, kept = 0, list[str]()
+    while True:
+        stream = worker.fit.options(num_returns="streaming").remote(
+            config, refs, str(run_dir), last, run.fault)
+        try:
+            for ref in stream:
+                report = ray.get(ref)
+                last = report["checkpoint"]
+                run.epoch_event(report["metrics"], last)
+                kept = [k for k in kept if k != last] + [last]
+                for old in kept[:-KEEP]:  # states the driver has superseded (recorded newer)
+                    shutil.rmtree(old, ignore_errors=True)
+                kept = kept[-KEEP:]
+            break
+        except ray.exceptions.RayActorError as exc:  # the process died (not an error it raised)
+            failures += 1
+            if failures > run.max_failures:
+                raise
+            run.restarted(exc)
+            wait_restarted(worker)
+    if last is None:
+        raise RuntimeError(f"student {name!r} reported no state")
+    return published(Path(last), load_progress(last), out, seconds=time.time() - start)

@@ -1,0 +1,86 @@
+"""What both student runners share: the run's identity, its events, its result.
+
+A student trains either on Ray Train (:mod:`raykd.train.trainer`: a ``TorchTrainer`` per
+student, N DDP workers) or on the job's long-lived student actor
+(:mod:`raykd.train.actor`: one process reused by every single-worker student of a job).
+Either way the driver turns each epoch's report into an ``epoch`` event, a worker death
+into ``student_restarted``, and the last state's best weights into the student's file.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from raykd.jobdir import publish_file
+from raykd.train.state import BEST_FILE, Progress
+
+
+@dataclass
+class StudentResult:
+    """The best checkpoint of one student run and its per-epoch metrics."""
+
+    checkpoint: Path
+    history: list[dict[str, Any]]
+    best_val_accuracy: float
+    best_epoch: int
+    seconds: float
+
+
+@dataclass
+class StudentRun:
+    """What identifies one student fit and where its events go (driver side)."""
+
+    student: int
+    generation: int
+    label: str
+    epochs: int
+    sink: Any = None  # raykd.events.JsonlSink, or None for no events
+    resume_from: str | None = None  # a state directory of an earlier run of this job
+    max_failures: int = 2
+    fault: dict[str, Any] | None = None  # test-only fault switch (RAYKD_TEST_FAULTS)
+
+    def epoch_event(self, metrics: dict[str, Any], checkpoint: str | None) -> None:
+        """Emit one ``epoch`` event from a worker's report (numbers only; none without a sink)."""
+        from raykd.events import Epoch
+
+        if self.sink is None:
+            return
+        values = {k: float(v) for k, v in metrics.items()
+                  if isinstance(v, int | float) and k != "epoch"}
+        self.sink.emit(Epoch(student=self.student, generation=self.generation, label=self.label,
+                             epoch=int(metrics.get("epoch", 0)) or 1, epochs=self.epochs,
+                             metrics=values, checkpoint=checkpoint))
+
+    def restarted(self, error: BaseException | None) -> None:
+        """Emit ``student_restarted`` with the error's first line (none without a sink)."""
+        from raykd.events import StudentRestarted
+
+        if self.sink is None:
+            return
+        message = str(error).strip()
+        text = f"{type(error).__name__}: {message.splitlines()[0] if message else ''}"
+        self.sink.emit(StudentRestarted(student=self.student, generation=self.generation,
+                                        error=text[:500]))
+
+
+def maybe_fault(fault: dict[str, Any] | None, epoch: int) -> None:
+    """Test-only: kill this worker process (like ``kill -9``) once, after ``epoch`` is reported."""
+    fault = fault or {}
+    marker = fault.get("marker")
+    if fault.get("kill_worker_at_epoch") != epoch or not marker or os.path.exists(marker):
+        return
+    Path(marker).write_text(str(os.getpid()))
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def published(directory: Path, progress: Progress, out: Path, *, seconds: float) -> StudentResult:
+    """The best weights of a finished state ``directory`` copied to ``out``; its result."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    publish_file(directory / BEST_FILE, out)
+    best_val = float("nan") if progress.best_val is None else progress.best_val
+    return StudentResult(checkpoint=out, history=progress.history, best_val_accuracy=best_val,
+                         best_epoch=progress.best_epoch, seconds=seconds)

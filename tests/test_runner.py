@@ -1,0 +1,115 @@
+"""Issue 12's fixed costs: one student actor per job, no teacher actor on a full cache hit,
+and online logits from one ensemble actor on CPUs; all on a real local Ray."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from raykd.engine import run_job
+from raykd.spec import SpecError, parse_spec
+from tests.conftest import digits_spec
+
+EPOCHS = 3
+METHODS = [{"method": "none"}, {"method": "kd"}, {"method": "wkd", "incorrect_weight": 0.5}]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One storage (and so one logit cache) for the module: later jobs reuse the teachers."""
+    return tmp_path_factory.mktemp("runner")
+
+
+def actor_ids(class_name: str) -> dict[str, str]:
+    """Every actor of ``class_name`` this Ray has seen (dead ones included): id -> state."""
+    from ray.util.state import list_actors
+
+    return {a.actor_id: a.state for a in list_actors(filters=[("class_name", "=", class_name)],
+                                                     limit=10_000, raise_on_missing_output=False)}
+
+
+def new_actors(class_name: str, before: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in actor_ids(class_name).items() if k not in before}
+
+
+def job(store: Path, name: str, **overrides: Any) -> dict[str, Any]:
+    spec = digits_spec(str(store), name=name, methods=METHODS,
+                       train={"epochs": EPOCHS, "batch_size": 64, "lr": 0.003}, **overrides)
+    return run_job(parse_spec(spec), job_id=name, log=lambda _: None)
+
+
+def histories(result: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    return [s["generations"][0]["history"] for s in result["students"]]
+
+
+def test_one_student_actor_trains_every_student_of_the_job(ray_local: None, store: Path) -> None:
+    before = actor_ids("StudentWorker")
+    result = job(store, "actor")
+    started = new_actors("StudentWorker", before)
+    assert len(started) == 1, started  # three students, one process
+    assert set(started.values()) == {"DEAD"}  # released when the job ended
+    gens = [s["generations"][0] for s in result["students"]]
+    assert [g["runner"] for g in gens] == ["actor"] * 3
+    assert all(len(g["history"]) == EPOCHS for g in gens)
+    assert all(s["test_accuracy"] > 0.8 for s in result["students"])
+    states = store / "actor" / "student_states" / "student-1-g1-a1"
+    assert sorted(p.name for p in states.iterdir()) == ["epoch-0002", "epoch-0003"]  # newest two
+    assert not (store / "actor" / "ray_train").exists()
+
+
+def test_ray_train_and_the_actor_train_the_same_student_and_cached_teachers_start_no_actor(
+        ray_local: None, store: Path) -> None:
+    actor = job(store, "actor-again")
+    teachers_before = actor_ids("TeacherServer")
+    train = job(store, "train", scaling={"num_workers": 1, "student_runner": "train"})
+    assert not new_actors("TeacherServer", teachers_before)  # every logit came from the cache
+    assert train["teacher_placement"] == []
+    assert all(t["test_accuracy"] > 0.8 for t in train["teachers"])
+    assert [g["runner"] for s in train["students"] for g in s["generations"]] == ["train"] * 3
+    assert (store / "train" / "ray_train").is_dir()
+    for a, t in zip(histories(actor), histories(train), strict=True):  # the same loop, either way
+        assert [h["train_loss"] for h in a] == pytest.approx([h["train_loss"] for h in t], rel=1e-5)
+        assert [h["val_accuracy"] for h in a] == [h["val_accuracy"] for h in t]
+
+
+def test_online_teachers_are_served_by_one_ensemble_actor(ray_local: None, store: Path) -> None:
+    before = {c: actor_ids(c) for c in ("EnsembleServer", "TeacherServer")}
+    result = job(store, "online", data={"dataset": "digits", "seed": 0, "augment": True})
+    assert len(new_actors("EnsembleServer", before["EnsembleServer"])) == 1
+    assert not new_actors("TeacherServer", before["TeacherServer"])  # cached: no pool at all
+    kd = result["students"][1]
+    assert kd["method"] == "kd" and kd["test_accuracy"] > 0.8
+
+
+def test_the_ensemble_serves_what_each_teacher_computes(tmp_path: Path) -> None:
+    import torch
+
+    from raykd.models import build_model, save_checkpoint
+    from raykd.teachers import Teacher
+    from raykd.teachers.ensemble import EnsembleServer
+
+    model = {"name": "mlp", "hidden": [16]}
+    configs = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        path = tmp_path / f"t{seed}.safetensors"
+        save_checkpoint(build_model(model, (6,), 3), path, config=model, input_shape=(6,),
+                        num_classes=3)
+        configs.append({"model": model, "checkpoint": str(path)})
+    x = np.random.default_rng(0).normal(size=(5, 6)).astype(np.float32)
+    served = EnsembleServer(configs, (6,), 3, student_threads=1).logits(x)
+    alone = np.stack([Teacher(i, model, (6,), 3, checkpoint=c["checkpoint"]).logits(x)
+                      for i, c in enumerate(configs)])
+    assert served.shape == (2, 5, 3)
+    np.testing.assert_array_equal(served, alone)
+
+
+def test_the_actor_runner_with_two_workers_is_refused() -> None:
+    with pytest.raises(SpecError, match="student_runner='actor' trains each student in one "
+                                        "process, but scaling.num_workers=2"):
+        parse_spec(digits_spec("/tmp/x", scaling={"num_workers": 2, "student_runner": "actor"}))
+    assert parse_spec(digits_spec("/tmp/x", scaling={"num_workers": 2})).scaling.runner == "train"
+    assert parse_spec(digits_spec("/tmp/x")).scaling.runner == "actor"
