@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from raykd.predict import ArtifactError, Student, table_inputs
+from raykd.predict import ArtifactError, Student, image_inputs, table_inputs
 
 PARITY_TOLERANCE = 1e-4
 """Largest accepted absolute difference between ONNX Runtime's and PyTorch's logits."""
@@ -69,7 +69,7 @@ def export_onnx(student: Student, out: Path) -> tuple[Path, Path]:
     side = out.with_name(f"{out.stem}.preprocessing.json")
     record = {"class_names": list(student.class_names), "input_shape": list(student.input_shape),
               "input": "input", "output": "logits",
-              "preprocessing": None if student.prep is None else student.prep.to_dict()}
+              "preprocessing": student.prep_record}
     side.write_text(json.dumps(record, indent=2))
     return out, side
 
@@ -81,7 +81,7 @@ def export_safetensors(student: Student, out: Path) -> Path:
     return save_checkpoint(
         student.model, out, config=student.config, input_shape=student.input_shape,
         num_classes=len(student.class_names), class_names=student.class_names,
-        preprocessing=None if student.prep is None else student.prep.to_dict(),
+        preprocessing=student.prep_record,
         extra={"exported_from": str(student.checkpoint)},
     )
 
@@ -89,7 +89,7 @@ def export_safetensors(student: Student, out: Path) -> Path:
 def parity_inputs(student: Student, data: Path | None) -> tuple[np.ndarray, str]:
     """The inputs of the parity check and how to name them (see the module docstring)."""
     if data is not None:
-        x, _, _ = table_inputs(student, data)
+        x = image_inputs(student, data)[0] if data.is_dir() else table_inputs(student, data)[0]
         return x, f"{data.name} ({len(x)} rows)"
     if student.job_dir is not None:
         from raykd.data import load_dataset
@@ -100,7 +100,7 @@ def parity_inputs(student: Student, data: Path | None) -> tuple[np.ndarray, str]
         d = JobSpec.model_validate(result["spec"]).data
         split = load_dataset(d.dataset, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
                              seed=d.seed, label_column=d.label_column, train_limit=d.train_limit,
-                             features=column_choice(d.features)).test
+                             features=column_choice(d.features), image_size=d.image_size).test
         return split.x, f"the job's test split ({len(split)} rows)"
     rng = np.random.default_rng(0)
     x = rng.standard_normal((256, *student.input_shape)).astype(np.float32)

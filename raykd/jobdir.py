@@ -51,8 +51,9 @@ def resolve_spec_paths(spec: JobSpec, base: Path | None = None) -> JobSpec:
         return None if value is None else str(absolute(value, base))
 
     dataset = spec.data.dataset
-    if dataset not in BUILTIN_DATASETS and ("/" in dataset or Path(dataset).suffix):
-        dataset = str(absolute(dataset, base))  # a file; an unknown name stays as typed
+    if dataset not in BUILTIN_DATASETS and ("/" in dataset or Path(dataset).suffix
+                                            or absolute(dataset, base).is_dir()):
+        dataset = str(absolute(dataset, base))  # a file or folder; an unknown name stays as typed
     return spec.model_copy(update={
         "storage": fix(spec.storage),
         "cache": spec.cache.model_copy(update={"dir": fix(spec.cache.dir)}),

@@ -3,10 +3,11 @@
 :func:`find_student` resolves what the user names: a student checkpoint
 (``.safetensors``), or a job directory, whose student with the best validation accuracy
 is taken (or the one whose label is given). :func:`load_student` reads the checkpoint with
-its class names and its table preprocessing (from the checkpoint's metadata, or the
-job's ``preprocessing.json``). :func:`predict_table` applies that preprocessing to a
-``.csv``/``.parquet`` file and returns the predicted class names and per-class
-probabilities. Every bad input is a :class:`~raykd.errors.UserError` naming what is wrong.
+its class names and its preprocessing (from the checkpoint's metadata, or the job's
+``preprocessing.json``): a table's or an image folder's. :func:`predict_table` applies it
+to a ``.csv``/``.parquet`` file, :func:`predict_images` to a folder of images (directly in
+it, or in sub-folders named by class, which then count as labels), and both return the
+predicted class names and per-class probabilities. Every bad input is a :class:`~raykd.errors.UserError` naming what is wrong.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from raykd.data import DataError, TablePrep
+from raykd.data import DataError, ImagePrep, TablePrep
+from raykd.data.images import FORMAT as IMAGE_FORMAT
 from raykd.data.table_prep import Fallbacks
 from raykd.errors import UserError
 
@@ -42,6 +44,13 @@ class Student:
     prep: TablePrep | None = None
     job_dir: Path | None = None
     label: str = ""
+    image: ImagePrep | None = None
+
+    @property
+    def prep_record(self) -> dict[str, Any] | None:
+        """The JSON record of its preprocessing (a table's or an image folder's), if any."""
+        fitted = self.prep if self.prep is not None else self.image
+        return None if fitted is None else fitted.to_dict()
 
 
 @dataclass
@@ -54,6 +63,7 @@ class Prediction:
     notes: list[str] = field(default_factory=list)
     accuracy: float | None = None
     labelled: int = 0
+    files: list[str] | None = None
 
 
 def find_student(path: Path, *, student: str | None = None) -> tuple[Path, Path | None, str]:
@@ -92,13 +102,50 @@ def load_student(path: Path, *, student: str | None = None) -> Student:
         if record is None and folder is not None and (folder / PREPROCESSING_FILE).is_file():
             record = json.loads((folder / PREPROCESSING_FILE).read_text())
     where = f"checkpoint {str(checkpoint)!r}"
+    image = None
+    if record is not None and record.get("format") == IMAGE_FORMAT:
+        image, record = ImagePrep.from_dict(record, where), None
     prep = None if record is None else TablePrep.from_dict(record, where)
-    names = info["class_names"] or (list(prep.class_names) if prep else None)
+    fitted = prep if prep is not None else image
+    names = info["class_names"] or (list(fitted.class_names) if fitted else None)
     names = names or [str(i) for i in range(info["num_classes"])]
     model = load_checkpoint(checkpoint).eval()
     return Student(model=model, checkpoint=checkpoint, input_shape=tuple(info["input_shape"]),
                    class_names=tuple(names), config=info["config"], prep=prep, job_dir=job_dir,
-                   label=label)
+                   label=label, image=image)
+
+
+def image_inputs(student: Student, folder: Path) -> tuple[np.ndarray, list[Path], list[str | None]]:
+    """The model inputs of a folder of images, the files, and their labels (sub-folder names)."""
+    from raykd.data.images import folder_files
+
+    if student.image is None:
+        raise ArtifactError(f"checkpoint {str(student.checkpoint)!r} records no image preprocessing: "
+                            "predict on a folder works for students trained on an image folder")
+    files, labels = folder_files(folder)
+    x = student.image.transform(files)
+    if x.shape[1:] != student.input_shape:
+        raise ArtifactError(f"the images become inputs {x.shape[1:]} but the student expects "
+                            f"{student.input_shape}")
+    return x, files, labels
+
+
+def predict_images(student: Student, folder: Path) -> Prediction:
+    """Predicted class names and probabilities for every image of ``folder``.
+
+    Images in a sub-folder named like a class are labelled by it: the accuracy over them
+    is computed too (a sub-folder that is not a class counts as wrong).
+    """
+    x, files, labels = image_inputs(student, folder)
+    probs = probabilities(student.model, x)
+    names = [student.class_names[i] for i in probs.argmax(axis=1)]
+    out = Prediction(names=names, probabilities=probs,
+                     files=[str(f.relative_to(folder)) for f in files])
+    known = [(n, t) for n, t in zip(names, labels, strict=True) if t is not None]
+    if known:
+        out.accuracy = float(np.mean([n == t for n, t in known]))
+        out.labelled = len(known)
+    return out
 
 
 def table_inputs(student: Student, data: Path) -> tuple[np.ndarray, Fallbacks, Any]:
@@ -154,10 +201,12 @@ def predict_table(student: Student, data: Path) -> Prediction:
 
 
 def write_predictions(prediction: Prediction, class_names: tuple[str, ...], out: Path) -> Path:
-    """A CSV with ``prediction`` and one ``prob_<name>`` column per class, one row per input row."""
+    """A CSV with ``prediction`` and one ``prob_<name>`` column per class, one row per input row
+    (for images, first a ``file`` column: the path inside the folder)."""
     import pandas as pd
 
-    columns: dict[str, Any] = {"prediction": prediction.names}
+    columns: dict[str, Any] = {} if prediction.files is None else {"file": prediction.files}
+    columns["prediction"] = prediction.names
     for i, name in enumerate(class_names):
         columns[f"prob_{name}"] = prediction.probabilities[:, i]
     try:

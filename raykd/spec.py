@@ -22,8 +22,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from raykd.allowlist import check_path
 from raykd.errors import SpecError
 from raykd.spec_files import example_names, example_path, read_mapping
 
@@ -35,9 +44,10 @@ __all__ = [
     "parse_spec", "read_mapping",
 ]
 
-MODEL_NAMES: tuple[str, ...] = ("mlp", "cnn", "linear")
+MODEL_NAMES: tuple[str, ...] = ("mlp", "cnn", "linear", "module")
 """Architectures of the registry (``raykd.models.MODELS``, which needs torch); a test keeps
-them equal."""
+them equal. ``module`` is the user's own ``nn.Module`` by import path (allowlisted)."""
+REGISTRY_FIELDS = ("hidden", "width", "dropout")
 
 MethodName = Literal["none", "kd", "wkd", "annealing"]
 MAX_SEED = 2**32 - 1
@@ -50,7 +60,14 @@ class _Strict(BaseModel):
 
 
 class ModelSpec(_Strict):
-    """An architecture from the registry and its size."""
+    """An architecture from the registry and its size, or the user's own ``nn.Module``.
+
+    ``{name: module, path: "pkg.mod:Class", kwargs: {...}}`` builds
+    ``Class(**kwargs, input_shape=..., num_classes=...)`` (contract:
+    :mod:`raykd.models.user`). The module must be on the allowlist
+    ``RAYKD_MODEL_ALLOWLIST`` of the process that validates the spec (and of every
+    process that builds the model); the check imports nothing.
+    """
 
     name: str = Field(description=f"Architecture, one of {sorted(MODEL_NAMES)}.")
     hidden: tuple[Annotated[int, Field(ge=1, le=65536)], ...] = Field(
@@ -65,12 +82,47 @@ class ModelSpec(_Strict):
         description="Expected number of classes; checked against the data and the other models.",
     )
 
+    path: str | None = Field(
+        default=None, max_length=300,
+        description="name=module only: the import path 'package.module:Class' of the user's "
+        "nn.Module (or a function returning one); its module must be on the allowlist "
+        "RAYKD_MODEL_ALLOWLIST set by whoever runs raykd.",
+    )
+    kwargs: dict[str, JsonValue] = Field(
+        default_factory=dict,
+        description="name=module only: keyword arguments (JSON values) of the class, besides "
+        "input_shape and num_classes, which raykd passes from the data.",
+    )
+
     @field_validator("name")
     @classmethod
     def _known(cls, value: str) -> str:
         if value not in MODEL_NAMES:
             raise ValueError(f"unknown model {value!r}; accepted: {sorted(MODEL_NAMES)}")
         return value
+
+    @model_validator(mode="after")
+    def _module_fields(self) -> ModelSpec:
+        """path/kwargs belong to name=module, hidden/width/dropout to the registry; the
+        module's path must be allowed (checked without importing it)."""
+        if self.name != "module":
+            given = [f for f in ("path", "kwargs") if getattr(self, f)]
+            if given:
+                raise ValueError(f"{' and '.join(given)}: only for name 'module', not "
+                                 f"{self.name!r}")
+            return self
+        # a dumped spec (spec.json, result.json) carries the defaults: only changes count
+        given = [f for f in REGISTRY_FIELDS
+                 if getattr(self, f) != type(self).model_fields[f].get_default(call_default_factory=True)]
+        if given:
+            raise ValueError(f"{given} apply to registry models; give a module's settings in kwargs")
+        if self.path is None:
+            raise ValueError("name 'module' needs path: 'package.module:Class'")
+        clash = sorted({"input_shape", "num_classes"} & set(self.kwargs))
+        if clash:
+            raise ValueError(f"kwargs may not set {clash}: raykd passes them from the data")
+        check_path(self.path)  # NotAllowedError is a ValueError: a spec error naming the path
+        return self
 
 
 class TrainSpec(_Strict):
@@ -99,9 +151,14 @@ class TeacherTrainSpec(_Strict):
 class TeacherSpec(_Strict):
     """One teacher: an architecture and either a checkpoint or a seed to train it with."""
 
-    model: ModelSpec = Field(description="The architecture: a registry name and its size.")
+    model: ModelSpec = Field(
+        description="The architecture: a registry name and its size, or name=module and an "
+        "allowlisted import path."
+    )
     checkpoint: str | None = Field(
-        default=None, description="Path to a .safetensors checkpoint; None = trained by raykd."
+        default=None,
+        description="Path to a .safetensors checkpoint (raykd's, or a bare state dict), or a "
+        ".pt/.pth state dict read with torch.load(weights_only=True); None = trained by raykd.",
     )
     seed: int = Field(
         default=0, ge=0, le=MAX_SEED,
@@ -197,7 +254,13 @@ class DataSpec(_Strict):
 
     dataset: str = Field(
         default="mnist",
-        description="A built-in dataset (mnist, digits, diamonds) or a path to .npz, .parquet or .csv.",
+        description="A built-in dataset (mnist, digits, diamonds), a path to .npz, .parquet or "
+        ".csv, or an image folder root/<class name>/*.png|jpg|jpeg.",
+    )
+    image_size: tuple[Annotated[int, Field(ge=1, le=4096)], Annotated[int, Field(ge=1, le=4096)]] | None = Field(
+        default=None,
+        description="Image folders only: [height, width] every image is resized to; null = the "
+        "first image's size.",
     )
     label_column: str = Field(
         default="label",

@@ -22,17 +22,19 @@ StudentOpt = Annotated[str | None, typer.Option(
 
 
 @artifacts_app.command()
-def predict(model: ModelArg, data: Annotated[Path, typer.Argument(help="A .csv or .parquet file.")],
+def predict(model: ModelArg, data: Annotated[Path, typer.Argument(
+                help="A .csv or .parquet file, or a folder of images (sub-folders named by class "
+                     "count as labels).")],
             out: Annotated[Path, typer.Option(help="Where to write the predictions (CSV).")] = Path(
                 "predictions.csv"),
             student: StudentOpt = None) -> None:
-    """Predict the class of every row of a table, with per-class probabilities."""
+    """Predict the class of every row of a table (or every image), with per-class probabilities."""
 
     def go() -> None:
-        from raykd.predict import load_student, predict_table, write_predictions
+        from raykd.predict import load_student, predict_images, predict_table, write_predictions
 
         loaded = load_student(model, student=student)
-        result = predict_table(loaded, data)
+        result = predict_images(loaded, data) if data.is_dir() else predict_table(loaded, data)
         for line in result.notes:
             typer.echo(f"note: {line}", err=True)
         for line in result.warnings:
@@ -53,7 +55,8 @@ def export(model: ModelArg,
                "--format", help="onnx (with the preprocessing beside it) or safetensors.")],
            out: Annotated[Path, typer.Option(help="The file to write.")],
            data: Annotated[Path | None, typer.Option(
-               help="A .csv/.parquet file for the ONNX parity check (default: the job's test split).")] = None,
+               help="A .csv/.parquet file or an image folder for the ONNX parity check (default: "
+                    "the job's test split).")] = None,
            student: StudentOpt = None) -> None:
     """Export a student as ONNX (parity-checked against PyTorch) or self-describing safetensors."""
 

@@ -6,7 +6,8 @@ Example:
     >>> data.train.x.shape[1:], data.num_classes
     ((1, 8, 8), 10)
 
-``source`` is a built-in name (see :data:`DATASETS`) or a path to a ``.npz``
+``source`` is a built-in name (see :data:`DATASETS`), an image folder
+``root/<class name>/*.png|jpg|jpeg`` (rules: :mod:`raykd.data.images`) or a path to a ``.npz``
 (arrays ``x``, ``y``, optionally ``x_test``, ``y_test``), ``.parquet`` or ``.csv`` file
 (text or integer labels in ``label_column``; numeric and categorical feature columns
 chosen, encoded and scaled as :mod:`raykd.data.table_columns` and
@@ -14,8 +15,8 @@ chosen, encoded and scaled as :mod:`raykd.data.table_columns` and
 deterministic in ``seed``; every bad input raises :class:`DataError` with a one-line
 message.
 
-This package imports only numpy at import time; pandas, pyarrow, zarr and scikit-learn
-are imported by the loaders that need them.
+This package imports only numpy at import time; pandas, pyarrow, zarr, Pillow and
+scikit-learn are imported by the loaders that need them.
 """
 
 from __future__ import annotations
@@ -27,13 +28,15 @@ from pathlib import Path
 from raykd.data.builtin import load_diamonds, load_digits, load_mnist
 from raykd.data.checks import check_fraction, check_seed, check_train_limit
 from raykd.data.files import READERS
+from raykd.data.images import ImagePrep, load_image_folder
 from raykd.data.splits import DataError, Dataset, RawData, Split, build_dataset
 from raykd.data.table_columns import ColumnChoice
 from raykd.data.table_prep import TablePrep
 from raykd.data.tables import TABLE_SUFFIXES, load_table
 
 __all__ = [
-    "DATASETS", "FILE_SUFFIXES", "ColumnChoice", "DataError", "Dataset", "Split", "TablePrep",
+    "DATASETS", "FILE_SUFFIXES", "ColumnChoice", "DataError", "Dataset", "ImagePrep", "Split",
+    "TablePrep",
     "load_dataset",
 ]
 
@@ -53,10 +56,12 @@ def _source_path(source: str | os.PathLike[str]) -> Path | None:
     if isinstance(source, str) and source in DATASETS:
         return None
     path = Path(source)
+    if path.is_dir():
+        return path
     if path.suffix.lower() not in FILE_SUFFIXES:
         raise DataError(
             f"unknown data source {str(source)!r}; expected a built-in dataset "
-            f"({', '.join(sorted(DATASETS))}) or a path to a file ending in "
+            f"({', '.join(sorted(DATASETS))}), an image folder, or a path to a file ending in "
             f"{', '.join(FILE_SUFFIXES)}"
         )
     if not path.exists():
@@ -75,6 +80,7 @@ def load_dataset(
     label_column: str = "label",
     train_limit: int | None = None,
     features: ColumnChoice | None = None,
+    image_size: tuple[int, int] | None = None,
 ) -> Dataset:
     """Load a built-in dataset or a user file and split it into train, val and test.
 
@@ -103,11 +109,14 @@ def load_dataset(
         features: Which columns of a ``.parquet``/``.csv`` file are features and how
             categories are capped; None: every usable column (the index-like ones
             dropped, see :mod:`raykd.data.table_columns`). Only tables take it.
+        image_size: ``(height, width)`` every image of an image folder is resized to;
+            None: the first image's size. Only image folders take it.
 
     Returns:
         The dataset, with ``num_classes = max(label) + 1`` over all splits (for tables:
         the number of distinct labels), ``class_names`` when the classes have names
-        and, for tables, ``table``: the preprocessing fitted on the training split.
+        and, for tables, ``table`` (for image folders, ``image``): the preprocessing
+        fitted on the training split.
 
     Raises:
         DataError: For an unknown source, a missing or unreadable file, bad labels or
@@ -120,6 +129,15 @@ def load_dataset(
     if not isinstance(label_column, str) or not label_column:
         raise DataError(f"label_column={label_column!r} is invalid; expected a column name")
     path = _source_path(source)
+    if path is not None and path.is_dir():
+        if features is not None and features != ColumnChoice():
+            raise DataError(f"data.features applies to .csv/.parquet tables only; {str(source)!r} "
+                            "is an image folder: remove data.features")
+        return load_image_folder(path, image_size=image_size, val_fraction=val,
+                                 test_fraction=test, seed=seed, train_limit=limit)
+    if image_size is not None:
+        raise DataError(f"data.image_size applies to image folders only; {str(source)!r} is not "
+                        "one: remove data.image_size")
     if path is not None and path.suffix.lower() in TABLE_SUFFIXES:
         return load_table(path, label_column=label_column, choice=features or ColumnChoice(),
                           val_fraction=val, test_fraction=test, seed=seed, train_limit=limit)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from raykd.data.checks import MAX_NUM_CLASSES, DataError, check_features, check_labels
 
 if TYPE_CHECKING:
+    from raykd.data.images import ImagePrep
     from raykd.data.table_prep import TablePrep
 
 FINGERPRINT_CHARS = 16
@@ -105,6 +106,8 @@ class Dataset:
             numbers (an ``.npz``, digits, MNIST).
         table: The fitted preprocessing of a ``.csv``/``.parquet`` table
             (:class:`raykd.data.table_prep.TablePrep`); None for other sources.
+        image: The fitted preprocessing of an image folder
+            (:class:`raykd.data.images.ImagePrep`); None for other sources.
     """
 
     name: str
@@ -116,6 +119,13 @@ class Dataset:
     is_image: bool
     class_names: tuple[str, ...] | None = None
     table: TablePrep | None = None
+    image: ImagePrep | None = None
+
+    @property
+    def prep_record(self) -> dict[str, Any] | None:
+        """The JSON record of the fitted preprocessing (table or image folder), if any."""
+        fitted = self.table if self.table is not None else self.image
+        return None if fitted is None else fitted.to_dict()
 
 
 class Preprocessing(NamedTuple):

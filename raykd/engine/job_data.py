@@ -1,8 +1,11 @@
-"""A job's data stage with tables: columns chosen by the spec, reported, and kept with the student.
+"""A job's data stage with tables and image folders: columns chosen by the spec, reported,
+and the fitted preprocessing kept with the student.
 
-- :func:`load_job_data` loads the spec's data (``data.features`` included), checks the
-  models against it, logs which columns were used and which dropped and why, and writes
-  the fitted preprocessing to ``<job_dir>/preprocessing.json``;
+- :func:`load_job_data` loads the spec's data (``data.features`` and ``data.image_size``
+  included), checks the models against it (a user module is built once and checked on
+  one batch, before Ray starts), logs which columns were used and which dropped and why
+  (for images: the files ignored), and writes the fitted preprocessing to
+  ``<job_dir>/preprocessing.json``;
 - :func:`describe_students` writes the class names and the preprocessing into every
   student checkpoint's metadata once the students are trained, so that a checkpoint alone
   is enough for ``raykd predict`` and ``raykd export``;
@@ -19,7 +22,7 @@ from raykd.data import ColumnChoice, Dataset, load_dataset
 from raykd.engine.context import Job
 from raykd.engine.prepare import check_models
 from raykd.jobdir import atomic_path
-from raykd.spec import FeaturesSpec
+from raykd.spec import FeaturesSpec, JobSpec
 
 PREPROCESSING_FILE = "preprocessing.json"
 
@@ -56,25 +59,40 @@ def load_job_data(job: Job) -> Dataset:
     with job.stage("data"):
         data = load_dataset(d.dataset, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
                             seed=d.seed, label_column=d.label_column, train_limit=d.train_limit,
-                            features=column_choice(d.features))
+                            features=column_choice(d.features), image_size=d.image_size)
         check_models(job.spec, data)
+        check_user_models(job.spec, data)
     names = f" {list(data.class_names)}" if data.class_names else ""
     job.say(f"data: {data.name} train {len(data.train)} / val {len(data.val)} / test "
             f"{len(data.test)}, {data.num_classes} classes{names}, input {data.input_shape}")
     for line in column_report(data):
         job.say(line)
-    if data.table is not None:
+    if data.image is not None and data.image.ignored:
+        job.say(f"files ignored (not .png/.jpg/.jpeg in a class folder): {list(data.image.ignored)}")
+    fitted = data.table if data.table is not None else data.image
+    if fitted is not None:
         path = write_preprocessing(data, job.job_dir)
-        job.say(f"preprocessing (fitted on {data.table.fitted_on}): {path}")
+        job.say(f"preprocessing (fitted on {fitted.fitted_on}): {path}")
     return data
 
 
+def check_user_models(spec: JobSpec, data: Dataset) -> None:
+    """Build every ``name: module`` model without a checkpoint once: importable, callable as
+    the contract says, logits ``(batch, C)`` (:mod:`raykd.models.user`); UserModelError else."""
+    from raykd.models import build_model
+
+    for t in [*spec.teachers, spec.student]:
+        if t.model.name == "module" and t.checkpoint is None:
+            build_model(t.model.model_dump(), data.input_shape, data.num_classes)
+
+
 def write_preprocessing(data: Dataset, directory: Path) -> Path:
-    """``<directory>/preprocessing.json``: the table's fitted preprocessing record."""
-    assert data.table is not None
+    """``<directory>/preprocessing.json``: the fitted preprocessing record (table or images)."""
+    record = data.prep_record
+    assert record is not None
     path = directory / PREPROCESSING_FILE
     with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(data.table.to_dict(), indent=2))
+        Path(tmp).write_text(json.dumps(record, indent=2))
     return path
 
 
@@ -82,9 +100,9 @@ def describe_students(job: Job, data: Dataset) -> None:
     """Class names and preprocessing into every student checkpoint of the result (idempotent)."""
     from raykd.models import describe_checkpoint
 
-    if data.class_names is None and data.table is None:
+    if data.class_names is None and data.prep_record is None:
         return
-    record = None if data.table is None else data.table.to_dict()
+    record = data.prep_record
     for student in job.result.get("students", []):
         for gen in student["generations"]:
             describe_checkpoint(gen["checkpoint"], class_names=data.class_names, preprocessing=record)

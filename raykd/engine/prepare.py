@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from raykd.allowlist import allowlist_env
 from raykd.data import DataError, Dataset
 from raykd.engine.context import Job
 from raykd.events import TeacherReady
@@ -51,9 +52,24 @@ def ensure_ray(*, num_cpus: int | None = None) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True, logging_level="WARNING")
     else:
-        # The dashboard stays on loopback; Ray Train's state queries need it.
+        # The dashboard stays on loopback; Ray Train's state queries need it. The workers
+        # import what this process can (user models) and see its model allowlist.
+        env |= {**worker_import_path(), **allowlist_env()}
         ray.init(num_cpus=num_cpus, dashboard_host="127.0.0.1", log_to_driver=True,
                  logging_level="WARNING", runtime_env={"env_vars": env})
+
+
+def worker_import_path() -> dict[str, str]:
+    """``{"PYTHONPATH": ...}``: this process's import path outside the interpreter's own
+    folders (the working directory, ``PYTHONPATH``, folders added to ``sys.path``), so that a
+    local Ray's workers can import an allowlisted user model as the driver does. A cluster
+    joined by ``RAY_ADDRESS`` gets code the Ray way: ``ray job submit --working-dir``."""
+    import sys
+
+    own = tuple(p for p in {sys.prefix, sys.base_prefix, sys.exec_prefix} if p)
+    entries = [os.path.abspath(p or os.getcwd()) for p in sys.path]
+    extra = [p for p in dict.fromkeys(entries) if os.path.isdir(p) and not p.startswith(own)]
+    return {"PYTHONPATH": os.pathsep.join(extra)} if extra else {}
 
 
 def put_splits(data: Dataset) -> dict[str, Any]:

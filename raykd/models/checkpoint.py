@@ -1,6 +1,8 @@
 """Checkpoints as safetensors files: tensors plus the architecture as JSON metadata.
 
-Loading never unpickles: a checkpoint is tensors and strings only.
+Loading never unpickles: a checkpoint is tensors and strings only. A teacher may also
+come as the user's own ``.pt``/``.pth`` state dict, read with PyTorch's restricted
+``torch.load(weights_only=True)`` (:mod:`raykd.models.weights`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from torch import nn
 from raykd.errors import UserError
 from raykd.jobdir import atomic_path
 from raykd.models.registry import ModelError, build_model
+from raykd.models.user import UserModelError
+from raykd.models.weights import PT_SUFFIXES, WeightsError, load_fitting, read_pt
 
 
 class CheckpointError(UserError, ValueError):
@@ -125,12 +129,24 @@ def load_checkpoint(
 ) -> nn.Module:
     """Build the checkpoint's architecture and load its weights (no pickle).
 
-    The given ``config`` / ``input_shape`` / ``num_classes`` are checked against what the
-    checkpoint records; a mismatch raises CheckpointError naming both values.
+    A raykd checkpoint (safetensors with ``raykd_model`` metadata) names its own
+    architecture; the given ``config`` / ``input_shape`` / ``num_classes`` are checked
+    against it and a mismatch raises CheckpointError naming both values. A file of the
+    user's own (``.pt``/``.pth`` read with ``torch.load(weights_only=True)``, or a bare
+    safetensors state dict) is loaded into the model the three arguments describe, which
+    are then required. Weights that do not fit raise CheckpointError naming the layers.
     """
     path = Path(path)
     where = f"checkpoint {str(path)!r}"
+    if path.suffix.lower() in PT_SUFFIXES:
+        try:
+            state = read_pt(path)
+        except WeightsError as err:
+            raise CheckpointError(str(err)) from None
+        return _into_model(state, where, *_described_by_caller(where, config, input_shape, num_classes))
     meta, state = _read_file(path)
+    if "raykd_model" not in meta and config is not None:
+        return _into_model(state, where, *_described_by_caller(where, config, input_shape, num_classes))
     stored, stored_shape, stored_classes = _read_meta(path, meta)
     if num_classes is not None and num_classes != stored_classes:
         raise CheckpointError(
@@ -144,13 +160,36 @@ def load_checkpoint(
         raise CheckpointError(
             f"{where} holds model {_arch(stored)}, the spec asks for {_arch(config)}"
         )
+    return _into_model(state, where, stored, stored_shape, stored_classes)
+
+
+def _described_by_caller(where: str, config: dict[str, Any] | None,
+                         input_shape: tuple[int, ...] | None, num_classes: int | None
+                         ) -> tuple[dict[str, Any], tuple[int, ...], int]:
+    """The architecture of a file without raykd metadata: the caller's, all three required."""
+    if config is None or input_shape is None or num_classes is None:
+        raise CheckpointError(f"{where} records no architecture (no raykd metadata); use it as a "
+                              "teacher checkpoint, whose spec entry and data give the model")
+    return dict(config), tuple(input_shape), int(num_classes)
+
+
+def _into_model(state: dict[str, torch.Tensor], where: str, config: dict[str, Any],
+                input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """Build ``config`` and load ``state`` into it; CheckpointError naming what does not fit."""
     try:
-        model = build_model(stored, stored_shape, stored_classes)
-        model.load_state_dict(state)
+        model = build_model(config, input_shape, num_classes)
+    except UserModelError as err:  # not allowed here, not importable, wrong output: say so
+        raise CheckpointError(f"{where}: {err}") from None
     except (ModelError, RuntimeError, TypeError, ValueError, OverflowError) as err:
         first = (str(err).splitlines() or [type(err).__name__])[0]
         raise CheckpointError(f"{where} does not fit its architecture ({first})") from None
-    return model
+    try:
+        return load_fitting(model, state, where)
+    except WeightsError as err:
+        raise CheckpointError(str(err)) from None
+    except (RuntimeError, ValueError) as err:
+        first = (str(err).splitlines() or [type(err).__name__])[0]
+        raise CheckpointError(f"{where} does not fit its architecture ({first})") from None
 
 
 def _read_meta(path: Path, meta: dict[str, str]) -> tuple[dict[str, Any], tuple[int, ...], int]:
@@ -222,9 +261,8 @@ def weights_hash(model: nn.Module) -> str:
 
 def _arch(config: dict[str, Any]) -> dict[str, Any]:
     """The fields that decide the weights' shapes (dropout does not)."""
-    keep = {"mlp": ("name", "hidden"), "cnn": ("name", "width")}.get(
-        str(config.get("name")), ("name",)
-    )
+    keep = {"mlp": ("name", "hidden"), "cnn": ("name", "width"),
+            "module": ("name", "path", "kwargs")}.get(str(config.get("name")), ("name",))
     return {
         k: (list(config[k]) if isinstance(config.get(k), list | tuple) else config.get(k))
         for k in keep

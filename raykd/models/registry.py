@@ -1,7 +1,8 @@
 """An explicit registry of student/teacher architectures.
 
 Every builder takes ``(config, input_shape, num_classes)``; ``config`` is a plain mapping
-(``ModelSpec.model_dump()``) so that this module does not depend on the spec.
+(``ModelSpec.model_dump()``) so that this module does not depend on the spec. ``module``
+is the user's own ``nn.Module`` by import path, allowlisted (:mod:`raykd.models.user`).
 """
 
 from __future__ import annotations
@@ -62,7 +63,14 @@ def _linear(config: Mapping[str, Any], input_shape: tuple[int, ...], num_classes
 
 Builder = Callable[[Mapping[str, Any], tuple[int, ...], int], nn.Module]
 
-MODELS: dict[str, Builder] = {"mlp": _mlp, "cnn": _cnn, "linear": _linear}
+def _module(config: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """The user's class or function at ``config["path"]`` (allowlisted), checked on one batch."""
+    from raykd.models.user import build_user_model
+
+    return build_user_model(config, input_shape, num_classes)
+
+
+MODELS: dict[str, Builder] = {"mlp": _mlp, "cnn": _cnn, "linear": _linear, "module": _module}
 
 
 def build_model(config: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
