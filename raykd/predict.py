@@ -88,7 +88,21 @@ def find_student(path: Path, *, student: str | None = None) -> tuple[Path, Path 
     else:
         chosen = sorted(students, key=lambda s: -(s.get("val_accuracy") or 0.0))
     best = chosen[0]
-    return Path(best["generations"][-1]["checkpoint"]), path, str(best["label"])
+    return job_checkpoint(path, best["generations"][-1]["checkpoint"]), path, str(best["label"])
+
+
+def job_checkpoint(job_dir: Path, recorded: str) -> Path:
+    """A student checkpoint of ``job_dir``, found in the directory given, not where it was.
+
+    ``result.json`` records absolute paths; a job directory copied or moved elsewhere
+    (off a cluster's shared disk, renamed) still holds its ``students/`` files, so those
+    win: a path inside the original directory is never used in place of the copy's own.
+    """
+    own = job_dir / "students" / Path(recorded).name
+    if own.is_file():
+        return own
+    raise ArtifactError(f"job {str(job_dir)!r} has no {own.relative_to(job_dir)} (result.json "
+                        f"names {recorded!r}); the job directory is incomplete")
 
 
 def load_student(path: Path, *, student: str | None = None) -> Student:
@@ -170,7 +184,9 @@ def probabilities(model: nn.Module, x: np.ndarray, batch_size: int = 4096) -> np
         for start in range(0, len(x), batch_size):
             logits = model(torch.from_numpy(x[start:start + batch_size]))
             out.append(torch.softmax(logits.double(), dim=1).numpy())
-    return np.concatenate(out) if out else np.zeros((0, 0))
+    if not out:
+        raise DataError("the file has no rows to predict; give a file with at least one data row")
+    return np.concatenate(out)
 
 
 def predict_table(student: Student, data: Path) -> Prediction:

@@ -3,6 +3,7 @@ and online logits from one ensemble actor on CPUs; all on a real local Ray."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,10 @@ def test_one_student_actor_trains_every_student_of_the_job(ray_local: None, stor
     result = job(store, "actor")
     started = new_actors("StudentWorker", before)
     assert len(started) == 1, started  # three students, one process
-    assert set(started.values()) == {"DEAD"}  # released when the job ended
+    deadline = time.monotonic() + 30
+    while set(new_actors("StudentWorker", before).values()) != {"DEAD"}:
+        assert time.monotonic() < deadline, "the student actor outlived its job"
+        time.sleep(0.5)  # ray.kill is asynchronous
     gens = [s["generations"][0] for s in result["students"]]
     assert [g["runner"] for g in gens] == ["actor"] * 3
     assert all(len(g["history"]) == EPOCHS for g in gens)
@@ -113,3 +117,17 @@ def test_the_actor_runner_with_two_workers_is_refused() -> None:
         parse_spec(digits_spec("/tmp/x", scaling={"num_workers": 2, "student_runner": "actor"}))
     assert parse_spec(digits_spec("/tmp/x", scaling={"num_workers": 2})).scaling.runner == "train"
     assert parse_spec(digits_spec("/tmp/x")).scaling.runner == "actor"
+
+
+def test_a_job_resumes_only_on_the_data_it_started_with(tmp_path: Path) -> None:
+    from raykd.data import load_dataset
+    from raykd.engine.context import Job
+    from raykd.engine.prepare import check_same_data
+    from raykd.errors import JobDirError
+
+    job = Job(spec=parse_spec(digits_spec(str(tmp_path))), job_dir=tmp_path / "j", job_id="j")
+    check_same_data(job, load_dataset("digits", seed=0))  # attempt 1 records the splits
+    check_same_data(job, load_dataset("digits", seed=0))  # the same data resumes
+    with pytest.raises(JobDirError, match=r"its data 'digits' changed since it started \(the "
+                                          r"train, val, test split\(s\) differ\)"):
+        check_same_data(job, load_dataset("digits", seed=1))  # another split: refused

@@ -187,3 +187,21 @@ def test_spec_features_are_strict() -> None:
         parse_spec({**base, "data": {"features": {"include": ["a"], "exclude": ["a"]}}})
     with pytest.raises(SpecError, match="includ"):
         parse_spec({**base, "data": {"features": {"includes": ["a"]}}})
+
+
+def test_nullable_boolean_labels_are_named_like_plain_booleans() -> None:
+    from raykd.data.table_columns import encode_labels
+
+    _, plain, _ = encode_labels(pd.Series([True, False, True]), "t", "y")
+    _, nullable, _ = encode_labels(pd.Series([True, False, None], dtype="boolean"), "t", "y")
+    assert plain == nullable == ("False", "True")
+
+
+def test_an_infinite_number_is_refused_at_predict_not_predicted(weather_csv: Path) -> None:
+    table = load_dataset(weather_csv, label_column="outlook").table
+    assert table is not None
+    frame = weather_frame()
+    frame["temp"] = frame["temp"].astype(object)
+    frame.loc[3, "temp"] = "inf"
+    with pytest.raises(DataError, match=r"column 'temp' holds 1 non-numeric or infinite value"):
+        table.transform(frame, "new.csv")

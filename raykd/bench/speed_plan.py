@@ -126,7 +126,7 @@ class RayRow:
 RAY_ROWS = (
     RayRow("c", "raykd, cached logits, student actor x 2 CPU", 1, 2.0),
     RayRow("ct", "raykd, cached logits, Ray Train 1 worker x 2 CPU", 1, 2.0, runner="train"),
-    RayRow("d", "raykd online (augment), teacher actors, student actor x 2 CPU", 1, 2.0,
+    RayRow("d", "raykd online (augment), one ensemble actor, student actor x 2 CPU", 1, 2.0,
            augment=True),
     RayRow("e1", "raykd, cached, student actor x 1 CPU", 1, 1.0),
     RayRow("e2", "raykd, cached, Ray Train 2 workers x 1 CPU (DDP gloo)", 2, 1.0),

@@ -81,7 +81,7 @@ def encode_labels(values: pd.Series, where: str, label_column: str
         numbers = numbers.astype(np.int64)
         distinct = np.unique(numbers)
         codes = np.searchsorted(distinct, numbers)
-        names = tuple(str(v) for v in (distinct.astype(bool) if present.dtype == bool else distinct))
+        names = tuple(str(v) for v in (distinct.astype(bool) if pd.api.types.is_bool_dtype(present) else distinct))
     else:
         text = present.astype(str).to_numpy()
         distinct_text = np.unique(text)

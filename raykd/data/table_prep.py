@@ -184,11 +184,12 @@ def _column_inputs(values: pd.Series, column: ColumnPrep, fallbacks: Fallbacks) 
         fallbacks.missing[column.name] = int(absent.sum())
     if column.kind == "numeric":
         numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-        bad = np.isnan(numbers) & ~absent
+        bad = ~np.isfinite(numbers) & ~absent
         if bad.any():
             example = values[bad].iloc[0]
-            raise DataError(f"column {column.name!r} holds {int(bad.sum())} non-numeric value(s), "
-                            f"e.g. {example!r}; it was numeric in training")
+            raise DataError(f"column {column.name!r} holds {int(bad.sum())} non-numeric or "
+                            f"infinite value(s), e.g. {example!r}; it was numeric (finite) in "
+                            "training")
         filled = np.where(np.isnan(numbers), column.median, numbers)
         out = [(filled - column.mean) / column.std]
         if column.missing_indicator:

@@ -113,7 +113,41 @@ def load_data(job: Job) -> Dataset:
     """
     from raykd.engine.job_data import load_job_data
 
-    return load_job_data(job)
+    data = load_job_data(job)
+    check_same_data(job, data)
+    return data
+
+
+DATA_FILE = "data.json"
+
+
+def check_same_data(job: Job, data: Dataset) -> None:
+    """A job resumes only on the data it started with (its splits' fingerprints, kept in
+    ``<job_dir>/data.json`` by the first attempt that loaded them).
+
+    A data file changed between attempts would otherwise mix teachers and students of the
+    old data with preprocessing fitted on the new.
+
+    Raises:
+        JobDirError: when this attempt's fingerprints differ from the recorded ones.
+    """
+    from raykd.errors import JobDirError
+    from raykd.jobdir import atomic_path
+
+    now = {s: getattr(data, s).fingerprint for s in ("train", "val", "test")}
+    path = job.job_dir / DATA_FILE
+    if path.is_file():
+        before = json.loads(path.read_text())
+        if before != now:
+            changed = [s for s in now if before.get(s) != now[s]]
+            raise JobDirError(
+                f"job {job.job_id!r} in {job.job_dir}: its data {job.spec.data.dataset!r} changed "
+                f"since it started (the {', '.join(changed)} split(s) differ); a job id resumes "
+                f"only on the same data: restore the data, or give a new --job-id (or --job-dir)")
+        return
+    job.job_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(now, indent=2))
 
 
 def resolve_gpu(setting: bool | str) -> bool:
@@ -345,7 +379,11 @@ def _online_server(job: Job, data: Dataset, configs: list[Any]) -> Any:
         return online_ensemble(job, data, configs)
     with job.stage("teacher_start"):
         pool = start_pool(configs, data, job)
-    job.result["teacher_placement"] = pool.infos()
+    try:
+        job.result["teacher_placement"] = pool.infos()
+    except BaseException:
+        pool.shutdown()
+        raise
     return pool
 
 

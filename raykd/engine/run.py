@@ -102,8 +102,8 @@ def _run(job: Job, start: float) -> dict[str, Any]:
     try:
         prepared = prepare(job, on_ray=lambda: prestart_worker(job))
         data = prepared.data
-        check_student_resources(job, n_train=len(data.train))
         try:
+            check_student_resources(job, n_train=len(data.train))
             run_students(job, data, prepared.teachers, prepared.cache, prepared.refs)
         finally:
             if prepared.teachers.pool is not None:

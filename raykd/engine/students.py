@@ -183,6 +183,8 @@ def _born_again(job: Job, data: Dataset, index: int, m: MethodSpec, teachers: Te
             with job.stage("born_again_teacher"):
                 if source is not teachers and source.pool is not None:
                     source.pool.shutdown()
+                if resolve_gpu(job.spec.scaling.use_gpu):
+                    stop_student_worker(job)  # its GPU goes to this teacher; restarted on use
                 cfg = TeacherConfig(model=job.spec.student.model.model_dump(),
                                     checkpoint=gen["checkpoint"])
                 source = TeacherSet(logits={}, checkpoints=[gen["checkpoint"]],
@@ -217,7 +219,8 @@ def student_refs(method: MethodSpec, source: TeacherSet, refs: dict[str, Any]) -
     return {"data": {k: refs[k] for k in ("x_train", "y_train", "x_val", "y_val")},
             "teacher_train": (None if method.method == "none" or online is not None
                               else source.train_ref()),
-            "teacher_actors": None if online is None else online.actors}
+            "teacher_actors": None if online is None else online.actors,
+            "teacher_ahead": getattr(online, "ahead", True)}
 
 
 def train_one(job: Job, data: Dataset, method: MethodSpec, source: TeacherSet, refs: dict[str, Any],
@@ -261,8 +264,8 @@ def train_one(job: Job, data: Dataset, method: MethodSpec, source: TeacherSet, r
                 cpus_per_worker=spec.scaling.cpus_per_worker, storage=job.job_dir / "ray_train",
                 name=f"{name}-a{job.attempt}", out=out, run=run,
             )
-    test_acc, test_logits = evaluate_checkpoint(res.checkpoint, data.test.x, data.test.y)
-    val_acc, _ = evaluate_checkpoint(res.checkpoint, data.val.x, data.val.y)
+        test_acc, test_logits = evaluate_checkpoint(res.checkpoint, data.test.x, data.test.y)
+        val_acc, _ = evaluate_checkpoint(res.checkpoint, data.val.x, data.val.y)
     record = {"generation": generation, "method": method.method, "seed": config.train.seed,
               "checkpoint": str(res.checkpoint), "val_accuracy": val_acc,
               "best_epoch": res.best_epoch, "seconds": res.seconds, "runner": spec.scaling.runner,

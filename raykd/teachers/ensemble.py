@@ -5,8 +5,8 @@ teacher (the :class:`~raykd.teachers.TeacherPool`, right for GPUs: each teacher 
 own device) costs, on CPUs, M round trips per step and M processes whose torch threads
 fight the student's for the same cores. :class:`EnsembleServer` holds every teacher in
 one process and answers ``logits(x)`` with the (M, B, C) stack in a single call; its
-torch threads are the CPUs of its node the student leaves (:func:`ensemble_threads`), and its OpenMP
-threads sleep when idle (``OMP_WAIT_POLICY=PASSIVE``) instead of spinning against the
+torch threads, and whether the student asks a step ahead, follow the cores the student
+leaves on its node (:func:`ensemble_threads`); its OpenMP threads sleep when idle (``OMP_WAIT_POLICY=PASSIVE``) instead of spinning against the
 student's. Teachers are loaded from the checkpoints the pool trained or was given, so
 the served logits are those the pool computed (the same weights, the same forward).
 
@@ -26,13 +26,17 @@ PASSIVE_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 """OpenMP threads that sleep when idle: two processes share the cores without spinning."""
 
 
-def ensemble_threads(node_cpus: int, student_threads: int) -> int:
-    """Torch threads of the ensemble actor: the node's CPUs the student leaves free (>= 1).
+def ensemble_threads(node_cpus: int, student_threads: int) -> tuple[int, bool]:
+    """Torch threads of the ensemble actor, and whether the student asks a step ahead.
 
-    The loop asks for step i+1's logits while step i trains, so both run at once; on a
-    node with no CPU to spare the ensemble gets one thread and the OS shares the cores.
+    With CPUs the student leaves free, the ensemble computes on those while the student
+    trains (step i+1's logits asked during step i). On a node the student fills, the two
+    take turns instead (lockstep): the ensemble computes on every core while the student
+    waits, as a plain KD loop runs teachers and student one after the other; sharing
+    the cores at once would only make them fight.
     """
-    return max(1, int(node_cpus) - int(student_threads))
+    spare = int(node_cpus) - int(student_threads)
+    return (spare, True) if spare >= 1 else (max(1, int(node_cpus)), False)
 
 
 class EnsembleServer:
@@ -42,15 +46,15 @@ class EnsembleServer:
                  num_classes: int, student_threads: int) -> None:
         from raykd.teachers.teacher import Teacher, node_cpus
 
-        self.threads = ensemble_threads(node_cpus() or 1, student_threads)
+        self.threads, self.ahead = ensemble_threads(node_cpus() or 1, student_threads)
         self.teachers = [Teacher(i, c["model"], input_shape, num_classes,
                                  checkpoint=c["checkpoint"], threads=self.threads)
                          for i, c in enumerate(configs)]
         self.requests = 0
 
-    def ready(self) -> int:
-        """This actor's torch threads, once every teacher is loaded."""
-        return self.threads
+    def ready(self) -> tuple[int, bool]:
+        """(torch threads, ask ahead) of :func:`ensemble_threads`, once every teacher is loaded."""
+        return self.threads, self.ahead
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """(M, B, C) float32 logits of every teacher for one batch (B, *input_shape)."""
@@ -75,7 +79,7 @@ class OnlineEnsemble:
         ).remote(configs, tuple(input_shape), num_classes, student_threads)
         self.actors = [actor]
         try:
-            self.threads = int(ray.get(actor.ready.remote(), timeout=timeout_s))
+            self.threads, self.ahead = ray.get(actor.ready.remote(), timeout=timeout_s)
         except BaseException:
             self.shutdown()
             raise

@@ -31,7 +31,7 @@ from typing import Any
 import ray
 
 from raykd.train.config import StudentConfig
-from raykd.train.runs import StudentResult, StudentRun, maybe_fault, published
+from raykd.train.runs import StudentResult, StudentRun, loop_data, maybe_fault, published
 from raykd.train.state import load_progress, save_state
 
 KEEP = 2
@@ -58,14 +58,9 @@ class StudentWorker:
         """
         import torch
 
-        from raykd.train.loop import LoopData, student_epochs
+        from raykd.train.loop import student_epochs
 
-        data = LoopData(
-            **{k: ray.get(v) for k, v in refs["data"].items()},
-            teacher_train=(ray.get(refs["teacher_train"])
-                           if refs.get("teacher_train") is not None else None),
-            teacher_actors=refs.get("teacher_actors"),
-        )
+        data = loop_data(refs)
         device = torch.device("cuda" if self.use_gpu else "cpu")
         root = Path(run_dir)
         for metrics, state in student_epochs(config, data, wrap=lambda m: m.to(device),
@@ -105,8 +100,10 @@ def start_worker(*, cpus: float, use_gpu: bool, passive: bool = False) -> Any:
     student that shares its cores with teachers serving online.
     """
     env = {"env_vars": {"OMP_WAIT_POLICY": "PASSIVE"}} if passive else None
-    return StudentActor.options(num_cpus=cpus, num_gpus=1 if use_gpu else 0, max_restarts=-1,
-                                max_task_retries=0, runtime_env=env).remote(use_gpu)
+    worker = StudentActor.options(num_cpus=cpus, num_gpus=1 if use_gpu else 0, max_restarts=-1,
+                                  max_task_retries=0, runtime_env=env).remote(use_gpu)
+    worker._raykd_gpu = use_gpu
+    return worker
 
 
 def stop_worker(worker: Any) -> None:
@@ -122,11 +119,17 @@ def stop_worker(worker: Any) -> None:
 RESTART_TIMEOUT_S = 120.0
 
 
-def wait_restarted(worker: Any, timeout_s: float = RESTART_TIMEOUT_S) -> None:
-    """Wait until Ray has restarted the student actor (its calls fail while it restarts).
+def worker_uses_gpu(worker: Any) -> bool:
+    """Whether the handle is a GPU student actor (as :func:`start_worker` made it)."""
+    return bool(getattr(worker, "_raykd_gpu", False))
+
+
+def wait_ready(worker: Any, *, what: str, timeout_s: float = RESTART_TIMEOUT_S) -> None:
+    """Wait until the student actor answers (its calls fail while Ray restarts it).
 
     Raises:
-        ResourceError: when it is not back within ``timeout_s`` (no node can host it).
+        ResourceError: when it does not answer within ``timeout_s``: no node has room for
+            it (``what`` says what it reserves and why it is awaited).
     """
     from raykd.errors import ResourceError
 
@@ -137,8 +140,8 @@ def wait_restarted(worker: Any, timeout_s: float = RESTART_TIMEOUT_S) -> None:
             return
         except (ray.exceptions.ActorUnavailableError, ray.exceptions.GetTimeoutError) as exc:
             if time.monotonic() >= deadline:
-                raise ResourceError(f"the student actor did not come back within {timeout_s:g}s "
-                                    "after its process died") from exc
+                raise ResourceError(f"the student actor ({what}) did not start within "
+                                    f"{timeout_s:g}s: no node has room for it") from exc
             time.sleep(0.2)
 
 
@@ -156,6 +159,8 @@ def train_student_actor(worker: Any, config: StudentConfig, *, refs: dict[str, A
         return published(Path(last), load_progress(last), out, seconds=0.0)
     run_dir = storage.resolve() / name
     failures, kept = 0, list[str]()
+    need = f"{config.threads} CPU" + (", 1 GPU" if worker_uses_gpu(worker) else "")
+    wait_ready(worker, what=need)
     while True:
         stream = worker.fit.options(num_returns="streaming").remote(
             config, refs, str(run_dir), last, run.fault)
@@ -169,12 +174,14 @@ def train_student_actor(worker: Any, config: StudentConfig, *, refs: dict[str, A
                     shutil.rmtree(old, ignore_errors=True)
                 kept = kept[-KEEP:]
             break
-        except ray.exceptions.RayActorError as exc:  # the process died (not an error it raised)
-            failures += 1
+        except ray.exceptions.RayActorError as exc:
+            if isinstance(exc, ray.exceptions.RayTaskError):
+                raise  # raised by the loop (e.g. an online teacher that died for good): not ours
+            failures += 1  # this actor's process died
             if failures > run.max_failures:
                 raise
             run.restarted(exc)
-            wait_restarted(worker)
+            wait_ready(worker, what=f"{need}, after its process died")
     if last is None:
         raise RuntimeError(f"student {name!r} reported no state")
     return published(Path(last), load_progress(last), out, seconds=time.time() - start)

@@ -53,6 +53,7 @@ class LoopData:
     y_val: np.ndarray
     teacher_train: np.ndarray | TopK | None = None  # (M, N_train, C) cached teacher logits
     teacher_actors: list[Any] | None = None  # online serving (augmentation on)
+    teacher_ahead: bool = True  # ask for step i+1's logits while step i trains (spare cores)
 
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
@@ -66,7 +67,7 @@ def _batches(data: LoopData, config: StudentConfig, epoch: int, rank: int, world
     indices = epoch_batches(len(data.y_train), batch_size=config.train.batch_size,
                             seed=config.train.seed, epoch=epoch, rank=rank, world_size=world)
     if data.teacher_actors:
-        yield from _online(data, indices, gen, augment)
+        yield from _online(data, indices, gen, augment, ahead=data.teacher_ahead)
         return
     cached: np.ndarray | torch.Tensor | TopK | None = data.teacher_train
     if isinstance(cached, np.ndarray):
@@ -128,11 +129,25 @@ def _served(parts: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(logits)
 
 
-def _online(data: LoopData, indices: Iterator[np.ndarray], gen: torch.Generator,
-            augment: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
-    """Ask the teacher actors for batch i+1's logits before yielding batch i (overlap)."""
+def _online(data: LoopData, indices: Iterator[np.ndarray], gen: torch.Generator, augment: bool,
+            ahead: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+    """Ask the teacher actors for batch i+1's logits before yielding batch i (overlap).
+
+    ``ahead=False``: in lockstep, batch i's logits before batch i trains. Right when the
+    teachers have no cores of their own (a CPU node the student fills): they then compute
+    on all of them while the student waits, as a plain KD loop does, instead of both
+    sharing the cores at once.
+    """
     import ray
 
+    if not ahead:
+        for idx in indices:
+            xb = torch.from_numpy(data.x_train[idx])
+            if augment:
+                xb = augment_images(xb, gen)
+            refs = [a.logits.remote(xb.numpy()) for a in data.teacher_actors or []]
+            yield xb, torch.from_numpy(data.y_train[idx]), _served(ray.get(refs))
+        return
     pending = None
     for idx in indices:
         xb = torch.from_numpy(data.x_train[idx])
@@ -150,7 +165,7 @@ def build_student(config: StudentConfig) -> nn.Module:
     """The student model, fresh or warm-started from ``config.init_checkpoint``."""
     torch.manual_seed(config.train.seed)
     if config.init_checkpoint:
-        return load_checkpoint(config.init_checkpoint, input_shape=config.input_shape,
+        return load_checkpoint(config.init_checkpoint, config=config.model, input_shape=config.input_shape,
                                num_classes=config.num_classes)
     return build_model(config.model, config.input_shape, config.num_classes)
 

@@ -67,6 +67,24 @@ class StudentRun:
                                         error=text[:500]))
 
 
+def loop_data(refs: dict[str, Any]) -> Any:
+    """The :class:`~raykd.train.loop.LoopData` of a worker, from ``worker_inputs``' refs.
+
+    The arrays are zero-copy views of the object store's copies (read-only).
+    """
+    import ray
+
+    from raykd.train.loop import LoopData
+
+    return LoopData(
+        **{k: ray.get(v) for k, v in refs["data"].items()},
+        teacher_train=(ray.get(refs["teacher_train"])
+                       if refs.get("teacher_train") is not None else None),
+        teacher_actors=refs.get("teacher_actors"),
+        teacher_ahead=refs.get("teacher_ahead", True),
+    )
+
+
 def maybe_fault(fault: dict[str, Any] | None, epoch: int) -> None:
     """Test-only: kill this worker process (like ``kill -9``) once, after ``epoch`` is reported."""
     fault = fault or {}

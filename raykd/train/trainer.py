@@ -24,8 +24,8 @@ import ray.train.torch
 from ray.train import UserCallback
 
 from raykd.train.config import StudentConfig
-from raykd.train.loop import LoopData, run_student
-from raykd.train.runs import StudentResult, StudentRun, maybe_fault, published
+from raykd.train.loop import run_student
+from raykd.train.runs import StudentResult, StudentRun, loop_data, maybe_fault, published
 from raykd.train.state import TrainState, load_progress, save_state
 
 __all__ = ["EpochEvents", "StudentResult", "StudentRun", "train_student_ray", "worker_inputs"]
@@ -78,12 +78,7 @@ def _ray_worker(config: dict[str, Any]) -> None:
     ctx = ray.train.get_context()
     student: StudentConfig = config["student"]
     refs: dict[str, Any] = config["refs"]
-    data = LoopData(
-        **{k: ray.get(v) for k, v in refs["data"].items()},
-        teacher_train=(ray.get(refs["teacher_train"])
-                       if refs.get("teacher_train") is not None else None),
-        teacher_actors=refs.get("teacher_actors"),
-    )
+    data = loop_data(refs)
 
     def report(metrics: dict[str, Any], state: TrainState | None) -> None:
         if state is None:
