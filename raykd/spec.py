@@ -304,6 +304,11 @@ class ScalingSpec(_Strict):
         description="Failure budget of each student: how many times its workers are restarted "
         "(from the last epoch's checkpoint) before the job fails.",
     )
+    teacher_replicas: int = Field(
+        default=1, ge=1, le=64,
+        description="Online serving on CPUs (augmentation): copies of the one-actor ensemble; "
+        "student worker r asks copy r mod n (more copies serve more DDP workers at once).",
+    )
     student_runner: Literal["auto", "actor", "train"] = Field(
         default="auto",
         description="Where students train. train: a Ray Train TorchTrainer per student "

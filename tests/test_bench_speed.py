@@ -147,6 +147,7 @@ def fake_report() -> dict[str, object]:
         "c": _row(3000, **ray),
         "ct": _row(2900, **ray),
         "d": _row(800, **ray),
+        "d2": _row(700, **ray),
         "e1": _row(2500, **ray),
         "e2": {"label": "2 workers", "error": "RuntimeError: boom"},
         "c0": _row(3900, kind="plain"),
@@ -329,7 +330,7 @@ def test_run_speed_bench_measures_every_row_in_rounds(tmp_path: Path,
     monkeypatch.setattr(small, "small_section",
                         lambda rounds, out, log, ray_for: {**fake_report()["small"], "n": rounds})
     report = speed.run_speed_bench(out=tmp_path, quick=True, rounds=3, log=lambda *a: None)
-    ray_keys = ("c", "ct", "d", "e1", "e2")
+    ray_keys = ("c", "ct", "d", "d2", "e1", "e2")
     assert report["schedule"] == round_schedule(ray_keys, ("a", "p", "b", "c0"), 3)
     assert [k for k, _ in calls] == [k for r in report["schedule"] for k in r]
     assert all(up == (k in ray_keys) for k, up in calls)  # Ray only for Ray rows

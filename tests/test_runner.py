@@ -89,23 +89,13 @@ def test_online_teachers_are_served_by_one_ensemble_actor(ray_local: None, store
 
 
 def test_the_ensemble_serves_what_each_teacher_computes(tmp_path: Path) -> None:
-    import torch
-
-    from raykd.models import build_model, save_checkpoint
     from raykd.teachers import Teacher
     from raykd.teachers.ensemble import EnsembleServer
 
-    model = {"name": "mlp", "hidden": [16]}
-    configs = []
-    for seed in (1, 2):
-        torch.manual_seed(seed)
-        path = tmp_path / f"t{seed}.safetensors"
-        save_checkpoint(build_model(model, (6,), 3), path, config=model, input_shape=(6,),
-                        num_classes=3)
-        configs.append({"model": model, "checkpoint": str(path)})
+    configs = tiny_teachers(tmp_path)
     x = np.random.default_rng(0).normal(size=(5, 6)).astype(np.float32)
     served = EnsembleServer(configs, (6,), 3, student_threads=1).logits(x)
-    alone = np.stack([Teacher(i, model, (6,), 3, checkpoint=c["checkpoint"]).logits(x)
+    alone = np.stack([Teacher(i, c["model"], (6,), 3, checkpoint=c["checkpoint"]).logits(x)
                       for i, c in enumerate(configs)])
     assert served.shape == (2, 5, 3)
     np.testing.assert_array_equal(served, alone)
@@ -131,3 +121,46 @@ def test_a_job_resumes_only_on_the_data_it_started_with(tmp_path: Path) -> None:
     with pytest.raises(JobDirError, match=r"its data 'digits' changed since it started \(the "
                                           r"train, val, test split\(s\) differ\)"):
         check_same_data(job, load_dataset("digits", seed=1))  # another split: refused
+
+
+def tiny_teachers(tmp_path: Path, seeds: tuple[int, ...] = (1, 2)) -> list[dict[str, Any]]:
+    """Checkpoints of small MLP teachers on 6 features and 3 classes."""
+    import torch
+
+    from raykd.models import build_model, save_checkpoint
+
+    model = {"name": "mlp", "hidden": [16]}
+    configs = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        path = tmp_path / f"t{seed}.safetensors"
+        save_checkpoint(build_model(model, (6,), 3), path, config=model, input_shape=(6,),
+                        num_classes=3)
+        configs.append({"model": model, "checkpoint": str(path)})
+    return configs
+
+
+def test_each_worker_asks_its_own_copy_of_the_ensemble(ray_local: None, tmp_path: Path) -> None:
+    import torch
+
+    from raykd.spec import MethodSpec, TrainSpec
+    from raykd.teachers.ensemble import OnlineEnsemble
+    from raykd.train.config import StudentConfig
+    from raykd.train.loop import LoopData, _batches
+
+    ens = OnlineEnsemble(tiny_teachers(tmp_path), input_shape=(6,), num_classes=3,
+                         student_threads=2, replicas=2)
+    try:
+        rng = np.random.default_rng(0)
+        x, y = rng.normal(size=(40, 6)).astype(np.float32), rng.integers(0, 3, 40)
+        data = LoopData(x_train=x, y_train=y, x_val=x, y_val=y, teacher_actors=ens.actors,
+                        teacher_replicas=True)
+        config = StudentConfig(model={"name": "mlp", "hidden": [8]}, input_shape=(6,),
+                               num_classes=3, method=MethodSpec(method="kd"),
+                               train=TrainSpec(epochs=1, batch_size=8))
+        steps = {r: list(_batches(data, config, 0, r, 2, torch.Generator())) for r in (0, 1)}
+        assert all(len(v) == 5 and v[0][2].shape == (2, 4, 3) for v in steps.values())
+        assert [i["requests"] for i in ens.infos()] == [5, 5]  # rank r asked copy r only
+        assert ens.threads == 1  # 2 student threads fill the 2 CPUs: one thread a copy
+    finally:
+        ens.shutdown()

@@ -121,6 +121,7 @@ class RayRow:
     cpus_per_worker: float
     augment: bool = False
     runner: str = "auto"  # scaling.student_runner: auto = the job's student actor for 1 worker
+    replicas: int = 1  # scaling.teacher_replicas (online rows)
 
 
 RAY_ROWS = (
@@ -128,6 +129,8 @@ RAY_ROWS = (
     RayRow("ct", "raykd, cached logits, Ray Train 1 worker x 2 CPU", 1, 2.0, runner="train"),
     RayRow("d", "raykd online (augment), one ensemble actor, student actor x 2 CPU", 1, 2.0,
            augment=True),
+    RayRow("d2", "raykd online (augment), 2 ensemble copies, Ray Train 2 workers x 1 CPU", 2, 1.0,
+           augment=True, replicas=2),
     RayRow("e1", "raykd, cached, student actor x 1 CPU", 1, 1.0),
     RayRow("e2", "raykd, cached, Ray Train 2 workers x 1 CPU (DDP gloo)", 2, 1.0),
 )
@@ -136,7 +139,7 @@ PLAIN_LABELS = {"a": "plain PyTorch, student alone (no teachers)",
                 "b": "plain PyTorch KD, 3 teachers forward every batch",
                 "c0": "diagnostic: raykd loop (run_student), cached, no Ray"}
 PLAIN_ROWS = ("a", "p", "b", "c0")
-ROW_ORDER = ("a", "p", "b", "c", "ct", "d", "e1", "e2", "c0")
+ROW_ORDER = ("a", "p", "b", "c", "ct", "d", "d2", "e1", "e2", "c0")
 
 
 def bench_spec(plan: Plan, out: Path, *, checkpoints: list[str] | None,
@@ -158,6 +161,7 @@ def bench_spec(plan: Plan, out: Path, *, checkpoints: list[str] | None,
         "train": {"epochs": plan.epochs + 1, "batch_size": BATCH, "lr": LR, "seed": 0},
         "methods": [{"method": "kd", "temperature": TEMPERATURE, "alpha": ALPHA}],
         "scaling": {"num_workers": row.num_workers, "cpus_per_worker": row.cpus_per_worker,
-                    "use_gpu": False, "student_runner": row.runner},
+                    "use_gpu": False, "student_runner": row.runner,
+                    "teacher_replicas": row.replicas},
         "storage": str(out),
     })

@@ -79,8 +79,8 @@ def _reason(row: str, base: str, rows: dict[str, dict[str, Any]]) -> str:
     if row == "d" and "samples_per_s" in b:
         return (f"{_ms(rows['d']):.1f} ms per step vs {_ms(b):.1f} in (b) for the same work "
                 f"(+ augmentation, {a.get('augment_ms', float('nan')):.1f} ms): the ensemble "
-                f"actor (3 teachers, one call per step) and the 2-thread student take turns on "
-                f"{os.cpu_count()} cores, plus the call's round trip")
+                f"actor (3 teachers, one call per step, asked a step ahead) and the 2-thread "
+                f"student share {os.cpu_count()} cores")
     return f"{_ms(rows[row]):.1f} ms per step vs {_ms(rows[base]):.1f} ms"
 
 

@@ -392,9 +392,11 @@ def online_ensemble(job: Job, data: Dataset, configs: list[Any]) -> Any:
     from raykd.teachers.ensemble import OnlineEnsemble
 
     with job.stage("teacher_start"):
+        sc = job.spec.scaling
         return OnlineEnsemble([{"model": c.model, "checkpoint": c.checkpoint} for c in configs],
                               input_shape=data.input_shape, num_classes=data.num_classes,
-                              student_threads=max(1, int(job.spec.scaling.cpus_per_worker)))
+                              student_threads=sc.num_workers * max(1, int(sc.cpus_per_worker)),
+                              replicas=sc.teacher_replicas)
 
 
 def _train_missing(job: Job, data: Dataset, cache: Any, refs: dict[str, Any], pool: Any,

@@ -220,7 +220,7 @@ def student_refs(method: MethodSpec, source: TeacherSet, refs: dict[str, Any]) -
             "teacher_train": (None if method.method == "none" or online is not None
                               else source.train_ref()),
             "teacher_actors": None if online is None else online.actors,
-            "teacher_ahead": getattr(online, "ahead", True)}
+            "teacher_replicas": getattr(online, "replicas", False)}
 
 
 def train_one(job: Job, data: Dataset, method: MethodSpec, source: TeacherSet, refs: dict[str, Any],

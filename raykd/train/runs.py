@@ -81,7 +81,7 @@ def loop_data(refs: dict[str, Any]) -> Any:
         teacher_train=(ray.get(refs["teacher_train"])
                        if refs.get("teacher_train") is not None else None),
         teacher_actors=refs.get("teacher_actors"),
-        teacher_ahead=refs.get("teacher_ahead", True),
+        teacher_replicas=refs.get("teacher_replicas", False),
     )
 
 
