@@ -26,7 +26,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    JsonValue,
     ValidationError,
     field_validator,
     model_validator,
@@ -88,7 +87,7 @@ class ModelSpec(_Strict):
         "nn.Module (or a function returning one); its module must be on the allowlist "
         "RAYKD_MODEL_ALLOWLIST set by whoever runs raykd.",
     )
-    kwargs: dict[str, JsonValue] = Field(
+    kwargs: dict[str, Any] = Field(
         default_factory=dict,
         description="name=module only: keyword arguments (JSON values) of the class, besides "
         "input_shape and num_classes, which raykd passes from the data.",

@@ -340,7 +340,7 @@ def _result_dict(tmp_path: Path) -> dict[str, Any]:
     spec = parse_spec(digits_spec(str(tmp_path)))
     spec_json = json.loads(spec.model_dump_json())
     teacher = {"index": 0, "model": {"name": "mlp", "hidden": [32], "width": 16, "dropout": 0.0,
-                                     "num_classes": None},
+                                     "num_classes": None, "path": None, "kwargs": {}},
                "checkpoint": "/runs/digits-1/teachers/teacher-0.safetensors",
                "trained_by_raykd": True, "train_seconds": 2.5, "val_accuracy": 0.95,
                "test_accuracy": 0.94}
@@ -351,7 +351,8 @@ def _result_dict(tmp_path: Path) -> dict[str, Any]:
         "versions": {"raykd": "0.1.0", "python": "3.12.3", "torch": "2.5.1", "ray": "2.50.0"},
         "job": "test-digits", "job_dir": "/runs/digits-1",
         "dataset": {"name": "digits", "train": 1149, "val": 128, "test": 360, "num_classes": 10,
-                    "fingerprints": {"train": "aa", "val": "bb", "test": "cc"}},
+                    "fingerprints": {"train": "aa", "val": "bb", "test": "cc"},
+                    "class_names": None, "table": None},
         "spec": spec_json,
         "timings": {"data": 0.1, "ray_init": 2.0, "teachers": 5.0, "students": 20.0, "total": 27.5},
         "teachers": [teacher, {**teacher, "index": 1, "checkpoint": "/ckpt/t1.safetensors",

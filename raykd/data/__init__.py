@@ -56,7 +56,7 @@ def _source_path(source: str | os.PathLike[str]) -> Path | None:
     if isinstance(source, str) and source in DATASETS:
         return None
     path = Path(source)
-    if path.is_dir():
+    if path.is_dir() and path.suffix.lower() not in FILE_SUFFIXES:  # data.npz/ is no image folder
         return path
     if path.suffix.lower() not in FILE_SUFFIXES:
         raise DataError(
