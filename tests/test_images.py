@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from raykd.data import DataError, load_dataset
+from tests.conftest import digits_spec
 from tests.test_predict_export import raykd
 
 NAMES = {0: "zero", 1: "one", 2: "two"}
@@ -134,15 +135,12 @@ def job(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
 
     root = tmp_path_factory.mktemp("images")
     folder = digit_folder(root / "digits", per_class=40)
-    spec = parse_spec({
-        "name": "digit-images", "data": {"dataset": str(folder), "seed": 0},
-        "teachers": [{"model": {"name": "cnn", "width": 4}, "seed": s} for s in (1, 2)],
-        "teacher_train": {"epochs": 10, "batch_size": 16, "lr": 0.01},
-        "student": {"model": {"name": "mlp", "hidden": [16]}},
-        "train": {"epochs": 10, "batch_size": 16, "lr": 0.01},
-        "methods": [{"method": "kd"}], "scaling": {"num_workers": 1},
-        "storage": str(root / "runs"),
-    })
+    spec = parse_spec(digits_spec(
+        str(root / "runs"), name="digit-images", data={"dataset": str(folder), "seed": 0},
+        teachers=[{"model": {"name": "cnn", "width": 4}, "seed": s} for s in (1, 2)],
+        teacher_train={"epochs": 10, "batch_size": 16, "lr": 0.01},
+        student={"model": {"name": "mlp", "hidden": [16]}},
+        train={"epochs": 10, "batch_size": 16, "lr": 0.01}))
     result = run_job(spec, job_dir=root / "runs" / "job", log=lambda _: None)
     return {"result": result, "root": root, "dir": root / "runs" / "job"}
 

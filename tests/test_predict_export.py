@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.conftest import digits_spec
 from tests.test_tables import weather_frame
 
 pytestmark = pytest.mark.ray
@@ -36,15 +37,13 @@ def job(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
     root = tmp_path_factory.mktemp("weather")
     csv = root / "weather.csv"
     weather_frame(n=400).to_csv(csv, index=False)
-    spec = parse_spec({
-        "name": "weather", "data": {"dataset": str(csv), "label_column": "outlook", "seed": 0},
-        "teachers": [{"model": {"name": "mlp", "hidden": [16]}, "seed": s} for s in (1, 2)],
-        "teacher_train": {"epochs": 15, "batch_size": 32, "lr": 0.01},
-        "student": {"model": {"name": "mlp", "hidden": [8]}},
-        "train": {"epochs": 15, "batch_size": 32, "lr": 0.01},
-        "methods": [{"method": "kd"}], "scaling": {"num_workers": 1},
-        "storage": str(root / "runs"),
-    })
+    spec = parse_spec(digits_spec(
+        str(root / "runs"), name="weather",
+        data={"dataset": str(csv), "label_column": "outlook", "seed": 0},
+        teachers=[{"model": {"name": "mlp", "hidden": [16]}, "seed": s} for s in (1, 2)],
+        teacher_train={"epochs": 15, "batch_size": 32, "lr": 0.01},
+        student={"model": {"name": "mlp", "hidden": [8]}},
+        train={"epochs": 15, "batch_size": 32, "lr": 0.01}))
     result = run_job(spec, job_dir=root / "runs" / "job", log=lambda _: None)
     return {"result": result, "root": root, "csv": csv, "dir": root / "runs" / "job"}
 
