@@ -72,7 +72,9 @@ def sweep_spec() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("web")
-    head = RayHead(tmp)
+    # a digits student runs its epochs in tenths of a second, faster than the page's
+    # updates: paused 0.8 s after each (in the drivers this head starts), the page sees each
+    head = RayHead(tmp, env={"RAYKD_TEST_FAULTS": json.dumps({"epoch_sleep_s": 0.8})})
     service = Server(tmp, "web", token=ADMIN, users=json.dumps({"alice": ALICE}),
                      storage=tmp / "storage", ray_address=head.address, max_running=1, poll_s=0.3)
     yield service

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,8 +87,12 @@ def loop_data(refs: dict[str, Any]) -> Any:
 
 
 def maybe_fault(fault: dict[str, Any] | None, epoch: int) -> None:
-    """Test-only: kill this worker process (like ``kill -9``) once, after ``epoch`` is reported."""
+    """Test-only: after ``epoch`` is reported, pause ``epoch_sleep_s`` (a slow student, so a
+    page can watch the epochs arrive one by one) and kill this worker process (like
+    ``kill -9``) once at ``kill_worker_at_epoch``."""
     fault = fault or {}
+    if fault.get("epoch_sleep_s"):
+        time.sleep(float(fault["epoch_sleep_s"]))
     marker = fault.get("marker")
     if fault.get("kill_worker_at_epoch") != epoch or not marker or os.path.exists(marker):
         return
