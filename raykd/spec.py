@@ -33,6 +33,7 @@ from pydantic import (
 
 from raykd.allowlist import check_path
 from raykd.errors import SpecError
+from raykd.faults import FaultSpec
 from raykd.spec_files import example_names, example_path, read_mapping
 
 __all__ = [
@@ -453,6 +454,9 @@ class JobSpec(_Strict):
     sweep: SweepSpec | None = Field(
         default=None, description="When set, `raykd run` runs a Tune sweep based on methods[0]."
     )
+    faults: FaultSpec | None = Field(
+        default=None, description="Fault injection for reliability tests: refused unless "
+        "RAYKD_ALLOW_FAULT_INJECTION is set where the job runs (raykd.faults).")
 
     @model_validator(mode="after")
     def _classes_agree(self) -> JobSpec:

@@ -62,8 +62,48 @@ def test_a_disabled_or_corrupt_cache_is_a_miss(tmp_path, teacher, digits) -> Non
     assert LogitCache(None).get("anything") is None
     cache = LogitCache(tmp_path / "cache")
     key = key_for(teacher, digits.train)
-    (tmp_path / "cache" / f"{key}.npy").write_bytes(b"torn write")
+    (tmp_path / "cache" / f"{key}.npz").write_bytes(b"torn write")
     assert cache.get(key) is None
+    assert not (tmp_path / "cache" / f"{key}.npz").exists()  # deleted: computed again
+    assert len(cache.rejected) == 1 and f"{key}.npz is damaged" in cache.rejected[0]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "altered"])
+def test_a_damaged_entry_fails_its_checksum_and_is_never_used(tmp_path, damage: str) -> None:
+    cache = LogitCache(tmp_path)
+    logits = np.arange(60, dtype=np.float32).reshape(6, 10)
+    cache.put("k", logits)
+    path = tmp_path / "k.npz"
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:-40])
+    else:  # a well-formed file whose numbers changed (its zip CRCs are right: only sha256 sees it)
+        with np.load(path, allow_pickle=False) as z:
+            stored = z["sha256"]
+        changed = logits.copy()
+        changed[2, 3] += 1.0
+        np.savez(path, sha256=stored, logits=changed)
+    assert cache.get("k") is None and not path.exists()
+    assert cache.rejected and "damaged" in cache.rejected[0]
+    cache.put("k", logits)  # computed again: the new entry reads back whole
+    np.testing.assert_array_equal(cache.get("k"), logits)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "altered"])
+def test_a_damaged_checkpoint_is_refused_naming_the_file(tmp_path, teacher, damage: str) -> None:
+    from raykd.models import CheckpointError, load_checkpoint
+
+    path = tmp_path / "t.safetensors"  # the teacher fixture's file
+    load_checkpoint(path)  # whole, it loads
+    raw = bytearray(path.read_bytes())
+    if damage == "truncated":
+        raw = raw[: len(raw) - 100]
+    else:
+        raw[-5] ^= 0xFF  # one byte of the last tensor's data
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match=str(path)) as err:
+        load_checkpoint(path)
+    expected = "not a readable safetensors" if damage == "truncated" else "fails its checksum"
+    assert expected in str(err.value)
 
 
 def test_topk_reconstruction_within_its_documented_bound() -> None:

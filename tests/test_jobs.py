@@ -25,8 +25,9 @@ from typer.testing import CliRunner
 from raykd.cli import app
 from raykd.engine import run_job
 from raykd.events import EVENTS_FILE, follow, read_events
+from raykd.faults import ALLOW_ENV
 from raykd.schema import job_status
-from raykd.spec import parse_spec
+from raykd.spec import SpecError, parse_spec
 from tests.conftest import digits_spec
 
 pytestmark = pytest.mark.ray
@@ -143,25 +144,55 @@ def test_a_killed_driver_is_resumed_by_its_job_id(ray_local: None, storage: Path
     assert not any(t["trained_by_raykd"] for t in result["teachers"])
 
 
-@pytest.mark.parametrize("runner", ["actor", "train"])
+@pytest.mark.parametrize(("runner", "fault"), [
+    ("actor", {"kill_student_after_epoch": 2}), ("train", {"kill_student_after_epoch": 2}),
+    ("actor", {"kill_student_at_step": 25})])  # ~17 steps an epoch: in the middle of epoch 2
 def test_a_killed_student_worker_restarts_from_its_checkpoint(ray_local: None, storage: Path,
                                                               monkeypatch: pytest.MonkeyPatch,
-                                                              runner: str) -> None:
-    monkeypatch.setenv("RAYKD_TEST_FAULTS", json.dumps({"kill_worker_at_epoch": 2}))
-    name = f"faulty-{runner}"
+                                                              runner: str, fault: dict[str, int]) -> None:
+    monkeypatch.setenv(ALLOW_ENV, "1")
+    name = f"faulty-{runner}-{next(iter(fault))}"
     spec = parse_spec(spec_for(storage, name=name, methods=[{"method": "kd"}],
                                train={"epochs": 4, "batch_size": 64, "lr": 0.003},
-                               scaling={"num_workers": 1, "student_runner": runner}))
+                               scaling={"num_workers": 1, "student_runner": runner}, faults=fault))
     result = run_job(spec, job_id=name, log=lambda _: None)
     events = read_events(storage / name / EVENTS_FILE)
     assert (storage / name / "fault-0-g1.fired").exists()  # the worker really was killed
     assert result["students"][0]["generations"][0]["runner"] == runner
     assert "student_restarted" in types(events)
     epochs = [e.epoch for e in events if e.type == "epoch"]
-    assert epochs == [1, 2, 3, 4]  # resumed after epoch 2: no epoch run twice, none lost
+    assert epochs == [1, 2, 3, 4]  # resumed from epoch 1 or 2: no epoch run twice, none lost
     history = result["students"][0]["generations"][0]["history"]
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
     assert result["students"][0]["test_accuracy"] > 0.8
+
+
+def test_faults_are_refused_unless_allowed(ray_local: None, storage: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ALLOW_ENV, raising=False)
+    spec = parse_spec(spec_for(storage, name="no-faults", faults={"kill_teacher": 0}))
+    with pytest.raises(SpecError, match=f"fault injection is off here; set {ALLOW_ENV}=1"):
+        run_job(spec, job_id="no-faults", log=lambda _: None)
+    assert not (storage / "no-faults").exists()  # refused before anything ran or was written
+
+
+def test_a_teacher_killed_after_training_serves_the_same_logits_after_its_restart(
+        ray_local: None, storage: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its first logits request kills teacher 1's actor (right after it trained): Ray
+    restarts it from the weights it saved, retries the request, and the job's numbers are
+    those of the same job undisturbed. The cache is off, so both train and ask their teachers."""
+    monkeypatch.setenv(ALLOW_ENV, "1")
+    base = {"methods": [{"method": "kd"}], "cache": {"enabled": False}}
+    calm = run_job(parse_spec(spec_for(storage, name="calm", **base)), job_id="calm", log=lambda _: None)
+    hit = run_job(parse_spec(spec_for(storage, name="hit", faults={"kill_teacher": 1}, **base)),
+                  job_id="hit", log=lambda _: None)
+    assert (storage / "hit" / "fault-teacher-1.fired").exists()  # its process really died
+    assert all(t["trained_by_raykd"] for t in hit["teachers"])
+    assert [t["test_accuracy"] for t in hit["teachers"]] == [t["test_accuracy"] for t in calm["teachers"]]
+    assert hit["ensemble"] == calm["ensemble"]
+    for key in ("train_loss", "val_accuracy"):  # the student learnt from the same logits
+        assert [h[key] for h in hit["students"][0]["generations"][0]["history"]] == [
+            h[key] for h in calm["students"][0]["generations"][0]["history"]]
 
 
 def test_a_student_stopped_after_its_last_epoch_is_finished_from_its_state(tmp_path: Path) -> None:

@@ -164,3 +164,30 @@ def test_each_worker_asks_its_own_copy_of_the_ensemble(ray_local: None, tmp_path
         assert ens.threads == 1  # 2 student threads fill the 2 CPUs: one thread a copy
     finally:
         ens.shutdown()
+
+
+def test_damaged_cache_entries_and_teacher_files_are_reported_and_computed_again(
+        ray_local: None, store: Path) -> None:
+    """Issue 14's storage faults: a truncated teacher checkpoint and a logit entry with one
+    flipped byte are refused by their checksums, said in the job's messages, and computed
+    again: the job's numbers equal those of the undisturbed run before it."""
+    from raykd.events import read_events
+
+    before = job(store, "undamaged")
+    cache = store / "cache"
+    teacher = sorted((cache / "teachers").glob("*.safetensors"))[0]
+    teacher.write_bytes(teacher.read_bytes()[:-64])
+    entry = max(cache.glob("*.npz"), key=lambda p: p.stat().st_size)
+    raw = bytearray(entry.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    entry.write_bytes(bytes(raw))
+
+    after = job(store, "damaged")
+    said = [e.text for e in read_events(store / "damaged" / "events.jsonl") if e.type == "message"]
+    assert any(str(teacher) in s and "trains again" in s for s in said), said
+    assert any(f"{entry.name} is damaged" in s for s in said), said
+    assert entry.name in " ".join(after["logit_cache"]["rejected"])
+    assert teacher.is_file()  # trained again and published again
+    assert [t["test_accuracy"] for t in after["teachers"]] == [t["test_accuracy"] for t in before["teachers"]]
+    for a, b in zip(histories(before), histories(after), strict=True):
+        assert [h["val_accuracy"] for h in a] == [h["val_accuracy"] for h in b]

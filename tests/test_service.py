@@ -137,6 +137,8 @@ def test_bad_input_gets_a_clear_4xx_never_a_500(paused: Server) -> None:
          "cache.dir"),
         (post(paused, {"spec": small_spec(cache={"dir": str(storage / "cache" / ".." / "x")})}), 422,
          "cache.dir"),
+        (post(paused, {"spec": small_spec(faults={"kill_teacher": 0})}), 422,
+         "fault injection is off in this service"),  # the switch is the operator's, not the user's
         (post(paused, {"spec": small_spec(cache={"dir": str(storage / "cache" / "team-a")})}), 201, "queued"),
     ]
     for response, status, text in cases:

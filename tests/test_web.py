@@ -54,8 +54,11 @@ def auth(token: str) -> dict[str, str]:
 
 
 def run_spec() -> dict[str, Any]:
+    # a digits student runs its epochs in tenths of a second, faster than the page's
+    # updates: paused 0.8 s after each (fault injection, allowed by this server), the page sees each
     return digits_spec("/unused", name="web-run", methods=[{"method": "kd"}],
-                       train={"epochs": RUN_EPOCHS, "batch_size": 64, "lr": 0.003}, **TEACHERS)
+                       train={"epochs": RUN_EPOCHS, "batch_size": 64, "lr": 0.003}, **TEACHERS,
+                       faults={"epoch_sleep_s": 0.8})
 
 
 def sweep_spec() -> dict[str, Any]:
@@ -72,11 +75,10 @@ def sweep_spec() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("web")
-    # a digits student runs its epochs in tenths of a second, faster than the page's
-    # updates: paused 0.8 s after each (in the drivers this head starts), the page sees each
-    head = RayHead(tmp, env={"RAYKD_TEST_FAULTS": json.dumps({"epoch_sleep_s": 0.8})})
+    head = RayHead(tmp)
     service = Server(tmp, "web", token=ADMIN, users=json.dumps({"alice": ALICE}),
-                     storage=tmp / "storage", ray_address=head.address, max_running=1, poll_s=0.3)
+                     storage=tmp / "storage", ray_address=head.address, max_running=1, poll_s=0.3,
+                     allow_fault_injection="true")
     yield service
     service.stop()
     head.stop()

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from raykd import schema
-from raykd.errors import JobDirError, UserError
+from raykd.errors import JobDirError, SpecError, UserError
 from raykd.events import (
     EVENTS_FILE,
     SUBMISSION_ENV,
@@ -34,6 +34,8 @@ from raykd.events import (
     StudentFinished,
     read_events,
 )
+from raykd.faults import ALLOW_ENV
+from raykd.faults import allowed as faults_allowed
 from raykd.jobdir import absolute, claim_job_dir, new_job_dir, resolve_spec_paths
 from raykd.spec import JobSpec
 
@@ -141,6 +143,9 @@ def open_job(spec: JobSpec, *, job_id: str | None = None, job_dir: Path | None =
     this attempt) when it is set.
     """
     spec = resolve_spec_paths(spec)
+    if spec.faults is not None and not faults_allowed():
+        raise SpecError(f"faults: fault injection is off here; set {ALLOW_ENV}=1 in the "
+                        "environment of `raykd run` (and of the Ray cluster's drivers) to allow it")
     if job_id is not None and not JOB_ID.match(job_id):
         raise JobIdError(f"--job-id {job_id!r} is not a valid job id: use 1-128 letters, digits, "
                          f". _ - (starting with a letter or digit)")

@@ -27,6 +27,7 @@ from raykd.allowlist import allowlist_env
 from raykd.data import DataError, Dataset
 from raykd.engine.context import Job
 from raykd.events import TeacherReady
+from raykd.faults import teacher_fault
 from raykd.jobdir import ensure_dir, publish_file
 from raykd.losses.topk import TopK, dense
 from raykd.models import CheckpointError, load_checkpoint
@@ -289,12 +290,40 @@ def _teacher_configs(job: Job, data: Dataset, cache: Any) -> list[Any]:
             own = _own_checkpoint(job, i) if job.attempt > 1 else None
             shared = _teacher_cache_path(cache, job, i, data.train.fingerprint)
             for found in (own, shared):
-                if found is not None and found.is_file():
+                if found is not None and found.is_file() and _intact(job, i, found):
                     checkpoint = str(found)
                     break
         configs.append(TeacherConfig(model=t.model.model_dump(), checkpoint=checkpoint, seed=t.seed,
-                                     trained_path=str(_own_checkpoint(job, i))))
+                                     trained_path=str(_own_checkpoint(job, i)),
+                                     fault=teacher_fault(job.spec.faults, i,
+                                                         job.job_dir / f"fault-teacher-{i}.fired")))
     return configs
+
+
+def _intact(job: Job, index: int, path: Path) -> bool:
+    """Whether a teacher checkpoint raykd trained earlier reads whole and passes its checksum.
+
+    A damaged one is reported, deleted and not used: the teacher trains again.
+    """
+    from raykd.models.checkpoint import checkpoint_info
+
+    try:
+        checkpoint_info(path)
+        return True
+    except CheckpointError as err:
+        job.say(f"teacher {index}: {err}; it was deleted and the teacher trains again")
+        path.unlink(missing_ok=True)
+        return False
+
+
+def _report_rejected(job: Job, cache: Any) -> None:
+    """Say each damaged logit-cache entry this job found (deleted, computed again)."""
+    rejected = getattr(cache, "rejected", [])
+    for line in rejected:
+        job.say(line)
+    if rejected:
+        job.result.setdefault("logit_cache", {})["rejected"] = list(rejected)
+    rejected.clear()
 
 
 def cached_logits(job: Job, data: Dataset, cache: Any, configs: list[Any]) -> dict[str, Logits] | None:
@@ -341,6 +370,7 @@ def run_teachers(job: Job, data: Dataset, cache: Any, refs: dict[str, Any]) -> T
     """
     configs = _teacher_configs(job, data, cache)
     hit = cached_logits(job, data, cache, configs)
+    _report_rejected(job, cache)
     if hit is not None:
         _record_teachers(job, data, hit, configs, {})
         job.say("teachers: every split's logits came from the cache")
@@ -352,6 +382,7 @@ def run_teachers(job: Job, data: Dataset, cache: Any, refs: dict[str, Any]) -> T
         fitted = _train_missing(job, data, cache, refs, pool, configs)
         with job.stage("teacher_logits"):
             logits = split_logits(pool, data, job, cache, refs, "teacher")
+        _report_rejected(job, cache)
         _record_teachers(job, data, logits, configs, fitted)
         job.result["teacher_placement"] = pool.infos()
     except BaseException:

@@ -10,7 +10,6 @@ it left half-way resumes from its last reported state.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +20,12 @@ from raykd.engine.context import Job
 from raykd.engine.prepare import TeacherSet, resolve_gpu, split_logits, start_pool
 from raykd.errors import ResourceError
 from raykd.events import StudentFinished
+from raykd.faults import student_fault
 from raykd.jobdir import atomic_path
 from raykd.models import load_checkpoint
 from raykd.spec import JobSpec, MethodSpec
 from raykd.train.config import StudentConfig
 from raykd.train.steps import accuracy, check_sharding, predict_logits
-
-FAULTS_ENV = "RAYKD_TEST_FAULTS"
-"""Test-only fault switch, off by default: JSON such as ``{"kill_worker_at_epoch": 2}``."""
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -201,11 +198,8 @@ def _born_again(job: Job, data: Dataset, index: int, m: MethodSpec, teachers: Te
 
 
 def _fault(job: Job, index: int, generation: int) -> dict[str, Any] | None:
-    """The test-only fault switch for this student, from ``RAYKD_TEST_FAULTS`` (None: off)."""
-    raw = os.environ.get(FAULTS_ENV)
-    if not raw:
-        return None
-    return {**json.loads(raw), "marker": str(job.job_dir / f"fault-{index}-g{generation}.fired")}
+    """The spec's student faults for this student (``raykd.faults``; None: none)."""
+    return student_fault(job.spec.faults, job.job_dir / f"fault-{index}-g{generation}.fired")
 
 
 def student_refs(method: MethodSpec, source: TeacherSet, refs: dict[str, Any]) -> dict[str, Any]:

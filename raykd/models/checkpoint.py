@@ -24,6 +24,10 @@ from raykd.models.registry import ModelError, build_model
 from raykd.models.user import UserModelError
 from raykd.models.weights import PT_SUFFIXES, WeightsError, load_fitting, read_pt
 
+DIGEST_KEY = "sha256"
+"""Metadata entry holding :func:`state_digest` of the file's tensors (absent in files of
+the user's own, which are loaded unchecked)."""
+
 
 class CheckpointError(UserError, ValueError):
     """A checkpoint that is missing, corrupt, or does not match the job."""
@@ -108,9 +112,16 @@ def _read_file(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
 
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-        return dict(meta), load_file(str(path))
+        state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"{where} is not a readable safetensors file ({err})") from None
+        raise CheckpointError(f"{where} is not a readable safetensors file ({err}); it is "
+                              "truncated or not a checkpoint: restore it or train it again") from None
+    stored = meta.get(DIGEST_KEY)
+    if stored is not None and stored != state_digest(state):
+        raise CheckpointError(f"{where} fails its checksum (its weights are not the ones "
+                              "written: the file was altered or damaged); restore it or train "
+                              "it again")
+    return dict(meta), state
 
 
 def _write_atomically(state: dict[str, torch.Tensor], meta: dict[str, str], path: Path) -> None:
@@ -119,6 +130,7 @@ def _write_atomically(state: dict[str, torch.Tensor], meta: dict[str, str], path
     Concurrent writers of one path never share a temporary file, so ``path`` always holds
     one whole checkpoint; the temporary file is removed when writing fails.
     """
+    meta = {**meta, DIGEST_KEY: state_digest(state)}
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=meta)
 
@@ -249,14 +261,23 @@ def _short(value: object) -> str:
 
 def weights_hash(model: nn.Module) -> str:
     """sha256 over parameter names, shapes and bytes: the teacher's identity in the cache."""
+    return state_digest(_unwrap(model).state_dict())[:16]
+
+
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 (64 hex) over the tensors' names, shapes, dtypes and bytes, in name order.
+
+    Stored in every checkpoint raykd writes (metadata ``sha256``) and checked on every
+    read, so a truncated or altered file is refused, never loaded.
+    """
     h = hashlib.sha256()
-    for name, tensor in sorted(_unwrap(model).state_dict().items()):
+    for name, tensor in sorted(state.items()):
         t = tensor.detach().cpu().contiguous()
         h.update(name.encode())
         h.update(str(tuple(t.shape)).encode())
         h.update(str(t.dtype).encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()[:16]
+    return h.hexdigest()
 
 
 def _arch(config: dict[str, Any]) -> dict[str, Any]:

@@ -50,7 +50,13 @@ def _check_cache_dir(value: str, settings: Settings) -> None:
 
 
 def admit(spec: JobSpec, settings: Settings) -> JobSpec:
-    """The spec this service will run: storage set to its own; every path checked."""
+    """The spec this service will run: storage set to its own; every path checked.
+
+    ``faults`` (fault injection, :mod:`raykd.faults`) only where the operator allowed it.
+    """
+    if spec.faults is not None and not settings.allow_fault_injection:
+        raise PolicyError("faults: fault injection is off in this service (its operator can "
+                          "allow it with RAYKD_ALLOW_FAULT_INJECTION=true, for testing only)")
     if spec.data.dataset not in BUILTIN_DATASETS:
         _check_file("data.dataset", spec.data.dataset, settings)
     for i, t in enumerate(spec.teachers):

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from raykd.allowlist import allowlist_env
+from raykd.faults import ALLOW_ENV
 from raykd.events import EVENTS_FILE, SUBMISSION_ENV, parse_event, read_events
 from raykd.schema import DIED_MESSAGE, job_status
 from raykd.service.ray_jobs import RAY_TERMINAL, RayJobs, RayRefused, RayUnavailable
@@ -174,7 +175,8 @@ class Scheduler:
         submission = submission_id(row.id, row.attempts)
         try:
             self.ray.submit(submission_id=submission, spec_path=path, job_id=row.id,
-                            env={SUBMISSION_ENV: submission, **allowlist_env()})
+                            env={SUBMISSION_ENV: submission, **allowlist_env(),
+                                 **({ALLOW_ENV: "1"} if self.settings.allow_fault_injection else {})})
         except RayUnavailable as err:
             log.warning("could not submit %s to Ray: %s", row.id, err)
             self.store.update(row.id, note=f"waiting: Ray is not reachable ({str(err)[:200]})")

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
         "faster: measured with 50 clients on 2 cores, 4-8 threads served ~40% more requests "
         "than 40 (the GIL is shared by all of them)."))
     poll_s: float = Field(default=0.5, gt=0, le=60, description="Scheduler/follower period.")
+    allow_fault_injection: bool = Field(default=False, description=(
+        "Accept specs with `faults:` (fault injection, for reliability tests only) and "
+        "let their drivers fire them. Off: such a spec is refused with a 422."))
 
     @field_validator("token")
     @classmethod

@@ -1,8 +1,9 @@
 """The per-teacher logit cache: frozen teachers' logits over a split, computed once.
 
-An entry is one teacher's logits over one split in the form the spec asks for: dense
-(N, C) as a ``.npy`` file, or top-k (``cache.topk``: values and indices (N, k) plus the
-tail's logsumexp (N,)) as a ``.npz`` file; both are read with ``allow_pickle=False``. The
+An entry is one teacher's logits over one split in the form the spec asks for, as one
+``.npz`` file read with ``allow_pickle=False``: dense (N, C) ``logits``, or top-k
+(``cache.topk``: ``values`` and ``indices`` (N, k) plus the tail's logsumexp ``rest_lse``
+(N,)), and the ``sha256`` of those arrays, checked on every read. The
 key hashes everything the entry depends on:
 
     key = sha256(teacher weights hash, dataset fingerprint, split, preprocessing, dtype[, topk])
@@ -34,38 +35,66 @@ def cache_key(*, weights: str, fingerprint: str, split: str, preprocessing: str 
     return hashlib.sha256(ident.encode()).hexdigest()[:32]
 
 
+def entry_digest(arrays: dict[str, np.ndarray]) -> str:
+    """sha256 over an entry's arrays (names, dtypes, shapes, bytes, in name order)."""
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.asarray(arrays[name])
+        h.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
+        h.update(a.tobytes(order="C"))
+    return h.hexdigest()
+
+
 class LogitCache:
-    """A directory of ``<key>.npy`` files; ``None`` as directory disables persistence."""
+    """A directory of ``<key>.npz`` entries; ``None`` as directory disables persistence.
+
+    Every entry carries the sha256 of its arrays (:func:`entry_digest`), checked on each
+    read: a truncated, altered or unreadable entry is never used. It is deleted, named in
+    :attr:`rejected` (the job reports it) and read as a miss, so it is computed again.
+    """
 
     def __init__(self, directory: str | Path | None) -> None:
         self.directory = Path(directory) if directory is not None else None
+        self.rejected: list[str] = []
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
 
     def get(self, key: str) -> np.ndarray | TopK | None:
-        """The stored entry, or None on a miss (or an unreadable entry, which is dropped)."""
+        """The stored entry, or None on a miss (a damaged entry is dropped and counted)."""
         if self.directory is None:
             return None
-        for path in (self.directory / f"{key}.npy", self.directory / f"{key}.npz"):
-            if not path.exists():
-                continue
-            try:
-                if path.suffix == ".npy":
-                    return np.load(path, allow_pickle=False)
-                with np.load(path, allow_pickle=False) as z:
-                    return TopK(z["values"], z["indices"], z["rest_lse"], int(z["num_classes"]))
-            except (OSError, ValueError, KeyError):
-                path.unlink(missing_ok=True)
+        path = self.directory / f"{key}.npz"
+        if not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {name: z[name] for name in z.files}
+            stored = str(arrays.pop("sha256"))
+            if stored != entry_digest(arrays):
+                raise ValueError("its sha256 does not match its contents")
+            if "logits" in arrays:
+                return arrays["logits"]
+            return TopK(arrays["values"], arrays["indices"], arrays["rest_lse"],
+                        int(arrays["num_classes"]))
+        except Exception as err:  # noqa: BLE001 - OSError, ValueError, KeyError, BadZipFile...
+            return self._reject(path, err)
+
+    def _reject(self, path: Path, err: BaseException) -> None:
+        """Record and delete a damaged entry; None (a miss)."""
+        self.rejected.append(f"logit cache entry {path.name} is damaged ({type(err).__name__}: "
+                             f"{err}); it was deleted and is computed again")
+        path.unlink(missing_ok=True)
         return None
 
     def put(self, key: str, logits: np.ndarray | TopK) -> None:
         """Store ``logits`` under ``key`` (unique temporary file, then an atomic rename)."""
         if self.directory is None:
             return
-        suffix = ".npz" if isinstance(logits, TopK) else ".npy"
-        with atomic_path(self.directory / f"{key}{suffix}") as tmp, open(tmp, "wb") as f:
-            if isinstance(logits, TopK):
-                np.savez(f, values=logits.values, indices=logits.indices,
-                         rest_lse=logits.rest_lse, num_classes=np.int64(logits.num_classes))
-            else:
-                np.save(f, np.ascontiguousarray(logits), allow_pickle=False)
+        if isinstance(logits, TopK):
+            arrays = {"values": logits.values, "indices": logits.indices,
+                      "rest_lse": logits.rest_lse, "num_classes": np.int64(logits.num_classes)}
+        else:
+            arrays = {"logits": logits}
+        arrays = {k: np.asarray(v) for k, v in arrays.items()}
+        with atomic_path(self.directory / f"{key}.npz") as tmp, open(tmp, "wb") as f:
+            np.savez(f, sha256=np.str_(entry_digest(arrays)), **arrays)

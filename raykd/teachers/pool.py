@@ -50,6 +50,7 @@ class TeacherConfig:
     checkpoint: str | None = None
     seed: int = 0
     trained_path: str | None = None  # where raykd saves it once trained; a restart reloads it
+    fault: dict[str, Any] | None = None  # the spec's fault for this teacher (raykd.faults)
 
 
 @dataclass
@@ -100,7 +101,7 @@ class TeacherPool:
                 self.pg, placement_group_bundle_index=i)}
         return TeacherActor.options(**options).remote(
             i, t.model, input_shape, num_classes, t.checkpoint, 1, t.seed,
-            trained_path=t.trained_path, share=len(self.configs))
+            trained_path=t.trained_path, share=len(self.configs), fault=t.fault)
 
     def __enter__(self) -> TeacherPool:
         return self

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from raykd.faults import fire_once
 from raykd.teachers.teacher import Teacher, node_cpus, teacher_threads
 
 Request = tuple[np.ndarray, "asyncio.Future[np.ndarray]"]
@@ -36,7 +37,7 @@ class TeacherServer:
     """Async actor: ``logits`` batches concurrent callers; other calls pass through."""
 
     def __init__(self, *args: Any, max_wait_s: float = 0.003, share: int | None = None,
-                 **kwargs: Any) -> None:
+                 fault: dict[str, Any] | None = None, **kwargs: Any) -> None:
         """Build the :class:`Teacher` from ``args``/``kwargs``.
 
         Args:
@@ -44,11 +45,14 @@ class TeacherServer:
             share: when given, :meth:`share_node` is applied with it at once (the pool
                 passes its size: the fewest threads it can give, so a restarted actor
                 never runs on torch's default threads).
+            fault: fault injection (:func:`raykd.faults.teacher_fault`): the process dies
+                on its n-th logits request, once per job.
         """
         self.teacher = Teacher(*args, **kwargs)
         if share is not None:
             self.share_node(share)
         self.max_wait_s = max_wait_s
+        self.fault = fault
         self.clients = 1
         self.requests = 0
         self._queue: list[Request] = []
@@ -81,6 +85,8 @@ class TeacherServer:
     async def logits(self, x: np.ndarray) -> np.ndarray:
         """Logits (B, C) of ``x`` (B, ...), computed together with concurrent requests."""
         self.requests += 1
+        if self.fault and self.requests == self.fault["kill_at_request"]:
+            fire_once(self.fault.get("marker"))
         loop = asyncio.get_running_loop()
         future: asyncio.Future[np.ndarray] = loop.create_future()
         self._queue.append((x, future))

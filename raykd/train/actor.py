@@ -30,8 +30,9 @@ from typing import Any
 
 import ray
 
+from raykd.faults import after_epoch, step_hook
 from raykd.train.config import StudentConfig
-from raykd.train.runs import StudentResult, StudentRun, loop_data, maybe_fault, published
+from raykd.train.runs import StudentResult, StudentRun, loop_data, published
 from raykd.train.state import load_progress, save_state
 
 KEEP = 2
@@ -64,10 +65,10 @@ class StudentWorker:
         device = torch.device("cuda" if self.use_gpu else "cpu")
         root = Path(run_dir)
         for metrics, state in student_epochs(config, data, wrap=lambda m: m.to(device),
-                                             resume=resume_from):
+                                             resume=resume_from, on_step=step_hook(fault)):
             path = save_epoch_state(root, int(metrics["epoch"]), state, config)
             yield {"metrics": metrics, "checkpoint": str(path)}
-            maybe_fault(fault, int(metrics["epoch"]))
+            after_epoch(fault, int(metrics["epoch"]))
 
 
 def save_epoch_state(root: Path, epoch: int, state: Any, config: StudentConfig) -> Path:

@@ -173,7 +173,8 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
 
 def run_student(config: StudentConfig, data: LoopData, *, report: Reporter, rank: int = 0,
                 world: int = 1, wrap: Callable[[nn.Module], nn.Module] = lambda m: m,
-                resume: str | Path | None = None) -> list[dict[str, Any]]:
+                resume: str | Path | None = None,
+                on_step: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
     """Train one student; call ``report(metrics, state_or_None)`` once per epoch.
 
     ``config`` says what to train (:class:`~raykd.train.config.StudentConfig`). Rank 0 passes its
@@ -182,7 +183,8 @@ def run_student(config: StudentConfig, data: LoopData, *, report: Reporter, rank
     (:mod:`raykd.train.state`) to continue from: the finished epochs are not run again.
     Returns the per-epoch metrics of the whole run (resumed epochs included).
     """
-    epochs = student_epochs(config, data, rank=rank, world=world, wrap=wrap, resume=resume)
+    epochs = student_epochs(config, data, rank=rank, world=world, wrap=wrap, resume=resume,
+                            on_step=on_step)
     while True:
         try:
             metrics, state = next(epochs)
@@ -194,8 +196,12 @@ def run_student(config: StudentConfig, data: LoopData, *, report: Reporter, rank
 def student_epochs(config: StudentConfig, data: LoopData, *, rank: int = 0, world: int = 1,
                    wrap: Callable[[nn.Module], nn.Module] = lambda m: m,
                    resume: str | Path | None = None,
+                   on_step: Callable[[int], None] | None = None,
                    ) -> Generator[tuple[dict[str, Any], TrainState], None, list[dict[str, Any]]]:
     """:func:`run_student` as a generator: ``(metrics, state)`` after each epoch.
+
+    ``on_step(step)`` (fault injection only, :func:`raykd.faults.step_hook`) is called
+    before each optimizer step; None costs nothing in the loop.
 
     The state is live (the next epoch changes it): save it before asking for the next one.
     A resumed run yields only the epochs it runs (none when ``resume`` finished them all);
@@ -222,6 +228,8 @@ def student_epochs(config: StudentConfig, data: LoopData, *, rank: int = 0, worl
         loss_sum = torch.zeros((), device=device)
         n_steps = 0
         for xb, yb, tl in _batches(data, config, epoch, rank, world, gen):
+            if on_step is not None:
+                on_step(state.progress.step)
             loss_sum += step_fn(xb, yb, tl, state.progress.step)
             n_steps += 1
             state.progress.step += 1

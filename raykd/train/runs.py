@@ -9,9 +9,6 @@ into ``student_restarted``, and the last state's best weights into the student's
 
 from __future__ import annotations
 
-import os
-import signal
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +39,7 @@ class StudentRun:
     sink: Any = None  # raykd.events.JsonlSink, or None for no events
     resume_from: str | None = None  # a state directory of an earlier run of this job
     max_failures: int = 2
-    fault: dict[str, Any] | None = None  # test-only fault switch (RAYKD_TEST_FAULTS)
+    fault: dict[str, Any] | None = None  # the spec's student faults (raykd.faults)
 
     def epoch_event(self, metrics: dict[str, Any], checkpoint: str | None) -> None:
         """Emit one ``epoch`` event from a worker's report (numbers only; none without a sink)."""
@@ -84,20 +81,6 @@ def loop_data(refs: dict[str, Any]) -> Any:
         teacher_actors=refs.get("teacher_actors"),
         teacher_replicas=refs.get("teacher_replicas", False),
     )
-
-
-def maybe_fault(fault: dict[str, Any] | None, epoch: int) -> None:
-    """Test-only: after ``epoch`` is reported, pause ``epoch_sleep_s`` (a slow student, so a
-    page can watch the epochs arrive one by one) and kill this worker process (like
-    ``kill -9``) once at ``kill_worker_at_epoch``."""
-    fault = fault or {}
-    if fault.get("epoch_sleep_s"):
-        time.sleep(float(fault["epoch_sleep_s"]))
-    marker = fault.get("marker")
-    if fault.get("kill_worker_at_epoch") != epoch or not marker or os.path.exists(marker):
-        return
-    Path(marker).write_text(str(os.getpid()))
-    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def published(directory: Path, progress: Progress, out: Path, *, seconds: float) -> StudentResult:

@@ -23,9 +23,10 @@ import ray.train
 import ray.train.torch
 from ray.train import UserCallback
 
+from raykd.faults import after_epoch, step_hook
 from raykd.train.config import StudentConfig
 from raykd.train.loop import run_student
-from raykd.train.runs import StudentResult, StudentRun, loop_data, maybe_fault, published
+from raykd.train.runs import StudentResult, StudentRun, loop_data, published
 from raykd.train.state import TrainState, load_progress, save_state
 
 __all__ = ["EpochEvents", "StudentResult", "StudentRun", "train_student_ray", "worker_inputs"]
@@ -88,13 +89,14 @@ def _ray_worker(config: dict[str, Any]) -> None:
                 save_state(state, tmp, config=student)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
         if ctx.get_world_rank() == 0:
-            maybe_fault(config.get("fault"), int(metrics["epoch"]))
+            after_epoch(config.get("fault"), int(metrics["epoch"]))
 
     checkpoint = ray.train.get_checkpoint()
     resume_from = config.get("resume_from")
     with checkpoint.as_directory() if checkpoint else nullcontext(resume_from) as resume:
         run_student(student, data, report=report, rank=ctx.get_world_rank(),
-                    world=ctx.get_world_size(), wrap=ray.train.torch.prepare_model, resume=resume)
+                    world=ctx.get_world_size(), wrap=ray.train.torch.prepare_model, resume=resume,
+                    on_step=step_hook(config.get("fault")) if ctx.get_world_rank() == 0 else None)
 
 
 def train_student_ray(config: StudentConfig, *, refs: dict[str, Any], num_workers: int,
