@@ -165,6 +165,8 @@ class StudentRow(_Row):
     temperature: float = Field(description="Softmax temperature T.")
     alpha: float = Field(description="Weight of the teacher term.")
     incorrect_weight: float = Field(description="WKD's W.")
+    teacher_weights: Literal["uniform", "val_accuracy"] = Field(
+        default="uniform", description="Per-teacher weights under the ensemble (MethodSpec).")
     generations: list[GenerationRow] = Field(
         min_length=1, description="The born-again generations, in order (one without born-again)."
     )

@@ -181,6 +181,13 @@ class MethodSpec(_Strict):
     incorrect_weight: float = Field(
         default=0.75, gt=0.0, le=1.0, description="WKD's W: scale of a wrong teacher's logits."
     )
+    teacher_weights: Literal["uniform", "val_accuracy"] = Field(
+        default="uniform",
+        description="Weight of each teacher in the ensemble (kd, wkd, annealing): uniform (every "
+        "teacher 1, as in the paper) or val_accuracy: M r_m / sum_k r_k with r_m = max(0, "
+        "log((C-1) a_m / (1 - a_m))) from teacher m's validation accuracy a_m (log-odds, "
+        "raykd.losses.accuracy_weights); WKD's per-example rule then runs on these weights.",
+    )
     generations: int = Field(
         default=1, ge=1, le=10,
         description="Born-again generations: generation k is taught by generation k-1.",
@@ -197,14 +204,23 @@ class MethodSpec(_Strict):
                 return {**data, "temperature": DEFAULT_TEMPERATURE[method]}
         return data
 
+    @model_validator(mode="after")
+    def _weights_need_teachers(self) -> MethodSpec:
+        if self.method == "none" and self.teacher_weights != "uniform":
+            raise ValueError(f"teacher_weights: {self.teacher_weights} weights the teachers, which "
+                             "method none does not use; use kd, wkd or annealing, or drop it")
+        return self
+
     @property
     def display(self) -> str:
-        """The row name: the label, or the method with its W and generations."""
+        """The row name: the label, or the method with its W, teacher weights and generations."""
         if self.label:
             return self.label
-        name = self.method
+        name: str = self.method
         if self.method == "wkd":
             name += f" W={self.incorrect_weight:g}"
+        if self.teacher_weights != "uniform":
+            name += f" ({self.teacher_weights})"
         if self.generations > 1:
             name += f" x{self.generations} gen"
         return name

@@ -605,3 +605,176 @@ def test_method_loss_without_teacher_logits_names_the_method() -> None:
     loss = method_loss("kd", temperature=2.0, alpha=0.5)
     with pytest.raises(ValueError, match=r"method 'kd' needs teacher logits"):
         loss(torch.randn(2, 3), None, torch.tensor([0, 1]), 0.0)
+
+
+# --- per-teacher weights: accuracy_weights and teacher_weights -----------------------
+
+
+def ref_accuracy_weights(acc, c, clip=1e-3):
+    """The log-odds weights written out: r = max(0, log((C-1) a / (1 - a))), q = M r / sum r."""
+    r = []
+    for a in acc:
+        a = min(a, 1.0 - clip)
+        r.append(max(0.0, math.log((c - 1) * a / (1.0 - a))) if a > 0 else 0.0)
+    total = sum(r)
+    return [1.0] * len(acc) if total == 0 else [len(acc) * v / total for v in r]
+
+
+def ref_prior_wkd_weights(z, y, w, q):
+    """z (M, B, C), y (B,), q (M,) -> (M, B): the rule of wkd_weights with teacher weights."""
+    m_count, b_count, _ = z.shape
+    out = np.zeros((m_count, b_count))
+    for b in range(b_count):
+        correct = [int(np.argmax(z[m, b])) == int(y[b]) for m in range(m_count)]
+        right = sum(q[m] for m in range(m_count) if correct[m])
+        wrong = sum(q[m] for m in range(m_count) if not correct[m])
+        for m in range(m_count):
+            if right == 0:
+                out[m, b] = q[m]
+            else:
+                out[m, b] = q[m] * ((m_count - w * wrong) / right if correct[m] else w)
+    return out
+
+
+def test_accuracy_weights_golden_and_properties():
+    from raykd.losses import accuracy_weights
+
+    q = accuracy_weights([0.78, 0.70, 0.635], num_classes=5)
+    assert_close(q, torch.tensor(ref_accuracy_weights([0.78, 0.70, 0.635], 5), dtype=torch.float64))
+    assert_close(q, torch.tensor([1.1656, 0.9817, 0.8527], dtype=torch.float64), atol=1e-4, rtol=0)
+    assert_close(q.sum(), torch.tensor(3.0, dtype=torch.float64))
+    # equal teachers: the plain average; a teacher at chance (1/C) counts for nothing
+    assert_close(accuracy_weights([0.9, 0.9], num_classes=10), torch.ones(2, dtype=torch.float64))
+    assert float(accuracy_weights([0.9, 0.1], num_classes=10)[1]) == pytest.approx(0.0, abs=1e-12)
+    assert_close(accuracy_weights([0.2, 0.1], num_classes=5), torch.ones(2, dtype=torch.float64))
+    # binary: plain log-odds; a perfect teacher is clipped to a finite weight
+    assert_close(accuracy_weights([0.75, 0.6], num_classes=2),
+                 torch.tensor(ref_accuracy_weights([0.75, 0.6], 2), dtype=torch.float64))
+    perfect = accuracy_weights([1.0, 0.9], num_classes=3)
+    assert torch.isfinite(perfect).all() and perfect[0] > perfect[1]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (([], 3), r"accuracy must have shape \(M,\) with M >= 1"),
+        (([0.5, 1.2], 3), r"accuracy must lie in \[0, 1\].*1.2"),
+        (([0.5, float("nan")], 3), r"accuracy must lie in \[0, 1\]"),
+        (([0.5], 1), r"num_classes must be an integer >= 2, got 1"),
+    ],
+)
+def test_accuracy_weights_bad_input(args, expected):
+    from raykd.losses import accuracy_weights
+
+    with pytest.raises(ValueError, match=expected):
+        accuracy_weights(args[0], num_classes=args[1])
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), m=st.integers(1, 4), w=st.floats(0.01, 1.0))
+def test_wkd_teacher_weights_follow_the_rule_and_sum_to_m(seed, m, w):
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(m, 6, 3, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 3, (6,), generator=gen)
+    q = torch.rand(m, generator=gen, dtype=torch.float64) + 0.05
+    q = m * q / q.sum()
+    weights = wkd_weights(z, y, incorrect_weight=w, teacher_weights=q)
+    assert_close(weights, torch.tensor(ref_prior_wkd_weights(z.numpy(), y.numpy(), w, q.numpy())))
+    assert_close(weights.sum(0), torch.full((6,), float(m), dtype=torch.float64))
+    # all q = 1 is ROaD's Algorithm 2; W = 1 is q itself
+    ones = torch.ones(m, dtype=torch.float64)
+    assert_close(wkd_weights(z, y, incorrect_weight=w, teacher_weights=ones),
+                 wkd_weights(z, y, incorrect_weight=w))
+    assert_close(wkd_weights(z, y, incorrect_weight=1.0, teacher_weights=q),
+                 q[:, None].expand(m, 6))
+
+
+def test_wkd_teacher_weights_fall_back_to_q_when_no_weighted_teacher_is_right():
+    z = torch.zeros(3, 1, 4)
+    z[0, 0, 1] = z[1, 0, 1] = 5.0  # teachers 0, 1 wrong; teacher 2 right but weighted 0
+    z[2, 0, 2] = 5.0
+    q = torch.tensor([1.5, 1.5, 0.0])
+    weights = wkd_weights(z, torch.tensor([2]), incorrect_weight=0.5, teacher_weights=q)
+    assert_close(weights[:, 0], q)
+
+
+@pytest.mark.parametrize("method", ["kd", "wkd", "annealing"])
+def test_teacher_weights_in_the_losses(method):
+    gen = torch.Generator().manual_seed(5)
+    s = torch.randn(8, 4, generator=gen, dtype=torch.float64)
+    z = 2 * torch.randn(3, 8, 4, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 4, (8,), generator=gen)
+    q = torch.tensor([1.8, 0.9, 0.3], dtype=torch.float64)
+    params = {"temperature": 2.0, "alpha": 0.6, "incorrect_weight": 0.4}
+    weighted = distillation_loss(method, s, z, y, progress=0.2, teacher_weights=q, **params)
+    fast = method_loss(method, teacher_weights=q, **params)(s, z, y, 0.2)
+    assert_close(fast, weighted, rtol=0, atol=0)
+    if method == "kd":  # KD on (1/M) sum_m q_m z_m
+        target = (q[:, None, None] * z).mean(0)
+        assert_close(weighted, kd_loss(s, target, y, temperature=2.0, alpha=0.6))
+    same = distillation_loss(method, s, z, y, progress=0.2, teacher_weights=torch.ones(3,
+                             dtype=torch.float64), **params)
+    assert_close(same, distillation_loss(method, s, z, y, progress=0.2, **params))
+    assert not torch.allclose(weighted, same)
+
+
+@pytest.mark.parametrize(
+    ("weights", "expected"),
+    [
+        (torch.ones(2), r"teacher_weights has 2 entries for 3 teachers"),
+        (torch.tensor([1.0, -1.0, 3.0]), r"teacher_weights must be finite and >= 0"),
+        (torch.zeros(3), r"with a positive sum"),
+        (torch.ones(3, 1), r"teacher_weights must have shape \(M,\)"),
+    ],
+)
+def test_bad_teacher_weights_are_named(weights, expected):
+    z, s, y, _ = make_batch(4, m=3, b=4, c=5, dtype=torch.float32)
+    with pytest.raises(ValueError, match=expected):
+        distillation_loss("wkd", s, z, y, incorrect_weight=0.5, teacher_weights=weights)
+    if weights.dim() == 1 and len(weights) == 3:
+        with pytest.raises(ValueError, match=expected):
+            method_loss("kd", teacher_weights=weights)
+
+
+def test_spec_teacher_weights_option_is_validated():
+    from raykd.spec import MethodSpec, SpecError, parse_spec
+
+    method = MethodSpec(method="wkd", incorrect_weight=0.5, teacher_weights="val_accuracy")
+    assert method.display == "wkd W=0.5 (val_accuracy)"
+    assert MethodSpec(method="kd").teacher_weights == "uniform"
+    base = {"teachers": [{"model": {"name": "linear"}}], "student": {"model": {"name": "linear"}}}
+    for bad, expected in [
+        ({"method": "kd", "teacher_weights": "accuracy"}, "'uniform' or 'val_accuracy'"),
+        ({"method": "none", "teacher_weights": "val_accuracy"}, "method none does not use"),
+    ]:
+        with pytest.raises(SpecError, match=expected):
+            parse_spec({**base, "methods": [bad]})
+
+
+def test_the_loop_turns_val_accuracy_into_the_losss_teacher_weights():
+    from raykd.data.splits import DataError
+    from raykd.losses import accuracy_weights
+    from raykd.spec import MethodSpec, TrainSpec
+    from raykd.train.config import StudentConfig, teacher_accuracy
+    from raykd.train.loop import LoopData, loop_teacher_weights
+
+    y_val = np.array([0, 1, 2, 1])
+    val_logits = np.eye(3, dtype=np.float32)[np.array([[0, 1, 2, 1], [0, 1, 0, 0]])]
+    acc = teacher_accuracy(val_logits, y_val)
+    assert acc == (1.0, 0.5)
+    data = LoopData(x_train=np.zeros((2, 4), np.float32), y_train=np.array([0, 1]),
+                    x_val=np.zeros((4, 4), np.float32), y_val=y_val,
+                    teacher_train=np.zeros((2, 2, 3), np.float32))
+
+    def config(weights: str, accuracy: tuple[float, ...] | None) -> StudentConfig:
+        return StudentConfig(model={"name": "linear"}, input_shape=(4,), num_classes=3,
+                             method=MethodSpec(method="wkd", teacher_weights=weights),
+                             train=TrainSpec(), teacher_accuracy=accuracy)
+
+    assert loop_teacher_weights(config("uniform", acc), data) is None
+    assert_close(loop_teacher_weights(config("val_accuracy", acc), data),
+                 accuracy_weights([1.0, 0.5], num_classes=3))
+    with pytest.raises(DataError, match="needs each teacher's accuracy"):
+        loop_teacher_weights(config("val_accuracy", None), data)
+    with pytest.raises(DataError, match="3 teacher accuracies for 2 teachers"):
+        loop_teacher_weights(config("val_accuracy", (0.9, 0.8, 0.7)), data)

@@ -24,7 +24,7 @@ from raykd.faults import student_fault
 from raykd.jobdir import atomic_path
 from raykd.models import load_checkpoint
 from raykd.spec import JobSpec, MethodSpec
-from raykd.train.config import StudentConfig
+from raykd.train.config import StudentConfig, teacher_accuracy
 from raykd.train.steps import accuracy, check_sharding, predict_logits
 
 
@@ -217,6 +217,14 @@ def student_refs(method: MethodSpec, source: TeacherSet, refs: dict[str, Any]) -
             "teacher_replicas": getattr(online, "replicas", False)}
 
 
+def _accuracy_if_weighted(method: MethodSpec, source: TeacherSet,
+                          data: Dataset) -> tuple[float, ...] | None:
+    """The teachers' validation accuracies when the method weights teachers by them."""
+    if method.teacher_weights == "uniform" or "val" not in source.logits:
+        return None
+    return teacher_accuracy(source.logits["val"], data.val.y)
+
+
 def train_one(job: Job, data: Dataset, method: MethodSpec, source: TeacherSet, refs: dict[str, Any],
               *, index: int, label: str, generation: int) -> dict[str, Any]:
     """Fit one student (resuming an earlier attempt's state) and evaluate it.
@@ -229,7 +237,8 @@ def train_one(job: Job, data: Dataset, method: MethodSpec, source: TeacherSet, r
     online = source.pool is not None and method.method != "none"
     seed = generation_seed(spec.train.seed, generation)
     config = StudentConfig.for_job(spec, data, method, seed=seed,
-                                   label=f"{label} g{generation}" if generation > 1 else label)
+                                   label=f"{label} g{generation}" if generation > 1 else label,
+                                   teacher_accuracy=_accuracy_if_weighted(method, source, data))
     if online:
         source.pool.set_clients(spec.scaling.num_workers)
     run = StudentRun(student=index, generation=generation, label=config.label,

@@ -2,6 +2,9 @@
 
 - :func:`combine_teachers`: the ensemble average of M teachers' logits.
 - :func:`wkd_weights`, :func:`wkd_combine`: Weighted KD (ROaD, arXiv:2103.08809).
+- :func:`accuracy_weights`: per-teacher weights from held-out accuracy (log-odds), for
+  ensembles of unequal teachers; :func:`prior_weights` spreads them for
+  :func:`combine_teachers`.
 - :func:`kd_loss`: Hinton et al. 2015, ``alpha * T^2 * KL + (1 - alpha) * CE``.
 - :func:`annealing_targets`, :func:`annealing_loss`: teacher annealing (Clark et al. 2019).
 - :func:`distillation_loss`: the one dispatch over :data:`METHODS`, every input checked.
@@ -17,12 +20,14 @@ from torch import Tensor
 
 from raykd.losses.annealing import annealing_loss, annealing_targets
 from raykd.losses.dispatch import METHODS, LossFn, method_loss
-from raykd.losses.ensemble import combine_teachers, wkd_combine, wkd_weights
+from raykd.losses.ensemble import combine_teachers, prior_weights, wkd_combine, wkd_weights
 from raykd.losses.kd import check_finite_logits, kd_loss, supervised_loss
+from raykd.losses.weights import accuracy_weights
 
 __all__ = [
     "METHODS",
     "LossFn",
+    "accuracy_weights",
     "annealing_loss",
     "annealing_targets",
     "check_finite_logits",
@@ -30,6 +35,7 @@ __all__ = [
     "distillation_loss",
     "kd_loss",
     "method_loss",
+    "prior_weights",
     "wkd_combine",
     "wkd_weights",
 ]
@@ -46,6 +52,7 @@ def distillation_loss(
     incorrect_weight: float = 1.0,
     progress: float = 0.0,
     mask: Tensor | None = None,
+    teacher_weights: Tensor | None = None,
 ) -> Tensor:
     """The batch loss of one distillation method, averaged over the batch (and heads).
 
@@ -58,6 +65,9 @@ def distillation_loss(
     "annealing"   :func:`annealing_loss` on ``combine_teachers(z)`` with lam = progress
     ============  ==============================================================
 
+    With ``teacher_weights`` q (M,) the ensemble is ``(1/M) sum_m q_m z_m`` for "kd" and
+    "annealing", and WKD's rule runs on q (see :func:`wkd_weights`).
+
     Args:
         method: One of :data:`METHODS`.
         student_logits: (B, C) or (B, H, C).
@@ -69,6 +79,8 @@ def distillation_loss(
         incorrect_weight: W in (0, 1] ("wkd").
         progress: lam in [0, 1], ``step / total_steps`` ("annealing").
         mask: Optional bool (B, C) / (B, H, C), True = valid position.
+        teacher_weights: Optional per-teacher weights q (M,), finite, >= 0, summing to M
+            (e.g. :func:`accuracy_weights`); None = every teacher 1.
 
     Returns:
         The scalar mean loss, float32 (float64 for float64 inputs).
@@ -88,10 +100,13 @@ def distillation_loss(
         )
     if method == "wkd":
         teacher = wkd_combine(
-            teacher_logits_per_teacher, labels, incorrect_weight=incorrect_weight, mask=mask
+            teacher_logits_per_teacher, labels, incorrect_weight=incorrect_weight, mask=mask,
+            teacher_weights=teacher_weights,
         )
     else:
-        teacher = combine_teachers(teacher_logits_per_teacher)
+        teacher = combine_teachers(
+            teacher_logits_per_teacher, prior_weights(teacher_logits_per_teacher, teacher_weights)
+        )
     if method == "annealing":
         return annealing_loss(
             student_logits,

@@ -35,6 +35,9 @@ class StudentConfig:
         threads: torch intra-op threads of the student process.
         label: The run's name in events and logs.
         init_checkpoint: Warm-start weights (a ``.safetensors`` path); None: fresh.
+        teacher_accuracy: Each teacher's validation accuracy (M,), which
+            ``method.teacher_weights: val_accuracy`` turns into per-teacher weights; None
+            when the caller has none (that setting then fails with a clear error).
     """
 
     model: dict[str, Any]
@@ -46,18 +49,25 @@ class StudentConfig:
     threads: int = 1
     label: str = "student"
     init_checkpoint: str | None = None
+    teacher_accuracy: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))
+        if self.teacher_accuracy is not None:
+            object.__setattr__(self, "teacher_accuracy",
+                               tuple(float(a) for a in self.teacher_accuracy))
 
     @classmethod
     def for_job(cls, spec: JobSpec, data: Dataset, method: MethodSpec, *, seed: int | None = None,
-                label: str | None = None) -> StudentConfig:
+                label: str | None = None,
+                teacher_accuracy: tuple[float, ...] | None = None) -> StudentConfig:
         """The student of ``spec`` on ``data`` learning by ``method``.
 
         ``seed`` replaces ``spec.train.seed`` (a born-again generation's own seed, see
         :func:`raykd.engine.students.generation_seed`); ``label`` defaults to the
-        method's display name. Threads: ``scaling.cpus_per_worker`` (at least one).
+        method's display name; ``teacher_accuracy`` is the validation accuracy of each of
+        its teachers (:func:`teacher_accuracy`). Threads: ``scaling.cpus_per_worker`` (at
+        least one).
         """
         train = spec.train if seed is None else spec.train.model_copy(update={"seed": seed})
         return cls(
@@ -70,6 +80,7 @@ class StudentConfig:
             threads=max(1, int(spec.scaling.cpus_per_worker)),
             label=method.display if label is None else label,
             init_checkpoint=spec.student.checkpoint,
+            teacher_accuracy=teacher_accuracy,
         )
 
     @property
@@ -77,3 +88,12 @@ class StudentConfig:
         """The architecture keywords of ``save_checkpoint`` / ``load_checkpoint``."""
         return {"config": self.model, "input_shape": self.input_shape,
                 "num_classes": self.num_classes}
+
+
+def teacher_accuracy(val_logits: Any, y_val: Any) -> tuple[float, ...]:
+    """Each teacher's accuracy on the validation split, from its (M, N_val, C) logits
+    (dense or top-k: :func:`raykd.losses.topk.dense` keeps the arg-max)."""
+    from raykd.losses.topk import dense
+
+    top = dense(val_logits).argmax(-1)
+    return tuple(float((top[m] == y_val).mean()) for m in range(len(top)))

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from raykd.data.splits import DataError
-from raykd.losses import LossFn, method_loss
+from raykd.losses import LossFn, accuracy_weights, method_loss
 from raykd.losses.topk import TopK, from_topk
 from raykd.models import build_model, load_checkpoint
 from raykd.spec import MethodSpec
@@ -219,7 +219,8 @@ def student_epochs(config: StudentConfig, data: LoopData, *, rank: int = 0, worl
         state = restore_state(resume, inner, opt, config)
     per_epoch = steps_per_epoch(len(data.y_train), batch_size=train.batch_size, world_size=world)
     total = train.epochs * per_epoch
-    step_fn = _step_fn(model, opt, config.method, device, total)
+    step_fn = _step_fn(model, opt, config.method, device, total,
+                       teacher_weights=loop_teacher_weights(config, data))
     for epoch in range(state.progress.epoch, train.epochs):
         torch.manual_seed(epoch_seed(train.seed, epoch, rank))
         gen = torch.Generator().manual_seed(epoch_seed(train.seed + 1, epoch, rank))
@@ -260,11 +261,36 @@ def _track_best(state: TrainState, metrics: dict[str, Any]) -> None:
         state.best_weights = {k: v.detach().clone() for k, v in state.model.state_dict().items()}
 
 
+def loop_teacher_weights(config: StudentConfig, data: LoopData) -> torch.Tensor | None:
+    """The per-teacher weights of ``method.teacher_weights`` (None for ``uniform``).
+
+    ``val_accuracy``: :func:`raykd.losses.accuracy_weights` of ``config.teacher_accuracy``.
+
+    Raises:
+        DataError: without the teachers' validation accuracies (or with an empty validation
+            split), or when their number differs from the cached logits' M.
+    """
+    method = config.method
+    if method.method == "none" or method.teacher_weights == "uniform":
+        return None
+    acc = config.teacher_accuracy
+    if not acc or any(math.isnan(a) for a in acc):
+        raise DataError(f"teacher_weights: {method.teacher_weights} needs each teacher's accuracy "
+                        f"on a non-empty validation split, got {acc}; set data.val_fraction > 0")
+    cached = data.teacher_train
+    m = None if cached is None else len(cached.values if isinstance(cached, TopK) else cached)
+    if m is not None and m != len(acc):
+        raise DataError(f"teacher_weights: {len(acc)} teacher accuracies for {m} teachers' logits")
+    return accuracy_weights(acc, num_classes=config.num_classes)
+
+
 def _step_fn(model: nn.Module, opt: torch.optim.Optimizer, method: MethodSpec,
-             device: torch.device, total: int) -> Callable[..., torch.Tensor]:
+             device: torch.device, total: int,
+             teacher_weights: torch.Tensor | None = None) -> Callable[..., torch.Tensor]:
     """One optimizer step of the method's loss; returns the detached loss (no host sync)."""
     loss_fn: LossFn = method_loss(method.method, temperature=method.temperature,
-                                  alpha=method.alpha, incorrect_weight=method.incorrect_weight)
+                                  alpha=method.alpha, incorrect_weight=method.incorrect_weight,
+                                  teacher_weights=teacher_weights)
     last = max(1, total - 1)
 
     def step(xb: torch.Tensor, yb: torch.Tensor, tl: torch.Tensor | None,

@@ -42,7 +42,7 @@ from raykd.engine.run import failure_event
 from raykd.events import JobFinished
 from raykd.jobdir import absolute, resolve_spec_paths
 from raykd.spec import JobSpec, SpecError
-from raykd.train.config import StudentConfig
+from raykd.train.config import StudentConfig, teacher_accuracy
 from raykd.tune.events import TrialEvents
 from raykd.tune.final import final_student, reuse_final
 from raykd.tune.outputs import sweep_result, write_outputs
@@ -111,8 +111,12 @@ def shared_inputs(
             "num_classes": data.num_classes,
             "topk": spec.cache.topk,
         }
+    accuracy = None
+    if teachers is not None and spec.methods[0].teacher_weights != "uniform":
+        accuracy = teacher_accuracy(teachers.logits["val"], data.val.y)
     student = replace(
-        StudentConfig.for_job(spec, data, spec.methods[0]), augment=False, threads=plan.threads
+        StudentConfig.for_job(spec, data, spec.methods[0], teacher_accuracy=accuracy),
+        augment=False, threads=plan.threads,
     )
     return {
         **{k: refs[k] for k in ("x_train", "y_train", "x_val", "y_val")},
