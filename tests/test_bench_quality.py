@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -157,3 +158,148 @@ def test_each_row_is_its_own_training_run(quick: tuple[Path, dict[str, Any]]) ->
                 )
             assert len(set(hashes)) == len(hashes), "two rows share their weights"
             assert runs["born-again"]["gen1_checkpoint"] == runs["kd"]["checkpoint"]
+
+
+# --- raykd bench wkd: statistics on known inputs, and a tiny run without Ray -----------
+
+
+def test_wkd_paired_statistics_on_known_inputs() -> None:
+    from raykd.bench.wkd_stats import compare, signed_rank_p
+
+    c = compare([1.0, 2.0, 3.0, 4.0, 5.0], [0.0] * 5)
+    assert (c["mean"], c["wins"], c["ties"], c["losses"], c["seeds"]) == (3.0, 5, 0, 0, 5)
+    assert c["std"] == pytest.approx(math.sqrt(2.5))
+    # t = 3 / (sqrt(2.5) / sqrt(5)) = 4.2426 on 4 degrees of freedom: two-sided p = 0.013236
+    assert c["t_p"] == pytest.approx(0.0132356, abs=1e-6)
+    assert c["wilcoxon_p"] == pytest.approx(2 / 32)  # every sign positive: 2 of 2**5 patterns
+    mixed = compare([0.3, -0.1, 0.2, 0.5, 0.4, -0.25], [0.0] * 6)
+    assert mixed["wilcoxon_p"] == pytest.approx(14 / 64)  # T+ = 18 of 21; 14 of 64 as far out
+    assert mixed["t_p"] == pytest.approx(0.2031107, abs=1e-6)
+    assert (mixed["wins"], mixed["losses"]) == (4, 2)
+    ties = compare([0.8, 0.8, 0.9], [0.8, 0.7, 0.7])
+    assert (ties["wins"], ties["ties"], ties["losses"]) == (2, 1, 0)
+    assert ties["wilcoxon_p"] == pytest.approx(0.5)  # the zero is dropped: 2 of 2**2
+    assert compare([0.7, 0.7], [0.7, 0.7])["t_p"] == 1.0
+    # tied magnitudes |d| = 1, 1, 1, 2 (mid-ranks 2, 2, 2, 4): T+ = 8, 8 of 16 patterns as far
+    assert signed_rank_p(np.array([1.0, 1.0, -1.0, 2.0])) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="two equal, non-empty lists"):
+        compare([0.1], [0.1, 0.2])
+
+
+def test_wkd_val_picked_chooses_per_seed_on_validation() -> None:
+    from raykd.bench.wkd_stats import val_picked
+
+    def runs(vals: list[float], tests: list[float]) -> list[dict[str, Any]]:
+        return [{"seed": s, "val_accuracy": v, "test_accuracy": t}
+                for s, (v, t) in enumerate(zip(vals, tests, strict=True))]
+
+    finals = {"kd": runs([0.5, 0.7], [0.50, 0.71]), "wkd W=0.5": runs([0.6, 0.7], [0.40, 0.90])}
+    picked = val_picked(finals, ["kd", "wkd W=0.5"])
+    assert [p["picked"] for p in picked] == ["wkd W=0.5", "kd"]  # seed 1 ties: the first row
+    assert [p["test_accuracy"] for p in picked] == [0.40, 0.71]
+
+
+def test_wkd_target_stats_follow_the_losses() -> None:
+    from raykd.bench.wkd_stats import target_stats
+
+    # 3 teachers, 2 examples of label 0. Example 0: teachers 0, 1 right; example 1: only
+    # teacher 0 right; on both the plain average's arg-max is the wrong class 1.
+    z = np.array([[[2.0, 0.0], [1.0, 0.0]],
+                  [[2.0, 0.0], [0.0, 2.0]],
+                  [[0.0, 5.0], [0.0, 2.0]]], dtype=np.float32)
+    y = np.array([0, 0])
+    kd = target_stats(z, y, method="kd", incorrect_weight=1.0, teacher_weights=None,
+                      temperature=1.0)
+    wkd = target_stats(z, y, method="wkd", incorrect_weight=0.1, teacher_weights=None,
+                       temperature=1.0)
+    assert kd["accuracy"] == 0.0 and wkd["accuracy"] == 1.0  # W=0.1 fixes both targets
+    assert wkd["p_gold"] > kd["p_gold"]
+    favour_first = target_stats(z, y, method="kd", incorrect_weight=1.0,
+                                teacher_weights=[2.8, 0.1, 0.1], temperature=1.0)
+    assert favour_first["accuracy"] == 1.0
+
+
+def _synthetic_teachers(y: np.ndarray, accuracy: float, classes: int, seed: int) -> np.ndarray:
+    """(N, C) logits whose arg-max is the label on about ``accuracy`` of the rows."""
+    rng = np.random.default_rng(seed)
+    wrong = (y + rng.integers(1, classes, len(y))) % classes
+    top = np.where(rng.random(len(y)) < accuracy, y, wrong)
+    return (3.0 * np.eye(classes)[top] + rng.normal(0, 0.5, (len(y), classes))).astype(np.float32)
+
+
+def test_wkd_bench_tables_from_a_tiny_run_without_ray(tmp_path: Path) -> None:
+    from raykd.bench.quality_runs import RunData, train_run
+    from raykd.bench.wkd import (
+        CURVE_ROWS,
+        WKD_ROWS,
+        EnsembleLogits,
+        WkdPlan,
+        assemble_dataset,
+        ensemble_summary,
+        ensembles,
+        submit_dataset,
+    )
+    from raykd.bench.wkd_report import PICKED, render, write_all
+    from raykd.data import load_dataset
+
+    data = load_dataset("digits", val_fraction=0.1, test_fraction=0.2, seed=0, train_limit=120)
+    plan = WkdPlan("digits", 120, ensembles({"name": "mlp", "hidden": [8]}, {"name": "linear"}),
+                   students=(("smaller", {"name": "mlp", "hidden": [4]}),), teacher_train={"epochs": 1, "batch_size": 64},
+                   train={"epochs": 1, "batch_size": 64, "lr": 3e-3, "weight_decay": 0.0},
+                   seeds=2)
+    teachers = []
+    for i, (ens, accs) in enumerate(zip(plan.ensembles, [(0.9, 0.9, 0.9), (0.9, 0.6, 0.4)],
+                                        strict=True)):
+        logits = {split: np.stack([_synthetic_teachers(getattr(data, split).y, a, 10, 10 * i + m)
+                                   for m, a in enumerate(accs)])
+                  for split in ("train", "val", "test")}
+        summary = ensemble_summary(ens, logits, data, temperature=plan.temperature)
+        teachers.append(EnsembleLogits(ens.name, logits, summary))
+    split = RunData(data.train.x, data.train.y, data.val.x, data.val.y, data.test.x, data.test.y)
+    by_name = {t.name: t.logits["train"] for t in teachers}
+
+    def launch(job: Any, params: dict[str, float], key: Any) -> list[dict[str, Any]]:
+        return train_run(job, params, split, None if key is None else by_name[key])
+
+    handles = submit_dataset(plan, data, teachers, 2, tmp_path, launch)
+    section = assemble_dataset(plan, data, teachers, handles, lambda h: h, 2)
+    result = {"command": "test", "wall_seconds": 1.0, "started": "now",
+              "datasets": {"digits": section}}
+    write_all(result, tmp_path)
+
+    unequal = section["ensembles"]["unequal"]
+    assert unequal["val_accuracy_weights"][0] > unequal["val_accuracy_weights"][2]
+    assert unequal["disagreement"]["train"]["some_wrong"] > 0.3
+    targets = unequal["targets"]  # a smaller W moves the target towards the label
+    assert targets["wkd W=0.05"]["accuracy"] > targets["wkd W=0.5"]["accuracy"] > \
+        targets["kd"]["accuracy"]
+    names = ["none", *(r.name for r in WKD_ROWS)]
+    md = (tmp_path / "wkd.md").read_text()
+    for sc_name in ("equal/smaller", "unequal/smaller"):
+        sc = section["scenarios"][sc_name]
+        assert list(sc["finals"]) == names
+        assert list(sc["summary"]["rows"]) == [*names, PICKED]
+        for row in names:
+            assert [r["seed"] for r in sc["finals"][row]] == [0, 1]
+            assert f"| {row} |" in md or f"| **{row}** |" in md
+        kd = [r["test_accuracy"] for r in sc["finals"]["kd"]]
+        w05 = [r["test_accuracy"] for r in sc["finals"]["wkd W=0.05"]]
+        assert sc["summary"]["vs_kd"]["wkd W=0.05"]["diffs"] == pytest.approx(
+            [a - b for a, b in zip(w05, kd, strict=True)])
+        assert sc["summary"]["rows"][PICKED]["picked"][0] in CURVE_ROWS
+        assert f"### digits: {sc_name}" in md
+    assert section["scenarios"]["equal/smaller"]["finals"]["none"] == \
+        section["scenarios"]["unequal/smaller"]["finals"]["none"]  # one student alone, shared
+    for name in ("wkd.json", "wkd_digits.png", "wkd_tracks.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    render(tmp_path)
+    assert (tmp_path / "wkd.md").read_text() == md
+
+
+def test_wkd_bad_seeds_is_a_user_error(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from raykd.cli import app
+
+    got = CliRunner().invoke(app, ["bench", "wkd", "--seeds", "1", "--out", str(tmp_path)])
+    assert got.exit_code == 2 and "--seeds=1" in got.output

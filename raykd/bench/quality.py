@@ -280,10 +280,13 @@ def wait_all(refs: list[Any], log: Log, every_s: float = 30.0) -> None:
             )
 
 
-def _check_seeds(seeds: int | None) -> int | None:
-    if seeds is not None and (isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1):
+def check_seeds(seeds: int | None, *, minimum: int = 1, advice: str = "5 or more for the table"
+                ) -> int | None:
+    """``--seeds``: None (each plan's number) or an integer >= ``minimum``; else a user error."""
+    bad = isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < minimum
+    if seeds is not None and bad:
         raise BenchOptionError(
-            f"--seeds={seeds!r} is invalid; expected an integer >= 1 (5 or more for the table)"
+            f"--seeds={seeds!r} is invalid; expected an integer >= {minimum} ({advice})"
         )
     return seeds
 
@@ -304,7 +307,7 @@ def run_quality_bench(out: Path, quick: bool = False, seeds: int | None = None, 
     Returns:
         The content of ``quality.json``.
     """
-    seeds = _check_seeds(seeds)
+    seeds = check_seeds(seeds)
     log = log or (lambda line: print(f"raykd bench quality: {line}", flush=True))
     plans = plans or (QUICK_PLANS if quick else FULL_PLANS)
     grid = grid or (QUICK_GRID if quick else FULL_GRID)

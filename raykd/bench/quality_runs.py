@@ -47,17 +47,19 @@ class Row:
         method: The loss (``raykd.losses.METHODS``); born-again generation 2 uses ``kd``.
         incorrect_weight: WKD's W (1.0 for the other methods, where it is unused).
         born_again: Generation 2, taught by the ``kd`` row's student instead of the teachers.
+        teacher_weights: ``MethodSpec.teacher_weights`` (``uniform`` or ``val_accuracy``).
     """
 
     name: str
     method: str
     incorrect_weight: float = 1.0
     born_again: bool = False
+    teacher_weights: str = "uniform"
 
     @property
     def slug(self) -> str:
-        """A file-system name: ``wkd-W0.75``."""
-        return self.name.replace(" W=", "-W").replace(" ", "-")
+        """A file-system name: ``wkd-W0.75``, ``kd-val_accuracy``."""
+        return self.name.replace(" W=", "-W").replace(" (", "-").replace(")", "").replace(" ", "-")
 
     @property
     def tuned(self) -> bool:
@@ -113,6 +115,7 @@ class RunJob:
     train: Mapping[str, Any]  # TrainSpec fields except seed
     checkpoint: str
     sweep: bool = False
+    teacher_accuracy: tuple[float, ...] | None = None  # for teacher_weights: val_accuracy
 
     @property
     def label(self) -> str:
@@ -154,7 +157,8 @@ class BestEpoch:
 
 def row_method(row: Row, params: Mapping[str, float], label: str) -> MethodSpec:
     """The row's method at the grid point ``params`` (T, alpha)."""
-    fields = {"method": row.method, "incorrect_weight": row.incorrect_weight, "label": label[-64:]}
+    fields = {"method": row.method, "incorrect_weight": row.incorrect_weight, "label": label[-64:],
+              "teacher_weights": row.teacher_weights}
     return MethodSpec.model_validate({**fields, **params})
 
 
@@ -170,6 +174,7 @@ def loop_config(job: RunJob, params: Mapping[str, float]) -> StudentConfig:
         method=row_method(job.row, params, job.label),
         train=TrainSpec.model_validate({**job.train, "seed": job.seed}),
         augment=False, threads=1, label=job.label, init_checkpoint=None,
+        teacher_accuracy=job.teacher_accuracy,
     )
 
 

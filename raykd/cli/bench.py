@@ -46,6 +46,19 @@ def bench_quality(out: OutOpt = Path("raykd-runs/bench-quality"), quick: QuickOp
     guarded(lambda: run_quality_bench(out=out, quick=quick, seeds=seeds))
 
 
+@bench_app.command("wkd")
+def bench_wkd(out: OutOpt = Path("raykd-runs/bench-wkd"), quick: QuickOpt = False,
+              seeds: Annotated[int | None, typer.Option(
+                  help="Student seeds per row (default 6; quick 3).")] = None,
+              results: Annotated[Path | None, typer.Option(
+                  help="Also copy wkd.md, wkd.json and the charts here "
+                       "(e.g. raykd/bench/results).")] = None) -> None:
+    """Where Weighted KD helps: W curves for equal and unequal ensembles, paired by seed."""
+    from raykd.bench.wkd import run_wkd_bench
+
+    guarded(lambda: run_wkd_bench(out=out, quick=quick, seeds=seeds, results=results))
+
+
 
 @bench_app.command("api")
 def bench_api(out: OutOpt = Path("raykd-runs/bench-api"),

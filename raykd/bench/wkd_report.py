@@ -1,0 +1,371 @@
+"""Tables, statements and charts of ``raykd bench wkd`` (pure: no Ray, no training).
+
+:func:`summarize_scenario` turns a scenario's runs into per-row statistics and paired
+comparisons (:mod:`raykd.bench.wkd_stats`); :func:`markdown` writes ``wkd.md``;
+:func:`plot_dataset` draws accuracy against W and :func:`plot_tracks` the test gain over
+KD against the gain in the target's training accuracy. :func:`write_all` writes them with
+``wkd.json``; :func:`render` rebuilds them from ``wkd.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from raykd.bench.wkd_stats import by_seed, compare, mean_std, spearman, val_picked
+
+PICKED = "W picked on val"
+"""The pseudo-row: per seed, the W-curve run with the best validation accuracy."""
+
+
+def summarize_scenario(finals: Mapping[str, Sequence[Mapping[str, Any]]],
+                       curve: Sequence[str]) -> dict[str, Any]:
+    """Per-row test statistics and every row paired with ``kd`` and with ``none``.
+
+    Args:
+        finals: Runs per row (``none`` and ``kd`` among them), each with ``seed``,
+            ``val_accuracy`` and ``test_accuracy``; every row holds the same seeds.
+        curve: The W-curve rows (``kd`` = W 1 first); :data:`PICKED` chooses among them.
+
+    Returns:
+        ``rows`` (``test_mean``, ``test_std``, ``val_mean``, ``seeds`` per row, the pseudo-row
+        included, which also lists ``picked``), ``vs_kd`` and ``vs_none``
+        (:func:`~raykd.bench.wkd_stats.compare` per row), ``best_val`` (the curve row of
+        highest mean validation accuracy) and ``best_test`` (highest mean test accuracy:
+        an oracle, for reference).
+    """
+    picked = val_picked(finals, list(curve))
+    tests = {row: by_seed(runs) for row, runs in finals.items()}
+    tests[PICKED] = [r["test_accuracy"] for r in picked]
+    vals = {row: by_seed(runs, "val_accuracy") for row, runs in finals.items()}
+    vals[PICKED] = [r["val_accuracy"] for r in picked]
+    rows: dict[str, Any] = {}
+    for row, values in tests.items():
+        mean, std = mean_std(values)
+        rows[row] = {"test_mean": mean, "test_std": std, "val_mean": mean_std(vals[row])[0],
+                     "seeds": len(values)}
+    rows[PICKED]["picked"] = [r["picked"] for r in picked]
+    others = [row for row in tests if row != "none"]
+    return {
+        "rows": rows,
+        "vs_kd": {row: compare(tests[row], tests["kd"]) for row in others if row != "kd"},
+        "vs_none": {row: compare(tests[row], tests["none"]) for row in others},
+        "best_val": max(curve, key=lambda r: rows[r]["val_mean"]),
+        "best_test": max(curve, key=lambda r: rows[r]["test_mean"]),
+    }
+
+
+# --- formatting -----------------------------------------------------------------------
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.2f}"
+
+
+def points(x: float) -> str:
+    return f"{100 * x:+.2f}"
+
+
+def p_value(p: float | None) -> str:
+    if p is None:
+        return "-"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def wtl(c: Mapping[str, Any]) -> str:
+    return f"{c['wins']}/{c['ties']}/{c['losses']}"
+
+
+def cell(c: Mapping[str, Any]) -> str:
+    """``+0.42 ± 0.20 (5/0/1, p=0.012)``: mean ± std in points, wins/ties/losses, t-test p."""
+    return f"{points(c['mean'])} ± {100 * c['std']:.2f} ({wtl(c)}, p={p_value(c['t_p'])})"
+
+
+def _model(model: Mapping[str, Any]) -> str:
+    if model["name"] == "mlp":
+        return f"MLP {list(model['hidden'])}"
+    return str(model["name"])
+
+
+def _w(row: str, meta: Mapping[str, Any]) -> str:
+    info = meta.get(row)
+    if info is None or info["method"] == "none":
+        return "-"
+    return "1" if info["method"] == "kd" else f"{info['incorrect_weight']:g}"
+
+
+# --- tables -----------------------------------------------------------------------------
+
+
+def teacher_table(result: Mapping[str, Any]) -> list[str]:
+    """Per dataset and ensemble: the teachers, the ensemble, where WKD can act, the targets."""
+    lines = [
+        "| dataset | ensemble | teachers (test %) | val-accuracy weights | ensemble test % "
+        "| some but not all wrong (train) | all wrong (train) | target train acc: KD → "
+        "W=0.5 → W=0.05 | KD (val_accuracy) target |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, ds in result["datasets"].items():
+        for ens_name, ens in ds["ensembles"].items():
+            teachers = ", ".join(
+                f"{_model(t['model'])} {pct(a)}"
+                for t, a in zip(ens["teachers"], ens["test_accuracy"], strict=True))
+            weights = ", ".join(f"{w:.2f}" for w in ens["val_accuracy_weights"])
+            tg, dis = ens["targets"], ens["disagreement"]["train"]
+            lines.append(
+                f"| {name} | {ens_name} | {teachers} | {weights} | "
+                f"{pct(ens['ensemble_test_accuracy'])} | {pct(dis['some_wrong'])}% | "
+                f"{pct(dis['all_wrong'])}% | {pct(tg['kd']['accuracy'])} → "
+                f"{pct(tg['wkd W=0.5']['accuracy'])} → {pct(tg['wkd W=0.05']['accuracy'])} | "
+                f"{pct(tg['kd (val_accuracy)']['accuracy'])} |")
+    return lines
+
+
+AUTO = ("kd (val_accuracy)", "wkd W=0.75 (val_accuracy)")
+
+
+def summary_table(result: Mapping[str, Any]) -> list[str]:
+    """Per scenario: the student alone, KD's gain, and each way of setting W against KD."""
+    lines = [
+        "| dataset / ensemble / student | none % | KD % | KD − none | best fixed W (test) − KD "
+        f"| {PICKED} − KD | {AUTO[0]} − KD | {AUTO[1]} − KD |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, ds in result["datasets"].items():
+        for sc_name, sc in ds["scenarios"].items():
+            s = sc["summary"]
+            best = s["best_test"]
+            best_cell = "(W = 1 is best)" if best == "kd" else (
+                f"W={_w(best, ds['rows'])}: {cell(s['vs_kd'][best])}")
+            lines.append(
+                f"| {name} / {sc_name} | {pct(s['rows']['none']['test_mean'])} | "
+                f"{pct(s['rows']['kd']['test_mean'])} | {cell(s['vs_none']['kd'])} | {best_cell} | "
+                f"{cell(s['vs_kd'][PICKED])} | {cell(s['vs_kd'][AUTO[0]])} | "
+                f"{cell(s['vs_kd'][AUTO[1]])} |")
+    return lines
+
+
+def curve_table(sc: Mapping[str, Any], ens: Mapping[str, Any],
+                meta: Mapping[str, Any]) -> list[str]:
+    """A scenario's W curve: each row's target, test accuracy, and its paired differences."""
+    s = sc["summary"]
+    lines = [
+        "| row | W | target acc on train % | target p(gold) | test acc % (mean ± std) | "
+        "− KD (points, mean ± std) | W/T/L vs KD | p (t / Wilcoxon) | − none (points) "
+        "| W/T/L vs none | p (t / Wilcoxon) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row, r in s["rows"].items():
+        target = ens["targets"].get(row)
+        t_acc = pct(target["accuracy"]) if target else "-"
+        t_p = f"{target['p_gold']:.3f}" if target else "-"
+        kd, none = s["vs_kd"].get(row), s["vs_none"].get(row)
+        kd_cells = ("-", "-", "-") if kd is None else (
+            f"{points(kd['mean'])} ± {100 * kd['std']:.2f}", wtl(kd),
+            f"{p_value(kd['t_p'])} / {p_value(kd['wilcoxon_p'])}")
+        none_cells = ("-", "-", "-") if none is None else (
+            f"{points(none['mean'])} ± {100 * none['std']:.2f}", wtl(none),
+            f"{p_value(none['t_p'])} / {p_value(none['wilcoxon_p'])}")
+        name = f"**{row}**" if row in (PICKED, *AUTO) else row
+        lines.append(f"| {name} | {_w(row, meta)} | {t_acc} | {t_p} | {pct(r['test_mean'])} ± "
+                     f"{pct(r['test_std'])} | {' | '.join(kd_cells)} | {' | '.join(none_cells)} |")
+    picks = ", ".join(f"W={_w(p, meta)}" for p in s["rows"][PICKED]["picked"])
+    lines += ["", f"{PICKED}, per seed: {picks}. Highest mean validation accuracy: "
+              f"{s['best_val']} (W={_w(s['best_val'], meta)}); highest mean test accuracy "
+              f"(oracle): {s['best_test']} (W={_w(s['best_test'], meta)})."]
+    return lines
+
+
+def tracking(result: Mapping[str, Any]) -> dict[str, Any]:
+    """Does the test gain over KD follow the gain in the target's training accuracy?
+
+    One point per scenario and WKD row of the curve: x = target train accuracy minus KD's
+    target's, y = mean test gain over KD. Spearman's rho over all points and per dataset;
+    and, per scenario, the largest gain against the share of examples WKD can act on.
+    """
+    points_all: list[tuple[float, float]] = []
+    per_dataset: dict[str, float | None] = {}
+    scenarios = []
+    for name, ds in result["datasets"].items():
+        mine = []
+        for sc in ds["scenarios"].values():
+            ens = ds["ensembles"][sc["ensemble"]]
+            base = ens["targets"]["kd"]["accuracy"]
+            curve = [r for r in ds["curve"] if r != "kd"]
+            for row in curve:
+                mine.append((ens["targets"][row]["accuracy"] - base,
+                             sc["summary"]["vs_kd"][row]["mean"]))
+            best = max(curve, key=lambda r: sc["summary"]["vs_kd"][r]["mean"])
+            scenarios.append({"scenario": f"{name}/{sc['ensemble']}/{sc['student']}",
+                              "some_wrong": ens["disagreement"]["train"]["some_wrong"],
+                              "best_gain": sc["summary"]["vs_kd"][best]["mean"]})
+        per_dataset[name] = spearman([x for x, _ in mine], [y for _, y in mine])
+        points_all += mine
+    return {
+        "rho": spearman([x for x, _ in points_all], [y for _, y in points_all]),
+        "rho_per_dataset": per_dataset,
+        "rho_some_wrong": spearman([s["some_wrong"] for s in scenarios],
+                                   [s["best_gain"] for s in scenarios]),
+        "scenarios": scenarios,
+    }
+
+
+def _rho(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.2f}"
+
+
+def markdown(result: Mapping[str, Any]) -> str:
+    """``wkd.md``: the summary tables, how the gain tracks the target, then every W curve."""
+    first = next(iter(result["datasets"].values()))["plan"]
+    track = tracking(result)
+    lines = [
+        "# raykd bench wkd: where Weighted KD helps", "",
+        f"Produced by `{result['command']}` in {result['wall_seconds'] / 60:.1f} min "
+        f"(started {result['started']}). Every student: T = {first['temperature']:g}, alpha = "
+        f"{first['alpha']:g} (raykd's defaults), its best-validation epoch kept, test accuracy "
+        "on the dataset's test split. Seeds 0..n-1 are shared by every row (same "
+        "initialisation and batch order): differences are paired by seed. Cells `a ± s "
+        "(W/T/L, p=...)`: mean ± std of the per-seed differences in percentage points, "
+        "wins/ties/losses, two-sided paired t test.", "",
+        "## The teachers and their targets", "", *teacher_table(result), "",
+        "## What the student gets", "", *summary_table(result), "",
+        "## Does the gain track the target?", "",
+        f"Spearman's rho between a WKD row's gain in target training accuracy (over the plain "
+        f"average's) and its test gain over KD: {_rho(track['rho'])} over all scenarios and W "
+        + "(" + ", ".join(f"{k}: {_rho(v)}" for k, v in track["rho_per_dataset"].items()) + "); "
+        f"between the share of training examples where some but not all teachers are wrong and "
+        f"the scenario's best WKD gain: {_rho(track['rho_some_wrong'])}.", "",
+        "![tracks](wkd_tracks.png)",
+    ]
+    for name, ds in result["datasets"].items():
+        d, plan = ds["data"], ds["plan"]
+        lines += [
+            "", f"## {name}", "",
+            f"Data: {d['train']} train / {d['val']} val / {d['test']} test examples, "
+            f"{d['num_classes']} classes. Teachers: {plan['teacher_train']['epochs']} epochs, "
+            f"batch {plan['teacher_train']['batch_size']}; students: {plan['train']['epochs']} "
+            f"epochs, batch {plan['train']['batch_size']}, AdamW lr {plan['train']['lr']:g}; "
+            f"{ds['seeds']} seeds.", "", f"![{name}]({ds['plot']})",
+        ]
+        for sc_name, sc in ds["scenarios"].items():
+            ens = ds["ensembles"][sc["ensemble"]]
+            lines += ["", f"### {name}: {sc_name} (student {_model(sc['student_model'])})", "",
+                      *curve_table(sc, ens, ds["rows"])]
+    return "\n".join(lines) + "\n"
+
+
+# --- charts -----------------------------------------------------------------------------
+
+
+def _axes_grid(n: int, plt: Any) -> tuple[Any, list[Any]]:
+    cols = 2 if n > 1 else 1
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.2 * cols, 4.3 * rows), squeeze=False)
+    return fig, [ax for row in axes for ax in row]
+
+
+def plot_dataset(name: str, ds: Mapping[str, Any], path: Path) -> Path:
+    """Test accuracy against W, one panel per scenario, with the KD and none lines.
+
+    The W curve is mean ± std over seeds (W = 1 is KD); dashed: the student alone; dotted:
+    KD; stars: the ``val_accuracy`` rows; the thin line on the right axis is the target's
+    training accuracy at each W.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scenarios = list(ds["scenarios"].items())
+    fig, axes = _axes_grid(len(scenarios), plt)
+    meta = ds["rows"]
+    for ax, (sc_name, sc) in zip(axes, scenarios, strict=False):
+        rows, ens = sc["summary"]["rows"], ds["ensembles"][sc["ensemble"]]
+        ws = [float(_w(r, meta)) for r in ds["curve"]]
+        means = [100 * rows[r]["test_mean"] for r in ds["curve"]]
+        stds = [100 * rows[r]["test_std"] for r in ds["curve"]]
+        ax.errorbar(ws, means, yerr=stds, marker="o", capsize=3, color="#d62728", label="WKD")
+        for key, style, color, label in (("none", "--", "#555555", "none (student alone)"),
+                                         ("kd", ":", "#1f77b4", "KD (W = 1)")):
+            ax.axhline(100 * rows[key]["test_mean"], linestyle=style, color=color, label=label)
+        for row, marker in zip(AUTO, ("*", "P"), strict=True):  # a little right of their W
+            ax.errorbar([1.08 * float(_w(row, meta))], [100 * rows[row]["test_mean"]],
+                        yerr=[100 * rows[row]["test_std"]], marker=marker, markersize=11,
+                        linestyle="none", capsize=3, label=row)
+        ax.axhline(100 * rows[PICKED]["test_mean"], linestyle="-.", color="#2ca02c",
+                   label=PICKED)
+        ax.set_xscale("log")
+        ax.set_xticks(ws, [f"{w:g}" for w in ws])
+        ax.minorticks_off()
+        ax.set_xlabel("W (incorrect_weight)")
+        ax.set_ylabel("test accuracy % (mean ± std over seeds)")
+        ax.set_title(f"{name}: {sc_name}, student {_model(sc['student_model'])}", fontsize=10)
+        twin = ax.twinx()
+        twin.plot(ws, [100 * ens["targets"][r]["accuracy"] for r in ds["curve"]],
+                  color="#bbbbbb", linewidth=1)
+        twin.set_ylabel("target's train accuracy % (grey)", color="#888888", fontsize=8)
+        twin.tick_params(labelsize=7, colors="#888888")
+    for ax in axes[len(scenarios):]:
+        ax.axis("off")
+    axes[0].legend(fontsize=7, loc="best")
+    return _save(fig, path)
+
+
+def plot_tracks(result: Mapping[str, Any], path: Path) -> Path:
+    """Test gain over KD against the target's training-accuracy gain (one point per W)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    markers = {"equal": "o", "unequal": "s"}
+    for i, (name, ds) in enumerate(result["datasets"].items()):
+        for sc in ds["scenarios"].values():
+            ens = ds["ensembles"][sc["ensemble"]]
+            curve = [r for r in ds["curve"] if r != "kd"]
+            base = ens["targets"]["kd"]["accuracy"]
+            xs = [100 * (ens["targets"][r]["accuracy"] - base) for r in curve]
+            comps = [sc["summary"]["vs_kd"][r] for r in curve]
+            ys = [100 * c["mean"] for c in comps]
+            errs = [100 * c["std"] / math.sqrt(c["seeds"]) for c in comps]
+            filled = sc["student"] == "same-size"
+            ax.errorbar(xs, ys, yerr=errs, marker=markers.get(sc["ensemble"], "^"),
+                        color=f"C{i}", linestyle="-", linewidth=0.8, capsize=2,
+                        markerfacecolor=f"C{i}" if filled else "white",
+                        label=f"{name} / {sc['ensemble']} / {sc['student']}")
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.set_xlabel("target's train accuracy minus the plain average's (points)")
+    ax.set_ylabel("student test accuracy minus KD's (points, mean ± s.e.)")
+    ax.set_title("WKD's gain over KD against how much it corrects the target\n"
+                 "(one point per W; W falls from left to right)", fontsize=10)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_all(result: Mapping[str, Any], out: Path) -> list[Path]:
+    """``wkd.json``, ``wkd.md`` and the charts of ``result`` in ``out``; their paths."""
+    paths = [plot_dataset(name, ds, out / ds["plot"]) for name, ds in result["datasets"].items()]
+    paths.append(plot_tracks(result, out / "wkd_tracks.png"))
+    for name, text in (("wkd.json", json.dumps(result, indent=2)), ("wkd.md", markdown(result))):
+        (out / name).write_text(text)
+        paths.append(out / name)
+    return paths
+
+
+def render(out: Path) -> list[Path]:
+    """Rebuild ``wkd.md`` and the charts in ``out`` from its ``wkd.json`` (no training)."""
+    return write_all(json.loads((out / "wkd.json").read_text()), out)
