@@ -7,7 +7,12 @@
   beside it as ``<name>.preprocessing.json``. :func:`onnx_parity` then runs ONNX Runtime
   and PyTorch on the same inputs (the job's test split, a given table, or, for a bare
   checkpoint without either, 256 standard-normal rows) and reports the largest absolute
-  difference of the logits and the share of rows whose arg-max agrees.
+  difference of the logits and the share of rows whose arg-max agrees. The job's test
+  split is made as ``raykd predict`` makes inputs: the test rows (the job's split, by its
+  seed and fractions) of its data file, through the preprocessing stored with the student
+  (nothing is refitted, so a data file changed since training changes the rows, never
+  the scaling or the categories); only a built-in dataset or an ``.npz``, whose students
+  store no preprocessing, is loaded by its loader again.
 - **safetensors**: the weights with metadata ``raykd_model`` (architecture),
   ``input_shape``, ``num_classes``, ``class_names`` and ``preprocessing``: everything
   ``raykd predict`` needs, in one file.
@@ -23,7 +28,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from raykd.predict import ArtifactError, Student, image_inputs, table_inputs
+from raykd.predict import (
+    ArtifactError,
+    Student,
+    image_inputs,
+    job_record,
+    parquet_image_inputs,
+    table_inputs,
+)
 
 PARITY_TOLERANCE = 1e-4
 """Largest accepted absolute difference between ONNX Runtime's and PyTorch's logits."""
@@ -89,22 +101,71 @@ def export_safetensors(student: Student, out: Path) -> Path:
 def parity_inputs(student: Student, data: Path | None) -> tuple[np.ndarray, str]:
     """The inputs of the parity check and how to name them (see the module docstring)."""
     if data is not None:
-        x = image_inputs(student, data)[0] if data.is_dir() else table_inputs(student, data)[0]
+        if data.is_dir():
+            x = image_inputs(student, data)[0]
+        elif student.image is not None and data.suffix.lower() == ".parquet":
+            x = parquet_image_inputs(student, data)[0]
+        else:
+            x = table_inputs(student, data)[0]
         return x, f"{data.name} ({len(x)} rows)"
     if student.job_dir is not None:
-        from raykd.data import load_dataset
-        from raykd.engine.job_data import column_choice
-        from raykd.spec import JobSpec
-
-        result = json.loads((student.job_dir / "result.json").read_text())
-        d = JobSpec.model_validate(result["spec"]).data
-        split = load_dataset(d.dataset, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
-                             seed=d.seed, label_column=d.label_column, train_limit=d.train_limit,
-                             features=column_choice(d.features), image_size=d.image_size).test
-        return split.x, f"the job's test split ({len(split)} rows)"
+        x = job_test_inputs(student, student.job_dir)
+        return x, f"the job's test split ({len(x)} rows)"
     rng = np.random.default_rng(0)
     x = rng.standard_normal((256, *student.input_shape)).astype(np.float32)
     return x, "256 standard-normal rows (give --data for real ones)"
+
+
+def job_test_inputs(student: Student, job_dir: Path) -> np.ndarray:
+    """The job's test rows of its data file, through the student's stored preprocessing."""
+    from raykd.data.splits import dataset_indices
+    from raykd.spec import JobSpec
+
+    record = job_record(job_dir)
+    if record is None:
+        raise ArtifactError(f"job {str(job_dir)!r} has no result.json or sweep.json")
+    d = JobSpec.model_validate(record["spec"]).data
+    if student.prep is None and student.image is None:
+        from raykd.data import load_dataset
+
+        return load_dataset(d.dataset, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
+                            seed=d.seed, label_column=d.label_column, train_limit=d.train_limit).test.x
+    source = Path(d.dataset)
+    if not source.exists():
+        raise ArtifactError(f"the job's data {d.dataset!r} does not exist any more; give --data "
+                            "FILE (a table or images) for the parity check")
+
+    def test_rows(n: int) -> np.ndarray:
+        test = dataset_indices(n, carve_test=True, val_fraction=d.val_fraction,
+                               test_fraction=d.test_fraction, seed=d.seed, train_limit=None,
+                               where=repr(d.dataset))[2]
+        assert test is not None
+        return test
+
+    if student.prep is not None:
+        from raykd.data.tables import read_table
+
+        frame = read_table(source)
+        frame.columns = [str(c) for c in frame.columns]
+        label = student.prep.label_column
+        if label in frame.columns:
+            frame = frame[~frame[label].isna()].reset_index(drop=True)
+        return student.prep.transform(frame.iloc[test_rows(len(frame))], repr(d.dataset))[0]
+    image = student.image
+    assert image is not None
+    if source.is_dir():
+        from raykd.data.images import folder_examples
+
+        files = folder_examples(source)[1]
+        return image.transform([files[i] for i in test_rows(len(files))])
+    from raykd.data.image_parquet import open_parquet, read_labels
+
+    label = image.label_column or "label"
+    labels = read_labels(open_parquet(source, [label]), label)
+    kept = np.flatnonzero(~labels.isna().to_numpy())
+    rows = np.zeros(len(labels), dtype=bool)
+    rows[kept[test_rows(len(kept))]] = True
+    return parquet_image_inputs(student, source, rows)[0]
 
 
 def onnx_parity(student: Student, onnx_path: Path, data: Path | None) -> Parity:

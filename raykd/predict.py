@@ -1,13 +1,17 @@
-"""A trained student on new rows: ``raykd predict`` (and the shared part of ``raykd export``).
+"""A trained model on new rows: ``raykd predict`` (and the shared part of ``raykd export``).
 
 :func:`find_student` resolves what the user names: a student checkpoint
-(``.safetensors``), or a job directory, whose student with the best validation accuracy
-is taken (or the one whose label is given). :func:`load_student` reads the checkpoint with
-its class names and its preprocessing (from the checkpoint's metadata, or the job's
-``preprocessing.json``): a table's or an image folder's. :func:`predict_table` applies it
-to a ``.csv``/``.parquet`` file, :func:`predict_images` to a folder of images (directly in
-it, or in sub-folders named by class, which then count as labels), and both return the
-predicted class names and per-class probabilities. Every bad input is a :class:`~raykd.errors.UserError` naming what is wrong.
+(``.safetensors``), or a job directory (a run's ``result.json``, or a sweep's
+``sweep.json`` whose final student is named ``final``), whose student with the best
+validation accuracy is taken (or the one whose label is given). :func:`load_student`
+reads the checkpoint with its class names and its preprocessing (from the checkpoint's
+metadata, or the job's ``preprocessing.json``): a table's or an image dataset's; a job's
+teachers and their ensemble load by :mod:`raykd.predict_models`. :func:`predict_file`
+applies the model to a ``.csv``/``.parquet`` table, a ``.parquet`` file of encoded images
+(for a model trained on images), or a folder of images (directly in it, or in sub-folders
+named by class, which then count as labels), and returns the predicted class names and
+per-class probabilities. Every bad input is a :class:`~raykd.errors.UserError` naming
+what is wrong.
 """
 
 from __future__ import annotations
@@ -45,6 +49,12 @@ class Student:
     job_dir: Path | None = None
     label: str = ""
     image: ImagePrep | None = None
+    kind: str = "student"
+
+    @property
+    def title(self) -> str:
+        """How the command line names it: ``student kd (path)``, ``teacher 0 (path)``, ..."""
+        return f"{self.kind} {self.label} ({self.checkpoint})"
 
     @property
     def prep_record(self) -> dict[str, Any] | None:
@@ -66,6 +76,28 @@ class Prediction:
     files: list[str] | None = None
 
 
+def job_record(job_dir: Path) -> dict[str, Any] | None:
+    """A finished job's ``result.json`` (a run) or ``sweep.json`` (a sweep), or None."""
+    for name in ("result.json", "sweep.json"):
+        if (job_dir / name).is_file():
+            try:
+                record = json.loads((job_dir / name).read_text())
+            except (OSError, ValueError) as err:
+                raise ArtifactError(f"{str(job_dir / name)!r} is not readable JSON ({err})") from None
+            return dict(record) | {"_file": name}
+    return None
+
+
+def job_students(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """``{label, val_accuracy, checkpoint}`` of each student of a run, or a sweep's final one."""
+    if record["_file"] == "sweep.json":
+        final = record.get("final")
+        return [] if not final else [{"label": "final", "val_accuracy": None,
+                                      "checkpoint": final["checkpoint"]}]
+    return [{"label": str(s["label"]), "val_accuracy": s.get("val_accuracy"),
+             "checkpoint": s["generations"][-1]["checkpoint"]} for s in record.get("students") or []]
+
+
 def find_student(path: Path, *, student: str | None = None) -> tuple[Path, Path | None, str]:
     """``(checkpoint, job_dir or None, label)`` of a checkpoint path or a job directory."""
     if path.is_file():
@@ -73,13 +105,13 @@ def find_student(path: Path, *, student: str | None = None) -> tuple[Path, Path 
             raise ArtifactError(f"--student picks a student of a job directory; {str(path)!r} is a "
                                 "checkpoint file")
         return path, None, path.stem
-    result = path / "result.json"
-    if not result.is_file():
+    record = job_record(path)
+    if record is None:
         raise ArtifactError(f"{str(path)!r} is neither a student checkpoint (.safetensors) nor a "
-                            "finished job directory (no result.json)")
-    students = json.loads(result.read_text()).get("students") or []
+                            "finished job directory (no result.json or sweep.json)")
+    students = job_students(record)
     if not students:
-        raise ArtifactError(f"job {str(path)!r} has no students in its result.json")
+        raise ArtifactError(f"job {str(path)!r} has no students in its {record['_file']}")
     if student is not None:
         chosen = [s for s in students if s["label"] == student]
         if not chosen:
@@ -88,7 +120,7 @@ def find_student(path: Path, *, student: str | None = None) -> tuple[Path, Path 
     else:
         chosen = sorted(students, key=lambda s: -(s.get("val_accuracy") or 0.0))
     best = chosen[0]
-    return job_checkpoint(path, best["generations"][-1]["checkpoint"]), path, str(best["label"])
+    return job_checkpoint(path, best["checkpoint"]), path, str(best["label"])
 
 
 def job_checkpoint(job_dir: Path, recorded: str) -> Path:
@@ -98,11 +130,27 @@ def job_checkpoint(job_dir: Path, recorded: str) -> Path:
     (off a cluster's shared disk, renamed) still holds its ``students/`` files, so those
     win: a path inside the original directory is never used in place of the copy's own.
     """
-    own = job_dir / "students" / Path(recorded).name
+    inside = Path(recorded).parent.name == "students"  # a sweep's final student is at the top
+    own = job_dir / "students" / Path(recorded).name if inside else job_dir / Path(recorded).name
     if own.is_file():
         return own
     raise ArtifactError(f"job {str(job_dir)!r} has no {own.relative_to(job_dir)} (result.json "
                         f"names {recorded!r}); the job directory is incomplete")
+
+
+def read_prep(record: dict[str, Any] | None, where: str) -> tuple[TablePrep | None, ImagePrep | None]:
+    """A preprocessing record as ``(table's, images')``: at most one is set."""
+    if record is None:
+        return None, None
+    if record.get("format") == IMAGE_FORMAT:
+        return None, ImagePrep.from_dict(record, where)
+    return TablePrep.from_dict(record, where), None
+
+
+def stored_prep(job_dir: Path) -> dict[str, Any] | None:
+    """A job directory's ``preprocessing.json`` record, or None when it has none."""
+    path = job_dir / PREPROCESSING_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def load_student(path: Path, *, student: str | None = None) -> Student:
@@ -113,13 +161,9 @@ def load_student(path: Path, *, student: str | None = None) -> Student:
     info = checkpoint_info(checkpoint)
     record = info["preprocessing"]
     for folder in (checkpoint.parent, job_dir):
-        if record is None and folder is not None and (folder / PREPROCESSING_FILE).is_file():
-            record = json.loads((folder / PREPROCESSING_FILE).read_text())
-    where = f"checkpoint {str(checkpoint)!r}"
-    image = None
-    if record is not None and record.get("format") == IMAGE_FORMAT:
-        image, record = ImagePrep.from_dict(record, where), None
-    prep = None if record is None else TablePrep.from_dict(record, where)
+        if record is None and folder is not None:
+            record = stored_prep(folder)
+    prep, image = read_prep(record, f"checkpoint {str(checkpoint)!r}")
     fitted = prep if prep is not None else image
     names = info["class_names"] or (list(fitted.class_names) if fitted else None)
     names = names or [str(i) for i in range(info["num_classes"])]
@@ -129,19 +173,57 @@ def load_student(path: Path, *, student: str | None = None) -> Student:
                    label=label, image=image)
 
 
+def _need_images(student: Student) -> ImagePrep:
+    if student.image is None:
+        raise ArtifactError(f"{student.title} records no image preprocessing: predict on images "
+                            "works for models trained on an image folder or a Parquet image column")
+    return student.image
+
+
+def _check_shape(student: Student, x: np.ndarray) -> np.ndarray:
+    if x.shape[1:] != student.input_shape:
+        raise ArtifactError(f"the images become inputs {x.shape[1:]} but the model expects "
+                            f"{student.input_shape}")
+    return x
+
+
 def image_inputs(student: Student, folder: Path) -> tuple[np.ndarray, list[Path], list[str | None]]:
     """The model inputs of a folder of images, the files, and their labels (sub-folder names)."""
     from raykd.data.images import folder_files
 
-    if student.image is None:
-        raise ArtifactError(f"checkpoint {str(student.checkpoint)!r} records no image preprocessing: "
-                            "predict on a folder works for students trained on an image folder")
+    prep = _need_images(student)
     files, labels = folder_files(folder)
-    x = student.image.transform(files)
-    if x.shape[1:] != student.input_shape:
-        raise ArtifactError(f"the images become inputs {x.shape[1:]} but the student expects "
-                            f"{student.input_shape}")
-    return x, files, labels
+    return _check_shape(student, prep.transform(files)), files, labels
+
+
+def parquet_image_inputs(student: Student, data: Path, rows: np.ndarray | None = None
+                         ) -> tuple[np.ndarray, Any]:
+    """The model inputs of a Parquet file's image column, and its labels (a Series) or None."""
+    from raykd.data.image_parquet import parquet_inputs
+
+    x, labels = parquet_inputs(_need_images(student), data, rows)
+    return _check_shape(student, x), labels
+
+
+def label_text(values: Any) -> np.ndarray:
+    """Labels as text, the way class names are written (``3.0`` in a file is class ``3``)."""
+    import pandas as pd
+
+    if pd.api.types.is_float_dtype(values) and bool((values == values.round()).all()):
+        values = values.astype("int64")
+    return np.asarray(values.astype(str).to_numpy(), dtype=object)
+
+
+def _with_accuracy(out: Prediction, labels: Any) -> Prediction:
+    """``out`` with its accuracy over the rows whose label (a Series, or None) is known."""
+    if labels is None:
+        return out
+    known = ~labels.isna().to_numpy()
+    if known.any():
+        guessed = np.asarray(out.names, dtype=object)[known]
+        out.accuracy = float(np.mean(guessed == label_text(labels[known])))
+        out.labelled = int(known.sum())
+    return out
 
 
 def predict_images(student: Student, folder: Path) -> Prediction:
@@ -162,13 +244,32 @@ def predict_images(student: Student, folder: Path) -> Prediction:
     return out
 
 
+def predict_parquet_images(student: Student, data: Path) -> Prediction:
+    """Predicted class names and probabilities for every row of a Parquet image column
+    (and the accuracy when the file has the label column)."""
+    x, labels = parquet_image_inputs(student, data)
+    probs = probabilities(student.model, x)
+    names = [student.class_names[i] for i in probs.argmax(axis=1)]
+    return _with_accuracy(Prediction(names=names, probabilities=probs), labels)
+
+
+def predict_file(student: Student, data: Path) -> Prediction:
+    """:func:`predict_images` for a folder, :func:`predict_parquet_images` for a ``.parquet``
+    file when the model was trained on images, else :func:`predict_table`."""
+    if data.is_dir():
+        return predict_images(student, data)
+    if student.image is not None and data.suffix.lower() == ".parquet":
+        return predict_parquet_images(student, data)
+    return predict_table(student, data)
+
+
 def table_inputs(student: Student, data: Path) -> tuple[np.ndarray, Fallbacks, Any]:
     """The model inputs of a table file, the fallbacks they used, and the frame itself."""
     from raykd.data.tables import read_table
 
     if student.prep is None:
-        raise ArtifactError(f"checkpoint {str(student.checkpoint)!r} records no table preprocessing: "
-                            "predict on files works for students trained on a .csv/.parquet table")
+        raise ArtifactError(f"{student.title} records no table preprocessing: predict on a table "
+                            "works for models trained on a .csv/.parquet table")
     frame = read_table(data)
     frame.columns = [str(c) for c in frame.columns]
     x, fallbacks = student.prep.transform(frame, repr(str(data)))
@@ -195,8 +296,6 @@ def predict_table(student: Student, data: Path) -> Prediction:
     When ``data`` has the label column, the accuracy over its labelled rows is computed
     too (a label that is not one of the model's classes counts as wrong).
     """
-    import pandas as pd
-
     x, fallbacks, frame = table_inputs(student, data)
     probs = probabilities(student.model, x)
     names = [student.class_names[i] for i in probs.argmax(axis=1)]
@@ -204,16 +303,7 @@ def predict_table(student: Student, data: Path) -> Prediction:
                      notes=fallbacks.notes())
     assert student.prep is not None
     label = student.prep.label_column
-    if label in frame.columns:
-        known = ~frame[label].isna().to_numpy()
-        values = frame[label][known]
-        if pd.api.types.is_float_dtype(values) and bool((values == values.round()).all()):
-            values = values.astype("int64")  # 3.0 in a file is class "3"
-        truth = values.astype(str).to_numpy()
-        if len(truth):
-            guessed = np.asarray(names, dtype=object)[known]
-            out.accuracy, out.labelled = float(np.mean(guessed == truth)), int(known.sum())
-    return out
+    return _with_accuracy(out, frame[label] if label in frame.columns else None)
 
 
 def write_predictions(prediction: Prediction, class_names: tuple[str, ...], out: Path) -> Path:

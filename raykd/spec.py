@@ -282,6 +282,11 @@ class DataSpec(_Strict):
         default="label",
         description="Label column of a Parquet/CSV file: text, integers or booleans (class names kept).",
     )
+    image_column: str | None = Field(
+        default=None, min_length=1,
+        description="Parquet only: the column of encoded images (PNG/JPEG bytes, or structs with a "
+        "'bytes' field); the file is then an image dataset labelled by label_column.",
+    )
     features: FeaturesSpec = Field(
         default_factory=FeaturesSpec,
         description="Feature columns of a Parquet/CSV file (include/exclude) and category caps.",

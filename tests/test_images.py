@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 
 from raykd.data import DataError, load_dataset
+from raykd.spec import SpecError, parse_spec
 from tests.conftest import digits_spec
-from tests.test_predict_export import raykd
+from tests.test_predict_export import cli, raykd
 
 NAMES = {0: "zero", 1: "one", 2: "two"}
 
@@ -101,21 +102,20 @@ def test_one_class_folder_is_not_a_classification(tmp_path: Path) -> None:
 
 def test_a_folder_above_the_memory_budget_is_refused(tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    from raykd.data import images
+    from raykd.data import image_decode
 
     root = digit_folder(tmp_path / "digits", per_class=6)
-    monkeypatch.setattr(images, "MAX_DECODED_BYTES", 1000)
+    monkeypatch.setattr(image_decode, "MAX_DECODED_BYTES", 1000)
     with pytest.raises(DataError, match=r"18 images of \(1, 16, 16\).*in-memory budget"):
         load_dataset(root)
 
 
 def test_image_size_on_a_non_folder_is_refused() -> None:
-    with pytest.raises(DataError, match="data.image_size applies to image folders only"):
+    with pytest.raises(DataError, match="data.image_size applies to image folders and Parquet"):
         load_dataset("digits", image_size=(8, 8))
 
 
 def test_the_spec_takes_a_folder_and_an_image_size(tmp_path: Path) -> None:
-    from raykd.spec import SpecError, parse_spec
 
     base = {"data": {"dataset": str(tmp_path), "image_size": [32, 24]},
             "teachers": [{"model": {"name": "cnn"}}], "student": {"model": {"name": "mlp"}},
@@ -123,6 +123,140 @@ def test_the_spec_takes_a_folder_and_an_image_size(tmp_path: Path) -> None:
     assert parse_spec(base).data.image_size == (32, 24)
     with pytest.raises(SpecError, match="data.image_size"):
         parse_spec({**base, "data": {"dataset": str(tmp_path), "image_size": [0, 24]}})
+
+
+# --- Parquet files with a column of encoded images ---------------------------------------
+
+def digit_parquet(folder: Path, path: Path, *, struct: bool = False) -> Path:
+    """The PNGs of ``digit_folder`` as a Parquet file, rows shuffled: ``image`` (the encoded
+    bytes, or Hugging Face-style structs ``{bytes, path}``), ``label`` (the class name as
+    text) and ``note``, a column that is neither."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = sorted(folder.glob("*/*.png"))
+    order = np.random.default_rng(0).permutation(len(files))
+    encoded = [files[i].read_bytes() for i in order]
+    images = (pa.array([{"bytes": b, "path": files[i].name} for b, i in zip(encoded, order, strict=True)])
+              if struct else pa.array(encoded, type=pa.binary()))
+    table = pa.table({"image": images, "label": [files[i].parent.name for i in order],
+                      "note": [f"scan {i}" for i in order]})
+    pq.write_table(table, path, row_group_size=7)
+    return path
+
+
+def count_open_images(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Count Pillow images opened, and the most open at once, from now on."""
+    from PIL import Image
+
+    seen = {"opened": 0, "open": 0, "most": 0}
+    real_open = Image.open
+
+    def counting_open(*args: Any, **kwargs: Any) -> Any:
+        image = real_open(*args, **kwargs)
+        seen["opened"] += 1
+        seen["open"] += 1
+        seen["most"] = max(seen["most"], seen["open"])
+        real_close = image.close
+
+        def close() -> None:
+            seen["open"] -= 1
+            real_close()
+
+        image.close = close  # type: ignore[method-assign]
+        return image
+
+    monkeypatch.setattr(Image, "open", counting_open)
+    return seen
+
+
+def test_a_parquet_image_column_is_a_dataset_named_by_its_labels(tmp_path: Path) -> None:
+    folder = digit_folder(tmp_path / "digits", per_class=10)
+    path = digit_parquet(folder, tmp_path / "digits.parquet")
+    data = load_dataset(path, image_column="image", val_fraction=0.2, test_fraction=0.2, seed=0)
+    assert data.class_names == ("one", "two", "zero") and data.is_image
+    assert data.input_shape == (1, 16, 16) and len(data.train) + len(data.val) + len(data.test) == 30
+    assert data.image is not None and data.image.image_column == "image"
+    assert data.image.to_dict()["label_column"] == "label"
+    # the same images as the folder, so the same training statistics and pixels per class
+    one, zero = data.class_names.index("one"), data.class_names.index("zero")
+    x, y = data.train.x, data.train.y
+    assert x[y == zero][:, 0, 6:10, 2:5].mean() > x[y == one][:, 0, 6:10, 2:5].mean()
+    assert abs(float(data.train.x.mean())) < 1e-4
+    # Hugging Face's {bytes, path} structs read the same
+    hf = load_dataset(digit_parquet(folder, tmp_path / "hf.parquet", struct=True),
+                      image_column="image", val_fraction=0.2, test_fraction=0.2, seed=0)
+    np.testing.assert_array_equal(hf.train.x, data.train.x)
+
+
+def test_images_are_decoded_once_each_one_at_a_time(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = digit_folder(tmp_path / "digits", per_class=12)
+    path = digit_parquet(folder, tmp_path / "digits.parquet")
+    seen = count_open_images(monkeypatch)
+    load_dataset(folder, val_fraction=0.2, test_fraction=0.2)
+    assert seen == {"opened": 36, "open": 0, "most": 1}  # no header pass, none held
+    seen.update(opened=0, most=0)
+    from raykd.data import image_parquet
+
+    batches: list[int] = []
+    rows = image_parquet.image_rows
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        for chunk in rows(*args, **kwargs):
+            batches.append(len(chunk))
+            yield chunk
+
+    monkeypatch.setattr(image_parquet, "image_rows", recorded)
+    monkeypatch.setattr(image_parquet, "CHUNK", 8)  # row batches of the file, read one at a time
+    load_dataset(path, image_column="image", val_fraction=0.2, test_fraction=0.2)
+    assert seen == {"opened": 36, "open": 0, "most": 1}
+    assert sum(batches) == 36 and max(batches) <= 8 and len(batches) >= 5
+
+
+def test_a_parquet_row_without_a_label_is_dropped_and_counted(tmp_path: Path) -> None:
+    import pandas as pd
+
+    path = digit_parquet(digit_folder(tmp_path / "digits", per_class=10), tmp_path / "d.parquet")
+    frame = pd.read_parquet(path)
+    frame.loc[[3, 8], "label"] = None
+    frame.to_parquet(path)
+    data = load_dataset(path, image_column="image", val_fraction=0.2, test_fraction=0.2)
+    assert len(data.train) + len(data.val) + len(data.test) == 28
+    assert data.image is not None and "2 of 30 rows without a label dropped" in data.image.fitted_on
+
+
+@pytest.mark.parametrize(("row", "payload", "message"), [
+    (5, b"not a png at all", r"could not read image '.*d\.parquet' row 5 \(column 'image'\)"),
+    (7, None, r"'.*d\.parquet' row 7 \(column 'image'\) holds no image \(null\)"),
+    (9, b"\x89PNG\r\n\x1a\n truncated", r"row 9 \(column 'image'\)"),
+])
+def test_an_undecodable_parquet_image_names_the_row(tmp_path: Path, row: int, payload: bytes | None,
+                                                    message: str) -> None:
+    import pandas as pd
+
+    path = digit_parquet(digit_folder(tmp_path / "digits", per_class=6), tmp_path / "d.parquet")
+    frame = pd.read_parquet(path)
+    frame.loc[row, "image"] = payload
+    frame.to_parquet(path)
+    with pytest.raises(DataError, match=message):
+        load_dataset(path, image_column="image")
+
+
+def test_parquet_image_column_errors_name_the_column(tmp_path: Path) -> None:
+    path = digit_parquet(digit_folder(tmp_path / "digits", per_class=6), tmp_path / "d.parquet")
+    with pytest.raises(DataError, match=r"column 'picture' not found .*'image', 'label', 'note'"):
+        load_dataset(path, image_column="picture")
+    with pytest.raises(DataError, match=r"column 'note' .* has type string; data.image_column must"):
+        load_dataset(path, image_column="note")
+    csv = tmp_path / "d.csv"
+    csv.write_text("a,label\n1,x\n")
+    with pytest.raises(DataError, match="data.image_column applies to .parquet files only"):
+        load_dataset(csv, image_column="a")
+    spec = parse_spec({"data": {"dataset": str(path), "image_column": "image"},
+                       "teachers": [{"model": {"name": "cnn"}}], "student": {"model": {"name": "mlp"}},
+                       "methods": [{"method": "kd"}]})
+    assert spec.data.image_column == "image"
 
 
 # --- end to end on a real local Ray ------------------------------------------------------
@@ -165,8 +299,8 @@ def test_a_job_on_an_image_folder_learns_the_classes(job: dict[str, Any]) -> Non
 def test_predict_on_a_folder_of_new_images_gives_class_names(job: dict[str, Any]) -> None:
     new = digit_folder(job["root"] / "new", per_class=15, start=100)  # not in the training set
     out = job["root"] / "pred.csv"
-    done = raykd("predict", job["dir"], new, "--out", out, cwd=job["root"])
-    assert done.returncode == 0, done.stderr
+    done = cli("predict", job["dir"], new, "--out", out)
+    assert done.exit_code == 0, done.output
     table = pd.read_csv(out)
     assert list(table.columns) == ["file", "prediction", "prob_one", "prob_two", "prob_zero"]
     assert len(table) == 45 and set(table["prediction"]) <= {"one", "two", "zero"}
@@ -181,10 +315,31 @@ def test_predict_on_a_folder_of_new_images_gives_class_names(job: dict[str, Any]
 def test_predict_on_unlabelled_images_and_a_file_that_is_not_an_image(job: dict[str, Any]) -> None:
     flat = digit_folder(job["root"] / "flat", per_class=3, start=150, flat=True)
     out = job["root"] / "flat.csv"
-    done = raykd("predict", job["dir"], flat, "--out", out, cwd=job["root"])
-    assert done.returncode == 0, done.stderr
+    done = cli("predict", job["dir"], flat, "--out", out)
+    assert done.exit_code == 0, done.output
     assert len(pd.read_csv(out)) == 9 and "accuracy" not in done.stdout
     (flat / "bad.jpg").write_bytes(b"\xff\xd8 truncated")
     done = raykd("predict", job["dir"], flat, "--out", out, cwd=job["root"])
     assert done.returncode == 2 and "bad.jpg" in done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.ray
+def test_predict_on_a_parquet_of_images_matches_the_folder(job: dict[str, Any]) -> None:
+    from raykd.predict import load_student, predict_file
+
+    new = digit_folder(job["root"] / "new-pq", per_class=10, start=120)
+    path = digit_parquet(new, job["root"] / "new.parquet")
+    out = job["root"] / "pq.csv"
+    done = cli("predict", job["dir"], path, "--out", out)
+    assert done.exit_code == 0, done.output
+    table = pd.read_csv(out)
+    assert list(table.columns) == ["prediction", "prob_one", "prob_two", "prob_zero"]
+    truth = pd.read_parquet(path)["label"]
+    accuracy = float((table["prediction"] == truth).mean())
+    assert accuracy > 0.8 and f"accuracy {accuracy:.4f} on 30 labelled rows" in done.stdout
+    # the same images as a folder: the same probabilities, row for row
+    student = load_student(job["dir"])
+    order = np.random.default_rng(0).permutation(30)  # digit_parquet's shuffle
+    np.testing.assert_allclose(table.filter(like="prob_").to_numpy(),
+                               predict_file(student, new).probabilities[order], atol=2e-6)

@@ -28,6 +28,16 @@ def raykd(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=180)
 
 
+def weather_spec(root: Path, csv: Path, **overrides: Any) -> dict[str, Any]:
+    """Two small MLP teachers and an MLP student on the weather CSV, stored under root/runs."""
+    return digits_spec(str(root / "runs"), **{
+        "name": "weather", "data": {"dataset": str(csv), "label_column": "outlook", "seed": 0},
+        "teachers": [{"model": {"name": "mlp", "hidden": [16]}, "seed": s} for s in (1, 2)],
+        "teacher_train": {"epochs": 15, "batch_size": 32, "lr": 0.01},
+        "student": {"model": {"name": "mlp", "hidden": [8]}},
+        "train": {"epochs": 15, "batch_size": 32, "lr": 0.01}, **overrides})
+
+
 @pytest.fixture(scope="module")
 def job(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One small job on a CSV with text classes, categories, an index column and gaps."""
@@ -37,15 +47,20 @@ def job(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
     root = tmp_path_factory.mktemp("weather")
     csv = root / "weather.csv"
     weather_frame(n=400).to_csv(csv, index=False)
-    spec = parse_spec(digits_spec(
-        str(root / "runs"), name="weather",
-        data={"dataset": str(csv), "label_column": "outlook", "seed": 0},
-        teachers=[{"model": {"name": "mlp", "hidden": [16]}, "seed": s} for s in (1, 2)],
-        teacher_train={"epochs": 15, "batch_size": 32, "lr": 0.01},
-        student={"model": {"name": "mlp", "hidden": [8]}},
-        train={"epochs": 15, "batch_size": 32, "lr": 0.01}))
+    spec = parse_spec(weather_spec(root, csv))
     result = run_job(spec, job_dir=root / "runs" / "job", log=lambda _: None)
     return {"result": result, "root": root, "csv": csv, "dir": root / "runs" / "job"}
+
+
+def cli(*args: str | Path) -> Any:
+    """The raykd command line in this process (click's runner: stdout and stderr apart), the
+    same app as a fresh process runs without paying a process start (~5-10 s) per call;
+    :func:`raykd` runs it as a user does where the fresh process itself matters."""
+    from typer.testing import CliRunner
+
+    from raykd.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def test_result_and_checkpoint_carry_names_and_columns(job: dict[str, Any]) -> None:
@@ -64,8 +79,8 @@ def test_result_and_checkpoint_carry_names_and_columns(job: dict[str, Any]) -> N
 
 def test_predict_writes_names_probabilities_and_accuracy(job: dict[str, Any]) -> None:
     out = job["root"] / "pred.csv"
-    done = raykd("predict", job["dir"], job["csv"], "--out", out, cwd=job["root"])
-    assert done.returncode == 0, done.stderr
+    done = cli("predict", job["dir"], job["csv"], "--out", out)
+    assert done.exit_code == 0, done.output
     table = pd.read_csv(out)
     assert list(table.columns) == ["prediction", "prob_cold", "prob_hot", "prob_mild"]
     assert len(table) == 400 and set(table["prediction"]) <= {"cold", "hot", "mild"}
@@ -89,8 +104,8 @@ def test_predict_maps_an_unseen_category_to_other_with_a_warning(job: dict[str, 
     path = job["root"] / "tokyo.parquet"
     frame.to_parquet(path)
     out = job["root"] / "tokyo.csv"
-    done = raykd("predict", job["dir"], path, "--out", out, cwd=job["root"])
-    assert done.returncode == 0, done.stderr
+    done = cli("predict", job["dir"], path, "--out", out)
+    assert done.exit_code == 0, done.output
     assert "warning: column 'city': 1 value(s)" in done.stderr and "'tokyo'" in done.stderr
     assert "'(other)'" in done.stderr and "accuracy" not in done.stdout
     assert len(pd.read_csv(out)) == 20
@@ -103,8 +118,8 @@ def test_export_onnx_agrees_with_pytorch(job: dict[str, Any]) -> None:
     from raykd.predict import load_student, table_inputs
 
     out = job["root"] / "student.onnx"
-    done = raykd("export", job["dir"], "--format", "onnx", "--out", out, cwd=job["root"])
-    assert done.returncode == 0, done.stderr + done.stdout
+    done = cli("export", job["dir"], "--format", "onnx", "--out", out)
+    assert done.exit_code == 0, done.output
     assert "parity on the job's test split (80 rows)" in done.stdout and ": ok" in done.stdout
     side = json.loads((job["root"] / "student.preprocessing.json").read_text())
     assert side["class_names"] == ["cold", "hot", "mild"]
@@ -119,20 +134,116 @@ def test_export_onnx_agrees_with_pytorch(job: dict[str, Any]) -> None:
 
 def test_export_safetensors_is_self_describing(job: dict[str, Any]) -> None:
     out = job["root"] / "alone.safetensors"
-    done = raykd("export", job["dir"], "--format", "safetensors", "--out", out, cwd=job["root"])
-    assert done.returncode == 0, done.stderr
+    done = cli("export", job["dir"], "--format", "safetensors", "--out", out)
+    assert done.exit_code == 0, done.output
     alone = job["root"] / "alone"
     alone.mkdir()
     moved = alone / out.name
     out.rename(moved)  # nothing beside it: the metadata must be enough
-    done = raykd("predict", moved, job["csv"], "--out", alone / "p.csv", cwd=alone)
-    assert done.returncode == 0, done.stderr
-    reference = raykd("predict", job["dir"], job["csv"], "--out", alone / "ref.csv", cwd=alone)
-    assert reference.returncode == 0, reference.stderr
+    done = cli("predict", moved, job["csv"], "--out", alone / "p.csv")
+    assert done.exit_code == 0, done.output
+    reference = cli("predict", job["dir"], job["csv"], "--out", alone / "ref.csv")
+    assert reference.exit_code == 0, reference.output
     pd.testing.assert_frame_equal(pd.read_csv(alone / "p.csv"), pd.read_csv(alone / "ref.csv"))
 
 
 def test_predict_on_a_missing_checkpoint_is_a_user_error(tmp_path: Path) -> None:
-    done = raykd("predict", tmp_path / "nope", tmp_path / "x.csv", cwd=tmp_path)
-    assert done.returncode == 2 and "neither a student checkpoint" in done.stderr
+    done = cli("predict", tmp_path / "nope", tmp_path / "x.csv")
+    assert done.exit_code == 2 and "neither a student checkpoint" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# --- a job's teachers and ensemble, the export's stored preprocessing, a sweep's student ---
+
+def test_predict_with_a_teacher_or_the_ensemble(job: dict[str, Any]) -> None:
+    import torch
+
+    from raykd.data import TablePrep
+    from raykd.models import load_checkpoint
+
+    # independently: the stored preprocessing, each teacher's logits, their plain average
+    prep = TablePrep.from_dict(json.loads((job["dir"] / "preprocessing.json").read_text()), "prep")
+    x = torch.from_numpy(prep.transform(pd.read_csv(job["csv"]), "csv")[0])
+    with torch.no_grad():
+        logits = torch.stack([load_checkpoint(t["checkpoint"])(x) for t in job["result"]["teachers"]])
+    wanted = {"ensemble": torch.softmax(logits.double().mean(0), 1).numpy(),
+              "teacher:1": torch.softmax(logits[1].double(), 1).numpy()}
+    assert np.abs(wanted["ensemble"] - wanted["teacher:1"]).max() > 1e-3  # they can be told apart
+    names = np.array(["cold", "hot", "mild"])
+    for model, probs in wanted.items():
+        out = job["root"] / f"{model.replace(':', '-')}.csv"
+        done = cli("predict", job["dir"], job["csv"], "--out", out, "--model", model)
+        assert done.exit_code == 0, done.output
+        table = pd.read_csv(out)
+        assert list(table.columns) == ["prediction", "prob_cold", "prob_hot", "prob_mild"]
+        np.testing.assert_allclose(table.filter(like="prob_").to_numpy(), probs, atol=2e-6)
+        assert table["prediction"].tolist() == names[probs.argmax(1)].tolist()
+        assert "accuracy" in done.stdout
+    assert done.stdout.startswith("teacher 1 (") and "teachers/teacher-1.safetensors" in done.stdout
+
+
+def test_predict_names_the_models_a_job_has(job: dict[str, Any]) -> None:
+    label = job["result"]["students"][0]["label"]
+    done = cli("predict", job["dir"], job["csv"], "--model", "teacher:7")
+    assert done.exit_code == 2 and "Traceback" not in done.output
+    assert (f"unknown model 'teacher:7' for job '{job['dir']}'; accepted: ['student', "
+            f"'student:{label}', 'teacher:0', 'teacher:1', 'ensemble']") in done.stderr
+    checkpoint = job["result"]["students"][0]["generations"][0]["checkpoint"]
+    done = cli("predict", checkpoint, job["csv"], "--model", "ensemble")
+    assert done.exit_code == 2 and "picks a model of a job directory" in done.stderr
+
+
+def test_export_parity_uses_the_stored_preprocessing_not_a_refit(job: dict[str, Any]) -> None:
+    from raykd.export import parity_inputs
+    from raykd.predict import load_student
+
+    student = load_student(job["dir"])
+    before, source = parity_inputs(student, None)
+    assert source == "the job's test split (80 rows)"
+    stored = (job["dir"] / "preprocessing.json").read_bytes()
+    original = job["csv"].read_bytes()
+    try:  # the data file changes after training: every temperature 100 degrees higher
+        changed = weather_frame(n=400)
+        changed["temp"] += 100.0
+        changed.to_csv(job["csv"], index=False)
+        after, _ = parity_inputs(load_student(job["dir"]), None)
+    finally:
+        job["csv"].write_bytes(original)
+    assert student.prep is not None
+    temp = next(c for c in student.prep.columns if c.name == "temp")
+    column = student.prep.feature_names.index("temp")
+    # scaled by the stored statistics, the same rows move by 100 / std; a refit would not move them
+    np.testing.assert_allclose(after[:, column] - before[:, column], 100.0 / temp.std, rtol=1e-4)
+    others = [i for i in range(after.shape[1]) if i != column]
+    np.testing.assert_array_equal(after[:, others], before[:, others])
+    assert (job["dir"] / "preprocessing.json").read_bytes() == stored
+
+
+@pytest.fixture(scope="module")
+def sweep(job: dict[str, Any]) -> dict[str, Any]:
+    """A one-trial sweep on the same CSV and teachers (their weights and logits from the cache)."""
+    from raykd.spec import parse_spec
+    from raykd.tune import run_sweep
+
+    spec = parse_spec(weather_spec(job["root"], job["csv"], name="weather-sweep",
+                                   train={"epochs": 5, "batch_size": 32, "lr": 0.01},
+                                   sweep={"searcher": "grid", "temperature": {"values": [2.0]}}))
+    directory = job["root"] / "runs" / "sweep"
+    return {"result": run_sweep(spec, job_dir=directory, log=lambda _: None), "dir": directory}
+
+
+def test_a_sweeps_final_student_carries_the_class_names(job: dict[str, Any],
+                                                         sweep: dict[str, Any]) -> None:
+    from raykd.models import checkpoint_info
+
+    result = sweep["result"]
+    assert result["dataset"]["class_names"] == ["cold", "hot", "mild"]
+    assert [c["column"] for c in result["dataset"]["table"]["used"]] == ["city", "temp", "wind", "sky"]
+    info = checkpoint_info(result["final"]["checkpoint"])
+    assert info["class_names"] == ["cold", "hot", "mild"]
+    assert info["preprocessing"]["feature_names"][0] == "city=lima"
+    out = job["root"] / "sweep-pred.csv"
+    done = cli("predict", sweep["dir"], job["csv"], "--out", out)  # the sweep's directory will do
+    assert done.exit_code == 0, done.output
+    assert done.stdout.startswith("student final (") and "best_student.safetensors" in done.stdout
+    assert set(pd.read_csv(out)["prediction"]) <= {"cold", "hot", "mild"}

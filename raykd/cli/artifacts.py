@@ -1,8 +1,10 @@
 """``raykd predict`` and ``raykd export``: use a trained student outside raykd.
 
 Both take a student checkpoint (``.safetensors``) or a job directory (its best student on
-validation, or ``--student LABEL``). Bad input ends with one line on stderr and exit code
-2; warnings (values mapped to a fallback level) go to stderr as ``warning:`` lines.
+validation, or ``--student LABEL``); ``predict`` also runs a job's teacher or its ensemble
+(``--model teacher:0``, ``--model ensemble``: :mod:`raykd.predict_models`). Bad input ends
+with one line on stderr and exit code 2; warnings (values mapped to a fallback level) go
+to stderr as ``warning:`` lines.
 """
 
 from __future__ import annotations
@@ -16,32 +18,42 @@ from raykd.cli.common import guarded
 
 artifacts_app = typer.Typer()
 
-ModelArg = Annotated[Path, typer.Argument(help="A student checkpoint (.safetensors) or a job directory.")]
+ModelArg = Annotated[Path, typer.Argument(
+    metavar="JOB_OR_CHECKPOINT", help="A job directory, or a student checkpoint (.safetensors).")]
 StudentOpt = Annotated[str | None, typer.Option(
     help="In a job directory: the student's label (default: the best on validation).")]
 
 
 @artifacts_app.command()
 def predict(model: ModelArg, data: Annotated[Path, typer.Argument(
-                help="A .csv or .parquet file, or a folder of images (sub-folders named by class "
+                help="A .csv or .parquet table, a .parquet file of encoded images (for a model "
+                     "trained on images), or a folder of images (sub-folders named by class "
                      "count as labels).")],
             out: Annotated[Path, typer.Option(help="Where to write the predictions (CSV).")] = Path(
                 "predictions.csv"),
-            student: StudentOpt = None) -> None:
+            student: StudentOpt = None,
+            which: Annotated[str | None, typer.Option(
+                "--model", help="In a job directory: student (the best on validation, the "
+                "default), student:LABEL, teacher:I (from 0) or ensemble (the teachers' logits "
+                "averaged).")] = None) -> None:
     """Predict the class of every row of a table (or every image), with per-class probabilities."""
 
     def go() -> None:
-        from raykd.predict import load_student, predict_images, predict_table, write_predictions
+        from raykd.predict import ArtifactError, predict_file, write_predictions
+        from raykd.predict_models import load_model
 
-        loaded = load_student(model, student=student)
-        result = predict_images(loaded, data) if data.is_dir() else predict_table(loaded, data)
+        if student is not None and which is not None:
+            raise ArtifactError("give --student LABEL or --model NAME, not both "
+                                "(--student LABEL is --model student:LABEL)")
+        loaded = load_model(model, model=which if student is None else f"student:{student}")
+        result = predict_file(loaded, data)
         for line in result.notes:
             typer.echo(f"note: {line}", err=True)
         for line in result.warnings:
             typer.echo(f"warning: {line}", err=True)
         write_predictions(result, loaded.class_names, out)
         counts = {n: result.names.count(n) for n in loaded.class_names}
-        typer.echo(f"student {loaded.label} ({loaded.checkpoint})")
+        typer.echo(loaded.title)
         typer.echo(f"{len(result.names)} rows -> {out}: " + ", ".join(f"{n} {c}" for n, c in counts.items()))
         if result.accuracy is not None:
             typer.echo(f"accuracy {result.accuracy:.4f} on {result.labelled} labelled rows")

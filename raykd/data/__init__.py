@@ -11,7 +11,8 @@ Example:
 (arrays ``x``, ``y``, optionally ``x_test``, ``y_test``), ``.parquet`` or ``.csv`` file
 (text or integer labels in ``label_column``; numeric and categorical feature columns
 chosen, encoded and scaled as :mod:`raykd.data.table_columns` and
-:mod:`raykd.data.table_prep` state, fitted on the training split). Splits are
+:mod:`raykd.data.table_prep` state, fitted on the training split); a ``.parquet`` file
+with ``image_column`` is a column of encoded images (:mod:`raykd.data.image_parquet`). Splits are
 deterministic in ``seed``; every bad input raises :class:`DataError` with a one-line
 message.
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from raykd.data.builtin import load_diamonds, load_digits, load_mnist
 from raykd.data.checks import check_fraction, check_seed, check_train_limit
@@ -71,6 +73,20 @@ def _source_path(source: str | os.PathLike[str]) -> Path | None:
     return path
 
 
+def _image_parquet(path: Path | None, source: object, *, image_column: str,
+                   features: ColumnChoice | None, **options: Any) -> Dataset:
+    """A ``.parquet`` file's column of encoded images as a dataset (checked arguments)."""
+    from raykd.data.image_parquet import load_image_parquet
+
+    if path is None or path.is_dir() or path.suffix.lower() != ".parquet":
+        raise DataError(f"data.image_column applies to .parquet files only; {str(source)!r} is not "
+                        "one: remove data.image_column")
+    if features is not None and features != ColumnChoice():
+        raise DataError(f"data.features applies to tables; {str(source)!r} with data.image_column "
+                        "is an image dataset: remove data.features")
+    return load_image_parquet(path, image_column=image_column, **options)
+
+
 def load_dataset(
     source: str | os.PathLike[str],
     *,
@@ -81,6 +97,7 @@ def load_dataset(
     train_limit: int | None = None,
     features: ColumnChoice | None = None,
     image_size: tuple[int, int] | None = None,
+    image_column: str | None = None,
 ) -> Dataset:
     """Load a built-in dataset or a user file and split it into train, val and test.
 
@@ -109,8 +126,10 @@ def load_dataset(
         features: Which columns of a ``.parquet``/``.csv`` file are features and how
             categories are capped; None: every usable column (the index-like ones
             dropped, see :mod:`raykd.data.table_columns`). Only tables take it.
-        image_size: ``(height, width)`` every image of an image folder is resized to;
-            None: the first image's size. Only image folders take it.
+        image_size: ``(height, width)`` every image of an image folder (or image column)
+            is resized to; None: the first image's size. Only images take it.
+        image_column: The column of encoded images (PNG/JPEG bytes) of a ``.parquet``
+            file: the file is then an image dataset labelled by ``label_column``.
 
     Returns:
         The dataset, with ``num_classes = max(label) + 1`` over all splits (for tables:
@@ -129,6 +148,10 @@ def load_dataset(
     if not isinstance(label_column, str) or not label_column:
         raise DataError(f"label_column={label_column!r} is invalid; expected a column name")
     path = _source_path(source)
+    if image_column is not None:
+        return _image_parquet(path, source, image_column=image_column, label_column=label_column,
+                              features=features, image_size=image_size, val_fraction=val,
+                              test_fraction=test, seed=seed, train_limit=limit)
     if path is not None and path.is_dir():
         if features is not None and features != ColumnChoice():
             raise DataError(f"data.features applies to .csv/.parquet tables only; {str(source)!r} "
@@ -136,8 +159,8 @@ def load_dataset(
         return load_image_folder(path, image_size=image_size, val_fraction=val,
                                  test_fraction=test, seed=seed, train_limit=limit)
     if image_size is not None:
-        raise DataError(f"data.image_size applies to image folders only; {str(source)!r} is not "
-                        "one: remove data.image_size")
+        raise DataError(f"data.image_size applies to image folders and Parquet image columns only; "
+                        f"{str(source)!r} is neither: remove data.image_size")
     if path is not None and path.suffix.lower() in TABLE_SUFFIXES:
         return load_table(path, label_column=label_column, choice=features or ColumnChoice(),
                           val_fraction=val, test_fraction=test, seed=seed, train_limit=limit)

@@ -13,14 +13,17 @@ The rules (the same at training time and at ``raykd predict`` time):
   default: the size of the first image (first class, first file).
 - **channels**: grayscale (1 channel) when every image is grayscale (Pillow modes ``1``,
   ``L``, ``LA``, ``I``, ``I;16``, ``F``), else RGB (3 channels; alpha dropped, palettes
-  expanded).
+  expanded; grayscale images repeated across the channels), see
+  :mod:`raykd.data.image_decode`.
 - **values**: 8-bit values divided by 255 (so in [0, 1]), then standardized per channel
   with the mean and standard deviation of the training split (after ``train_limit``).
 
-Decoding is eager: the whole folder is decoded into memory once, as float32
-``(N, C, H, W)``; a folder above :data:`MAX_DECODED_BYTES` decoded is refused with a
-DataError (lower ``data.image_size``, or use fewer images). Lazy decoding of huge
-folders and Parquet columns of encoded images are not supported yet.
+Listing a folder opens no file. The images are decoded when the job's arrays are built,
+in chunks of :data:`~raykd.data.image_decode.CHUNK`, one Pillow image open at a time,
+into one uint8 array, then standardized chunk by chunk into float32 ``(N, C, H, W)``; a
+dataset above :data:`~raykd.data.image_decode.MAX_DECODED_BYTES` decoded is refused with
+a DataError (lower ``data.image_size``, or use fewer images). Parquet columns of encoded
+images follow the same rules (:mod:`raykd.data.image_parquet`).
 
 :class:`ImagePrep` is the fitted record: ``preprocessing.json`` in the job directory and
 the ``preprocessing`` entry of each student checkpoint, read back by ``raykd predict``.
@@ -35,22 +38,31 @@ from typing import Any
 import numpy as np
 
 from raykd.data.checks import DataError
-from raykd.data.files import describe_error
+from raykd.data.image_decode import (
+    Decoded,
+    Item,
+    channel_stats,
+    check_budget,
+    chunked,
+    decode_images,
+    standardize,
+)
 from raykd.data.splits import Dataset, Preprocessing, RawData, build_dataset, dataset_indices
 
 FORMAT = "raykd-image-preprocessing"
 VERSION = 1
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-GRAYSCALE_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
-MAX_DECODED_BYTES = 1 << 30
-"""In-memory budget of one decoded folder: 1 GiB of float32 ``(N, C, H, W)``."""
 SHOWN_IGNORED = 20
 IDENTITY = Preprocessing(divisor=1.0, mean=0.0, std=1.0)
 
 
 @dataclass(frozen=True)
 class ImagePrep:
-    """How image files become model inputs (see the module docstring)."""
+    """How images become model inputs (see the module docstring).
+
+    ``image_column`` and ``label_column`` are set for a Parquet file of encoded images
+    (:mod:`raykd.data.image_parquet`), None for an image folder.
+    """
 
     image_size: tuple[int, int]
     mode: str
@@ -59,6 +71,8 @@ class ImagePrep:
     class_names: tuple[str, ...]
     fitted_on: str = ""
     ignored: tuple[str, ...] = ()
+    image_column: str | None = None
+    label_column: str | None = None
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -66,10 +80,13 @@ class ImagePrep:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON record (``preprocessing.json``)."""
-        return {"format": FORMAT, "version": VERSION, "image_size": list(self.image_size),
-                "mode": self.mode, "mean": list(self.mean), "std": list(self.std),
-                "class_names": list(self.class_names), "fitted_on": self.fitted_on,
-                "ignored": list(self.ignored), "suffixes": list(IMAGE_SUFFIXES)}
+        record = {"format": FORMAT, "version": VERSION, "image_size": list(self.image_size),
+                  "mode": self.mode, "mean": list(self.mean), "std": list(self.std),
+                  "class_names": list(self.class_names), "fitted_on": self.fitted_on,
+                  "ignored": list(self.ignored), "suffixes": list(IMAGE_SUFFIXES)}
+        if self.image_column is not None:
+            record |= {"image_column": self.image_column, "label_column": self.label_column}
+        return record
 
     @classmethod
     def from_dict(cls, record: dict[str, Any], where: str) -> ImagePrep:
@@ -86,21 +103,35 @@ class ImagePrep:
             if len(mean) != len(std) or len(mean) != (1 if mode == "L" else 3):
                 raise ValueError("mean/std do not match the channels")
             names = tuple(str(n) for n in record["class_names"])
+            column, label = record.get("image_column"), record.get("label_column")
         except (KeyError, TypeError, ValueError) as err:
             raise DataError(f"{where}: the image preprocessing record is invalid ({err})") from None
         return cls(image_size=(h, w), mode=mode, mean=mean, std=std, class_names=names,
-                   fitted_on=str(record.get("fitted_on", "")))
+                   fitted_on=str(record.get("fitted_on", "")),
+                   image_column=None if column is None else str(column),
+                   label_column=None if label is None else str(label))
+
+    def transform_items(self, chunks: Any, n: int, where: str) -> np.ndarray:
+        """Decode ``n`` images from ``chunks`` of ``(name, payload)`` by this record's mode and
+        size, then standardize: float32 ``(n, C, H, W)``."""
+        check_budget(n, self.input_shape, where)
+        if n == 0:
+            return np.zeros((0, *self.input_shape), dtype=np.float32)
+        decoded = decode_images(chunks, n, mode=self.mode, size=self.image_size, where=where)
+        return standardize(decoded.pixels, self.mean, self.std)
 
     def transform(self, files: list[Path]) -> np.ndarray:
         """Decode, convert, resize and standardize ``files``: float32 ``(N, C, H, W)``."""
-        check_budget(len(files), self.input_shape, "the images")
-        x = np.stack([decode(f, self.mode, self.image_size) for f in files]) if files else \
-            np.zeros((0, *self.input_shape), dtype=np.uint8)
-        return standardize(x, self.mean, self.std)
+        return self.transform_items(chunked(file_items(files)), len(files), "the images")
 
 
 def is_image(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def file_items(files: list[Path]) -> list[Item]:
+    """``(name, payload)`` of each file for :func:`~raykd.data.image_decode.decode_images`."""
+    return [(repr(str(f)), f) for f in files]
 
 
 def scan_folder(root: Path) -> tuple[tuple[str, ...], list[list[Path]], list[str]]:
@@ -124,78 +155,48 @@ def scan_folder(root: Path) -> tuple[tuple[str, ...], list[list[Path]], list[str
     return tuple(d.name for d in classes), files, ignored
 
 
-def header(path: Path) -> tuple[str, tuple[int, int]]:
-    """Pillow mode and ``(height, width)`` of one file, reading its header only."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return im.mode, (im.height, im.width)
-    except Exception as exc:  # noqa: BLE001 - any failure means the file is not an image
-        raise DataError(f"could not read image {str(path)!r}: {describe_error(exc)}") from None
+def folder_examples(root: Path) -> tuple[tuple[str, ...], list[Path], np.ndarray, list[str]]:
+    """``(class names, files, labels, ignored)`` of ``root`` in the dataset's order."""
+    class_names, per_class, ignored = scan_folder(root)
+    files = [f for group in per_class for f in group]
+    labels = np.concatenate([np.full(len(g), i, dtype=np.int64) for i, g in enumerate(per_class)])
+    return class_names, files, labels, ignored
 
 
-def decode(path: Path, mode: str, size: tuple[int, int]) -> np.ndarray:
-    """One file as uint8 ``(C, H, W)`` in ``mode`` (``L`` or ``RGB``), resized to ``size``."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as opened:
-            im = opened.convert(mode)
-            if (im.height, im.width) != size:
-                im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            array = np.asarray(im, dtype=np.uint8)
-    except Exception as exc:  # noqa: BLE001 - truncated or corrupt data
-        raise DataError(f"could not decode image {str(path)!r}: {describe_error(exc)}") from None
-    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
-
-
-def check_budget(n: int, shape: tuple[int, ...], where: str) -> None:
-    """DataError when ``n`` images of ``shape`` exceed :data:`MAX_DECODED_BYTES` as float32."""
-    need = n * int(np.prod(shape)) * 4
-    if need > MAX_DECODED_BYTES:
-        raise DataError(
-            f"{where}: {n} images of {shape} take {need / 2**30:.1f} GiB decoded, above the "
-            f"in-memory budget of {MAX_DECODED_BYTES / 2**30:.0f} GiB; set a smaller "
-            "data.image_size or use fewer images (lazy decoding is not supported yet)")
-
-
-def standardize(x: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
-    """``(x / 255 - mean) / std`` per channel, float32."""
-    out = x.astype(np.float32) / np.float32(255.0)
-    out -= np.asarray(mean, dtype=np.float32)[None, :, None, None]
-    out /= np.asarray(std, dtype=np.float32)[None, :, None, None]
-    return np.ascontiguousarray(out)
+def fit_images(decoded: Decoded, labels: np.ndarray, class_names: tuple[str, ...], *, name: str,
+               where: str, val_fraction: float, test_fraction: float, seed: int,
+               train_limit: int | None, ignored: tuple[str, ...] = (), dropped: str = "",
+               image_column: str | None = None, label_column: str | None = None) -> Dataset:
+    """Split decoded images by seed, fit mean/std on the training images, standardize: a Dataset."""
+    train_idx, _, _ = dataset_indices(len(labels), carve_test=True, val_fraction=val_fraction,
+                                      test_fraction=test_fraction, seed=seed,
+                                      train_limit=train_limit, where=where)
+    mean, std = channel_stats(decoded.pixels, train_idx)
+    prep = ImagePrep(image_size=decoded.size, mode=decoded.mode, mean=mean, std=std,
+                     class_names=class_names, ignored=ignored[:SHOWN_IGNORED],
+                     fitted_on=f"the training split: {len(train_idx)} images (data.seed {seed})"
+                     + dropped, image_column=image_column, label_column=label_column)
+    x = standardize(decoded.pixels, mean, std)
+    decoded.pixels = np.empty((0,), dtype=np.uint8)  # the caller's copy is not needed any more
+    label_name = "class folders" if image_column is None else f"column {label_column!r}"
+    data = build_dataset(name, RawData(x=x, y=labels, x_test=None, y_test=None, where=where,
+                                       label_name=label_name, preprocessing=IDENTITY,
+                                       class_names=class_names),
+                         val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+                         train_limit=train_limit)
+    return replace(data, num_classes=len(class_names), image=prep)
 
 
 def load_image_folder(root: Path, *, image_size: tuple[int, int] | None, val_fraction: float,
                       test_fraction: float, seed: int, train_limit: int | None) -> Dataset:
-    """Scan, decode, split by seed, fit mean/std on the training images: a Dataset."""
+    """List the folder, decode it in chunks, split by seed, fit mean/std on the training images."""
     where = f"image folder {str(root)!r}"
-    class_names, per_class, ignored = scan_folder(root)
-    files = [f for group in per_class for f in group]
-    labels = np.concatenate([np.full(len(g), i, dtype=np.int64) for i, g in enumerate(per_class)])
-    heads = [header(f) for f in files]
-    mode = "L" if all(m in GRAYSCALE_MODES for m, _ in heads) else "RGB"
-    size = tuple(image_size) if image_size is not None else heads[0][1]
-    shape = (1 if mode == "L" else 3, *size)
-    check_budget(len(files), shape, where)
-    raw = np.stack([decode(f, mode, size) for f in files])  # type: ignore[arg-type]
-    train_idx, _, _ = dataset_indices(len(files), carve_test=True, val_fraction=val_fraction,
-                                      test_fraction=test_fraction, seed=seed,
-                                      train_limit=train_limit, where=where)
-    train = raw[train_idx].astype(np.float64) / 255.0
-    mean = tuple(float(v) for v in train.mean(axis=(0, 2, 3)))
-    std = tuple(float(s) if s > 1e-12 else 1.0 for s in train.std(axis=(0, 2, 3)))
-    prep = ImagePrep(image_size=size, mode=mode, mean=mean, std=std,  # type: ignore[arg-type]
-                     class_names=class_names, ignored=tuple(ignored[:SHOWN_IGNORED]),
-                     fitted_on=f"the training split: {len(train_idx)} images (data.seed {seed})")
-    data = build_dataset(root.name, RawData(x=standardize(raw, mean, std), y=labels, x_test=None,
-                                            y_test=None, where=where, label_name="class folders",
-                                            preprocessing=IDENTITY, class_names=class_names),
-                         val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
-                         train_limit=train_limit)
-    return replace(data, num_classes=len(class_names), image=prep)
+    class_names, files, labels, ignored = folder_examples(root)
+    decoded = decode_images(chunked(file_items(files)), len(files), mode=None, size=image_size,
+                            where=where)
+    return fit_images(decoded, labels, class_names, name=root.name, where=where,
+                      val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+                      train_limit=train_limit, ignored=tuple(ignored))
 
 
 def folder_files(folder: Path) -> tuple[list[Path], list[str | None]]:

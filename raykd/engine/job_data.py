@@ -59,7 +59,8 @@ def load_job_data(job: Job) -> Dataset:
     with job.stage("data"):
         data = load_dataset(d.dataset, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
                             seed=d.seed, label_column=d.label_column, train_limit=d.train_limit,
-                            features=column_choice(d.features), image_size=d.image_size)
+                            features=column_choice(d.features), image_size=d.image_size,
+                            image_column=d.image_column)
         check_models(job.spec, data)
         check_user_models(job.spec, data)
     names = f" {list(data.class_names)}" if data.class_names else ""

@@ -1,5 +1,9 @@
 """The sweep's last stage: the best configuration's student, retrained on train+val and tested.
 
+Its checkpoint carries the class names and the fitted preprocessing (a table's or an
+image dataset's) in its metadata, as a ``raykd run`` student's does, so that
+``raykd predict`` and ``raykd export`` take it alone (or the sweep's directory).
+
 The teachers' logits of train+val are the cached train and val logits concatenated along
 the example axis (M, N_train + N_val, C); no teacher runs again.
 """
@@ -19,7 +23,7 @@ from raykd.data import Dataset
 from raykd.engine.context import Job
 from raykd.engine.prepare import TeacherSet
 from raykd.losses.topk import TopK, concat_rows
-from raykd.models import save_checkpoint
+from raykd.models import describe_checkpoint, save_checkpoint
 from raykd.train.config import StudentConfig
 from raykd.train.steps import accuracy, predict_logits
 from raykd.tune.space import SWEPT, TrialPlan, trial_method
@@ -83,6 +87,8 @@ def final_student(
         job.job_dir / "best_student.safetensors",
         **config.checkpoint_meta,
         extra={"method": method.model_dump(), "trained_on": "train+val"},
+        class_names=data.class_names,
+        preprocessing=data.prep_record,
     )
     test_acc = accuracy(predict_logits(model, data.test.x), data.test.y)
     job.log(f"best student ({method.display}) retrained on train+val: test accuracy {test_acc:.4f}")
@@ -97,8 +103,9 @@ def final_student(
     }
 
 
-def reuse_final(job_dir: Path, best: dict[str, Any]) -> dict[str, Any] | None:
-    """The final student of an earlier call, when it was trained for this same best config."""
+def reuse_final(job_dir: Path, best: dict[str, Any], data: Dataset) -> dict[str, Any] | None:
+    """The final student of an earlier call, when it was trained for this same best config
+    (its checkpoint then given the class names and preprocessing, as a new one has them)."""
     path = job_dir / "sweep.json"
     if not path.exists():
         return None
@@ -108,4 +115,7 @@ def reuse_final(job_dir: Path, best: dict[str, Any]) -> dict[str, Any] | None:
         return None
     if any(prev.get(k) != best.get(k) for k in ("trial_id", *SWEPT)):
         return None
-    return final
+    if data.class_names is not None or data.prep_record is not None:
+        describe_checkpoint(final["checkpoint"], class_names=data.class_names,
+                            preprocessing=data.prep_record)
+    return dict(final)

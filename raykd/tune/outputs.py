@@ -10,6 +10,7 @@ from typing import Any
 
 from raykd.data import Dataset
 from raykd.engine.context import Job, spec_hash
+from raykd.engine.job_data import dataset_row
 from raykd.engine.run import versions
 from raykd.schema import SweepResult
 from raykd.tune.plots import alpha_plot, heatmap_w_t
@@ -55,14 +56,7 @@ def sweep_result(
         "versions": versions(),
         "job": spec.name,
         "job_dir": str(job.job_dir),
-        "dataset": {
-            "name": data.name,
-            "train": len(data.train),
-            "val": len(data.val),
-            "test": len(data.test),
-            "num_classes": data.num_classes,
-            "fingerprints": {s: getattr(data, s).fingerprint for s in ("train", "val", "test")},
-        },
+        "dataset": dataset_row(data, job.job_dir),  # class names and columns, as result.json
         "spec": json.loads(spec.model_dump_json()),
         "timings": timings,
         "mode": "naive" if naive else "shared",
