@@ -436,3 +436,71 @@ def test_empty_or_reserved_tokens_are_refused(env: dict[str, str], shown: str,
         monkeypatch.setenv(key, value)
     result = CliRunner().invoke(app, ["serve"])
     assert result.exit_code == 2 and shown in result.output and "Traceback" not in result.output
+
+
+def test_two_hundred_submissions_under_load_and_a_restart_are_each_recorded_once(
+        live: dict[str, Any]) -> None:
+    """Issue 14's load: 20 clients send 200 submissions while a job runs, and the service is
+    killed and restarted in the middle. Each client retries what failed with the same
+    Idempotency-Key (as ``raykd submit`` does): every submission is recorded exactly once,
+    none is lost, and no job reaches Ray twice."""
+    import threading
+
+    from ray.job_submission import JobSubmissionClient
+
+    server: Server = live["server"]
+    running = post(server, {"spec": small_spec(name="under-load")}, token=ADMIN).json()
+    wait_state(server, running["id"], ("running",))
+    sent, retried = threading.Semaphore(0), [0]
+
+    def submit(i: int) -> tuple[str, str]:
+        key, body = f"load-{i}", {"spec": small_spec(name=f"load-{i}"), "labels": {"load": "yes"}}
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                r = post(server, body, token=ADMIN, **{"Idempotency-Key": key})
+                if r.status_code in (200, 201):
+                    sent.release()
+                    return key, str(r.json()["id"])
+                assert r.status_code >= 500, r.text  # a 4xx would be a bug, not load
+            except httpx.TransportError:
+                pass  # the service is down: try again, same key
+            retried[0] += 1
+            assert time.monotonic() < deadline, f"{key} was never accepted"
+            time.sleep(0.2)
+
+    def restart_midway() -> None:
+        for _ in range(80):
+            sent.acquire()
+        server.kill()
+        time.sleep(1)
+        server.start()
+
+    killer = threading.Thread(target=restart_midway)
+    killer.start()
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        got = dict(pool.map(submit, range(200)))
+    killer.join()
+    assert retried[0] > 0, "no request met the restart: the test did not test it"
+    assert len(got) == 200 and len(set(got.values())) == 200
+    listed, cursor = [], None
+    while True:
+        page = httpx.get(f"{server.url}/api/v1/jobs", headers=auth(ADMIN), timeout=30,
+                         params={"label": "load=yes", "limit": 100, **({"cursor": cursor} if cursor else {})}).json()
+        listed += page["items"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert sorted(j["id"] for j in listed) == sorted(got.values())  # each once, none lost
+    for job in listed:  # leave the queue empty for the tests after this one
+        httpx.post(f"{server.url}/api/v1/jobs/{job['id']}/cancel", headers=auth(ADMIN), timeout=30)
+    done = wait_state(server, running["id"], ("succeeded", "failed", "cancelled"))
+    assert done["state"] == "succeeded" and done["attempts"] == 1, done
+    ours = {running["id"], *got.values()}
+    submitted = [j.submission_id for j in JobSubmissionClient(live["head"].address).list_jobs()
+                 if j.submission_id and j.submission_id.split(".r")[0] in ours]
+    jobs_sent = [s.split(".r")[0] for s in submitted]
+    assert len(jobs_sent) == len(set(jobs_sent)) and running["id"] in jobs_sent  # none sent twice
+    for job in listed:  # a job that started before its cancel did so once
+        final = wait_state(server, job["id"], ("succeeded", "failed", "cancelled"))
+        assert final["attempts"] <= 1 and submitted.count(job["id"]) == final["attempts"], final
