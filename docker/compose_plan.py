@@ -187,7 +187,8 @@ def _env(value: Any) -> dict[str, str]:
         return {}
     if isinstance(value, dict):
         return {str(k): "" if v is None else str(v) for k, v in value.items()}
-    return dict(str(item).split("=", 1) if "=" in str(item) else (str(item), "") for item in value)
+    pairs = (str(item).partition("=") for item in value)
+    return {key: val for key, _eq, val in pairs}
 
 
 def _port(value: Any) -> Port:

@@ -129,7 +129,11 @@ def wait_for(c: Container, condition: str, timeout_s: float, runner: Runner = ru
 
 
 def up(plan: Plan, *, timeout_s: float = 300, runner: Runner = run, log: Callable[[str], None] = print) -> None:
-    """Create the networks and volumes, then start every container in order."""
+    """Create the networks and volumes, start every container in order, wait until each is healthy.
+
+    (Like ``docker compose up -d --wait``: a container with a healthcheck counts as up once
+    healthy, one without once running.)
+    """
     for net in plan.networks:
         if runner(["docker", "network", "inspect", net]).returncode != 0:
             _check(runner(["docker", "network", "create", "--label", f"{LABEL}={plan.project}", net]))
@@ -147,6 +151,9 @@ def up(plan: Plan, *, timeout_s: float = 300, runner: Runner = run, log: Callabl
                 f.writelines(f"{k}={v}\n" for k, v in sorted(c.environment.items()))
             _check(runner(run_argv(plan, c, env_file)))
         log(f"started {c.name} ({c.image})")
+    for c in plan.containers:
+        if c.options.get("restart") != "no":  # one-shot jobs are not waited for
+            wait_for(c, "service_healthy" if c.health else "service_started", timeout_s, runner)
 
 
 def down(project: str, *, volumes: bool = False, runner: Runner = run) -> None:

@@ -16,7 +16,8 @@ session, with the same topology translated to one host:
   with this Python's ``bin`` first on PATH; the healthcheck is run as a command.
 
 Resource limits, capabilities and GPU reservations have no process equivalent and are not
-applied. ``down`` stops every process group recorded in ``<state>/processes.json``.
+applied. ``down`` stops every process group recorded in ``<state>/processes.json`` and
+removes the Ray temp dirs it made (each process's output stays in ``<state>/<name>/output.log``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -197,7 +199,9 @@ def up(plan: Plan, state: Path, *, environ: Mapping[str, str] | None = None,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
             out.close()
             started[p.container.name] = (p, popen)
-            record.write_text(json.dumps({n: q.pid for n, (_p, q) in started.items()}))
+            record.write_text(json.dumps({"pids": {n: q.pid for n, (_p, q) in started.items()},
+                                          "temp_dirs": [_temp_dir(q.argv) for q, _ in started.values()
+                                                        if _temp_dir(q.argv)]}))
             if log is not None:
                 log(f"started {p.container.name} as pid {popen.pid} ({' '.join(p.argv[:3])} ...)")
         for p, popen in started.values():
@@ -213,7 +217,8 @@ def down(state: Path, timeout_s: float = 30) -> None:
     record = state / "processes.json"
     if not record.is_file():
         return
-    pids = list(json.loads(record.read_text()).values())
+    recorded = json.loads(record.read_text())
+    pids = list(recorded["pids"].values())
     for pid in reversed(pids):
         try:
             os.killpg(pid, signal.SIGTERM)
@@ -228,7 +233,15 @@ def down(state: Path, timeout_s: float = 30) -> None:
                 os.killpg(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+    for temp in recorded["temp_dirs"]:  # Ray's session files (sockets, its own logs)
+        shutil.rmtree(temp, ignore_errors=True)
     record.unlink()
+
+
+def _temp_dir(argv: list[str]) -> str | None:
+    """The ``--temp-dir`` this launcher gave a ``ray start`` (None for other processes)."""
+    found = [a.split("=", 1)[1] for a in argv if a.startswith("--temp-dir=/tmp/rkl-")]
+    return found[0] if found else None
 
 
 def _alive(pid: int) -> bool:
