@@ -58,8 +58,9 @@ class RayHead:
     is the same address, but a cluster that has forgotten every job (as a restarted head has).
     """
 
-    def __init__(self, tmp: Path, num_cpus: int = 2, env: dict[str, str] | None = None) -> None:
-        self.tmp, self.num_cpus, self.env = tmp, num_cpus, env or {}
+    def __init__(self, tmp: Path, num_cpus: int = 2, env: dict[str, str] | None = None,
+                 args: list[str] | None = None) -> None:
+        self.tmp, self.num_cpus, self.env, self.args = tmp, num_cpus, env or {}, args or []
         self.dashboard_port = free_port()
         self.ports = [free_port() for _ in range(3)]
         self.address = f"http://127.0.0.1:{self.dashboard_port}"
@@ -71,7 +72,8 @@ class RayHead:
         cmd = [f"{VENV_BIN}/ray", "start", "--head", "--block", f"--port={gcs}",
                "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
                f"--num-cpus={self.num_cpus}", f"--temp-dir={temp_dir}", "--disable-usage-stats",
-               f"--dashboard-agent-listen-port={agent}", f"--ray-client-server-port={client}"]
+               f"--dashboard-agent-listen-port={agent}", f"--ray-client-server-port={client}",
+               *self.args]
         self.log = open(self.tmp / "ray-head.log", "ab")  # noqa: SIM115
         env = service_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=os.environ["RAY_AUTH_TOKEN_PATH"],
                           **self.env)
