@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         project = compose_plan.project_name(files)
         if args.mode != "processes" and launch_docker.engine_available():
             launch_docker.down(project, volumes=args.volumes)
-        launch_processes.down(args.state or default_state(project))
+        launch_processes.down((args.state or default_state(project)).resolve())
         return 0
     try:
         plan = compose_plan.load_plan(files, env_file=args.env_file, profiles=args.profile,
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     mode = args.mode
     if mode == "auto":
         mode = "docker" if launch_docker.engine_available() else "processes"
-    state = args.state or default_state(plan.project)
+    state = (args.state or default_state(plan.project)).resolve()  # children run in their own cwd
     if args.action == "config":
         if mode == "docker":
             for c in plan.containers:

@@ -190,6 +190,9 @@ class _ResultFile(_OpenRow):
     )
     job: str = Field(description="The spec's name.")
     job_dir: str = Field(description="Absolute path of the job directory.")
+    damaged_files: list[str] = Field(
+        default_factory=list, description="Damaged cache entries this job found (failed their "
+        "checksum or unreadable): never used, computed again (see the job's messages).")
     dataset: DatasetRow = Field(description="The data and its split.")
     spec: JobSpec = Field(description="The spec as run (paths resolved).")
     timings: dict[str, float] = Field(

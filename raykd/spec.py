@@ -480,6 +480,25 @@ class JobSpec(_Strict):
         "RAYKD_ALLOW_FAULT_INJECTION is set where the job runs (raykd.faults).")
 
     @model_validator(mode="after")
+    def _faults_can_fire(self) -> JobSpec:
+        f = self.faults
+        if f is None:
+            return self
+        if f.kill_teacher is not None and f.kill_teacher >= len(self.teachers):
+            raise ValueError(f"faults.kill_teacher={f.kill_teacher}: there are {len(self.teachers)} "
+                             f"teachers (0..{len(self.teachers) - 1})")
+        if f.kill_student_after_epoch is not None and f.kill_student_after_epoch >= self.train.epochs:
+            raise ValueError(f"faults.kill_student_after_epoch={f.kill_student_after_epoch}: give an "
+                             f"epoch before the last (train.epochs={self.train.epochs})")
+        if f.kill_student_at_step is not None and f.kill_student_after_epoch is not None:
+            raise ValueError("faults: give kill_student_at_step or kill_student_after_epoch, not both")
+        if self.sweep is not None and (f.kill_student_at_step or f.kill_student_after_epoch
+                                       or f.epoch_sleep_s):
+            raise ValueError("faults: student faults do not reach a sweep's trials; only "
+                             "kill_teacher applies to a sweep")
+        return self
+
+    @model_validator(mode="after")
     def _classes_agree(self) -> JobSpec:
         declared = {
             f"teachers[{i}].model.num_classes": t.model.num_classes

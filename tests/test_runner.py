@@ -26,9 +26,10 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def actor_ids(class_name: str) -> dict[str, str]:
     """Every actor of ``class_name`` this Ray has seen (dead ones included): id -> state."""
+    import ray
     from ray.util.state import list_actors
 
-    return {a.actor_id: a.state for a in list_actors(filters=[("class_name", "=", class_name)],
+    return {a.actor_id: a.state for a in list_actors(address=ray.get_runtime_context().gcs_address, filters=[("class_name", "=", class_name)],
                                                      limit=10_000, raise_on_missing_output=False)}
 
 
@@ -61,7 +62,26 @@ def test_one_student_actor_trains_every_student_of_the_job(ray_local: None, stor
     assert all(s["test_accuracy"] > 0.8 for s in result["students"])
     states = store / "actor" / "student_states" / "student-1-g1-a1"
     assert sorted(p.name for p in states.iterdir()) == ["epoch-0002", "epoch-0003"]  # newest two
+    check_damaged_states_are_refused(states / "epoch-0003")
     assert not (store / "actor" / "ray_train").exists()
+
+
+def check_damaged_states_are_refused(state: Path) -> None:
+    """A saved training state passes its manifest; with one byte of its optimizer flipped,
+    or its progress truncated, it is refused by name (never resumed from)."""
+    from raykd.models.checkpoint import CheckpointDamaged
+    from raykd.train.state import check_state, load_progress
+
+    assert load_progress(state).epoch == EPOCHS
+    for name, damage in (("optimizer.pt", lambda b: b[:-9] + bytes([b[-9] ^ 1]) + b[-8:]),
+                         ("progress.json", lambda b: b[: len(b) // 2])):
+        path = state / name
+        whole = path.read_bytes()
+        path.write_bytes(damage(whole))
+        with pytest.raises(CheckpointDamaged, match=f"{name} fail their checksum"):
+            check_state(state)
+        path.write_bytes(whole)
+    check_state(state)
 
 
 def test_ray_train_and_the_actor_train_the_same_student_and_cached_teachers_start_no_actor(
@@ -186,7 +206,7 @@ def test_damaged_cache_entries_and_teacher_files_are_reported_and_computed_again
     said = [e.text for e in read_events(store / "damaged" / "events.jsonl") if e.type == "message"]
     assert any(str(teacher) in s and "trains again" in s for s in said), said
     assert any(f"{entry.name} is damaged" in s for s in said), said
-    assert entry.name in " ".join(after["logit_cache"]["rejected"])
+    assert entry.name in " ".join(after["damaged_files"])
     assert teacher.is_file()  # trained again and published again
     assert [t["test_accuracy"] for t in after["teachers"]] == [t["test_accuracy"] for t in before["teachers"]]
     for a, b in zip(histories(before), histories(after), strict=True):

@@ -305,24 +305,27 @@ def _intact(job: Job, index: int, path: Path) -> bool:
 
     A damaged one is reported, deleted and not used: the teacher trains again.
     """
-    from raykd.models.checkpoint import checkpoint_info
+    from raykd.models.checkpoint import CheckpointDamaged, checkpoint_info
 
     try:
         checkpoint_info(path)
         return True
-    except CheckpointError as err:
+    except CheckpointDamaged as err:
         job.say(f"teacher {index}: {err}; it was deleted and the teacher trains again")
         path.unlink(missing_ok=True)
         return False
+    except CheckpointError as err:  # unreadable now (permissions, storage): kept for other jobs
+        job.say(f"teacher {index}: {err}; it is not used here and the teacher trains again")
+        return False
 
 
-def _report_rejected(job: Job, cache: Any) -> None:
+def report_rejected(job: Job, cache: Any) -> None:
     """Say each damaged logit-cache entry this job found (deleted, computed again)."""
     rejected = getattr(cache, "rejected", [])
     for line in rejected:
         job.say(line)
     if rejected:
-        job.result.setdefault("logit_cache", {})["rejected"] = list(rejected)
+        job.result.setdefault("damaged_files", []).extend(rejected)
     rejected.clear()
 
 
@@ -370,7 +373,7 @@ def run_teachers(job: Job, data: Dataset, cache: Any, refs: dict[str, Any]) -> T
     """
     configs = _teacher_configs(job, data, cache)
     hit = cached_logits(job, data, cache, configs)
-    _report_rejected(job, cache)
+    report_rejected(job, cache)
     if hit is not None:
         _record_teachers(job, data, hit, configs, {})
         job.say("teachers: every split's logits came from the cache")
@@ -382,7 +385,7 @@ def run_teachers(job: Job, data: Dataset, cache: Any, refs: dict[str, Any]) -> T
         fitted = _train_missing(job, data, cache, refs, pool, configs)
         with job.stage("teacher_logits"):
             logits = split_logits(pool, data, job, cache, refs, "teacher")
-        _report_rejected(job, cache)
+        report_rejected(job, cache)
         _record_teachers(job, data, logits, configs, fitted)
         job.result["teacher_placement"] = pool.infos()
     except BaseException:

@@ -17,7 +17,7 @@ import numpy as np
 
 from raykd.data import Dataset
 from raykd.engine.context import Job
-from raykd.engine.prepare import TeacherSet, resolve_gpu, split_logits, start_pool
+from raykd.engine.prepare import TeacherSet, report_rejected, resolve_gpu, split_logits, start_pool
 from raykd.errors import ResourceError
 from raykd.events import StudentFinished
 from raykd.faults import student_fault
@@ -188,6 +188,7 @@ def _born_again(job: Job, data: Dataset, index: int, m: MethodSpec, teachers: Te
                                     pool=start_pool([cfg], data, job))
                 source.logits = split_logits(source.pool, data, job, cache, refs,
                                              f"{m.display} generation {g}")
+                report_rejected(job, cache)
                 if not job.spec.data.augment:
                     source.pool.shutdown()
                     source.pool = None

@@ -33,6 +33,10 @@ class CheckpointError(UserError, ValueError):
     """A checkpoint that is missing, corrupt, or does not match the job."""
 
 
+class CheckpointDamaged(CheckpointError):
+    """A checkpoint file whose bytes are wrong: truncated, not safetensors, or failing its sha256."""
+
+
 def save_checkpoint(
     model: nn.Module, path: str | Path, *, config: dict[str, Any], input_shape: tuple[int, ...],
     num_classes: int, extra: dict[str, Any] | None = None,
@@ -113,12 +117,14 @@ def _read_file(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
         state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"{where} is not a readable safetensors file ({err}); it is "
-                              "truncated or not a checkpoint: restore it or train it again") from None
+    except (SafetensorError, ValueError) as err:
+        raise CheckpointDamaged(f"{where} is not a readable safetensors file ({err}); it is "
+                                "truncated or not a checkpoint: restore it or train it again") from None
+    except OSError as err:
+        raise CheckpointError(f"{where} could not be read ({type(err).__name__}: {err})") from None
     stored = meta.get(DIGEST_KEY)
     if stored is not None and stored != state_digest(state):
-        raise CheckpointError(f"{where} fails its checksum (its weights are not the ones "
+        raise CheckpointDamaged(f"{where} fails its checksum (its weights are not the ones "
                               "written: the file was altered or damaged); restore it or train "
                               "it again")
     return dict(meta), state

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from raykd.allowlist import allowlist_env
-from raykd.faults import ALLOW_ENV
 from raykd.events import EVENTS_FILE, SUBMISSION_ENV, parse_event, read_events
+from raykd.faults import ALLOW_ENV
 from raykd.schema import DIED_MESSAGE, job_status
 from raykd.service.ray_jobs import RAY_TERMINAL, RayJobs, RayRefused, RayUnavailable
 from raykd.service.settings import Settings

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +36,10 @@ def cache_key(*, weights: str, fingerprint: str, split: str, preprocessing: str 
         fields["topk"] = topk
     ident = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(ident.encode()).hexdigest()[:32]
+
+
+DAMAGED = (ValueError, EOFError, zipfile.BadZipFile, zlib.error, pickle.UnpicklingError)
+"""What reading a truncated or altered entry raises (with a failed checksum, a ValueError)."""
 
 
 def entry_digest(arrays: dict[str, np.ndarray]) -> str:
@@ -76,14 +83,25 @@ class LogitCache:
                 return arrays["logits"]
             return TopK(arrays["values"], arrays["indices"], arrays["rest_lse"],
                         int(arrays["num_classes"]))
-        except Exception as err:  # noqa: BLE001 - OSError, ValueError, KeyError, BadZipFile...
+        except KeyError as err:
+            if "sha256" in str(err):
+                return self._reject(path, ValueError("no sha256: written by an older raykd"))
             return self._reject(path, err)
+        except DAMAGED as err:
+            return self._reject(path, err)
+        except OSError as err:  # unreadable now (permissions, a storage hiccup): not proof of damage
+            self.rejected.append(f"logit cache entry {path.name} could not be read "
+                                 f"({type(err).__name__}: {err}); it is computed again, the file is kept")
+            return None
 
     def _reject(self, path: Path, err: BaseException) -> None:
         """Record and delete a damaged entry; None (a miss)."""
         self.rejected.append(f"logit cache entry {path.name} is damaged ({type(err).__name__}: "
                              f"{err}); it was deleted and is computed again")
-        path.unlink(missing_ok=True)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            pass  # a read-only cache: the entry stays, and is refused again next time
         return None
 
     def put(self, key: str, logits: np.ndarray | TopK) -> None:

@@ -7,7 +7,10 @@ A state directory (one Ray Train checkpoint) holds:
 - ``optimizer.pt``: the optimizer's state dict (tensors and numbers only, loaded with
   ``torch.load(weights_only=True)``: no pickle of arbitrary objects);
 - ``progress.json``: epochs finished, optimizer steps taken (annealing's schedule), the
-  per-epoch history, and the best epoch and its validation accuracy.
+  per-epoch history, and the best epoch and its validation accuracy;
+- ``manifest.json``, written last: the sha256 of each file above, checked before any of
+  them is read, so a truncated or altered state is refused (``CheckpointDamaged``), never
+  resumed from. (A state without a manifest, from an older raykd, is read unchecked.)
 
 Random state is not stored: the loop reseeds every epoch from (seed, epoch, rank), so a
 resumed epoch draws the same batches, augmentations and dropout masks as an
@@ -16,6 +19,7 @@ uninterrupted one would.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -26,6 +30,7 @@ import torch
 from torch import nn
 
 from raykd.models import build_model, load_checkpoint, save_checkpoint
+from raykd.models.checkpoint import CheckpointDamaged
 
 if TYPE_CHECKING:
     from raykd.train.config import StudentConfig
@@ -34,6 +39,7 @@ MODEL_FILE = "model.safetensors"
 BEST_FILE = "best.safetensors"
 OPTIMIZER_FILE = "optimizer.pt"
 PROGRESS_FILE = "progress.json"
+MANIFEST_FILE = "manifest.json"
 
 
 @dataclass
@@ -77,11 +83,36 @@ def save_state(state: TrainState, directory: str | Path, *, config: StudentConfi
     save_checkpoint(best, directory / BEST_FILE, **meta)
     torch.save(state.optimizer.state_dict(), directory / OPTIMIZER_FILE)
     (directory / PROGRESS_FILE).write_text(json.dumps(asdict(state.progress)))
+    files = (MODEL_FILE, BEST_FILE, OPTIMIZER_FILE, PROGRESS_FILE)
+    (directory / MANIFEST_FILE).write_text(json.dumps({f: _sha256(directory / f) for f in files}))
     return directory
 
 
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def check_state(directory: str | Path) -> None:
+    """Raise CheckpointDamaged when a file of the state differs from its manifest entry."""
+    directory = Path(directory)
+    manifest = directory / MANIFEST_FILE
+    if not manifest.is_file():
+        return
+    try:
+        expected = json.loads(manifest.read_text())
+        bad = [f for f, digest in expected.items()
+               if not (directory / f).is_file() or _sha256(directory / f) != digest]
+    except (OSError, ValueError, AttributeError) as err:
+        raise CheckpointDamaged(f"training state {str(directory)!r}: its manifest is unreadable "
+                                f"({err})") from None
+    if bad:
+        raise CheckpointDamaged(f"training state {str(directory)!r}: {', '.join(bad)} fail their "
+                                "checksum (truncated or altered); it cannot be resumed from")
+
+
 def load_progress(directory: str | Path) -> Progress:
-    """The progress recorded in a state directory."""
+    """The progress recorded in a state directory (checked against its manifest)."""
+    check_state(directory)
     return Progress(**json.loads((Path(directory) / PROGRESS_FILE).read_text()))
 
 
@@ -89,6 +120,7 @@ def restore_state(directory: str | Path, model: nn.Module, optimizer: torch.opti
                   config: StudentConfig) -> TrainState:
     """Load a state directory into ``model`` and ``optimizer`` (in place); the state."""
     directory = Path(directory)
+    check_state(directory)
     shape, classes = config.input_shape, config.num_classes
     saved = load_checkpoint(directory / MODEL_FILE, **config.checkpoint_meta)
     model.load_state_dict(saved.state_dict())
