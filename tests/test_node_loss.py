@@ -77,18 +77,24 @@ def nodes(head: RayHead) -> list[dict[str, Any]]:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("node-loss")
     head = RayHead(tmp, num_cpus=1, env=FAST_DEATH, args=['--resources={"head_node": 1}'])
-    worker = WorkerNode(head, tmp)
-    deadline = time.monotonic() + 90
-    while sum(n["state"] == "ALIVE" for n in nodes(head)) < 2:
-        assert time.monotonic() < deadline, "the second node never joined"
-        time.sleep(1)
-    server = Server(tmp, "node-loss", token=ADMIN, storage=tmp / "storage", ray_address=head.address,
-                    max_running=1, poll_s=0.3, allow_fault_injection="true")
-    yield {"head": head, "worker": worker, "server": server}
-    server.stop()
-    if worker.proc.poll() is None:
-        worker.kill()
-    head.stop()
+    worker: WorkerNode | None = None
+    server: Server | None = None
+    try:  # a failed setup stops what it started too (a stray head breaks later ray.init()s)
+        worker = WorkerNode(head, tmp)
+        deadline = time.monotonic() + 90
+        while sum(n["state"] == "ALIVE" for n in nodes(head)) < 2:
+            assert time.monotonic() < deadline, "the second node never joined"
+            time.sleep(1)
+        server = Server(tmp, "node-loss", token=ADMIN, storage=tmp / "storage",
+                        ray_address=head.address, max_running=1, poll_s=0.3,
+                        allow_fault_injection="true")
+        yield {"head": head, "worker": worker, "server": server}
+    finally:
+        if server is not None:
+            server.stop()
+        if worker is not None and worker.proc.poll() is None:
+            worker.kill()
+        head.stop()
 
 
 def api(server: Server, method: str, path: str, **kw: Any) -> Any:
