@@ -104,9 +104,9 @@ def teacher_table(result: Mapping[str, Any]) -> list[str]:
     """Per dataset and ensemble: the teachers, the ensemble, where WKD can act, the targets."""
     lines = [
         "| dataset | ensemble | teachers (test %) | val-accuracy weights | ensemble test % "
-        "| some but not all wrong (train) | all wrong (train) | target train acc: KD → "
-        "W=0.5 → W=0.05 | KD (val_accuracy) target |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| ensemble − best teacher | some but not all wrong (train) | all wrong (train) "
+        "| target train acc: KD → W=0.5 → W=0.05 | KD (val_accuracy) target |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, ds in result["datasets"].items():
         for ens_name, ens in ds["ensembles"].items():
@@ -117,7 +117,8 @@ def teacher_table(result: Mapping[str, Any]) -> list[str]:
             tg, dis = ens["targets"], ens["disagreement"]["train"]
             lines.append(
                 f"| {name} | {ens_name} | {teachers} | {weights} | "
-                f"{pct(ens['ensemble_test_accuracy'])} | {pct(dis['some_wrong'])}% | "
+                f"{pct(ens['ensemble_test_accuracy'])} | {points(ensemble_gap(ens))} | "
+                f"{pct(dis['some_wrong'])}% | "
                 f"{pct(dis['all_wrong'])}% | {pct(tg['kd']['accuracy'])} → "
                 f"{pct(tg['wkd W=0.5']['accuracy'])} → {pct(tg['wkd W=0.05']['accuracy'])} | "
                 f"{pct(tg['kd (val_accuracy)']['accuracy'])} |")
@@ -127,12 +128,18 @@ def teacher_table(result: Mapping[str, Any]) -> list[str]:
 AUTO = ("kd (val_accuracy)", "wkd W=0.75 (val_accuracy)")
 
 
+def ensemble_gap(ens: Mapping[str, Any]) -> float:
+    """The plain average's test accuracy minus its best teacher's (< 0: weak teachers drag)."""
+    return ens["ensemble_test_accuracy"] - max(ens["test_accuracy"])
+
+
 def summary_table(result: Mapping[str, Any]) -> list[str]:
-    """Per scenario: the student alone, KD's gain, and each way of setting W against KD."""
+    """Per scenario: the student alone, KD's gain, each way of setting W against KD (and the
+    W picked on validation against the student alone)."""
     lines = [
         "| dataset / ensemble / student | none % | KD % | KD − none | best fixed W (test) − KD "
-        f"| {PICKED} − KD | {AUTO[0]} − KD | {AUTO[1]} − KD |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| {PICKED} − KD | {PICKED} − none | {AUTO[0]} − KD | {AUTO[1]} − KD |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, ds in result["datasets"].items():
         for sc_name, sc in ds["scenarios"].items():
@@ -143,7 +150,8 @@ def summary_table(result: Mapping[str, Any]) -> list[str]:
             lines.append(
                 f"| {name} / {sc_name} | {pct(s['rows']['none']['test_mean'])} | "
                 f"{pct(s['rows']['kd']['test_mean'])} | {cell(s['vs_none']['kd'])} | {best_cell} | "
-                f"{cell(s['vs_kd'][PICKED])} | {cell(s['vs_kd'][AUTO[0]])} | "
+                f"{cell(s['vs_kd'][PICKED])} | {cell(s['vs_none'][PICKED])} | "
+                f"{cell(s['vs_kd'][AUTO[0]])} | "
                 f"{cell(s['vs_kd'][AUTO[1]])} |")
     return lines
 
@@ -184,7 +192,8 @@ def tracking(result: Mapping[str, Any]) -> dict[str, Any]:
 
     One point per scenario and WKD row of the curve: x = target train accuracy minus KD's
     target's, y = mean test gain over KD. Spearman's rho over all points and per dataset;
-    and, per scenario, the largest gain against the share of examples WKD can act on.
+    and, per scenario, the largest gain against the share of examples WKD can act on and
+    against :func:`ensemble_gap`.
     """
     points_all: list[tuple[float, float]] = []
     per_dataset: dict[str, float | None] = {}
@@ -201,6 +210,7 @@ def tracking(result: Mapping[str, Any]) -> dict[str, Any]:
             best = max(curve, key=lambda r: sc["summary"]["vs_kd"][r]["mean"])
             scenarios.append({"scenario": f"{name}/{sc['ensemble']}/{sc['student']}",
                               "some_wrong": ens["disagreement"]["train"]["some_wrong"],
+                              "ensemble_gap": ensemble_gap(ens),
                               "best_gain": sc["summary"]["vs_kd"][best]["mean"]})
         per_dataset[name] = spearman([x for x, _ in mine], [y for _, y in mine])
         points_all += mine
@@ -209,6 +219,8 @@ def tracking(result: Mapping[str, Any]) -> dict[str, Any]:
         "rho_per_dataset": per_dataset,
         "rho_some_wrong": spearman([s["some_wrong"] for s in scenarios],
                                    [s["best_gain"] for s in scenarios]),
+        "rho_ensemble_gap": spearman([s["ensemble_gap"] for s in scenarios],
+                                     [s["best_gain"] for s in scenarios]),
         "scenarios": scenarios,
     }
 
@@ -237,7 +249,13 @@ def markdown(result: Mapping[str, Any]) -> str:
         f"average's) and its test gain over KD: {_rho(track['rho'])} over all scenarios and W "
         + "(" + ", ".join(f"{k}: {_rho(v)}" for k, v in track["rho_per_dataset"].items()) + "); "
         f"between the share of training examples where some but not all teachers are wrong and "
-        f"the scenario's best WKD gain: {_rho(track['rho_some_wrong'])}.", "",
+        f"the scenario's best WKD gain: {_rho(track['rho_some_wrong'])}; between the ensemble's "
+        f"accuracy minus its best teacher's and that gain: {_rho(track['rho_ensemble_gap'])} "
+        f"({len(track['scenarios'])} scenarios).", "",
+        "| scenario | some but not all wrong (train) | ensemble − best teacher (test) "
+        "| best WKD row − KD |", "|---|---|---|---|",
+        *(f"| {t['scenario']} | {pct(t['some_wrong'])}% | {points(t['ensemble_gap'])} | "
+          f"{points(t['best_gain'])} |" for t in track["scenarios"]), "",
         "![tracks](wkd_tracks.png)",
     ]
     for name, ds in result["datasets"].items():
