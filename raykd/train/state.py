@@ -120,7 +120,7 @@ def restore_state(directory: str | Path, model: nn.Module, optimizer: torch.opti
                   config: StudentConfig) -> TrainState:
     """Load a state directory into ``model`` and ``optimizer`` (in place); the state."""
     directory = Path(directory)
-    check_state(directory)
+    progress = load_progress(directory)  # checks the manifest first, once
     shape, classes = config.input_shape, config.num_classes
     saved = load_checkpoint(directory / MODEL_FILE, **config.checkpoint_meta)
     model.load_state_dict(saved.state_dict())
@@ -128,5 +128,5 @@ def restore_state(directory: str | Path, model: nn.Module, optimizer: torch.opti
     optimizer.load_state_dict(torch.load(directory / OPTIMIZER_FILE, weights_only=True,
                                          map_location=device))
     best = load_checkpoint(directory / BEST_FILE, input_shape=shape, num_classes=classes)
-    return TrainState(model=model, optimizer=optimizer, progress=load_progress(directory),
+    return TrainState(model=model, optimizer=optimizer, progress=progress,
                       best_weights={k: v.detach().clone() for k, v in best.state_dict().items()})
