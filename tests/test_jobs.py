@@ -110,10 +110,14 @@ def _wait_for(path: Path, predicate: Any, timeout: float) -> list[Any]:
     raise AssertionError(f"timed out; events so far: {types(read_events(path))}")
 
 
-def test_a_killed_driver_is_resumed_by_its_job_id(ray_local: None, storage: Path, tmp_path: Path) -> None:
+def test_a_killed_driver_is_resumed_by_its_job_id(ray_local: None, storage: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     import ray
 
-    spec = spec_for(storage, name="resumable")
+    # A pause after each epoch keeps student 1 training for >= 3 s after student 0 finished,
+    # so the kill lands mid-job: unpaused, the driver could finish first (a CI flake).
+    monkeypatch.setenv(ALLOW_ENV, "1")
+    spec = spec_for(storage, name="resumable", faults={"epoch_sleep_s": 1.0})
     path_spec = tmp_path / "spec.yaml"
     path_spec.write_text(yaml.safe_dump(spec))
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address, "RAY_AUTH_MODE": "token"}
