@@ -4,7 +4,8 @@ The subset of the Compose specification that raykd's compose files use, read the
 v2 reads it, so that ``launch.py`` starts the very services of the file (no second copy):
 
 - YAML anchors and merge keys; several files (``-f a -f b``): mappings merge key by key,
-  anything else in a later file replaces the earlier value;
+  a service's ``volumes`` by target path, anything else in a later file replaces the
+  earlier value;
 - interpolation from the environment, then ``docker/.env`` (the environment wins):
   ``$VAR``, ``${VAR}``, ``${VAR:-default}``, ``${VAR-default}``, ``${VAR:?error}``,
   ``${VAR?error}``, ``${VAR:+alt}``, ``${VAR+alt}``, and ``$$`` for a literal ``$``;
@@ -97,13 +98,26 @@ def interpolate(value: Any, env: Mapping[str, str], where: str = "") -> Any:
     return _VAR.sub(one, value)
 
 
-def merge(base: Any, over: Any) -> Any:
-    """``over`` on ``base``: mappings merge key by key; anything else: ``over`` wins."""
+def _target(mount: Any) -> str:
+    """The container path of a service's volume entry (short ``src:dst[:mode]`` or long form)."""
+    if isinstance(mount, dict):
+        return str(mount.get("target", ""))
+    parts = str(mount).split(":")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def merge(base: Any, over: Any, key: str = "") -> Any:
+    """``over`` on ``base``: mappings merge key by key; a service's ``volumes`` merge by
+    target path (as Compose does: a later file's mount replaces one at the same path, the
+    others are kept); anything else: ``over`` wins."""
     if isinstance(base, dict) and isinstance(over, dict):
         out = dict(base)
         for k, v in over.items():
-            out[k] = merge(base[k], v) if k in base else v
+            out[k] = merge(base[k], v, k) if k in base else v
         return out
+    if key == "volumes" and isinstance(base, list) and isinstance(over, list):
+        replaced = {_target(m) for m in over}
+        return [m for m in base if _target(m) not in replaced] + list(over)
     return over
 
 

@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "docker"))
 
 import compose_plan  # noqa: E402
+import hostroot  # noqa: E402
 import launch_docker  # noqa: E402
 import launch_processes  # noqa: E402
 
@@ -103,6 +104,36 @@ def test_gpu_override(tmp_path: Path) -> None:
     builds = {b.image: b.args for b in p.builds}
     assert "/whl/cu128" in builds["raykd:cu128"]["TORCH_INDEX_URL"]
     assert builds["raykd:local"]["TORCH_INDEX_URL"].endswith("/whl/cpu"), "the merge kept the CPU image"
+
+
+def test_an_override_file_adds_mounts_by_target_and_keeps_the_rest(tmp_path: Path) -> None:
+    over = tmp_path / "over.yaml"
+    over.write_text("services:\n  ray-head:\n    volumes:\n      - /usr:/usr:ro\n"
+                    "      - ./elsewhere:/data/raykd-runs\n  api:\n    volumes: ['/usr:/usr:ro']\n")
+    p = plan(tmp_path, files=[COMPOSE, over])
+    head = {m.target: m for m in p.by_service("ray-head")[0].mounts}
+    assert head["/usr"].read_only and head["/usr"].source == "/usr"
+    assert not head["/data/raykd-runs"].named, "a mount at the same target replaces the volume"
+    api = {m.target: m for m in p.by_service("api")[0].mounts}
+    assert api["/data/raykd-runs"].named and api["/usr"].read_only, "other mounts are kept"
+
+
+def test_hostroot_image_and_overlay() -> None:
+    import io
+    import tarfile
+
+    with tarfile.open(fileobj=io.BytesIO(hostroot.root_tar()), mode="r") as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        passwd = tar.extractfile("etc/passwd").read().decode()  # type: ignore[union-attr]
+    assert members["bin"].issym() and members["bin"].linkname == "usr/bin"
+    assert members["data/raykd-runs"].uid == 1000 and members["tmp"].mode == 0o1777
+    users = [line.split(":") for line in passwd.splitlines()]
+    assert [u[0] for u in users if u[2] == "1000"] == ["raykd"]  # one uid 1000, the image's user
+    mounts = hostroot.overlay("img:1")["services"]["ray-head"]["volumes"]  # type: ignore[index]
+    paths = [Path(m.split(":")[0]) for m in mounts]
+    assert Path("/usr") in paths and ROOT in paths or any(ROOT.is_relative_to(q) for q in paths)
+    assert all(m.endswith(":ro") for m in mounts)
+    assert not [a for a in paths for b in paths if a != b and a.is_relative_to(b)], "no nested mounts"
 
 
 def test_processes_on_loopback(tmp_path: Path) -> None:

@@ -4,7 +4,14 @@ Placement: with GPUs every teacher gets its own bundle ``{"GPU": fraction}`` in 
 placement group, so a pool is either wholly placed or not at all (no half-allocated
 deadlock with the student workers); ``fraction == 1`` pins each teacher to its own GPU.
 Without GPUs the actors reserve no CPU (``num_cpus=0``): they compute while the students
-do not, and a 2-CPU machine would otherwise deadlock (RAY-NOTES).
+do not, and a 2-CPU machine would otherwise deadlock (RAY-NOTES). On a cluster they are
+dealt round-robin over the alive nodes that have CPUs (head first), pinned there by node
+affinity, so the ensemble's forward passes use every node's cores instead of crowding
+one. Measured on a two-node cluster (Ray 2.60): ``SPREAD`` and *soft* affinity both put a
+zero-CPU actor on the other node whenever its target's CPUs were all in use (both teachers
+on one node); hard affinity keeps it. The price: a teacher whose node is lost is not
+restarted elsewhere, its calls fail with Ray's error naming the dead node and the job
+fails (in bounded time; with cached logits teachers live only through the teacher stage).
 
 Threads: each teacher runs ``max(1, node CPUs // teachers of this pool on that node)``
 torch threads, where a node's CPUs are its Ray ``CPU`` resource capped by the CPUs the
@@ -34,7 +41,10 @@ from typing import Any
 import numpy as np
 import ray
 from ray.util.placement_group import placement_group, remove_placement_group
-from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+from ray.util.scheduling_strategies import (
+    NodeAffinitySchedulingStrategy,
+    PlacementGroupSchedulingStrategy,
+)
 
 from raykd.errors import ResourceError
 from raykd.losses.topk import TopK, in_form, stack
@@ -62,6 +72,14 @@ class SplitLogits:
     forward_examples: int = 0
     seconds: float = 0.0
     keys: list[str] = field(default_factory=list)
+
+
+def cpu_nodes() -> list[str]:
+    """Ids of the alive nodes with CPUs, the head's first (then by id: the same order for every
+    pool of a job)."""
+    alive = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0]
+    alive.sort(key=lambda n: (not n.get("Resources", {}).get("node:__internal_head__"), n["NodeID"]))
+    return [n["NodeID"] for n in alive]
 
 
 TeacherActor = ray.remote(TeacherServer)
@@ -93,12 +111,15 @@ class TeacherPool:
 
     def _start(self, i: int, t: TeacherConfig, input_shape: tuple[int, ...], num_classes: int,
                gpus: float) -> Any:
-        """Create teacher ``i``'s actor: no CPU reserved, bundle ``i`` of the GPU group if any."""
+        """Create teacher ``i``'s actor: bundle ``i`` of the GPU group if any, else no CPU
+        reserved, on CPU node ``i mod nodes``."""
         options: dict[str, Any] = {"num_cpus": 0, "max_restarts": MAX_RESTARTS,
                                    "max_task_retries": MAX_TASK_RETRIES}
         if self.pg is not None:
             options |= {"num_gpus": gpus, "scheduling_strategy": PlacementGroupSchedulingStrategy(
                 self.pg, placement_group_bundle_index=i)}
+        elif len(nodes := cpu_nodes()) > 1:
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(nodes[i % len(nodes)], soft=False)
         return TeacherActor.options(**options).remote(
             i, t.model, input_shape, num_classes, t.checkpoint, 1, t.seed,
             trained_path=t.trained_path, share=len(self.configs), fault=t.fault)
