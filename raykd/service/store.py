@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Float,
     ForeignKey,
@@ -68,6 +69,10 @@ class JobRow(Base):
     last_seq: Mapped[int] = mapped_column(Integer, default=0)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    events_offset: Mapped[int] = mapped_column(BigInteger, default=0)  # bytes of events.jsonl ingested
+    max_run_s: Mapped[float | None] = mapped_column(Float, nullable=True)  # the job's deadline
+    log_offset: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class LabelRow(Base):
@@ -89,6 +94,30 @@ class EventRow(Base):
     seq: Mapped[int] = mapped_column(Integer, primary_key=True)
     type: Mapped[str] = mapped_column(String(32))
     body: Mapped[str] = mapped_column(Text)
+
+
+class AuditRow(Base):
+    """One audited action: who did what to which job, when and from where."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    time: Mapped[float] = mapped_column(Float, index=True)
+    actor: Mapped[str] = mapped_column(String(64), index=True)
+    action: Mapped[str] = mapped_column(String(32), index=True)
+    job_id: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
+    client: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class LeaseRow(Base):
+    """A named lease (``scheduler``): one holder at a time, renewed before ``expires_at``."""
+
+    __tablename__ = "service_lease"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[float] = mapped_column(Float)
 
 
 def make_engine(url: str) -> Engine:
