@@ -86,6 +86,44 @@ def test_param_space_random_draws_ranges_and_choices(tmp_path: Path) -> None:
     assert num_trials(spec.sweep) == 5
 
 
+def _trial_methods(spec: JobSpec) -> list[Any]:
+    """Every grid trial's resolved method, as a trial of the sweep would run it."""
+    from ray.tune.search.variant_generator import generate_variants
+
+    from raykd.tune.space import trial_method
+
+    assert spec.sweep is not None
+    space = param_space(spec.sweep, spec.methods[0])
+    return [trial_method(spec.methods[0], config) for _, config in generate_variants(space)]
+
+
+@pytest.mark.parametrize(("base", "expected"), [
+    ({"method": "kd"}, {"kd": 4.0, "annealing": 1.0}),
+    ({"method": "annealing"}, {"kd": 4.0, "annealing": 1.0}),
+    ({"method": "kd", "temperature": 2.5}, {"kd": 2.5, "annealing": 2.5}),
+])
+def test_a_method_sweep_gives_each_method_its_own_default_temperature(
+        tmp_path: Path, base: dict[str, Any], expected: dict[str, float]) -> None:
+    data = digits_spec(str(tmp_path), methods=[base],
+                       sweep={"searcher": "grid", "method": ["kd", "annealing"]})
+    spec = parse_spec(data)
+    methods = _trial_methods(spec)
+    assert {m.method: m.temperature for m in methods} == expected
+    config = {"method": "annealing", "incorrect_weight": 0.75, "alpha": 0.9}
+    if "temperature" in param_space(spec.sweep, spec.methods[0]):  # type: ignore[arg-type]
+        config["temperature"] = 2.5
+    row = trial_row(config, {}, [], trial_id="t", epochs=1, error=None)
+    assert row["temperature"] == expected["annealing"]  # the table shows the T the trial ran
+
+
+def test_a_swept_temperature_wins_over_the_methods_defaults(tmp_path: Path) -> None:
+    data = digits_spec(str(tmp_path), methods=[{"method": "kd"}],
+                       sweep={"searcher": "grid", "method": ["kd", "annealing"],
+                              "temperature": {"values": [3.0, 6.0]}})
+    pairs = {(m.method, m.temperature) for m in _trial_methods(parse_spec(data))}
+    assert pairs == {("kd", 3.0), ("kd", 6.0), ("annealing", 3.0), ("annealing", 6.0)}
+
+
 def test_asha_never_stops_a_trial_at_its_last_epoch(tmp_path: Path) -> None:
     spec = sweep_spec(tmp_path, **GRID, scheduler="asha")
     assert spec.sweep is not None

@@ -7,7 +7,7 @@ from typing import Any
 from ray import tune
 
 from raykd.events import Trial
-from raykd.tune.space import SWEPT
+from raykd.tune.space import SWEPT, resolved
 
 
 class TrialEvents(tune.Callback):
@@ -17,7 +17,7 @@ class TrialEvents(tune.Callback):
         self.sink = sink
 
     def _emit(self, trial: Any, result: dict[str, Any], done: bool) -> None:
-        config = {k: v for k, v in (trial.config or {}).items() if k in SWEPT}
+        config = {k: v for k, v in resolved(trial.config or {}).items() if k in SWEPT}
         metrics = {k: float(v) for k, v in result.items()
                    if isinstance(v, int | float) and not isinstance(v, bool)
                    and k in ("val_accuracy", "train_loss", "epoch", "training_iteration", "trial_seconds")}

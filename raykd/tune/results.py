@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from raykd.tune.space import METRIC
+from raykd.tune.space import METRIC, resolved
 
 COLUMNS = (
     "trial_id",
@@ -62,6 +62,7 @@ def trial_row(
     tune_status: str = "TERMINATED",
 ) -> dict[str, Any]:
     """One table row from a trial's config, last metrics, per-epoch history and Tune status."""
+    config = resolved(config)
     accs = [_number(h.get(METRIC)) for h in history if METRIC in h]
     done = int(metrics.get("training_iteration", len(history)) or 0)
     return {

@@ -15,7 +15,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from raykd.errors import ResourceError
-from raykd.spec import BOUNDS, JobSpec, MethodSpec, ParamSpace, SpecError, SweepSpec
+from raykd.spec import (
+    BOUNDS,
+    DEFAULT_TEMPERATURE,
+    JobSpec,
+    MethodSpec,
+    ParamSpace,
+    SpecError,
+    SweepSpec,
+)
 
 SWEPT = ("method", *BOUNDS)  # method, incorrect_weight, temperature, alpha
 METRIC = "val_accuracy"
@@ -75,7 +83,28 @@ def param_space(sweep: SweepSpec, base: MethodSpec) -> dict[str, Any]:
     for name in BOUNDS:
         given: ParamSpace | None = getattr(sweep, name)
         space[name] = getattr(base, name) if given is None else _domain(given, sweep.searcher)
+    if per_method_temperature(sweep, base):
+        del space["temperature"]  # each trial takes its method's own default (:func:`resolved`)
     return space
+
+
+def per_method_temperature(sweep: SweepSpec, base: MethodSpec) -> bool:
+    """Whether each trial's T is its own method's default (``DEFAULT_TEMPERATURE``).
+
+    So when the sweep searches the method but not T, and the base method's T is its
+    method's default (not set to anything else): annealing then runs at T = 1 and kd/wkd at
+    T = 4, as ``raykd run`` would run them. A base T other than its method's default is
+    kept for every method. (A T set to exactly its method's default reads as not set.)
+    """
+    return (bool(sweep.method) and sweep.temperature is None
+            and base.temperature == DEFAULT_TEMPERATURE[base.method])
+
+
+def resolved(config: dict[str, Any]) -> dict[str, Any]:
+    """A trial's config with T filled in: its method's default when the space leaves T out."""
+    if "temperature" in config or config.get("method") not in DEFAULT_TEMPERATURE:
+        return dict(config)
+    return {**config, "temperature": DEFAULT_TEMPERATURE[str(config["method"])]}
 
 
 def varied(sweep: SweepSpec) -> list[str]:
@@ -85,6 +114,7 @@ def varied(sweep: SweepSpec) -> list[str]:
 
 def trial_method(base: MethodSpec, config: dict[str, Any]) -> MethodSpec:
     """``base`` with the trial's method, W, T and alpha; its born-again generations dropped."""
+    config = resolved(config)
     update = {k: config[k] for k in SWEPT if k in config}
     for k in BOUNDS:
         if k in update:

@@ -32,13 +32,14 @@ from raykd.losses.topk import TopK
 from raykd.spec import MethodSpec
 from raykd.train.config import StudentConfig
 from raykd.train.loop import LoopData, run_student
-from raykd.tune.space import trial_method
+from raykd.tune.space import resolved, trial_method
 
 Shared = dict[str, Any]
 
 
 def trial_label(config: dict[str, Any]) -> str:
     """A short name for a trial's printed epoch lines: method, W, T, alpha."""
+    config = resolved(config)
     return (
         f"{config.get('method')} W={float(config.get('incorrect_weight', 0)):.3g} "
         f"T={float(config.get('temperature', 0)):.3g} a={float(config.get('alpha', 0)):.3g}"
