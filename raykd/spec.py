@@ -479,6 +479,16 @@ class JobSpec(_Strict):
         default=None, description="Fault injection for reliability tests: refused unless "
         "RAYKD_ALLOW_FAULT_INJECTION is set where the job runs (raykd.faults).")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul_bytes(cls, data: Any) -> Any:
+        """No NUL byte in any string: no path or name can hold one (the OS refuses it)."""
+        where = _nul_at(data, "")
+        if where is not None:
+            raise ValueError(f"{where or 'the spec'}: a NUL byte (\\x00) is not allowed in a path, "
+                             "name or any other text")
+        return data
+
     @model_validator(mode="after")
     def _faults_can_fire(self) -> JobSpec:
         f = self.faults
@@ -511,6 +521,26 @@ class JobSpec(_Strict):
             pairs = ", ".join(f"{k}={v}" for k, v in declared.items())
             raise ValueError(f"teachers and student disagree on the number of classes ({pairs})")
         return self
+
+
+def _nul_at(value: Any, path: str) -> str | None:
+    """The dotted path of the first string (key or value) in ``value`` holding a NUL byte."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            here = f"{path}.{k}" if path else str(k)
+            if isinstance(k, str) and "\x00" in k:
+                return here
+            found = _nul_at(v, here)
+            if found is not None:
+                return found
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            found = _nul_at(v, f"{path}.{i}" if path else str(i))
+            if found is not None:
+                return found
+    return None
 
 
 def _format_errors(err: ValidationError) -> str:

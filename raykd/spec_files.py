@@ -22,6 +22,8 @@ def read_mapping(source: str | Path) -> dict[str, Any]:
         raise SpecError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     except RecursionError:
         raise SpecError(f"{path}: not valid YAML (nested too deeply)") from None
+    except ValueError as err:  # e.g. an integer of more digits than Python converts (4,300)
+        raise SpecError(f"{path}: a value cannot be read ({str(err).splitlines()[0][:200]})") from None
     if not isinstance(data, dict):
         raise SpecError(f"{path}: a spec is a YAML mapping, got {type(data).__name__}")
     return data

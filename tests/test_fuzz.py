@@ -12,7 +12,9 @@ oversized body, JSON nested 100,000 deep, non-ASCII in every string a client sen
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,10 +23,11 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 
+from tests.conftest import digits_spec
 from tests.service_helpers import Server
 
 pytestmark = pytest.mark.ray
-ADMIN = "fuzz-admin-token"
+ADMIN = "fuzz-admin-token-0123456789abcdef-long"
 CASES_PER_ROUTE = 30
 SEEN: dict[str, int] = {"cases": 0, "server_errors": 0}
 FUZZ_SETTINGS = settings(max_examples=CASES_PER_ROUTE, deadline=None, derandomize=True,
@@ -119,3 +122,58 @@ def test_what_generators_rarely_send_gets_a_clear_4xx(fuzz_server: Server) -> No
     raw = httpx.post(url, json={"spec": {"name": "x"}},
                      headers={**auth, "Idempotency-Key": "ключ-🚀".encode()})
     check(raw, "non-ASCII Idempotency-Key")
+
+
+def _csrf_session(server: Server) -> httpx.Client:
+    """A dashboard session (logged in with the admin token) that sends the page's CSRF value."""
+    client = httpx.Client(base_url=server.url, timeout=30)
+    client.post("/login", data={"token": ADMIN, "next": "/submit"})
+    page = client.get("/submit").text
+    client.headers["X-Raykd-CSRF"] = re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
+    return client
+
+
+def _chunks(total: int) -> Iterator[bytes]:
+    sent = 0
+    while sent < total:
+        yield b" " * 10_000
+        sent += 10_000
+
+
+def test_inputs_that_once_gave_a_500_or_a_broken_stream_get_a_4xx(fuzz_server: Server) -> None:
+    """Issue 19, item 8: each shape once gave a 500 (or aborted the SSE stream)."""
+    url, auth = f"{fuzz_server.url}/api/v1/jobs", {"Authorization": f"Bearer {ADMIN}"}
+    job = httpx.post(url, json={"spec": digits_spec("/unused")}, headers=auth, timeout=30)
+    assert job.status_code == 201, job.text
+    events = f"{url}/{job.json()['id']}/events"
+    huge = "9" * 310
+    spec_with_nul = digits_spec("/unused")
+    spec_with_nul["cache"] = {"dir": "/tmp/x\x00y"}
+    web = _csrf_session(fuzz_server)
+    cases: list[tuple[str, httpx.Response, int]] = [
+        ("310-digit cursor", httpx.get(url, params={"cursor": base64.urlsafe_b64encode(
+            f'[{huge}, "x"]'.encode()).decode()}, headers=auth), 400),
+        ("infinite cursor", httpx.get(url, params={"cursor": base64.urlsafe_b64encode(
+            b'[1e999, "x"]').decode()}, headers=auth), 400),
+        ("after=10^20", httpx.get(events, params={"after": "99999999999999999999"}, headers=auth), 422),
+        ("Last-Event-ID 10^20", httpx.get(events, headers={**auth, "Last-Event-ID": "99999999999999999999"}),
+         400),
+        ("1,100 label filters", httpx.get(url, params=[("label", f"k{i}=v") for i in range(1100)],
+                                          headers=auth), 422),
+        ("NUL in data.dataset", httpx.post(url, json={"spec": {**digits_spec("/unused"),
+                                                               "data": {"dataset": "/data/a\x00.csv"}}},
+                                           headers=auth), 422),
+        ("NUL in cache.dir", httpx.post(url, json={"spec": spec_with_nul}, headers=auth), 422),
+        ("4,300-digit YAML integer", web.post("/web/parse-spec", json={"text": "seed: " + "1" * 4400}), 422),
+        ("chunked body over the limit", httpx.post(url, content=_chunks(300_000),
+                                                   headers={**auth, "content-type": "application/json"}),
+         413),
+    ]
+    web.close()
+    for what, response, status in cases:
+        check(response, what)
+        assert response.status_code == status, (what, response.status_code, response.text[:300])
+    assert "NUL" in str(cases[5][1].json()["detail"]) and "data.dataset" in str(cases[5][1].json()["detail"])
+    small = httpx.post(url, content=iter([json.dumps({"spec": digits_spec("/unused")}).encode()]),
+                       headers={**auth, "content-type": "application/json"}, timeout=30)
+    assert small.status_code == 201, small.text  # a chunked body under the limit still works

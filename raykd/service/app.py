@@ -43,7 +43,11 @@ class ServiceState:
 
 
 class BodyLimit:
-    """Answers 413 when a request body passes ``limit`` bytes (declared or streamed)."""
+    """Answers 413 when a request body passes ``limit`` bytes (declared or streamed).
+
+    A body without a Content-Length (chunked) is read here, up to the limit, before the
+    app sees it: an error raised while the app reads would become the app's 400.
+    """
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app, self.limit = app, limit
@@ -53,27 +57,41 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+        if declared is not None and declared.isdigit():
+            if int(declared) > self.limit:
+                await _too_large(self.limit, send)
+                return
+            await self.app(scope, receive, send)  # the server delivers no more than declared
+            return
+        buffered = await self._read(receive)
+        if buffered is None:
             await _too_large(self.limit, send)
             return
-        seen = 0
+        await self.app(scope, _replay(buffered, receive), send)
 
-        async def limited() -> Any:
-            nonlocal seen
+    async def _read(self, receive: Receive) -> list[Any] | None:
+        """The request's body messages, or None once they pass the limit."""
+        messages, seen = [], 0
+        while True:
             message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                return messages
             seen += len(message.get("body", b""))
             if seen > self.limit:
-                raise _TooLarge
-            return message
-
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await _too_large(self.limit, send)
+                return None
+            if not message.get("more_body", False):
+                return messages
 
 
-class _TooLarge(Exception):
-    pass
+def _replay(messages: list[Any], receive: Receive) -> Receive:
+    """A ``receive`` that gives ``messages`` first, then whatever comes next (a disconnect)."""
+    pending = list(messages)
+
+    async def replay() -> Any:
+        return pending.pop(0) if pending else await receive()
+
+    return replay
 
 
 async def _too_large(limit: int, send: Send) -> None:

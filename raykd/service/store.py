@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -161,8 +162,10 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
     """The (created_at, id) a cursor points after; ValueError when it is not one of ours."""
     try:
         created, job_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        if not math.isfinite(float(created)):
+            raise ValueError("not a finite time")
         return float(created), str(job_id)
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, OverflowError) as err:
         raise ValueError(f"cursor {cursor[:40]!r} is not a cursor this service gave out") from err
 
 

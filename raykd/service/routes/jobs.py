@@ -43,6 +43,8 @@ from raykd.service.store import JobRow
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
 ARTIFACT_SUFFIXES = (".json", ".jsonl", ".csv", ".png", ".safetensors", ".md", ".log")
 HIDDEN_DIRS = ("ray_train", "tune", "tune_train", "logits")
+MAX_SEQ = 2**62  # an event seq (and `after`) fits a 64-bit database integer
+MAX_LABEL_FILTERS = 16
 
 
 def public(state: State, row: JobRow, *, full: bool = False) -> JobPublic:
@@ -159,6 +161,9 @@ def list_jobs(user: CurrentUser, state: State,
               order: Annotated[str, Query(
                   pattern="^(asc|desc)$", description="By submission time: desc (newest first) or "
                   "asc.")] = "desc") -> JobPage:
+    if len(label or []) > MAX_LABEL_FILTERS:
+        raise HTTPException(422, f"{len(label or [])} label filters: give at most {MAX_LABEL_FILTERS} "
+                                 "(a job has at most 16 labels)")
     labels = {}
     for item in label or []:
         k, sep, v = item.partition("=")
@@ -280,8 +285,9 @@ async def events(row: OwnedJob, state: State, request: Request,
                      "received, as EventSource sends it on reconnecting. Omitted: from the first "
                      "event.")] = None,
                  after: Annotated[int | None, Query(
-                     ge=0, description="Stream only the events with seq > after (0: all); the same "
-                     "as Last-Event-ID, and used instead of it when both are given.")] = None,
+                     ge=0, le=MAX_SEQ, description="Stream only the events with seq > after (0: "
+                     "all); the same as Last-Event-ID, and used instead of it when both are "
+                     "given.")] = None,
                  ) -> StreamingResponse:
     start = after if after is not None else _int(last_event_id)
     return StreamingResponse(_sse(state, row.id, start, request), media_type="text/event-stream",
@@ -289,10 +295,12 @@ async def events(row: OwnedJob, state: State, request: Request,
 
 
 def _int(value: str | None) -> int:
-    try:
-        return max(0, int(value or 0))
-    except ValueError:
-        raise HTTPException(400, f"Last-Event-ID {(value or '')[:40]!r} is not an event seq") from None
+    """The seq in a ``Last-Event-ID`` header; 400 unless a whole number 0..MAX_SEQ."""
+    text = (value or "0").strip()
+    if not text.isdigit() or len(text) > 19 or int(text) > MAX_SEQ:
+        raise HTTPException(400, f"Last-Event-ID {text[:40]!r} is not an event seq (a whole number "
+                                 f"from 0 to {MAX_SEQ})")
+    return int(text)
 
 
 async def _sse(state: State, job_id: str, seen: int, request: Request) -> AsyncIterator[bytes]:

@@ -76,6 +76,8 @@ def read_spec_text(text: str) -> tuple[dict[str, Any], dict[str, int]]:
         raise SpecTextError("not valid YAML or JSON: nested too deeply") from None
     except yaml.YAMLError as err:
         raise SpecTextError(f"not valid YAML or JSON: {str(err).splitlines()[0][:200]}") from None
+    except ValueError as err:  # e.g. an integer of more digits than Python converts (4,300)
+        raise SpecTextError(f"a value cannot be read: {str(err).splitlines()[0][:200]}") from None
     if not isinstance(data, dict):
         raise SpecTextError("a spec is a mapping (name: ..., data: ..., teachers: ...)")
     try:
