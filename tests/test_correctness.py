@@ -146,8 +146,8 @@ def test_topk_entries_round_trip_through_the_disk_cache(tmp_path: Path) -> None:
     z = rng.normal(size=(50, 10)).astype(np.float32)
     sparse = to_topk(z, 3)
     cache = LogitCache(tmp_path)
-    key = cache_key(weights="w", fingerprint="f", split="train", topk=3)
-    assert key != cache_key(weights="w", fingerprint="f", split="train")  # dense and top-k never mix
+    key = cache_key(weights="w", model="m", fingerprint="f", split="train", topk=3)
+    assert key != cache_key(weights="w", model="m", fingerprint="f", split="train")  # dense and top-k never mix
     cache.put(key, sparse)
     got = cache.get(key)
     assert isinstance(got, TopK) and got.num_classes == 10

@@ -20,7 +20,8 @@ from raykd.data import load_dataset
 from raykd.engine import run_job
 from raykd.engine.students import generation_seed
 from raykd.models import build_model, load_checkpoint, save_checkpoint, weights_hash
-from raykd.spec import parse_spec
+from raykd.models.user import model_identity
+from raykd.spec import ModelSpec, parse_spec
 from raykd.teachers.cache import LogitCache, cache_key
 from raykd.train.steps import accuracy, predict_logits
 from tests.conftest import digits_spec
@@ -99,7 +100,9 @@ def test_born_again_annealing_on_two_ddp_workers(ray_local: None, storage: Path)
     assert stats["cache_hits"] == 0 and len(stats["cache_keys"]) == 1
     gen1 = load_checkpoint(g1["checkpoint"])
     data = load_dataset("digits")
-    key = cache_key(weights=weights_hash(gen1), fingerprint=data.train.fingerprint, split="train")
+    student = ModelSpec.model_validate(result["spec"]["student"]["model"]).model_dump()
+    key = cache_key(weights=weights_hash(gen1), model=model_identity(student),
+                    fingerprint=data.train.fingerprint, split="train")
     assert stats["cache_keys"] == [key]
     served = LogitCache(storage / "cache").get(key)
     np.testing.assert_allclose(served, predict_logits(gen1, data.train.x), rtol=1e-5, atol=1e-5)

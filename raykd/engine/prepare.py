@@ -265,12 +265,16 @@ def split_logits(pool: Any, data: Dataset, job: Job, cache: Any, refs: dict[str,
 
 
 def _teacher_cache_path(cache: Any, job: Job, index: int, fingerprint: str) -> Path | None:
-    """Where a raykd-trained teacher is kept for reuse: keyed by everything that made it."""
+    """Where a raykd-trained teacher is kept for reuse: keyed by everything that made it
+    (a user module's source included)."""
+    from raykd.models.user import model_identity
+
     if cache.directory is None:
         return None
     t = job.spec.teachers[index]
     ident = json.dumps({"model": t.model.model_dump(mode="json"), "seed": t.seed, "data": fingerprint,
-                        "train": job.spec.teacher_train.model_dump(mode="json")}, sort_keys=True)
+                        "train": job.spec.teacher_train.model_dump(mode="json"),
+                        "identity": model_identity(t.model.model_dump())}, sort_keys=True)
     return cache.directory / "teachers" / f"{hashlib.sha256(ident.encode()).hexdigest()[:32]}.safetensors"
 
 
@@ -340,6 +344,7 @@ def cached_logits(job: Job, data: Dataset, cache: Any, configs: list[Any]) -> di
     """
     from raykd.losses.topk import stack
     from raykd.models import weights_hash
+    from raykd.models.user import model_identity
     from raykd.teachers.cache import cache_key
 
     spec = job.spec
@@ -351,9 +356,11 @@ def cached_logits(job: Job, data: Dataset, cache: Any, configs: list[Any]) -> di
         hashes = [weights_hash(load_checkpoint(c.checkpoint, config=c.model,
                                                input_shape=data.input_shape,
                                                num_classes=data.num_classes)) for c in configs]
+        models = [model_identity(c.model) for c in configs]
         for split in ("train", "val", "test"):
-            keys = [cache_key(weights=h, fingerprint=getattr(data, split).fingerprint, split=split,
-                              dtype=spec.cache.dtype, topk=spec.cache.topk) for h in hashes]
+            keys = [cache_key(weights=h, model=model, fingerprint=getattr(data, split).fingerprint,
+                              split=split, dtype=spec.cache.dtype, topk=spec.cache.topk)
+                    for h, model in zip(hashes, models, strict=True)]
             found = [cache.get(k) for k in keys]
             if any(f is None for f in found):
                 return None

@@ -26,8 +26,12 @@ passes the driver's import path on to its workers.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.util
+import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -64,6 +68,42 @@ def resolve(path: str) -> Any:
         raise UserModelError(f"model path {path!r} names a {type(target).__name__}, not a class "
                              "or function")
     return target
+
+
+def source_sha256(path: str) -> str:
+    """sha256 of the source file of the module ``path`` names (``package.module:Attribute``).
+
+    The allowlist is checked first; finding the file imports the module's parent packages
+    only. A cache keyed on it misses once the user edits the module.
+    """
+    try:
+        module_name, _ = check_path(path)
+    except NotAllowedError as err:
+        raise UserModelError(str(err)) from None
+    try:
+        found = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError) as err:
+        raise UserModelError(f"model path {path!r}: module {module_name!r} cannot be found here "
+                             f"({err})") from None
+    origin = getattr(found, "origin", None)
+    if found is None or not origin or not Path(origin).is_file():
+        raise UserModelError(f"model path {path!r}: module {module_name!r} has no source file "
+                             "here; install it, or put its folder on PYTHONPATH")
+    return hashlib.sha256(Path(origin).read_bytes()).hexdigest()
+
+
+def model_identity(config: Mapping[str, Any]) -> str:
+    """What a model entry builds, as one string: its canonical JSON (kwargs included), and for
+    ``name: module`` the sha256 of the module's source (:func:`source_sha256`).
+
+    Caches of a model's outputs key on it (with the weights): another kwarg, even one that
+    carries no parameters, or an edited module never reads the old entries.
+    """
+    ident: dict[str, Any] = {"model": dict(config)}
+    if config.get("name") == "module":
+        ident["source"] = source_sha256(str(config.get("path")))
+    text = json.dumps(ident, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def build_user_model(config: Mapping[str, Any], input_shape: tuple[int, ...],

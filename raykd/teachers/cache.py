@@ -6,9 +6,13 @@ An entry is one teacher's logits over one split in the form the spec asks for, a
 (N,)), and the ``sha256`` of those arrays, checked on every read. The
 key hashes everything the entry depends on:
 
-    key = sha256(teacher weights hash, dataset fingerprint, split, preprocessing, dtype[, topk])
+    key = sha256(teacher weights hash, model identity, dataset fingerprint, split,
+                 preprocessing, dtype[, topk])
 
-so a retrained teacher or changed data can never hit a stale entry. Entries are written
+so a retrained teacher or changed data can never hit a stale entry. The model identity
+(:func:`raykd.models.user.model_identity`) is the canonical JSON of the teacher's model
+entry, kwargs included, and for a user module the sha256 of its source file: a kwarg that
+carries no parameters, or an edited module, computes the logits again. Entries are written
 atomically (temp file + rename): concurrent jobs sharing a cache directory are safe.
 """
 
@@ -27,11 +31,14 @@ from raykd.jobdir import atomic_path
 from raykd.losses.topk import TopK
 
 
-def cache_key(*, weights: str, fingerprint: str, split: str, preprocessing: str = "none",
+def cache_key(*, weights: str, model: str, fingerprint: str, split: str, preprocessing: str = "none",
               dtype: str = "float32", topk: int | None = None) -> str:
-    """The entry name for one teacher's logits over one split (dense, or top-k)."""
-    fields: dict[str, object] = {"weights": weights, "data": fingerprint, "split": split,
-                                 "prep": preprocessing, "dtype": dtype}
+    """The entry name for one teacher's logits over one split (dense, or top-k).
+
+    ``model`` is the teacher's model identity (:func:`raykd.models.user.model_identity`).
+    """
+    fields: dict[str, object] = {"weights": weights, "model": model, "data": fingerprint,
+                                 "split": split, "prep": preprocessing, "dtype": dtype}
     if topk is not None:
         fields["topk"] = topk
     ident = json.dumps(fields, sort_keys=True)

@@ -48,6 +48,7 @@ from ray.util.scheduling_strategies import (
 
 from raykd.errors import ResourceError
 from raykd.losses.topk import TopK, in_form, stack
+from raykd.models.user import model_identity
 from raykd.teachers.cache import LogitCache, cache_key
 from raykd.teachers.server import TeacherServer
 
@@ -222,9 +223,9 @@ class TeacherPool:
         start = time.perf_counter()
         self.threads = self._share_nodes(self.ready_timeout_s)  # exact again after a restart
         keys = [
-            cache_key(weights=h, fingerprint=fingerprint, split=split_name,
-                      preprocessing=preprocessing, dtype=dtype, topk=topk)
-            for h in self.weights_hashes()
+            cache_key(weights=h, model=model_identity(c.model), fingerprint=fingerprint,
+                      split=split_name, preprocessing=preprocessing, dtype=dtype, topk=topk)
+            for h, c in zip(self.weights_hashes(), self.configs, strict=True)
         ]
         found = [cache.get(k) for k in keys]
         missing = [i for i, f in enumerate(found) if f is None]
