@@ -150,8 +150,8 @@ def test_users_see_only_their_own_jobs(paused: Server) -> None:
     job = post(paused, {"spec": small_spec(), "labels": {"team": "a"}}, token=ALICE).json()
     assert job["owner"] == "alice" and job["state"] == "queued" and job["queue_position"] >= 1
     url = f"{paused.url}/api/v1/jobs/{job['id']}"
-    assert httpx.get(url, headers=auth(BOB)).status_code == 403
-    assert httpx.post(f"{url}/cancel", headers=auth(BOB)).status_code == 403
+    assert httpx.get(url, headers=auth(BOB)).status_code == 404  # as if it did not exist
+    assert httpx.post(f"{url}/cancel", headers=auth(BOB)).status_code == 404
     assert httpx.get(url, headers=auth(ADMIN)).status_code == 200
     bobs = httpx.get(f"{paused.url}/api/v1/jobs", headers=auth(BOB)).json()["items"]
     assert job["id"] not in [j["id"] for j in bobs]
@@ -207,6 +207,45 @@ def test_idempotent_and_concurrent_submissions_are_recorded_exactly_once(paused:
         if cursor is None:
             break
     assert sorted(listed) == sorted(set(ids))  # every job once, across pages
+
+
+def test_an_idempotency_key_names_one_request_and_is_not_a_job_id(paused: Server) -> None:
+    """Issue 19, item 9: the same key with another body was answered 200 with the first job."""
+    first = post(paused, {"spec": small_spec(), "name": "one"}, **{"Idempotency-Key": "key-once"})
+    same = post(paused, {"spec": small_spec(), "name": "one"}, **{"Idempotency-Key": "key-once"})
+    other = post(paused, {"spec": small_spec(name="two"), "priority": 5}, **{"Idempotency-Key": "key-once"})
+    assert (first.status_code, same.status_code) == (201, 200) and same.json()["id"] == first.json()["id"]
+    assert other.status_code == 409 and "'key-once'" in other.json()["detail"], other.text
+    by_id = post(paused, {"spec": small_spec(), "job_id": "shared-name-1"})
+    by_key = post(paused, {"spec": small_spec(name="else")}, **{"Idempotency-Key": "shared-name-1"})
+    assert (by_id.status_code, by_key.status_code) == (201, 201), by_key.text
+    assert by_key.json()["id"] != "shared-name-1"  # a key never finds a job by its id
+    again = post(paused, {"spec": small_spec(), "job_id": "shared-name-1"})
+    changed = post(paused, {"spec": small_spec(name="changed"), "job_id": "shared-name-1"})
+    assert again.status_code == 200 and again.json()["id"] == "shared-name-1"
+    assert changed.status_code == 409 and "shared-name-1" in changed.json()["detail"]
+
+
+def test_job_ids_neither_leak_nor_can_be_squatted(paused: Server) -> None:
+    """Issue 19, item 11: another's job was a 403 (an unknown one 404); `cache` was a job id."""
+    assert post(paused, {"spec": small_spec(), "job_id": "alices-own-1"}, token=ALICE).status_code == 201
+    url = f"{paused.url}/api/v1/jobs"
+    for method, suffix in [("GET", ""), ("PATCH", ""), ("DELETE", ""), ("POST", "/cancel"), ("POST", "/retry"),
+                           ("GET", "/events"), ("GET", "/logs"), ("GET", "/metrics"), ("GET", "/artifacts")]:
+        theirs = httpx.request(method, f"{url}/alices-own-1{suffix}", headers=auth(BOB), json={"priority": 1})
+        unknown = httpx.request(method, f"{url}/no-such-job-1{suffix}", headers=auth(BOB), json={"priority": 1})
+        assert theirs.status_code == unknown.status_code == 404, (method, suffix, theirs.text)
+        assert theirs.json()["detail"].replace("alices-own-1", "X") == \
+            unknown.json()["detail"].replace("no-such-job-1", "X")
+    (paused.tmp / "storage" / "left-over-1").mkdir(parents=True)
+    squat = post(paused, {"spec": small_spec(), "job_id": "alices-own-1"}, token=BOB)
+    leftover = post(paused, {"spec": small_spec(), "job_id": "left-over-1"}, token=BOB)
+    assert squat.status_code == leftover.status_code == 409
+    assert squat.json()["detail"].replace("alices-own-1", "X") == leftover.json()["detail"].replace("left-over-1", "X")
+    for reserved in ("cache", "CACHE", "raykd.db", "raykd.db-wal", "x-sweep-0123abcd", "x-20260101-120000-abc123"):
+        r = post(paused, {"spec": small_spec(), "job_id": reserved}, token=BOB)
+        assert r.status_code == 422 and "reserved" in r.json()["detail"], (reserved, r.text)
+    assert not (paused.tmp / "storage" / "cache" / "spec.json").exists()
 
 
 def test_queued_jobs_can_be_reprioritised_and_cancelled(paused: Server) -> None:

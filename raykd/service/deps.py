@@ -86,13 +86,16 @@ State = Annotated[Any, Depends(get_state)]
 
 def owned_job(job_id: Annotated[str, Path(description=JOB_ID_HELP)], user: CurrentUser,
               state: State) -> JobRow:
-    """The job ``job_id`` if the caller may see it: 404 unknown, 403 someone else's."""
-    store: Store = state.store
+    """The job ``job_id`` if the caller may see it: 404 when unknown or someone else's
+    (the same answer, so ids of other users' jobs cannot be probed)."""
+    return visible_job(state.store, user, job_id)
+
+
+def visible_job(store: Store, user: User, job_id: str) -> JobRow:
+    """The stored job ``job_id`` if ``user`` may see it, else 404 (unknown or another's alike)."""
     row = store.get(job_id) if len(job_id) <= 160 else None
-    if row is None:
+    if row is None or (not user.admin and row.owner != user.name):
         raise HTTPException(404, f"no job {job_id[:160]!r}")
-    if not user.admin and row.owner != user.name:
-        raise HTTPException(403, f"job {job_id!r} belongs to another user")
     return row
 
 

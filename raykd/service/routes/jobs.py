@@ -7,6 +7,7 @@ scheduler's. Every error is a 4xx with a message naming what was wrong.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
 import secrets
@@ -74,6 +75,27 @@ def _public(row: JobRow, *, full: bool, labels: dict[str, str], position: int | 
 JOB_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 
 
+RESERVED_IDS = re.compile(
+    r"cache"                              # <storage>/cache: the logit cache every job shares
+    r"|raykd\.db.*"                       # the default SQLite database and its -wal/-shm files
+    r"|.+-sweep-[0-9a-f]{8}"              # a sweep's directory when it runs without a job id
+    r"|.+-\d{8}-\d{6}-[0-9a-f]{6}",        # the ids the service generates (_new_id)
+    re.IGNORECASE)
+"""Job ids a client may not choose: names the storage layout uses (``.service`` and other
+dot-names are refused by :data:`JOB_ID` already)."""
+
+
+def _check_job_id(job_id: str) -> None:
+    """422 for a ``job_id`` that is not a valid id or that the storage layout reserves."""
+    if re.fullmatch(JOB_ID, job_id) is None:
+        raise HTTPException(422, f"job_id {job_id[:130]!r}: use 1-128 letters, digits, . _ - "
+                                 "starting with a letter or digit")
+    if RESERVED_IDS.fullmatch(job_id):
+        raise HTTPException(422, f"job_id {job_id!r} is reserved (the service's storage uses it: "
+                                 "'cache', 'raykd.db*', '<name>-sweep-<8 hex>' and generated "
+                                 "'<name>-<date>-<time>-<6 hex>' ids); choose another")
+
+
 def _new_id(name: str) -> str:
     """``<name>-<UTC time>-<6 hex>``, a valid job id whatever the name starts with (``_x`` -> ``x``)."""
     stem = name.lstrip("_.-") or "job"
@@ -88,8 +110,8 @@ def submit(body: JobCreate, user: CurrentUser, state: State, response: Response,
                "Any string of up to 128 characters, e.g. a UUID.")] = None) -> JobPublic:
     """Store the job as ``queued``; the scheduler starts it when a slot frees.
 
-    The same ``Idempotency-Key`` (or ``job_id``) from the same user returns the job
-    already made (200) instead of a second one.
+    The same ``Idempotency-Key`` (or ``job_id``) from the same user with the same body
+    returns the job already made (200) instead of a second one; with another body, 409.
     """
     for k, v in body.labels.items():
         if not (_ok_label(k) and _ok_label(v)):
@@ -98,30 +120,28 @@ def submit(body: JobCreate, user: CurrentUser, state: State, response: Response,
         spec = admit(body.spec, state.settings)
     except PolicyError as err:
         raise HTTPException(422, str(err)) from None
-    key = idempotency_key or body.job_id
-    existing = _existing(state, user.name, key, body.job_id)
+    if body.job_id is not None:
+        _check_job_id(body.job_id)
+    digest = request_hash(body)
+    existing = _existing(state, user.name, idempotency_key, body.job_id, digest)
     if existing is not None:
         response.status_code = 200
         return public(state, existing, full=True)
     name = body.name or spec.name
-    if body.job_id is not None and re.fullmatch(JOB_ID, body.job_id) is None:
-        raise HTTPException(422, f"job_id {body.job_id[:130]!r}: use 1-128 letters, digits, . _ - "
-                                 "starting with a letter or digit")
     job_id = body.job_id or _new_id(name)
     if body.job_id and (state.settings.storage / job_id).exists():
-        raise HTTPException(409, f"job id {job_id!r}: {state.settings.storage / job_id} already exists "
-                                 "and belongs to no job of this service (an earlier run's files); "
-                                 "choose another job_id, or remove that directory")
+        raise _unavailable(job_id)  # an earlier run's files: said as for any taken id
     row = JobRow(id=job_id, name=name, kind="sweep" if spec.sweep else "run",
                  owner=user.name, state="queued", priority=body.priority,
-                 spec=json.loads(spec.model_dump_json()), idempotency_key=key, created_at=time.time(),
-                 latest_metrics={}, attempts=0, progress=0.0, last_seq=0, cancel_requested=False)
+                 spec=json.loads(spec.model_dump_json()), idempotency_key=idempotency_key,
+                 request_hash=digest, created_at=time.time(), latest_metrics={}, attempts=0,
+                 progress=0.0, last_seq=0, cancel_requested=False)
     try:
         state.store.add(row, body.labels)
     except IntegrityError:  # a concurrent request with the same key or id won the race
-        existing = _existing(state, user.name, key, body.job_id)
+        existing = _existing(state, user.name, idempotency_key, body.job_id, digest)
         if existing is None:
-            raise HTTPException(409, f"job id {body.job_id!r} is taken") from None
+            raise _unavailable(job_id) from None
         response.status_code = 200
         return public(state, existing, full=True)
     return public(state, row, full=True)
@@ -131,17 +151,42 @@ def _ok_label(text: str) -> bool:
     return re.fullmatch(LABEL, text) is not None
 
 
-def _existing(state: State, owner: str, key: str | None, job_id: str | None) -> JobRow | None:
+def request_hash(body: JobCreate) -> str:
+    """sha256 of the request as validated (keys sorted): what an idempotent retry must repeat."""
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _existing(state: State, owner: str, key: str | None, job_id: str | None,
+              digest: str) -> JobRow | None:
+    """The job an earlier request with this key (or this job_id) made; 409 when that request
+    differs from this one, or when another user holds the id (said as for any taken id)."""
     if key:
         row = state.store.by_key(owner, key)
         if row is not None:
+            _same_request(row, digest, f"Idempotency-Key {key[:128]!r}")
             return row
     if job_id:
         row = state.store.get(job_id)
         if row is not None and row.owner != owner:
-            raise HTTPException(409, f"job id {job_id!r} is taken")
+            raise _unavailable(job_id)
+        if row is not None:
+            _same_request(row, digest, f"job_id {job_id!r}")
         return row
     return None
+
+
+def _same_request(row: JobRow, digest: str, what: str) -> None:
+    if row.request_hash is not None and row.request_hash != digest:
+        raise HTTPException(409, f"{what} was already used for a different request (job {row.id!r}); "
+                                 "a retry must send the same body: use a new key (or job_id) for "
+                                 "a new job")
+
+
+def _unavailable(job_id: str) -> HTTPException:
+    """The one answer for an id that cannot be had, whoever or whatever holds it."""
+    return HTTPException(409, f"job_id {job_id!r} is not available: choose another, or leave "
+                              "job_id out for a generated one")
 
 
 @router.get("", response_model=JobPage, summary="List jobs (filter, sort, cursor pages)")

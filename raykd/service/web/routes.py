@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from raykd.service.deps import State, _match, user_for_token
+from raykd.service.deps import State, _match, user_for_token, visible_job
 from raykd.service.routes.jobs import public
 from raykd.service.schemas import FINAL_STATES, JobPublic
 from raykd.service.store import JobRow
@@ -174,13 +174,8 @@ def static(name: str, request: Request) -> Response:
 
 
 def _job(state: Any, session: Session, job_id: str) -> JobRow:
-    """The stored job ``job_id`` if this session may see it: 404 without one, 403 for another's."""
-    row = state.store.get(job_id) if len(job_id) <= 160 else None
-    if row is None:
-        raise HTTPException(404, f"no job {job_id[:160]!r}")
-    if not session.user.admin and row.owner != session.user.name:
-        raise HTTPException(403, f"job {job_id!r} belongs to another user")
-    return row
+    """The stored job ``job_id`` if this session may see it: 404 when unknown or another's."""
+    return visible_job(state.store, session.user, job_id)
 
 
 def _rows(state: Any, session: Session, status: str | None,
