@@ -164,9 +164,25 @@ def test_relative_storage_works_when_actors_run_elsewhere(ray_local: None, tmp_p
         assert Path(t["checkpoint"]).is_relative_to(tmp_path / "relative-runs")
 
 
-def test_more_workers_than_cpus_fails_fast(ray_local: None, storage: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("command", "message"), [
+    ("run", "scaling.num_workers=3 x scaling.cpus_per_worker=1 needs 3 CPUs, the cluster has 2"),
+    ("sweep", "one trial needs 3.01 CPUs, the cluster has 2"),
+])
+def test_more_workers_than_cpus_fails_fast(ray_local: None, tmp_path: Path, command: str,
+                                           message: str) -> None:
+    """Refused as soon as the data's size is known: no teacher trained, no logit cached."""
     path = tmp_path / "big.yaml"
-    path.write_text(json.dumps(digits_spec(str(storage), name="big", scaling={"num_workers": 3})))
-    result = CliRunner().invoke(app, ["run", str(path)])
+    spec = digits_spec(str(tmp_path / "runs"), name="big", scaling={"num_workers": 3},
+                       cache={"dir": str(tmp_path / "cache")})
+    if command == "sweep":
+        spec["sweep"] = {"searcher": "grid", "method": ["kd", "annealing"]}
+    path.write_text(json.dumps(spec))
+    result = CliRunner().invoke(app, [command, str(path)])
     assert result.exit_code == 2, result.output
-    assert "scaling.num_workers=3 x scaling.cpus_per_worker=1 needs 3 CPUs, the cluster has 2" in result.output
+    assert message in result.output
+    (events,) = (tmp_path / "runs").glob("*/events.jsonl")
+    kinds = [json.loads(line) for line in events.read_text().splitlines()]
+    assert kinds[-1]["type"] == "job_failed"
+    assert not [e for e in kinds if e["type"] == "teacher_ready" or str(e.get("stage", "")).startswith("teacher")]
+    assert not (events.parent / "teachers").exists()
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]

@@ -207,17 +207,19 @@ class Prepared:
     teachers: TeacherSet
 
 
-def prepare(job: Job, *, cache: Any = None, on_ray: Callable[[], None] | None = None) -> Prepared:
+def prepare(job: Job, *, cache: Any = None, on_ray: Callable[[Dataset], None] | None = None) -> Prepared:
     """Data, Ray, splits and teachers, in that order (see the module docstring).
 
-    ``on_ray`` runs once Ray is up, before the teachers (the job's student actor starts
-    there, so that its process starts while the teachers train).
+    ``on_ray(data)`` runs once Ray is up and the data loaded, before any teacher work: the
+    job checks there that its students fit the cluster and the data (a job that cannot
+    run fails before it trains or caches a teacher), and starts its student actor, so that
+    its process starts while the teachers train.
     """
     data = load_data(job)
     with job.stage("ray_init"):
         ensure_ray()
     if on_ray is not None:
-        on_ray()
+        on_ray(data)
     cache = cache if cache is not None else logit_cache(job)
     refs = put_splits(data)
     return Prepared(data=data, refs=refs, cache=cache, teachers=run_teachers(job, data, cache, refs))

@@ -25,6 +25,7 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
+from raykd.data import Dataset
 from raykd.engine.context import Job, open_job, spec_hash
 from raykd.engine.job_data import dataset_row, describe_students
 from raykd.engine.prepare import prepare
@@ -97,13 +98,19 @@ def _finished(job: Job) -> dict[str, Any] | None:
     return dict(json.loads(path.read_text()))
 
 
+def _before_teachers(job: Job, data: Dataset) -> None:
+    """Once Ray is up and the data's size known: fail fast when the students cannot run
+    (workers, CPUs, GPUs, sharding), then start the job's student actor."""
+    check_student_resources(job, n_train=len(data.train))
+    prestart_worker(job)
+
+
 def _run(job: Job, start: float) -> dict[str, Any]:
     spec = job.spec
     try:
-        prepared = prepare(job, on_ray=lambda: prestart_worker(job))
+        prepared = prepare(job, on_ray=lambda data: _before_teachers(job, data))
         data = prepared.data
         try:
-            check_student_resources(job, n_train=len(data.train))
             run_students(job, data, prepared.teachers, prepared.cache, prepared.refs)
         finally:
             if prepared.teachers.pool is not None:

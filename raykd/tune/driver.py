@@ -214,9 +214,9 @@ def _sweep(job: Job, start: float, *, naive: bool) -> dict[str, Any]:
     data = load_data(job)
     with job.stage("ray_init"):
         ensure_ray()
+    plan, use_gpu = _plan(job)  # a trial that cannot fit fails before any teacher work
     refs = put_splits(data)
     teachers = None if naive else _teacher_stage(job, data, refs)
-    plan, use_gpu = _plan(job)
     shared = shared_inputs(job, data, refs, teachers, plan, use_gpu=use_gpu)
     with job.stage("tune"):
         grid, resumed = _fit(job, shared, plan)
