@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ast
+import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -359,11 +361,15 @@ def test_npz_that_cannot_be_opened(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     path = tmp_path / "locked.npz"
     np.savez(path, x=x, y=y)
 
-    def denied(self: Path, *args: object, **kwargs: object) -> object:
-        raise PermissionError(13, "Permission denied", str(self))
+    real_open = os.open
 
-    monkeypatch.setattr(Path, "open", denied)  # root can read any file, so chmod cannot test it
-    _raises(r"could not read '.*locked\.npz' as \.npz: PermissionError: .*Permission denied", path)
+    def denied(name: Any, *args: Any, **kwargs: Any) -> int:
+        if str(name) == str(path):
+            raise PermissionError(13, "Permission denied", str(name))
+        return real_open(name, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", denied)  # root can read any file, so chmod cannot test it
+    _raises(r"data file '.*locked\.npz' could not be opened \(Permission denied\)", path)
 
 
 def test_non_finite_features_are_counted(tmp_path: Path) -> None:

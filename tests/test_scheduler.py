@@ -176,7 +176,8 @@ def test_the_submission_id_reaches_the_driver_and_its_job_started(
     ray = FakeRay()
     add_job(store, "s")
     make_scheduler(settings, store, ray, paused=False).tick()
-    assert ray.called("submit") == [("submit", "s", "s", {SUBMISSION_ENV: "s"})]
+    assert ray.called("submit") == [("submit", "s", "s", {SUBMISSION_ENV: "s",
+                                                          "RAYKD_DATA_ROOTS": "[]"})]
 
     from raykd.engine.context import open_job
     from raykd.spec import JobSpec

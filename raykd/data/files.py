@@ -7,14 +7,21 @@ Each reader takes the file's path and the label column name and returns a
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
+from raykd.data.paths import open_data
 from raykd.data.splits import DataError, RawData
 
 MAX_NAMES_SHOWN = 20
+MAX_NAME_CHARS = 24
+"""Longest name an error message repeats from a file (a column, an array): longer ones,
+and ones that are not plain names, are counted, not shown (see :func:`shown_names`)."""
+PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_ .\-]*")
 ZIP_MAGIC = b"PK\x03\x04"
 NPY_MAGIC = b"\x93NUMPY"
 
@@ -26,11 +33,28 @@ def describe_error(exc: BaseException) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def _names(names: list[str]) -> str:
-    """Quote up to :data:`MAX_NAMES_SHOWN` names for an error message."""
-    shown = ", ".join(repr(name) for name in names[:MAX_NAMES_SHOWN])
-    more = len(names) - MAX_NAMES_SHOWN
-    return f"[{shown}{f', ... {more} more' if more > 0 else ''}]"
+def is_plain_name(name: str) -> bool:
+    """Whether a name read from a file may be repeated in a message: a letter or ``_``, then
+    letters, digits, ``_``, ``-``, ``.`` or spaces, at most :data:`MAX_NAME_CHARS` in all."""
+    return len(name) <= MAX_NAME_CHARS and PLAIN_NAME.fullmatch(name) is not None
+
+
+def shown_names(names: list[str]) -> str:
+    """Names read from a file, for an error message, without repeating the file's content.
+
+    A file that is not what it should be (a token file, ``/proc/self/environ``) has a first
+    line that a parser takes for column names: only the plain names (:func:`is_plain_name`),
+    at most :data:`MAX_NAMES_SHOWN`, are quoted; the others are counted.
+    """
+    plain = [n for n in names if is_plain_name(n)]
+    more = len(plain) - MAX_NAMES_SHOWN
+    shown = ", ".join(repr(name) for name in plain[:MAX_NAMES_SHOWN])
+    text = f"[{shown}{f', ... {more} more' if more > 0 else ''}]"
+    hidden = len(names) - len(plain)
+    if hidden:
+        text += (f" ({len(names)} in all; {hidden} not shown: not a plain name of at most "
+                 f"{MAX_NAME_CHARS} characters)")
+    return text
 
 
 def read_npz(path: Path, label_column: str) -> RawData:
@@ -45,9 +69,15 @@ def read_npz(path: Path, label_column: str) -> RawData:
     """
     del label_column
     where = repr(str(path))
+    with open_data(path) as handle:
+        return _read_npz(handle, where)
+
+
+def _read_npz(handle: BinaryIO, where: str) -> RawData:
+    """:func:`read_npz` of the opened (checked) file."""
     try:
-        with path.open("rb") as handle:
-            magic = handle.read(len(NPY_MAGIC))
+        magic = handle.read(len(NPY_MAGIC))
+        handle.seek(0)
     except OSError as exc:
         raise DataError(f"could not read {where} as .npz: {describe_error(exc)}") from exc
     if not magic.startswith((ZIP_MAGIC, NPY_MAGIC)):
@@ -56,7 +86,7 @@ def read_npz(path: Path, label_column: str) -> RawData:
             "numpy.savez(path, x=..., y=...))"
         )
     try:
-        archive = np.load(path, allow_pickle=False)
+        archive = np.load(handle, allow_pickle=False)
     except MemoryError:  # not the file's fault: a bug or a too-small machine
         raise
     except Exception as exc:  # any parse failure means the file is unreadable
@@ -71,7 +101,7 @@ def read_npz(path: Path, label_column: str) -> RawData:
         if "x" not in keys or "y" not in keys:
             raise DataError(
                 f"{where} must hold arrays 'x' and 'y' (optionally 'x_test', 'y_test'); "
-                f"found keys {_names(keys)}"
+                f"found keys {shown_names(keys)}"
             )
         try:
             wanted = [key for key in ("x", "y", "x_test", "y_test") if key in keys]

@@ -34,6 +34,7 @@ import numpy as np
 
 from raykd.data.checks import DataError
 from raykd.data.files import describe_error
+from raykd.data.paths import read_data
 
 CHUNK = 256
 """Images per chunk: what a lazy source reads (encoded) and hands over at once."""
@@ -79,8 +80,9 @@ def _open(name: str, payload: Payload) -> Any:
     """The Pillow image of one item (lazy: header only); DataError naming it when unreadable."""
     from PIL import Image
 
+    data = read_data(payload, "image file") if isinstance(payload, Path) else payload
     try:
-        return Image.open(payload if isinstance(payload, Path) else io.BytesIO(payload))
+        return Image.open(io.BytesIO(data))
     except Exception as exc:  # noqa: BLE001 - any failure means the data is not an image
         raise DataError(f"could not read image {name}: {describe_error(exc)}") from None
 

@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 
 from raykd.data.checks import DataError
-from raykd.data.files import describe_error
+from raykd.data.files import describe_error, shown_names
 from raykd.data.image_decode import CHUNK, Item, decode_images
 from raykd.data.images import ImagePrep, fit_images
+from raykd.data.paths import open_data
 from raykd.data.splits import Dataset
 from raykd.data.table_columns import encode_labels
 
@@ -39,16 +40,19 @@ def open_parquet(path: Path, columns: list[str]) -> Any:
     where = repr(str(path))
     if not path.is_file():
         raise DataError(f"data file {where} does not exist")
+    handle = open_data(path)
     try:
-        parquet = pq.ParquetFile(path)
+        parquet = pq.ParquetFile(handle)  # it keeps the handle: the checked file is read
     except MemoryError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure means the file is not Parquet
+        handle.close()
         raise DataError(f"could not read {where} as .parquet: {describe_error(exc)}") from None
     names = list(parquet.schema_arrow.names)
     for column in columns:
         if column not in names:
-            raise DataError(f"column {column!r} not found in {where}; columns found: {names[:30]}")
+            raise DataError(f"column {column!r} not found in {where}; columns found: "
+                            f"{shown_names(names)}")
     return parquet
 
 

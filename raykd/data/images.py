@@ -18,7 +18,9 @@ The rules (the same at training time and at ``raykd predict`` time):
 - **values**: 8-bit values divided by 255 (so in [0, 1]), then standardized per channel
   with the mean and standard deviation of the training split (after ``train_limit``).
 
-Listing a folder opens no file. The images are decoded when the job's arrays are built,
+Listing a folder opens no file. Every folder listed and every image read is checked
+against the data roots once opened (:mod:`raykd.data.paths`): an image that is a link to a
+file outside them is refused by name. The images are decoded when the job's arrays are built,
 in chunks of :data:`~raykd.data.image_decode.CHUNK`, one Pillow image open at a time,
 into one uint8 array, then standardized chunk by chunk into float32 ``(N, C, H, W)``; a
 dataset above :data:`~raykd.data.image_decode.MAX_DECODED_BYTES` decoded is refused with
@@ -47,6 +49,7 @@ from raykd.data.image_decode import (
     decode_images,
     standardize,
 )
+from raykd.data.paths import list_dir
 from raykd.data.splits import Dataset, Preprocessing, RawData, build_dataset, dataset_indices
 
 FORMAT = "raykd-image-preprocessing"
@@ -137,15 +140,16 @@ def file_items(files: list[Path]) -> list[Item]:
 def scan_folder(root: Path) -> tuple[tuple[str, ...], list[list[Path]], list[str]]:
     """``(class names, image files per class, ignored files)`` of ``root`` (see the rules)."""
     where = repr(str(root))
-    classes = sorted((d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")),
+    entries = list_dir(root)
+    classes = sorted((d for d in entries if d.is_dir() and not d.name.startswith(".")),
                      key=lambda d: d.name)
-    ignored = sorted(str(f.relative_to(root)) for f in root.iterdir() if f.is_file())
+    ignored = sorted(str(f.relative_to(root)) for f in entries if f.is_file())
     if len(classes) < 2:
         raise DataError(f"image folder {where} has {len(classes)} class folder(s); expected "
                         "root/<class name>/*.png|jpg|jpeg with at least 2 classes")
     files = []
     for d in classes:
-        inside = sorted((f for f in d.iterdir() if f.is_file()), key=lambda f: f.name)
+        inside = [f for f in list_dir(d, "class folder") if f.is_file()]  # sorted by name
         images = [f for f in inside if is_image(f)]
         ignored += [str(f.relative_to(root)) for f in inside if f not in images]
         if not images:
@@ -204,10 +208,11 @@ def folder_files(folder: Path) -> tuple[list[Path], list[str | None]]:
     the sub-folder's name), sorted; DataError when there are none."""
     if not folder.is_dir():
         raise DataError(f"{str(folder)!r} is not a folder of images")
-    files: list[Path] = sorted(f for f in folder.iterdir() if is_image(f))
+    entries = list_dir(folder, "folder")
+    files: list[Path] = sorted(f for f in entries if is_image(f))
     labels: list[str | None] = [None] * len(files)
-    for d in sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")):
-        inside = sorted(f for f in d.iterdir() if is_image(f))
+    for d in sorted(d for d in entries if d.is_dir() and not d.name.startswith(".")):
+        inside = sorted(f for f in list_dir(d, "folder") if is_image(f))
         files += inside
         labels += [d.name] * len(inside)
     if not files:

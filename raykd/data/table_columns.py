@@ -53,8 +53,9 @@ class ColumnChoice:
 
 
 def _listed(names: list[str]) -> str:
-    shown = ", ".join(repr(n) for n in names[:30])
-    return f"[{shown}{', ...' if len(names) > 30 else ''}]"
+    from raykd.data.files import shown_names
+
+    return shown_names(names)
 
 
 def encode_labels(values: pd.Series, where: str, label_column: str

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from raykd.data.checks import DataError
-from raykd.data.files import describe_error
+from raykd.data.files import describe_error, shown_names
+from raykd.data.paths import open_data
 from raykd.data.splits import Dataset, Preprocessing, RawData, build_dataset, dataset_indices
 from raykd.data.table_columns import ColumnChoice, Kind, choose_columns, encode_labels
 from raykd.data.table_prep import MISSING, OTHER, ColumnPrep, TablePrep
@@ -43,8 +44,9 @@ def read_table(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"data file {str(path)!r} does not exist")
     try:
-        return pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
-    except MemoryError:  # not the file's fault: a bug or a too-small machine
+        with open_data(path) as handle:
+            return pd.read_csv(handle) if suffix == ".csv" else pd.read_parquet(handle)
+    except (MemoryError, DataError):  # not the file's fault: a bug or a too-small machine
         raise
     except Exception as exc:  # any parse failure means the file is unreadable
         raise DataError(f"could not read {str(path)!r} as {suffix}: {describe_error(exc)}") from exc
@@ -127,7 +129,7 @@ def load_table(path: Path, *, label_column: str, choice: ColumnChoice, val_fract
     if label_column not in frame.columns:
         columns = [str(c) for c in frame.columns]
         raise DataError(f"label column {label_column!r} not found in {where}; columns found: "
-                        f"{columns[:30]}; set data.label_column to one of them")
+                        f"{shown_names(columns)}; set data.label_column to one of them")
     frame.columns = [str(c) for c in frame.columns]
     candidates, dropped = choose_columns(frame, label_column, choice, where)
     codes, class_names, keep = encode_labels(frame[label_column], where, label_column)

@@ -2,7 +2,8 @@
 and the fitted preprocessing kept with the student.
 
 - :func:`load_job_data` loads the spec's data (``data.features`` and ``data.image_size``
-  included), checks the models against it (a user module is built once and checked on
+  included; every file checked once opened against ``RAYKD_DATA_ROOTS``, and never from
+  ``<storage>/.service``: :mod:`raykd.data.paths`), checks the models against it (a user module is built once and checked on
   one batch, before Ray starts), logs which columns were used and which dropped and why
   (for images: the files ignored), and writes the fitted preprocessing to
   ``<job_dir>/preprocessing.json``;
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from raykd.data import ColumnChoice, Dataset, load_dataset
+from raykd.data.paths import SERVICE_DIR, forbid
 from raykd.engine.context import Job
 from raykd.engine.prepare import check_models
 from raykd.jobdir import atomic_path
@@ -56,6 +58,7 @@ def column_report(data: Dataset) -> list[str]:
 def load_job_data(job: Job) -> Dataset:
     """Load and split the spec's data (with ``data.features``); check the models; report."""
     d = job.spec.data
+    forbid(Path(job.spec.storage) / SERVICE_DIR)  # the service's secrets, wherever they are
     with job.stage("data"):
         data = load_dataset(d.dataset, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
                             seed=d.seed, label_column=d.label_column, train_limit=d.train_limit,

@@ -25,6 +25,7 @@ import numpy as np
 
 from raykd.allowlist import allowlist_env
 from raykd.data import DataError, Dataset
+from raykd.data.paths import checked_checkpoint
 from raykd.engine.context import Job
 from raykd.events import TeacherReady
 from raykd.faults import teacher_fault
@@ -102,7 +103,8 @@ def check_models(spec: JobSpec, data: Dataset) -> None:
                 f"in [0, {data.num_classes}) ({data.num_classes} classes)"
             )
         if t.checkpoint is not None:
-            load_checkpoint(t.checkpoint, config=t.model.model_dump(), input_shape=data.input_shape,
+            load_checkpoint(checked_checkpoint(t.checkpoint), config=t.model.model_dump(),
+                            input_shape=data.input_shape,
                             num_classes=data.num_classes)
 
 
@@ -290,7 +292,7 @@ def _teacher_configs(job: Job, data: Dataset, cache: Any) -> list[Any]:
 
     configs = []
     for i, t in enumerate(job.spec.teachers):
-        checkpoint = t.checkpoint
+        checkpoint = checked_checkpoint(t.checkpoint)  # the spec's file, checked once opened
         if checkpoint is None:
             # this job's own file counts only when resuming the same job (same spec, same dir)
             own = _own_checkpoint(job, i) if job.attempt > 1 else None

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from raykd.allowlist import allowlist_env
+from raykd.data.paths import data_roots_env
 from raykd.events import EVENTS_FILE, SUBMISSION_ENV, parse_event, read_events
 from raykd.faults import ALLOW_ENV
 from raykd.schema import DIED_MESSAGE, job_status
@@ -176,6 +177,7 @@ class Scheduler:
         try:
             self.ray.submit(submission_id=submission, spec_path=path, job_id=row.id,
                             env={SUBMISSION_ENV: submission, **allowlist_env(),
+                                 **data_roots_env(self.settings.data_roots),
                                  **({ALLOW_ENV: "1"} if self.settings.allow_fault_injection else {})})
         except RayUnavailable as err:
             log.warning("could not submit %s to Ray: %s", row.id, err)

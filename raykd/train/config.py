@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from raykd.data.paths import checked_checkpoint
 from raykd.spec import JobSpec, MethodSpec, TrainSpec
 
 if TYPE_CHECKING:
@@ -79,7 +80,7 @@ class StudentConfig:
             augment=spec.data.augment,
             threads=max(1, int(spec.scaling.cpus_per_worker)),
             label=method.display if label is None else label,
-            init_checkpoint=spec.student.checkpoint,
+            init_checkpoint=checked_checkpoint(spec.student.checkpoint),
             teacher_accuracy=teacher_accuracy,
         )
 
