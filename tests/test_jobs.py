@@ -148,6 +148,48 @@ def test_a_killed_driver_is_resumed_by_its_job_id(ray_local: None, storage: Path
     assert not any(t["trained_by_raykd"] for t in result["teachers"])
 
 
+HOLDER = """
+import sys
+from raykd.engine.context import open_job
+from raykd.spec import parse_spec
+import yaml
+job = open_job(parse_spec(yaml.safe_load(open(sys.argv[1]))), job_id=sys.argv[2], log=lambda _: None)
+print("holding", flush=True)
+sys.stdin.read()  # a driver at work, until the test kills it
+"""
+
+
+def test_a_second_driver_of_a_running_job_id_is_refused_naming_the_holder(tmp_path: Path) -> None:
+    """Two real processes: one driver holds the job; a second `raykd run` of that id gets a
+    one-line error naming it (pid, host, since) and writes nothing; the lock dies with it."""
+    import socket
+
+    from raykd.errors import JobDirError
+    from raykd.jobdir import DriverLock
+
+    path_spec = tmp_path / "spec.yaml"
+    path_spec.write_text(yaml.safe_dump(spec_for(tmp_path / "runs", name="twice")))
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(path_spec), "twice"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        events_path = tmp_path / "runs" / "twice" / EVENTS_FILE
+        before = events_path.read_bytes()
+        second = subprocess.run([sys.executable, "-m", "raykd", "run", str(path_spec), "--job-id", "twice"],
+                                capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2, second.stdout + second.stderr
+        error = [line for line in (second.stdout + second.stderr).splitlines() if "already running" in line]
+        assert len(error) == 1 and "Traceback" not in second.stderr, second.stdout + second.stderr
+        assert f"pid {holder.pid} on host {socket.gethostname()} since 20" in error[0]
+        assert events_path.read_bytes() == before  # the refused driver wrote no event
+        with pytest.raises(JobDirError, match=f"pid {holder.pid}"):
+            DriverLock(events_path.parent, "twice")
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    DriverLock(events_path.parent, "twice").release()  # its process gone, the lock is free
+
+
 @pytest.mark.parametrize(("runner", "fault"), [
     ("actor", {"kill_student_after_epoch": 2}), ("train", {"kill_student_after_epoch": 2}),
     ("actor", {"kill_student_at_step": 25})])  # ~17 steps an epoch: in the middle of epoch 2

@@ -36,7 +36,7 @@ from raykd.events import (
 )
 from raykd.faults import ALLOW_ENV
 from raykd.faults import allowed as faults_allowed
-from raykd.jobdir import absolute, claim_job_dir, new_job_dir, resolve_spec_paths
+from raykd.jobdir import DriverLock, absolute, claim_job_dir, new_job_dir, resolve_spec_paths
 from raykd.spec import JobSpec
 
 Log = Callable[[str], None]
@@ -85,6 +85,13 @@ class Job:
     timer: Timer = field(default_factory=Timer)
     result: dict[str, Any] = field(default_factory=dict)
     worker: Any = None  # the job's student actor (scaling.runner == "actor"), started once
+    lock: DriverLock | None = None  # held from open_job until close()
+
+    def close(self) -> None:
+        """Release the job directory's driver lock (the end of the process does it too)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     def emit(self, event: Any) -> None:
         """Append ``event`` to the job's stream (no-op without one)."""
@@ -138,7 +145,9 @@ def open_job(spec: JobSpec, *, job_id: str | None = None, job_dir: Path | None =
 
     The directory is ``job_dir`` when given, else ``<storage>/<job_id>``; the id is
     generated when neither is given. A directory holding this same spec resumes (the next
-    attempt); one holding another spec, or files of no job, raises :class:`JobDirError`.
+    attempt); one holding another spec, or files of no job, raises :class:`JobDirError`, and
+    so does one whose driver lock another running driver holds (:class:`DriverLock`: the
+    returned job holds it until :meth:`Job.close`).
     ``job_started`` records ``$RAYKD_SUBMISSION_ID`` (the control plane's submission id of
     this attempt) when it is set.
     """
@@ -157,16 +166,20 @@ def open_job(spec: JobSpec, *, job_id: str | None = None, job_dir: Path | None =
         job_dir = absolute(spec.storage) / job_id
     digest = spec_hash(spec)
     mine = spec.model_dump_json(indent=2)
-    earlier: list[Any] = []
     if (job_dir / "spec.json").is_file():
         _check_same_spec(job_dir, spec, digest)
-        earlier = read_events(job_dir / EVENTS_FILE)
     else:
         claim_job_dir(job_dir, mine)
-    sink = JsonlSink(job_dir / EVENTS_FILE, job_id)
+    lock = DriverLock(job_dir, job_id)  # one driver per job: refused here, before any event
+    try:
+        earlier: list[Any] = read_events(job_dir / EVENTS_FILE)
+        sink = JsonlSink(job_dir / EVENTS_FILE, job_id)
+    except BaseException:
+        lock.release()
+        raise
     attempt = 1 + sum(isinstance(e, JobStarted) for e in earlier)
     job = Job(spec=spec, job_dir=job_dir, log=log, job_id=job_id, sink=sink, attempt=attempt,
-              earlier=earlier)
+              earlier=earlier, lock=lock)
     job.emit(JobStarted(name=spec.name, kind=kind, spec_hash=digest, attempt=attempt,  # type: ignore[arg-type]
                         total_epochs=total_epochs, students=students, host=socket.gethostname(),
                         pid=os.getpid(), submission_id=os.environ.get(SUBMISSION_ENV) or None))

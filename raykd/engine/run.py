@@ -79,13 +79,17 @@ def run_job(spec: JobSpec, *, job_id: str | None = None, job_dir: Path | None = 
     students, epochs = plan_size(spec)
     job = open_job(spec, job_id=job_id, job_dir=job_dir, log=log, students=students, total_epochs=epochs)
     start = time.perf_counter()
-    with console(job) if console is not None else nullcontext():
-        try:
-            result = _finished(job) or _run(job, start)
-        except BaseException as exc:
-            job.emit(failure_event(exc))
-            raise
-        job.emit(JobFinished(result=str(job.job_dir / "result.json"), seconds=time.perf_counter() - start))
+    try:
+        with console(job) if console is not None else nullcontext():
+            try:
+                result = _finished(job) or _run(job, start)
+            except BaseException as exc:
+                job.emit(failure_event(exc))
+                raise
+            job.emit(JobFinished(result=str(job.job_dir / "result.json"),
+                                 seconds=time.perf_counter() - start))
+    finally:
+        job.close()  # the driver lock: another driver may run this job id from now on
     return result
 
 

@@ -206,6 +206,8 @@ def run_sweep(
     except BaseException as exc:
         job.emit(failure_event(exc))
         raise
+    finally:
+        job.close()  # the driver lock
 
 
 def _sweep(job: Job, start: float, *, naive: bool) -> dict[str, Any]:
