@@ -145,7 +145,7 @@ def job_test_inputs(student: Student, job_dir: Path) -> np.ndarray:
     if student.prep is not None:
         from raykd.data.tables import read_table
 
-        frame = read_table(source)
+        frame = read_table(source, text_columns=student.prep.categorical_columns)
         frame.columns = [str(c) for c in frame.columns]
         label = student.prep.label_column
         if label in frame.columns:

@@ -270,7 +270,7 @@ def table_inputs(student: Student, data: Path) -> tuple[np.ndarray, Fallbacks, A
     if student.prep is None:
         raise ArtifactError(f"{student.title} records no table preprocessing: predict on a table "
                             "works for models trained on a .csv/.parquet table")
-    frame = read_table(data)
+    frame = read_table(data, text_columns=student.prep.categorical_columns)
     frame.columns = [str(c) for c in frame.columns]
     x, fallbacks = student.prep.transform(frame, repr(str(data)))
     return x, fallbacks, frame

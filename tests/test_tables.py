@@ -205,3 +205,35 @@ def test_an_infinite_number_is_refused_at_predict_not_predicted(weather_csv: Pat
     frame.loc[3, "temp"] = "inf"
     with pytest.raises(DataError, match=r"column 'temp' holds 1 non-numeric or infinite value"):
         table.transform(frame, "new.csv")
+
+
+def test_categorical_levels_do_not_follow_how_pandas_read_the_predict_file(tmp_path: Path) -> None:
+    """Levels '1', '2', '3', 'x' at training; a predict file holding only 1, 2, 3 and a blank
+    (read by pandas as floats) still gives each row its level, not '(other)'."""
+    from raykd.models import build_model, save_checkpoint
+    from raykd.predict import load_student, predict_table, table_inputs
+
+    rng = np.random.default_rng(0)
+    codes = np.array(["1", "2", "3", "x"] * 30)
+    train = pd.DataFrame({"code": codes, "v": rng.normal(size=120),
+                          "label": np.where(np.isin(codes, ["1", "3"]), "odd", "other")})
+    train.to_csv(tmp_path / "train.csv", index=False)
+    data = load_dataset(tmp_path / "train.csv", seed=0)
+    assert data.table is not None
+    code = data.table.columns[0]
+    assert (code.name, code.levels) == ("code", ("1", "2", "3", "x", OTHER))
+    config = {"name": "mlp", "hidden": [8]}
+    model = build_model(config, data.input_shape, data.num_classes)
+    ckpt = save_checkpoint(model, tmp_path / "s.safetensors", config=config,
+                           input_shape=data.input_shape, num_classes=data.num_classes,
+                           class_names=data.class_names, preprocessing=data.table.to_dict())
+    student = load_student(ckpt)
+    (tmp_path / "new.csv").write_text("code,v\n1,0\n2,1\n3,2\n,3\n")
+    assert pd.read_csv(tmp_path / "new.csv")["code"].dtype.kind == "f"  # how pandas reads it
+    pd.read_csv(tmp_path / "new.csv").to_parquet(tmp_path / "new.parquet")  # stored as floats
+    for path in (tmp_path / "new.csv", tmp_path / "new.parquet"):
+        x, fallbacks, _ = table_inputs(student, path)
+        onehot = x[:, : len(code.levels)]
+        assert onehot.argmax(axis=1).tolist() == [0, 1, 2, code.levels.index(OTHER)]
+        assert fallbacks.unseen == {} and fallbacks.missing == {"code": 1}
+        assert predict_table(student, path).warnings == []

@@ -11,7 +11,9 @@ reads, by the same rules at training time and at ``raykd predict`` time:
   the values seen at least ``min_level_count`` times in the training split (the most
   frequent ``max_levels`` of them, sorted by name), then ``(other)`` for every rarer or
   unseen value, then ``(missing)`` when the training split had missing values. A missing
-  value in a column without a ``(missing)`` level goes to ``(other)``.
+  value in a column without a ``(missing)`` level goes to ``(other)``. At predict time a
+  ``.csv`` file's categorical columns are read as text, and a whole-number float (a
+  ``.parquet`` column stored as numbers) is the level of its integer (``1.0`` -> ``'1'``).
 
 Nothing is fitted on validation or test rows. :meth:`TablePrep.to_dict` is the JSON
 record (``preprocessing.json`` in the job directory, and the ``preprocessing`` entry of
@@ -125,6 +127,11 @@ class TablePrep:
     fitted_on: str = ""
 
     @property
+    def categorical_columns(self) -> list[str]:
+        """The names of the categorical input columns (read as text at predict time)."""
+        return [c.name for c in self.columns if c.kind == "categorical"]
+
+    @property
     def feature_names(self) -> list[str]:
         """Every model input's name, in order."""
         return [name for column in self.columns for name in column.outputs]
@@ -175,6 +182,14 @@ class TablePrep:
         return np.ascontiguousarray(np.column_stack(parts), dtype=np.float32), fallbacks
 
 
+def level_text(value: object) -> str:
+    """A categorical value as the level it names: its text, a whole-number float as the
+    integer it is (``1.0`` from a file that pandas read as numbers is level ``'1'``)."""
+    if isinstance(value, float | np.floating) and np.isfinite(value) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def _column_inputs(values: pd.Series, column: ColumnPrep, fallbacks: Fallbacks) -> np.ndarray:
     """The ``(N, k)`` inputs of one column (see the module docstring)."""
     import pandas as pd
@@ -204,7 +219,7 @@ def _column_inputs(values: pd.Series, column: ColumnPrep, fallbacks: Fallbacks) 
         if value is None:
             codes[row] = index.get(MISSING, other)
             continue
-        key = str(value)
+        key = level_text(value)
         code = index.get(key)
         if code is None or key in (OTHER, MISSING):
             code = other

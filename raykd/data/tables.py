@@ -12,6 +12,7 @@ every row with it. The resulting :class:`~raykd.data.splits.Dataset` carries
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,8 +34,13 @@ IDENTITY = Preprocessing(divisor=1.0, mean=0.0, std=1.0)
 """The tables' inputs are already scaled by :class:`TablePrep`: build_dataset leaves them."""
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """A ``.csv`` (header row) or ``.parquet`` file as a frame; DataError when unreadable."""
+def read_table(path: Path, text_columns: Sequence[str] = ()) -> pd.DataFrame:
+    """A ``.csv`` (header row) or ``.parquet`` file as a frame; DataError when unreadable.
+
+    ``text_columns`` of a ``.csv`` are read as text whatever they hold (a model's categorical
+    columns at predict time: ``1`` stays level ``'1'``, never the float ``1.0``); blanks
+    stay missing. A ``.parquet`` file's columns keep their stored types.
+    """
     import pandas as pd
 
     suffix = path.suffix.lower()
@@ -45,7 +51,9 @@ def read_table(path: Path) -> pd.DataFrame:
         raise DataError(f"data file {str(path)!r} does not exist")
     try:
         with open_data(path) as handle:
-            return pd.read_csv(handle) if suffix == ".csv" else pd.read_parquet(handle)
+            if suffix == ".csv":
+                return pd.read_csv(handle, dtype=dict.fromkeys(text_columns, str))
+            return pd.read_parquet(handle)
     except (MemoryError, DataError):  # not the file's fault: a bug or a too-small machine
         raise
     except Exception as exc:  # any parse failure means the file is unreadable
