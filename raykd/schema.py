@@ -109,8 +109,12 @@ class TeacherRow(_Row):
     index: int = Field(ge=0, description="Position in the spec's teachers list.")
     model: ModelSpec = Field(description="The teacher's architecture.")
     checkpoint: str | None = Field(description="Where its weights are (.safetensors).")
-    trained_by_raykd: bool = Field(description="True when this job trained it.")
-    train_seconds: float = Field(ge=0, description="Training wall time (0 when not trained).")
+    trained_by_raykd: bool = Field(
+        description="True when this job trained it, in this attempt or an earlier one (a resumed "
+        "job that loads its own teacher, its logits cached or not, still says so).")
+    train_seconds: float = Field(
+        ge=0, description="Wall time of that training, as its checkpoint records it (0 when not "
+        "trained by this job).")
     val_accuracy: float | None = Field(description="Accuracy on the validation split.")
     test_accuracy: float | None = Field(description="Accuracy on the test split.")
 

@@ -84,6 +84,27 @@ def test_second_job_reuses_teachers_and_their_logits(ray_local: None, storage: P
     assert sum(p["forward_examples"] for p in result["teacher_placement"]) == 0
 
 
+@pytest.mark.slow
+def test_a_resumed_job_still_reports_the_teachers_it_trained(ray_local: None, tmp_path: Path) -> None:
+    """Attempt 2 loads the teachers attempt 1 trained, every logit from the cache: the result
+    keeps saying that this job trained them, and for how long."""
+    spec = parse_spec(digits_spec(str(tmp_path), name="twice", cache={"dir": str(tmp_path / "cache")},
+                                  teachers=[{"model": {"name": "mlp", "hidden": [16]}, "seed": 1}],
+                                  teacher_train={"epochs": 2, "batch_size": 64, "lr": 0.003},
+                                  train={"epochs": 1, "batch_size": 64, "lr": 0.003}))
+    first = run_job(spec, job_id="twice", log=lambda _: None)
+    (trained,) = first["teachers"]
+    assert trained["trained_by_raykd"] and trained["train_seconds"] > 0
+    (tmp_path / "twice" / "result.json").unlink()  # so attempt 2 runs every stage again
+    again = run_job(spec, job_id="twice", log=lambda _: None)
+    assert again["attempts"] == 2
+    assert again["logit_cache"]["teacher"]["train"]["cache_hits"] == 1  # a full cache hit
+    (reported,) = again["teachers"]
+    assert reported["trained_by_raykd"] is True
+    assert reported["train_seconds"] == trained["train_seconds"]
+    assert reported["checkpoint"] == trained["checkpoint"]
+
+
 def test_born_again_annealing_on_two_ddp_workers(ray_local: None, storage: Path) -> None:
     result = job(storage, "ban", methods=[{"method": "annealing", "generations": 2}],
                  scaling={"num_workers": 2}, train={"epochs": 3, "batch_size": 64, "lr": 0.003})

@@ -458,15 +458,29 @@ def _train_missing(job: Job, data: Dataset, cache: Any, refs: dict[str, Any], po
     return fitted
 
 
+def _earlier_fit(job: Job, index: int, checkpoint: str | None) -> dict[str, Any] | None:
+    """The fit an earlier attempt of this job made of teacher ``index``, when this attempt
+    loads that teacher's own checkpoint: its result (``seconds``, ``final_loss``), as the
+    checkpoint's metadata keeps it (:meth:`raykd.teachers.Teacher.fit`); None otherwise (a
+    given checkpoint, or one another job trained and published to the cache)."""
+    from raykd.teachers.teacher import read_fit_record
+
+    if checkpoint is None or Path(checkpoint) != _own_checkpoint(job, index):
+        return None
+    record = read_fit_record(checkpoint)
+    return dict(record["result"]) if record is not None else None
+
+
 def _record_teachers(job: Job, data: Dataset, logits: dict[str, Logits], configs: list[Any],
                      fitted: dict[int, Any]) -> None:
     """Teacher and ensemble accuracies into the result, one event per teacher."""
     val, test = dense(logits["val"]), dense(logits["test"])
     rows = []
     for i, c in enumerate(configs):
+        fit = fitted.get(i) or _earlier_fit(job, i, c.checkpoint)
         row = {"index": i, "model": job.spec.teachers[i].model.model_dump(mode="json"),
-               "checkpoint": c.checkpoint, "trained_by_raykd": i in fitted,
-               "train_seconds": fitted.get(i, {}).get("seconds", 0.0),
+               "checkpoint": c.checkpoint, "trained_by_raykd": fit is not None,
+               "train_seconds": float((fit or {}).get("seconds", 0.0)),
                "val_accuracy": accuracy(val[i], data.val.y), "test_accuracy": accuracy(test[i], data.test.y)}
         rows.append(row)
         job.emit(TeacherReady(index=i, trained=i in fitted, checkpoint=str(c.checkpoint),
