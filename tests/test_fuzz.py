@@ -46,7 +46,8 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def api_schema(fuzz_server: Server) -> Any:
-    schema = schemathesis.openapi.from_url(f"{fuzz_server.url}/openapi.json")
+    schema = schemathesis.openapi.from_url(f"{fuzz_server.url}/openapi.json",
+                                           headers={"Authorization": f"Bearer {ADMIN}"})
     return schema.exclude(path_regex=r".*/events$")
 
 

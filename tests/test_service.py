@@ -91,7 +91,7 @@ def test_the_owned_ray_head_runs_with_token_auth(paused: Server) -> None:
 
 def api_routes(server: Server, job_id: str) -> list[tuple[str, str]]:
     """Every (method, url) of the API, from the service's own OpenAPI schema."""
-    schema = httpx.get(f"{server.url}/openapi.json", timeout=30).json()
+    schema = httpx.get(f"{server.url}/openapi.json", headers=auth(ADMIN), timeout=30).json()
     routes = []
     for path, ops in schema["paths"].items():
         if path.startswith("/api/"):
@@ -112,6 +112,37 @@ def test_every_api_route_needs_a_valid_token(paused: Server, headers: dict[str, 
         assert ADMIN not in r.text
     for token in (ALICE, ADMIN):  # and the right tokens do get through
         assert httpx.get(f"{paused.url}/api/v1/jobs/{job['id']}", headers=auth(token)).status_code == 200
+
+
+def test_the_api_schema_needs_a_token_and_no_page_loads_a_third_party_script(paused: Server) -> None:
+    """Issue 19, item 6: /docs, /redoc and /openapi.json answered anyone; /docs loaded a CDN's script."""
+    assert httpx.get(f"{paused.url}/openapi.json").status_code == 401
+    schema = httpx.get(f"{paused.url}/openapi.json", headers=auth(ALICE))
+    assert schema.status_code == 200 and "/api/v1/jobs" in schema.json()["paths"]
+    for path in ("/docs", "/redoc", "/docs/oauth2-redirect"):
+        assert httpx.get(f"{paused.url}{path}", headers=auth(ADMIN)).status_code == 404, path
+    run = post(paused, {"spec": small_spec()}).json()
+    sweep = post(paused, {"spec": small_spec(sweep={"method": ["kd", "wkd"]})})
+    assert sweep.status_code == 201, sweep.text
+    with httpx.Client(base_url=paused.url, timeout=30) as browser:
+        login = browser.get("/login")
+        assert browser.post("/login", data={"token": ALICE}).status_code == 303
+        pages = [login] + [browser.get(p) for p in (
+            "/jobs", f"/jobs/{run['id']}", f"/jobs/{sweep.json()['id']}", "/compare", "/submit",
+            "/partials/jobs", f"/partials/jobs/{run['id']}/result")]
+    seen_scripts = 0
+    for page in pages:
+        assert page.status_code == 200 and "html" in page.headers["content-type"], page.url
+        scripts = re.findall(r"<script\b[^>]*?\bsrc=\"([^\"]*)\"", page.text, flags=re.I)
+        others = re.findall(r"<(?:link|img|iframe|object|embed)\b[^>]*?\b(?:src|href)=\"([^\"]*)\"",
+                            page.text, flags=re.I)
+        for src in scripts + [o for o in others if not o.startswith("data:")]:
+            assert src.startswith("/") and not src.startswith("//"), (page.url, src)  # this site's own
+        seen_scripts += len(scripts)
+        if "<html" in page.text.lower():
+            csp = page.headers["content-security-policy"]
+            assert "script-src 'self'" in csp and "default-src 'self'" in csp, page.url
+    assert seen_scripts >= 5  # the pages do load scripts: all of them the dashboard's own
 
 
 def test_bad_input_gets_a_clear_4xx_never_a_500(paused: Server) -> None:

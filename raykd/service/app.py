@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse
 from pydantic import SecretStr
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from raykd.service.deps import CurrentUser
 from raykd.service.ray_jobs import OwnedHead, RayJobs, owned_head_token
 from raykd.service.routes import health, jobs
 from raykd.service.scheduler import Scheduler
@@ -152,7 +153,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 head.stop()
 
     app = FastAPI(title="raykd control plane", version="1", lifespan=lifespan,
-                  description="Submit, queue, follow and manage ensemble distillation jobs on Ray.")
+                  description="Submit, queue, follow and manage ensemble distillation jobs on Ray.",
+                  docs_url=None, redoc_url=None, openapi_url=None)  # no CDN pages; schema below
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi_schema(_user: CurrentUser) -> JSONResponse:
+        """The OpenAPI schema, for a bearer token or a dashboard session (never anonymous).
+
+        No /docs or /redoc: FastAPI's pages load Swagger UI / ReDoc from a CDN, and no page
+        of this service loads a third-party script.
+        """
+        return JSONResponse(app.openapi())
+
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(web.router)  # the dashboard: pages and their static files, behind a session
