@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from raykd.events import Epoch, JobFailed, JobFinished, JobStarted, StudentFinished
+from raykd.events import Epoch, JobFailed, JobFinished, JobStarted, StudentFinished, Trial
 from raykd.spec import JobSpec, MethodSpec, ModelSpec, SweepSpec
 
 RESULT_FILE = "result.json"
@@ -399,11 +399,17 @@ def _open_stage(events: list[Any]) -> str | None:
 
 
 def _progress(events: list[Any], started: JobStarted | None) -> float:
-    """Distinct finished (student, generation, epoch) over the job's epochs, all attempts."""
+    """The one definition of a job's progress (the API's ``progress``; the dashboard reads it).
+
+    Distinct finished epochs over the job's epochs (``total_epochs``), all attempts: a run's
+    (student, generation, epoch) from ``epoch`` events, every epoch of a finished student;
+    a sweep's (trial, iteration) from ``trial`` events, every epoch of a trial that is done
+    (one ASHA stopped early included).
+    """
     if started is None or started.total_epochs <= 0:
         return 0.0
     per_student = started.total_epochs // max(1, started.students)
-    done: set[tuple[int, int, int]] = set()
+    done: set[tuple[Any, ...]] = set()
     epochs_of: dict[tuple[int, int], int] = {}
     for e in events:
         if isinstance(e, Epoch):
@@ -412,7 +418,17 @@ def _progress(events: list[Any], started: JobStarted | None) -> float:
         elif isinstance(e, StudentFinished):
             key = (e.student, e.generation)
             done.update((*key, n) for n in range(1, epochs_of.get(key, per_student) + 1))
+        elif isinstance(e, Trial):
+            done.update(_trial_epochs(e, per_student))
     return min(1.0, len(done) / started.total_epochs)
+
+
+def _trial_epochs(e: Trial, per_trial: int) -> set[tuple[str, str, int]]:
+    """The epochs one ``trial`` event says are finished: its iteration, or all when done."""
+    if e.done:
+        return {("trial", e.trial_id, n) for n in range(1, per_trial + 1)}
+    it = e.metrics.get("training_iteration") or e.metrics.get("epoch")
+    return {("trial", e.trial_id, int(it))} if it else set()
 
 
 def job_status(

@@ -335,6 +335,40 @@ def test_every_trial_iteration_is_an_event(swept: dict[str, Any]) -> None:
         assert sum(e.done for e in mine) == 1, t["trial_id"]
 
 
+def test_the_apis_progress_rises_with_the_trials(swept: dict[str, Any]) -> None:
+    """A running sweep's progress (``job_status``: what the service stores as the API's
+    ``progress`` and the dashboard shows) counts its trials' reported epochs: it rose with
+    every new trial report, and was 100% once every trial had reported every epoch."""
+    from raykd.events import JobFinished, JobStarted, Trial, read_events
+    from raykd.schema import job_status
+
+    events = read_events(swept["job_dir"] / "events.jsonl")
+    starts = [i for i, e in enumerate(events) if isinstance(e, JobStarted)]
+    first = events[: starts[1] if len(starts) > 1 else None]
+    end = next(i for i, e in enumerate(first) if isinstance(e, JobFinished))
+    total = 4 * 2  # trials x epochs
+    seen: set[tuple[str, float]] = set()
+    for i, e in enumerate(first[:end]):
+        progress = job_status(first[: i + 1], process_alive=True).progress
+        if isinstance(e, Trial) and not e.done:
+            seen.add((e.trial_id, e.metrics["training_iteration"]))
+        assert progress == pytest.approx(len(seen) / total), (i, e)
+        assert job_status(first[: i + 1], process_alive=True).state == "running"
+    assert 0 < job_status(first[: next(i for i, e in enumerate(first) if isinstance(e, Trial)) + 1]).progress < 1
+    assert job_status(first[:end]).progress == 1.0
+
+
+def test_the_dashboard_shows_the_apis_progress_and_computes_none(swept: dict[str, Any]) -> None:
+    """The pages read ``progress`` from GET /api/v1/jobs/{id} (RK.progressOf): none of them
+    counts epochs or trials itself any more."""
+    static = Path(__file__).parents[1] / "raykd" / "service" / "web" / "static"
+    app_js, pages = (static / "app.js").read_text(), [(static / n).read_text() for n in ("jobs.js", "job.js")]
+    assert "r.data.progress" in app_js
+    for text in pages:
+        assert "RK.progressOf(" in text
+        assert "total_epochs" not in text and "done.size" not in text
+
+
 def test_teachers_ran_forward_once_and_never_in_a_trial(swept: dict[str, Any]) -> None:
     result = swept["result"]
     sizes = {s: result["dataset"][s] for s in ("train", "val", "test")}

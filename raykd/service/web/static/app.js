@@ -175,6 +175,24 @@ const RK = (() => {
     return source;
   }
 
+  // A job's progress as the service defines it (raykd.schema's job_status: finished epochs
+  // of students or trials over all): GET /api/v1/jobs/{id}'s `progress`, never counted
+  // here. The returned function asks again as the job's events arrive: soon after the first
+  // (then at most every 0.3 s), and once more 1.5 s after the last (the service stores a
+  // job's progress right after its events).
+  function progressOf(jobId, apply) {
+    let soon = null, late = null;
+    const ask = async () => {
+      const r = await api("GET", `/api/v1/jobs/${encodeURIComponent(jobId)}`);
+      if (r.ok && r.data && isNum(r.data.progress)) apply(r.data.progress);
+    };
+    return () => {
+      if (!soon) soon = setTimeout(() => { soon = null; ask(); }, 300);
+      clearTimeout(late);
+      late = setTimeout(ask, 1500);
+    };
+  }
+
   // --- charts -------------------------------------------------------------------------
 
   function niceTicks(lo, hi, n) {
@@ -390,6 +408,6 @@ const RK = (() => {
     setInterval(updateAges, 30000);
   });
 
-  return { api, html, say, message, el, svg, pct, fmt, secs, ago, updateAges, follow, lineChart,
+  return { api, html, say, message, el, svg, pct, fmt, secs, ago, updateAges, follow, progressOf, lineChart,
     heatmap, alphaPlot, isNum, FINAL, COLORS };
 })();

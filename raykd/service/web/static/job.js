@@ -15,12 +15,8 @@
   const st = {
     stages: [], // {stage, start, end, seconds, attempt}
     attempt: 0,
-    total: 0,
-    students: 1,
     teachers: new Map(), // index -> val accuracy
     curves: new Map(), // "student/generation" -> {label, points: Map(epoch -> metrics)}
-    done: new Set(),
-    epochsOf: new Map(),
     trials: new Map(), // trial id -> row
     ensembleVal: null,
     best: sweepData.best ? sweepData.best.trial_id : null,
@@ -30,13 +26,19 @@
   let frame = 0;
   let sort = { key: "val_accuracy", dir: -1 };
 
+  // the progress bar shows the service's progress (raykd.schema), asked as events arrive
+  const askProgress = RK.progressOf(id, (p) => {
+    const bar = document.getElementById("m-progress");
+    if (st.ended || !(p > bar.value)) return;
+    bar.value = p;
+    document.getElementById("m-pct").textContent = Math.round(p * 100) + "%";
+  });
+
   // --- events -------------------------------------------------------------------------
 
   function onEvent(type, e) {
     if (type === "job_started") {
       st.attempt = e.attempt;
-      st.total = e.total_epochs;
-      st.students = Math.max(1, e.students);
       st.stages = st.stages.filter((s) => s.end !== null); // a dead attempt's open stages end here
       st.endedAt = null;
     } else if (type === "stage_started") {
@@ -51,23 +53,17 @@
       const key = `${e.student}/${e.generation}`;
       if (!st.curves.has(key)) st.curves.set(key, { label: e.label || `student ${e.student}`, generation: e.generation, points: new Map() });
       st.curves.get(key).points.set(e.epoch, e.metrics || {});
-      st.done.add(`${key}/${e.epoch}`);
-      st.epochsOf.set(key, e.epochs);
-    } else if (type === "student_finished") {
-      const key = `${e.student}/${e.generation}`;
-      const n = st.epochsOf.get(key) || Math.floor(st.total / st.students);
-      for (let i = 1; i <= n; i++) st.done.add(`${key}/${i}`);
     } else if (type === "trial") {
       const prev = st.trials.get(e.trial_id) || {};
       const m = e.metrics || {};
       const row = { ...prev, trial_id: e.trial_id, ...e.config, ...m, done: prev.done || e.done };
       row.epoch = m.training_iteration || m.epoch || prev.epoch;
       st.trials.set(e.trial_id, row);
-      if (row.epoch) st.done.add(`trial/${e.trial_id}/${row.epoch}`);
     } else if (type === "job_finished" || type === "job_failed") {
       st.endedAt = e.time;
       for (const s of st.stages) if (s.end === null) s.end = e.time;
     }
+    if (["job_started", "epoch", "student_finished", "trial", "job_finished"].includes(type)) askProgress();
     schedule();
   }
 
@@ -81,14 +77,6 @@
     renderTimeline();
     if (isSweep) renderSweep();
     else renderCurves();
-    if (!st.ended && st.total) {
-      const p = Math.min(1, st.done.size / st.total);
-      const bar = document.getElementById("m-progress");
-      if (p > bar.value) {
-        bar.value = p;
-        document.getElementById("m-pct").textContent = Math.round(p * 100) + "%";
-      }
-    }
   }
 
   function renderTimeline() {

@@ -9,7 +9,7 @@
   const body = document.getElementById("job-rows");
   const table = document.getElementById("jobs");
   const filter = document.getElementById("state-filter");
-  const streams = new Map(); // job id -> {source, total, students, done:Set, epochsOf:Map}
+  const streams = new Map(); // job id -> {source, progress: asks the service for the job's progress}
   const endedAt = new Map(); // job id -> seq of the end its last stream saw (a retried job goes on from there)
   let refreshTimer = null;
 
@@ -37,37 +37,18 @@
     tr.querySelector(".c-queue").textContent = "–";
   }
 
-  function progressOf(s) {
-    // as the service counts it: distinct finished (student, generation, epoch) / all epochs;
-    // a sweep's trials count their reported iterations
-    if (!s.total) return 0;
-    return Math.min(1, s.done.size / s.total);
-  }
+  const MOVES = ["job_started", "epoch", "student_finished", "trial", "job_finished"];
 
   function onEvent(id, type, e) {
     const s = streams.get(id);
     const tr = row(id);
     if (!s || !tr) return;
     if (type === "job_started") {
-      s.total = e.total_epochs;
-      s.students = Math.max(1, e.students);
       setState(tr, "running");
     } else if (type === "stage_started") {
       tr.querySelector(".c-stage").textContent = e.stage;
-    } else if (type === "epoch") {
-      s.done.add(`${e.student}/${e.generation}/${e.epoch}`);
-      s.epochsOf.set(`${e.student}/${e.generation}`, e.epochs);
-    } else if (type === "student_finished") {
-      const key = `${e.student}/${e.generation}`;
-      const n = s.epochsOf.get(key) || Math.floor(s.total / s.students);
-      for (let i = 1; i <= n; i++) s.done.add(`${key}/${i}`);
-    } else if (type === "trial") {
-      const it = e.metrics && (e.metrics.training_iteration || e.metrics.epoch);
-      if (it) s.done.add(`trial/${e.trial_id}/${it}`);
-    } else if (type === "job_finished") {
-      setProgress(tr, 1);
     }
-    setProgress(tr, progressOf(s));
+    if (MOVES.includes(type)) s.progress(); // the service's progress, asked again
   }
 
   function sync() {
@@ -84,7 +65,7 @@
     }
     for (const id of wanted) {
       if (streams.has(id)) continue;
-      const s = { total: 0, students: 1, done: new Set(), epochsOf: new Map() };
+      const s = { progress: RK.progressOf(id, (p) => { const tr = row(id); if (tr) setProgress(tr, p); }) };
       streams.set(id, s);
       s.source = RK.follow(id, (type, e) => onEvent(id, type, e), (_, last) => {
         streams.delete(id);
