@@ -3,14 +3,18 @@
 On start-up: the database is migrated (Alembic), Ray is reached (the configured address,
 or a local head the service starts and owns), and the scheduler thread begins; it also
 reconciles every unfinished job with Ray's view. On shutdown the scheduler stops and an
-owned head is stopped with it.
+owned head is stopped with it (its running jobs end ``failed``, saying so; retry resumes
+them). A crash of the service (``kill -9``) leaves the owned head and its jobs running; the
+next start on the same storage adopts that head.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -26,10 +30,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from raykd.service.deps import CurrentUser
 from raykd.service.ray_jobs import OwnedHead, RayJobs, owned_head_token
 from raykd.service.routes import health, jobs
-from raykd.service.scheduler import Scheduler
+from raykd.service.scheduler import ACTIVE, Scheduler
 from raykd.service.settings import Settings
 from raykd.service.store import Store, migrate
 from raykd.service.web import routes as web
+
+log = logging.getLogger("raykd.service")
 
 
 @dataclass
@@ -117,15 +123,43 @@ def ensure_token(settings: Settings) -> Path | None:
 
 
 def _ray(settings: Settings) -> tuple[RayJobs, OwnedHead | None]:
+    """Ray's job API: the configured cluster, else the service's own head.
+
+    The own head survives a crash of the service: a restart finds it again through
+    ``.service/head.json`` (alive, the same process, answering our token) and adopts it
+    with every job still running on it, instead of starting a second one.
+    """
     token = settings.ray_token.get_secret_value() if settings.ray_token else None
     if settings.ray_address:
         return RayJobs(settings.ray_address, token=token), None
-    token_path = settings.storage / ".service" / "ray_token"
+    service_dir = settings.storage / ".service"
+    token_path = service_dir / "ray_token"
     token = owned_head_token(token_path, token)
-    head = OwnedHead(num_cpus=settings.ray_num_cpus, temp_dir=Path(tempfile.mkdtemp(prefix="raykd-ray-")),
-                     token_path=token_path)
-    head.wait_ready()
+    head = OwnedHead.attach(service_dir, token)
+    if head is not None:
+        log.info("raykd serve: reattached to its Ray head at %s (pid %d)", head.address, head.pid)
+        return RayJobs(head.address, token=token), head
+    head = OwnedHead.start(num_cpus=settings.ray_num_cpus, token_path=token_path,
+                           temp_dir=Path(tempfile.mkdtemp(prefix="raykd-ray-")))
+    try:
+        head.wait_ready()
+    except BaseException:
+        head.stop()
+        raise
+    head.save()
     return RayJobs(head.address, token=token), head
+
+
+STOPPED_WITH_SERVICE = ("stopped with the service: a clean stop of `raykd serve` stops its own "
+                        "Ray head and the jobs on it; retry resumes the job from what it finished")
+
+
+def _stop_head(store: Store, head: OwnedHead) -> None:
+    """Stop the owned head (a clean stop of the service) and say so in the jobs it ends."""
+    head.stop()
+    for row in store.in_states(*ACTIVE):
+        store.update(row.id, state="failed", finished_at=time.time(), error=STOPPED_WITH_SERVICE,
+                     note="stopped with the service")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -150,7 +184,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             scheduler.stop()
             if head is not None:
-                head.stop()
+                _stop_head(store, head)
 
     app = FastAPI(title="raykd control plane", version="1", lifespan=lifespan,
                   description="Submit, queue, follow and manage ensemble distillation jobs on Ray.",
