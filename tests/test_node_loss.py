@@ -28,7 +28,7 @@ from tests.conftest import digits_spec
 from tests.service_helpers import VENV_BIN, RayHead, Server, free_port, service_env
 
 pytestmark = pytest.mark.ray
-ADMIN = "node-loss-admin"
+ADMIN = "node-loss-admin-token-0123456789abcdef"
 # the GCS declares a silent node dead after 3 missed 1 s health checks (default: ~30 s)
 FAST_DEATH = {"RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3",
               "RAY_health_check_initial_delay_ms": "1000"}

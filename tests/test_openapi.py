@@ -68,7 +68,7 @@ def fields(schema: dict[str, Any]) -> Iterator[str]:
 
 
 def test_every_parameter_and_field_of_the_api_is_described(tmp_path: Path) -> None:
-    schema = create_app(Settings(token="x", storage=tmp_path)).openapi()
+    schema = create_app(Settings(token="x" * 32, storage=tmp_path)).openapi()
     missing = undocumented(schema)
     assert not missing, "no description:\n" + "\n".join(missing)
     parameters = {(p["in"], p["name"]) for ops in schema["paths"].values() for op in ops.values()

@@ -23,10 +23,10 @@ import pytest
 
 from raykd.models import load_checkpoint
 from tests.conftest import digits_spec
-from tests.service_helpers import RayHead, Server, session_ray_token
+from tests.service_helpers import RayHead, Server, free_port, session_ray_token
 
 pytestmark = pytest.mark.ray
-ADMIN, ALICE, BOB = "admin-secret", "alice-secret", "bob-secret"
+ADMIN, ALICE, BOB = "admin-secret-0123456789abcdef-0123", "alice-secret-0123456789abcdef-0123", "bob-secret-0123456789abcdef-01234"
 
 
 def auth(token: str) -> dict[str, str]:
@@ -46,7 +46,7 @@ def paused(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     roots = tmp / "data"
     roots.mkdir()
     server = Server(tmp, "paused", token=ADMIN, users=json.dumps({"alice": ALICE, "bob": BOB}),
-                    storage=tmp / "storage", paused="true", ray_num_cpus=1,
+                    storage=tmp / "storage", paused="true", ray_num_cpus=1, auth_failures_per_minute=1000,
                     data_roots=json.dumps([str(roots)]), max_body_bytes=200_000)
     yield server
     server.stop()
@@ -491,7 +491,8 @@ def test_settings_come_from_a_file_and_the_environment_wins(tmp_path: Path,
 
 @pytest.mark.parametrize(("env", "shown"), [
     ({"RAYKD_TOKEN": ""}, "empty token"), ({"RAYKD_TOKEN": "   "}, "empty token"),
-    ({"RAYKD_USERS": '{"bob": ""}'}, "empty token"), ({"RAYKD_USERS": '{"admin": "x1"}'}, "reserved")])
+    ({"RAYKD_USERS": '{"bob": ""}'}, "empty token"), ({"RAYKD_USERS": '{"admin": "x1"}'}, "reserved"),
+    ({"RAYKD_TOKEN": "a" * 31}, "at least 32"), ({"RAYKD_USERS": '{"bob": "admin-secret"}'}, "at least 32")])
 def test_empty_or_reserved_tokens_are_refused(env: dict[str, str], shown: str,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """An empty token would match an empty login field: the service refuses to start."""
@@ -501,11 +502,12 @@ def test_empty_or_reserved_tokens_are_refused(env: dict[str, str], shown: str,
     from raykd.service.deps import user_for_token
     from raykd.service.settings import Settings
 
-    assert user_for_token(Settings(token="real-token"), "") is None
+    assert user_for_token(Settings(token="real-token-0123456789abcdef-0123456"), "") is None
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     result = CliRunner().invoke(app, ["serve"])
     assert result.exit_code == 2 and shown in result.output and "Traceback" not in result.output
+    assert "admin-secret" not in result.output and "a" * 31 not in result.output  # never shown
 
 
 def test_two_hundred_submissions_under_load_and_a_restart_are_each_recorded_once(
@@ -574,3 +576,63 @@ def test_two_hundred_submissions_under_load_and_a_restart_are_each_recorded_once
     for job in listed:  # a job that started before its cancel did so once
         final = wait_state(server, job["id"], ("succeeded", "failed", "cancelled"))
         assert final["attempts"] <= 1 and submitted.count(job["id"]) == final["attempts"], final
+
+
+# --- guarded: a service without Ray and with tight limits (issue 19) --------------------------
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Paused, with a Ray address where nothing answers: jobs queue, none starts."""
+    tmp = tmp_path_factory.mktemp("guarded")
+    server = Server(tmp, "guarded", token=ADMIN, users=json.dumps({"alice": ALICE, "bob": BOB}),
+                    storage=tmp / "storage", paused="true", ray_address=f"http://127.0.0.1:{free_port()}",
+                    auth_failures_per_minute=3, sessions_per_user=2, session_max_s=4)
+    yield server
+    server.stop()
+
+
+def from_address(address: str) -> httpx.Client:
+    """A client whose requests come from ``address`` (any 127.x.y.z reaches the loopback server)."""
+    return httpx.Client(transport=httpx.HTTPTransport(local_address=address), timeout=30)
+
+
+def test_failed_tokens_and_logins_are_rate_limited_per_address(guarded: Server) -> None:
+    """Issue 19, item 12: no limit on /login or on wrong bearer tokens."""
+    jobs = f"{guarded.url}/api/v1/jobs"
+    with from_address("127.0.0.2") as guesser, from_address("127.0.0.3") as form_guesser:
+        assert [guesser.get(jobs, headers=auth(f"guess-{i}")).status_code for i in range(3)] == [401] * 3
+        limited = guesser.get(jobs, headers=auth(ALICE))  # even the right token, from this address
+        assert limited.status_code == 429 and 1 <= int(limited.headers["Retry-After"]) <= 60
+        assert "try again" in limited.json()["detail"]
+        assert guesser.post(f"{guarded.url}/login", data={"token": ALICE}).status_code == 429
+        assert [form_guesser.post(f"{guarded.url}/login", data={"token": f"guess-{i}"}).status_code
+                for i in range(3)] == [401] * 3
+        refused = form_guesser.post(f"{guarded.url}/login", data={"token": ALICE})
+        assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+    assert httpx.get(jobs, headers=auth(ALICE)).status_code == 200  # other addresses are not held up
+
+
+def _logged_in(server: Server, token: str) -> httpx.Client:
+    client = httpx.Client(base_url=server.url, timeout=30)
+    assert client.post("/login", data={"token": token}).status_code == 303
+    return client
+
+
+def _live(client: httpx.Client) -> bool:
+    return client.get("/jobs").status_code == 200  # 303 to /login once the session is gone
+
+
+def test_the_session_cap_is_per_user_and_sessions_have_an_absolute_lifetime(guarded: Server) -> None:
+    """Issue 19, item 12: the cap evicted anyone's sessions; a session used often never ended."""
+    bob = _logged_in(guarded, BOB)
+    started = time.monotonic()
+    alice = [_logged_in(guarded, ALICE) for _ in range(3)]  # cap 2 per user
+    assert [_live(c) for c in alice] == [False, True, True]
+    assert _live(bob), "another user's login never ends bob's session"
+    while _live(alice[2]):  # kept busy: only the absolute lifetime (4 s) can end it
+        assert time.monotonic() - started < 30, "the session outlived session_max_s"
+        time.sleep(0.2)
+    assert time.monotonic() - started >= 3.5
+    for c in (bob, *alice):
+        c.close()

@@ -36,7 +36,7 @@ pytestmark = [pytest.mark.ray,
               pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium "
                                  "(apt-get install chromium; .ci/run installs it)")]
 
-ADMIN, ALICE = "web-admin-token-3f9c", "web-alice-token-81d2"
+ADMIN, ALICE = "web-admin-token-3f9c-0123456789abcdef", "web-alice-token-81d2-0123456789abcdef"
 ARTIFACTS = Path(__file__).parent / "artifacts"
 WIDE, NARROW = {"width": 1280, "height": 800}, {"width": 420, "height": 800}
 RUN_EPOCHS, W_VALUES, T_VALUES, ALPHAS = 4, [0.5, 1.0], [2.0, 4.0], [0.5, 0.9]

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Path, Request
 
+from raykd.service.ratelimit import FailureLimit
 from raykd.service.settings import Settings
 from raykd.service.store import JobRow, Store
 from raykd.service.web.sessions import CSRF_HEADER, request_session
@@ -71,10 +72,36 @@ async def current_user(request: Request) -> User:  # async: pure CPU, no thread-
     if scheme.lower() != "bearer" or not token:
         raise HTTPException(401, "missing bearer token: send 'Authorization: Bearer <RAYKD_TOKEN>'",
                             headers={"WWW-Authenticate": "Bearer"})
+    address = client_address(request)
+    refuse_if_limited(request, address)
     found = user_for_token(settings, token)
     if found is None:
+        auth_limit(request).failed(address)
         raise HTTPException(401, "invalid token", headers={"WWW-Authenticate": "Bearer"})
     return found
+
+
+def client_address(request: Request) -> str:
+    """The caller's address (the proxy's, behind one whose forwarded headers uvicorn does not trust)."""
+    return request.client.host if request.client else "unknown"
+
+
+def auth_limit(request: Request) -> FailureLimit:
+    """The app's limit on failed authentication (made on first use, per app)."""
+    found: FailureLimit | None = getattr(request.app.state, "raykd_auth_limit", None)
+    if found is None:
+        settings: Settings = request.app.state.raykd.settings
+        found = request.app.state.raykd_auth_limit = FailureLimit(settings.auth_failures_per_minute)
+    return found
+
+
+def refuse_if_limited(request: Request, address: str) -> None:
+    """429 with Retry-After while ``address`` has failed too often to authenticate."""
+    wait = auth_limit(request).retry_after(address)
+    if wait is not None:
+        raise HTTPException(429, f"too many failed logins or wrong tokens from {address}: try again "
+                                 f"in {wait} s (RAYKD_AUTH_FAILURES_PER_MINUTE)",
+                            headers={"Retry-After": str(wait)})
 
 
 JOB_ID_HELP = ("The job's id: the `id` a submission returned (also its directory and its Ray "

@@ -14,6 +14,20 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+MIN_TOKEN_CHARS = 32
+TOKEN_HINT = ("e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+
+
+def _check_token(whose: str, token: str) -> None:
+    """A token must be at least MIN_TOKEN_CHARS characters (the error never shows it)."""
+    if not token.strip():
+        raise ValueError(f"{whose} has an empty token, which would let anyone in: give a token of "
+                         f"at least {MIN_TOKEN_CHARS} characters ({TOKEN_HINT})")
+    if len(token.strip()) < MIN_TOKEN_CHARS:
+        raise ValueError(f"{whose}: the token has {len(token.strip())} characters; a token needs at "
+                         f"least {MIN_TOKEN_CHARS} ({TOKEN_HINT})")
+
+
 class Settings(BaseSettings):
     """Configuration of ``raykd serve``."""
 
@@ -48,27 +62,34 @@ class Settings(BaseSettings):
         "faster: measured with 50 clients on 2 cores, 4-8 threads served ~40% more requests "
         "than 40 (the GIL is shared by all of them)."))
     poll_s: float = Field(default=0.5, gt=0, le=60, description="Scheduler/follower period.")
+    auth_failures_per_minute: int = Field(default=10, ge=1, le=1_000_000, description=(
+        "Failed logins and wrong bearer tokens one client address may send per minute; past "
+        "it, that address is answered 429 (with Retry-After) until a minute has passed."))
+    sessions_per_user: int = Field(default=20, ge=1, le=10_000, description=(
+        "Dashboard sessions one user may hold; a new login ends that user's oldest."))
+    session_idle_s: float = Field(default=12 * 3600.0, gt=0, description=(
+        "A dashboard session ends after this long without a request."))
+    session_max_s: float = Field(default=7 * 24 * 3600.0, gt=0, description=(
+        "A dashboard session ends this long after its login, however much it is used."))
     allow_fault_injection: bool = Field(default=False, description=(
         "Accept specs with `faults:` (fault injection, for reliability tests only) and "
         "let their drivers fire them. Off: such a spec is refused with a 422."))
 
     @field_validator("token")
     @classmethod
-    def _token_not_empty(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not value.get_secret_value().strip():
-            raise ValueError("an empty token would let anyone in: set a real token, or leave "
-                             "RAYKD_TOKEN unset and `raykd serve` generates one")
+    def _token_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            _check_token("RAYKD_TOKEN", value.get_secret_value())
         return value
 
     @field_validator("users")
     @classmethod
     def _users_valid(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
         for name, secret in value.items():
-            if not secret.get_secret_value().strip():
-                raise ValueError(f"user {name!r} has an empty token: give every user a real one")
             if name == "admin" or not name.strip():
                 raise ValueError(f"user name {name!r} is reserved or empty: 'admin' is the "
                                  "RAYKD_TOKEN holder; choose another name")
+            _check_token(f"user {name!r}", secret.get_secret_value())
         return value
 
     @field_validator("storage")

@@ -20,7 +20,14 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from raykd.service.deps import State, _match, user_for_token, visible_job
+from raykd.service.deps import (
+    State,
+    _match,
+    auth_limit,
+    client_address,
+    user_for_token,
+    visible_job,
+)
 from raykd.service.routes.jobs import public
 from raykd.service.schemas import FINAL_STATES, JobPublic
 from raykd.service.store import JobRow
@@ -130,8 +137,16 @@ async def login(request: Request) -> Response:
         raise HTTPException(403, "the login form must come from this site")
     form = await _form(request)
     target = _local_path(form.get("next"))
+    address = client_address(request)
+    wait = auth_limit(request).retry_after(address)
+    if wait is not None:
+        response = render(request, "login.html", status_code=429, next=target,
+                          error=f"Too many failed logins from this address: try again in {wait} s.")
+        response.headers["Retry-After"] = str(wait)
+        return response
     user = user_for_token(request.app.state.raykd.settings, form.get("token", "").strip())
     if user is None:
+        auth_limit(request).failed(address)
         return render(request, "login.html", status_code=401, next=target,
                       error="That token is not valid for this service.")
     old, _ = request_session(request)

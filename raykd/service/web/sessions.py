@@ -3,8 +3,9 @@
 The cookie holds only the session id (never the token); the id maps to the user and a
 per-session CSRF value that pages embed and send back in ``X-Raykd-CSRF`` with every
 request that changes state. Sessions live in this process (a restart logs everyone out),
-expire after ``IDLE_S`` without a request, and are bounded in number (the least recently
-used goes first).
+expire after ``idle_s`` without a request and ``max_age_s`` after login however much they
+are used, and are bounded per user (a user's new login ends only that user's oldest
+session past the cap) and in all (the least recently used goes first).
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from typing import Any
 COOKIE = "raykd_session"
 CSRF_HEADER = "X-Raykd-CSRF"
 IDLE_S = 12 * 3600.0
+MAX_AGE_S = 7 * 24 * 3600.0
 MAX_SESSIONS = 10_000
+PER_USER = 20
 _create_lock = threading.Lock()
 
 
@@ -31,6 +34,7 @@ class Session:
     user: Any  # raykd.service.deps.User
     csrf: str
     seen: float
+    created: float = 0.0
 
 
 def _key(session_id: str) -> str:
@@ -41,17 +45,26 @@ def _key(session_id: str) -> str:
 class Sessions:
     """Session id -> :class:`Session`, thread-safe (sync routes run in a thread pool)."""
 
-    def __init__(self, idle_s: float = IDLE_S, limit: int = MAX_SESSIONS) -> None:
-        self.idle_s, self.limit = idle_s, limit
+    def __init__(self, idle_s: float = IDLE_S, limit: int = MAX_SESSIONS, per_user: int = PER_USER,
+                 max_age_s: float = MAX_AGE_S) -> None:
+        self.idle_s, self.limit, self.per_user, self.max_age_s = idle_s, limit, per_user, max_age_s
         self._table: OrderedDict[str, Session] = OrderedDict()
         self._lock = threading.Lock()
 
     def create(self, user: Any) -> tuple[str, Session]:
-        """A new session for ``user``: its id (for the cookie) and the session."""
+        """A new session for ``user``: its id (for the cookie) and the session.
+
+        Past ``per_user`` sessions, this user's oldest go (never another user's); past
+        ``limit`` in all, the least recently used.
+        """
         session_id = secrets.token_urlsafe(32)
-        session = Session(user=user, csrf=secrets.token_urlsafe(24), seen=time.time())
+        now = time.time()
+        session = Session(user=user, csrf=secrets.token_urlsafe(24), seen=now, created=now)
         with self._lock:
             self._table[_key(session_id)] = session
+            mine = sorted((s.created, k) for k, s in self._table.items() if s.user == user)
+            for _, key in mine[: max(0, len(mine) - self.per_user)]:
+                del self._table[key]
             while len(self._table) > self.limit:
                 self._table.popitem(last=False)
         return session_id, session
@@ -65,7 +78,7 @@ class Sessions:
             session = self._table.get(key)
             if session is None:
                 return None
-            if now - session.seen > self.idle_s:
+            if now - session.seen > self.idle_s or now - session.created > self.max_age_s:
                 del self._table[key]
                 return None
             session.seen = now
@@ -85,8 +98,17 @@ def sessions_of(app: Any) -> Sessions:
         with _create_lock:
             found = getattr(app.state, "raykd_sessions", None)
             if found is None:
-                found = app.state.raykd_sessions = Sessions()
+                found = app.state.raykd_sessions = _sessions_for(app)
     return found
+
+
+def _sessions_for(app: Any) -> Sessions:
+    """A session table with the service's settings (the defaults outside a running service)."""
+    settings = getattr(getattr(app.state, "raykd", None), "settings", None)
+    if settings is None:
+        return Sessions()
+    return Sessions(idle_s=settings.session_idle_s, per_user=settings.sessions_per_user,
+                    max_age_s=settings.session_max_s)
 
 
 def request_session(request: Any) -> tuple[str | None, Session | None]:
