@@ -66,3 +66,33 @@ def digits_spec(storage: str, **overrides: Any) -> dict[str, Any]:
     }
     spec.update(overrides)
     return spec
+
+
+POSTGRES_ENV = "RAYKD_TEST_POSTGRES_URL"
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A new, empty database for a service: a SQLite file, then one on PostgreSQL.
+
+    PostgreSQL: a database of its own (dropped after the module) on the server that
+    ``RAYKD_TEST_POSTGRES_URL`` names (``postgresql+psycopg://user:pw@host/db``, a role that
+    may create databases; ``.ci/run`` starts one). Skipped, saying so, where it is unset.
+    """
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'raykd.db'}"
+        return
+    base = os.environ.get(POSTGRES_ENV)
+    if not base:
+        pytest.skip(f"{POSTGRES_ENV} is unset: no PostgreSQL server to run this on (.ci/run starts one)")
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"raykd_test_{secrets.token_hex(6)}"
+    server = create_engine(base, isolation_level="AUTOCOMMIT")
+    with server.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield make_url(base).set(database=name).render_as_string(hide_password=False)
+    with server.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    server.dispose()

@@ -29,7 +29,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from raykd.service.deps import CurrentUser
 from raykd.service.ray_jobs import OwnedHead, RayJobs, owned_head_token
-from raykd.service.routes import health, jobs
+from raykd.service.retention import Retention
+from raykd.service.routes import audit, health, jobs
 from raykd.service.scheduler import ACTIVE, Scheduler
 from raykd.service.settings import Settings
 from raykd.service.store import Store, migrate
@@ -179,9 +180,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         scheduler = Scheduler(settings, store, ray)
         app.state.raykd = ServiceState(settings=settings, store=store, ray=ray, scheduler=scheduler, head=head)
         scheduler.start()
+        retention = Retention(settings, store, ray, scheduler.lock)
+        retention.start()
         try:
             yield
         finally:
+            retention.stop()
             scheduler.stop()
             if head is not None:
                 _stop_head(store, head)
@@ -201,6 +205,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(health.router)
     app.include_router(jobs.router)
+    app.include_router(audit.router)
     app.include_router(web.router)  # the dashboard: pages and their static files, behind a session
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
 

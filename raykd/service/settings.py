@@ -71,6 +71,9 @@ class Settings(BaseSettings):
         "A dashboard session ends after this long without a request."))
     session_max_s: float = Field(default=7 * 24 * 3600.0, gt=0, description=(
         "A dashboard session ends this long after its login, however much it is used."))
+    retention_days: float | None = Field(default=None, gt=0, le=36500, description=(
+        "Delete finished jobs (their records, events and directories) this many days after they "
+        "finished; each deletion is in the audit log. Unset: keep every job."))
     allow_fault_injection: bool = Field(default=False, description=(
         "Accept specs with `faults:` (fault injection, for reliability tests only) and "
         "let their drivers fire them. Off: such a spec is refused with a 422."))

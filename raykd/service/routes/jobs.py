@@ -24,6 +24,7 @@ from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 from sqlalchemy.exc import IntegrityError
 
 from raykd.events import TERMINAL
+from raykd.service.audit import Audit
 from raykd.service.deps import CurrentUser, OwnedJob, State
 from raykd.service.policy import PolicyError, admit
 from raykd.service.ray_jobs import RayUnavailable
@@ -103,7 +104,7 @@ def _new_id(name: str) -> str:
 
 
 @router.post("", status_code=201, response_model=JobPublic, summary="Submit a run or sweep spec")
-def submit(body: JobCreate, user: CurrentUser, state: State, response: Response,
+def submit(body: JobCreate, user: CurrentUser, state: State, response: Response, audit: Audit,
            idempotency_key: Annotated[str | None, Header(
                max_length=128, description="Makes a retry safe: the same key from the same user "
                "returns the job its first request made (200) instead of a second one (201). "
@@ -144,6 +145,7 @@ def submit(body: JobCreate, user: CurrentUser, state: State, response: Response,
             raise _unavailable(job_id) from None
         response.status_code = 200
         return public(state, existing, full=True)
+    audit("submit", row.id, name=name, priority=body.priority)
     return public(state, row, full=True)
 
 
@@ -229,12 +231,13 @@ def get_job(row: OwnedJob, state: State) -> JobPublic:
 
 
 @router.patch("/{job_id}", response_model=JobPublic, summary="Re-prioritise a queued job")
-def patch_job(body: JobPatch, row: OwnedJob, state: State) -> JobPublic:
+def patch_job(body: JobPatch, row: OwnedJob, state: State, audit: Audit) -> JobPublic:
     with state.scheduler.lock:  # the scheduler does not submit it meanwhile
         row = _current(state, row)
         if row.state != "queued":
             raise HTTPException(409, f"job {row.id!r} is {row.state}; only queued jobs can be re-prioritised")
         row = state.store.update(row.id, priority=body.priority)
+    audit("priority", row.id, priority=body.priority)
     return public(state, row, full=True)
 
 
@@ -247,12 +250,13 @@ def _current(state: State, row: JobRow) -> JobRow:
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic, summary="Cancel a queued or running job")
-def cancel(row: OwnedJob, state: State) -> JobPublic:
+def cancel(row: OwnedJob, state: State, audit: Audit) -> JobPublic:
     """A queued job is cancelled at once; a running one is stopped (Ray sends SIGTERM).
 
     While Ray is unreachable the cancel is recorded and answered 503: the scheduler stops
     the job when Ray is back, and the job ends ``cancelled``.
     """
+    audit("cancel", row.id)
     with state.scheduler.lock:  # a queued job answered "cancelled" is never submitted after
         row = _current(state, row)
         if row.state in FINAL_STATES:
@@ -272,7 +276,7 @@ def cancel(row: OwnedJob, state: State) -> JobPublic:
 
 
 @router.post("/{job_id}/retry", response_model=JobPublic, summary="Run a final job again (resumes)")
-def retry(row: OwnedJob, state: State) -> JobPublic:
+def retry(row: OwnedJob, state: State, audit: Audit) -> JobPublic:
     with state.scheduler.lock:
         row = _current(state, row)
         if row.state not in FINAL_STATES:
@@ -281,11 +285,12 @@ def retry(row: OwnedJob, state: State) -> JobPublic:
             row.id, state="queued", cancel_requested=False, error=None, note="retry", finished_at=None,
             created_at=time.time(), result=None, progress=0.0, stage=None, latest_metrics={},
             started_at=None)
+    audit("retry", row.id)
     return public(state, row, full=True)
 
 
 @router.delete("/{job_id}", status_code=204, summary="Delete a final job, its files and events")
-def delete(row: OwnedJob, state: State) -> Response:
+def delete(row: OwnedJob, state: State, audit: Audit) -> Response:
     """Delete the job, its files, and Ray's records of its submissions (so its id can be reused)."""
     with state.scheduler.lock:
         row = _current(state, row)
@@ -295,6 +300,7 @@ def delete(row: OwnedJob, state: State) -> Response:
     shutil.rmtree(state.settings.storage / row.id, ignore_errors=True)
     spec_file(state.settings, row.id).unlink(missing_ok=True)
     _forget_in_ray(state, row)
+    audit("delete", row.id)
     return Response(status_code=204)
 
 
@@ -435,10 +441,11 @@ def artifacts(row: OwnedJob, state: State) -> list[Artifact]:
 def download(path: Annotated[str, PathParam(
                  description="The file's path in the job's directory, as GET .../artifacts lists it "
                  "(e.g. result.json).")],
-             row: OwnedJob, state: State) -> FileResponse:
+             row: OwnedJob, state: State, audit: Audit) -> FileResponse:
     root = (state.settings.storage / row.id).resolve()
     target = (root / path).resolve()
     listed = dict(_artifacts(state, row))
     if not target.is_relative_to(root) or path not in listed:
         raise HTTPException(404, f"no artifact {path[:200]!r} in job {row.id!r}; see GET .../artifacts")
+    audit("download", row.id, path=path)
     return FileResponse(target, filename=target.name)

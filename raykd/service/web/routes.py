@@ -19,7 +19,9 @@ from urllib.parse import parse_qs, quote
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
 
+from raykd.service.audit import record
 from raykd.service.deps import (
     State,
     _match,
@@ -153,6 +155,7 @@ async def login(request: Request) -> Response:
     sessions = sessions_of(request.app)
     sessions.drop(old)
     session_id, _ = sessions.create(user)
+    await run_in_threadpool(record, request.app.state.raykd.store, user.name, "login", None, address)
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(COOKIE, session_id, httponly=True, samesite="strict", path="/",
                         secure=request.url.scheme == "https")
