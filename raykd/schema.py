@@ -151,6 +151,10 @@ class GenerationRow(_Row):
     generation: int = Field(ge=1, description="Born-again generation, from 1.")
     method: str = Field(description="The method this generation learned by (none, kd, ...).")
     seed: int = Field(ge=0, description="Seed of its initialisation and batch order.")
+    teacher_weights: list[float] | None = Field(
+        default=None, description="Per-teacher weights its loss used (teacher_weights: "
+        "val_accuracy: the log-odds weights of the teachers' val accuracies, summing to M); null "
+        "for uniform.")
     checkpoint: str = Field(description="Its best-validation weights (.safetensors).")
     val_accuracy: float | None = Field(description="Accuracy on the validation split.")
     test_accuracy: float | None = Field(description="Accuracy on the test split.")

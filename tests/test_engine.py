@@ -105,6 +105,27 @@ def test_a_resumed_job_still_reports_the_teachers_it_trained(ray_local: None, tm
     assert reported["checkpoint"] == trained["checkpoint"]
 
 
+@pytest.mark.slow
+def test_val_accuracy_teacher_weights_reach_the_students_loss(ray_local: None, storage: Path) -> None:
+    """One job, two kd students alike but for ``teacher_weights``: the val_accuracy one used the
+    log-odds weights of the teachers' reported val accuracies (not all 1), and learnt other
+    numbers than the uniform one from its first epoch (weights that never reached the loss
+    would give the very same losses: same seed, same batches, same logits)."""
+    from raykd.losses import accuracy_weights
+
+    result = job(storage, "weighted", methods=[{"method": "kd"}, {"method": "kd", "teacher_weights": "val_accuracy"}],
+                 train={"epochs": 2, "batch_size": 64, "lr": 0.003})
+    uniform, weighted = (s["generations"][0] for s in result["students"])
+    accs = [t["val_accuracy"] for t in result["teachers"]]
+    expected = [float(w) for w in accuracy_weights(accs, num_classes=10)]
+    assert uniform["teacher_weights"] is None
+    assert weighted["teacher_weights"] == pytest.approx(expected, rel=1e-12)
+    assert sum(weighted["teacher_weights"]) == pytest.approx(3.0)
+    assert max(expected) - min(expected) > 1e-3, accs  # the teachers' accuracies differ
+    losses = [[h["train_loss"] for h in g["history"]] for g in (uniform, weighted)]
+    assert all(a != b for a, b in zip(*losses, strict=True)), losses
+
+
 def test_born_again_annealing_on_two_ddp_workers(ray_local: None, storage: Path) -> None:
     result = job(storage, "ban", methods=[{"method": "annealing", "generations": 2}],
                  scaling={"num_workers": 2}, train={"epochs": 3, "batch_size": 64, "lr": 0.003})

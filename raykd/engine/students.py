@@ -226,6 +226,19 @@ def _accuracy_if_weighted(method: MethodSpec, source: TeacherSet,
     return teacher_accuracy(source.logits["val"], data.val.y)
 
 
+def _weights_used(config: StudentConfig) -> list[float] | None:
+    """The per-teacher weights the student's loss used (``teacher_weights: val_accuracy``):
+    :func:`raykd.losses.accuracy_weights` of the teachers' val accuracies, as the loop
+    computes them (:func:`raykd.train.loop.loop_teacher_weights`); None for uniform."""
+    from raykd.losses import accuracy_weights
+
+    if config.method.method == "none" or config.method.teacher_weights == "uniform":
+        return None
+    if not config.teacher_accuracy:
+        return None
+    return [float(w) for w in accuracy_weights(config.teacher_accuracy, num_classes=config.num_classes)]
+
+
 def train_one(job: Job, data: Dataset, method: MethodSpec, source: TeacherSet, refs: dict[str, Any],
               *, index: int, label: str, generation: int) -> dict[str, Any]:
     """Fit one student (resuming an earlier attempt's state) and evaluate it.
@@ -271,6 +284,7 @@ def train_one(job: Job, data: Dataset, method: MethodSpec, source: TeacherSet, r
         test_acc, test_logits = evaluate_checkpoint(res.checkpoint, data.test.x, data.test.y)
         val_acc, _ = evaluate_checkpoint(res.checkpoint, data.val.x, data.val.y)
     record = {"generation": generation, "method": method.method, "seed": config.train.seed,
+              "teacher_weights": _weights_used(config),
               "checkpoint": str(res.checkpoint), "val_accuracy": val_acc,
               "best_epoch": res.best_epoch, "seconds": res.seconds, "runner": spec.scaling.runner,
               "history": res.history}
