@@ -1,18 +1,22 @@
 """``raykd export``: a student as ONNX or as a self-describing safetensors file.
 
 - **onnx**: the model with one input ``input`` of shape ``(batch, *input_shape)``
-  (float32, already preprocessed) and one output ``logits`` ``(batch, C)``, exported by
-  ``torch.onnx.export`` (the dynamo exporter; needs the ``export`` extra: onnx,
-  onnxruntime, onnxscript). The preprocessing record and the class names are written
-  beside it as ``<name>.preprocessing.json``. :func:`onnx_parity` then runs ONNX Runtime
-  and PyTorch on the same inputs (the job's test split, a given table, or, for a bare
-  checkpoint without either, 256 standard-normal rows) and reports the largest absolute
-  difference of the logits and the share of rows whose arg-max agrees. The job's test
-  split is made as ``raykd predict`` makes inputs: the test rows (the job's split, by its
-  seed and fractions) of its data file, through the preprocessing stored with the student
-  (nothing is refitted, so a data file changed since training changes the rows, never
-  the scaling or the categories); only a built-in dataset or an ``.npz``, whose students
-  store no preprocessing, is loaded by its loader again.
+  (float32) and one output ``logits`` ``(batch, C)``, exported by ``torch.onnx.export``
+  (the dynamo exporter; needs the ``export`` extra: onnx, onnxruntime, onnxscript). For a
+  student of an ``.npz`` or a built-in dataset the input is the *raw* rows (digits'
+  pixels 0..16, MNIST's 0..255, ...): the scaling ``((x / divisor) - mean) / std`` of
+  :class:`~raykd.data.arrays.ArrayPrep` is inside the model. For a table or images the
+  input is already preprocessed (one-hot columns, decoded and standardized pixels) by
+  the record written beside it. Beside it in every case: ``<name>.preprocessing.json``,
+  the record, the class names and ``input_is`` (``raw`` or ``preprocessed``).
+  :func:`onnx_parity` then feeds ONNX Runtime the inputs a user would (raw rows for an
+  array student) and PyTorch the same rows through the stored preprocessing (as ``raykd
+  predict`` does), and reports the largest absolute difference of the logits and the
+  share of rows whose arg-max agrees. The rows: a given file (table, ``.npz``, images),
+  else the job's test split (the job's split, by its seed and fractions, of its data
+  file or built-in dataset, through nothing refitted: a data file changed since
+  training changes the rows, never the scaling or the categories), else, for a bare
+  checkpoint, 256 standard-normal rows.
 - **safetensors**: the weights with metadata ``raykd_model`` (architecture),
   ``input_shape``, ``num_classes``, ``class_names`` and ``preprocessing``: everything
   ``raykd predict`` needs, in one file.
@@ -65,6 +69,31 @@ def _need_onnx() -> Any:
     return onnxruntime
 
 
+def onnx_module(student: Student) -> Any:
+    """What is exported: the student, behind its array scaling when it has one (raw inputs)."""
+    import torch
+
+    arrays = student.arrays
+    if arrays is None:
+        return student.model
+    mean, std = arrays.stats()
+
+    class RawInputs(torch.nn.Module):
+        """``model(((x / divisor) - mean) / std)``, the float32 steps of ArrayPrep.transform."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = student.model
+            self.register_buffer("divisor", torch.tensor(arrays.divisor, dtype=torch.float32))
+            self.register_buffer("mean", torch.from_numpy(np.array(mean)))
+            self.register_buffer("std", torch.from_numpy(np.array(std)))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.model((x / self.divisor - self.mean) / self.std)
+
+    return RawInputs().eval()
+
+
 def export_onnx(student: Student, out: Path) -> tuple[Path, Path]:
     """Write ``out`` (ONNX) and ``<out stem>.preprocessing.json``; return both paths."""
     import torch
@@ -75,12 +104,15 @@ def export_onnx(student: Student, out: Path) -> tuple[Path, Path]:
     batch = torch.export.Dim("batch", min=1)
     with warnings.catch_warnings():  # the exporter's own deprecation notices, not the user's
         warnings.simplefilter("ignore")
-        torch.onnx.export(student.model, (example,), str(out), input_names=["input"],
+        torch.onnx.export(onnx_module(student), (example,), str(out), input_names=["input"],
                           output_names=["logits"], dynamic_shapes=({0: batch},), dynamo=True,
                           verbose=False, optimize=True, external_data=False)
     side = out.with_name(f"{out.stem}.preprocessing.json")
     record = {"class_names": list(student.class_names), "input_shape": list(student.input_shape),
               "input": "input", "output": "logits",
+              "input_is": ("raw: the scaling in 'preprocessing' is inside the model"
+                           if student.arrays is not None else
+                           "preprocessed: apply 'preprocessing' first, as raykd predict does"),
               "preprocessing": student.prep_record}
     side.write_text(json.dumps(record, indent=2))
     return out, side
@@ -99,9 +131,14 @@ def export_safetensors(student: Student, out: Path) -> Path:
 
 
 def parity_inputs(student: Student, data: Path | None) -> tuple[np.ndarray, str]:
-    """The inputs of the parity check and how to name them (see the module docstring)."""
+    """The inputs of the parity check as the exported model reads them (raw rows for an array
+    student) and how to name them (see the module docstring)."""
     if data is not None:
-        if data.is_dir():
+        if data.suffix.lower() == ".npz":
+            from raykd.data.files import read_npz_rows
+
+            x = read_npz_rows(data)[0]
+        elif data.is_dir():
             x = image_inputs(student, data)[0]
         elif student.image is not None and data.suffix.lower() == ".parquet":
             x = parquet_image_inputs(student, data)[0]
@@ -125,7 +162,12 @@ def job_test_inputs(student: Student, job_dir: Path) -> np.ndarray:
     if record is None:
         raise ArtifactError(f"job {str(job_dir)!r} has no result.json or sweep.json")
     d = JobSpec.model_validate(record["spec"]).data
-    if student.prep is None and student.image is None:
+    if student.arrays is not None:
+        from raykd.data import raw_test_rows
+
+        return raw_test_rows(d.dataset, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
+                             seed=d.seed, label_column=d.label_column)[0]
+    if student.prep is None and student.image is None:  # a student from before the record
         from raykd.data import load_dataset
 
         return load_dataset(d.dataset, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
@@ -175,9 +217,11 @@ def onnx_parity(student: Student, onnx_path: Path, data: Path | None) -> Parity:
     ort = _need_onnx()
     x, source = parity_inputs(student, data)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    theirs = session.run(["logits"], {"input": x})[0]
+    raw = np.ascontiguousarray(x, dtype=np.float32).reshape(len(x), *student.input_shape)
+    theirs = session.run(["logits"], {"input": raw})[0]
+    inputs = x if student.arrays is None else student.arrays.transform(x, source)
     with torch.no_grad():
-        ours = student.model(torch.from_numpy(x)).numpy()
+        ours = student.model(torch.from_numpy(inputs)).numpy()
     diff = float(np.abs(theirs - ours).max()) if len(x) else 0.0
     agree = float(np.mean(theirs.argmax(1) == ours.argmax(1))) if len(x) else 1.0
     return Parity(source=source, rows=len(x), max_abs_diff=diff, argmax_agreement=agree)

@@ -5,9 +5,11 @@
 ``sweep.json`` whose final student is named ``final``), whose student with the best
 validation accuracy is taken (or the one whose label is given). :func:`load_student`
 reads the checkpoint with its class names and its preprocessing (from the checkpoint's
-metadata, or the job's ``preprocessing.json``): a table's or an image dataset's; a job's
+metadata, or the job's ``preprocessing.json``): a table's, an image dataset's, or the
+scaling of an ``.npz`` or built-in dataset (:mod:`raykd.data.arrays`); a job's
 teachers and their ensemble load by :mod:`raykd.predict_models`. :func:`predict_file`
-applies the model to a ``.csv``/``.parquet`` table, a ``.parquet`` file of encoded images
+applies the model to a ``.csv``/``.parquet`` table, an ``.npz`` of raw rows (array ``x``,
+for a model trained on arrays), a ``.parquet`` file of encoded images
 (for a model trained on images), or a folder of images (directly in it, or in sub-folders
 named by class, which then count as labels), and returns the predicted class names and
 per-class probabilities. Every bad input is a :class:`~raykd.errors.UserError` naming
@@ -25,6 +27,8 @@ import numpy as np
 from torch import nn
 
 from raykd.data import DataError, ImagePrep, TablePrep
+from raykd.data.arrays import FORMAT as ARRAY_FORMAT
+from raykd.data.arrays import ArrayPrep
 from raykd.data.images import FORMAT as IMAGE_FORMAT
 from raykd.data.table_prep import Fallbacks
 from raykd.errors import UserError
@@ -50,6 +54,7 @@ class Student:
     label: str = ""
     image: ImagePrep | None = None
     kind: str = "student"
+    arrays: ArrayPrep | None = None
 
     @property
     def title(self) -> str:
@@ -57,9 +62,14 @@ class Student:
         return f"{self.kind} {self.label} ({self.checkpoint})"
 
     @property
+    def fitted(self) -> TablePrep | ImagePrep | ArrayPrep | None:
+        """Its preprocessing: a table's, an image dataset's or an array source's, if recorded."""
+        return self.prep or self.image or self.arrays
+
+    @property
     def prep_record(self) -> dict[str, Any] | None:
-        """The JSON record of its preprocessing (a table's or an image folder's), if any."""
-        fitted = self.prep if self.prep is not None else self.image
+        """The JSON record of its preprocessing, if any."""
+        fitted = self.fitted
         return None if fitted is None else fitted.to_dict()
 
 
@@ -138,13 +148,16 @@ def job_checkpoint(job_dir: Path, recorded: str) -> Path:
                         f"names {recorded!r}); the job directory is incomplete")
 
 
-def read_prep(record: dict[str, Any] | None, where: str) -> tuple[TablePrep | None, ImagePrep | None]:
-    """A preprocessing record as ``(table's, images')``: at most one is set."""
+def read_prep(record: dict[str, Any] | None, where: str
+              ) -> tuple[TablePrep | None, ImagePrep | None, ArrayPrep | None]:
+    """A preprocessing record as ``(table's, images', arrays')``: at most one is set."""
     if record is None:
-        return None, None
+        return None, None, None
     if record.get("format") == IMAGE_FORMAT:
-        return None, ImagePrep.from_dict(record, where)
-    return TablePrep.from_dict(record, where), None
+        return None, ImagePrep.from_dict(record, where), None
+    if record.get("format") == ARRAY_FORMAT:
+        return None, None, ArrayPrep.from_dict(record, where)
+    return TablePrep.from_dict(record, where), None, None
 
 
 def stored_prep(job_dir: Path) -> dict[str, Any] | None:
@@ -163,14 +176,14 @@ def load_student(path: Path, *, student: str | None = None) -> Student:
     for folder in (checkpoint.parent, job_dir):
         if record is None and folder is not None:
             record = stored_prep(folder)
-    prep, image = read_prep(record, f"checkpoint {str(checkpoint)!r}")
-    fitted = prep if prep is not None else image
-    names = info["class_names"] or (list(fitted.class_names) if fitted else None)
+    prep, image, arrays = read_prep(record, f"checkpoint {str(checkpoint)!r}")
+    fitted = prep or image or arrays
+    names = info["class_names"] or (list(fitted.class_names or ()) if fitted else None)
     names = names or [str(i) for i in range(info["num_classes"])]
     model = load_checkpoint(checkpoint).eval()
     return Student(model=model, checkpoint=checkpoint, input_shape=tuple(info["input_shape"]),
                    class_names=tuple(names), config=info["config"], prep=prep, job_dir=job_dir,
-                   label=label, image=image)
+                   label=label, image=image, arrays=arrays)
 
 
 def _need_images(student: Student) -> ImagePrep:
@@ -253,11 +266,41 @@ def predict_parquet_images(student: Student, data: Path) -> Prediction:
     return _with_accuracy(Prediction(names=names, probabilities=probs), labels)
 
 
+def array_inputs(student: Student, data: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """The model inputs of an ``.npz`` of raw rows (array ``x``) through the student's stored
+    scaling, and its array ``y`` (class numbers) when it has one."""
+    from raykd.data.files import read_npz_rows
+
+    if student.arrays is None:
+        raise ArtifactError(f"{student.title} records no array preprocessing: predict on an .npz "
+                            "works for models trained on an .npz or a built-in dataset")
+    x, y = read_npz_rows(data)
+    return student.arrays.transform(x, f"array 'x' of {str(data)!r}"), y
+
+
+def predict_arrays(student: Student, data: Path) -> Prediction:
+    """Predicted class names and probabilities for every raw row of an ``.npz`` (array ``x``),
+    and the accuracy when it has array ``y``, the class numbers."""
+    x, y = array_inputs(student, data)
+    probs = probabilities(student.model, x)
+    out = Prediction(names=[student.class_names[i] for i in probs.argmax(axis=1)],
+                     probabilities=probs)
+    if y is not None:
+        if y.shape != (len(x),):
+            raise DataError(f"array 'y' of {str(data)!r} has shape {y.shape}; expected "
+                            f"({len(x)},), one class number per row of 'x'")
+        out.accuracy, out.labelled = float(np.mean(probs.argmax(axis=1) == y)), len(y)
+    return out
+
+
 def predict_file(student: Student, data: Path) -> Prediction:
-    """:func:`predict_images` for a folder, :func:`predict_parquet_images` for a ``.parquet``
-    file when the model was trained on images, else :func:`predict_table`."""
+    """:func:`predict_images` for a folder, :func:`predict_arrays` for an ``.npz``,
+    :func:`predict_parquet_images` for a ``.parquet`` file when the model was trained on
+    images, else :func:`predict_table`."""
     if data.is_dir():
         return predict_images(student, data)
+    if data.suffix.lower() == ".npz":
+        return predict_arrays(student, data)
     if student.image is not None and data.suffix.lower() == ".parquet":
         return predict_parquet_images(student, data)
     return predict_table(student, data)

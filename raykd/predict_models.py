@@ -107,18 +107,23 @@ def load_teacher(job_dir: Path, record: dict[str, Any], row: dict[str, Any]) -> 
     """Teacher ``row`` of the job, with the job's class names and stored preprocessing."""
     from raykd.models import load_checkpoint
 
-    prep, image = read_prep(stored_prep(job_dir), f"{str(job_dir / 'preprocessing.json')!r}")
+    prep, image, arrays = read_prep(stored_prep(job_dir),
+                                    f"{str(job_dir / 'preprocessing.json')!r}")
     shape: tuple[int, ...]
     if image is not None:
         shape, names = image.input_shape, image.class_names
     elif prep is not None:
         shape, names = (len(prep.feature_names),), prep.class_names
+    elif arrays is not None:
+        shape = arrays.input_shape
+        names = arrays.class_names or tuple(str(i) for i in range(arrays.num_classes))
     else:
         raise ArtifactError(f"job {str(job_dir)!r} has no preprocessing.json: its teachers predict "
-                            "only for jobs on a .csv/.parquet table or on images")
+                            "only for jobs that recorded their preprocessing (jobs run since "
+                            "raykd stores it for every source)")
     checkpoint = teacher_checkpoint(job_dir, record, row)
     model = load_checkpoint(checkpoint, config=dict(row["model"]), input_shape=shape,
                             num_classes=len(names)).eval()
     return Student(model=model, checkpoint=checkpoint, input_shape=tuple(shape), class_names=tuple(names),
                    config=dict(row["model"]), prep=prep, job_dir=job_dir, label=str(row["index"]),
-                   image=image, kind="teacher")
+                   image=image, kind="teacher", arrays=arrays)

@@ -247,3 +247,59 @@ def test_a_sweeps_final_student_carries_the_class_names(job: dict[str, Any],
     assert done.exit_code == 0, done.output
     assert done.stdout.startswith("student final (") and "best_student.safetensors" in done.stdout
     assert set(pd.read_csv(out)["prediction"]) <= {"cold", "hot", "mild"}
+
+
+@pytest.fixture(scope="module")
+def digits_job(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A quick job on the built-in digits: one teacher, one student."""
+    from raykd.engine import run_job
+    from raykd.spec import parse_spec
+
+    root = tmp_path_factory.mktemp("digits")
+    spec = parse_spec(digits_spec(
+        str(root / "runs"), teachers=[{"model": {"name": "mlp", "hidden": [32]}, "seed": 1}],
+        teacher_train={"epochs": 2, "batch_size": 64, "lr": 0.003},
+        train={"epochs": 2, "batch_size": 64, "lr": 0.003}))
+    result = run_job(spec, job_dir=root / "runs" / "job", log=lambda _: None)
+    return {"result": result, "root": root, "dir": root / "runs" / "job"}
+
+
+def test_a_digits_student_predicts_and_exports_on_raw_rows(digits_job: dict[str, Any]) -> None:
+    """The training split's scaling is stored: raw rows (pixels 0..16, as scikit-learn gives
+    them) score the job's own test accuracy through predict and through the ONNX export."""
+    import onnxruntime as ort
+    from sklearn.datasets import load_digits
+
+    from raykd.data.splits import dataset_indices
+
+    root, job_dir = digits_job["root"], digits_job["dir"]
+    record = json.loads((job_dir / "preprocessing.json").read_text())
+    assert record["format"] == "raykd-array-preprocessing" and record["divisor"] == 16.0
+    digits = load_digits()
+    test = dataset_indices(len(digits.target), carve_test=True, val_fraction=0.1, test_fraction=0.2,
+                           seed=0, train_limit=None, where="digits")[2]
+    assert test is not None
+    raw, labels = digits.images[test], digits.target[test]
+    np.savez(root / "raw.npz", x=raw, y=labels)
+    expected = digits_job["result"]["students"][0]["test_accuracy"]
+    done = cli("predict", job_dir, root / "raw.npz", "--out", root / "raw-pred.csv")
+    assert done.exit_code == 0, done.output
+    assert f"accuracy {expected:.4f} on {len(test)} labelled rows" in done.stdout
+    assert len(pd.read_csv(root / "raw-pred.csv")) == len(test)
+    # the exported model reads the raw rows: its scaling is inside; the parity check fed raw rows
+    out = root / "digits.onnx"
+    done = cli("export", job_dir, "--format", "onnx", "--out", out)
+    assert done.exit_code == 0, done.output
+    assert f"parity on the job's test split ({len(test)} rows)" in done.stdout and ": ok" in done.stdout
+    side = json.loads((root / "digits.preprocessing.json").read_text())
+    assert side["input_is"].startswith("raw") and side["preprocessing"] == record
+    logits = ort.InferenceSession(str(out)).run(
+        ["logits"], {"input": raw[:, None].astype(np.float32)})[0]
+    assert float(np.mean(logits.argmax(axis=1) == labels)) == pytest.approx(expected, abs=1e-9)
+    # a safetensors export alone (no job directory beside it) predicts the same
+    alone = root / "alone"
+    alone.mkdir()
+    done = cli("export", job_dir, "--format", "safetensors", "--out", alone / "s.safetensors")
+    assert done.exit_code == 0, done.output
+    done = cli("predict", alone / "s.safetensors", root / "raw.npz", "--out", alone / "p.csv")
+    assert done.exit_code == 0 and f"accuracy {expected:.4f}" in done.stdout, done.output

@@ -26,9 +26,10 @@ StudentOpt = Annotated[str | None, typer.Option(
 
 @artifacts_app.command()
 def predict(model: ModelArg, data: Annotated[Path, typer.Argument(
-                help="A .csv or .parquet table, a .parquet file of encoded images (for a model "
-                     "trained on images), or a folder of images (sub-folders named by class "
-                     "count as labels).")],
+                help="A .csv or .parquet table, an .npz of raw rows (array x, optional y: for "
+                     "a model trained on an .npz or a built-in dataset), a .parquet file of "
+                     "encoded images (for a model trained on images), or a folder of images "
+                     "(sub-folders named by class count as labels).")],
             out: Annotated[Path, typer.Option(help="Where to write the predictions (CSV).")] = Path(
                 "predictions.csv"),
             student: StudentOpt = None,
@@ -64,11 +65,13 @@ def predict(model: ModelArg, data: Annotated[Path, typer.Argument(
 @artifacts_app.command()
 def export(model: ModelArg,
            format_: Annotated[Literal["onnx", "safetensors"], typer.Option(
-               "--format", help="onnx (with the preprocessing beside it) or safetensors.")],
+               "--format", help="onnx (raw rows in for an .npz or built-in dataset's student, "
+               "the scaling inside; else preprocessed inputs, the record beside it) or "
+               "safetensors.")],
            out: Annotated[Path, typer.Option(help="The file to write.")],
            data: Annotated[Path | None, typer.Option(
-               help="A .csv/.parquet file or an image folder for the ONNX parity check (default: "
-                    "the job's test split).")] = None,
+               help="A .csv/.parquet/.npz file or an image folder for the ONNX parity check "
+                    "(default: the job's test split).")] = None,
            student: StudentOpt = None) -> None:
     """Export a student as ONNX (parity-checked against PyTorch) or self-describing safetensors."""
 

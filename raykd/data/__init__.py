@@ -14,7 +14,9 @@ chosen, encoded and scaled as :mod:`raykd.data.table_columns` and
 :mod:`raykd.data.table_prep` state, fitted on the training split); a ``.parquet`` file
 with ``image_column`` is a column of encoded images (:mod:`raykd.data.image_parquet`). Splits are
 deterministic in ``seed``; every bad input raises :class:`DataError` with a one-line
-message.
+message. Every source records how its raw rows become inputs (``Dataset.fitted``): a
+table's :class:`TablePrep`, an image dataset's :class:`ImagePrep`, or, for an ``.npz`` and
+the built-ins, the scaling :class:`ArrayPrep`; :func:`raw_test_rows` gives the raw test rows.
 
 This package imports only numpy at import time; pandas, pyarrow, zarr, Pillow and
 scikit-learn are imported by the loaders that need them.
@@ -27,19 +29,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from raykd.data.arrays import ArrayPrep
 from raykd.data.builtin import load_diamonds, load_digits, load_mnist
 from raykd.data.checks import check_fraction, check_seed, check_train_limit
 from raykd.data.files import READERS
 from raykd.data.images import ImagePrep, load_image_folder
-from raykd.data.splits import DataError, Dataset, RawData, Split, build_dataset
+from raykd.data.splits import DataError, Dataset, RawData, Split, build_dataset, raw_test_split
 from raykd.data.table_columns import ColumnChoice
 from raykd.data.table_prep import TablePrep
 from raykd.data.tables import TABLE_SUFFIXES, load_table
 
 __all__ = [
-    "DATASETS", "FILE_SUFFIXES", "ColumnChoice", "DataError", "Dataset", "ImagePrep", "Split",
-    "TablePrep",
-    "load_dataset",
+    "DATASETS", "FILE_SUFFIXES", "ArrayPrep", "ColumnChoice", "DataError", "Dataset", "ImagePrep",
+    "Split", "TablePrep",
+    "load_dataset", "raw_test_rows",
 ]
 
 DATASETS: dict[str, Callable[[], RawData]] = {
@@ -169,10 +174,29 @@ def load_dataset(
             f"data.features applies to .csv/.parquet tables only; {str(source)!r} is not one: "
             "remove data.features"
         )
-    if path is None:
-        name, raw = str(source), DATASETS[str(source)]()
-    else:
-        name, raw = path.stem, READERS[path.suffix.lower()](path, label_column)
+    name, raw = _raw_arrays(path, source, label_column)
     return build_dataset(
         name, raw, val_fraction=val, test_fraction=test, seed=seed, train_limit=limit
     )
+
+
+def _raw_arrays(path: Path | None, source: object, label_column: str) -> tuple[str, RawData]:
+    """The name and raw arrays of a built-in dataset (``path`` None) or an ``.npz``."""
+    if path is None:
+        return str(source), DATASETS[str(source)]()
+    if path.is_dir() or path.suffix.lower() not in READERS:
+        raise DataError(f"{str(source)!r} is not a built-in dataset or an .npz file")
+    return path.stem, READERS[path.suffix.lower()](path, label_column)
+
+
+def raw_test_rows(source: str | os.PathLike[str], *, val_fraction: float = 0.1,
+                  test_fraction: float = 0.2, seed: int = 0, label_column: str = "label"
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The test rows of a built-in dataset or an ``.npz`` as the source holds them (before any
+    scaling: what a user gives ``raykd predict``), and their labels; the same rows as
+    :func:`load_dataset`'s test split with the same arguments."""
+    name, raw = _raw_arrays(_source_path(source), source, label_column)
+    del name
+    return raw_test_split(raw, val_fraction=check_fraction("val_fraction", val_fraction),
+                          test_fraction=check_fraction("test_fraction", test_fraction),
+                          seed=check_seed(seed))

@@ -119,3 +119,21 @@ def _read_npz(handle: BinaryIO, where: str) -> RawData:
 READERS: dict[str, Callable[[Path, str], RawData]] = {".npz": read_npz}
 """Array-file readers by lower-case suffix; tables (.csv, .parquet) are read by
 :mod:`raykd.data.tables`."""
+
+
+def read_npz_rows(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Array ``x`` of an ``.npz`` and its array ``y`` when there is one (``raykd predict`` on
+    raw rows: ``y`` holds class numbers); DataError naming the file when it has no ``x``."""
+    where = repr(str(path))
+    with open_data(path) as handle:
+        try:
+            with np.load(handle, allow_pickle=False) as archive:
+                keys = list(archive.files)
+                if "x" not in keys:
+                    raise DataError(f"{where} must hold array 'x' (raw rows; 'y' optional, the "
+                                    f"class numbers); found keys {shown_names(keys)}")
+                return archive["x"], (archive["y"] if "y" in keys else None)
+        except (DataError, MemoryError):
+            raise
+        except Exception as exc:  # any parse failure means the file is unreadable
+            raise DataError(f"could not read {where} as .npz: {describe_error(exc)}") from None

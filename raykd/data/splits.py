@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from raykd.data.arrays import ArrayPrep
 from raykd.data.checks import MAX_NUM_CLASSES, DataError, check_features, check_labels
 
 if TYPE_CHECKING:
@@ -108,6 +109,9 @@ class Dataset:
             (:class:`raykd.data.table_prep.TablePrep`); None for other sources.
         image: The fitted preprocessing of an image folder
             (:class:`raykd.data.images.ImagePrep`); None for other sources.
+        arrays: The scaling of the arrays as split (:class:`raykd.data.arrays.ArrayPrep`):
+            the preprocessing of an ``.npz`` or a built-in dataset (a table's or image
+            folder's inputs are already scaled by ``table`` or ``image``).
     """
 
     name: str
@@ -120,11 +124,18 @@ class Dataset:
     class_names: tuple[str, ...] | None = None
     table: TablePrep | None = None
     image: ImagePrep | None = None
+    arrays: ArrayPrep | None = None
+
+    @property
+    def fitted(self) -> TablePrep | ImagePrep | ArrayPrep | None:
+        """The preprocessing that turns the source's raw rows into inputs: the table's, the
+        image folder's, else the arrays' (None only for a Dataset built by hand)."""
+        return self.table or self.image or self.arrays
 
     @property
     def prep_record(self) -> dict[str, Any] | None:
-        """The JSON record of the fitted preprocessing (table or image folder), if any."""
-        fitted = self.table if self.table is not None else self.image
+        """The JSON record of :attr:`fitted`, if any."""
+        fitted = self.fitted
         return None if fitted is None else fitted.to_dict()
 
 
@@ -205,8 +216,12 @@ def split_indices(
 
 def _standardize(
     parts: list[np.ndarray], prep: Preprocessing, is_image: bool
-) -> list[np.ndarray]:
-    """Apply ``prep`` to every part; statistics, if not fixed, come from ``parts[0]``."""
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Apply ``prep`` to every part; statistics, if not fixed, come from ``parts[0]``.
+
+    Returns:
+        The parts, and the mean and standard deviation applied (float64).
+    """
     floats = [np.array(part, dtype=np.float32, order="C") for part in parts]
     if prep.divisor != 1:
         for part in floats:
@@ -224,7 +239,7 @@ def _standardize(
     for part in floats:
         part -= mean.astype(np.float32)
         part /= std.astype(np.float32)
-    return floats
+    return floats, mean, std
 
 
 def _num_classes(labels: list[np.ndarray], where: str) -> int:
@@ -286,13 +301,35 @@ def build_dataset(
     labels = [y[train_idx], y[val_idx], y_test]
     num_classes = _num_classes([y, y_test], raw.where)
     is_image = x.ndim == 4
-    features = _standardize([x[train_idx], x[val_idx], x_test], raw.preprocessing, is_image)
+    features, mean, std = _standardize([x[train_idx], x[val_idx], x_test], raw.preprocessing,
+                                       is_image)
     train, val, test = (Split.from_arrays(f, lab) for f, lab in zip(features, labels, strict=True))
+    input_shape = tuple(int(d) for d in x.shape[1:])
+    fitted = raw.preprocessing.mean is None or raw.preprocessing.std is None
+    arrays = ArrayPrep(
+        input_shape=input_shape, divisor=float(raw.preprocessing.divisor),
+        mean=tuple(float(v) for v in np.ravel(mean)), std=tuple(float(v) for v in np.ravel(std)),
+        num_classes=num_classes, class_names=raw.class_names,
+        fitted_on=(f"the training split: {len(train_idx)} examples (data.seed {seed})" if fitted
+                   else f"no data: fixed for {raw.where}"))
     return Dataset(
         name=name, train=train, val=val, test=test, num_classes=num_classes,
-        input_shape=tuple(int(d) for d in x.shape[1:]), is_image=is_image,
-        class_names=raw.class_names,
+        input_shape=input_shape, is_image=is_image, class_names=raw.class_names, arrays=arrays,
     )
+
+
+def raw_test_split(raw: RawData, *, val_fraction: float, test_fraction: float, seed: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """The test split's raw (unscaled) rows and labels, the rows :func:`build_dataset` takes:
+    the official test set, or the rows carved by seed."""
+    x, y, x_test, y_test = _checked_arrays(raw)
+    _, _, test_idx = dataset_indices(len(y), carve_test=x_test is None, val_fraction=val_fraction,
+                                     test_fraction=test_fraction, seed=seed, train_limit=None,
+                                     where=raw.where)
+    if test_idx is not None:
+        return x[test_idx], y[test_idx]
+    assert x_test is not None and y_test is not None
+    return x_test, y_test
 
 
 def _checked_arrays(

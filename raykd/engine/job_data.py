@@ -73,7 +73,7 @@ def load_job_data(job: Job) -> Dataset:
         job.say(line)
     if data.image is not None and data.image.ignored:
         job.say(f"files ignored (not .png/.jpg/.jpeg in a class folder): {list(data.image.ignored)}")
-    fitted = data.table if data.table is not None else data.image
+    fitted = data.fitted  # every source: a table's, images', or the arrays' scaling
     if fitted is not None:
         path = write_preprocessing(data, job.job_dir)
         job.say(f"preprocessing (fitted on {fitted.fitted_on}): {path}")
@@ -91,7 +91,7 @@ def check_user_models(spec: JobSpec, data: Dataset) -> None:
 
 
 def write_preprocessing(data: Dataset, directory: Path) -> Path:
-    """``<directory>/preprocessing.json``: the fitted preprocessing record (table or images)."""
+    """``<directory>/preprocessing.json``: the fitted preprocessing record (any source)."""
     record = data.prep_record
     assert record is not None
     path = directory / PREPROCESSING_FILE
