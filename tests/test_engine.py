@@ -192,6 +192,100 @@ def test_online_serving_with_augmentation_on_two_workers(ray_local: None, storag
     assert online["students"][0]["test_accuracy"] > 0.85
 
 
+ROWS, PAIRING_EPOCHS = 192, 2
+
+
+def _row_teacher_class() -> Any:
+    """A stand-in teacher actor whose logits name the rows it was asked about.
+
+    Row i of the test's images is the constant image i; after augmentation (a shift of at
+    most one pixel with zero fill, noise of 0.1) the median of its pixels still rounds to i.
+    Teacher m answers logits (i, m, 0, ...) for row i, so a served batch says which rows,
+    and which teacher, it belongs to.
+    """
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class RowTeacher:
+        def __init__(self, index: int, num_classes: int) -> None:
+            self.index, self.num_classes = index, num_classes
+
+        def logits(self, x: np.ndarray) -> np.ndarray:
+            out = np.zeros((len(x), self.num_classes), np.float32)
+            out[:, 0] = np.round(np.median(x.reshape(len(x), -1), axis=1))
+            out[:, 1] = self.index
+            return out
+
+    return RowTeacher
+
+
+def _pairing_worker(config: dict[str, Any]) -> None:
+    """One Ray Train worker: every step of the loop's generator, as ids, written to a file."""
+    import ray.train
+
+    from raykd.train.loop import _batches
+    from raykd.train.runs import loop_data
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    data = loop_data(config["refs"])
+    steps = []
+    for epoch in range(PAIRING_EPOCHS):
+        gen = torch.Generator().manual_seed(epoch * 10 + rank)
+        for xb, yb, tl in _batches(data, config["student"], epoch, rank, world, gen):
+            assert tl is not None
+            steps.append({"epoch": epoch, "x": np.round(np.median(xb.reshape(len(xb), -1).numpy(), axis=1)).tolist(),
+                          "y": yb.tolist(), "rows": tl[:, :, 0].tolist(), "teacher": tl[:, :, 1].tolist(),
+                          "augmented": bool((xb.numpy() != np.round(xb.numpy())).any())})
+    Path(config["out"], f"rank-{rank}.json").write_text(json.dumps(steps))
+
+
+@pytest.mark.slow
+def test_each_step_of_online_serving_gets_the_logits_of_its_own_rows(ray_local: None, tmp_path: Path) -> None:
+    """The loop's step-ahead generator (``_batches`` -> ``_online``) on 2 Ray Train workers
+    with augmentation, served by stand-in teachers whose logits name their rows: at every
+    step of every rank, each teacher's logits are those of the very (augmented) rows that
+    step trains on, the rank's shard of that step's global batch, and none other."""
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from raykd.spec import MethodSpec, TrainSpec
+    from raykd.train.config import StudentConfig
+    from raykd.train.steps import epoch_batches
+
+    x = np.broadcast_to(np.arange(ROWS, dtype=np.float32)[:, None, None, None], (ROWS, 1, 8, 8)).copy()
+    y = (np.arange(ROWS) % 10).astype(np.int64)
+    row_teacher = _row_teacher_class()
+    teachers = [row_teacher.remote(m, 10) for m in range(2)]
+    train = TrainSpec(epochs=PAIRING_EPOCHS, batch_size=32, lr=0.01, seed=5)
+    student = StudentConfig(model={"name": "linear"}, input_shape=(1, 8, 8), num_classes=10,
+                            method=MethodSpec(method="kd"), train=train, augment=True)
+    refs = {"data": {"x_train": ray.put(x), "y_train": ray.put(y), "x_val": ray.put(x[:4]),
+                     "y_val": ray.put(y[:4])}, "teacher_actors": teachers}
+    try:
+        TorchTrainer(_pairing_worker, train_loop_config={"refs": refs, "student": student, "out": str(tmp_path)},
+                     scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
+                     run_config=RunConfig(name="pairing", storage_path=str(tmp_path / "ray_train"))).fit()
+    finally:
+        for t in teachers:
+            ray.kill(t)
+    ranks = [json.loads((tmp_path / f"rank-{r}.json").read_text()) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == PAIRING_EPOCHS * (ROWS // 32)
+    for rank, steps in enumerate(ranks):
+        expected = [list(idx) for epoch in range(PAIRING_EPOCHS)
+                    for idx in epoch_batches(ROWS, batch_size=32, seed=5, epoch=epoch, rank=rank, world_size=2)]
+        for n, step in enumerate(steps):
+            where = f"rank {rank}, step {n}"
+            assert step["augmented"], where  # the noise was applied: the rows were augmented
+            assert step["x"] == expected[n], where  # the rank's shard of this step's global batch
+            assert step["rows"] == [step["x"], step["x"]], where  # both teachers: this step's rows
+            assert step["teacher"] == [[0.0] * 16, [1.0] * 16], where  # in teacher order
+            assert step["y"] == [int(i) % 10 for i in step["x"]], where
+    for a, b in zip(*ranks, strict=True):  # the two ranks' shards of one step never overlap
+        assert not set(a["x"]) & set(b["x"])
+
+
 def test_relative_storage_works_when_actors_run_elsewhere(ray_local: None, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """Ray's workers keep the directory Ray started in; the driver moved: paths must be absolute."""
