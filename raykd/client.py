@@ -105,7 +105,8 @@ class RaykdClient(ServiceConnection):
 
     def submit(self, spec: JobSpec | dict[str, Any], *, name: str | None = None,
                priority: int = 0, labels: dict[str, str] | None = None,
-               job_id: str | None = None, idempotency_key: str | None = None) -> JobPublic:
+               job_id: str | None = None, idempotency_key: str | None = None,
+               max_run_s: float | None = None) -> JobPublic:
         """Submit a run or sweep spec; the service validates it again.
 
         Args:
@@ -115,7 +116,8 @@ class RaykdClient(ServiceConnection):
             labels: Key/value labels to filter by.
             job_id: A client-chosen id; submitting it again returns the same job.
             idempotency_key: Sent as ``Idempotency-Key``: a retried submit returns the
-                first job instead of a second one.
+                first job instead of a second one (the same key with another body: 409).
+            max_run_s: The job's deadline in seconds on Ray (default: the service's).
 
         Returns:
             The job (queued, or the existing one for a seen key or id).
@@ -127,6 +129,8 @@ class RaykdClient(ServiceConnection):
             body["name"] = name
         if job_id is not None:
             body["job_id"] = job_id
+        if max_run_s is not None:
+            body["max_run_s"] = max_run_s
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         response = self._request("POST", f"{API}/jobs", json=body, headers=headers)
         return JobPublic.model_validate(response.json())

@@ -283,7 +283,7 @@ def test_queued_jobs_can_be_reprioritised_and_cancelled(paused: Server) -> None:
     a = post(paused, {"spec": small_spec(), "priority": 0}).json()
     b = post(paused, {"spec": small_spec(), "priority": 0}).json()
     url = f"{paused.url}/api/v1/jobs"
-    raised = httpx.patch(f"{url}/{b['id']}", json={"priority": 50}, headers=auth(ALICE)).json()
+    raised = httpx.patch(f"{url}/{b['id']}", json={"priority": 9}, headers=auth(ALICE)).json()
     a_now = httpx.get(f"{url}/{a['id']}", headers=auth(ALICE)).json()
     assert raised["queue_position"] < a_now["queue_position"]
     listed = {j["id"]: j["queue_position"] for j in httpx.get(
@@ -587,7 +587,7 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("guarded")
     server = Server(tmp, "guarded", token=ADMIN, users=json.dumps({"alice": ALICE, "bob": BOB}),
                     storage=tmp / "storage", paused="true", ray_address=f"http://127.0.0.1:{free_port()}",
-                    auth_failures_per_minute=3, sessions_per_user=2, session_max_s=4)
+                    auth_failures_per_minute=3, sessions_per_user=2, session_max_s=4, max_jobs_per_user=5)
     yield server
     server.stop()
 
@@ -636,3 +636,64 @@ def test_the_session_cap_is_per_user_and_sessions_have_an_absolute_lifetime(guar
     assert time.monotonic() - started >= 3.5
     for c in (bob, *alice):
         c.close()
+
+
+def test_per_user_limits_priority_cap_and_deadlines(guarded: Server) -> None:
+    """Issue 19, item 7: a plain user got 201 for 1,024 workers, 1,000 epochs and priority 100."""
+    too_much: list[tuple[dict[str, Any], str]] = [
+        ({"scaling": {"num_workers": 9}}, "RAYKD_MAX_WORKERS"),
+        ({"scaling": {"cpus_per_worker": 17}}, "RAYKD_MAX_CPUS_PER_WORKER"),
+        ({"scaling": {"num_workers": 5, "use_gpu": True}}, "RAYKD_MAX_GPUS"),
+        ({"train": {"epochs": 201}}, "RAYKD_MAX_EPOCHS"),
+        ({"teacher_train": {"epochs": 1000}}, "RAYKD_MAX_EPOCHS"),
+        ({"teachers": [{"model": {"name": "mlp", "hidden": [8]}, "seed": i} for i in range(17)]},
+         "RAYKD_MAX_TEACHERS"),
+        ({"student": {"model": {"name": "mlp", "hidden": [65536]}}}, "RAYKD_MAX_HIDDEN_UNITS"),
+        ({"student": {"model": {"name": "mlp", "hidden": [8] * 9}}}, "RAYKD_MAX_HIDDEN_LAYERS"),
+        ({"sweep": {"searcher": "random", "num_samples": 101, "temperature": {"low": 1, "high": 8}}},
+         "RAYKD_MAX_TRIALS"),
+        ({"sweep": {"method": ["kd", "wkd"], "temperature": {"values": list(range(1, 52))}}}, "RAYKD_MAX_TRIALS"),
+    ]
+    for overrides, setting in too_much:
+        r = post(guarded, {"spec": small_spec(**overrides)})
+        assert r.status_code == 422 and setting in r.json()["detail"], (overrides, r.text)
+    high = post(guarded, {"spec": small_spec(), "priority": 100})
+    assert high.status_code == 422 and "RAYKD_MAX_USER_PRIORITY" in high.json()["detail"]
+    ok = post(guarded, {"spec": small_spec(scaling={"num_workers": 2}), "priority": 10}).json()
+    assert ok["state"] == "queued" and ok["max_run_s"] == 24 * 3600  # Ray unreachable: accepted
+    url = f"{guarded.url}/api/v1/jobs/{ok['id']}"
+    assert httpx.patch(url, json={"priority": 50}, headers=auth(ALICE)).status_code == 422
+    assert httpx.patch(url, json={"priority": 50}, headers=auth(ADMIN)).json()["priority"] == 50
+    admins = post(guarded, {"spec": small_spec(train={"epochs": 500}), "priority": 100, "max_run_s": 60}, token=ADMIN)
+    assert admins.status_code == 201 and admins.json()["max_run_s"] == 60  # the admin is not held to these
+    capped = post(guarded, {"spec": small_spec(), "max_run_s": 8 * 24 * 3600}, token=ADMIN)
+    assert capped.status_code == 422 and "RAYKD_MAX_RUN_S_CAP" in capped.json()["detail"]
+    states = httpx.get(f"{guarded.url}/openapi.json", headers=auth(ADMIN)).json()
+    assert "timed_out" in json.dumps(states["components"]["schemas"]["JobPublic"])
+
+
+def test_a_user_may_have_only_so_many_unfinished_jobs(guarded: Server) -> None:
+    made = [post(guarded, {"spec": small_spec()}, token=BOB, **{"Idempotency-Key": f"bob-{i}"}) for i in range(5)]
+    assert [r.status_code for r in made] == [201] * 5
+    sixth = post(guarded, {"spec": small_spec()}, token=BOB)
+    assert sixth.status_code == 422 and "RAYKD_MAX_JOBS_PER_USER" in sixth.json()["detail"]
+    again = post(guarded, {"spec": small_spec()}, token=BOB, **{"Idempotency-Key": "bob-0"})
+    assert again.status_code == 200  # a retry of a job already made is not a new job
+    httpx.post(f"{guarded.url}/api/v1/jobs/{made[0].json()['id']}/cancel", headers=auth(BOB))
+    assert post(guarded, {"spec": small_spec()}, token=BOB).status_code == 201
+
+
+def test_a_job_the_cluster_can_never_place_is_refused(paused: Server) -> None:
+    """Issue 19, item 7: such a job held the only running slot forever. The head has 1 CPU, no GPU."""
+    deadline = time.monotonic() + 60  # until the head's node has registered with its GCS
+    while (r := post(paused, {"spec": small_spec(scaling={"num_workers": 2})})).status_code == 201:
+        httpx.post(f"{paused.url}/api/v1/jobs/{r.json()['id']}/cancel", headers=auth(ALICE))
+        assert time.monotonic() < deadline, "the service never learnt the cluster's resources"
+        time.sleep(0.5)
+    for overrides, says in [({"num_workers": 2}, "the cluster has 1 CPUs"),
+                            ({"cpus_per_worker": 1.5}, "its largest node has 1 CPUs"),
+                            ({"use_gpu": True}, "the cluster has 0 GPUs")]:
+        r = post(paused, {"spec": small_spec(scaling=overrides)})
+        assert r.status_code == 422 and "can never place" in r.json()["detail"], r.text
+        assert says in r.json()["detail"], r.text
+    assert post(paused, {"spec": small_spec(scaling={"num_workers": 1})}).status_code == 201

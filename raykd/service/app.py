@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse
 from pydantic import SecretStr
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from raykd.service.capacity import ClusterView
 from raykd.service.deps import CurrentUser
 from raykd.service.ray_jobs import OwnedHead, RayJobs, owned_head_token
 from raykd.service.retention import Retention
@@ -48,6 +49,7 @@ class ServiceState:
     ray: RayJobs
     scheduler: Scheduler
     head: OwnedHead | None = None
+    cluster: ClusterView | None = None  # the cluster's resources, for refusing what never fits
 
 
 class BodyLimit:
@@ -178,7 +180,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = Store(settings.db_url())
         ray, head = _ray(settings)
         scheduler = Scheduler(settings, store, ray)
-        app.state.raykd = ServiceState(settings=settings, store=store, ray=ray, scheduler=scheduler, head=head)
+        cluster = ClusterView(ray.address, getattr(ray, "_headers", None), settings.cluster_view_ttl_s)
+        app.state.raykd = ServiceState(settings=settings, store=store, ray=ray, scheduler=scheduler, head=head,
+                                       cluster=cluster)
         scheduler.start()
         retention = Retention(settings, store, ray, scheduler.lock)
         retention.start()

@@ -12,8 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from raykd.spec import JobSpec
 
-JobState = Literal["queued", "pending", "running", "succeeded", "failed", "cancelled"]
-FINAL_STATES: tuple[str, ...] = ("succeeded", "failed", "cancelled")
+JobState = Literal["queued", "submitting", "pending", "running", "succeeded", "failed", "cancelled",
+                   "timed_out"]
+STATES: tuple[str, ...] = ("queued", "submitting", "pending", "running", "succeeded", "failed",
+                           "cancelled", "timed_out")
+FINAL_STATES: tuple[str, ...] = ("succeeded", "failed", "cancelled", "timed_out")
 LABEL = r"^[A-Za-z0-9_.-]{1,64}$"
 
 
@@ -30,6 +33,10 @@ class JobCreate(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict, max_length=16,
                                    description="Free key/value labels to filter by (keys and values "
                                                "1-64 of letters, digits, . _ -).")
+    max_run_s: float | None = Field(default=None, gt=0, le=10**9, description=(
+        "The job's deadline in seconds of running on Ray: past it the job is stopped and "
+        "ends timed_out. Default: the service's RAYKD_DEFAULT_MAX_RUN_S; at most "
+        "RAYKD_MAX_RUN_S_CAP."))
     job_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$",
                                description="Client-chosen id: submitting it again returns the same "
                                            "job (like an Idempotency-Key).")
@@ -50,9 +57,13 @@ class JobPublic(BaseModel):
     name: str = Field(description="Display name.")
     kind: Literal["run", "sweep"] = Field(description="A distillation run or a sweep.")
     owner: str = Field(description="The user whose token submitted it.")
-    state: JobState = Field(description="queued (waiting for a slot), pending (submitted to Ray, "
-                                        "not started), running, succeeded, failed or cancelled.")
+    state: JobState = Field(description="queued (waiting for a slot), submitting (being handed to "
+                                        "Ray), pending (submitted to Ray, not started), running, "
+                                        "succeeded, failed, cancelled or timed_out (stopped at its "
+                                        "max_run_s).")
     priority: int = Field(description="Queue priority (higher first).")
+    max_run_s: float | None = Field(default=None, description="The job's deadline: seconds it may run "
+                                                              "on Ray before it is stopped (timed_out).")
     labels: dict[str, str] = Field(description="The job's labels.")
     queue_position: int | None = Field(default=None, description="1 = next to start; None unless queued.")
     stage: str | None = Field(default=None, description="The stage running now, or where it stopped.")

@@ -62,6 +62,32 @@ class Settings(BaseSettings):
         "faster: measured with 50 clients on 2 cores, 4-8 threads served ~40% more requests "
         "than 40 (the GIL is shared by all of them)."))
     poll_s: float = Field(default=0.5, gt=0, le=60, description="Scheduler/follower period.")
+    # per-user limits (the admin is held only to what the cluster can place and to max_run_s_cap)
+    max_jobs_per_user: int = Field(default=20, ge=1, le=100_000, description=(
+        "Jobs one user may have queued or running at once; more is a 422."))
+    max_workers: int = Field(default=8, ge=1, le=1024, description="Largest scaling.num_workers a user may ask for.")
+    max_cpus_per_worker: float = Field(default=16.0, gt=0, le=256, description=(
+        "Largest scaling.cpus_per_worker a user may ask for."))
+    max_gpus: int = Field(default=4, ge=0, le=1024, description=(
+        "GPUs one user's job may hold (scaling.use_gpu: true holds one per worker; 0: no GPU jobs)."))
+    max_trials: int = Field(default=100, ge=1, le=100_000, description="Largest sweep.num_samples a user may ask for.")
+    max_epochs: int = Field(default=200, ge=1, le=1000, description=(
+        "Largest train.epochs and teacher_train.epochs a user may ask for."))
+    max_teachers: int = Field(default=16, ge=1, le=64, description="Most teachers in one user's job.")
+    max_hidden_units: int = Field(default=8192, ge=1, le=65536, description=(
+        "Largest hidden layer width (mlp hidden, cnn width) a user's model may have."))
+    max_hidden_layers: int = Field(default=8, ge=1, le=16, description="Most hidden layers of a user's mlp.")
+    max_user_priority: int = Field(default=10, ge=-100, le=100, description=(
+        "Highest priority a user may give (submit or PATCH); only the admin may set more."))
+    default_max_run_s: float = Field(default=24 * 3600.0, gt=0, description=(
+        "A job's deadline when it names none: past it on Ray, the job is stopped (timed_out)."))
+    max_run_s_cap: float = Field(default=7 * 24 * 3600.0, gt=0, description=(
+        "Largest max_run_s a job may ask for."))
+    check_cluster_fit: bool = Field(default=True, description=(
+        "Refuse at submission a job the Ray cluster can never place (more CPUs or GPUs than it "
+        "has). Turn off for an autoscaling cluster that grows on demand."))
+    cluster_view_ttl_s: float = Field(default=30.0, gt=0, le=3600, description=(
+        "How long the service trusts its view of the cluster's resources before asking Ray again."))
     auth_failures_per_minute: int = Field(default=10, ge=1, le=1_000_000, description=(
         "Failed logins and wrong bearer tokens one client address may send per minute; past "
         "it, that address is answered 429 (with Retry-After) until a minute has passed."))

@@ -21,12 +21,13 @@ from typing import Annotated
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from raykd.events import TERMINAL
 from raykd.service.audit import Audit
-from raykd.service.deps import CurrentUser, OwnedJob, State
-from raykd.service.policy import PolicyError, admit
+from raykd.service.deps import CurrentUser, OwnedJob, State, User
+from raykd.service.policy import PolicyError, admit, check_fit, check_limits, check_priority, deadline
 from raykd.service.ray_jobs import RayUnavailable
 from raykd.service.scheduler import spec_file, submission_ids
 from raykd.service.schemas import (
@@ -41,6 +42,7 @@ from raykd.service.schemas import (
     MetricPoint,
 )
 from raykd.service.store import JobRow
+from raykd.spec import JobSpec
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
 ARTIFACT_SUFFIXES = (".json", ".jsonl", ".csv", ".png", ".safetensors", ".md", ".log")
@@ -65,7 +67,7 @@ def public_many(state: State, rows: list[JobRow]) -> list[JobPublic]:
 def _public(row: JobRow, *, full: bool, labels: dict[str, str], position: int | None) -> JobPublic:
     return JobPublic(
         id=row.id, name=row.name, kind=row.kind, owner=row.owner, state=row.state,  # type: ignore[arg-type]
-        priority=row.priority, labels=labels, queue_position=position,
+        priority=row.priority, max_run_s=row.max_run_s, labels=labels, queue_position=position,
         stage=row.stage, progress=row.progress, latest_metrics=row.latest_metrics or {}, error=row.error,
         note=row.note, attempts=row.attempts, created_at=row.created_at, started_at=row.started_at,
         finished_at=row.finished_at, spec=row.spec if full else None, result=row.result if full else None,
@@ -119,6 +121,7 @@ def submit(body: JobCreate, user: CurrentUser, state: State, response: Response,
             raise HTTPException(422, f"labels.{k[:64]}: keys and values are 1-64 of letters, digits, . _ -")
     try:
         spec = admit(body.spec, state.settings)
+        max_run_s = _within_limits(state, user, body, spec)
     except PolicyError as err:
         raise HTTPException(422, str(err)) from None
     if body.job_id is not None:
@@ -128,6 +131,10 @@ def submit(body: JobCreate, user: CurrentUser, state: State, response: Response,
     if existing is not None:
         response.status_code = 200
         return public(state, existing, full=True)
+    if not user.admin and _unfinished(state, user.name) >= state.settings.max_jobs_per_user:
+        raise HTTPException(422, f"you have {state.settings.max_jobs_per_user} jobs queued or running, "
+                                 "this service's limit per user (RAYKD_MAX_JOBS_PER_USER): wait "
+                                 "for one to finish, or cancel one")
     name = body.name or spec.name
     job_id = body.job_id or _new_id(name)
     if body.job_id and (state.settings.storage / job_id).exists():
@@ -135,7 +142,7 @@ def submit(body: JobCreate, user: CurrentUser, state: State, response: Response,
     row = JobRow(id=job_id, name=name, kind="sweep" if spec.sweep else "run",
                  owner=user.name, state="queued", priority=body.priority,
                  spec=json.loads(spec.model_dump_json()), idempotency_key=idempotency_key,
-                 request_hash=digest, created_at=time.time(), latest_metrics={}, attempts=0,
+                 request_hash=digest, max_run_s=max_run_s, created_at=time.time(), latest_metrics={}, attempts=0,
                  progress=0.0, last_seq=0, cancel_requested=False)
     try:
         state.store.add(row, body.labels)
@@ -147,6 +154,25 @@ def submit(body: JobCreate, user: CurrentUser, state: State, response: Response,
         return public(state, existing, full=True)
     audit("submit", row.id, name=name, priority=body.priority)
     return public(state, row, full=True)
+
+
+def _within_limits(state: State, user: User, body: JobCreate, spec: JobSpec) -> float:
+    """The job's deadline, once the spec is within the user's limits and the cluster; else
+    LimitError (a 422 naming the limit). The admin is held only to the cluster and the cap."""
+    if not user.admin:
+        check_limits(spec, state.settings)
+    check_priority(body.priority, user.admin, state.settings)
+    max_run_s = deadline(body.max_run_s, state.settings)
+    if state.settings.check_cluster_fit and getattr(state, "cluster", None) is not None:
+        check_fit(spec, state.cluster.get())
+    return max_run_s
+
+
+def _unfinished(state: State, owner: str) -> int:
+    """How many of ``owner``'s jobs are not final (queued, submitting, pending, running)."""
+    with state.store.sessions() as s:
+        return int(s.scalar(select(func.count()).select_from(JobRow).where(
+            JobRow.owner == owner, JobRow.state.not_in(FINAL_STATES))) or 0)
 
 
 def _ok_label(text: str) -> bool:
@@ -194,8 +220,8 @@ def _unavailable(job_id: str) -> HTTPException:
 @router.get("", response_model=JobPage, summary="List jobs (filter, sort, cursor pages)")
 def list_jobs(user: CurrentUser, state: State,
               status: Annotated[str | None, Query(
-                  alias="state", description="Only jobs in this state: queued, pending, running, "
-                  "succeeded, failed or cancelled.")] = None,
+                  alias="state", description="Only jobs in this state: queued, submitting, pending, "
+                  "running, succeeded, failed, cancelled or timed_out.")] = None,
               name: Annotated[str | None, Query(
                   max_length=64, description="Only jobs with exactly this display name.")] = None,
               label: Annotated[list[str] | None, Query(
@@ -231,7 +257,11 @@ def get_job(row: OwnedJob, state: State) -> JobPublic:
 
 
 @router.patch("/{job_id}", response_model=JobPublic, summary="Re-prioritise a queued job")
-def patch_job(body: JobPatch, row: OwnedJob, state: State, audit: Audit) -> JobPublic:
+def patch_job(body: JobPatch, row: OwnedJob, state: State, user: CurrentUser, audit: Audit) -> JobPublic:
+    try:
+        check_priority(body.priority, user.admin, state.settings)
+    except PolicyError as err:
+        raise HTTPException(422, str(err)) from None
     with state.scheduler.lock:  # the scheduler does not submit it meanwhile
         row = _current(state, row)
         if row.state != "queued":

@@ -31,7 +31,7 @@ from raykd.service.deps import (
     visible_job,
 )
 from raykd.service.routes.jobs import public
-from raykd.service.schemas import FINAL_STATES, JobPublic
+from raykd.service.schemas import FINAL_STATES, STATES, JobPublic
 from raykd.service.store import JobRow
 from raykd.service.web.sessions import COOKIE, CSRF_HEADER, Session, request_session, sessions_of
 from raykd.service.web.views import (
@@ -45,7 +45,6 @@ from raykd.service.web.views import (
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
 PUBLIC_STATIC = ("login.css",)
-STATES = ("queued", "pending", "running", "succeeded", "failed", "cancelled")
 LIST_LIMIT = 200
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "
