@@ -93,3 +93,35 @@ def test_ray_job_submit_runs_raykd(ray_head: tuple[str, dict[str, str]], tmp_pat
                              env=anonymous, capture_output=True, text=True)
     assert refused.returncode != 0, refused.stdout
     assert "raykd-test-1" not in refused.stdout
+
+
+def test_drivers_run_with_the_services_interpreter_and_a_missing_command_says_so(
+        ray_head: tuple[str, dict[str, str]], tmp_path: Path) -> None:
+    """Issue 19 item 15: a head whose shell does not find `raykd` (a venv that is not activated).
+
+    The owned head's drivers run as `<the service's python> -m raykd run ...`; with a plain
+    `raykd` the job fails, and the reason reported is the shell's line, not Ray's own.
+    """
+    from types import SimpleNamespace
+
+    from raykd.service.ray_jobs import RAY_TERMINAL, RayJobs
+    from raykd.service.scheduler import Scheduler
+
+    address, env = ray_head
+    token = Path(env["RAY_AUTH_TOKEN_PATH"]).read_text().strip()
+    spec = tmp_path / "bad.json"
+    spec.write_text(json.dumps({"name": "x"}))  # not a valid spec: the driver says so and exits
+    bare = {"PATH": "/usr/bin:/bin"}  # what a shell without the activated venv finds
+    ours = RayJobs(address, token=token, driver_command=f"{sys.executable} -m raykd", timeout_s=60)
+    plain = RayJobs(address, token=token, timeout_s=60)
+    ours.submit(submission_id="venv-python", spec_path=spec, job_id="venv-python", env=bare, owner="alice")
+    plain.submit(submission_id="venv-plain", spec_path=spec, job_id="venv-plain", env=bare)
+    deadline = time.monotonic() + 120
+    while not {ours.status("venv-python"), ours.status("venv-plain")} <= RAY_TERMINAL:
+        assert time.monotonic() < deadline, "the drivers did not end within 120 s"
+        time.sleep(0.5)
+    log = ours.logs("venv-python")
+    assert "not found" not in log and "error:" in log, log[-2000:]  # raykd ran, and refused the spec
+    assert ours.info("venv-python").metadata == {"raykd_job_id": "venv-python", "raykd_owner": "alice"}
+    why = Scheduler._driver_error(SimpleNamespace(ray=plain), "venv-plain")  # type: ignore[arg-type]
+    assert "raykd: not found" in why and "Running entrypoint" not in why, why

@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import shlex
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -133,15 +135,20 @@ def _ray(settings: Settings) -> tuple[RayJobs, OwnedHead | None]:
     with every job still running on it, instead of starting a second one.
     """
     token = settings.ray_token.get_secret_value() if settings.ray_token else None
+    inflight = max(2, settings.threads // 2)  # Ray calls never take every API thread
     if settings.ray_address:
-        return RayJobs(settings.ray_address, token=token), None
+        return RayJobs(settings.ray_address, token=token, driver_command=settings.driver_command,
+                       timeout_s=settings.ray_timeout_s, max_inflight=inflight), None
+    # the own head's shell may not find `raykd` (a venv that is not activated): this interpreter
+    own = f"{shlex.quote(sys.executable)} -m raykd"
     service_dir = settings.storage / ".service"
     token_path = service_dir / "ray_token"
     token = owned_head_token(token_path, token)
     head = OwnedHead.attach(service_dir, token)
     if head is not None:
         log.info("raykd serve: reattached to its Ray head at %s (pid %d)", head.address, head.pid)
-        return RayJobs(head.address, token=token), head
+        return RayJobs(head.address, token=token, driver_command=own, timeout_s=settings.ray_timeout_s,
+                       max_inflight=inflight), head
     head = OwnedHead.start(num_cpus=settings.ray_num_cpus, token_path=token_path,
                            temp_dir=Path(tempfile.mkdtemp(prefix="raykd-ray-")))
     try:
@@ -150,7 +157,8 @@ def _ray(settings: Settings) -> tuple[RayJobs, OwnedHead | None]:
         head.stop()
         raise
     head.save()
-    return RayJobs(head.address, token=token), head
+    return RayJobs(head.address, token=token, driver_command=own, timeout_s=settings.ray_timeout_s,
+                   max_inflight=inflight), head
 
 
 STOPPED_WITH_SERVICE = ("stopped with the service: a clean stop of `raykd serve` stops its own "

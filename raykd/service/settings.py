@@ -100,6 +100,16 @@ class Settings(BaseSettings):
     retention_days: float | None = Field(default=None, gt=0, le=36500, description=(
         "Delete finished jobs (their records, events and directories) this many days after they "
         "finished; each deletion is in the audit log. Unset: keep every job."))
+    ray_timeout_s: float = Field(default=20.0, gt=0, le=300, description=(
+        "Deadline of every request to Ray's job API: a Ray that does not answer within it "
+        "counts as unreachable (the API answers 503 for what needs Ray; nothing else waits)."))
+    driver_command: str = Field(default="raykd", min_length=1, description=(
+        "The command that runs `run SPEC --job-id ID` on an external Ray cluster (e.g. "
+        "`/opt/venv/bin/python -m raykd`). The service's own head always runs drivers with "
+        "the service's interpreter (`<python> -m raykd`)."))
+    lease_s: float = Field(default=15.0, gt=0, le=3600, description=(
+        "The scheduler's lease on the database: one service schedules and follows jobs; "
+        "another on the same database serves the API and takes over once the lease expires."))
     allow_fault_injection: bool = Field(default=False, description=(
         "Accept specs with `faults:` (fault injection, for reliability tests only) and "
         "let their drivers fire them. Off: such a spec is refused with a 422."))

@@ -32,8 +32,10 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    update,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, defer, mapped_column, sessionmaker
 
 POOL_SIZE = 40  # >= the API's worker threads (RAYKD_THREADS, default 8) plus the scheduler
@@ -292,8 +294,10 @@ class Store:
         if not events:
             return
         with self.session() as s:
+            seqs = [e.seq for e in events]  # a range, not an IN list: 50,000 new events are one query
             have = set(s.scalars(select(EventRow.seq).where(EventRow.job_id == job_id,
-                                                            EventRow.seq.in_([e.seq for e in events]))))
+                                                            EventRow.seq >= min(seqs),
+                                                            EventRow.seq <= max(seqs))))
             s.add_all(EventRow(job_id=job_id, seq=e.seq, type=e.type, body=e.model_dump_json())
                       for e in events if e.seq not in have)
 
@@ -305,6 +309,44 @@ class Store:
             q = q.where(EventRow.type.in_(types))
         with self.sessions() as s:
             return [(r[0], r[1], r[2]) for r in s.execute(q.order_by(EventRow.seq))]
+
+    def failed_since(self, since: float) -> list[JobRow]:
+        """Jobs recorded ``failed`` at or after ``since`` (the follower watches them for late events)."""
+        with self.sessions() as s:
+            return list(s.scalars(select(JobRow).options(defer(JobRow.spec), defer(JobRow.result))
+                                  .where(JobRow.state == "failed", JobRow.finished_at >= since)))
+
+    def take_lease(self, name: str, holder: str, ttl_s: float, *, steal_from: str | None = None) -> bool:
+        """Take or renew the lease ``name`` for ``holder`` until now + ``ttl_s``; False if another holds it.
+
+        Atomic on SQLite and PostgreSQL alike: one conditional UPDATE (ours, expired, or the
+        dead ``steal_from``), else one INSERT that fails when a row exists.
+        """
+        now = time.time()
+        mine = [LeaseRow.holder == holder, LeaseRow.expires_at < now]
+        if steal_from is not None:
+            mine.append(LeaseRow.holder == steal_from)
+        with self.session() as s:
+            done = s.execute(update(LeaseRow).where(LeaseRow.name == name, or_(*mine))
+                             .values(holder=holder, expires_at=now + ttl_s))
+            if done.rowcount == 1:  # type: ignore[attr-defined]
+                return True
+        try:
+            with self.session() as s:
+                s.add(LeaseRow(name=name, holder=holder, expires_at=now + ttl_s))
+            return True
+        except IntegrityError:
+            return False
+
+    def lease(self, name: str) -> LeaseRow | None:
+        with self.sessions() as s:
+            return s.get(LeaseRow, name)
+
+    def release_lease(self, name: str, holder: str) -> None:
+        """Give the lease up now (only if ``holder`` has it)."""
+        with self.session() as s:
+            s.execute(update(LeaseRow).where(LeaseRow.name == name, LeaseRow.holder == holder)
+                      .values(expires_at=0.0))
 
 
 def now() -> float:

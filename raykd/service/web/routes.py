@@ -30,7 +30,7 @@ from raykd.service.deps import (
     user_for_token,
     visible_job,
 )
-from raykd.service.routes.jobs import public
+from raykd.service.routes.jobs import public, public_many
 from raykd.service.schemas import FINAL_STATES, STATES, JobPublic
 from raykd.service.store import JobRow
 from raykd.service.web.sessions import COOKIE, CSRF_HEADER, Session, request_session, sessions_of
@@ -200,7 +200,7 @@ def _rows(state: Any, session: Session, status: str | None,
     owner = None if session.user.admin else session.user.name
     rows, _ = state.store.page(owner=owner, state=status, name=None, labels={}, limit=limit,
                                cursor=None, ascending=False)
-    return [public(state, r) for r in rows]
+    return public_many(state, rows)  # one query for the labels, one for the queue: not per row
 
 
 def _full(state: Any, session: Session, job_id: str) -> tuple[JobPublic, dict[str, Any] | None]:

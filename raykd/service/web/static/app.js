@@ -8,7 +8,7 @@ const RK = (() => {
   const COLORS = ["#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#6a3d9a", "#444444"];
   const EVENT_TYPES = ["job_started", "stage_started", "stage_finished", "teacher_ready", "epoch",
     "student_restarted", "student_finished", "trial", "message", "job_finished", "job_failed"];
-  const FINAL = ["succeeded", "failed", "cancelled"];
+  const FINAL = ["succeeded", "failed", "cancelled", "timed_out"];
 
   async function api(method, url, body) {
     const headers = { "X-Raykd-CSRF": csrf, Accept: "application/json" };
