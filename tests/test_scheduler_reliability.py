@@ -352,7 +352,7 @@ def _timed(call: Any) -> tuple[float, httpx.Response]:
 
 def test_a_hung_ray_freezes_neither_the_api_nor_the_queue(hung_ray: str, tmp_path: Path) -> None:
     server = Server(tmp_path, "hung", token=TOKEN, storage=tmp_path / "storage", ray_address=hung_ray,
-                    ray_timeout_s=3, max_running=1, poll_s=0.2)
+                    ray_timeout_s=8, max_running=1, poll_s=0.2)
     auth = {"Authorization": f"Bearer {TOKEN}"}
     url = f"{server.url}/api/v1/jobs"
     try:
@@ -369,6 +369,10 @@ def test_a_hung_ray_freezes_neither_the_api_nor_the_queue(hung_ray: str, tmp_pat
             httpx.post(f"{url}/first/cancel", headers=auth, timeout=60))) for p in range(8)]
         for t in threads:
             t.start()
+        deadline = time.monotonic() + 10  # the ones beyond what may wait on Ray answer 503 at once
+        while len(hanging) < 4 and time.monotonic() < deadline:
+            threading.Event().wait(0.05)
+        assert 4 <= len(hanging) < 8, "some requests should still be waiting on Ray"
         took, r = _timed(lambda: httpx.post(f"{url}/second/cancel", headers=auth, timeout=30))
         assert r.status_code == 200 and r.json()["state"] == "cancelled" and took < 2, (took, r.text)
         took, r = _timed(lambda: httpx.get(f"{server.url}/healthz", timeout=30))
@@ -377,6 +381,7 @@ def test_a_hung_ray_freezes_neither_the_api_nor_the_queue(hung_ray: str, tmp_pat
         assert r.status_code == 200 and took < 2, took
         took, r = _timed(lambda: httpx.get(f"{server.url}/readyz", headers=auth, timeout=30))
         assert r.status_code == 503 and r.json() == {"database": True, "ray": False} and took <= 2, took
+        assert len(hanging) < 8, "the checks above ran while requests waited on Ray"
         for t in threads:
             t.join(30)
         assert len(hanging) == 8 and {r.status_code for r in hanging} == {503}, [r.text for r in hanging]

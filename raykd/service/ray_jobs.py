@@ -354,7 +354,7 @@ class RayJobs:
         if time.monotonic() < self._quiet_until:
             raise RayUnavailable(f"Ray at {self.address} did not answer within {self.timeout_s:g} s "
                                  f"a moment ago; the {what} request was not sent (try again shortly)")
-        if not self._slots.acquire(timeout=1.0):
+        if not self._slots.acquire(timeout=0.25):  # a short wait: a waiting caller holds an API thread
             raise RayUnavailable(f"Ray at {self.address} is slow: requests to it are already waiting; "
                                  f"the {what} request was not sent (try again shortly)")
         try:
