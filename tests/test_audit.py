@@ -128,3 +128,17 @@ def test_the_audit_log_is_the_admins_paged_and_filtered(audited: Server) -> None
                          ({"limit": 0}, 422), ({"limit": 501}, 422), ({"actor": "a" * 65}, 422)):
         bad = audit_log(audited, **params)
         assert bad.status_code == code and "detail" in bad.json(), (params, bad.status_code, bad.text)
+
+
+def test_behind_a_tls_proxy_the_cookie_is_secure_and_the_audit_names_the_real_client(
+        audited: Server) -> None:
+    """A reverse proxy on this host (trusted by default) that ends TLS and forwards the client."""
+    forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.7"}
+    login = httpx.post(f"{audited.url}/login", data={"token": ALICE, "next": "/jobs"}, headers=forwarded)
+    assert login.status_code == 303
+    cookie = login.headers["set-cookie"].lower()
+    assert "secure" in cookie and "httponly" in cookie and "samesite=strict" in cookie
+    plain = httpx.post(f"{audited.url}/login", data={"token": ALICE, "next": "/jobs"})
+    assert "secure" not in plain.headers["set-cookie"].lower()  # plain http: a Secure cookie would be dropped
+    logins = audit_log(audited, action="login").json()["items"]
+    assert [e["client"] for e in logins[:2]] == ["127.0.0.1", "203.0.113.7"]
