@@ -104,7 +104,7 @@ def test_drivers_run_with_the_services_interpreter_and_a_missing_command_says_so
     """
     from types import SimpleNamespace
 
-    from raykd.service.ray_jobs import RAY_TERMINAL, RayJobs
+    from raykd.service.ray_jobs import RAY_TERMINAL, RayJobs, RayUnavailable
     from raykd.service.scheduler import Scheduler
 
     address, env = ray_head
@@ -114,14 +114,27 @@ def test_drivers_run_with_the_services_interpreter_and_a_missing_command_says_so
     bare = {"PATH": "/usr/bin:/bin"}  # what a shell without the activated venv finds
     ours = RayJobs(address, token=token, driver_command=f"{sys.executable} -m raykd", timeout_s=60)
     plain = RayJobs(address, token=token, timeout_s=60)
-    ours.submit(submission_id="venv-python", spec_path=spec, job_id="venv-python", env=bare, owner="alice")
-    plain.submit(submission_id="venv-plain", spec_path=spec, job_id="venv-plain", env=bare)
     deadline = time.monotonic() + 120
+    for jobs, sid, owner in ((ours, "venv-python", "alice"), (plain, "venv-plain", None)):
+        while True:  # a fresh head may have no job agent yet ("No available agent"): as the scheduler does
+            try:
+                jobs.submit(submission_id=sid, spec_path=spec, job_id=sid, env=bare, owner=owner)
+                break
+            except RayUnavailable:
+                assert time.monotonic() < deadline, "Ray took no submission within 120 s"
+                time.sleep(1)
     while not {ours.status("venv-python"), ours.status("venv-plain")} <= RAY_TERMINAL:
         assert time.monotonic() < deadline, "the drivers did not end within 120 s"
         time.sleep(0.5)
     log = ours.logs("venv-python")
     assert "not found" not in log and "error:" in log, log[-2000:]  # raykd ran, and refused the spec
     assert ours.info("venv-python").metadata == {"raykd_job_id": "venv-python", "raykd_owner": "alice"}
+
+    async def tailed() -> str:  # Ray's tail API (the service's /logs?follow=true): all of it, then the end
+        return "".join([chunk async for chunk in ours.tail("venv-python")])
+
+    import asyncio
+
+    assert asyncio.run(tailed()) == log
     why = Scheduler._driver_error(SimpleNamespace(ray=plain), "venv-plain")  # type: ignore[arg-type]
     assert "raykd: not found" in why and "Running entrypoint" not in why, why

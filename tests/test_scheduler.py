@@ -44,6 +44,7 @@ class FakeRay:
         self.states: dict[str, str] = {}  # submission id -> PENDING/RUNNING/SUCCEEDED/FAILED/STOPPED
         self.calls: list[tuple[Any, ...]] = []
         self.log_text: dict[str, str] = {}
+        self.log_chunks: dict[str, list[str]] = {}  # what tail() streams
         self.down = False  # every call raises RayUnavailable
         self.broken: set[str] = set()  # status() of these raises a plain bug
         self.submit_gate: threading.Event | None = None  # submit() waits on it when set
@@ -95,6 +96,12 @@ class FakeRay:
 
     def info(self, submission_id: str) -> Any:
         return None
+
+    async def tail(self, submission_id: str) -> Any:
+        self.calls.append(("tail", submission_id))
+        self._check()
+        for chunk in self.log_chunks.get(submission_id, []):
+            yield chunk
 
     def called(self, kind: str) -> list[tuple[Any, ...]]:
         return [c for c in self.calls if c[0] == kind]
@@ -423,3 +430,16 @@ def test_retry_clears_the_previous_attempts_results(app: Any) -> None:
     body = r.json()
     assert (body["state"], body["result"], body["progress"], body["stage"], body["latest_metrics"],
             body["started_at"], body["finished_at"]) == ("queued", None, 0.0, None, {}, None, None)
+
+
+# issue 19, item 10 ----------------------------------------------------------------------
+
+
+def test_following_a_log_streams_it_from_rays_tail_api_not_a_whole_fetch_per_second(app: Any) -> None:
+    client, ray, state = app
+    assert post_job(client, job_id="lg").status_code == 201
+    state.store.update("lg", state="succeeded", attempts=1, submission_id="lg")
+    ray.log_chunks["lg"] = ["a\n", "b\n", "c\n"]
+    r = client.get("/api/v1/jobs/lg/logs", params={"follow": "true", "offset": 2}, headers=HEADERS)
+    assert r.status_code == 200 and r.text == "b\nc\n"
+    assert ray.called("tail") == [("tail", "lg")] and len(ray.called("logs")) <= 1  # one last look

@@ -34,7 +34,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -478,6 +478,25 @@ class RayJobs:
                                  f"{str(err).splitlines()[0][:200]}") from err
         except Exception as err:  # noqa: BLE001 - unreachable (connection refused, timeout, ...)
             raise self._unavailable(err, "log") from err
+
+    async def tail(self, submission_id: str) -> AsyncIterator[str]:
+        """The driver's log through Ray's tail API (one websocket, not a request per poll).
+
+        Yields what the log holds so far, then each new piece as the driver writes it, and
+        ends when the job ends.
+
+        Raises:
+            RayUnavailable: Ray cannot be reached, or the stream broke before the job ended.
+        """
+        import asyncio
+
+        client = await asyncio.to_thread(self._call, "log", lambda c: c)
+        try:
+            async for chunk in client.tail_job_logs(submission_id):
+                yield str(chunk)
+        except Exception as err:  # noqa: BLE001 - unreachable, or the stream broke
+            raise RayUnavailable(f"Ray at {self.address} stopped streaming the log of "
+                                 f"{submission_id!r} ({type(err).__name__})") from err
 
 
 def _is_timeout(err: BaseException) -> bool:

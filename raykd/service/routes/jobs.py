@@ -426,7 +426,10 @@ async def logs(row: OwnedJob, state: State,
 
     async def stream() -> AsyncIterator[bytes]:
         pos = offset
-        while True:
+        async for data in _tailed(state, row, offset):  # Ray's tail API: each piece once
+            pos += len(data)
+            yield data
+        while True:  # the job ended (or Ray's stream broke): what is left, polled
             try:
                 data = await asyncio.to_thread(_log_bytes, state, row, pos, None)
             except RayUnavailable:
@@ -440,6 +443,26 @@ async def logs(row: OwnedJob, state: State,
             await asyncio.sleep(1.0)
 
     return StreamingResponse(stream(), media_type="text/plain; charset=utf-8")
+
+
+async def _tailed(state: State, row: JobRow, offset: int) -> AsyncIterator[bytes]:
+    """The driver log from byte ``offset`` as Ray streams it, until the job ends (see RayJobs.tail)."""
+    current: JobRow | None = row
+    while current is not None and current.submission_id is None and current.state not in FINAL_STATES:
+        await asyncio.sleep(1.0)  # not submitted yet
+        current = await asyncio.to_thread(state.store.get, row.id)
+    if current is None or current.submission_id is None:
+        return
+    skip = offset
+    try:
+        async for chunk in state.ray.tail(current.submission_id):
+            data = chunk.encode()
+            cut = min(skip, len(data))
+            skip -= cut
+            if data[cut:]:
+                yield data[cut:]
+    except RayUnavailable:
+        return
 
 
 def _log_bytes(state: State, row: JobRow, offset: int, tail: int | None) -> bytes:
