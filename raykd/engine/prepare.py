@@ -116,6 +116,7 @@ def load_data(job: Job) -> Dataset:
     """
     from raykd.engine.job_data import load_job_data
 
+    ensure_dir(job.job_dir, "the job directory")  # its preprocessing.json is written there
     data = load_job_data(job)
     check_same_data(job, data)
     return data
