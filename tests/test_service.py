@@ -47,6 +47,7 @@ def paused(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     roots.mkdir()
     server = Server(tmp, "paused", token=ADMIN, users=json.dumps({"alice": ALICE, "bob": BOB}),
                     storage=tmp / "storage", paused="true", ray_num_cpus=1, auth_failures_per_minute=1000,
+                    max_jobs_per_user=100_000,
                     data_roots=json.dumps([str(roots)]), max_body_bytes=200_000)
     yield server
     server.stop()
