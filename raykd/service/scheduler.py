@@ -481,7 +481,7 @@ class Scheduler:
         A job marked failed because Ray lost it (a head restart, a lost node) may still be
         running on a head the service no longer sees, and write ``job_finished`` later. Its
         file is checked (one ``stat``) each tick for a day after; new events are ingested
-        and, when this attempt's final event says otherwise, the record is corrected.
+        and, when this attempt's own ``job_finished`` arrives, the record is corrected (succeeded).
         """
         for row in self.store.failed_since(time.time() - WATCH_FAILED_S):
             try:
@@ -503,7 +503,7 @@ class Scheduler:
         state, error = tracker.state(None) if tracker.mine else ("running", None)
         if tracker.mine:
             fields.update(tracker.fields())
-        if state in ("succeeded", "cancelled") or (state == "failed" and error != row.error):
+        if state == "succeeded":  # a job_failed later keeps the service's reason (e.g. stopped with it)
             note = (f"corrected: recorded failed ({row.note or row.error}), but the job's own final event "
                     f"says {state}")
             self.store.update(row.id, state=state, error=error, note=note[:1000],
