@@ -72,15 +72,17 @@ POSTGRES_ENV = "RAYKD_TEST_POSTGRES_URL"
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A new, empty database for a service: a SQLite file, then one on PostgreSQL.
+def databases(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Makes new, empty databases for services: SQLite files, then (second param) PostgreSQL ones.
 
-    PostgreSQL: a database of its own (dropped after the module) on the server that
-    ``RAYKD_TEST_POSTGRES_URL`` names (``postgresql+psycopg://user:pw@host/db``, a role that
-    may create databases; ``.ci/run`` starts one). Skipped, saying so, where it is unset.
+    ``databases()`` is the URL of a database no one else uses (one per service: two
+    services on one database would follow each other's jobs). PostgreSQL: databases of
+    their own (dropped after the module) on the server that ``RAYKD_TEST_POSTGRES_URL``
+    names (``postgresql+psycopg://user:pw@host/db``, a role that may create databases;
+    ``.ci/run`` starts one). Skipped, saying so, where it is unset.
     """
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'raykd.db'}"
+        yield lambda: f"sqlite:///{tmp_path_factory.mktemp('db') / 'raykd.db'}"
         return
     base = os.environ.get(POSTGRES_ENV)
     if not base:
@@ -88,11 +90,22 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
-    name = f"raykd_test_{secrets.token_hex(6)}"
-    server = create_engine(base, isolation_level="AUTOCOMMIT")
+    server, made = create_engine(base, isolation_level="AUTOCOMMIT"), []
+
+    def make() -> str:
+        made.append(f"raykd_test_{secrets.token_hex(6)}")
+        with server.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{made[-1]}"'))
+        return str(make_url(base).set(database=made[-1]).render_as_string(hide_password=False))
+
+    yield make
     with server.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield make_url(base).set(database=name).render_as_string(hide_password=False)
-    with server.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        for name in made:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     server.dispose()
+
+
+@pytest.fixture(scope="module")
+def database_url(databases: Any) -> str:
+    """One new database (SQLite, then PostgreSQL: see ``databases``) for the module."""
+    return str(databases())

@@ -1,10 +1,11 @@
-"""The control plane for real: uvicorn on 127.0.0.1, a Ray head on loopback, a SQLite file.
+"""The control plane for real: uvicorn on 127.0.0.1, a Ray head on loopback, a real database.
 
 ``paused`` is a service that queues but never starts jobs (cheap: the auth and bad-input
 matrix, idempotency, concurrency, paging). ``live`` runs jobs on a real Ray head through
 Ray's Job Submission API: follow a job's SSE stream across a reconnect, download and load
 its student, a priority queue with a limit of one, cancel a running job, and kill and
-restart the service mid-job.
+restart the service mid-job. Both run once on a SQLite file and once on PostgreSQL
+(``databases``, one database each: where ``RAYKD_TEST_POSTGRES_URL`` names a server, as in CI).
 """
 
 from __future__ import annotations
@@ -41,13 +42,13 @@ def small_spec(**overrides: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def paused(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def paused(tmp_path_factory: pytest.TempPathFactory, databases: Any) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("paused")
     roots = tmp / "data"
     roots.mkdir()
     server = Server(tmp, "paused", token=ADMIN, users=json.dumps({"alice": ALICE, "bob": BOB}),
                     storage=tmp / "storage", paused="true", ray_num_cpus=1, auth_failures_per_minute=1000,
-                    max_jobs_per_user=100_000,
+                    max_jobs_per_user=100_000, database_url=databases(),
                     data_roots=json.dumps([str(roots)]), max_body_bytes=200_000)
     yield server
     server.stop()
@@ -302,11 +303,11 @@ def test_queued_jobs_can_be_reprioritised_and_cancelled(paused: Server) -> None:
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def live(tmp_path_factory: pytest.TempPathFactory, databases: Any) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("live")
     head = RayHead(tmp)
     server = Server(tmp, "live", token=ADMIN, storage=tmp / "storage", ray_address=head.address,
-                    max_running=1, poll_s=0.3)
+                    max_running=1, poll_s=0.3, database_url=databases())
     yield {"server": server, "head": head, "tmp": tmp}
     server.stop()
     head.stop()
