@@ -13,7 +13,6 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-
 MIN_TOKEN_CHARS = 32
 TOKEN_HINT = ("e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'")
 

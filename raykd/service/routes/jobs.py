@@ -27,7 +27,14 @@ from sqlalchemy.exc import IntegrityError
 from raykd.events import TERMINAL
 from raykd.service.audit import Audit
 from raykd.service.deps import CurrentUser, OwnedJob, State, User
-from raykd.service.policy import PolicyError, admit, check_fit, check_limits, check_priority, deadline
+from raykd.service.policy import (
+    PolicyError,
+    admit,
+    check_fit,
+    check_limits,
+    check_priority,
+    deadline,
+)
 from raykd.service.ray_jobs import RayUnavailable
 from raykd.service.scheduler import spec_file, submission_ids
 from raykd.service.schemas import (

@@ -141,10 +141,10 @@ async def login(request: Request) -> Response:
     address = client_address(request)
     wait = auth_limit(request).retry_after(address)
     if wait is not None:
-        response = render(request, "login.html", status_code=429, next=target,
-                          error=f"Too many failed logins from this address: try again in {wait} s.")
-        response.headers["Retry-After"] = str(wait)
-        return response
+        limited = render(request, "login.html", status_code=429, next=target,
+                         error=f"Too many failed logins from this address: try again in {wait} s.")
+        limited.headers["Retry-After"] = str(wait)
+        return limited
     user = user_for_token(request.app.state.raykd.settings, form.get("token", "").strip())
     if user is None:
         auth_limit(request).failed(address)
