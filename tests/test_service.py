@@ -352,7 +352,7 @@ def wait_stage(server: Server, job_id: str, stage: str, timeout: float = 240) ->
         job = httpx.get(f"{server.url}/api/v1/jobs/{job_id}", headers=auth(ADMIN), timeout=30).json()
         if job["state"] == "running" and job["stage"] == stage:
             return job
-        assert job["state"] in ("queued", "pending", "running"), job
+        assert job["state"] in ("queued", "submitting", "pending", "running"), job
         time.sleep(0.2)
     raise AssertionError(f"{job_id} never reached stage {stage}")
 

@@ -162,7 +162,7 @@ def wait_state(server: Server, job_id: str, states: tuple[str, ...]) -> dict[str
         job = api(server, f"/jobs/{job_id}")
         if job["state"] in states:
             return job
-        assert job["state"] in ("queued", "pending", "running"), job  # ended otherwise: say so
+        assert job["state"] in ("queued", "submitting", "pending", "running"), job  # ended otherwise: say so
         time.sleep(0.3)
     raise AssertionError(f"{job_id} never reached {states}: {job}")
 

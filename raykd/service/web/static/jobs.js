@@ -5,7 +5,7 @@
 
 (() => {
   const MAX_STREAMS = 5; // browsers allow ~6 connections per host over HTTP/1.1
-  const ACTIVE = ["queued", "pending", "running"];
+  const ACTIVE = ["queued", "submitting", "pending", "running"];
   const body = document.getElementById("job-rows");
   const table = document.getElementById("jobs");
   const filter = document.getElementById("state-filter");
