@@ -79,13 +79,15 @@ def describe_checkpoint(path: str | Path, *, class_names: Sequence[str] | None,
                         preprocessing: dict[str, Any] | None) -> Path:
     """Add (or replace) ``class_names`` and ``preprocessing`` in an existing checkpoint.
 
-    The weights and the other metadata stay as they are; the file is replaced atomically.
+    The weights and the other metadata stay as they are; the file is replaced atomically,
+    and left untouched when it already says exactly this (a resumed sweep's final student).
     """
     path = Path(path)
     meta, state = _read_file(path)
     _, _, classes = _read_meta(path, meta)
-    meta.update(_described(classes, class_names, preprocessing))
-    _write_atomically(state, meta, path)
+    described = {**meta, **_described(classes, class_names, preprocessing)}
+    if described != meta:
+        _write_atomically(state, described, path)
     return path
 
 
