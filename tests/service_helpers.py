@@ -120,8 +120,8 @@ class Server:
         self.proc.wait(timeout=30)
         self.log.close()
 
-    def stop(self) -> None:
-        stop_group(self.proc)
+    def stop(self, grace_s: float = 10) -> None:
+        stop_group(self.proc, grace_s)
         self.log.close()
 
 
@@ -138,11 +138,12 @@ def wait_http(url: str, *, timeout: float, proc: subprocess.Popen[bytes]) -> Non
     raise RuntimeError(f"{url} did not answer within {timeout} s")
 
 
-def stop_group(proc: subprocess.Popen[bytes]) -> None:
+def stop_group(proc: subprocess.Popen[bytes], grace_s: float = 10) -> None:
+    """SIGTERM to the process group; SIGKILL if it has not exited within ``grace_s``."""
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)

@@ -138,7 +138,9 @@ def test_a_clean_stop_stops_the_head_and_its_jobs_say_so(owned: Server) -> None:
     wait_state(owned, job["id"], ("running",))
     token_path = Path(owned.env["RAYKD_STORAGE"]) / ".service" / "ray_token"
     pid = head_record(owned)["pid"]
-    owned.stop()  # SIGTERM: uvicorn's shutdown runs the lifespan's end
+    # SIGTERM: uvicorn's shutdown runs the lifespan's end (given time enough on a loaded machine:
+    # a SIGKILL after the helper's default 10 s would skip it, leaving head.json behind)
+    owned.stop(grace_s=120)
     assert heads(token_path) == []  # the head and its processes are gone
     assert not (token_path.parent / "head.json").exists()
     owned.start()  # a new head; the job that was running says why it ended
