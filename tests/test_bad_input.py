@@ -221,8 +221,15 @@ def unreadable_data_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: 
         path.write_bytes(b"\xff\xfe\x00garbage")
         return path
     np.savez(path, x=np.ones((20, 3)), y=np.arange(20) % 2)
-    if os.geteuid() == 0:
-        deny_reading(monkeypatch, path, "open")
+    if os.geteuid() == 0:  # data files are opened with os.open (raykd.data.paths checks the opened file)
+        real_open = os.open
+
+        def denied_open(file: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+            if os.fspath(file) == str(path):
+                raise PermissionError(13, "Permission denied", str(path))
+            return real_open(file, flags, *args, **kwargs)
+
+        monkeypatch.setattr(os, "open", denied_open)
     else:
         path.chmod(0)
     return path

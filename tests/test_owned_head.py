@@ -148,3 +148,37 @@ def test_a_clean_stop_stops_the_head_and_its_jobs_say_so(owned: Server) -> None:
     stopped = httpx.get(f"{owned.url}/api/v1/jobs/{job['id']}", headers=auth(ADMIN), timeout=30).json()
     assert stopped["state"] == "failed" and "stopped with the service" in stopped["error"], stopped
     assert "retry resumes" in stopped["error"]
+
+
+def test_a_recorded_head_that_answers_only_errors_is_neither_adopted_nor_killed(tmp_path: Path) -> None:
+    """A head busy restarting its dashboard answers 5xx: that is no refusal of the token, and
+    stopping it would kill every job on it. The service refuses to start instead, saying so."""
+    import subprocess
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from raykd.service.ray_jobs import HEAD_FILE, OwnedHead
+
+    class Busy(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            self.send_error(503, "dashboard restarting")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Busy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    head = subprocess.Popen(["sleep", "300"], start_new_session=True)  # stands in for `ray start`
+    try:
+        (tmp_path / HEAD_FILE).write_text(json.dumps({
+            "pid": head.pid, "pgid": head.pid, "address": f"http://127.0.0.1:{server.server_port}",
+            "temp_dir": str(tmp_path / "ray"), "ports": {}}))
+        with pytest.raises(RuntimeError, match="alive but did not answer"):
+            OwnedHead.attach(tmp_path, "a-token", answer_timeout_s=2)
+        assert head.poll() is None  # still running: its jobs too
+        assert (tmp_path / HEAD_FILE).is_file()  # the record is kept for the next start
+    finally:
+        server.shutdown()
+        head.kill()
+        head.wait()
+

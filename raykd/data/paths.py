@@ -103,6 +103,8 @@ def _open_checked(path: str | os.PathLike[str], what: str, flags: int) -> int:
     """``os.open(path, flags)`` checked by :func:`refusal` (closed again when refused)."""
     try:
         fd = os.open(path, flags | OPEN_FLAGS)
+    except FileNotFoundError:
+        raise DataError(f"{what} {os.fspath(path)!r} does not exist") from None
     except OSError as err:
         raise DataError(f"{what} {os.fspath(path)!r} could not be opened ({err.strerror})") from None
     try:

@@ -162,12 +162,14 @@ class OwnedHead:
         write_private(self.service_dir / HEAD_FILE, json.dumps(record, indent=1))
 
     @classmethod
-    def attach(cls, service_dir: Path, token: str) -> OwnedHead | None:
+    def attach(cls, service_dir: Path, token: str, answer_timeout_s: float = 30.0) -> OwnedHead | None:
         """The head recorded in ``service_dir/head.json`` if it still runs and answers ``token``.
 
         None when there is no record or its process is gone (the record is removed). A live
         process of that record that refuses ``token`` (the token was changed) is stopped: its
-        jobs could never be followed again.
+        jobs could never be followed again. A live process that gives no such answer within
+        ``answer_timeout_s`` (errors of its own, or silence) is left running and the service
+        does not start (RuntimeError): killing it on a guess would kill every job on it.
         """
         path = service_dir / HEAD_FILE
         try:
@@ -183,15 +185,22 @@ class OwnedHead:
         if not _alive(pid) or (marker is not None and process_start_marker(pid) != marker):
             path.unlink(missing_ok=True)
             return None
-        if head.answers(token):
+        answer = head.answers(token, timeout_s=answer_timeout_s)
+        if answer is None:  # alive but silent (busy, restarting): never kill its jobs on a guess
+            raise RuntimeError(
+                f"the Ray head recorded in {path} (pid {pid}, {address}) is alive but did not answer "
+                f"within {answer_timeout_s:g} s; start the service again once it answers, or stop that head "
+                f"(kill {pid}) and remove {path} to start a new one")
+        if answer:
             return head
         log.warning("the Ray head recorded in %s (pid %d) does not accept the service's Ray "
                     "token; stopping it and starting a new one", path, pid)
         head.stop()
         return None
 
-    def answers(self, token: str, timeout_s: float = 30.0) -> bool:
-        """Whether the head's job API answers 200 to ``token`` within ``timeout_s``."""
+    def answers(self, token: str, timeout_s: float = 30.0) -> bool | None:
+        """Whether the head's job API accepts ``token``: True (200), False (401/403: refused),
+        None (no such answer within ``timeout_s``: unreachable, or only errors of its own)."""
         import urllib.error
         import urllib.request
 
@@ -202,11 +211,13 @@ class OwnedHead:
             try:
                 with urllib.request.urlopen(request, timeout=5) as response:
                     return bool(response.status == 200)
-            except urllib.error.HTTPError:
-                return False  # it answered, and refused
+            except urllib.error.HTTPError as err:
+                if err.code in (401, 403):
+                    return False  # it answered, and refused the token
+                time.sleep(0.5)  # an error of its own (5xx while its dashboard restarts): ask again
             except OSError:
                 time.sleep(0.5)  # restarting its dashboard, or busy
-        return False
+        return None if _alive(self.pid) else False
 
     def wait_ready(self, timeout_s: float = 90.0) -> None:
         import urllib.error

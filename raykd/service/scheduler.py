@@ -132,6 +132,7 @@ class Followed:
     attempts: int
     tracker: AttemptTracker
     offset: int  # bytes of events.jsonl read
+    created_at: float = 0.0  # the row's: a job deleted and submitted again under its id is another job
 
 
 @dataclass
@@ -373,7 +374,7 @@ class Scheduler:
         """Read the job's new events (from the last byte offset), store them, feed the tracker."""
         followed = self._followed.get(row.id)
         if (followed is None or followed.submission_id != row.submission_id
-                or followed.attempts != row.attempts):
+                or followed.attempts != row.attempts or followed.created_at != row.created_at):
             followed = self._rebuild(row)
         read = read_new_events(self.settings.storage / row.id / EVENTS_FILE, followed.offset)
         self.work["bytes_read"] += read.bytes_read
@@ -392,7 +393,7 @@ class Scheduler:
         self.work["rows_loaded"] += len(stored)
         for _, _, body in stored:
             tracker.feed(parse_event(body))
-        followed = Followed(row.submission_id, row.attempts, tracker, row.events_offset or 0)
+        followed = Followed(row.submission_id, row.attempts, tracker, row.events_offset or 0, row.created_at)
         self._followed[row.id] = followed
         return followed
 
@@ -543,7 +544,7 @@ def _dead_here(holder: str) -> bool:
     """Whether a lease ``holder`` (``host:pid:nonce``) is a process of this host that no longer runs."""
     host, _, rest = holder.partition(":")
     pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+    if host != socket.gethostname() or not (pid.isascii() and pid.isdigit()) or int(pid) == os.getpid():
         return False
     try:
         os.kill(int(pid), 0)

@@ -385,7 +385,7 @@ async def events(row: OwnedJob, state: State, request: Request,
 def _int(value: str | None) -> int:
     """The seq in a ``Last-Event-ID`` header; 400 unless a whole number 0..MAX_SEQ."""
     text = (value or "0").strip()
-    if not text.isdigit() or len(text) > 19 or int(text) > MAX_SEQ:
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) > MAX_SEQ:
         raise HTTPException(400, f"Last-Event-ID {text[:40]!r} is not an event seq (a whole number "
                                  f"from 0 to {MAX_SEQ})")
     return int(text)
