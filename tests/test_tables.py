@@ -237,3 +237,21 @@ def test_categorical_levels_do_not_follow_how_pandas_read_the_predict_file(tmp_p
         assert onehot.argmax(axis=1).tolist() == [0, 1, 2, code.levels.index(OTHER)]
         assert fallbacks.unseen == {} and fallbacks.missing == {"code": 1}
         assert predict_table(student, path).warnings == []
+
+
+def test_an_object_column_holding_floats_is_fitted_on_the_levels_it_is_encoded_with() -> None:
+    """A Parquet object column may hold Python floats beside text: fitting named them '1.0'
+    while encoding looked up '1', so every such training row silently became '(other)'."""
+    from raykd.data.tables import fit_table
+
+    values = pd.Series([1.0, 2.0, "x", 1.0, 2.0, "x"] * 5, dtype=object)
+    train = pd.DataFrame({"c": values, "label": [0, 1] * 15})
+    prep = fit_table(train, [("c", "categorical")], choice=ColumnChoice(), dropped=[],
+                     label_column="label", class_names=("0", "1"), rows={"train": 30},
+                     fitted_on="train", where="test")
+    column = prep.columns[0]
+    assert {"1", "2", "x"} <= set(column.levels), column.levels
+    inputs, fallbacks = prep.transform(train, "test")
+    other = column.levels.index(OTHER)
+    assert not inputs[:, other].any(), "training rows fell into (other)"
+    assert not fallbacks.unseen

@@ -24,7 +24,7 @@ from raykd.data.files import describe_error, shown_names
 from raykd.data.paths import open_data
 from raykd.data.splits import Dataset, Preprocessing, RawData, build_dataset, dataset_indices
 from raykd.data.table_columns import ColumnChoice, Kind, choose_columns, encode_labels
-from raykd.data.table_prep import MISSING, OTHER, ColumnPrep, TablePrep
+from raykd.data.table_prep import MISSING, OTHER, ColumnPrep, TablePrep, level_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -79,7 +79,7 @@ def _fit_column(values: pd.Series, name: str, kind: Kind, choice: ColumnChoice
             return None, f"constant in the training split (every value {median:g})"
         return ColumnPrep(name=name, kind="numeric", median=median, mean=float(filled.mean()),
                           std=std if std > 1e-12 else 1.0, missing_indicator=has_missing), ""
-    counts = present.astype(str).value_counts()
+    counts = present.map(level_text).value_counts()  # the levels transform will look up
     if len(counts) == 1 and not has_missing:
         return None, f"constant in the training split (every value {counts.index[0]!r})"
     if len(counts) > choice.max_levels and len(counts) > len(values) / 2:
@@ -124,7 +124,7 @@ def _kept_anyway(values: pd.Series, name: str, kind: Kind, choice: ColumnChoice)
     if kind == "numeric":
         median = float(np.median(values.dropna().to_numpy(dtype=np.float64)))
         return ColumnPrep(name=name, kind="numeric", median=median, mean=median, std=1.0)
-    counts = values.dropna().astype(str).value_counts()
+    counts = values.dropna().map(level_text).value_counts()
     kept = counts[counts >= choice.min_level_count].index[: choice.max_levels]
     return ColumnPrep(name=name, kind="categorical", levels=(*sorted(map(str, kept)), OTHER))
 
