@@ -443,3 +443,23 @@ def test_following_a_log_streams_it_from_rays_tail_api_not_a_whole_fetch_per_sec
     r = client.get("/api/v1/jobs/lg/logs", params={"follow": "true", "offset": 2}, headers=HEADERS)
     assert r.status_code == 200 and r.text == "b\nc\n"
     assert ray.called("tail") == [("tail", "lg")] and len(ray.called("logs")) <= 1  # one last look
+
+
+def test_a_followed_log_whose_job_is_retried_meanwhile_goes_on_with_the_new_attempts_log(app: Any) -> None:
+    """The polling after Ray's stream ends used the row of the request's start: a job retried
+    meanwhile was polled under its old submission id (and a byte offset of another log)."""
+    client, ray, state = app
+    assert post_job(client, job_id="rt").status_code == 201
+    state.store.update("rt", state="running", attempts=1, submission_id="rt")
+    ray.log_text["rt.r1"] = "the retry's log\n"
+
+    async def first_attempt_ends(submission_id: str) -> Any:  # the stream ends as the retry starts
+        ray.calls.append(("tail", submission_id))
+        state.store.update("rt", state="succeeded", attempts=2, submission_id="rt.r1")
+        if False:
+            yield ""
+
+    ray.tail = first_attempt_ends
+    r = client.get("/api/v1/jobs/rt/logs", params={"follow": "true"}, headers=HEADERS)
+    assert r.status_code == 200 and r.text == "the retry's log\n", r.text
+    assert ("logs", "rt.r1") in ray.calls and ("logs", "rt") not in ray.calls

@@ -436,18 +436,22 @@ async def logs(row: OwnedJob, state: State,
         async for data in _tailed(state, row, offset):  # Ray's tail API: each piece once
             pos += len(data)
             yield data
-        while True:  # the job ended (or Ray's stream broke): what is left, polled
+        current: JobRow | None = await asyncio.to_thread(state.store.get, row.id)
+        submission = current.submission_id if current is not None else None
+        while current is not None:  # the job ended (or Ray's stream broke): what is left, polled
+            if current.submission_id != submission:  # retried meanwhile: the new attempt's log
+                submission, pos = current.submission_id, 0
             try:
-                data = await asyncio.to_thread(_log_bytes, state, row, pos, None)
+                data = await asyncio.to_thread(_log_bytes, state, current, pos, None)
             except RayUnavailable:
                 data = b""  # Ray is away: keep the stream, try again next round
             if data:
                 pos += len(data)  # bytes, as the client counts them
                 yield data
-            current = await asyncio.to_thread(state.store.get, row.id)
-            if current is None or current.state in FINAL_STATES:
+            if current.state in FINAL_STATES:
                 return
             await asyncio.sleep(1.0)
+            current = await asyncio.to_thread(state.store.get, row.id)
 
     return StreamingResponse(stream(), media_type="text/plain; charset=utf-8")
 
