@@ -215,6 +215,23 @@ def test_a_job_past_its_deadline_is_stopped_on_ray_and_timed_out(settings: Setti
     assert store.get("d").state == "timed_out"  # type: ignore[union-attr]
 
 
+def test_a_job_whose_driver_never_starts_is_timed_out_at_its_deadline_too(
+        settings: Settings, store: Store) -> None:
+    """Ray keeps it PENDING (no resources, a runtime env that never gets ready): no event ever
+    comes, and the deadline used to count only from the driver's first event."""
+    ray = FakeRay()
+    add_job(store, "p", state="pending", attempts=1, submission_id="p", max_run_s=5.0)
+    ray.states["p"] = "PENDING"
+    sched = make_scheduler(settings, store, ray)
+    sched.tick()
+    assert store.get("p").state == "pending" and ray.called("stop") == []  # type: ignore[union-attr]
+    sched.waiting_since["p"] -= 10  # as if the first look were 10 s ago
+    sched.tick()
+    row = store.get("p")
+    assert row is not None and row.state == "timed_out" and ray.called("stop") == [("stop", "p")]
+    assert "max_run_s = 5 s" in (row.error or "")
+
+
 # 15: a driver that never started says why ------------------------------------------------
 
 

@@ -169,6 +169,9 @@ class Scheduler:
         self._seen: set[str] = set()  # active jobs followed since this service started
         self._stopped: set[str] = set()  # submissions this service has asked Ray to stop
         self._followed: dict[str, Followed] = {}
+        # when this service first saw each submission (the deadline of a driver that never
+        # starts: pending on Ray for resources, a runtime env that never gets ready)
+        self.waiting_since: dict[str, float] = {}
         self.work = {"bytes_read": 0, "lines_parsed": 0, "rows_loaded": 0}  # what following cost
         self._thread = threading.Thread(target=self._loop, name="raykd-scheduler", daemon=True)
 
@@ -366,8 +369,8 @@ class Scheduler:
         alive = (ray_state not in RAY_TERMINAL | {None}) if reachable else None
         if (reachable and ray_state == "FAILED" and not tracker.mine and not row.cancel_requested):
             seen.driver_error = self._driver_error(row.submission_id or "")
-        if tracker.mine and tracker.state(alive)[0] == "running" and not row.cancel_requested:
-            seen.timed_out = self._past_deadline(row, tracker)
+        if not row.cancel_requested and (not tracker.mine or tracker.state(alive)[0] == "running"):
+            seen.timed_out = self._past_deadline(row, tracker)  # also a driver that never starts
         return seen
 
     def ingest(self, row: JobRow) -> Followed:
@@ -428,8 +431,9 @@ class Scheduler:
     def _past_deadline(self, row: JobRow, tracker: AttemptTracker) -> str | None:
         """The deadline message when ``row`` has run longer than its ``max_run_s`` and Ray took the stop."""
         limit = row.max_run_s
-        began = tracker.start.time if tracker.start is not None else None
-        if limit is None or began is None or time.time() - began <= limit:
+        waiting = self.waiting_since.setdefault(row.submission_id or row.id, time.time())
+        began = tracker.start.time if tracker.mine and tracker.start is not None else waiting
+        if limit is None or time.time() - began <= limit:
             return None
         try:
             self.ray.stop(row.submission_id or "")
