@@ -196,6 +196,16 @@ def test_two_schedulers_on_one_database_never_both_schedule(settings: Settings, 
 # 7: the deadline -------------------------------------------------------------------------
 
 
+def test_the_lease_must_outlast_three_ray_calls(tmp_path: Path) -> None:
+    """A lease shorter than a hung Ray call would lapse mid-tick: another service could take
+    it and submit the same queued job while this one still does."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"lease_s \(30\) must be at least 3 x ray_timeout_s \(20\)"):
+        Settings(token=TOKEN, storage=tmp_path, lease_s=30, ray_timeout_s=20)
+    assert Settings(token=TOKEN, storage=tmp_path).lease_s >= 3 * Settings(token=TOKEN, storage=tmp_path).ray_timeout_s
+
+
 def test_a_job_past_its_deadline_is_stopped_on_ray_and_timed_out(settings: Settings, store: Store) -> None:
     ray = FakeRay()
     add_job(store, "d", state="running", attempts=1, submission_id="d", max_run_s=5.0)
@@ -397,7 +407,7 @@ def _timed(call: Any) -> tuple[float, httpx.Response]:
 
 def test_a_hung_ray_freezes_neither_the_api_nor_the_queue(hung_ray: str, tmp_path: Path) -> None:
     server = Server(tmp_path, "hung", token=TOKEN, storage=tmp_path / "storage", ray_address=hung_ray,
-                    ray_timeout_s=30, max_running=1, poll_s=0.2)
+                    ray_timeout_s=30, lease_s=90, max_running=1, poll_s=0.2)
     auth = {"Authorization": f"Bearer {TOKEN}"}
     url = f"{server.url}/api/v1/jobs"
     try:

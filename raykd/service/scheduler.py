@@ -225,12 +225,16 @@ class Scheduler:
         if not self.leader():
             return
         for row in self.store.in_states(*ACTIVE):
+            if not self.leader():  # renewed between jobs: a slow Ray must not let it lapse mid-tick
+                return
             try:
                 self.follow(row)
             except Exception:  # noqa: BLE001 - one job's fault must not stall the others
                 log.exception("scheduler: following job %s failed; the next tick tries again", row.id)
         self.watch_failed()
         for row in self.store.in_states("submitting"):
+            if not self.leader():
+                return
             try:
                 self.submit(row)
             except Exception:  # noqa: BLE001
@@ -242,7 +246,7 @@ class Scheduler:
         """Submit queued jobs in queue order while slots are free; stop while Ray is away."""
         free = self.settings.max_running - len(self.store.in_states(*SLOTS))
         for row in self.store.queue():
-            if free <= 0:
+            if free <= 0 or not self.leader():
                 return
             try:
                 outcome = self.submit(row)

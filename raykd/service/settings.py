@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIN_TOKEN_CHARS = 32
@@ -106,9 +106,11 @@ class Settings(BaseSettings):
         "The command that runs `run SPEC --job-id ID` on an external Ray cluster (e.g. "
         "`/opt/venv/bin/python -m raykd`). The service's own head always runs drivers with "
         "the service's interpreter (`<python> -m raykd`)."))
-    lease_s: float = Field(default=15.0, gt=0, le=3600, description=(
+    lease_s: float = Field(default=60.0, gt=0, le=3600, description=(
         "The scheduler's lease on the database: one service schedules and follows jobs; "
-        "another on the same database serves the API and takes over once the lease expires."))
+        "another on the same database serves the API and takes over once the lease expires "
+        "(at once when the holder was a process of the same host that is gone). At least 3x "
+        "ray_timeout_s: the holder renews it between Ray calls, each of which may take that long."))
     allow_fault_injection: bool = Field(default=False, description=(
         "Accept specs with `faults:` (fault injection, for reliability tests only) and "
         "let their drivers fire them. Off: such a spec is refused with a 422."))
@@ -129,6 +131,15 @@ class Settings(BaseSettings):
                                  "RAYKD_TOKEN holder; choose another name")
             _check_token(f"user {name!r}", secret.get_secret_value())
         return value
+
+    @model_validator(mode="after")
+    def _lease_outlasts_ray_calls(self) -> Settings:
+        if self.lease_s < 3 * self.ray_timeout_s:
+            raise ValueError(f"lease_s ({self.lease_s:g}) must be at least 3 x ray_timeout_s "
+                             f"({self.ray_timeout_s:g}): a scheduler waiting on Ray could lose its "
+                             "lease to another service mid-tick; raise RAYKD_LEASE_S or lower "
+                             "RAYKD_RAY_TIMEOUT_S")
+        return self
 
     @field_validator("storage")
     @classmethod
