@@ -165,9 +165,12 @@ STOPPED_WITH_SERVICE = ("stopped with the service: a clean stop of `raykd serve`
                         "Ray head and the jobs on it; retry resumes the job from what it finished")
 
 
-def _stop_head(store: Store, head: OwnedHead) -> None:
-    """Stop the owned head (a clean stop of the service) and say so in the jobs it ends."""
+def _stop_head(store: Store, head: OwnedHead, *, mark_jobs: bool) -> None:
+    """Stop the owned head (a clean stop of the service) and say so in the jobs it ends
+    (``mark_jobs``: only when this service led, i.e. submitted them to this head)."""
     head.stop()
+    if not mark_jobs:
+        return
     for row in store.in_states(*ACTIVE):
         store.update(row.id, state="failed", finished_at=time.time(), error=STOPPED_WITH_SERVICE,
                      note="stopped with the service")
@@ -198,9 +201,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             retention.stop()
+            leading = scheduler.holds_lease()  # a standby's jobs are another service's to end
             scheduler.stop()
             if head is not None:
-                _stop_head(store, head)
+                _stop_head(store, head, mark_jobs=leading)
 
     app = FastAPI(title="raykd control plane", version="1", lifespan=lifespan,
                   description="Submit, queue, follow and manage ensemble distillation jobs on Ray.",

@@ -178,6 +178,10 @@ class Scheduler:
     def start(self) -> None:
         self._thread.start()
 
+    def holds_lease(self) -> bool:
+        """Whether this scheduler leads (holds the database's lease) now."""
+        return self._lease_until > time.time()
+
     def stop(self) -> None:
         self._stop.set()
         if self._thread.is_alive():
