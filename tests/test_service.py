@@ -13,6 +13,7 @@ from __future__ import annotations
 import concurrent.futures
 import http.client
 import json
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -417,6 +418,27 @@ def test_priority_queue_cancel_and_service_restart(live: dict[str, Any]) -> None
     assert started[high["id"]] < started[mid["id"]] < started[low["id"]]  # priority, then FIFO
 
 
+def wait_driver_lock_free(job_dir: Path, *, timeout: float) -> None:
+    """Wait until no driver holds ``job_dir``'s lock (the event: its holder ended)."""
+    import fcntl
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fd = os.open(job_dir / "driver.lock", os.O_RDWR)
+        except FileNotFoundError:
+            return  # no driver ever took it
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return
+        except BlockingIOError:
+            assert time.monotonic() < deadline, "the first driver never ended"
+        finally:
+            os.close(fd)
+        time.sleep(0.5)
+
+
 def test_jobs_survive_a_ray_head_restart_and_a_lost_job_is_retried(live: dict[str, Any]) -> None:
     """The head dies mid-job and comes back empty: history stays, the lost job says so, retry resumes."""
     server, head = live["server"], live["head"]
@@ -439,6 +461,10 @@ def test_jobs_survive_a_ray_head_restart_and_a_lost_job_is_retried(live: dict[st
         assert again["state"] == "succeeded" and again["result"]["students"], again
         assert sse(f"{server.url}/api/v1/jobs/{old['id']}/events", ADMIN)[-1]["event"] == "job_finished"
 
+    # The first driver may outlive the head it ran on (an orphan, in a session of its own,
+    # waiting for a node until its own timeout): it holds the job directory's lock until it
+    # ends, and a retry before then is refused by name (issue 19, item 21). Retry once it ended.
+    wait_driver_lock_free(Path(server.env["RAYKD_STORAGE"]) / job["id"], timeout=300)
     retried = httpx.post(f"{server.url}/api/v1/jobs/{job['id']}/retry", headers=auth(ADMIN)).json()
     assert retried["state"] == "queued" and retried["id"] == job["id"]
     done = wait_state(server, job["id"], ("succeeded", "failed", "cancelled"))
