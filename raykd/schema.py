@@ -75,6 +75,8 @@ class DatasetRow(_Row):
     table: TableRow | None = Field(
         default=None, description="For a .csv/.parquet file: the columns used and dropped, and why."
     )
+    text: dict[str, Any] | None = Field(default=None, description="For text data: its columns, byte "
+                                        "width and texts truncated (raykd.data.TextPrep's record).")
 
 
 class ColumnUsed(_Row):

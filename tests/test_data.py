@@ -44,7 +44,7 @@ def _tabular(n: int = 60, d: int = 4, classes: tuple[int, ...] = (0, 1, 2)) -> t
 
 def test_registry_lists_builtins() -> None:
     assert sorted(DATASETS) == ["diamonds", "digits", "mnist"]
-    assert FILE_SUFFIXES == (".csv", ".npz", ".parquet")
+    assert FILE_SUFFIXES == (".csv", ".jsonl", ".npz", ".parquet")
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,10 @@ from raykd.data.checks import MAX_NUM_CLASSES, DataError, check_features, check_
 if TYPE_CHECKING:
     from raykd.data.images import ImagePrep
     from raykd.data.table_prep import TablePrep
+    from raykd.data.text import TextPrep
 
+X_DTYPES = (np.dtype(np.float32), np.dtype(np.uint8))
+"""The dtypes of ``Split.x``: float32 inputs (images, tables), uint8 raw text bytes."""
 FINGERPRINT_CHARS = 16
 """Number of hex characters of the sha256 digest kept as a split's fingerprint."""
 
@@ -52,7 +55,9 @@ class Split:
     fingerprints to compare contents. Treat the arrays as read-only.
 
     Attributes:
-        x: ``float32``, C-contiguous; ``(N, C, H, W)`` for images, ``(N, D)`` for tables.
+        x: C-contiguous; ``float32`` ``(N, C, H, W)`` for images and ``(N, D)`` for tables, or
+            ``uint8`` ``(N, P, W)`` for text: each example's P texts as raw UTF-8 bytes, zero
+            padded to W (:mod:`raykd.data.text`).
         y: ``int64`` labels of shape ``(N,)``, values in ``0..C-1``.
         fingerprint: :func:`fingerprint` of ``x`` and ``y``.
     """
@@ -62,8 +67,11 @@ class Split:
     fingerprint: str
 
     def __post_init__(self) -> None:
-        if self.x.dtype != np.float32 or not self.x.flags.c_contiguous:
-            raise DataError(f"Split.x must be C-contiguous float32; got {self.x.dtype}")
+        if self.x.dtype not in X_DTYPES or not self.x.flags.c_contiguous:
+            raise DataError(f"Split.x must be C-contiguous float32 (images, tables) or uint8 "
+                            f"(text bytes); got {self.x.dtype}")
+        if self.x.dtype == np.uint8 and self.x.ndim != 3:
+            raise DataError(f"Split.x of text bytes must be (N, P, W); got shape {self.x.shape}")
         if self.y.dtype != np.int64 or self.y.ndim != 1:
             raise DataError(f"Split.y must be 1-D int64; got {self.y.dtype} {self.y.shape}")
         if self.x.shape[0] != self.y.shape[0]:
@@ -76,13 +84,15 @@ class Split:
         """Build a split, converting dtypes and computing the fingerprint.
 
         Args:
-            x: Features; converted to C-contiguous ``float32``.
+            x: Features; ``uint8`` text bytes are kept as they are, anything else is
+                converted to ``float32``; C-contiguous either way.
             y: Labels; converted to ``int64``.
 
         Returns:
             The split.
         """
-        x = np.ascontiguousarray(x, dtype=np.float32)
+        x = np.asarray(x)
+        x = np.ascontiguousarray(x, dtype=np.uint8 if x.dtype == np.uint8 else np.float32)
         y = np.ascontiguousarray(y, dtype=np.int64)
         return cls(x=x, y=y, fingerprint=fingerprint(x, y))
 
@@ -101,7 +111,7 @@ class Dataset:
         test: Test split.
         num_classes: ``max(y) + 1`` over all examples (``train_limit`` does not
             change it).
-        input_shape: Per-example shape, e.g. ``(1, 28, 28)`` or ``(D,)``.
+        input_shape: Per-example shape, e.g. ``(1, 28, 28)``, ``(D,)`` or, for text, ``(P, W)``.
         is_image: Whether examples are ``(C, H, W)`` images.
         class_names: Class ``i``'s name at index ``i``; None when the classes are only
             numbers (an ``.npz``, digits, MNIST).
@@ -109,6 +119,8 @@ class Dataset:
             (:class:`raykd.data.table_prep.TablePrep`); None for other sources.
         image: The fitted preprocessing of an image folder
             (:class:`raykd.data.images.ImagePrep`); None for other sources.
+        text: How a text source became bytes (:class:`raykd.data.text.TextPrep`: columns, byte
+            width, texts truncated); None for other sources.
         arrays: The scaling of the arrays as split (:class:`raykd.data.arrays.ArrayPrep`):
             the preprocessing of an ``.npz`` or a built-in dataset (a table's or image
             folder's inputs are already scaled by ``table`` or ``image``).
@@ -125,12 +137,13 @@ class Dataset:
     table: TablePrep | None = None
     image: ImagePrep | None = None
     arrays: ArrayPrep | None = None
+    text: TextPrep | None = None
 
     @property
-    def fitted(self) -> TablePrep | ImagePrep | ArrayPrep | None:
+    def fitted(self) -> TablePrep | ImagePrep | TextPrep | ArrayPrep | None:
         """The preprocessing that turns the source's raw rows into inputs: the table's, the
-        image folder's, else the arrays' (None only for a Dataset built by hand)."""
-        return self.table or self.image or self.arrays
+        image folder's, the text's, else the arrays' (None only for a Dataset built by hand)."""
+        return self.table or self.image or self.text or self.arrays
 
     @property
     def prep_record(self) -> dict[str, Any] | None:

@@ -55,6 +55,14 @@ def column_report(data: Dataset) -> list[str]:
     return lines
 
 
+def text_report(data: Dataset) -> str:
+    """One human line on a text dataset: its columns, byte width and truncated texts."""
+    text = data.text
+    assert text is not None
+    return (f"text: columns {list(text.columns)} (label {text.label_column!r}) as UTF-8 bytes, "
+            f"width {text.width} (cap {text.max_bytes}); {text.truncated} text(s) truncated")
+
+
 def load_job_data(job: Job) -> Dataset:
     """Load and split the spec's data (with ``data.features``); check the models; report."""
     d = job.spec.data
@@ -63,7 +71,8 @@ def load_job_data(job: Job) -> Dataset:
         data = load_dataset(d.dataset, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
                             seed=d.seed, label_column=d.label_column, train_limit=d.train_limit,
                             features=column_choice(d.features), image_size=d.image_size,
-                            image_column=d.image_column)
+                            image_column=d.image_column, text_column=d.text_column,
+                            text_pair_column=d.text_pair_column)
         check_models(job.spec, data)
         check_user_models(job.spec, data)
     names = f" {list(data.class_names)}" if data.class_names else ""
@@ -71,6 +80,8 @@ def load_job_data(job: Job) -> Dataset:
             f"{len(data.test)}, {data.num_classes} classes{names}, input {data.input_shape}")
     for line in column_report(data):
         job.say(line)
+    if data.text is not None:
+        job.say(text_report(data))
     if data.image is not None and data.image.ignored:
         job.say(f"files ignored (not .png/.jpg/.jpeg in a class folder): {list(data.image.ignored)}")
     fitted = data.fitted  # every source: a table's, images', or the arrays' scaling
@@ -128,4 +139,6 @@ def dataset_row(data: Dataset, job_dir: Path) -> dict[str, Any]:
             "dropped": list(t.dropped), "rows": dict(t.rows), "fitted_on": t.fitted_on,
             "preprocessing": str(job_dir / PREPROCESSING_FILE),
         }
+    if data.text is not None:
+        row["text"] = data.text.to_dict()
     return row
