@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from raykd.data import ColumnChoice, DataError, TextPrep, load_dataset, raw_test_rows, text
-from raykd.data.text import decode_row, encode_texts, utf8_cut
+from raykd.data.text_bytes import decode_row, encode_texts
 from raykd.metrics.classification import accuracy, f1_per_class, macro_f1
 
 BBC_CLASSES = ("business", "entertainment", "politics", "sports", "tech")
@@ -158,13 +158,15 @@ def test_bytes_nul_removed_and_long_texts_cut_at_a_character(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert decode_row(encode_texts(["a\0b", "é"])[0]) == ["ab"]
     assert encode_texts([("é", "abc")]).shape == (1, 2, 3)
-    emoji = "🎉".encode()  # 4 bytes
-    assert [len(utf8_cut(b"ab" + emoji, w)) for w in range(2, 7)] == [2, 2, 2, 2, 6]
+    assert [decode_row(encode_texts(["ab🎉"], w)[0]) for w in (5, 6)] == [["ab"], ["ab🎉"]]
     monkeypatch.setattr(text, "MAX_TEXT_BYTES", 7)
     frame = pd.DataFrame({"t": ["éééééé", "ab", "abc", "abcd"] * 5, "y": ["a", "b"] * 10})
     data = load_dataset(write(frame, tmp_path / "long.csv"), text_column="t", label_column="y")
     assert data.text is not None and data.text.width == 7 and data.text.truncated == 5
     assert ("ééé",) in all_rows(data)  # 6 bytes: the 4th 'é' would straddle the cap
+    lone = tmp_path / "surrogate.jsonl"  # JSON may escape a lone surrogate: encoded as '?'
+    lone.write_text('{"t": "a\\ud800b", "y": 0}\n{"t": "c", "y": 1}\n' * 5)
+    assert ("a?b",) in all_rows(load_dataset(lone, text_column="t", label_column="y"))
 
 
 def test_text_prep_record_round_trips() -> None:

@@ -4,9 +4,10 @@ The rules (the same at training time and at ``raykd predict`` time):
 
 - **inputs**: each example is ``P`` texts (1, or 2 for a pair such as premise and
   hypothesis) stored as their UTF-8 bytes in a C-contiguous ``uint8`` array ``(N, P, W)``,
-  zero padded. NUL characters are removed from every text (a zero byte is padding), so a row
-  decodes back by cutting each slot at its first zero byte. Every ``hf`` model tokenizes
-  the decoded text itself, so teachers and students may use different tokenizers.
+  zero padded, by :func:`raykd.data.text_bytes.encode_texts`. NUL characters are removed
+  from every text (a zero byte is padding), so :func:`raykd.data.text_bytes.decode_row` gives
+  the texts back. Every ``hf`` model tokenizes the decoded text itself, so teachers and
+  students may use different tokenizers.
 - **byte width** ``W``: the longest text's UTF-8 length over the whole dataset (every
   split, both columns of a pair), capped at :data:`MAX_TEXT_BYTES`; a longer text is cut at
   the last character boundary at or before the cap and counted (``TextPrep.truncated``).
@@ -42,6 +43,7 @@ import numpy as np
 
 from raykd.data.checks import DataError
 from raykd.data.splits import Dataset, Split, dataset_indices
+from raykd.data.text_bytes import encode_texts
 
 FORMAT = "raykd-text-preprocessing"
 VERSION = 1
@@ -152,54 +154,11 @@ class TextRaw(NamedTuple):
     rows: dict[str, int]
 
 
-def utf8_cut(data: bytes, width: int) -> bytes:
-    """The longest prefix of UTF-8 ``data`` of at most ``width`` bytes that ends at a character
-    boundary (a byte ``0b10xxxxxx`` continues a character: the cut backs off to its start)."""
-    if len(data) <= width:
-        return data
-    cut = width
-    while cut > 0 and (data[cut] & 0xC0) == 0x80:
-        cut -= 1
-    return data[:cut]
-
-
-def encode_texts(rows: Sequence[str | Sequence[str]], width: int | None = None) -> np.ndarray:
-    """Texts as zero-padded UTF-8 bytes ``(N, P, W)`` uint8 (see the module docstring).
-
-    Args:
-        rows: One string per row (``P = 1``) or one sequence of ``P`` strings per row.
-        width: ``W``; None: the longest text's UTF-8 length (at least 1). Longer texts are
-            cut at a character boundary.
-    """
-    slots = [(r,) if isinstance(r, str) else tuple(r) for r in rows]
-    parts = len(slots[0]) if slots else 1
-    if any(len(s) != parts for s in slots):
-        raise DataError(f"every row must hold {parts} text(s); got rows of different lengths")
-    encoded = [[t.replace("\0", "").encode("utf-8") for t in s] for s in slots]
-    if width is None:
-        width = max([1, *(len(b) for row in encoded for b in row)])
-    x = np.zeros((len(slots), parts, width), dtype=np.uint8)
-    for i, row in enumerate(encoded):
-        for p, data in enumerate(row):
-            data = utf8_cut(data, width)
-            x[i, p, : len(data)] = np.frombuffer(data, dtype=np.uint8)
-    return x
-
-
-def decode_row(row: np.ndarray) -> list[str]:
-    """One example ``(P, W)`` back to its ``P`` texts: each slot up to its first zero byte."""
-    texts = []
-    for slot in np.asarray(row, dtype=np.uint8).reshape(-1, np.shape(row)[-1]):
-        zeros = np.flatnonzero(slot == 0)
-        end = int(zeros[0]) if len(zeros) else len(slot)
-        texts.append(slot[:end].tobytes().decode("utf-8"))
-    return texts
-
-
 def text_width(texts: Sequence[tuple[str, ...]], where: str) -> tuple[int, int]:
     """``(W, truncated)``: the longest text's UTF-8 length capped at :data:`MAX_TEXT_BYTES`,
     and how many texts exceed it; DataError when ``(N, P, W)`` exceeds the memory budget."""
-    lengths = [len(t.replace("\0", "").encode("utf-8")) for row in texts for t in row]
+    lengths = [len(t.replace("\0", "").encode("utf-8", errors="replace"))
+               for row in texts for t in row]
     width = min(max([1, *lengths]), MAX_TEXT_BYTES)
     need = len(texts) * (len(texts[0]) if texts else 1) * width
     if need > MAX_TEXT_ARRAY_BYTES:

@@ -5,7 +5,8 @@ The rules (how the rows become bytes and splits: :mod:`raykd.data.text`):
 - **reading**: a ``.csv`` has a header row and is UTF-8 (read by pandas: a blank cell, or one
   pandas reads as missing such as ``NA``, is a missing value); a ``.parquet`` file's columns
   keep their stored types; a ``.jsonl`` file holds one JSON object per line (UTF-8; blank
-  lines skipped), its keys are the columns and a key absent from a line is a missing value.
+  lines skipped), its keys are the columns and a key absent from a line is a missing value
+  (a lone surrogate escape such as ``"\\ud800"``, which is no character, becomes ``?``).
   Every file is opened through :mod:`raykd.data.paths`'s checks.
 - **text columns**: ``text_column`` (and, for pairs, ``text_pair_column``) must hold strings;
   a column of numbers, booleans, bytes or nested values is refused by name.
@@ -59,11 +60,22 @@ def read_jsonl(path: Path) -> pd.DataFrame:
                 raise DataError(f"{where} line {number} holds a JSON {type(record).__name__}, "
                                 "not an object; expected one JSON object per line, e.g. "
                                 f"{JSONL_EXAMPLE}")
-            records.append(record)
+            records.append({key: _valid_utf8(value) for key, value in record.items()})
     if not records:
         raise DataError(f"{where} has no rows; expected one JSON object per line, e.g. "
                         f"{JSONL_EXAMPLE}")
-    return pd.DataFrame.from_records(records)
+    try:
+        return pd.DataFrame.from_records(records)
+    except (ValueError, TypeError, UnicodeError) as exc:  # e.g. a surrogate nested in a list
+        raise DataError(f"could not read {where} as .jsonl: {describe_error(exc)}") from None
+
+
+def _valid_utf8(value: object) -> object:
+    """A string with its lone surrogates (JSON may escape ``\\ud800``) as ``?``; other values
+    as they are."""
+    if isinstance(value, str):
+        return value.encode("utf-8", errors="replace").decode("utf-8")
+    return value
 
 
 def read_text_file(path: Path) -> pd.DataFrame:
