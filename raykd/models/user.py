@@ -93,8 +93,10 @@ def source_sha256(path: str) -> str:
 
 
 def model_identity(config: Mapping[str, Any]) -> str:
-    """What a model entry builds, as one string: its canonical JSON (kwargs included), and for
-    ``name: module`` the sha256 of the module's source (:func:`source_sha256`).
+    """What a model entry builds, as one string: its canonical JSON (kwargs included), for
+    ``name: module`` the sha256 of the module's source (:func:`source_sha256`), and for
+    ``name: hf`` the sha256 of every file read from its folders
+    (:func:`raykd.models.hf_files.files_digest`).
 
     Caches of a model's outputs key on it (with the weights): another kwarg, even one that
     carries no parameters, or an edited module never reads the old entries.
@@ -102,6 +104,10 @@ def model_identity(config: Mapping[str, Any]) -> str:
     ident: dict[str, Any] = {"model": dict(config)}
     if config.get("name") == "module":
         ident["source"] = source_sha256(str(config.get("path")))
+    if config.get("name") == "hf":
+        from raykd.models.hf_files import files_digest
+
+        ident["files"] = files_digest(config)
     text = json.dumps(ident, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 

@@ -1,0 +1,324 @@
+"""Hugging Face transformers as raykd teachers and students (``name: hf``).
+
+Two heads, chosen by the data's per-example shape ``input_shape``:
+
+- **Text classification**, ``(P, W)`` with ``P`` in (1, 2): :class:`TextClassifier` takes the
+  raw UTF-8 bytes ``(B, P, W)`` (:mod:`raykd.data.text_bytes`), decodes each row, tokenizes
+  it with its own tokenizer (pairs when ``P == 2``; at most ``max_length`` tokens, padded to
+  the batch's longest) and returns float32 logits ``(B, C)`` of
+  ``AutoModelForSequenceClassification``. Each text is first cut to
+  ``CHARS_PER_TOKEN * max_length`` characters, which bounds the tokenizer's work on long
+  documents and leaves the tokens kept as they are unless a text averages more than
+  ``CHARS_PER_TOKEN`` characters per token.
+- **Span extraction**, ``(3, L)``: :class:`SpanModel` takes int64 ``(B, 3, L)`` =
+  ``[input_ids, attention_mask, token_type_ids]`` (windows of one shared tokenizer) and
+  returns float32 start/end logits ``(B, 2, L)`` of ``AutoModelForQuestionAnswering``.
+
+The model comes from a pretrained folder (``path``; ``num_hidden_layers`` keeps its first N
+layers; a new head when the folder has none) or from a ``config`` mapping with a
+``tokenizer`` folder (fresh weights from torch's RNG: the caller seeds it). Folders are read
+once into a private copy (:mod:`raykd.models.hf_files`); ``transformers`` loads only from
+there, with ``local_files_only=True``, ``trust_remote_code=False``, safetensors only.
+On CUDA the forward pass runs under ``torch.autocast`` (bf16 where supported, else fp16);
+fp32 on CPU. The weights stay fp32.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from raykd.data.text_bytes import decode_batch
+from raykd.models.hf_files import HFModelError, LocalCopy, local_copy
+from raykd.spec import check_hf_config
+
+__all__ = ["CHARS_PER_TOKEN", "HFModelError", "SpanModel", "TextClassifier", "build_hf_model",
+           "load_tokenizer", "save_hf_folder"]
+
+CHARS_PER_TOKEN = 16
+"""Characters kept per token of ``max_length`` before tokenizing (see the module docstring)."""
+LOAD = {"local_files_only": True, "trust_remote_code": False}
+SPAN_ROWS = 3
+"""Rows of a span window: input_ids, attention_mask, token_type_ids."""
+POSITION_OFFSET = {"roberta": 2, "xlm-roberta": 2}
+"""Positions an architecture uses besides the tokens (RoBERTa numbers from padding_idx + 1)."""
+
+
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype on ``device``: bf16 on a CUDA device that supports it, else fp16;
+    None (fp32) elsewhere."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+class _HFWrapper(nn.Module):
+    """A transformers model ``.hf`` with its tokenizer; the sha256 of the tokenizer's files is
+    a buffer, so a checkpoint never loads beside another tokenizer."""
+
+    def __init__(self, model: nn.Module, tokenizer: Any, max_length: int, tokenizer_sha256: str):
+        super().__init__()
+        self.hf = model
+        self.tokenizer = tokenizer
+        self.max_length = int(max_length)
+        self.register_buffer("tokenizer_sha256", _digest_tensor(tokenizer_sha256))
+        accepted = inspect.signature(model.forward).parameters
+        self._inputs = [k for k in ("input_ids", "attention_mask", "token_type_ids")
+                        if k in accepted]
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True,
+                        assign: bool = False) -> Any:
+        """``nn.Module.load_state_dict``, refused when the state was made with other
+        tokenizer files than this model's."""
+        stored = state_dict.get("tokenizer_sha256")
+        if stored is not None and not torch.equal(stored.cpu(), self.tokenizer_sha256.cpu()):
+            raise HFModelError(
+                f"these weights were trained with tokenizer files of sha256 "
+                f"{bytes(stored.cpu().numpy()).hex()[:16]}..., this model's tokenizer has "
+                f"{bytes(self.tokenizer_sha256.cpu().numpy()).hex()[:16]}...; give the "
+                "tokenizer folder they were trained with")
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    @property
+    def device(self) -> torch.device:
+        return self.tokenizer_sha256.device
+
+    def _run(self, inputs: dict[str, torch.Tensor]) -> Any:
+        """The transformers forward on ``inputs`` (autocast on CUDA)."""
+        inputs = {k: inputs[k].to(self.device) for k in self._inputs if k in inputs}
+        dtype = amp_dtype(self.device)
+        if dtype is None:
+            return self.hf(**inputs)
+        with torch.autocast(device_type=self.device.type, dtype=dtype):
+            return self.hf(**inputs)
+
+
+class TextClassifier(_HFWrapper):
+    """Raw UTF-8 bytes ``(B, P, W)`` -> float32 logits ``(B, C)`` (see the module docstring)."""
+
+    def tokenize(self, x: torch.Tensor | np.ndarray) -> dict[str, torch.Tensor]:
+        """The tokenizer's tensors for a byte batch ``(B, P, W)``."""
+        rows = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x)
+        if rows.ndim != 3 or rows.shape[1] not in (1, 2):
+            raise HFModelError(f"text model expects bytes of shape (batch, 1 or 2, width), got "
+                               f"{tuple(rows.shape)}")
+        cut = CHARS_PER_TOKEN * self.max_length
+        texts = [[t[:cut] for t in row] for row in decode_batch(rows.astype(np.uint8))]
+        pair = [row[1] for row in texts] if rows.shape[1] == 2 else None
+        return dict(self.tokenizer([row[0] for row in texts], pair, truncation=True,
+                                   max_length=self.max_length, padding=True,
+                                   return_tensors="pt"))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] == 0:
+            return torch.zeros((0, self.hf.config.num_labels), device=self.device)
+        return self._run(self.tokenize(x)).logits.float()
+
+
+class SpanModel(_HFWrapper):
+    """Token windows int64 ``(B, 3, L)`` -> float32 start/end logits ``(B, 2, L)``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 3 or x.shape[1] != SPAN_ROWS:
+            raise HFModelError(f"span model expects (batch, 3, length) token windows, got "
+                               f"{tuple(x.shape)}")
+        x = x.long()
+        out = self._run({"input_ids": x[:, 0], "attention_mask": x[:, 1],
+                         "token_type_ids": x[:, 2]})
+        return torch.stack([out.start_logits, out.end_logits], dim=1).float()
+
+
+def build_hf_model(config: Mapping[str, Any], input_shape: tuple[int, ...],
+                   num_classes: int) -> nn.Module:
+    """A :class:`TextClassifier` for ``(P, W)`` bytes or a :class:`SpanModel` for ``(3, L)``
+    windows, from ``config`` (``ModelSpec.model_dump()`` of a ``name: hf`` entry)."""
+    shape = tuple(input_shape)
+    if len(shape) == 2 and shape[0] == SPAN_ROWS:
+        kind: type[_HFWrapper] = SpanModel
+    elif len(shape) == 2 and shape[0] in (1, 2):
+        kind = TextClassifier
+    else:
+        raise HFModelError(f"model name 'hf' takes text data (raw bytes of shape (1 or 2, width), "
+                           f"or span windows (3, length)); the data's examples have shape {shape}")
+    with _quiet(), local_copy(config) as files:
+        tokenizer = _tokenizer(files.dir)
+        model_config = _model_config(config, files, tokenizer, kind, num_classes)
+        _check_length(config, model_config)
+        auto = _auto_class(kind)
+        if config.get("path") is None:
+            model = auto.from_config(model_config)
+        else:
+            model = auto.from_pretrained(files.dir, config=model_config, use_safetensors=True,
+                                         dtype=torch.float32, disable_mmap=True, **LOAD)
+    return kind(model.float(), tokenizer, int(config.get("max_length", 128)),
+                files.tokenizer_digest)
+
+
+def _auto_class(kind: type[_HFWrapper]) -> Any:
+    from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
+
+    if kind is SpanModel:
+        return AutoModelForQuestionAnswering
+    return AutoModelForSequenceClassification
+
+
+def _tokenizer(folder: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, use_fast=True, **LOAD)
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        raise HFModelError(f"the tokenizer files could not be loaded ({_first(err)}); expected a "
+                           "fast tokenizer's tokenizer.json") from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise HFModelError("the tokenizer is not a fast tokenizer; tokenizer.json is required")
+    if tokenizer.pad_token_id is None:
+        raise HFModelError("the tokenizer has no padding token (pad_token in tokenizer_config.json "
+                           "or special_tokens_map.json); raykd pads each batch")
+    return tokenizer
+
+
+def load_tokenizer(value: str) -> Any:
+    """The fast tokenizer of a folder or ``package:<module>/<dir>``, read like a model's
+    (checked, copied, local files only); its content identity is
+    ``files_digest({"tokenizer": value})`` (:func:`raykd.models.hf_files.files_digest`)."""
+    with _quiet(), local_copy({"tokenizer": value}) as files:
+        return _tokenizer(files.dir)
+
+
+def _model_config(config: Mapping[str, Any], files: LocalCopy, tokenizer: Any,
+                  kind: type[_HFWrapper], num_classes: int) -> Any:
+    """The transformers config: the folder's (head and depth checked) or a fresh one."""
+    from transformers import AutoConfig
+
+    if files.config is None:
+        return _fresh_config(dict(config.get("config") or {}), tokenizer, kind, num_classes)
+    where = f"{config['path']}/config.json"
+    pretrained = files.config
+    model_config = AutoConfig.from_pretrained(files.dir, **LOAD)
+    layers = config.get("num_hidden_layers")
+    have = int(pretrained.get("num_hidden_layers", 0))
+    if layers is not None:
+        if layers > have:
+            raise HFModelError(f"num_hidden_layers={layers}: the pretrained model {where} has "
+                               f"{have} layers; accepted: 1 to {have}")
+        model_config.num_hidden_layers = int(layers)
+    if kind is TextClassifier:
+        _check_head(pretrained, where, num_classes)
+    labels = _labels(kind, num_classes)
+    if model_config.num_labels != labels:  # a new head (a matching one keeps its label names)
+        model_config.num_labels = labels
+    return model_config
+
+
+def _labels(kind: type[_HFWrapper], num_classes: int) -> int:
+    """Outputs per token or text: the classes, or 2 (start, end) for spans."""
+    return num_classes if kind is TextClassifier else 2
+
+
+def _check_head(pretrained: dict[str, Any], where: str, num_classes: int) -> None:
+    """A fine-tuned classification head must have the data's number of classes."""
+    archs = pretrained.get("architectures") or []
+    if not any(str(a).endswith("ForSequenceClassification") for a in archs):
+        return  # a base model: the head is new
+    labels = pretrained.get("id2label")
+    have = len(labels) if isinstance(labels, dict) else int(pretrained.get("num_labels", 2))
+    if have != num_classes:
+        names = list(labels.values()) if isinstance(labels, dict) else []
+        raise HFModelError(f"{where} is a fine-tuned classifier with {have} labels "
+                           f"{names[:8]} but the data has {num_classes} classes; accepted: a "
+                           f"head of {num_classes} labels, or a base model (a new head)")
+
+
+def _fresh_config(mapping: dict[str, Any], tokenizer: Any, kind: type[_HFWrapper],
+                  num_classes: int) -> Any:
+    """``AutoConfig.for_model(**mapping)``; vocab size and padding token from the tokenizer
+    unless given (a vocab smaller than the tokenizer's is refused)."""
+    from transformers import AutoConfig
+
+    try:
+        check_hf_config(mapping, "config")
+    except ValueError as err:
+        raise HFModelError(str(err)) from None
+    mapping.setdefault("vocab_size", len(tokenizer))
+    if tokenizer.pad_token_id is not None:
+        mapping.setdefault("pad_token_id", tokenizer.pad_token_id)
+    if int(mapping["vocab_size"]) < len(tokenizer):
+        raise HFModelError(f"config.vocab_size={mapping['vocab_size']} is smaller than the "
+                           f"tokenizer's {len(tokenizer)} tokens; accepted: >= {len(tokenizer)} "
+                           "(or leave it out)")
+    mapping["num_labels"] = _labels(kind, num_classes)
+    model_type = mapping.pop("model_type")
+    try:
+        return AutoConfig.for_model(model_type, **mapping)
+    except (TypeError, ValueError) as err:
+        raise HFModelError(f"config: {_first(err)}") from None
+
+
+def _check_length(config: Mapping[str, Any], model_config: Any) -> None:
+    """``max_length`` must fit the model's position embeddings."""
+    positions = getattr(model_config, "max_position_embeddings", None)
+    if positions is None:
+        return
+    limit = int(positions) - POSITION_OFFSET.get(model_config.model_type, 0)
+    wanted = int(config.get("max_length", 128))
+    if wanted > limit:
+        raise HFModelError(f"max_length={wanted}: the model has {positions} position "
+                           f"embeddings; accepted: max_length <= {limit}")
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """transformers' load reports and progress bars off while raykd builds a model."""
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def save_hf_folder(model: nn.Module, out_dir: str | Path,
+                   class_names: Sequence[str] | None = None) -> Path:
+    """Write ``model`` (a :class:`TextClassifier` or :class:`SpanModel`, or a wrapper of one
+    in ``.module``) as a Hugging Face folder: ``config.json`` (``id2label``/``label2id`` from
+    ``class_names``), ``model.safetensors`` and the tokenizer, which
+    ``AutoModelFor...from_pretrained(out_dir)`` and ``AutoTokenizer.from_pretrained(out_dir)``
+    load without raykd."""
+    inner = getattr(model, "module", model)
+    if not isinstance(inner, _HFWrapper):
+        raise HFModelError(f"save_hf_folder needs a name 'hf' model, got {type(inner).__name__}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    hf_config = inner.hf.config
+    if class_names is not None:
+        if len(class_names) != hf_config.num_labels:
+            raise HFModelError(f"{len(class_names)} class names given for a head of "
+                               f"{hf_config.num_labels} labels")
+        hf_config.id2label = {i: str(n) for i, n in enumerate(class_names)}
+        hf_config.label2id = {str(n): i for i, n in enumerate(class_names)}
+    inner.tokenizer.model_max_length = inner.max_length  # truncation=True then cuts as raykd
+    with _quiet():
+        inner.hf.save_pretrained(out)
+        inner.tokenizer.save_pretrained(out)
+    return out
+
+
+def _digest_tensor(hexdigest: str) -> torch.Tensor:
+    return torch.tensor(list(bytes.fromhex(hexdigest)), dtype=torch.uint8)
+
+
+def _first(err: BaseException) -> str:
+    return (str(err).splitlines() or [type(err).__name__])[0]
