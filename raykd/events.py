@@ -82,6 +82,7 @@ class TeacherReady(_Event):
     checkpoint: str
     val_accuracy: float | None = None
     test_accuracy: float | None = None
+    test_macro_f1: float | None = Field(default=None, description="Text classification only.")
 
 
 class Epoch(_Event):
@@ -114,6 +115,7 @@ class StudentFinished(_Event):
     checkpoint: str
     val_accuracy: float | None = None
     test_accuracy: float | None = None
+    test_macro_f1: float | None = Field(default=None, description="Text classification only.")
     reused: bool = Field(default=False, description="Taken from an earlier run of this job id.")
 
 

@@ -119,6 +119,9 @@ class TeacherRow(_Row):
         "trained by this job).")
     val_accuracy: float | None = Field(description="Accuracy on the validation split.")
     test_accuracy: float | None = Field(description="Accuracy on the test split.")
+    test_macro_f1: float | None = Field(
+        default=None, description="Macro-F1 on the test split (mean over classes of each class's "
+        "F1), for text classification.")
 
 
 class EnsembleRow(_Row):
@@ -126,6 +129,9 @@ class EnsembleRow(_Row):
 
     val_accuracy: float | None = Field(description="Ensemble accuracy on the validation split.")
     test_accuracy: float | None = Field(description="Ensemble accuracy on the test split.")
+    test_macro_f1: float | None = Field(
+        default=None, description="Macro-F1 on the test split (mean over classes of each class's "
+        "F1), for text classification.")
 
 
 class CacheStats(_OpenRow):
@@ -160,6 +166,12 @@ class GenerationRow(_Row):
     checkpoint: str = Field(description="Its best-validation weights (.safetensors).")
     val_accuracy: float | None = Field(description="Accuracy on the validation split.")
     test_accuracy: float | None = Field(description="Accuracy on the test split.")
+    test_macro_f1: float | None = Field(
+        default=None, description="Macro-F1 on the test split (mean over classes of each class's "
+        "F1), for text classification.")
+    hf_folder: str | None = Field(
+        default=None, description="name=hf students: a Hugging Face folder (config, safetensors, "
+        "tokenizer) that transformers' Auto classes load without raykd.")
     seconds: float = Field(ge=0, description="Wall time of its fit (start, epochs, state saves).")
     runner: Literal["actor", "train"] | None = Field(
         default=None, description="Where it trained: the job's student actor, or a Ray Train fit.")
@@ -182,6 +194,9 @@ class StudentRow(_Row):
     )
     val_accuracy: float | None = Field(description="The last generation's validation accuracy.")
     test_accuracy: float | None = Field(description="The last generation's test accuracy.")
+    test_macro_f1: float | None = Field(
+        default=None, description="Macro-F1 on the test split (mean over classes of each class's "
+        "F1), for text classification.")
     ban_test_accuracy: float | None = Field(
         default=None, description="Test accuracy of the generations' ensemble (born-again only)."
     )

@@ -197,6 +197,19 @@ class TrainSpec(_Strict):
     lr: float = Field(default=1e-3, gt=0.0, le=10.0, description="Adam learning rate.")
     weight_decay: float = Field(default=0.0, ge=0.0, le=1.0, description="AdamW weight decay.")
     seed: int = Field(default=0, ge=0, le=MAX_SEED, description="Seed of initialisation and shuffling.")
+    schedule: Literal["constant", "linear"] = Field(
+        default="constant",
+        description="Learning rate over the run: constant, or linear (warm-up from 0 over "
+        "warmup_fraction of the optimizer steps, then linear decay to 0, as for transformers).",
+    )
+    warmup_fraction: float = Field(
+        default=0.0, ge=0.0, le=0.5, description="Share of the optimizer steps spent warming up."
+    )
+    grad_accum_steps: int = Field(
+        default=1, ge=1, le=1024,
+        description="Micro-batches of batch_size per optimizer step (the effective batch is "
+        "batch_size x grad_accum_steps); an epoch's last group may be shorter.",
+    )
 
 
 class TeacherTrainSpec(_Strict):
@@ -210,6 +223,13 @@ class TeacherTrainSpec(_Strict):
     batch_size: int = Field(default=128, ge=1, le=65536, description="Batch size.")
     lr: float = Field(default=1e-3, gt=0.0, le=10.0, description="Adam learning rate.")
     weight_decay: float = Field(default=0.0, ge=0.0, le=1.0, description="AdamW weight decay.")
+    schedule: Literal["constant", "linear"] = Field(
+        default="constant", description="Learning rate over the fit: constant, or linear "
+        "warm-up then linear decay to 0 (fine-tuning a pretrained transformer).",
+    )
+    warmup_fraction: float = Field(
+        default=0.0, ge=0.0, le=0.5, description="Share of the optimizer steps spent warming up."
+    )
 
 
 class TeacherSpec(_Strict):

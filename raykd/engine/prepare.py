@@ -95,6 +95,7 @@ def check_models(spec: JobSpec, data: Dataset) -> None:
             f"{spec.data.dataset!r}; give 1..{data.num_classes - 1}, or null for dense logits"
         )
     named = [(f"teachers[{i}]", t) for i, t in enumerate(spec.teachers)] + [("student", spec.student)]
+    check_text_models(spec, data, named)
     for where, t in named:
         declared = t.model.num_classes
         if declared is not None and declared != data.num_classes:
@@ -106,6 +107,24 @@ def check_models(spec: JobSpec, data: Dataset) -> None:
             load_checkpoint(checked_checkpoint(t.checkpoint), config=t.model.model_dump(),
                             input_shape=data.input_shape,
                             num_classes=data.num_classes)
+
+
+def check_text_models(spec: JobSpec, data: Dataset, named: list[tuple[str, Any]]) -> None:
+    """Text data takes ``name: hf`` models only, and ``hf`` models take text data only; text is
+    never augmented (the shifts and noise are for images)."""
+    text = getattr(data, "text", None) is not None
+    for where, t in named:
+        if text and t.model.name != "hf":
+            raise SpecError(
+                f"{where}.model.name={t.model.name!r}: dataset {spec.data.dataset!r} is text, which "
+                "only Hugging Face models read; use name: hf (a path or a config and tokenizer)")
+        if not text and t.model.name == "hf":
+            raise SpecError(
+                f"{where}.model.name='hf' reads text, but dataset {spec.data.dataset!r} is not text; "
+                "use bbc-news, or a .csv/.parquet/.jsonl file with data.text_column")
+    if text and spec.data.augment:
+        raise SpecError("data.augment (random shifts and noise) applies to images and tables, not "
+                        f"to the text of {spec.data.dataset!r}; remove data.augment")
 
 
 def load_data(job: Job) -> Dataset:
@@ -238,6 +257,15 @@ def checked(logits: Logits, who: str, split: str) -> Logits:
                 f"checkpoint (a finite model is required)"
             )
     return logits
+
+
+def text_f1(data: Dataset) -> Callable[[np.ndarray], float | None]:
+    """Macro-F1 of (N_test, C) logits on the test split for a text dataset; None otherwise."""
+    from raykd.metrics.classification import macro_f1
+
+    if getattr(data, "text", None) is None:
+        return lambda logits: None
+    return lambda logits: macro_f1(logits.argmax(-1), data.test.y, data.num_classes)
 
 
 def ensemble_accuracy(logits: np.ndarray, y: np.ndarray) -> float:
@@ -476,18 +504,22 @@ def _record_teachers(job: Job, data: Dataset, logits: dict[str, Logits], configs
                      fitted: dict[int, Any]) -> None:
     """Teacher and ensemble accuracies into the result, one event per teacher."""
     val, test = dense(logits["val"]), dense(logits["test"])
+    f1 = text_f1(data)
     rows = []
     for i, c in enumerate(configs):
         fit = fitted.get(i) or _earlier_fit(job, i, c.checkpoint)
         row = {"index": i, "model": job.spec.teachers[i].model.model_dump(mode="json"),
                "checkpoint": c.checkpoint, "trained_by_raykd": fit is not None,
                "train_seconds": float((fit or {}).get("seconds", 0.0)),
-               "val_accuracy": accuracy(val[i], data.val.y), "test_accuracy": accuracy(test[i], data.test.y)}
+               "val_accuracy": accuracy(val[i], data.val.y), "test_accuracy": accuracy(test[i], data.test.y),
+               "test_macro_f1": f1(test[i])}
         rows.append(row)
         job.emit(TeacherReady(index=i, trained=i in fitted, checkpoint=str(c.checkpoint),
-                              val_accuracy=row["val_accuracy"], test_accuracy=row["test_accuracy"]))
+                              val_accuracy=row["val_accuracy"], test_accuracy=row["test_accuracy"],
+                              test_macro_f1=row["test_macro_f1"]))
         job.say(f"teacher {i}: test accuracy {row['test_accuracy']:.4f}")
     job.result["teachers"] = rows
     job.result["ensemble"] = {"val_accuracy": ensemble_accuracy(val, data.val.y),
-                              "test_accuracy": ensemble_accuracy(test, data.test.y)}
+                              "test_accuracy": ensemble_accuracy(test, data.test.y),
+                              "test_macro_f1": f1(test.mean(0))}
     job.say(f"ensemble of {len(configs)}: test accuracy {job.result['ensemble']['test_accuracy']:.4f}")

@@ -31,6 +31,7 @@ from raykd.engine.job_data import dataset_row, describe_students
 from raykd.engine.prepare import prepare
 from raykd.engine.students import (
     check_student_resources,
+    export_hf_students,
     plan_size,
     prestart_worker,
     run_students,
@@ -122,6 +123,7 @@ def _run(job: Job, start: float) -> dict[str, Any]:
     finally:
         stop_student_worker(job)
     describe_students(job, data)
+    export_hf_students(job, data)
     job.result.update({
         "job": spec.name,
         "job_id": job.job_id,

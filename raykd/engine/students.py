@@ -17,7 +17,14 @@ import numpy as np
 
 from raykd.data import Dataset
 from raykd.engine.context import Job
-from raykd.engine.prepare import TeacherSet, report_rejected, resolve_gpu, split_logits, start_pool
+from raykd.engine.prepare import (
+    TeacherSet,
+    report_rejected,
+    resolve_gpu,
+    split_logits,
+    start_pool,
+    text_f1,
+)
 from raykd.errors import ResourceError
 from raykd.events import StudentFinished
 from raykd.faults import student_fault
@@ -136,9 +143,13 @@ def run_students(job: Job, data: Dataset, teachers: TeacherSet, cache: Any,
     job.result["students"] = []
     for index, m in enumerate(job.spec.methods):
         gens = _born_again(job, data, index, m, teachers, cache, refs)
+        f1 = text_f1(data)
+        for g in gens:
+            g["test_macro_f1"] = f1(g["test_logits"])
         row: dict[str, Any] = {**method_row(m), "generations": gens,
                                "val_accuracy": gens[-1]["val_accuracy"],
-                               "test_accuracy": gens[-1]["test_accuracy"]}
+                               "test_accuracy": gens[-1]["test_accuracy"],
+                               "test_macro_f1": gens[-1]["test_macro_f1"]}
         if len(gens) > 1:
             row["ban_test_accuracy"] = ban_accuracy([g["test_logits"] for g in gens], data.test.y)
         for g in gens:
@@ -169,7 +180,9 @@ def _born_again(job: Job, data: Dataset, index: int, m: MethodSpec, teachers: Te
                 job.emit(StudentFinished(student=index, generation=g, label=m.display,
                                          checkpoint=gen["checkpoint"],
                                          val_accuracy=gen["val_accuracy"],
-                                         test_accuracy=gen["test_accuracy"], reused=True))
+                                         test_accuracy=gen["test_accuracy"],
+                                         test_macro_f1=text_f1(data)(gen["test_logits"]),
+                                         reused=True))
                 job.say(f"student [{m.display}] generation {g}: finished by an earlier run, reused")
             else:
                 gen = train_one(job, data, _generation_method(m, g), source, refs, index=index,
@@ -292,5 +305,21 @@ def train_one(job: Job, data: Dataset, method: MethodSpec, source: TeacherSet, r
         tmp.write_text(json.dumps(record, indent=2))
     job.emit(StudentFinished(student=index, generation=generation, label=config.label,
                              checkpoint=record["checkpoint"], val_accuracy=val_acc,
-                             test_accuracy=test_acc))
+                             test_accuracy=test_acc, test_macro_f1=text_f1(data)(test_logits)))
     return {**record, "test_accuracy": test_acc, "test_logits": test_logits}
+
+
+def export_hf_students(job: Job, data: Dataset) -> None:
+    """Every ``name: hf`` student also as a Hugging Face folder beside its checkpoint
+    (``<checkpoint stem>-hf/``: config with the class names, safetensors weights, tokenizer),
+    which ``AutoModelForSequenceClassification.from_pretrained`` loads without raykd."""
+    if job.spec.student.model.name != "hf":
+        return
+    from raykd.models.hf import save_hf_folder
+
+    for student in job.result.get("students", []):
+        for gen in student["generations"]:
+            ckpt = Path(gen["checkpoint"])
+            folder = ckpt.with_name(f"{ckpt.stem}-hf")
+            save_hf_folder(load_checkpoint(ckpt), folder, class_names=data.class_names)
+            gen["hf_folder"] = str(folder)

@@ -170,6 +170,7 @@ class TeacherPool:
 
     def fit_missing(self, x_ref: Any, y_ref: Any, *, epochs: int, batch_size: int, lr: float,
                     weight_decay: float, out_paths: list[str | None] | None = None,
+                    schedule: str = "constant", warmup_fraction: float = 0.0,
                     ) -> dict[int, dict[str, Any]]:
         """Train, in parallel, every teacher that came without a checkpoint.
 
@@ -187,7 +188,8 @@ class TeacherPool:
             pending = {
                 i: self.actors[i].fit.remote(
                     x_ref, y_ref, epochs=epochs, batch_size=batch_size, lr=lr,
-                    weight_decay=weight_decay, seed=self.configs[i].seed, out=out)
+                    weight_decay=weight_decay, seed=self.configs[i].seed, out=out,
+                    schedule=schedule, warmup_fraction=warmup_fraction)
                 for i, out in todo.items()
             }
             done = dict(zip(pending, ray.get(list(pending.values())), strict=True))

@@ -33,7 +33,15 @@ from raykd.models import (
     save_checkpoint,
     weights_hash,
 )
-from raykd.train.steps import epoch_batches, make_optimizer, predict_logits, set_threads
+from raykd.train.steps import (
+    epoch_batches,
+    lr_factor,
+    make_optimizer,
+    predict_logits,
+    set_lr,
+    set_threads,
+    steps_per_epoch,
+)
 
 
 def node_cpus() -> int:
@@ -135,7 +143,8 @@ class Teacher:
         return True
 
     def fit(self, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int, lr: float,
-            weight_decay: float, seed: int, out: str) -> dict[str, Any]:
+            weight_decay: float, seed: int, out: str, schedule: str = "constant",
+            warmup_fraction: float = 0.0) -> dict[str, Any]:
         """Train on (x, y) with cross-entropy, save to ``out``; returns timing and loss.
 
         Rule: when the weights were loaded from ``out`` (this teacher's ``trained_path``)
@@ -147,6 +156,8 @@ class Teacher:
         """
         params = {"epochs": epochs, "batch_size": batch_size, "lr": lr,
                   "weight_decay": weight_decay, "seed": seed, "data": data_digest(x, y)}
+        if schedule != "constant":  # records of constant-rate fits stay as they were
+            params |= {"schedule": schedule, "warmup_fraction": warmup_fraction}
         if self.source == "trained_path" and out == self.trained_path:
             if self.fit_record is not None and self.fit_record.get("params") == params:
                 return {**self.fit_record["result"], "reused": True}
@@ -166,8 +177,14 @@ class Teacher:
         opt = make_optimizer(self.model, lr=params["lr"], weight_decay=params["weight_decay"])
         self.model.train()
         loss = torch.tensor(float("nan"))
+        total = epochs * steps_per_epoch(len(x), batch_size=batch)
+        step = 0
         for epoch in range(epochs):
             for idx in epoch_batches(len(x), batch_size=batch, seed=seed, epoch=epoch):
+                set_lr(opt, params["lr"] * lr_factor(
+                    step, total, schedule=params.get("schedule", "constant"),
+                    warmup_fraction=params.get("warmup_fraction", 0.0)))
+                step += 1
                 xb = torch.from_numpy(x[idx]).to(self.device)
                 yb = torch.from_numpy(y[idx]).to(self.device)
                 loss = F.cross_entropy(self.model(xb), yb)

@@ -34,6 +34,30 @@ def make_optimizer(model: nn.Module, *, lr: float, weight_decay: float) -> torch
     return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
 
 
+def lr_factor(step: int, total: int, *, schedule: str = "constant",
+              warmup_fraction: float = 0.0) -> float:
+    """The learning rate's multiplier at optimizer step ``step`` (0-based) of ``total``.
+
+    ``constant``: 1. ``linear``: with ``w = round(warmup_fraction * total)`` warm-up steps,
+    ``(step + 1) / w`` while ``step < w``, then ``(total - step) / (total - w)``: a linear
+    ramp to the full rate and a linear decay that reaches ``1 / (total - w)`` on the last
+    step (never 0 on a step that runs). Stateless in ``step``, so a resumed run continues
+    the same curve.
+    """
+    if schedule == "constant" or total <= 0:
+        return 1.0
+    warm = round(warmup_fraction * total)
+    if step < warm:
+        return (step + 1) / warm
+    return max(0.0, (total - step) / max(1, total - warm))
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    """Set every parameter group's learning rate."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+
+
 def check_sharding(n: int, *, batch_size: int, world_size: int) -> None:
     """Reject a training split or batch that cannot give every DDP rank a non-empty, equal step.
 
@@ -139,7 +163,13 @@ def augment_images(x: torch.Tensor, generator: torch.Generator, *, shift: int | 
 @torch.no_grad()
 def predict_logits(model: nn.Module, x: np.ndarray, *, batch_size: int = 2048,
                    device: torch.device | str = "cpu") -> np.ndarray:
-    """Logits of ``model`` over all of ``x`` as a float32 (N, C) array (eval mode)."""
+    """Logits of ``model`` over all of ``x`` as a float32 (N, C) array (eval mode).
+
+    A model on text (an ``int`` attribute ``max_length``: tokens per example) is run in
+    batches of at most ``TOKENS_PER_BATCH // max_length`` examples: batched by tokens, so
+    a transformer's activations stay bounded whatever the sequence length.
+    """
+    batch_size = inference_batch(model, batch_size)
     was_training = model.training
     model.eval()
     out = []
@@ -148,6 +178,19 @@ def predict_logits(model: nn.Module, x: np.ndarray, *, batch_size: int = 2048,
         out.append(model(xb).float().cpu())
     model.train(was_training)
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+TOKENS_PER_BATCH = 16384
+"""Tokens per forward pass when a text model runs over a whole split."""
+
+
+def inference_batch(model: nn.Module, batch_size: int) -> int:
+    """``batch_size``, capped at ``TOKENS_PER_BATCH // model.max_length`` for a text model."""
+    inner = getattr(model, "module", model)
+    length = getattr(inner, "max_length", None)
+    if isinstance(length, int) and length > 0:
+        return max(1, min(batch_size, TOKENS_PER_BATCH // length))
+    return batch_size
 
 
 def accuracy(logits: np.ndarray, y: np.ndarray) -> float:
