@@ -70,6 +70,12 @@ def admit(spec: JobSpec, settings: Settings) -> JobSpec:
             _check_file(f"teachers.{i}.checkpoint", t.checkpoint, settings)
     if spec.student.checkpoint is not None:
         _check_file("student.checkpoint", spec.student.checkpoint, settings)
+    models = [(f"teachers.{i}.model", t.model) for i, t in enumerate(spec.teachers)]
+    for where, model in [*models, ("student.model", spec.student.model)]:
+        for field in ("path", "tokenizer"):
+            value = getattr(model, field)
+            if model.name == "hf" and value is not None and not value.startswith("package:"):
+                _check_file(f"{where}.{field}", value, settings)  # a folder: under the data roots
     if spec.cache.dir is not None:
         _check_cache_dir(spec.cache.dir, settings)
     return spec.model_copy(update={"storage": str(settings.storage)})
@@ -104,6 +110,16 @@ def _model_sizes(spec: JobSpec, settings: Settings) -> list[tuple[str, float, fl
                         "RAYKD_MAX_HIDDEN_UNITS"))
         elif model.name == "cnn":
             out.append((f"{where}.width", model.width, settings.max_hidden_units, "RAYKD_MAX_HIDDEN_UNITS"))
+        elif model.name == "hf":
+            config = model.config or {}
+            layers = model.num_hidden_layers or config.get("num_hidden_layers")
+            if isinstance(layers, int | float):
+                out.append((f"{where}.num_hidden_layers", layers, settings.max_hidden_layers,
+                            "RAYKD_MAX_HIDDEN_LAYERS"))
+            for key in ("hidden_size", "intermediate_size"):
+                if isinstance(config.get(key), int | float):
+                    out.append((f"{where}.config.{key}", config[key], settings.max_hidden_units,
+                                "RAYKD_MAX_HIDDEN_UNITS"))
     return out
 
 
