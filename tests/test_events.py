@@ -491,8 +491,24 @@ def test_sweep_result_round_trip(tmp_path: Path) -> None:
     written = json.loads(path.read_text())
     assert set(data) <= set(written)  # every key sweep.json had, under the same name
     for key in ("trials", "best", "final", "files", "timings", "teachers", "ensemble", "dataset"):
-        assert written[key] == data[key], key  # the readers' keys, as they were
+        assert_kept(written[key], data[key], key)  # the readers' keys, as they were
     assert written["trials"][1]["extra_metric"] == 1.5  # a row may carry more
+
+
+def assert_kept(written: Any, given: Any, where: str) -> None:
+    """Every key ``given`` had is in ``written`` with its value (a newer writer may add optional
+    fields, such as a text job's macro-F1 or an hf model's settings, at their defaults)."""
+    if isinstance(given, dict):
+        assert isinstance(written, dict), where
+        for k, v in given.items():
+            assert k in written, f"{where}.{k}"
+            assert_kept(written[k], v, f"{where}.{k}")
+    elif isinstance(given, list):
+        assert isinstance(written, list) and len(written) == len(given), where
+        for i, (w, g) in enumerate(zip(written, given, strict=True)):
+            assert_kept(w, g, f"{where}[{i}]")
+    else:
+        assert written == given, where
 
 
 def test_sweep_result_of_a_naive_sweep(tmp_path: Path) -> None:
