@@ -232,5 +232,9 @@ def export_student(student: Student, *, fmt: Literal["onnx", "safetensors"], out
     """Export ``student``; the files written and, for ONNX, the parity check."""
     if fmt == "safetensors":
         return [export_safetensors(student, out)], None
+    if student.text is not None:
+        from raykd.predict_text import export_text_onnx, text_parity
+
+        return list(export_text_onnx(student, out)), text_parity(student, out, data)
     paths = export_onnx(student, out)
     return list(paths), onnx_parity(student, out, data)

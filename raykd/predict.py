@@ -31,6 +31,8 @@ from raykd.data.arrays import FORMAT as ARRAY_FORMAT
 from raykd.data.arrays import ArrayPrep
 from raykd.data.images import FORMAT as IMAGE_FORMAT
 from raykd.data.table_prep import Fallbacks
+from raykd.data.text import FORMAT as TEXT_FORMAT
+from raykd.data.text import TextPrep
 from raykd.errors import UserError
 
 PREPROCESSING_FILE = "preprocessing.json"
@@ -55,6 +57,7 @@ class Student:
     image: ImagePrep | None = None
     kind: str = "student"
     arrays: ArrayPrep | None = None
+    text: TextPrep | None = None
 
     @property
     def title(self) -> str:
@@ -62,9 +65,10 @@ class Student:
         return f"{self.kind} {self.label} ({self.checkpoint})"
 
     @property
-    def fitted(self) -> TablePrep | ImagePrep | ArrayPrep | None:
-        """Its preprocessing: a table's, an image dataset's or an array source's, if recorded."""
-        return self.prep or self.image or self.arrays
+    def fitted(self) -> TablePrep | ImagePrep | ArrayPrep | TextPrep | None:
+        """Its preprocessing: a table's, an image dataset's, an array source's or a text
+        source's, if recorded."""
+        return self.prep or self.image or self.arrays or self.text
 
     @property
     def prep_record(self) -> dict[str, Any] | None:
@@ -157,7 +161,16 @@ def read_prep(record: dict[str, Any] | None, where: str
         return None, ImagePrep.from_dict(record, where), None
     if record.get("format") == ARRAY_FORMAT:
         return None, None, ArrayPrep.from_dict(record, where)
+    if record.get("format") == TEXT_FORMAT:
+        return None, None, None  # read by read_text_prep
     return TablePrep.from_dict(record, where), None, None
+
+
+def read_text_prep(record: dict[str, Any] | None, where: str) -> TextPrep | None:
+    """A text source's record (:class:`~raykd.data.text.TextPrep`), or None for any other."""
+    if record is None or record.get("format") != TEXT_FORMAT:
+        return None
+    return TextPrep.from_dict(record, where)
 
 
 def stored_prep(job_dir: Path) -> dict[str, Any] | None:
@@ -177,13 +190,14 @@ def load_student(path: Path, *, student: str | None = None) -> Student:
         if record is None and folder is not None:
             record = stored_prep(folder)
     prep, image, arrays = read_prep(record, f"checkpoint {str(checkpoint)!r}")
-    fitted = prep or image or arrays
+    text = read_text_prep(record, f"checkpoint {str(checkpoint)!r}")
+    fitted = prep or image or arrays or text
     names = info["class_names"] or (list(fitted.class_names or ()) if fitted else None)
     names = names or [str(i) for i in range(info["num_classes"])]
     model = load_checkpoint(checkpoint).eval()
     return Student(model=model, checkpoint=checkpoint, input_shape=tuple(info["input_shape"]),
                    class_names=tuple(names), config=info["config"], prep=prep, job_dir=job_dir,
-                   label=label, image=image, arrays=arrays)
+                   label=label, image=image, arrays=arrays, text=text)
 
 
 def _need_images(student: Student) -> ImagePrep:
@@ -297,6 +311,10 @@ def predict_file(student: Student, data: Path) -> Prediction:
     """:func:`predict_images` for a folder, :func:`predict_arrays` for an ``.npz``,
     :func:`predict_parquet_images` for a ``.parquet`` file when the model was trained on
     images, else :func:`predict_table`."""
+    if student.text is not None:
+        from raykd.predict_text import predict_text
+
+        return predict_text(student, data)
     if data.is_dir():
         return predict_images(student, data)
     if data.suffix.lower() == ".npz":
@@ -320,9 +338,13 @@ def table_inputs(student: Student, data: Path) -> tuple[np.ndarray, Fallbacks, A
 
 
 def probabilities(model: nn.Module, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
-    """Softmax of the model's logits over ``x``, float64 ``(N, C)``."""
+    """Softmax of the model's logits over ``x``, float64 ``(N, C)`` (a text model in batches
+    of bounded tokens: :func:`raykd.train.steps.inference_batch`)."""
     import torch
 
+    from raykd.train.steps import inference_batch
+
+    batch_size = inference_batch(model, batch_size)
     out = []
     with torch.no_grad():
         for start in range(0, len(x), batch_size):

@@ -33,6 +33,7 @@ from raykd.predict import (
     job_students,
     load_student,
     read_prep,
+    read_text_prep,
     stored_prep,
 )
 
@@ -107,10 +108,13 @@ def load_teacher(job_dir: Path, record: dict[str, Any], row: dict[str, Any]) -> 
     """Teacher ``row`` of the job, with the job's class names and stored preprocessing."""
     from raykd.models import load_checkpoint
 
-    prep, image, arrays = read_prep(stored_prep(job_dir),
-                                    f"{str(job_dir / 'preprocessing.json')!r}")
+    where = f"{str(job_dir / 'preprocessing.json')!r}"
+    prep, image, arrays = read_prep(stored_prep(job_dir), where)
+    text = read_text_prep(stored_prep(job_dir), where)
     shape: tuple[int, ...]
-    if image is not None:
+    if text is not None:
+        shape, names = text.input_shape, text.class_names
+    elif image is not None:
         shape, names = image.input_shape, image.class_names
     elif prep is not None:
         shape, names = (len(prep.feature_names),), prep.class_names
@@ -126,4 +130,4 @@ def load_teacher(job_dir: Path, record: dict[str, Any], row: dict[str, Any]) -> 
                             num_classes=len(names)).eval()
     return Student(model=model, checkpoint=checkpoint, input_shape=tuple(shape), class_names=tuple(names),
                    config=dict(row["model"]), prep=prep, job_dir=job_dir, label=str(row["index"]),
-                   image=image, kind="teacher", arrays=arrays)
+                   image=image, kind="teacher", arrays=arrays, text=text)

@@ -132,3 +132,37 @@ def test_text_and_models_that_do_not_fit_fail_in_one_line(tmp_path: Path, change
     result = CliRunner().invoke(app, ["run", str(path)])
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_predict_and_export_a_text_student(first: dict[str, Any], storage: Path,
+                                           tmp_path: Path) -> None:
+    """``raykd predict`` on a CSV of texts gives what the job measured on the same texts;
+    ``raykd export --format onnx`` writes the transformer, its tokenizer and a parity line."""
+    import pandas as pd
+
+    from raykd.data import raw_test_rows
+
+    texts, labels = raw_test_rows("bbc-news", seed=0)
+    names = first["dataset"]["class_names"]
+    pd.DataFrame({"text": texts, "label": [names[i] for i in labels]}).to_csv(
+        tmp_path / "news.csv", index=False)
+    job_dir = storage / "bbc-tiny"
+    out = tmp_path / "pred.csv"
+    result = CliRunner().invoke(app, ["predict", str(job_dir), str(tmp_path / "news.csv"),
+                                      "--student", "kd", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    kd = next(s for s in first["students"] if s["label"] == "kd")
+    assert f"accuracy {kd['test_accuracy']:.4f} on {len(texts)} labelled rows" in result.output
+    assert len(pd.read_csv(out)) == len(texts)
+    (tmp_path / "lines.txt").write_text("Shares fell on the stock market.\n\nThe match ended 2-1.\n")
+    result = CliRunner().invoke(app, ["predict", str(job_dir), str(tmp_path / "lines.txt"),
+                                      "--out", str(tmp_path / "lines.csv")])
+    assert result.exit_code == 0 and "2 rows" in result.output, result.output
+
+    onnx = tmp_path / "student.onnx"
+    result = CliRunner().invoke(app, ["export", str(job_dir), "--format", "onnx", "--out", str(onnx)])
+    assert result.exit_code == 0, result.output
+    assert "parity on the job's test split (256 texts)" in result.output and ": ok" in result.output
+    assert (tmp_path / "student.tokenizer" / "tokenizer.json").is_file()
+    side = json.loads((tmp_path / "student.preprocessing.json").read_text())
+    assert side["inputs"][:2] == ["input_ids", "attention_mask"] and side["max_length"] == 32

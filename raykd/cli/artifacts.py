@@ -28,8 +28,10 @@ StudentOpt = Annotated[str | None, typer.Option(
 def predict(model: ModelArg, data: Annotated[Path, typer.Argument(
                 help="A .csv or .parquet table, an .npz of raw rows (array x, optional y: for "
                      "a model trained on an .npz or a built-in dataset), a .parquet file of "
-                     "encoded images (for a model trained on images), or a folder of images "
-                     "(sub-folders named by class count as labels).")],
+                     "encoded images (for a model trained on images), a folder of images "
+                     "(sub-folders named by class count as labels), or, for a text model, a .txt "
+                     "file (one text per line) or a .csv/.parquet/.jsonl file with its text "
+                     "column(s).")],
             out: Annotated[Path, typer.Option(help="Where to write the predictions (CSV).")] = Path(
                 "predictions.csv"),
             student: StudentOpt = None,
@@ -70,8 +72,9 @@ def export(model: ModelArg,
                "safetensors.")],
            out: Annotated[Path, typer.Option(help="The file to write.")],
            data: Annotated[Path | None, typer.Option(
-               help="A .csv/.parquet/.npz file or an image folder for the ONNX parity check "
-                    "(default: the job's test split).")] = None,
+               help="A .csv/.parquet/.npz file or an image folder (a text model: .txt, .csv, "
+                    ".parquet or .jsonl texts) for the ONNX parity check (default: the job's "
+                    "test split).")] = None,
            student: StudentOpt = None) -> None:
     """Export a student as ONNX (parity-checked against PyTorch) or self-describing safetensors."""
 

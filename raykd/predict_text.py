@@ -1,0 +1,182 @@
+"""A text student (``name: hf`` on text) on new texts, and as ONNX.
+
+- :func:`predict_text`: the texts of a ``.txt`` file (one text per line, blank lines
+  skipped; single texts only), or of a ``.csv``/``.parquet``/``.jsonl`` file's text
+  column(s) as the job named them (``TextPrep.columns``), through the model's own tokenizer
+  (the model reads raw UTF-8 bytes, :mod:`raykd.data.text_bytes`): predicted class names
+  and probabilities, and the accuracy when the file has the label column.
+- :func:`export_text_onnx`: ONNX cannot hold a tokenizer, so the exported graph is the
+  transformer itself, ``(input_ids, attention_mask[, token_type_ids]) -> logits``, with
+  a dynamic batch and length (up to the model's ``max_length``); beside it the tokenizer
+  folder (``<stem>.tokenizer/``) and ``<stem>.preprocessing.json`` saying how to
+  tokenize (truncation to ``max_length``, pairs in order). The parity check tokenizes the
+  same texts once and feeds both ONNX Runtime and PyTorch.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from raykd.data import DataError
+from raykd.predict import ArtifactError, Prediction, Student, _with_accuracy, probabilities
+
+if TYPE_CHECKING:
+    from raykd.export import Parity
+
+TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def read_texts(student: Student, data: Path) -> tuple[list[str] | list[tuple[str, ...]], Any]:
+    """The texts of ``data`` (see the module docstring) and its labels (a Series) or None."""
+    from raykd.data.text_files import read_text_file, text_values
+
+    text = student.text
+    assert text is not None
+    if data.suffix.lower() == ".txt":
+        if len(text.columns) != 1:
+            raise DataError(f"{str(data)!r}: a .txt file holds one text per line, but "
+                            f"{student.title} reads pairs ({list(text.columns)}); give a "
+                            ".csv/.parquet/.jsonl file with those columns")
+        try:
+            lines = data.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError as err:
+            raise DataError(f"cannot read {str(data)!r}: {err.strerror or err}") from None
+        return [line for line in lines if line.strip()], None
+    frame = read_text_file(data)
+    missing = [c for c in text.columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"{str(data)!r} has no column {missing[0]!r}, which {student.title} reads "
+                        f"(text columns {list(text.columns)}); columns found: "
+                        f"{list(frame.columns)[:20]}")
+    slots = [text_values(frame[c], "text column", repr(str(data))) for c in text.columns]
+    rows = list(zip(*slots, strict=True))
+    labels = frame[text.label_column] if text.label_column in frame.columns else None
+    return ([r[0] for r in rows] if len(slots) == 1 else rows), labels
+
+
+def predict_text(student: Student, data: Path) -> Prediction:
+    """Predicted class names and probabilities for every text of ``data``."""
+    from raykd.data.text_bytes import encode_texts
+
+    texts, labels = read_texts(student, data)
+    if not texts:
+        raise DataError(f"{str(data)!r} holds no text to predict; give at least one")
+    probs = probabilities(student.model, encode_texts(texts))
+    names = [student.class_names[i] for i in probs.argmax(axis=1)]
+    return _with_accuracy(Prediction(names=names, probabilities=probs), labels)
+
+
+def _inner(student: Student) -> tuple[Any, Any, int]:
+    """The transformer, its tokenizer and max_length of a text student."""
+    model = getattr(student.model, "hf", None)
+    tokenizer = getattr(student.model, "tokenizer", None)
+    if model is None or tokenizer is None:
+        raise ArtifactError(f"{student.title} is not a Hugging Face text model")
+    return model, tokenizer, int(student.model.max_length)
+
+
+def _tokens(student: Student, texts: list[str] | list[tuple[str, ...]]) -> dict[str, np.ndarray]:
+    """The int64 token arrays the exported graph reads (what the model's forward tokenizes)."""
+    from raykd.data.text_bytes import encode_texts
+
+    enc = student.model.tokenize(encode_texts(texts))  # exactly what its forward tokenizes
+    names = _input_names(student)
+    return {k: np.ascontiguousarray(enc[k].numpy(), dtype=np.int64) for k in names}
+
+
+def _input_names(student: Student) -> list[str]:
+    import inspect
+
+    model, _, _ = _inner(student)
+    takes = inspect.signature(model.forward).parameters
+    return [k for k in TOKEN_INPUTS if k in takes]
+
+
+def export_text_onnx(student: Student, out: Path) -> tuple[Path, Path, Path]:
+    """Write the graph, the tokenizer folder and the record (see the module docstring)."""
+    import torch
+
+    from raykd.export import _need_onnx
+
+    _need_onnx()
+    model, tokenizer, max_length = _inner(student)
+    names = _input_names(student)
+
+    class Graph(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.hf = model
+
+        def forward(self, *tokens: torch.Tensor) -> torch.Tensor:
+            return self.hf(**dict(zip(names, tokens, strict=True))).logits.float()
+
+    sample = _tokens(student, ["raykd exports a text student", "two texts"]
+                     if len(student.input_shape) and student.input_shape[0] == 1
+                     else [("raykd exports", "a text pair"), ("two", "pairs")])
+    batch = torch.export.Dim("batch", min=1)
+    length = torch.export.Dim("length", min=2, max=max(3, max_length))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():  # the exporter's own notices, not the user's
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Graph().eval(), tuple(torch.from_numpy(sample[k]) for k in names),
+                          str(out), input_names=names, output_names=["logits"],
+                          dynamic_shapes=(tuple({0: batch, 1: length} for _ in names),),
+                          dynamo=True, verbose=False, optimize=True, external_data=False)
+    folder = out.with_name(f"{out.stem}.tokenizer")
+    tokenizer.save_pretrained(str(folder))
+    side = out.with_name(f"{out.stem}.preprocessing.json")
+    record = {"class_names": list(student.class_names), "inputs": names, "output": "logits",
+              "input_is": f"token ids: tokenize with the folder {folder.name} beside this file, "
+                          f"truncation=True, max_length={max_length}, padding to the batch's "
+                          "longest (text pairs: tokenizer(text, text_pair))",
+              "max_length": max_length,
+              "preprocessing": student.prep_record}
+    side.write_text(json.dumps(record, indent=2))
+    return out, folder, side
+
+
+def text_parity(student: Student, onnx_path: Path, data: Path | None) -> Parity:
+    """ONNX Runtime against PyTorch on the same tokenized texts: the file's, else the job's
+    test split (its data re-read and split by its seed and fractions)."""
+    import torch
+
+    from raykd.export import Parity, _need_onnx
+
+    ort = _need_onnx()
+    texts = (read_texts(student, data)[0] if data is not None else job_test_texts(student))[:256]
+    source = (f"{data.name} ({len(texts)} texts)" if data is not None
+              else f"the job's test split ({len(texts)} texts)")
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    theirs, ours = [], []
+    for start in range(0, len(texts), 32):
+        tokens = _tokens(student, texts[start:start + 32])
+        theirs.append(session.run(["logits"], tokens)[0])
+        with torch.no_grad():
+            model, _, _ = _inner(student)
+            ours.append(model(**{k: torch.from_numpy(v) for k, v in tokens.items()})
+                        .logits.float().numpy())
+    a, b = np.concatenate(theirs), np.concatenate(ours)
+    return Parity(source=source, rows=len(a), max_abs_diff=float(np.abs(a - b).max()),
+                  argmax_agreement=float(np.mean(a.argmax(1) == b.argmax(1))))
+
+
+def job_test_texts(student: Student) -> list[str] | list[tuple[str, ...]]:
+    """The test texts of the student's job (a bare checkpoint: give --data)."""
+    from raykd.data import raw_test_rows
+    from raykd.predict import job_record
+    from raykd.spec import JobSpec
+
+    record = None if student.job_dir is None else job_record(student.job_dir)
+    if record is None:
+        raise ArtifactError(f"{student.title} is a bare checkpoint: give --data FILE (.txt, .csv, "
+                            ".parquet or .jsonl texts) for the parity check")
+    d = JobSpec.model_validate(record["spec"]).data
+    texts, _ = raw_test_rows(d.dataset, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
+                             seed=d.seed, label_column=d.label_column, text_column=d.text_column,
+                             text_pair_column=d.text_pair_column)
+    return list(texts)
