@@ -14,6 +14,8 @@ bench_app = typer.Typer(no_args_is_help=True, help="Speed and quality benchmarks
 OutOpt = Annotated[Path, typer.Option(help="Directory for the tables and plots.")]
 StepsOpt = Annotated[int | None, typer.Option(help="Training steps per row.")]
 QuickOpt = Annotated[bool, typer.Option(help="A small, fast version (smoke check).")]
+ResultsOpt = Annotated[Path | None, typer.Option(
+    help="Also copy the tables here (e.g. raykd/bench/results).")]
 
 
 @bench_app.command("speed")
@@ -28,6 +30,18 @@ def bench_speed(out: OutOpt = Path("raykd-runs/bench-speed"), quick: QuickOpt = 
     guarded(lambda: run_speed_bench(out=out, quick=quick, steps=steps, rounds=rounds))
 
 
+@bench_app.command("text-speed")
+def bench_text_speed(out: OutOpt = Path("raykd-runs/bench-text-speed"), quick: QuickOpt = False,
+                     rounds: Annotated[int | None, typer.Option(
+                         help="Interleaved rounds after a warm-up; medians reported (default 3, "
+                              "quick 1).")] = None,
+                     results: ResultsOpt = None) -> None:
+    """Text: a raykd teacher actor and student loop against plain PyTorch/HF loops (ratios)."""
+    from raykd.bench.text_speed import run_text_speed
+
+    guarded(lambda: run_text_speed(out=out, quick=quick, rounds=rounds, results=results))
+
+
 @bench_app.command("sweep")
 def bench_sweep(spec: SpecArg = "mnist-sweep", out: OutOpt = Path("raykd-runs/bench-sweep"),
                 set_: SetOpt = None) -> None:
@@ -39,8 +53,17 @@ def bench_sweep(spec: SpecArg = "mnist-sweep", out: OutOpt = Path("raykd-runs/be
 
 @bench_app.command("quality")
 def bench_quality(out: OutOpt = Path("raykd-runs/bench-quality"), quick: QuickOpt = False,
-                  seeds: Annotated[int | None, typer.Option(help="Seeds per row.")] = None) -> None:
+                  seeds: Annotated[int | None, typer.Option(help="Seeds per row.")] = None,
+                  text: Annotated[bool, typer.Option(
+                      help="The text scenario instead: MiniLM teachers, BBC News, none/KD/WKD "
+                           "students (text_quality.md).")] = False,
+                  results: ResultsOpt = None) -> None:
     """Accuracy of every method against the ensemble (can a student exceed its teachers?)."""
+    if text:
+        from raykd.bench.text_quality import run_text_quality
+
+        guarded(lambda: run_text_quality(out=out, quick=quick, seeds=seeds, results=results))
+        return
     from raykd.bench.quality import run_quality_bench
 
     guarded(lambda: run_quality_bench(out=out, quick=quick, seeds=seeds))

@@ -1,0 +1,84 @@
+"""The text benches' quick versions: tables written with their rows, paired differences and
+ratios, each number traceable to the per-seed runs and measures in the JSON.
+
+Tiny random BERTs (1-2 layers, width 32) with the packaged MiniLM tokenizer on BBC News
+(160 training articles for the quality bench), through raykd's real teacher stage, teacher
+actor and student loop.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from raykd.bench.text_quality import PAIRS, ROWS, run_text_quality
+from raykd.bench.text_report import paired, spread
+from raykd.bench.text_speed import run_text_speed
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def quality(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    out, results = tmp_path_factory.mktemp("tq"), tmp_path_factory.mktemp("results")
+    run_text_quality(out, quick=True, results=results, log=lambda line: None)
+    return out, results
+
+
+def test_quality_table_has_every_row_and_paired_difference(quality: tuple[Path, Path]) -> None:
+    out, results = quality
+    md = (out / "text_quality.md").read_text()
+    assert (results / "text_quality.md").read_text() == md
+    data: dict[str, Any] = json.loads((results / "text_quality.json").read_text())
+    assert data["seeds"] == 2 and data["data"]["train"] == 160
+    for row in ROWS:
+        assert f"| {row.name} | " in md
+    for a, b in PAIRS:
+        assert f"| {a} - {b} | " in md
+    assert "ensemble (mean logits)" in md and md.count("| teacher ") == 3
+    # every teacher trained by raykd's teacher stage; every row has a run per seed
+    assert all(t["trained_by_raykd"] for t in data["teachers"]["rows"])
+    runs = data["runs"]
+    assert sorted((r["row"], r["seed"]) for r in runs) == sorted(
+        (row.name, s) for row in ROWS for s in (0, 1))
+    # the summary is the runs' numbers: mean ± sd, and differences taken per seed
+    by = {(r["row"], r["seed"]): r for r in runs}
+    kd = [by["kd", s]["test_macro_f1"] for s in (0, 1)]
+    assert data["summary"]["rows"]["kd"]["test_macro_f1"]["mean"] == pytest.approx(np.mean(kd))
+    diff = data["summary"]["differences"]["kd - none"]["test_accuracy"]
+    per_seed = [by["kd", s]["test_accuracy"] - by["none", s]["test_accuracy"] for s in (0, 1)]
+    assert diff["values"] == pytest.approx(per_seed)
+    assert diff["sd"] == pytest.approx(np.std(per_seed, ddof=1))
+
+
+def test_rerun_reuses_the_teachers(quality: tuple[Path, Path], ray_local: None) -> None:
+    out, _ = quality
+    again = run_text_quality(out, quick=True, seeds=1, log=lambda line: None)
+    cache = again["teachers"]["logit_cache"]
+    assert all(split["teacher_forward_examples"] == 0 for split in cache.values())
+    assert len(again["runs"]) == len(ROWS)
+
+
+def test_speed_table_has_both_ratios_and_cache_bytes(ray_local: None, tmp_path: Path) -> None:
+    result = run_text_speed(tmp_path, quick=True, log=lambda line: None)
+    md = (tmp_path / "text_speed.md").read_text()
+    assert json.loads((tmp_path / "text_speed.json").read_text())["rounds"] == 1
+    names = [r["name"] for r in result["rows"]]
+    assert names == ["teacher logits per second", "student steps per second"]
+    for row in result["rows"]:
+        raykd, plain = row["raykd"]["median"], row["plain"]["median"]
+        assert raykd > 0 and plain > 0 and row["ratio"] == pytest.approx(raykd / plain)
+        assert f"{row['ratio']:.2f}x" in md
+        assert len(row["loads"]) == 2  # one (before, after) per measure of the round
+    classification, spans = result["cache"]
+    assert classification["bytes"] == 5 * 4  # 5 classes, float32
+    assert spans["bytes"] < spans["padded"] == 2 * 384 * 4
+
+
+def test_helpers_pair_by_seed() -> None:
+    assert paired({0: 0.5, 1: 0.7, 2: 0.9}, {1: 0.6, 0: 0.5})["values"] == pytest.approx([0.0, 0.1])
+    assert spread([0.5])["sd"] == 0.0
