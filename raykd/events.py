@@ -83,6 +83,10 @@ class TeacherReady(_Event):
     val_accuracy: float | None = None
     test_accuracy: float | None = None
     test_macro_f1: float | None = Field(default=None, description="Text classification only.")
+    test_f1: float | None = Field(default=None, description="Span extraction only: SQuAD v2.0 F1 "
+                                  "(percent) on test, no-answer threshold chosen on val.")
+    test_exact: float | None = Field(default=None, description="Span extraction only: SQuAD v2.0 "
+                                     "exact match (percent) on test, as test_f1.")
 
 
 class Epoch(_Event):
@@ -116,6 +120,10 @@ class StudentFinished(_Event):
     val_accuracy: float | None = None
     test_accuracy: float | None = None
     test_macro_f1: float | None = Field(default=None, description="Text classification only.")
+    test_f1: float | None = Field(default=None, description="Span extraction only: SQuAD v2.0 F1 "
+                                  "(percent) on test, no-answer threshold chosen on val.")
+    test_exact: float | None = Field(default=None, description="Span extraction only: SQuAD v2.0 "
+                                     "exact match (percent) on test, as test_f1.")
     reused: bool = Field(default=False, description="Taken from an earlier run of this job id.")
 
 

@@ -42,7 +42,7 @@ from raykd.errors import JobDirError
 if TYPE_CHECKING:
     from raykd.spec import JobSpec
 
-BUILTIN_DATASETS = ("mnist", "digits", "diamonds", "bbc-news")
+BUILTIN_DATASETS = ("mnist", "digits", "diamonds", "bbc-news", "bbc-speakers")
 
 
 def absolute(path: str | Path, base: Path | None = None) -> Path:

@@ -75,6 +75,10 @@ class DatasetRow(_Row):
     table: TableRow | None = Field(
         default=None, description="For a .csv/.parquet file: the columns used and dropped, and why."
     )
+    spans: dict[str, Any] | None = Field(
+        default=None, description="For span data: the tokenizer, window sizes (max_length, "
+        "doc_stride, max_query_length) and questions/windows per split; train/val/test above "
+        "then count windows.")
     text: dict[str, Any] | None = Field(default=None, description="For text data: its columns, byte "
                                         "width and texts truncated (raykd.data.TextPrep's record).")
 
@@ -122,6 +126,11 @@ class TeacherRow(_Row):
     test_macro_f1: float | None = Field(
         default=None, description="Macro-F1 on the test split (mean over classes of each class's "
         "F1), for text classification.")
+    span: dict[str, Any] | None = Field(
+        default=None, description="Span extraction only: SQuAD v2.0 scores in percent: "
+        "threshold (the no-answer threshold, max F1 on val), val_f1, val_exact, and test (exact, "
+        "f1, total, HasAns_*/NoAns_*, threshold) at that threshold. val_accuracy/test_accuracy "
+        "are then the share of windows whose start and end are both right.")
 
 
 class EnsembleRow(_Row):
@@ -132,6 +141,11 @@ class EnsembleRow(_Row):
     test_macro_f1: float | None = Field(
         default=None, description="Macro-F1 on the test split (mean over classes of each class's "
         "F1), for text classification.")
+    span: dict[str, Any] | None = Field(
+        default=None, description="Span extraction only: SQuAD v2.0 scores in percent: "
+        "threshold (the no-answer threshold, max F1 on val), val_f1, val_exact, and test (exact, "
+        "f1, total, HasAns_*/NoAns_*, threshold) at that threshold. val_accuracy/test_accuracy "
+        "are then the share of windows whose start and end are both right.")
 
 
 class CacheStats(_OpenRow):
@@ -141,6 +155,9 @@ class CacheStats(_OpenRow):
     teacher_forward_examples: int = Field(ge=0, description="Examples the teachers computed.")
     seconds: float = Field(ge=0, description="Wall time of the split's logits.")
     cache_keys: list[str] = Field(default_factory=list, description="Cache key of each teacher.")
+    bytes_per_window_per_teacher: float | None = Field(
+        default=None, description="Bytes stored per example (a window, for span data) per "
+        "teacher; span entries keep only the valid positions' logits, in float16.")
 
 
 class EpochRow(_OpenRow):
@@ -151,6 +168,11 @@ class EpochRow(_OpenRow):
     epoch_seconds: float = Field(ge=0, description="Wall time of the epoch's training steps.")
     samples_per_s: float = Field(ge=0, description="Training throughput over all workers.")
     val_accuracy: float | None = Field(default=None, description="Validation accuracy after it.")
+    val_f1: float | None = Field(default=None, description="Span data only: SQuAD v2.0 F1 "
+                                 "(percent) on val after it (no-answer threshold chosen on val); the best "
+                                 "epoch is the one of the highest val_f1.")
+    val_exact: float | None = Field(default=None, description="Span data only: SQuAD v2.0 exact "
+                                    "match (percent) on val, as val_f1.")
 
 
 class GenerationRow(_Row):
@@ -169,6 +191,11 @@ class GenerationRow(_Row):
     test_macro_f1: float | None = Field(
         default=None, description="Macro-F1 on the test split (mean over classes of each class's "
         "F1), for text classification.")
+    span: dict[str, Any] | None = Field(
+        default=None, description="Span extraction only: SQuAD v2.0 scores in percent: "
+        "threshold (the no-answer threshold, max F1 on val), val_f1, val_exact, and test (exact, "
+        "f1, total, HasAns_*/NoAns_*, threshold) at that threshold. val_accuracy/test_accuracy "
+        "are then the share of windows whose start and end are both right.")
     hf_folder: str | None = Field(
         default=None, description="name=hf students: a Hugging Face folder (config, safetensors, "
         "tokenizer) that transformers' Auto classes load without raykd.")
@@ -197,6 +224,11 @@ class StudentRow(_Row):
     test_macro_f1: float | None = Field(
         default=None, description="Macro-F1 on the test split (mean over classes of each class's "
         "F1), for text classification.")
+    span: dict[str, Any] | None = Field(
+        default=None, description="Span extraction only: SQuAD v2.0 scores in percent: "
+        "threshold (the no-answer threshold, max F1 on val), val_f1, val_exact, and test (exact, "
+        "f1, total, HasAns_*/NoAns_*, threshold) at that threshold. val_accuracy/test_accuracy "
+        "are then the share of windows whose start and end are both right.")
     ban_test_accuracy: float | None = Field(
         default=None, description="Test accuracy of the generations' ensemble (born-again only)."
     )

@@ -354,8 +354,9 @@ class DataSpec(_Strict):
 
     dataset: str = Field(
         default="mnist",
-        description="A built-in dataset (mnist, digits, diamonds, bbc-news), a path to .npz, "
-        ".parquet, .csv or .jsonl, or an image folder root/<class name>/*.png|jpg|jpeg.",
+        description="A built-in dataset (mnist, digits, diamonds, bbc-news, bbc-speakers), a path "
+        "to .npz, .parquet, .csv, .jsonl or a SQuAD .json, or an image folder "
+        "root/<class name>/*.png|jpg|jpeg.",
     )
     image_size: tuple[Annotated[int, Field(ge=1, le=4096)], Annotated[int, Field(ge=1, le=4096)]] | None = Field(
         default=None,
@@ -376,6 +377,20 @@ class DataSpec(_Strict):
         default=None, min_length=1,
         description="With text_column: a second text column; each example is a pair of texts "
         "(e.g. premise and hypothesis).",
+    )
+    max_length: int = Field(
+        default=384, ge=16, le=4096,
+        description="Span data only (bbc-speakers, SQuAD .json, or .jsonl/.parquet with question, "
+        "context and answers): tokens per window (question, context and special tokens).",
+    )
+    doc_stride: int = Field(
+        default=128, ge=0, le=4096,
+        description="Span data only: tokens of context shared by consecutive windows of one "
+        "context.",
+    )
+    max_query_length: int = Field(
+        default=64, ge=1, le=4096,
+        description="Span data only: questions are cut to this many tokens.",
     )
     image_column: str | None = Field(
         default=None, min_length=1,

@@ -160,8 +160,8 @@ def test_span_model_on_tokenized_windows() -> None:
         out = model(windows)
     assert out.shape == (2, 2, 48) and out.dtype == torch.float32 and torch.isfinite(out).all()
     with pytest.raises(ModelError) as err:
-        build_model(_tiny(), (4, 48), 2)
-    _one_line(err, "(4, 48)", "name 'hf' takes text data")
+        build_model(_tiny(), (5, 48), 2)
+    _one_line(err, "(5, 48)", "name 'hf' takes text data")
 
 
 def test_bad_folders_each_one_line(tmp_path: Path, finetuned: Path, minilm_dir: Path,

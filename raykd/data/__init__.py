@@ -40,6 +40,7 @@ from raykd.data.builtin import load_diamonds, load_digits, load_mnist
 from raykd.data.checks import check_fraction, check_seed, check_train_limit
 from raykd.data.files import READERS
 from raykd.data.images import ImagePrep, load_image_folder
+from raykd.data.span_data import SPAN_DATASETS, is_span_source, load_span_dataset
 from raykd.data.splits import DataError, Dataset, RawData, Split, build_dataset, raw_test_split
 from raykd.data.table_columns import ColumnChoice
 from raykd.data.table_prep import TablePrep
@@ -73,7 +74,8 @@ TEXT_ONLY_SUFFIXES = tuple(s for s in TEXT_SUFFIXES if s not in TABLE_SUFFIXES)
 
 def _source_path(source: str | os.PathLike[str]) -> Path | None:
     """The file ``source`` names, checked; None for a built-in dataset."""
-    if isinstance(source, str) and (source in DATASETS or source in TEXT_DATASETS):
+    if isinstance(source, str) and (source in DATASETS or source in TEXT_DATASETS
+                                    or source in SPAN_DATASETS):
         return None
     path = Path(source)
     if path.is_dir() and path.suffix.lower() not in FILE_SUFFIXES:  # data.npz/ is no image folder
@@ -81,7 +83,8 @@ def _source_path(source: str | os.PathLike[str]) -> Path | None:
     if path.suffix.lower() not in FILE_SUFFIXES:
         raise DataError(
             f"unknown data source {str(source)!r}; expected a built-in dataset "
-            f"({', '.join(sorted({*DATASETS, *TEXT_DATASETS}))}), an image folder, or a path to a "
+            f"({', '.join(sorted({*DATASETS, *TEXT_DATASETS, *SPAN_DATASETS}))}), an image folder, "
+            "a SQuAD .json file, or a path to a "
             "file ending in "
             f"{', '.join(FILE_SUFFIXES)}"
         )
@@ -119,6 +122,10 @@ def load_dataset(
     image_column: str | None = None,
     text_column: str | None = None,
     text_pair_column: str | None = None,
+    tokenizer: str | None = None,
+    max_length: int = 384,
+    doc_stride: int = 128,
+    max_query_length: int = 64,
 ) -> Dataset:
     """Load a built-in dataset or a user file and split it into train, val and test.
 
@@ -157,6 +164,12 @@ def load_dataset(
             ``text`` and ``label``).
         text_pair_column: With ``text_column``, a second text column: each example is then a
             pair of texts, ``input_shape`` ``(2, W)``.
+        tokenizer: Span data only (``bbc-speakers``, a SQuAD ``.json``, or a ``.jsonl``/
+            ``.parquet`` of question/context/answers without ``text_column``): the tokenizer
+            (a folder or ``package:<module>/<dir>``) that cuts it into windows
+            (:mod:`raykd.data.span_data`).
+        max_length, doc_stride, max_query_length: Span data only: tokens per window, tokens
+            of overlap, tokens kept of a question.
 
     Returns:
         The dataset, with ``num_classes = max(label) + 1`` over all splits (for tables
@@ -174,6 +187,18 @@ def load_dataset(
     limit = check_train_limit(train_limit)
     if not isinstance(label_column, str) or not label_column:
         raise DataError(f"label_column={label_column!r} is invalid; expected a column name")
+    if is_span_source(source, text_column):
+        return load_span_dataset(source, tokenizer=tokenizer, max_length=max_length,
+                                 doc_stride=doc_stride, max_query_length=max_query_length,
+                                 val_fraction=val, test_fraction=test, seed=seed,
+                                 train_limit=limit)
+    windowing = {"max_length": (max_length, 384), "doc_stride": (doc_stride, 128),
+                 "max_query_length": (max_query_length, 64)}
+    for option, (given, default) in windowing.items():
+        if given != default:
+            raise DataError(f"data.{option} applies to span data only (bbc-speakers, SQuAD .json, "
+                            f".jsonl/.parquet of question/context/answers); {str(source)!r} is not "
+                            f"span data: remove data.{option}")
     path = _source_path(source)
     if _is_text(path, source, text_column, text_pair_column):
         name, raw = _text_raw(path, source, text_column=text_column,

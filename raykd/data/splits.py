@@ -19,11 +19,13 @@ from raykd.data.checks import MAX_NUM_CLASSES, DataError, check_features, check_
 
 if TYPE_CHECKING:
     from raykd.data.images import ImagePrep
+    from raykd.data.span_data import SpanPrep
     from raykd.data.table_prep import TablePrep
     from raykd.data.text import TextPrep
 
-X_DTYPES = (np.dtype(np.float32), np.dtype(np.uint8))
-"""The dtypes of ``Split.x``: float32 inputs (images, tables), uint8 raw text bytes."""
+X_DTYPES = (np.dtype(np.float32), np.dtype(np.uint8), np.dtype(np.int64))
+"""The dtypes of ``Split.x``: float32 inputs (images, tables), uint8 raw text bytes, int64
+span windows (:mod:`raykd.data.span_data`)."""
 FINGERPRINT_CHARS = 16
 """Number of hex characters of the sha256 digest kept as a split's fingerprint."""
 
@@ -57,8 +59,10 @@ class Split:
     Attributes:
         x: C-contiguous; ``float32`` ``(N, C, H, W)`` for images and ``(N, D)`` for tables, or
             ``uint8`` ``(N, P, W)`` for text: each example's P texts as raw UTF-8 bytes, zero
-            padded to W (:mod:`raykd.data.text`).
-        y: ``int64`` labels of shape ``(N,)``, values in ``0..C-1``.
+            padded to W (:mod:`raykd.data.text`), or ``int64`` ``(N, 4, L)`` span windows
+            (input_ids, attention_mask, token_type_ids, valid: :mod:`raykd.data.span_data`).
+        y: ``int64`` labels of shape ``(N,)``, values in ``0..C-1``; for span windows
+            ``(N, 2)`` start and end positions in ``0..L-1`` (0: no answer in the window).
         fingerprint: :func:`fingerprint` of ``x`` and ``y``.
     """
 
@@ -68,12 +72,17 @@ class Split:
 
     def __post_init__(self) -> None:
         if self.x.dtype not in X_DTYPES or not self.x.flags.c_contiguous:
-            raise DataError(f"Split.x must be C-contiguous float32 (images, tables) or uint8 "
-                            f"(text bytes); got {self.x.dtype}")
+            raise DataError(f"Split.x must be C-contiguous float32 (images, tables), uint8 "
+                            f"(text bytes) or int64 (span windows); got {self.x.dtype}")
         if self.x.dtype == np.uint8 and self.x.ndim != 3:
             raise DataError(f"Split.x of text bytes must be (N, P, W); got shape {self.x.shape}")
-        if self.y.dtype != np.int64 or self.y.ndim != 1:
-            raise DataError(f"Split.y must be 1-D int64; got {self.y.dtype} {self.y.shape}")
+        if self.x.dtype == np.int64 and (self.x.ndim != 3 or self.x.shape[1] != 4):
+            raise DataError(f"Split.x of span windows must be (N, 4, L); got shape {self.x.shape}")
+        spans = self.x.dtype == np.int64
+        if self.y.dtype != np.int64 or (self.y.ndim != 1 and not spans) or (
+                spans and (self.y.ndim != 2 or self.y.shape[1] != 2)):
+            raise DataError(f"Split.y must be int64 (N,) (or (N, 2) for span windows); got "
+                            f"{self.y.dtype} {self.y.shape}")
         if self.x.shape[0] != self.y.shape[0]:
             raise DataError(
                 f"Split.x has {self.x.shape[0]} rows but Split.y has {self.y.shape[0]}"
@@ -84,15 +93,16 @@ class Split:
         """Build a split, converting dtypes and computing the fingerprint.
 
         Args:
-            x: Features; ``uint8`` text bytes are kept as they are, anything else is
-                converted to ``float32``; C-contiguous either way.
+            x: Features; ``uint8`` text bytes and ``int64`` span windows are kept as they
+                are, anything else is converted to ``float32``; C-contiguous either way.
             y: Labels; converted to ``int64``.
 
         Returns:
             The split.
         """
         x = np.asarray(x)
-        x = np.ascontiguousarray(x, dtype=np.uint8 if x.dtype == np.uint8 else np.float32)
+        kept = x.dtype in (np.dtype(np.uint8), np.dtype(np.int64))
+        x = np.ascontiguousarray(x, dtype=x.dtype if kept else np.float32)
         y = np.ascontiguousarray(y, dtype=np.int64)
         return cls(x=x, y=y, fingerprint=fingerprint(x, y))
 
@@ -110,7 +120,7 @@ class Dataset:
         val: Validation split.
         test: Test split.
         num_classes: ``max(y) + 1`` over all examples (``train_limit`` does not
-            change it).
+            change it); for span windows the window length L (positions).
         input_shape: Per-example shape, e.g. ``(1, 28, 28)``, ``(D,)`` or, for text, ``(P, W)``.
         is_image: Whether examples are ``(C, H, W)`` images.
         class_names: Class ``i``'s name at index ``i``; None when the classes are only
@@ -121,6 +131,9 @@ class Dataset:
             (:class:`raykd.data.images.ImagePrep`); None for other sources.
         text: How a text source became bytes (:class:`raykd.data.text.TextPrep`: columns, byte
             width, texts truncated); None for other sources.
+        spans: Span extraction data (:class:`raykd.data.span_data.SpanPrep`): the tokenizer,
+            window sizes and, per split, the questions and what maps windows back to them
+            (evaluation on the driver); None for other sources.
         arrays: The scaling of the arrays as split (:class:`raykd.data.arrays.ArrayPrep`):
             the preprocessing of an ``.npz`` or a built-in dataset (a table's or image
             folder's inputs are already scaled by ``table`` or ``image``).
@@ -138,12 +151,14 @@ class Dataset:
     image: ImagePrep | None = None
     arrays: ArrayPrep | None = None
     text: TextPrep | None = None
+    spans: SpanPrep | None = None
 
     @property
-    def fitted(self) -> TablePrep | ImagePrep | TextPrep | ArrayPrep | None:
+    def fitted(self) -> TablePrep | ImagePrep | TextPrep | SpanPrep | ArrayPrep | None:
         """The preprocessing that turns the source's raw rows into inputs: the table's, the
-        image folder's, the text's, else the arrays' (None only for a Dataset built by hand)."""
-        return self.table or self.image or self.text or self.arrays
+        image folder's, the text's, the span windows', else the arrays' (None only for a
+        Dataset built by hand)."""
+        return self.table or self.image or self.text or self.spans or self.arrays
 
     @property
     def prep_record(self) -> dict[str, Any] | None:

@@ -63,6 +63,27 @@ def text_report(data: Dataset) -> str:
             f"width {text.width} (cap {text.max_bytes}); {text.truncated} text(s) truncated")
 
 
+def span_tokenizer(spec: JobSpec) -> str | None:
+    """The tokenizer that cuts span data into windows: the student's (``tokenizer``, else
+    ``path``) when it is an ``hf`` model; every teacher must use the same files
+    (:func:`raykd.engine.prepare.check_span_models`)."""
+    model = spec.student.model
+    if model.name != "hf":
+        return None
+    return getattr(model, "tokenizer", None) or getattr(model, "path", None)
+
+
+def span_report(data: Dataset) -> str:
+    """One human line on span data: questions and windows per split, window sizes."""
+    spans = data.spans
+    assert spans is not None
+    record = spans.to_dict()
+    per = ", ".join(f"{s} {record['questions'][s]} questions / {record['windows'][s]} windows"
+                    for s in ("train", "val", "test"))
+    return (f"spans: {per}; windows of {spans.max_length} tokens, doc_stride {spans.doc_stride}, "
+            f"questions cut to {spans.max_query_length} tokens, tokenizer {spans.tokenizer}")
+
+
 def load_job_data(job: Job) -> Dataset:
     """Load and split the spec's data (with ``data.features``); check the models; report."""
     d = job.spec.data
@@ -72,7 +93,9 @@ def load_job_data(job: Job) -> Dataset:
                             seed=d.seed, label_column=d.label_column, train_limit=d.train_limit,
                             features=column_choice(d.features), image_size=d.image_size,
                             image_column=d.image_column, text_column=d.text_column,
-                            text_pair_column=d.text_pair_column)
+                            text_pair_column=d.text_pair_column, tokenizer=span_tokenizer(job.spec),
+                            max_length=d.max_length, doc_stride=d.doc_stride,
+                            max_query_length=d.max_query_length)
         check_models(job.spec, data)
         check_user_models(job.spec, data)
     names = f" {list(data.class_names)}" if data.class_names else ""
@@ -82,6 +105,8 @@ def load_job_data(job: Job) -> Dataset:
         job.say(line)
     if data.text is not None:
         job.say(text_report(data))
+    if data.spans is not None:
+        job.say(span_report(data))
     if data.image is not None and data.image.ignored:
         job.say(f"files ignored (not .png/.jpg/.jpeg in a class folder): {list(data.image.ignored)}")
     fitted = data.fitted  # every source: a table's, images', or the arrays' scaling
@@ -112,7 +137,9 @@ def write_preprocessing(data: Dataset, directory: Path) -> Path:
 
 
 def describe_students(job: Job, data: Dataset) -> None:
-    """Class names and preprocessing into every student checkpoint of the result (idempotent)."""
+    """Class names and preprocessing into every student checkpoint of the result (idempotent);
+    for span data the preprocessing record also carries the student's ``null_threshold``
+    (chosen on val), which :mod:`raykd.predict_spans` answers with."""
     from raykd.models import describe_checkpoint
 
     if data.class_names is None and data.prep_record is None:
@@ -120,7 +147,10 @@ def describe_students(job: Job, data: Dataset) -> None:
     record = data.prep_record
     for student in job.result.get("students", []):
         for gen in student["generations"]:
-            describe_checkpoint(gen["checkpoint"], class_names=data.class_names, preprocessing=record)
+            mine = record
+            if record is not None and gen.get("span") is not None:  # span data: its threshold too
+                mine = {**record, "null_threshold": gen["span"]["threshold"]}
+            describe_checkpoint(gen["checkpoint"], class_names=data.class_names, preprocessing=mine)
 
 
 def dataset_row(data: Dataset, job_dir: Path) -> dict[str, Any]:
@@ -141,4 +171,6 @@ def dataset_row(data: Dataset, job_dir: Path) -> dict[str, Any]:
         }
     if data.text is not None:
         row["text"] = data.text.to_dict()
+    if data.spans is not None:
+        row["spans"] = data.spans.to_dict()
     return row

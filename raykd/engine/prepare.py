@@ -112,7 +112,7 @@ def check_models(spec: JobSpec, data: Dataset) -> None:
 def check_text_models(spec: JobSpec, data: Dataset, named: list[tuple[str, Any]]) -> None:
     """Text data takes ``name: hf`` models only, and ``hf`` models take text data only; text is
     never augmented (the shifts and noise are for images)."""
-    text = getattr(data, "text", None) is not None
+    text = getattr(data, "text", None) is not None or getattr(data, "spans", None) is not None
     for where, t in named:
         if text and t.model.name != "hf":
             raise SpecError(
@@ -125,6 +125,27 @@ def check_text_models(spec: JobSpec, data: Dataset, named: list[tuple[str, Any]]
     if text and spec.data.augment:
         raise SpecError("data.augment (random shifts and noise) applies to images and tables, not "
                         f"to the text of {spec.data.dataset!r}; remove data.augment")
+    if getattr(data, "spans", None) is not None:
+        check_span_models(spec, data, named)
+
+
+def check_span_models(spec: JobSpec, data: Dataset, named: list[tuple[str, Any]]) -> None:
+    """Span windows are made by one tokenizer (the student's): every model must read the same
+    tokenizer files; span logits are cached dense-unpadded, never top-k."""
+    from raykd.data.span_data import tokenizer_sha256
+
+    assert data.spans is not None
+    if spec.cache.topk is not None:
+        raise SpecError(f"cache.topk applies to classification; span data {spec.data.dataset!r} "
+                        "caches the valid positions' logits in float16: remove cache.topk")
+    for where, t in named:
+        model = t.model.model_dump()
+        if t.model.name == "hf" and tokenizer_sha256(model) != data.spans.tokenizer_sha256:
+            raise SpecError(
+                f"span tasks need one tokenizer: {where}.model reads other tokenizer files than "
+                f"the student's {data.spans.tokenizer!r}, which cut {spec.data.dataset!r} into "
+                "windows; give every teacher that tokenizer (model.tokenizer) or a model trained "
+                "with it")
 
 
 def load_data(job: Job) -> Dataset:
@@ -288,13 +309,22 @@ def split_logits(pool: Any, data: Dataset, job: Job, cache: Any, refs: dict[str,
     out: dict[str, Logits] = {}
     stats: dict[str, Any] = {}
     for split in ("train", "val", "test"):
-        got = pool.split_logits(split, refs[f"x_{split}"], getattr(data, split).fingerprint,
-                                cache=cache, dtype=job.spec.cache.dtype, topk=job.spec.cache.topk)
+        part = getattr(data, split)
+        got = pool.split_logits(split, refs[f"x_{split}"], part.fingerprint,
+                                cache=cache, dtype=job.spec.cache.dtype, topk=job.spec.cache.topk,
+                                spans=data.spans is not None)
         out[split] = checked(got.logits, who, split)
         stats[split] = {"cache_hits": got.cache_hits, "teacher_forward_examples": got.forward_examples,
-                        "seconds": got.seconds, "cache_keys": got.keys}
+                        "seconds": got.seconds, "cache_keys": got.keys,
+                        **entry_size(got.stored_bytes, len(got.keys), len(part))}
     job.result.setdefault("logit_cache", {})[who] = stats
     return out
+
+
+def entry_size(stored: int, teachers: int, rows: int) -> dict[str, float]:
+    """``bytes_per_window_per_teacher`` (per row: a window, an example) of a split's stored
+    cache entries; span entries hold the valid positions only, in float16."""
+    return {"bytes_per_window_per_teacher": stored / max(1, teachers * rows)}
 
 
 def _teacher_cache_path(cache: Any, job: Job, index: int, fingerprint: str) -> Path | None:
@@ -378,9 +408,11 @@ def cached_logits(job: Job, data: Dataset, cache: Any, configs: list[Any]) -> di
     from raykd.losses.topk import stack
     from raykd.models import weights_hash
     from raykd.models.user import model_identity
-    from raykd.teachers.cache import cache_key
+    from raykd.teachers.cache import SPAN_DTYPE, cache_key, dense_spans
+    from raykd.teachers.pool import stored_bytes
 
     spec = job.spec
+    dtype = SPAN_DTYPE if data.spans is not None else spec.cache.dtype
     if cache.directory is None or any(c.checkpoint is None for c in configs):
         return None
     out: dict[str, Logits] = {}
@@ -392,14 +424,18 @@ def cached_logits(job: Job, data: Dataset, cache: Any, configs: list[Any]) -> di
         models = [model_identity(c.model) for c in configs]
         for split in ("train", "val", "test"):
             keys = [cache_key(weights=h, model=model, fingerprint=getattr(data, split).fingerprint,
-                              split=split, dtype=spec.cache.dtype, topk=spec.cache.topk)
+                              split=split, dtype=dtype, topk=spec.cache.topk)
                     for h, model in zip(hashes, models, strict=True)]
-            found = [cache.get(k) for k in keys]
+            found: list[Any] = [cache.get(k) for k in keys]
             if any(f is None for f in found):
                 return None
-            out[split] = checked(stack(found), "teacher", split)  # type: ignore[arg-type]
+            size = entry_size(sum(stored_bytes(f) for f in found), len(keys),
+                              len(getattr(data, split)))
+            if data.spans is not None:
+                found = [dense_spans(f) for f in found]
+            out[split] = checked(stack(found), "teacher", split)
             stats[split] = {"cache_hits": len(keys), "teacher_forward_examples": 0,
-                            "seconds": 0.0, "cache_keys": keys}
+                            "seconds": 0.0, "cache_keys": keys, **size}
     job.result.setdefault("logit_cache", {})["teacher"] = stats
     return out
 
@@ -500,26 +536,56 @@ def _earlier_fit(job: Job, index: int, checkpoint: str | None) -> dict[str, Any]
     return dict(record["result"]) if record is not None else None
 
 
+def model_scores(data: Dataset, val: np.ndarray, test: np.ndarray) -> dict[str, Any]:
+    """A model's (or the ensemble's mean) scores from its val and test logits:
+    ``val_accuracy``, ``test_accuracy``, ``test_macro_f1`` (text classification) and ``span``
+    (span data: SQuAD v2.0 EM/F1 on test at the no-answer threshold chosen on val,
+    :func:`raykd.data.span_data.span_row`; the accuracies are then the share of windows whose
+    start and end arg-max over the valid positions are both right)."""
+    if data.spans is None:
+        return {"val_accuracy": accuracy(val, data.val.y), "test_accuracy": accuracy(test, data.test.y),
+                "test_macro_f1": text_f1(data)(test)}
+    from raykd.data.span_data import span_row, window_accuracy
+
+    return {"val_accuracy": window_accuracy(val, data.val.x, data.val.y),
+            "test_accuracy": window_accuracy(test, data.test.x, data.test.y),
+            "test_macro_f1": None, "span": span_row(val, test, data.spans)}
+
+
+def span_event_fields(scores: dict[str, Any]) -> dict[str, float | None]:
+    """``test_f1``/``test_exact`` of an event from :func:`model_scores` (None without spans)."""
+    span = scores.get("span")
+    if span is None:
+        return {}
+    return {"test_f1": span["test"]["f1"], "test_exact": span["test"]["exact"]}
+
+
 def _record_teachers(job: Job, data: Dataset, logits: dict[str, Logits], configs: list[Any],
                      fitted: dict[int, Any]) -> None:
-    """Teacher and ensemble accuracies into the result, one event per teacher."""
+    """Teacher and ensemble scores into the result, one event per teacher."""
     val, test = dense(logits["val"]), dense(logits["test"])
-    f1 = text_f1(data)
     rows = []
     for i, c in enumerate(configs):
         fit = fitted.get(i) or _earlier_fit(job, i, c.checkpoint)
+        scores = model_scores(data, val[i], test[i])
         row = {"index": i, "model": job.spec.teachers[i].model.model_dump(mode="json"),
                "checkpoint": c.checkpoint, "trained_by_raykd": fit is not None,
-               "train_seconds": float((fit or {}).get("seconds", 0.0)),
-               "val_accuracy": accuracy(val[i], data.val.y), "test_accuracy": accuracy(test[i], data.test.y),
-               "test_macro_f1": f1(test[i])}
+               "train_seconds": float((fit or {}).get("seconds", 0.0)), **scores}
         rows.append(row)
         job.emit(TeacherReady(index=i, trained=i in fitted, checkpoint=str(c.checkpoint),
                               val_accuracy=row["val_accuracy"], test_accuracy=row["test_accuracy"],
-                              test_macro_f1=row["test_macro_f1"]))
-        job.say(f"teacher {i}: test accuracy {row['test_accuracy']:.4f}")
+                              test_macro_f1=row["test_macro_f1"], **span_event_fields(scores)))
+        job.say(f"teacher {i}: test accuracy {row['test_accuracy']:.4f}" + span_said(scores))
     job.result["teachers"] = rows
-    job.result["ensemble"] = {"val_accuracy": ensemble_accuracy(val, data.val.y),
-                              "test_accuracy": ensemble_accuracy(test, data.test.y),
-                              "test_macro_f1": f1(test.mean(0))}
-    job.say(f"ensemble of {len(configs)}: test accuracy {job.result['ensemble']['test_accuracy']:.4f}")
+    ensemble = model_scores(data, val.mean(0), test.mean(0))
+    job.result["ensemble"] = ensemble
+    job.say(f"ensemble of {len(configs)}: test accuracy {ensemble['test_accuracy']:.4f}"
+            + span_said(ensemble))
+
+
+def span_said(scores: dict[str, Any]) -> str:
+    """``, test F1 .. / EM ..`` for a span model's line in the log ('' otherwise)."""
+    span = scores.get("span")
+    if span is None:
+        return ""
+    return f", test F1 {span['test']['f1']:.2f} / EM {span['test']['exact']:.2f} (SQuAD v2.0)"

@@ -19,11 +19,13 @@ from raykd.data import Dataset
 from raykd.engine.context import Job
 from raykd.engine.prepare import (
     TeacherSet,
+    model_scores,
     report_rejected,
     resolve_gpu,
+    span_event_fields,
+    span_said,
     split_logits,
     start_pool,
-    text_f1,
 )
 from raykd.errors import ResourceError
 from raykd.events import StudentFinished
@@ -49,6 +51,14 @@ def evaluate_checkpoint(path: str | Path, x: np.ndarray, y: np.ndarray) -> tuple
     """Accuracy and logits of a saved model over (x, y)."""
     logits = predict_logits(load_checkpoint(path), x)
     return accuracy(logits, y), logits
+
+
+def score_checkpoint(path: str | Path, data: Dataset) -> tuple[dict[str, Any], np.ndarray]:
+    """A saved model's scores on val and test (:func:`raykd.engine.prepare.model_scores`:
+    accuracies, macro-F1 for text, SQuAD EM/F1 for spans), and its test logits."""
+    model = load_checkpoint(path)
+    val, test = predict_logits(model, data.val.x), predict_logits(model, data.test.x)
+    return model_scores(data, val, test), test
 
 
 def generation_seed(seed: int, generation: int) -> int:
@@ -143,19 +153,18 @@ def run_students(job: Job, data: Dataset, teachers: TeacherSet, cache: Any,
     job.result["students"] = []
     for index, m in enumerate(job.spec.methods):
         gens = _born_again(job, data, index, m, teachers, cache, refs)
-        f1 = text_f1(data)
-        for g in gens:
-            g["test_macro_f1"] = f1(g["test_logits"])
         row: dict[str, Any] = {**method_row(m), "generations": gens,
                                "val_accuracy": gens[-1]["val_accuracy"],
                                "test_accuracy": gens[-1]["test_accuracy"],
                                "test_macro_f1": gens[-1]["test_macro_f1"]}
-        if len(gens) > 1:
+        if data.spans is not None:
+            row["span"] = gens[-1]["span"]
+        elif len(gens) > 1:
             row["ban_test_accuracy"] = ban_accuracy([g["test_logits"] for g in gens], data.test.y)
         for g in gens:
             g.pop("test_logits")
         job.result["students"].append(row)
-        job.say(f"student [{m.display}]: test accuracy {row['test_accuracy']:.4f}")
+        job.say(f"student [{m.display}]: test accuracy {row['test_accuracy']:.4f}" + span_said(row))
 
 
 def _generation_method(m: MethodSpec, generation: int) -> MethodSpec:
@@ -175,14 +184,14 @@ def _born_again(job: Job, data: Dataset, index: int, m: MethodSpec, teachers: Te
         for g in range(1, m.generations + 1):
             gen = job.finished_student(index, g)
             if gen is not None:
-                gen["test_accuracy"], gen["test_logits"] = evaluate_checkpoint(
-                    gen["checkpoint"], data.test.x, data.test.y)
+                scores, gen["test_logits"] = score_checkpoint(gen["checkpoint"], data)
+                gen |= scores
                 job.emit(StudentFinished(student=index, generation=g, label=m.display,
                                          checkpoint=gen["checkpoint"],
                                          val_accuracy=gen["val_accuracy"],
                                          test_accuracy=gen["test_accuracy"],
-                                         test_macro_f1=text_f1(data)(gen["test_logits"]),
-                                         reused=True))
+                                         test_macro_f1=gen["test_macro_f1"],
+                                         reused=True, **span_event_fields(scores)))
                 job.say(f"student [{m.display}] generation {g}: finished by an earlier run, reused")
             else:
                 gen = train_one(job, data, _generation_method(m, g), source, refs, index=index,
@@ -294,19 +303,21 @@ def train_one(job: Job, data: Dataset, method: MethodSpec, source: TeacherSet, r
                 cpus_per_worker=spec.scaling.cpus_per_worker, storage=job.job_dir / "ray_train",
                 name=f"{name}-a{job.attempt}", out=out, run=run,
             )
-        test_acc, test_logits = evaluate_checkpoint(res.checkpoint, data.test.x, data.test.y)
-        val_acc, _ = evaluate_checkpoint(res.checkpoint, data.val.x, data.val.y)
+        scores, test_logits = score_checkpoint(res.checkpoint, data)
     record = {"generation": generation, "method": method.method, "seed": config.train.seed,
               "teacher_weights": _weights_used(config),
-              "checkpoint": str(res.checkpoint), "val_accuracy": val_acc,
+              "checkpoint": str(res.checkpoint), "val_accuracy": scores["val_accuracy"],
               "best_epoch": res.best_epoch, "seconds": res.seconds, "runner": spec.scaling.runner,
               "history": res.history}
+    if "span" in scores:
+        record["span"] = scores["span"]
     with atomic_path(job.student_record(index, generation)) as tmp:
         tmp.write_text(json.dumps(record, indent=2))
     job.emit(StudentFinished(student=index, generation=generation, label=config.label,
-                             checkpoint=record["checkpoint"], val_accuracy=val_acc,
-                             test_accuracy=test_acc, test_macro_f1=text_f1(data)(test_logits)))
-    return {**record, "test_accuracy": test_acc, "test_logits": test_logits}
+                             checkpoint=record["checkpoint"], val_accuracy=scores["val_accuracy"],
+                             test_accuracy=scores["test_accuracy"],
+                             test_macro_f1=scores["test_macro_f1"], **span_event_fields(scores)))
+    return {**record, **scores, "test_logits": test_logits}
 
 
 def export_hf_students(job: Job, data: Dataset) -> None:

@@ -22,9 +22,12 @@ from raykd.losses.kd import (
 )
 from raykd.losses.weights import as_teacher_weights, per_teacher
 
-LossFn = Callable[[Tensor, Tensor | None, Tensor, float], Tensor]
+LossFn = Callable[..., Tensor]
 """``loss(student_logits (B, C), teacher_logits_per_teacher (M, B, C) or None, labels (B,),
-progress)`` -> the scalar mean loss."""
+progress, mask=None)`` -> the scalar mean loss. Span heads: logits (B, 2, L), teachers
+(M, B, 2, L), labels (B, 2) and ``mask`` a bool (B, 1, L) (or (B, 2, L)) of the valid
+positions, which every softmax of every method leaves out (WKD's correctness then is per
+head, over the valid positions)."""
 
 METHODS: tuple[str, ...] = ("none", "kd", "wkd", "annealing")
 """The distillation methods :func:`method_loss` and ``distillation_loss`` accept."""
@@ -36,7 +39,8 @@ def method_loss(method: str, *, temperature: float = 1.0, alpha: float = 0.5,
     """The loss of one method with its hyperparameters checked once, for a training step.
 
     Equal, operation for operation, to ``distillation_loss(method, s, z, y, temperature=T,
-    alpha=alpha, incorrect_weight=W, progress=lam, teacher_weights=q)`` (no mask). The
+    alpha=alpha, incorrect_weight=W, progress=lam, teacher_weights=q, mask=mask)`` (``mask``
+    None, the default, is the unmasked loss, bit for bit). The
     inputs are not checked per call: the caller guarantees labels in [0, C), finite teacher
     logits and shapes that agree, ``len(q) == M`` included (checked once when the data were
     loaded).
@@ -52,25 +56,28 @@ def method_loss(method: str, *, temperature: float = 1.0, alpha: float = 0.5,
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if method == "none":
-        return lambda s, z, y, lam: supervised_unchecked(s, y)
+        return lambda s, z, y, lam, mask=None: supervised_unchecked(s, y, mask=mask)
     check_temperature(temperature)
     prior = _OnDevice(as_teacher_weights(teacher_weights))
     if method == "annealing":
-        return lambda s, z, y, lam: annealing_unchecked(
-            s, prior.combine(_need(z, method)), y, progress=lam, temperature=temperature)
+        return lambda s, z, y, lam, mask=None: annealing_unchecked(
+            s, prior.combine(_need(z, method)), y, progress=lam, temperature=temperature,
+            mask=mask)
     check_fraction("alpha", alpha)
     if method == "kd":
-        return lambda s, z, y, lam: kd_unchecked(
-            s, prior.combine(_need(z, method)), y, temperature=temperature, alpha=alpha)
+        return lambda s, z, y, lam, mask=None: kd_unchecked(
+            s, prior.combine(_need(z, method)), y, temperature=temperature, alpha=alpha,
+            mask=mask)
     if not 0.0 < incorrect_weight <= 1.0:
         raise ValueError(f"incorrect_weight must be in (0, 1], got {incorrect_weight!r}")
 
-    def wkd(s: Tensor, z: Tensor | None, y: Tensor, lam: float) -> Tensor:
+    def wkd(s: Tensor, z: Tensor | None, y: Tensor, lam: float,
+            mask: Tensor | None = None) -> Tensor:
         z = _need(z, method)
-        weights = wkd_weights_unchecked(z, y, incorrect_weight=incorrect_weight,
+        weights = wkd_weights_unchecked(z, y, incorrect_weight=incorrect_weight, mask=mask,
                                         teacher_weights=prior.on(z))
         return kd_unchecked(s, combine_unchecked(z, weights), y, temperature=temperature,
-                            alpha=alpha)
+                            alpha=alpha, mask=mask)
 
     return wkd
 

@@ -46,7 +46,9 @@ CHARS_PER_TOKEN = 16
 """Characters kept per token of ``max_length`` before tokenizing (see the module docstring)."""
 LOAD = {"local_files_only": True, "trust_remote_code": False}
 SPAN_ROWS = 3
-"""Rows of a span window: input_ids, attention_mask, token_type_ids."""
+"""Rows of a span window the model reads: input_ids, attention_mask, token_type_ids."""
+SPAN_SHAPES = (SPAN_ROWS, SPAN_ROWS + 1)
+"""Rows of a span window given to a model: the three it reads, plus (4) the valid mask."""
 POSITION_OFFSET = {"roberta": 2, "xlm-roberta": 2}
 """Positions an architecture uses besides the tokens (RoBERTa numbers from padding_idx + 1)."""
 
@@ -123,11 +125,14 @@ class TextClassifier(_HFWrapper):
 
 
 class SpanModel(_HFWrapper):
-    """Token windows int64 ``(B, 3, L)`` -> float32 start/end logits ``(B, 2, L)``."""
+    """Token windows int64 ``(B, 4, L)`` (input_ids, attention_mask, token_type_ids, valid:
+    :mod:`raykd.data.span_data`; ``(B, 3, L)`` without the valid row) -> float32 start/end
+    logits ``(B, 2, L)``. The valid row is not read here: the losses and the evaluation
+    mask with it."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 3 or x.shape[1] != SPAN_ROWS:
-            raise HFModelError(f"span model expects (batch, 3, length) token windows, got "
+        if x.ndim != 3 or x.shape[1] not in SPAN_SHAPES:
+            raise HFModelError(f"span model expects (batch, 3 or 4, length) token windows, got "
                                f"{tuple(x.shape)}")
         x = x.long()
         out = self._run({"input_ids": x[:, 0], "attention_mask": x[:, 1],
@@ -140,13 +145,13 @@ def build_hf_model(config: Mapping[str, Any], input_shape: tuple[int, ...],
     """A :class:`TextClassifier` for ``(P, W)`` bytes or a :class:`SpanModel` for ``(3, L)``
     windows, from ``config`` (``ModelSpec.model_dump()`` of a ``name: hf`` entry)."""
     shape = tuple(input_shape)
-    if len(shape) == 2 and shape[0] == SPAN_ROWS:
+    if len(shape) == 2 and shape[0] in SPAN_SHAPES:
         kind: type[_HFWrapper] = SpanModel
     elif len(shape) == 2 and shape[0] in (1, 2):
         kind = TextClassifier
     else:
         raise HFModelError(f"model name 'hf' takes text data (raw bytes of shape (1 or 2, width), "
-                           f"or span windows (3, length)); the data's examples have shape {shape}")
+                           f"or span windows (4, length)); the data's examples have shape {shape}")
     with _quiet(), local_copy(config) as files:
         tokenizer = _tokenizer(files.dir)
         model_config = _model_config(config, files, tokenizer, kind, num_classes)

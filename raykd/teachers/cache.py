@@ -3,7 +3,8 @@
 An entry is one teacher's logits over one split in the form the spec asks for, as one
 ``.npz`` file read with ``allow_pickle=False``: dense (N, C) ``logits``, or top-k
 (``cache.topk``: ``values`` and ``indices`` (N, k) plus the tail's logsumexp ``rest_lse``
-(N,)), and the ``sha256`` of those arrays, checked on every read. The
+(N,)), or span logits of the valid positions only (:class:`PackedSpans`: float16 values,
+row offsets, context starts, L), and the ``sha256`` of those arrays, checked on every read. The
 key hashes everything the entry depends on:
 
     key = sha256(teacher weights hash, model identity, dataset fingerprint, split,
@@ -29,6 +30,12 @@ import numpy as np
 
 from raykd.jobdir import atomic_path
 from raykd.losses.topk import TopK
+from raykd.teachers.span_cache import PackedSpans
+
+SPAN_DTYPE = "span-float16"
+"""The ``dtype`` field of a span entry's key: valid positions only, float16
+(:mod:`raykd.teachers.span_cache`), whatever ``cache.dtype`` says."""
+Entry = np.ndarray | TopK | PackedSpans
 
 
 def cache_key(*, weights: str, model: str, fingerprint: str, split: str, preprocessing: str = "none",
@@ -73,7 +80,7 @@ class LogitCache:
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
 
-    def get(self, key: str) -> np.ndarray | TopK | None:
+    def get(self, key: str) -> Entry | None:
         """The stored entry, or None on a miss (a damaged entry is dropped and counted)."""
         if self.directory is None:
             return None
@@ -88,6 +95,8 @@ class LogitCache:
                 raise ValueError("its sha256 does not match its contents")
             if "logits" in arrays:
                 return arrays["logits"]
+            if "row_offsets" in arrays:
+                return PackedSpans.from_arrays(arrays)
             return TopK(arrays["values"], arrays["indices"], arrays["rest_lse"],
                         int(arrays["num_classes"]))
         except KeyError as err:
@@ -111,11 +120,13 @@ class LogitCache:
             pass  # a read-only cache: the entry stays, and is refused again next time
         return None
 
-    def put(self, key: str, logits: np.ndarray | TopK) -> None:
+    def put(self, key: str, logits: Entry) -> None:
         """Store ``logits`` under ``key`` (unique temporary file, then an atomic rename)."""
         if self.directory is None:
             return
-        if isinstance(logits, TopK):
+        if isinstance(logits, PackedSpans):
+            arrays = logits.arrays()
+        elif isinstance(logits, TopK):
             arrays = {"values": logits.values, "indices": logits.indices,
                       "rest_lse": logits.rest_lse, "num_classes": np.int64(logits.num_classes)}
         else:
@@ -123,3 +134,9 @@ class LogitCache:
         arrays = {k: np.asarray(v) for k, v in arrays.items()}
         with atomic_path(self.directory / f"{key}.npz") as tmp, open(tmp, "wb") as f:
             np.savez(f, sha256=np.str_(entry_digest(arrays)), **arrays)
+
+
+def dense_spans(entry: PackedSpans) -> np.ndarray:
+    """A packed span entry read back dense: float32 (N, 2, L), ``FILL`` (-1e4) at the invalid
+    positions (every loss and evaluation masks them out)."""
+    return entry.unpack(np.arange(len(entry)))[0]

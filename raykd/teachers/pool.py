@@ -49,8 +49,9 @@ from ray.util.scheduling_strategies import (
 from raykd.errors import ResourceError
 from raykd.losses.topk import TopK, in_form, stack
 from raykd.models.user import model_identity
-from raykd.teachers.cache import LogitCache, cache_key
+from raykd.teachers.cache import SPAN_DTYPE, LogitCache, cache_key, dense_spans
 from raykd.teachers.server import TeacherServer
+from raykd.teachers.span_cache import PackedSpans, pack
 
 
 @dataclass
@@ -73,6 +74,16 @@ class SplitLogits:
     forward_examples: int = 0
     seconds: float = 0.0
     keys: list[str] = field(default_factory=list)
+    stored_bytes: int = 0  # bytes of the split's entries as stored (span entries: unpadded)
+
+
+def stored_bytes(entry: np.ndarray | TopK | PackedSpans) -> int:
+    """Bytes of a cache entry's arrays."""
+    if isinstance(entry, PackedSpans):
+        return entry.nbytes
+    if isinstance(entry, TopK):
+        return int(entry.values.nbytes + entry.indices.nbytes + entry.rest_lse.nbytes)
+    return int(entry.nbytes)
 
 
 def cpu_nodes() -> list[str]:
@@ -216,12 +227,17 @@ class TeacherPool:
 
     def split_logits(self, split_name: str, x_ref: Any, fingerprint: str, *, cache: LogitCache,
                      dtype: str = "float32", preprocessing: str = "none",
-                     topk: int | None = None) -> SplitLogits:
+                     topk: int | None = None, spans: bool = False) -> SplitLogits:
         """Each teacher's logits over a split: from the cache, or computed in parallel once.
 
         With ``topk`` the entries are top-k (``raykd.losses.topk``) in the cache and in the
         result alike, so every consumer (students, sweep trials) sees the same targets.
+        Span windows (``spans``; x int64 (N, 4, L), row 3 the valid mask): stored unpadded
+        (valid positions only, float16: :mod:`raykd.teachers.span_cache`), returned dense
+        (M, N, 2, L) float32.
         """
+        if spans:
+            dtype = SPAN_DTYPE
         start = time.perf_counter()
         self.threads = self._share_nodes(self.ready_timeout_s)  # exact again after a restart
         keys = [
@@ -229,18 +245,24 @@ class TeacherPool:
                       split=split_name, preprocessing=preprocessing, dtype=dtype, topk=topk)
             for h, c in zip(self.weights_hashes(), self.configs, strict=True)
         ]
-        found = [cache.get(k) for k in keys]
+        found: list[Any] = [cache.get(k) for k in keys]
         missing = [i for i, f in enumerate(found) if f is None]
         computed = ray.get([self.actors[i].logits.remote(x_ref) for i in missing])
         n_examples = 0
         for i, arr in zip(missing, computed, strict=True):
             n_examples += len(arr)
-            entry = in_form(arr.astype(dtype, copy=False), topk)
+            if spans:
+                entry: Any = pack(arr, np.asarray(ray.get(x_ref)[:, 3], dtype=bool))
+            else:
+                entry = in_form(arr.astype(dtype, copy=False), topk)
             cache.put(keys[i], entry)
             found[i] = entry
-        return SplitLogits(logits=stack(found),  # type: ignore[arg-type]
+        stored = sum(stored_bytes(f) for f in found)
+        if spans:
+            found = [dense_spans(f) for f in found]
+        return SplitLogits(logits=stack(found),
                            cache_hits=len(keys) - len(missing), forward_examples=n_examples,
-                           seconds=time.perf_counter() - start, keys=keys)
+                           seconds=time.perf_counter() - start, keys=keys, stored_bytes=stored)
 
     def set_clients(self, n: int) -> None:
         """Each teacher waits for ``n`` concurrent requests (student workers) per forward pass."""

@@ -187,7 +187,7 @@ class Teacher:
                 step += 1
                 xb = torch.from_numpy(x[idx]).to(self.device)
                 yb = torch.from_numpy(y[idx]).to(self.device)
-                loss = F.cross_entropy(self.model(xb), yb)
+                loss = train_loss(self.model(xb), xb, yb)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -243,6 +243,17 @@ class Teacher:
             "forward_passes": self.forward_passes,
             "forward_examples": self.forward_examples,
         }
+
+
+def train_loss(out: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+    """A teacher's supervised loss: cross-entropy; for span windows (x int64 (B, 4, L),
+    labels (B, 2)) the mean over both heads of the cross-entropy over the valid positions
+    (``xb[:, 3]``: context tokens and the no-answer position)."""
+    if yb.ndim == 2 and xb.dtype == torch.int64:
+        from raykd.losses.kd import supervised_unchecked
+
+        return supervised_unchecked(out, yb, mask=xb[:, 3].bool()[:, None, :])
+    return F.cross_entropy(out, yb)
 
 
 def checkpoint_name(directory: str | Path, index: int) -> str:

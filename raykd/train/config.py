@@ -39,6 +39,11 @@ class StudentConfig:
         teacher_accuracy: Each teacher's validation accuracy (M,), which
             ``method.teacher_weights: val_accuracy`` turns into per-teacher weights; None
             when the caller has none (that setting then fails with a clear error).
+        span_val: Span data only: the validation split's questions and windows
+            (:class:`raykd.data.span_data.SpanSplit`). Then the loss masks every softmax with
+            the windows' valid row, val_accuracy is the window accuracy (start and end
+            right), each epoch also reports SQuAD ``val_f1``/``val_exact`` and the best epoch
+            is the one of the highest ``val_f1``.
     """
 
     model: dict[str, Any]
@@ -51,6 +56,12 @@ class StudentConfig:
     label: str = "student"
     init_checkpoint: str | None = None
     teacher_accuracy: tuple[float, ...] | None = None
+    span_val: Any = None
+
+    @property
+    def spans(self) -> bool:
+        """Whether the data are span windows (:attr:`span_val` given)."""
+        return self.span_val is not None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))
@@ -82,6 +93,7 @@ class StudentConfig:
             label=method.display if label is None else label,
             init_checkpoint=checked_checkpoint(spec.student.checkpoint),
             teacher_accuracy=teacher_accuracy,
+            span_val=None if data.spans is None else data.spans.parts["val"],
         )
 
     @property

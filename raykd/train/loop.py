@@ -100,9 +100,13 @@ def teacher_batch(cached: np.ndarray | torch.Tensor | TopK | None,
 def check_loop_data(data: LoopData, num_classes: int) -> None:
     """The checks a training step does not repeat, once per run: labels and cached logits.
 
+    Span windows (labels (N, 2) start/end positions): cached logits (M, N_train, 2, L) with
+    L = ``num_classes``.
+
     Raises:
         DataError: on training labels outside [0, num_classes), cached teacher logits whose
-            shape is not (M, N_train, num_classes), or NaN/inf in them.
+            shape is not (M, N_train, num_classes) (spans: (M, N_train, 2, L)), or NaN/inf
+            in them.
     """
     y = data.y_train
     if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
@@ -112,10 +116,11 @@ def check_loop_data(data: LoopData, num_classes: int) -> None:
     if cached is None:
         return
     parts = (cached.values, cached.rest_lse) if isinstance(cached, TopK) else (cached,)
-    shape = (len(parts[0]), len(y), num_classes)
-    if not isinstance(cached, TopK) and (cached.ndim != 3 or cached.shape[1:] != shape[1:]):
+    shape = (len(parts[0]), len(y), *y.shape[1:], num_classes)
+    dense_shape = cached.shape if not isinstance(cached, TopK) else None
+    if dense_shape is not None and (len(dense_shape) != len(shape) or dense_shape[1:] != shape[1:]):
         raise DataError(f"cached teacher logits have shape {cached.shape}; expected "
-                        f"(M, {len(y)}, {num_classes}) for {len(y)} training rows")
+                        f"(M, {', '.join(str(d) for d in shape[1:])}) for {len(y)} training rows")
     for m in range(shape[0]):
         if not all(np.isfinite(p[m]).all() for p in parts):
             raise DataError(f"cached logits of teacher {m} contain NaN/inf on the training split; "
@@ -224,7 +229,7 @@ def student_epochs(config: StudentConfig, data: LoopData, *, rank: int = 0, worl
     total = train.epochs * per_epoch
     step_fn = _step_fn(model, opt, config.method, device, total,
                        teacher_weights=loop_teacher_weights(config, data),
-                       plan=StepPlan(train, per_epoch))
+                       plan=StepPlan(train, per_epoch), spans=config.spans)
     for epoch in range(state.progress.epoch, train.epochs):
         torch.manual_seed(epoch_seed(train.seed, epoch, rank))
         gen = torch.Generator().manual_seed(epoch_seed(train.seed + 1, epoch, rank))
@@ -248,17 +253,31 @@ def student_epochs(config: StudentConfig, data: LoopData, *, rank: int = 0, worl
         }
         if rank == 0:
             val_logits = predict_logits(inner, data.x_val, device=device)
-            metrics["val_accuracy"] = accuracy(val_logits, data.y_val)
-            _track_best(state, metrics)
+            metrics |= val_metrics(config, val_logits, data)
+            _track_best(state, metrics, key="val_f1" if config.spans else "val_accuracy")
         state.progress.epoch = epoch + 1
         state.progress.history.append(metrics)
         yield metrics, state
     return state.progress.history
 
 
-def _track_best(state: TrainState, metrics: dict[str, Any]) -> None:
-    """Keep a copy of the weights of the best-validation epoch (the first epoch counts)."""
-    val = metrics.get("val_accuracy")
+def val_metrics(config: StudentConfig, val_logits: np.ndarray, data: LoopData) -> dict[str, float]:
+    """One epoch's validation metrics: ``val_accuracy``; for span windows the share of windows
+    whose start and end arg-max (over valid positions) are right, plus SQuAD v2.0 ``val_f1``
+    and ``val_exact`` (percent; the no-answer threshold chosen on this same split)."""
+    if not config.spans:
+        return {"val_accuracy": accuracy(val_logits, data.y_val)}
+    from raykd.data.span_data import squad_scores, window_accuracy
+
+    scores = squad_scores(val_logits, config.span_val)
+    return {"val_accuracy": window_accuracy(val_logits, data.x_val, data.y_val),
+            "val_f1": scores["f1"], "val_exact": scores["exact"]}
+
+
+def _track_best(state: TrainState, metrics: dict[str, Any], key: str = "val_accuracy") -> None:
+    """Keep a copy of the weights of the best-validation epoch (the first epoch counts):
+    the highest ``key`` (``val_f1`` for span data, else ``val_accuracy``)."""
+    val = metrics.get(key)
     if state.progress.improved(val):
         state.progress.best_val = None if val is None or math.isnan(val) else float(val)
         state.progress.best_epoch = metrics["epoch"]
@@ -324,9 +343,12 @@ class StepPlan:
 def _step_fn(model: nn.Module, opt: torch.optim.Optimizer, method: MethodSpec,
              device: torch.device, total: int,
              teacher_weights: torch.Tensor | None = None,
-             plan: StepPlan | None = None) -> Callable[..., torch.Tensor]:
+             plan: StepPlan | None = None, spans: bool = False) -> Callable[..., torch.Tensor]:
     """One micro-batch of the method's loss (an optimizer step at its group's end, at the
-    schedule's rate: :class:`StepPlan`); returns the detached loss (no host sync)."""
+    schedule's rate: :class:`StepPlan`); returns the detached loss (no host sync).
+
+    Span windows (``spans``): the loss gets ``mask = xb[:, 3].bool()[:, None, :]`` (the valid
+    positions, broadcast over the start and end heads)."""
     loss_fn: LossFn = method_loss(method.method, temperature=method.temperature,
                                   alpha=method.alpha, incorrect_weight=method.incorrect_weight,
                                   teacher_weights=teacher_weights)
@@ -336,9 +358,10 @@ def _step_fn(model: nn.Module, opt: torch.optim.Optimizer, method: MethodSpec,
     def step(xb: torch.Tensor, yb: torch.Tensor, tl: torch.Tensor | None,
              index: int) -> torch.Tensor:
         xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+        mask = {"mask": xb[:, 3].bool()[:, None, :]} if spans else {}
         if simple:
             out = model(xb)
-            loss = loss_fn(out, None if tl is None else tl.to(device), yb, index / last)
+            loss = loss_fn(out, None if tl is None else tl.to(device), yb, index / last, **mask)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -348,7 +371,7 @@ def _step_fn(model: nn.Module, opt: torch.optim.Optimizer, method: MethodSpec,
         sync = contextlib.nullcontext() if now or not hasattr(model, "no_sync") else model.no_sync()
         with sync:
             out = model(xb)
-            loss = loss_fn(out, None if tl is None else tl.to(device), yb, index / last)
+            loss = loss_fn(out, None if tl is None else tl.to(device), yb, index / last, **mask)
             (loss / size).backward()
         if now:
             set_lr(opt, plan.lr(opt_step))

