@@ -42,10 +42,10 @@ def read_texts(student: Student, data: Path) -> tuple[list[str] | list[tuple[str
             raise DataError(f"{str(data)!r}: a .txt file holds one text per line, but "
                             f"{student.title} reads pairs ({list(text.columns)}); give a "
                             ".csv/.parquet/.jsonl file with those columns")
-        try:
-            lines = data.read_text(encoding="utf-8", errors="replace").splitlines()
-        except OSError as err:
-            raise DataError(f"cannot read {str(data)!r}: {err.strerror or err}") from None
+        from raykd.data.paths import open_data
+
+        with open_data(data, "text file") as f:  # checked once opened (data roots, links)
+            lines = f.read().decode("utf-8", errors="replace").splitlines()
         return [line for line in lines if line.strip()], None
     frame = read_text_file(data)
     missing = [c for c in text.columns if c not in frame.columns]
@@ -54,6 +54,11 @@ def read_texts(student: Student, data: Path) -> tuple[list[str] | list[tuple[str
                         f"(text columns {list(text.columns)}); columns found: "
                         f"{list(frame.columns)[:20]}")
     slots = [text_values(frame[c], "text column", repr(str(data))) for c in text.columns]
+    for name, values in zip(text.columns, slots, strict=True):
+        empty = [i for i, t in enumerate(values) if not t.strip()]
+        if empty:
+            raise DataError(f"text column {name!r} of {str(data)!r}: {len(empty)} row(s) have no "
+                            f"text (first at data row {empty[0] + 1}); fill or remove them")
     rows = list(zip(*slots, strict=True))
     labels = frame[text.label_column] if text.label_column in frame.columns else None
     return ([r[0] for r in rows] if len(slots) == 1 else rows), labels
@@ -66,7 +71,12 @@ def predict_text(student: Student, data: Path) -> Prediction:
     texts, labels = read_texts(student, data)
     if not texts:
         raise DataError(f"{str(data)!r} holds no text to predict; give at least one")
-    probs = probabilities(student.model, encode_texts(texts))
+    from raykd.data.text import MAX_TEXT_BYTES
+
+    # at most the width a job's data has: one huge line does not cost N x its length
+    longest = max(len(t.encode()) for r in texts for t in ([r] if isinstance(r, str) else r))
+    probs = probabilities(student.model,
+                          encode_texts(texts, width=max(1, min(MAX_TEXT_BYTES, longest))))
     names = [student.class_names[i] for i in probs.argmax(axis=1)]
     return _with_accuracy(Prediction(names=names, probabilities=probs), labels)
 
@@ -102,6 +112,7 @@ def export_text_onnx(student: Student, out: Path) -> tuple[Path, Path, Path]:
     import torch
 
     from raykd.export import _need_onnx
+    from raykd.models.hf import CHARS_PER_TOKEN
 
     _need_onnx()
     model, tokenizer, max_length = _inner(student)
@@ -128,13 +139,19 @@ def export_text_onnx(student: Student, out: Path) -> tuple[Path, Path, Path]:
                           dynamic_shapes=(tuple({0: batch, 1: length} for _ in names),),
                           dynamo=True, verbose=False, optimize=True, external_data=False)
     folder = out.with_name(f"{out.stem}.tokenizer")
-    tokenizer.save_pretrained(str(folder))
+    import copy
+
+    saved = copy.deepcopy(tokenizer)
+    saved.model_max_length = max_length  # truncation=True then cuts where raykd does
+    saved.save_pretrained(str(folder))
     side = out.with_name(f"{out.stem}.preprocessing.json")
     record = {"class_names": list(student.class_names), "inputs": names, "output": "logits",
               "input_is": f"token ids: tokenize with the folder {folder.name} beside this file, "
                           f"truncation=True, max_length={max_length}, padding to the batch's "
                           "longest (text pairs: tokenizer(text, text_pair))",
               "max_length": max_length,
+              "text_cut": f"raykd first cuts each text to {CHARS_PER_TOKEN} x max_length "
+                          "characters (changes the tokens only for texts of longer tokens)",
               "preprocessing": student.prep_record}
     side.write_text(json.dumps(record, indent=2))
     return out, folder, side

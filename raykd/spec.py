@@ -53,8 +53,16 @@ HF_FIELDS = ("config", "tokenizer", "max_length", "num_hidden_layers")
 HF_MODEL_TYPES: tuple[str, ...] = ("albert", "bert", "distilbert", "electra", "mobilebert",
                                    "roberta", "xlm-roberta")
 """Architectures ``name: hf`` builds (their classes ship with ``transformers``: no remote code)."""
-PACKAGE_PATH = r"^package:[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*(?:/[A-Za-z0-9_][A-Za-z0-9_.-]*)*$"
-"""``package:<module>/<sub/dir>``: a folder shipped inside an installed Python package."""
+PACKAGE_PATH = r"^package:[A-Za-z_][A-Za-z0-9_]*(?:/[A-Za-z0-9_][A-Za-z0-9_.-]*)*$"
+"""``package:<module>/<sub/dir>``: a folder shipped inside an installed top-level package
+(found without importing anything: a dotted name would import its parent packages)."""
+HF_INT_KEYS: dict[str, int] = {
+    "hidden_size": 65536, "num_hidden_layers": 256, "num_attention_heads": 1024,
+    "intermediate_size": 262144, "vocab_size": 1_000_000, "max_position_embeddings": 65536,
+    "type_vocab_size": 1024, "embedding_size": 65536, "dim": 65536, "hidden_dim": 262144,
+    "n_layers": 256, "n_heads": 1024, "num_hidden_groups": 256,
+}
+"""Integer sizes of a ``config`` mapping raykd checks at the edge, with their upper bounds."""
 
 MethodName = Literal["none", "kd", "wkd", "annealing"]
 MAX_SEED = 2**32 - 1
@@ -176,8 +184,8 @@ class ModelSpec(_Strict):
         for field in ("path", "tokenizer"):
             value = getattr(self, field)
             if value is not None and value.startswith("package:") and not re.match(PACKAGE_PATH, value):
-                raise ValueError(f"{field}={value!r}: expected 'package:<module>/<dir>' (a dotted "
-                                 "module name, then folder names without '..')")
+                raise ValueError(f"{field}={value!r}: expected 'package:<module>/<dir>' (a top-level "
+                                 "package name, then folder names without '..')")
         if self.config is not None:
             if self.tokenizer is None:
                 raise ValueError("name 'hf' with config needs tokenizer: a directory or "
@@ -647,6 +655,23 @@ def check_hf_config(config: dict[str, Any], where: str) -> None:
     if remote:
         raise ValueError(f"{where}: {remote} asks for code from the model's folder, which raykd "
                          "never runs (trust_remote_code is off); use a built-in architecture")
+    import math
+
+    for key, high in HF_INT_KEYS.items():
+        value = config.get(key)
+        if key in config and (isinstance(value, bool) or not isinstance(value, int)
+                              or not 1 <= value <= high):
+            raise ValueError(f"{where}.{key}={value!r}: expected an integer in [1, {high}]")
+    for key, value in config.items():
+        if ("dropout" in key or key.endswith("_prob")) and value is not None:
+            if isinstance(value, bool) or not isinstance(value, int | float) or not (
+                    math.isfinite(value) and 0 <= value < 1):
+                raise ValueError(f"{where}.{key}={value!r}: expected a probability in [0, 1)")
+    heads = config.get("num_attention_heads", config.get("n_heads"))
+    width = config.get("hidden_size", config.get("dim"))
+    if isinstance(heads, int) and isinstance(width, int) and width % heads:
+        raise ValueError(f"{where}: hidden size {width} is not a multiple of the "
+                         f"{heads} attention heads; accepted: a multiple of {heads}")
 
 
 def _nul_at(value: Any, path: str) -> str | None:

@@ -93,30 +93,85 @@ class _HFWrapper(nn.Module):
         return self.tokenizer_sha256.device
 
     def _run(self, inputs: dict[str, torch.Tensor]) -> Any:
-        """The transformers forward on ``inputs`` (autocast on CUDA)."""
+        """The transformers forward on ``inputs`` (autocast on CUDA: bf16, or fp16 for
+        inference only: fp16 training would need loss scaling, so it runs fp32)."""
         inputs = {k: inputs[k].to(self.device) for k in self._inputs if k in inputs}
         dtype = amp_dtype(self.device)
+        if dtype == torch.float16 and self.training and torch.is_grad_enabled():
+            dtype = None
         if dtype is None:
             return self.hf(**inputs)
         with torch.autocast(device_type=self.device.type, dtype=dtype):
             return self.hf(**inputs)
 
 
+MEMO_TOKENS = 16_000_000
+"""Most tokens a text model keeps memoized (about 200 MB of int32 ids, mask and types)."""
+
+
 class TextClassifier(_HFWrapper):
-    """Raw UTF-8 bytes ``(B, P, W)`` -> float32 logits ``(B, C)`` (see the module docstring)."""
+    """Raw UTF-8 bytes ``(B, P, W)`` -> float32 logits ``(B, C)`` (see the module docstring).
+
+    Tokenization is memoized per row: the key is the BLAKE2b-128 digest of the row's whole
+    bytes (every slot, padding included), the value the row's unpadded token arrays, so a
+    student that sees the same texts every epoch tokenizes each once; a batch is then padded
+    to its longest row exactly as the tokenizer pads (its pad id, pad token type, side).
+    The memo is emptied when it holds :data:`MEMO_TOKENS` tokens.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._memo: dict[bytes, dict[str, np.ndarray]] = {}
+        self._memo_tokens = 0
+
+    def _encode(self, rows: np.ndarray) -> list[dict[str, np.ndarray]]:
+        """Each row's unpadded token arrays (decoded, cut, tokenized with truncation)."""
+        cut = CHARS_PER_TOKEN * self.max_length
+        texts = [[t[:cut] for t in row] for row in decode_batch(rows.astype(np.uint8))]
+        pair = [row[1] for row in texts] if rows.shape[1] == 2 else None
+        enc = self.tokenizer([row[0] for row in texts], pair, truncation=True,
+                             max_length=self.max_length, padding=False)
+        names = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+        return [{k: np.asarray(enc[k][i], dtype=np.int64) for k in names}
+                for i in range(len(rows))]
+
+    def _pad(self, rows: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
+        """Rows padded to the longest, as the tokenizer's ``padding=True`` pads them."""
+        longest = max(len(r["input_ids"]) for r in rows)
+        fill = {"input_ids": self.tokenizer.pad_token_id, "attention_mask": 0,
+                "token_type_ids": getattr(self.tokenizer, "pad_token_type_id", 0)}
+        left = getattr(self.tokenizer, "padding_side", "right") == "left"
+        out = {}
+        for name in rows[0]:
+            batch = np.full((len(rows), longest), fill[name], dtype=np.int64)
+            for i, r in enumerate(rows):
+                n = len(r[name])
+                if left:
+                    batch[i, longest - n:] = r[name]
+                else:
+                    batch[i, :n] = r[name]
+            out[name] = torch.from_numpy(batch)
+        return out
 
     def tokenize(self, x: torch.Tensor | np.ndarray) -> dict[str, torch.Tensor]:
-        """The tokenizer's tensors for a byte batch ``(B, P, W)``."""
+        """The tokenizer's tensors for a byte batch ``(B, P, W)`` (memoized per row)."""
+        import hashlib
+
         rows = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x)
         if rows.ndim != 3 or rows.shape[1] not in (1, 2):
             raise HFModelError(f"text model expects bytes of shape (batch, 1 or 2, width), got "
                                f"{tuple(rows.shape)}")
-        cut = CHARS_PER_TOKEN * self.max_length
-        texts = [[t[:cut] for t in row] for row in decode_batch(rows.astype(np.uint8))]
-        pair = [row[1] for row in texts] if rows.shape[1] == 2 else None
-        return dict(self.tokenizer([row[0] for row in texts], pair, truncation=True,
-                                   max_length=self.max_length, padding=True,
-                                   return_tensors="pt"))
+        rows = np.ascontiguousarray(rows, dtype=np.uint8)
+        keys = [hashlib.blake2b(r.tobytes(), digest_size=16).digest() for r in rows]
+        missing = [i for i, k in enumerate(keys) if k not in self._memo]
+        if missing:
+            if self._memo_tokens > MEMO_TOKENS:
+                self._memo.clear()
+                self._memo_tokens = 0
+            for i, encoded in zip(missing, self._encode(rows[missing]), strict=True):
+                self._memo[keys[i]] = encoded
+                self._memo_tokens += len(encoded["input_ids"])
+        return self._pad([self._memo[k] for k in keys])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[0] == 0:
@@ -157,11 +212,19 @@ def build_hf_model(config: Mapping[str, Any], input_shape: tuple[int, ...],
         model_config = _model_config(config, files, tokenizer, kind, num_classes)
         _check_length(config, model_config)
         auto = _auto_class(kind)
-        if config.get("path") is None:
-            model = auto.from_config(model_config)
-        else:
-            model = auto.from_pretrained(files.dir, config=model_config, use_safetensors=True,
-                                         dtype=torch.float32, disable_mmap=True, **LOAD)
+        try:
+            if config.get("path") is None:
+                model = auto.from_config(model_config)
+            else:
+                model = auto.from_pretrained(files.dir, config=model_config, use_safetensors=True,
+                                             dtype=torch.float32, disable_mmap=True, **LOAD)
+        except HFModelError:
+            raise
+        except Exception as err:  # noqa: BLE001 - transformers' own checks: one line, named
+            where = "config" if config.get("path") is None else f"{config['path']}"
+            raise HFModelError(f"{where}: transformers cannot build this model ({_first(err)}); "
+                               "check the config's sizes (hidden_size a multiple of "
+                               "num_attention_heads, positive integers)") from None
     return kind(model.float(), tokenizer, int(config.get("max_length", 128)),
                 files.tokenizer_digest)
 
@@ -207,9 +270,13 @@ def _model_config(config: Mapping[str, Any], files: LocalCopy, tokenizer: Any,
         return _fresh_config(dict(config.get("config") or {}), tokenizer, kind, num_classes)
     where = f"{config['path']}/config.json"
     pretrained = files.config
-    model_config = AutoConfig.from_pretrained(files.dir, **LOAD)
+    try:
+        model_config = AutoConfig.from_pretrained(files.dir, **LOAD)
+        have = int(model_config.num_hidden_layers)  # attribute map: distilbert's n_layers too
+    except Exception as err:  # noqa: BLE001 - a config.json transformers refuses: one line
+        raise HFModelError(f"{where} cannot be read as a {pretrained.get('model_type')!r} config "
+                           f"({_first(err)})") from None
     layers = config.get("num_hidden_layers")
-    have = int(pretrained.get("num_hidden_layers", 0))
     if layers is not None:
         if layers > have:
             raise HFModelError(f"num_hidden_layers={layers}: the pretrained model {where} has "
@@ -263,7 +330,7 @@ def _fresh_config(mapping: dict[str, Any], tokenizer: Any, kind: type[_HFWrapper
     model_type = mapping.pop("model_type")
     try:
         return AutoConfig.for_model(model_type, **mapping)
-    except (TypeError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001 - transformers' validators raise their own types
         raise HFModelError(f"config: {_first(err)}") from None
 
 

@@ -77,6 +77,8 @@ def resolve_folder(value: str, field_name: str) -> Folder:
                                ) from None
         return folder
     module, _, sub = value[len("package:"):].partition("/")
+    if not module.isidentifier():  # find_spec of a dotted name would import its parents
+        raise HFModelError(f"{field_name}={value!r}: expected 'package:<top-level package>/<dir>'")
     try:
         found = importlib.util.find_spec(module)
     except (ImportError, ValueError):

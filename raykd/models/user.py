@@ -96,7 +96,8 @@ def model_identity(config: Mapping[str, Any]) -> str:
     """What a model entry builds, as one string: its canonical JSON (kwargs included), for
     ``name: module`` the sha256 of the module's source (:func:`source_sha256`), and for
     ``name: hf`` the sha256 of every file read from its folders
-    (:func:`raykd.models.hf_files.files_digest`).
+    (:func:`raykd.models.hf_files.files_digest`), the text cut and the versions of
+    transformers and tokenizers.
 
     Caches of a model's outputs key on it (with the weights): another kwarg, even one that
     carries no parameters, or an edited module never reads the old entries.
@@ -105,9 +106,17 @@ def model_identity(config: Mapping[str, Any]) -> str:
     if config.get("name") == "module":
         ident["source"] = source_sha256(str(config.get("path")))
     if config.get("name") == "hf":
+        import tokenizers
+        import transformers
+
+        from raykd.models.hf import CHARS_PER_TOKEN
         from raykd.models.hf_files import files_digest
 
         ident["files"] = files_digest(config)
+        # what turns the same files into other logits: the text cut and the libraries
+        ident["text_rule"] = {"chars_per_token": CHARS_PER_TOKEN, "truncation": "longest_first"}
+        ident["libraries"] = {"transformers": transformers.__version__,
+                              "tokenizers": tokenizers.__version__}
     text = json.dumps(ident, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
