@@ -231,3 +231,23 @@ def test_bbc_speakers_is_a_span_job_dataset() -> None:
         assert valid[:, 0].all()
         assert valid[rows, part.y[:, 0]].all() and valid[rows, part.y[:, 1]].all()
 
+
+@pytest.mark.slow
+def test_predict_spans_answers_as_the_job_scored(first: dict[str, Any], data: Any,
+                                                 tmp_path: Path) -> None:
+    from raykd.metrics.squad import score_texts
+    from raykd.predict_spans import write_predictions
+
+    examples = data.spans.parts["test"].examples
+    questions = {"version": "v2.0", "data": [{"title": "t", "paragraphs": [
+        {"context": ex.context, "qas": [{"id": ex.id, "question": ex.question}]}
+        for ex in examples]}]}
+    (tmp_path / "questions.json").write_text(json.dumps(questions))
+    student = first["students"][1]
+    out = write_predictions(student["generations"][0]["checkpoint"], tmp_path / "questions.json",
+                            tmp_path / "predictions.json")
+    predictions = json.loads(out.read_text())
+    assert list(predictions) == [ex.id for ex in examples]
+    scores = score_texts([predictions[ex.id] for ex in examples], list(examples))
+    assert scores["f1"] == pytest.approx(student["span"]["test"]["f1"])
+    assert scores["exact"] == pytest.approx(student["span"]["test"]["exact"])

@@ -1,0 +1,99 @@
+"""Question answering with a saved span student: a SQuAD-format JSON file in, the official
+predictions JSON out (``{question id: answer text, or "" for no answer}``).
+
+The student checkpoint's metadata (written by the job: ``preprocessing`` of format
+``raykd-span-windows``) says how its windows were made (``max_length``, ``doc_stride``,
+``max_query_length``) and the no-answer threshold chosen on validation
+(``null_threshold``); the questions are cut into windows with the student's own tokenizer,
+and each question's answer is its best span over its windows, or "" when
+``null score - best span score`` exceeds the threshold (:mod:`raykd.metrics.squad`). The
+input file's answers, if any, are not read: unanswered questions (no ``answers``) are fine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from raykd.data.span_data import SPAN_FORMAT
+from raykd.data.splits import DataError
+from raykd.data.squad import SquadExample
+
+
+def is_span_checkpoint(checkpoint: str | os.PathLike[str]) -> bool:
+    """Whether a checkpoint is a span (question answering) student: its metadata carries a
+    ``raykd-span-windows`` record (``raykd predict`` then answers a SQuAD-format file)."""
+    from raykd.models.checkpoint import checkpoint_info
+
+    prep = checkpoint_info(checkpoint).get("preprocessing")
+    return isinstance(prep, dict) and prep.get("format") == SPAN_FORMAT
+
+
+def span_record(checkpoint: str | os.PathLike[str]) -> dict[str, Any]:
+    """The span-window record of a student checkpoint; DataError when it has none."""
+    from raykd.models.checkpoint import checkpoint_info
+
+    prep = checkpoint_info(checkpoint).get("preprocessing")
+    if not isinstance(prep, dict) or prep.get("format") != SPAN_FORMAT:
+        raise DataError(f"checkpoint {str(checkpoint)!r} is not a span (question answering) "
+                        "student: its metadata has no raykd-span-windows record; give a student "
+                        "checkpoint of a job on span data (bbc-speakers, SQuAD .json)")
+    return prep
+
+
+def read_questions(path: str | os.PathLike[str]) -> list[SquadExample]:
+    """Every question of a SQuAD v1.1/v2.0 ``.json`` file (id, question, context); answers
+    are not needed and not read."""
+    from raykd.data.paths import read_data
+
+    where = repr(str(path))
+    try:
+        document = json.loads(read_data(path))
+        out = [SquadExample(id=str(qa["id"]), question=str(qa["question"]),
+                            context=str(paragraph["context"]), answers=(), is_impossible=True)
+               for article in document["data"] for paragraph in article["paragraphs"]
+               for qa in paragraph["qas"]]
+    except (ValueError, KeyError, TypeError) as err:
+        raise DataError(f"{where} is not a SQuAD-format JSON file ({type(err).__name__}: {err}); "
+                        "expected {\"data\": [{\"paragraphs\": [{\"context\", \"qas\": [{\"id\", "
+                        "\"question\"}]}]}]}") from None
+    if len({q.id for q in out}) != len(out):
+        raise DataError(f"{where} has repeated question ids; each question needs its own id")
+    return out
+
+
+def predict_squad(checkpoint: str | os.PathLike[str], questions: str | os.PathLike[str], *,
+                  threshold: float | None = None) -> dict[str, str]:
+    """``{question id: answer}`` of a span student over a SQuAD-format file (module docstring);
+    ``threshold`` overrides the checkpoint's ``null_threshold``."""
+    from raykd.data.span_data import window_inputs
+    from raykd.data.windows import make_windows
+    from raykd.metrics.squad import best_spans
+    from raykd.models import load_checkpoint
+    from raykd.train.steps import predict_logits
+
+    prep = span_record(checkpoint)
+    if threshold is None:
+        threshold = float(prep.get("null_threshold", 0.0))
+    examples = read_questions(questions)
+    model = load_checkpoint(checkpoint)
+    windows = make_windows(examples, model.tokenizer, max_length=int(prep["max_length"]),
+                           doc_stride=int(prep["doc_stride"]),
+                           max_query_length=int(prep["max_query_length"]))
+    logits = predict_logits(model, window_inputs(windows))
+    answers = best_spans(logits, windows, examples).answers(threshold)
+    return {ex.id: text for ex, text in zip(examples, answers, strict=True)}
+
+
+def write_predictions(checkpoint: str | os.PathLike[str], questions: str | os.PathLike[str],
+                      out: str | os.PathLike[str], *, threshold: float | None = None) -> Path:
+    """:func:`predict_squad` written to ``out`` as the official predictions JSON (atomically)."""
+    from raykd.jobdir import atomic_path
+
+    predictions = predict_squad(checkpoint, questions, threshold=threshold)
+    path = Path(out)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(predictions, indent=2, ensure_ascii=False))
+    return path
