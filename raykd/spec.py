@@ -256,6 +256,21 @@ class TeacherSpec(_Strict):
         default=0, ge=0, le=MAX_SEED,
         description="Seed of this teacher's initialisation and batch order when raykd trains it.",
     )
+    fine_tune: bool = Field(
+        default=True,
+        description="name=hf with path only: false uses the folder's model as it is (an already "
+        "fine-tuned classifier, whose label names must be the data's classes in order); raykd "
+        "trains nothing for it. true (default): raykd fine-tunes it on the training split.",
+    )
+
+    @model_validator(mode="after")
+    def _given_as_is(self) -> TeacherSpec:
+        if not self.fine_tune and (self.model.name != "hf" or self.model.path is None
+                                   or self.checkpoint is not None):
+            raise ValueError("fine_tune: false applies to name 'hf' models given by path (an "
+                             "already fine-tuned folder), without checkpoint; a registry model "
+                             "is given as is by its checkpoint")
+        return self
 
 
 class MethodSpec(_Strict):
@@ -624,6 +639,13 @@ class JobSpec(_Strict):
                                        or f.epoch_sleep_s):
             raise ValueError("faults: student faults do not reach a sweep's trials; only "
                              "kill_teacher applies to a sweep")
+        return self
+
+    @model_validator(mode="after")
+    def _student_is_trained(self) -> JobSpec:
+        if not self.student.fine_tune:
+            raise ValueError("student.fine_tune: false would train no student; fine_tune applies "
+                             "to teachers")
         return self
 
     @model_validator(mode="after")

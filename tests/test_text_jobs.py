@@ -167,3 +167,34 @@ def test_predict_and_export_a_text_student(first: dict[str, Any], storage: Path,
     assert (tmp_path / "student.tokenizer" / "tokenizer.json").is_file()
     side = json.loads((tmp_path / "student.preprocessing.json").read_text())
     assert side["inputs"][:2] == ["input_ids", "attention_mask"] and side["max_length"] == 32
+
+
+def test_a_fine_tuned_folder_is_used_as_given_and_its_labels_must_match(
+        first: dict[str, Any], storage: Path, tmp_path: Path) -> None:
+    """``fine_tune: false``: the first job's student folder as a teacher scores what it scored
+    there, untrained; the same folder with its labels in another order is refused."""
+    import shutil
+
+    folder = first["students"][1]["generations"][0]["hf_folder"]
+    teacher = {"model": {"name": "hf", "path": folder, "max_length": 32}, "fine_tune": False}
+    spec = text_spec(storage, "bbc-given", teachers=[teacher], methods=[{"method": "kd"}],
+                     train={"epochs": 1, "batch_size": 16, "lr": 0.003})
+    given = run_job(parse_spec(spec), job_dir=storage / "bbc-given")
+    row = given["teachers"][0]
+    assert not row["trained_by_raykd"] and row["train_seconds"] == 0
+    assert row["test_accuracy"] == pytest.approx(first["students"][1]["test_accuracy"])
+
+    swapped = tmp_path / "swapped"
+    shutil.copytree(folder, swapped)
+    config = json.loads((swapped / "config.json").read_text())
+    names = [config["id2label"][str(i)] for i in range(5)]
+    config["id2label"] = {str(i): n for i, n in enumerate([names[1], names[0], *names[2:]])}
+    config["label2id"] = {n: int(i) for i, n in config["id2label"].items()}
+    (swapped / "config.json").write_text(json.dumps(config))
+    teacher["model"]["path"] = str(swapped)
+    path = tmp_path / "swapped.json"
+    path.write_text(json.dumps(text_spec(tmp_path, "bad-labels", teachers=[teacher])))
+    result = CliRunner().invoke(app, ["run", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "its head's labels ['entertainment', 'business'" in result.output
+    assert "Traceback" not in result.output

@@ -352,6 +352,8 @@ def _teacher_configs(job: Job, data: Dataset, cache: Any) -> list[Any]:
     configs = []
     for i, t in enumerate(job.spec.teachers):
         checkpoint = checked_checkpoint(t.checkpoint)  # the spec's file, checked once opened
+        if checkpoint is None and not t.fine_tune:
+            checkpoint = given_as_is(job, i, data)
         if checkpoint is None:
             # this job's own file counts only when resuming the same job (same spec, same dir)
             own = _own_checkpoint(job, i) if job.attempt > 1 else None
@@ -365,6 +367,45 @@ def _teacher_configs(job: Job, data: Dataset, cache: Any) -> list[Any]:
                                      fault=teacher_fault(job.spec.faults, i,
                                                          job.job_dir / f"fault-teacher-{i}.fired")))
     return configs
+
+
+def given_as_is(job: Job, index: int, data: Dataset) -> str:
+    """A teacher used as given (``fine_tune: false``): its folder's model, its head's label
+    names checked against the data's classes, saved as this job's checkpoint of it
+    (``teachers/teacher-<i>-given.safetensors``), which the teacher stage then loads like
+    any given checkpoint: no training."""
+    from raykd.models import build_model, save_checkpoint
+
+    t = job.spec.teachers[index]
+    model = build_model(t.model.model_dump(), data.input_shape, data.num_classes)
+    check_head_labels(model, f"teachers[{index}] ({t.model.path})", data)
+    path = job.job_dir / "teachers" / f"teacher-{index}-given.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(model, path, config=t.model.model_dump(), input_shape=data.input_shape,
+                    num_classes=data.num_classes)
+    job.say(f"teacher {index}: {t.model.path} used as given (fine_tune: false), not trained")
+    return str(path)
+
+
+def check_head_labels(model: Any, where: str, data: Dataset) -> None:
+    """A fine-tuned text classifier's label names (its config's ``id2label``) must be the
+    data's class names in the same order; generic names (``LABEL_0``...) are taken as the
+    data's order.
+
+    Raises:
+        SpecError: naming both lists when they differ.
+    """
+    import re
+
+    hf = getattr(model, "hf", None)
+    labels = getattr(getattr(hf, "config", None), "id2label", None) or {}
+    names = [str(labels[i]) for i in sorted(labels)]
+    if data.class_names is None or all(re.fullmatch(r"LABEL_\d+", n) for n in names):
+        return
+    if names != list(data.class_names):
+        raise SpecError(f"{where}: its head's labels {names} are not the data's classes "
+                        f"{list(data.class_names)} in order; give a classifier fine-tuned on "
+                        "these classes, or fine_tune: true to train its head here")
 
 
 def _intact(job: Job, index: int, path: Path) -> bool:
