@@ -108,15 +108,20 @@
     const entries = [...st.curves.values()];
     const multiGen = entries.some((c) => c.generation > 1);
     const name = (c) => (multiGen ? `${c.label} g${c.generation}` : c.label);
-    const series = (metric) => entries.map((c) => ({
+    const series = (metric, scale = 1) => entries.map((c) => ({
       name: name(c),
       points: [...c.points.entries()].filter(([, m]) => RK.isNum(m[metric])).sort((a, b) => a[0] - b[0])
-        .map(([ep, m]) => [ep, m[metric]]),
+        .map(([ep, m]) => [ep, m[metric] / scale]),
     })).filter((s) => s.points.length);
-    const refs = [...st.teachers.entries()].filter(([, v]) => RK.isNum(v)).sort((a, b) => a[0] - b[0])
+    // span extraction: the per-epoch SQuAD F1 (percent in the events) is the curve that matters
+    const spans = entries.some((c) => [...c.points.values()].some((m) => RK.isNum(m.val_f1)));
+    const caption = document.getElementById("cap-val");
+    if (caption) caption.textContent = spans ? "Validation F1 (SQuAD v2.0)" : "Validation accuracy";
+    const refs = spans ? [] : [...st.teachers.entries()].filter(([, v]) => RK.isNum(v)).sort((a, b) => a[0] - b[0])
       .map(([i, v]) => ({ name: `teacher ${i}`, y: v, kind: "teacher" }));
-    if (RK.isNum(st.ensembleVal)) refs.push({ name: "ensemble", y: st.ensembleVal, kind: "ensemble" });
-    RK.lineChart(document.getElementById("chart-val"), { series: series("val_accuracy"), refs, percent: true });
+    if (!spans && RK.isNum(st.ensembleVal)) refs.push({ name: "ensemble", y: st.ensembleVal, kind: "ensemble" });
+    RK.lineChart(document.getElementById("chart-val"), {
+      series: spans ? series("val_f1", 100) : series("val_accuracy"), refs, percent: true });
     RK.lineChart(document.getElementById("chart-loss"), { series: series("train_loss") });
   }
 
