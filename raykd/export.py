@@ -232,6 +232,12 @@ def export_student(student: Student, *, fmt: Literal["onnx", "safetensors"], out
     """Export ``student``; the files written and, for ONNX, the parity check."""
     if fmt == "safetensors":
         return [export_safetensors(student, out)], None
+    if student.config.get("name") == "hf" and student.text is None:
+        raise ArtifactError(
+            f"{student.title} is a span (question answering) student: --format onnx exports "
+            "classifiers; its Hugging Face folder (students/<name>-hf, beside the checkpoint) "
+            "loads with AutoModelForQuestionAnswering and exports with torch.onnx like any QA "
+            "model, or use --format safetensors")
     if student.text is not None:
         from raykd.predict_text import export_text_onnx, text_parity
 

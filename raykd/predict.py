@@ -31,6 +31,7 @@ from raykd.data.arrays import FORMAT as ARRAY_FORMAT
 from raykd.data.arrays import ArrayPrep
 from raykd.data.images import FORMAT as IMAGE_FORMAT
 from raykd.data.table_prep import Fallbacks
+from raykd.data.span_data import SPAN_FORMAT
 from raykd.data.text import FORMAT as TEXT_FORMAT
 from raykd.data.text import TextPrep
 from raykd.errors import UserError
@@ -161,8 +162,8 @@ def read_prep(record: dict[str, Any] | None, where: str
         return None, ImagePrep.from_dict(record, where), None
     if record.get("format") == ARRAY_FORMAT:
         return None, None, ArrayPrep.from_dict(record, where)
-    if record.get("format") == TEXT_FORMAT:
-        return None, None, None  # read by read_text_prep
+    if record.get("format") in (TEXT_FORMAT, SPAN_FORMAT):
+        return None, None, None  # text: read_text_prep; span windows: raykd.predict_spans
     return TablePrep.from_dict(record, where), None, None
 
 

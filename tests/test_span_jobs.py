@@ -234,9 +234,10 @@ def test_bbc_speakers_is_a_span_job_dataset() -> None:
 
 @pytest.mark.slow
 def test_predict_spans_answers_as_the_job_scored(first: dict[str, Any], data: Any,
-                                                 tmp_path: Path) -> None:
+                                                 storage: Path, tmp_path: Path) -> None:
+    """``raykd predict JOB_DIR questions.json --student kd`` writes the official predictions
+    JSON, which scores what the job measured; ONNX export of a span student says what to use."""
     from raykd.metrics.squad import score_texts
-    from raykd.predict_spans import write_predictions
 
     examples = data.spans.parts["test"].examples
     questions = {"version": "v2.0", "data": [{"title": "t", "paragraphs": [
@@ -244,10 +245,16 @@ def test_predict_spans_answers_as_the_job_scored(first: dict[str, Any], data: An
         for ex in examples]}]}
     (tmp_path / "questions.json").write_text(json.dumps(questions))
     student = first["students"][1]
-    out = write_predictions(student["generations"][0]["checkpoint"], tmp_path / "questions.json",
-                            tmp_path / "predictions.json")
+    out = tmp_path / "predictions.json"
+    result = CliRunner().invoke(app, ["predict", str(storage / "owners"),
+                                      str(tmp_path / "questions.json"), "--student",
+                                      student["label"], "--out", str(out)])
+    assert result.exit_code == 0 and "answers to the questions" in result.output, result.output
     predictions = json.loads(out.read_text())
     assert list(predictions) == [ex.id for ex in examples]
     scores = score_texts([predictions[ex.id] for ex in examples], list(examples))
     assert scores["f1"] == pytest.approx(student["span"]["test"]["f1"])
     assert scores["exact"] == pytest.approx(student["span"]["test"]["exact"])
+    result = CliRunner().invoke(app, ["export", str(storage / "owners"), "--format", "onnx",
+                                      "--out", str(tmp_path / "s.onnx")])
+    assert result.exit_code == 2 and "span (question answering) student" in result.output, result.output

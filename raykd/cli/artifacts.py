@@ -31,7 +31,8 @@ def predict(model: ModelArg, data: Annotated[Path, typer.Argument(
                      "encoded images (for a model trained on images), a folder of images "
                      "(sub-folders named by class count as labels), or, for a text model, a .txt "
                      "file (one text per line) or a .csv/.parquet/.jsonl file with its text "
-                     "column(s).")],
+                     "column(s); for a span (question answering) student, a SQuAD-format .json "
+                     "(--out then gets the official predictions JSON).")],
             out: Annotated[Path, typer.Option(help="Where to write the predictions (CSV).")] = Path(
                 "predictions.csv"),
             student: StudentOpt = None,
@@ -48,6 +49,8 @@ def predict(model: ModelArg, data: Annotated[Path, typer.Argument(
         if student is not None and which is not None:
             raise ArtifactError("give --student LABEL or --model NAME, not both "
                                 "(--student LABEL is --model student:LABEL)")
+        if answered_questions(model, data, out, student=student, which=which):
+            return
         loaded = load_model(model, model=which if student is None else f"student:{student}")
         result = predict_file(loaded, data)
         for line in result.notes:
@@ -62,6 +65,24 @@ def predict(model: ModelArg, data: Annotated[Path, typer.Argument(
             typer.echo(f"accuracy {result.accuracy:.4f} on {result.labelled} labelled rows")
 
     guarded(go)
+
+
+def answered_questions(model: Path, data: Path, out: Path, *, student: str | None,
+                       which: str | None) -> bool:
+    """A span (question answering) student answers a SQuAD-format file: the official
+    predictions JSON is written to ``out``; False when ``model`` is no span student."""
+    from raykd.predict import find_student
+    from raykd.predict_spans import is_span_checkpoint, write_predictions
+
+    if which not in (None, "student") and not str(which).startswith("student:"):
+        return False
+    label = student or (str(which).partition(":")[2] if which else None) or None
+    checkpoint = find_student(model, student=label)[0]
+    if not is_span_checkpoint(checkpoint):
+        return False
+    written = write_predictions(checkpoint, data, out)
+    typer.echo(f"span student {checkpoint}: answers to the questions of {data} -> {written}")
+    return True
 
 
 @artifacts_app.command()
