@@ -213,6 +213,18 @@ def test_a_teacher_with_another_tokenizer_fails_in_one_line(tmp_path: Path, sour
     assert "Traceback" not in result.output
 
 
+def test_windows_longer_than_the_models_positions_fail_in_one_line(tmp_path: Path,
+                                                                   source: Path) -> None:
+    spec = span_spec(tmp_path, source, "long")
+    spec["data"] = {**spec["data"], "max_length": 600, "doc_stride": 128}
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec))
+    result = CliRunner().invoke(app, ["run", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "data.max_length=600: teachers[0].model has position embeddings for 512 tokens" \
+        in result.output and "Traceback" not in result.output
+
+
 def test_window_sizes_are_for_span_data_only() -> None:
     with pytest.raises(DataError, match="data.doc_stride applies to span data only"):
         load_dataset("digits", doc_stride=32)

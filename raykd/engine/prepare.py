@@ -138,14 +138,40 @@ def check_span_models(spec: JobSpec, data: Dataset, named: list[tuple[str, Any]]
     if spec.cache.topk is not None:
         raise SpecError(f"cache.topk applies to classification; span data {spec.data.dataset!r} "
                         "caches the valid positions' logits in float16: remove cache.topk")
+    length = data.spans.max_length
     for where, t in named:
         model = t.model.model_dump()
+        limit = position_limit(model) if t.model.name == "hf" else None
+        if limit is not None and length > limit:
+            raise SpecError(f"data.max_length={length}: {where}.model has position embeddings for "
+                            f"{limit} tokens; give data.max_length <= {limit}")
         if t.model.name == "hf" and tokenizer_sha256(model) != data.spans.tokenizer_sha256:
             raise SpecError(
                 f"span tasks need one tokenizer: {where}.model reads other tokenizer files than "
                 f"the student's {data.spans.tokenizer!r}, which cut {spec.data.dataset!r} into "
                 "windows; give every teacher that tokenizer (model.tokenizer) or a model trained "
                 "with it")
+
+
+def position_limit(model: dict[str, Any]) -> int | None:
+    """The longest token window an ``hf`` model entry takes: ``max_position_embeddings`` of
+    its config mapping (transformers' default 512 when absent) or of its folder's
+    config.json, less the positions RoBERTa-like models reserve; None when unknown."""
+    import json as _json
+
+    from raykd.models.hf import POSITION_OFFSET
+    from raykd.models.hf_files import CONFIG, _open, resolve_folder
+
+    config = model.get("config")
+    if model.get("path") is not None:
+        with _open(resolve_folder(str(model["path"]), "path"), CONFIG) as handle:
+            config = _json.load(handle)
+    if not isinstance(config, dict):
+        return None
+    positions = config.get("max_position_embeddings", 512)
+    if not isinstance(positions, int):
+        return None
+    return positions - POSITION_OFFSET.get(str(config.get("model_type")), 0)
 
 
 def load_data(job: Job) -> Dataset:
