@@ -53,9 +53,11 @@ def storage(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def first(ray_local: None, storage: Path) -> dict[str, Any]:
+    """The module's text job (about a minute on 2 cores: the tests that read it are slow)."""
     return run_job(parse_spec(text_spec(storage, "bbc-tiny")), job_dir=storage / "bbc-tiny")
 
 
+@pytest.mark.slow
 def test_a_text_job_reports_what_its_saved_models_score(first: dict[str, Any]) -> None:
     from sklearn.metrics import f1_score
 
@@ -86,6 +88,7 @@ def test_a_text_job_reports_what_its_saved_models_score(first: dict[str, Any]) -
             f1_score(data.test.y, logits.argmax(-1), average="macro", labels=range(5), zero_division=0))
 
 
+@pytest.mark.slow
 def test_the_student_is_a_hugging_face_folder_that_loads_without_raykd(first: dict[str, Any]) -> None:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -107,6 +110,7 @@ def test_the_student_is_a_hugging_face_folder_that_loads_without_raykd(first: di
     np.testing.assert_allclose(plain, ours, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_second_text_job_takes_teachers_and_logits_from_the_cache(first: dict[str, Any],
                                                                      storage: Path) -> None:
     spec = text_spec(storage, "bbc-again", methods=[{"method": "kd", "temperature": 2.0}])
@@ -135,6 +139,7 @@ def test_text_and_models_that_do_not_fit_fail_in_one_line(tmp_path: Path, change
     assert message in result.output and "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_predict_and_export_a_text_student(first: dict[str, Any], storage: Path,
                                            tmp_path: Path) -> None:
     """``raykd predict`` on a CSV of texts gives what the job measured on the same texts;
@@ -169,6 +174,7 @@ def test_predict_and_export_a_text_student(first: dict[str, Any], storage: Path,
     assert side["inputs"][:2] == ["input_ids", "attention_mask"] and side["max_length"] == 32
 
 
+@pytest.mark.slow
 def test_a_fine_tuned_folder_is_used_as_given_and_its_labels_must_match(
         first: dict[str, Any], storage: Path, tmp_path: Path) -> None:
     """``fine_tune: false``: the first job's student folder as a teacher scores what it scored
