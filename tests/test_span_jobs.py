@@ -269,4 +269,24 @@ def test_predict_spans_answers_as_the_job_scored(first: dict[str, Any], data: An
     assert scores["exact"] == pytest.approx(student["span"]["test"]["exact"])
     result = CliRunner().invoke(app, ["export", str(storage / "owners"), "--format", "onnx",
                                       "--out", str(tmp_path / "s.onnx")])
-    assert result.exit_code == 2 and "span (question answering) student" in result.output, result.output
+    assert result.exit_code == 2, result.output
+    assert "span (question answering) student" in result.output
+
+
+def test_jsonl_and_parquet_rows_are_span_data_like_the_json(tmp_path: Path, source: Path,
+                                                            data: Any) -> None:
+    import pandas as pd
+
+    rows = [{"id": qa["id"], "title": article["title"], "question": qa["question"],
+             "context": paragraph["context"],
+             "answers": {"text": [a["text"] for a in qa["answers"]],
+                         "answer_start": [a["answer_start"] for a in qa["answers"]]}}
+            for article in json.loads(source.read_text())["data"]
+            for paragraph in article["paragraphs"] for qa in paragraph["qas"]]
+    (tmp_path / "owners.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pd.DataFrame(rows).to_parquet(tmp_path / "owners.parquet")
+    for name in ("owners.jsonl", "owners.parquet"):
+        other = load_dataset(tmp_path / name, tokenizer=TOKENIZER, seed=0, **WINDOWS)
+        assert other.spans is not None and other.input_shape == (4, 64)
+        for split in ("train", "val", "test"):
+            assert getattr(other, split).fingerprint == getattr(data, split).fingerprint
