@@ -290,3 +290,15 @@ def test_jsonl_and_parquet_rows_are_span_data_like_the_json(tmp_path: Path, sour
         assert other.spans is not None and other.input_shape == (4, 64)
         for split in ("train", "val", "test"):
             assert getattr(other, split).fingerprint == getattr(data, split).fingerprint
+
+
+def test_a_sweep_on_span_data_is_refused_in_one_line(tmp_path: Path, source: Path) -> None:
+    """Trials are ranked by one validation number; for spans that would be window accuracy,
+    not SQuAD F1: refused, saying what to do instead."""
+    spec = span_spec(tmp_path, source, "sweep", sweep={"incorrect_weight": {"values": [0.5, 1.0]}},
+                     methods=[{"method": "wkd"}])
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec))
+    result = CliRunner().invoke(app, ["run", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "is not swept yet" in result.output and "Traceback" not in result.output
