@@ -57,7 +57,7 @@ def _teacher_lines(result: Mapping[str, Any]) -> list[str]:
 def _model_name(model: Mapping[str, Any]) -> str:
     if model.get("path"):
         layers = model.get("num_hidden_layers")
-        return f"MiniLM-L6{f' cut to {layers} layers' if layers else ''}"
+        return f"MiniLM-L6{f', first {layers} layers' if layers and layers != 6 else ''}"
     c = model.get("config") or {}
     return f"{c.get('model_type')} {c.get('num_hidden_layers')}x{c.get('hidden_size')}"
 
@@ -81,7 +81,7 @@ def quality_markdown(result: Mapping[str, Any]) -> str:
         f"Test accuracy and macro-F1 in %, mean ± sd over {n} student seeds (seed k shared by "
         f"every row). {quick if result['quick'] else ''}"
         f"Wall time {result['wall_seconds'] / 60:.1f} min (teachers "
-        f"{result['teachers']['seconds'] / 60:.1f} min).",
+        f"{result['teachers']['seconds'] / 60:.1f} min){_load_words(result.get('load'))}.",
         "",
         *_teacher_lines(result),
         "",
@@ -95,8 +95,16 @@ def quality_markdown(result: Mapping[str, Any]) -> str:
     for name, d in s["differences"].items():
         lines.append(f"| {name} | {pm(d['test_accuracy'], sign=True)} | "
                      f"{pm(d['test_macro_f1'], sign=True)} |")
-    lines += ["", f"Span extraction (bbc-speakers): {result['spans']}.", ""]
+    lines += ["", f"Span extraction (bbc-speakers): {result['spans']}", ""]
     return "\n".join(lines)
+
+
+def _load_words(load: Mapping[str, Any] | None) -> str:
+    if not load:
+        return ""
+    words = f" on {load['cpus']} CPUs, 1-minute load average {load['start']:.1f} at the start "
+    words += f"and {load['end']:.1f} at the end"
+    return words + (f" ({load['note']})" if load.get("note") else "")
 
 
 def _train_words(train: Mapping[str, Any]) -> str:
@@ -114,7 +122,10 @@ def speed_markdown(result: Mapping[str, Any]) -> str:
         "",
         f"One run, {result['rounds']} interleaved rounds after a warm-up round (order rotated "
         f"each round); medians with [min-max] over the rounds; ratio = raykd median / plain "
-        f"median. Machine: {s['machine']}; torch threads {s['threads']}. "
+        f"median. Machine: {s['machine']}; torch threads {s['threads']}; the teacher actor "
+        f"runs at Ray's worker niceness {s.get('actor_niceness')} and so does the plain "
+        f"teacher loop; both student loops run in the driver at niceness "
+        f"{s.get('driver_niceness')}. "
         f"{'**Quick run (tiny models).** ' if result['quick'] else ''}",
         "",
         f"- teacher: {s['teacher']}, {s['teacher_texts']} texts per measure, batches of "
