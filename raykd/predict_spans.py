@@ -55,10 +55,15 @@ def read_questions(path: str | os.PathLike[str]) -> list[SquadExample]:
                             context=str(paragraph["context"]), answers=(), is_impossible=True)
                for article in document["data"] for paragraph in article["paragraphs"]
                for qa in paragraph["qas"]]
-    except (ValueError, KeyError, TypeError) as err:
+    except (ValueError, KeyError, TypeError, RecursionError) as err:
         raise DataError(f"{where} is not a SQuAD-format JSON file ({type(err).__name__}: {err}); "
                         "expected {\"data\": [{\"paragraphs\": [{\"context\", \"qas\": [{\"id\", "
                         "\"question\"}]}]}]}") from None
+    for q in out:
+        if q.id in ("", "None") or not q.question.strip() or q.question == "None" \
+                or not q.context.strip() or q.context == "None":
+            raise DataError(f"{where}: question {q.id!r} has an empty or null id, question or "
+                            "context; each needs text")
     if len({q.id for q in out}) != len(out):
         raise DataError(f"{where} has repeated question ids; each question needs its own id")
     return out
@@ -76,7 +81,16 @@ def predict_squad(checkpoint: str | os.PathLike[str], questions: str | os.PathLi
 
     prep = span_record(checkpoint)
     if threshold is None:
-        threshold = float(prep.get("null_threshold", 0.0))
+        if not isinstance(prep.get("null_threshold"), int | float):
+            raise DataError(f"checkpoint {str(checkpoint)!r} records no no-answer threshold "
+                            "(a job's students carry the one chosen on validation); give a "
+                            "student of a finished span job")
+        threshold = float(prep["null_threshold"])
+    for key in ("max_length", "doc_stride", "max_query_length"):
+        value = prep.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 8192:
+            raise DataError(f"checkpoint {str(checkpoint)!r}: its span record's {key}={value!r} "
+                            "is not a window size in [1, 8192]; the checkpoint is damaged")
     examples = read_questions(questions)
     model = load_checkpoint(checkpoint)
     windows = make_windows(examples, model.tokenizer, max_length=int(prep["max_length"]),

@@ -127,6 +127,10 @@ def test_span_windows_are_the_jobs_data(data: Any) -> None:
         windows = data.spans.parts[split].windows
         np.testing.assert_array_equal(part.x[:, 3].astype(bool), windows.valid)
         assert (part.y == 0).all(axis=1).any() and (part.y > 0).all(axis=1).any()
+    # split by passage: no context's questions in two splits
+    contexts = {s: {ex.context for ex in p.examples} for s, p in data.spans.parts.items()}
+    assert not contexts["train"] & contexts["test"] and not contexts["train"] & contexts["val"]
+    assert not contexts["val"] & contexts["test"]
 
 
 @pytest.mark.slow
@@ -234,7 +238,10 @@ def test_bbc_speakers_is_a_span_job_dataset() -> None:
     data = load_dataset("bbc-speakers", tokenizer=TOKENIZER, max_length=128, doc_stride=32,
                         train_limit=20, seed=0)
     assert data.name == "bbc-speakers" and data.input_shape == (4, 128) and data.num_classes == 128
-    assert len(data.spans.parts["train"].examples) == 20
+    train = data.spans.parts["train"].examples
+    assert len(train) == 20
+    # train_limit draws its questions by the seed: not the first 20 of one class, all answerable
+    assert any(ex.is_impossible for ex in train) and len({ex.id.split("/")[0] for ex in train}) > 1
     for split in ("train", "val", "test"):
         part = getattr(data, split)
         assert part.x.shape[1:] == (4, 128) and part.y.shape == (len(part), 2)
@@ -302,3 +309,15 @@ def test_a_sweep_on_span_data_is_refused_in_one_line(tmp_path: Path, source: Pat
     result = CliRunner().invoke(app, ["run", str(path)])
     assert result.exit_code == 2, result.output
     assert "is not swept yet" in result.output and "Traceback" not in result.output
+
+
+def test_a_base_model_given_as_is_is_refused(tmp_path: Path, source: Path) -> None:
+    """fine_tune: false on a folder without a trained QA head would serve a random head."""
+    spec = span_spec(tmp_path, source, "base")
+    spec["teachers"][0] = {"model": {"name": "hf", "path": TOKENIZER, "num_hidden_layers": 1},
+                           "fine_tune": False}
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec))
+    result = CliRunner().invoke(app, ["run", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "needs a folder with a trained *ForQuestionAnswering head" in result.output

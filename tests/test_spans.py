@@ -13,7 +13,7 @@ import pytest
 
 from raykd.data.bbc_speakers import NOT_NAMES, SAID_NAME, build_bbc_speakers, find_quotes
 from raykd.data.splits import DataError
-from raykd.data.squad import SquadExample, read_squad
+from raykd.data.squad import SquadExample, make_example, read_squad
 from raykd.data.windows import Windows, make_windows, spans_to_text
 from raykd.metrics.squad import (
     SpanPredictions,
@@ -325,6 +325,32 @@ def test_best_threshold_maximizes_f1_on_hand_margins():
     # t < -4: all '' -> F1 2/4; t = -4: q0 right -> 3/4; t = -3: q1 wrong -> 2/4; ...
     assert best_threshold(pred, examples) == -4.0
     assert evaluate(pred, examples, threshold=-4.0)["f1"] == pytest.approx(75.0)
+
+
+def test_without_unanswerable_questions_every_question_is_answered():
+    """SQuAD v1.1: no question is unanswerable, so '' is never right: the threshold chosen on
+    validation answers every question, whatever the margins on another split."""
+    from raykd.metrics.squad import ALWAYS_ANSWER
+
+    examples = [SquadExample(f"q{i}", "Q?", "aa bb", (("aa", 0),), False) for i in range(3)]
+    pred = SpanPredictions(("aa", "bb", "aa"), np.array([5.0, 5.0, 5.0]), np.array([1.0, 9.0, 2.0]))
+    assert best_threshold(pred, examples) == ALWAYS_ANSWER
+    test = SpanPredictions(("aa", "aa", "aa"), np.zeros(3), np.array([1e6, 1e9, 3.0]))
+    assert evaluate(test, examples, threshold=ALWAYS_ANSWER)["exact"] == 100.0
+
+
+def test_whitespace_answers_and_left_padding_tokenizers(tokenizer):
+    """An answer of only spaces is refused; a left-padding tokenizer still puts CLS at 0."""
+    import copy
+
+    with pytest.raises(DataError, match="expected non-empty text"):
+        make_example("'f'", qid="w", question="Q?", context="a  b", answers=[("  ", 1)],
+                     is_impossible=False)
+    left = copy.copy(tokenizer)
+    left.padding_side = "left"
+    windows = make_windows([_example("probe", FILLER, "committee")], left, **SMALL)
+    assert (windows.x[:, 0, 0] == tokenizer.cls_token_id).all()
+    assert windows.valid[:, 0].all() and (windows.y >= 0).all()
 
 
 # --- bbc-speakers -------------------------------------------------------------------

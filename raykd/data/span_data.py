@@ -122,7 +122,7 @@ def _parquet_has_span_columns(path: Path) -> bool:
 
 def _questions(source: str | os.PathLike[str], *, val_fraction: float, test_fraction: float,
                seed: int) -> dict[str, list[SquadExample]]:
-    """The questions of each split: bbc-speakers' own split by article, else by question."""
+    """The questions of each split: bbc-speakers' own split by article, else by passage."""
     if isinstance(source, str) and source in SPAN_DATASETS:
         from raykd.data.bbc_speakers import build_bbc_speakers
 
@@ -130,11 +130,17 @@ def _questions(source: str | os.PathLike[str], *, val_fraction: float, test_frac
                                    test_fraction=test_fraction)
         return {s: [built.examples[i] for i in np.flatnonzero(built.split == s)] for s in SPLITS}
     examples = read_squad(source)
-    train, val, test = split_indices(len(examples), carve_test=True, val_fraction=val_fraction,
+    # split by passage: the questions of one context stay in one split (a passage in train and
+    # test would score the test questions on text the model was trained on)
+    groups: dict[str, list[int]] = {}
+    for i, ex in enumerate(examples):
+        groups.setdefault(ex.context, []).append(i)
+    members = list(groups.values())
+    train, val, test = split_indices(len(members), carve_test=True, val_fraction=val_fraction,
                                      test_fraction=test_fraction, seed=seed,
-                                     where=repr(str(source)))
+                                     where=f"{str(source)!r} ({len(members)} passages)")
     assert test is not None
-    return {s: [examples[int(i)] for i in part]
+    return {s: [examples[i] for g in sorted(int(j) for j in part) for i in members[g]]
             for s, part in (("train", train), ("val", val), ("test", test))}
 
 
@@ -162,8 +168,9 @@ def load_span_dataset(source: str | os.PathLike[str], *, tokenizer: str | None,
                       max_length: int = 384, doc_stride: int = 128, max_query_length: int = 64,
                       val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0,
                       train_limit: int | None = None) -> Dataset:
-    """Span data split by question (bbc-speakers: by article), windowed with ``tokenizer``
-    (module docstring); ``train_limit`` keeps the first N training questions."""
+    """Span data split by passage (the questions of one context together; bbc-speakers: by
+    article), windowed with ``tokenizer`` (module docstring); ``train_limit`` keeps N training
+    questions drawn by ``seed``."""
     from raykd.models.hf import load_tokenizer
 
     if tokenizer is None:
@@ -171,8 +178,10 @@ def load_span_dataset(source: str | os.PathLike[str], *, tokenizer: str | None,
                         "tokenizer: give student.model.tokenizer or student.model.path (name: hf)")
     questions = _questions(source, val_fraction=val_fraction, test_fraction=test_fraction,
                            seed=seed)
-    if train_limit is not None:
-        questions["train"] = questions["train"][:train_limit]
+    if train_limit is not None:  # N training questions drawn by the seed, not the first N
+        keep = np.sort(np.random.default_rng([seed, 1]).permutation(len(questions["train"]))
+                       [:train_limit])
+        questions["train"] = [questions["train"][int(i)] for i in keep]
     tok = load_tokenizer(tokenizer)
     parts: dict[str, SpanSplit] = {}
     splits: dict[str, Split] = {}

@@ -96,7 +96,7 @@ def make_example(where: str, *, qid: object, question: object, context: object,
 
 def _checked_answer(where: str, qid: str, context: str, text: object,
                     start: object) -> tuple[str, int]:
-    if not isinstance(text, str) or not text:
+    if not isinstance(text, str) or not text.strip():
         raise DataError(f"{where}: question {shown(qid)} has answer text {shown(text)}; "
                         "expected non-empty text")
     if not isinstance(start, int) or isinstance(start, bool) or start < 0:
@@ -177,7 +177,11 @@ def parse_squad_rows(rows: Iterable[Mapping[str, Any]], where: str) -> list[Squa
         if not isinstance(answers, Mapping) or not {"text", "answer_start"} <= set(answers):
             raise DataError(f"{where}: row {i} has answers {shown(answers)}; expected "
                             "{text: [...], answer_start: [...]}")
-        texts, starts = list(answers["text"]), list(answers["answer_start"])
+        try:
+            texts, starts = list(answers["text"]), list(answers["answer_start"])
+        except TypeError:
+            raise DataError(f"{where}: row {i} has answers {shown(answers)}; expected lists: "
+                            "{text: [...], answer_start: [...]}") from None
         if len(texts) != len(starts):
             raise DataError(f"{where}: row {i} has {len(texts)} answer texts but "
                             f"{len(starts)} answer_start values; expected one each")
@@ -217,8 +221,8 @@ def read_squad(path: str | os.PathLike[str]) -> list[SquadExample]:
         if suffix == ".json":
             return parse_squad_json(json.loads(text), where)
         rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"could not read {where} as {suffix}: {describe_error(exc)}") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise DataError(f"could not read {where} as {suffix}: {describe_error(exc)}") from None
     return parse_squad_rows(rows, where)
 
 

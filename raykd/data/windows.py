@@ -100,6 +100,12 @@ def make_windows(examples: Sequence[SquadExample], tokenizer: Any, *, max_length
     check_fast(tokenizer)
     check_window_sizes(max_length, doc_stride, max_query_length,
                        tokenizer.num_special_tokens_to_add(pair=True))
+    if getattr(tokenizer, "padding_side", "right") != "right" or getattr(
+            tokenizer, "truncation_side", "right") != "right":
+        import copy
+
+        tokenizer = copy.copy(tokenizer)  # position 0 must be the first special token
+        tokenizer.padding_side, tokenizer.truncation_side = "right", "right"
     questions = [cut_question(tokenizer, ex.question.lstrip(), max_query_length)
                  for ex in examples]
     enc = tokenizer(questions, [ex.context for ex in examples], truncation="only_second",
@@ -114,6 +120,15 @@ def make_windows(examples: Sequence[SquadExample], tokenizer: Any, *, max_length
     context = np.array([[s == 1 for s in enc.sequence_ids(i)] for i in range(n)], dtype=bool)
     offsets = np.asarray(enc["offset_mapping"], dtype=np.int32).reshape(n, max_length, 2)
     offsets = np.where(context[..., None], offsets, -1).astype(np.int32)
+    cls = getattr(tokenizer, "cls_token_id", None)
+    if n and (cls is None or not (ids[:, 0] == cls).all()):
+        raise DataError("span windows need a tokenizer that starts every (question, context) "
+                        "pair with its CLS token (position 0 is the 'no answer' position); this "
+                        "tokenizer does not: use a BERT/RoBERTa-style tokenizer")
+    if n and not context.any(axis=1).all():
+        bad = int(example[np.flatnonzero(~context.any(axis=1))[0]])
+        raise DataError(f"question {examples[bad].id!r}: its context gives no tokens (empty or "
+                        "only characters the tokenizer drops); give a context with text")
     valid = context.copy()
     valid[:, 0] = True
     y = np.array([_label(examples[int(e)], offsets[i], context[i])
@@ -134,6 +149,8 @@ def _label(ex: SquadExample, offsets: np.ndarray, context: np.ndarray) -> tuple[
         return 0, 0
     starts = positions[offsets[positions, 1] > start_char]  # tokens ending after the start
     ends = positions[offsets[positions, 0] < end_char]  # tokens beginning before the end
+    if not len(starts) or not len(ends) or starts[0] > ends[-1]:
+        return 0, 0  # no token covers the answer's characters (e.g. only whitespace)
     return int(starts[0]), int(ends[-1])
 
 

@@ -408,7 +408,15 @@ def given_as_is(job: Job, index: int, data: Dataset) -> str:
 
     t = job.spec.teachers[index]
     model = build_model(t.model.model_dump(), data.input_shape, data.num_classes)
-    check_head_labels(model, f"teachers[{index}] ({t.model.path})", data)
+    where = f"teachers[{index}] ({t.model.path})"
+    head = "ForQuestionAnswering" if getattr(data, "spans", None) is not None else \
+        "ForSequenceClassification"
+    archs = [str(a) for a in (model.hf.config.architectures or [])]
+    if not any(a.endswith(head) for a in archs):
+        raise SpecError(f"{where}: fine_tune: false needs a folder with a trained *{head} head; "
+                        f"its config.json names {archs or 'no architectures'} (a base model: its "
+                        "head would be random); use fine_tune: true to train one here")
+    check_head_labels(model, where, data)
     path = job.job_dir / "teachers" / f"teacher-{index}-given.safetensors"
     path.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(model, path, config=t.model.model_dump(), input_shape=data.input_shape,

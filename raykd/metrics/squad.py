@@ -172,12 +172,20 @@ def best_spans(logits: np.ndarray, windows: Windows, examples: Sequence[SquadExa
     return SpanPredictions(tuple(texts), score, null)
 
 
+ALWAYS_ANSWER = 1e30
+"""The threshold of data without unanswerable questions (finite: it is written to JSON)."""
+
+
 def best_threshold(predictions: SpanPredictions, examples: Sequence[SquadExample]) -> float:
     """The no-answer threshold that maximizes F1 (ties: the smallest), e.g. on validation.
 
     A question is answered with its span iff ``margin <= threshold``, so the candidates
     are the margins themselves, plus one below them all (every question answered '').
+    Without any unanswerable question (SQuAD v1.1) every question has an answer: the
+    threshold is :data:`ALWAYS_ANSWER` (no margin on any split can pass it).
     """
+    if not any(ex.is_impossible for ex in examples):
+        return ALWAYS_ANSWER
     span_f1 = question_scores(list(predictions.text), examples)[1]
     null_f1 = question_scores([""] * len(examples), examples)[1]
     margin = predictions.margin
