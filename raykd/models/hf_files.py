@@ -14,7 +14,8 @@ checked descriptor, and copied into a private temporary folder (mode 0700) from 
 ``transformers`` loads (``local_files_only``, no remote code, safetensors only): nothing is
 read again by path later, so a folder changed after the check is never half-read.
 :func:`files_digest` is the sha256 of what was read (names, sizes, bytes), the model's
-content identity in caches. Imports stdlib and raykd's checks only (no torch, no transformers).
+content identity in caches. Imports no transformers (torch comes in with the ``raykd.models``
+package, whose errors it raises).
 """
 
 from __future__ import annotations

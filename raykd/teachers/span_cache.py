@@ -11,8 +11,8 @@ The valid positions of a row must be ``{0} U [context_start, context_start + cou
 the CLS position and one contiguous run of context tokens, which is what question-first
 windows give. :func:`pack` checks it.
 
-Entries are ``.npz`` files of plain arrays, read with ``allow_pickle=False``. This module
-imports numpy only.
+Entries are ``.npz`` files of plain arrays, read with ``allow_pickle=False``. This module's
+own code needs numpy only (importing it loads the ``raykd.teachers`` package, with Ray).
 """
 
 from __future__ import annotations
