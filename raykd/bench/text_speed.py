@@ -127,6 +127,9 @@ def build(plan: SpeedPlan) -> Bench:
                        for i in range(0, len(texts), batch)]
     student = _dump(plan.student)
     s_len = student["max_length"]
+    from raykd.models.hf import load_tokenizer
+
+    s_tok = load_tokenizer(student.get("tokenizer") or student["path"])  # the student's own
     rng = np.random.default_rng(plan.seed)
     cached = rng.normal(size=(plan.teachers, n_student, data.num_classes)).astype(np.float32)
     s_texts = _texts(x[:n_student])
@@ -134,7 +137,7 @@ def build(plan: SpeedPlan) -> Bench:
     for epoch in range(2):  # the same batches as run_student's two epochs
         for idx in epoch_batches(n_student, batch_size=plan.student_batch, seed=plan.seed,
                                  epoch=epoch):
-            enc = dict(tok([s_texts[i] for i in idx], truncation=True, max_length=s_len,
+            enc = dict(s_tok([s_texts[i] for i in idx], truncation=True, max_length=s_len,
                            padding=True, return_tensors="pt"))
             student_batches.append((enc, torch.from_numpy(y[idx]),
                                     torch.from_numpy(cached[:, idx])))
