@@ -193,5 +193,6 @@ def notes(result: dict[str, Any]) -> list[str]:
         f"Profile (cProfile, one pass each): tokenization is "
         f"{100 * prof['teacher_tokenize_share']:.0f}% of a raykd teacher's logits call and "
         f"{100 * prof['student_tokenize_share']:.0f}% of raykd's student loop (decode bytes, "
-        "tokenize, pad; every step, every epoch). The plain loops tokenize once, beforehand.",
+        "tokenize, pad; a fresh model's first pass: a text model memoizes each row's tokens, "
+        "so later epochs only hash and pad). The plain loops tokenize once, beforehand.",
     ]
