@@ -24,6 +24,31 @@ def result_rows(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def _score(row: dict[str, Any]) -> str:
+    """A row's text score: macro-F1 (classification), or SQuAD EM / F1 (span extraction)."""
+    span = row.get("span")
+    if isinstance(span, dict) and isinstance(span.get("test"), dict):
+        return f"{span['test']['exact']:.1f} / {span['test']['f1']:.1f}"
+    f1 = row.get("test_macro_f1")
+    return "" if f1 is None else f"{f1:.4f}"
+
+
+def score_column(result: dict[str, Any]) -> tuple[str, list[str]] | None:
+    """The extra column of a text job, aligned with :func:`result_rows`: ``test F1`` (macro)
+    or ``test EM / F1`` (SQuAD v2.0, percent); None for other jobs."""
+    values = [_score(t) for t in result.get("teachers", [])]
+    if result.get("ensemble"):
+        values.append(_score(result["ensemble"]))
+    for s in result.get("students", []):
+        values.append(_score(s))
+        if s.get("ban_test_accuracy") is not None:
+            values.append("")
+    if not any(values):
+        return None
+    spans = any(isinstance(r.get("span"), dict) for r in result.get("teachers", []))
+    return ("test EM / F1" if spans else "test F1"), values
+
+
 def print_result(result: dict[str, Any]) -> None:
     """Print the accuracy table and the stage timings."""
     from rich.console import Console
@@ -31,10 +56,12 @@ def print_result(result: dict[str, Any]) -> None:
 
     table = Table(title=f"raykd job {result.get('job')} on {result['dataset']['name']} "
                         f"(test: {result['dataset']['test']} examples)")
-    for col in ("model", "val acc", "test acc", "train s"):
+    extra = score_column(result)
+    columns = ["model", "val acc", "test acc", *([extra[0]] if extra else []), "train s"]
+    for col in columns:
         table.add_column(col, justify="left" if col == "model" else "right")
-    for row in result_rows(result):
-        table.add_row(*row)
+    for i, row in enumerate(result_rows(result)):
+        table.add_row(*row[:3], *([extra[1][i]] if extra else []), row[3])
     console = Console()
     console.print(table)
     for line in dataset_lines(result.get("dataset", {})):

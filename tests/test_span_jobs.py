@@ -136,6 +136,11 @@ def test_span_windows_are_the_jobs_data(data: Any) -> None:
 @pytest.mark.slow
 def test_a_span_job_reports_what_its_saved_models_score(first: dict[str, Any], data: Any) -> None:
     assert first["dataset"]["num_classes"] == 64 and first["dataset"]["spans"]["max_length"] == 64
+    from raykd.report import score_column  # the table raykd run prints: EM / F1 per row
+
+    header, values = score_column(first)  # type: ignore[misc]
+    test = first["students"][0]["span"]["test"]
+    assert header == "test EM / F1" and values[3] == f"{test['exact']:.1f} / {test['f1']:.1f}"
     stats = first["logit_cache"]["teacher"]["train"]
     assert stats["teacher_forward_examples"] == 2 * len(data.train)
     per_window = stats["bytes_per_window_per_teacher"]

@@ -81,6 +81,11 @@ def test_a_text_job_reports_what_its_saved_models_score(first: dict[str, Any]) -
     assert first["ensemble"]["test_macro_f1"] == pytest.approx(
         f1_score(data.test.y, ensemble.argmax(-1), average="macro", labels=range(5), zero_division=0))
     assert [s["label"] for s in first["students"]] == ["none", "kd", "wkd W=0.75"]
+    from raykd.report import score_column  # the table raykd run prints gets a macro-F1 column
+
+    header, values = score_column(first)  # type: ignore[misc]
+    assert header == "test F1" and values[0] == f"{first['teachers'][0]['test_macro_f1']:.4f}"
+    assert values[-1] == f"{first['students'][-1]['test_macro_f1']:.4f}" and len(values) == 6
     for s in first["students"]:
         logits = predict_logits(load_checkpoint(s["generations"][0]["checkpoint"]), data.test.x)
         assert s["test_accuracy"] == pytest.approx(accuracy(logits, data.test.y))
