@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from raykd.cli import app
 from raykd.data import DATASETS, TEXT_DATASETS
+from raykd.data.span_data import SPAN_DATASETS
 from raykd.engine.context import Job
 from raykd.engine.prepare import Prepared, prepare
 from raykd.engine.students import generation_seed, student_refs
@@ -272,4 +273,4 @@ def test_every_spec_path_is_made_absolute(tmp_path: Path) -> None:
     assert spec.teachers[1].checkpoint is None
     builtin = resolve_spec_paths(parse_spec(digits_spec("runs")), base=tmp_path)
     assert builtin.data.dataset == "digits"
-    assert set(BUILTIN_DATASETS) == set(DATASETS) | set(TEXT_DATASETS)
+    assert set(BUILTIN_DATASETS) == set(DATASETS) | set(TEXT_DATASETS) | set(SPAN_DATASETS)
