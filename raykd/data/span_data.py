@@ -101,8 +101,26 @@ def is_span_source(source: str | os.PathLike[str], text_column: str | None) -> b
     if text_column is not None or not path.is_file():
         return False
     if suffix == ".jsonl":
-        return True
+        return _jsonl_has_span_columns(path)
     return suffix == ".parquet" and _parquet_has_span_columns(path)
+
+
+def _jsonl_has_span_columns(path: Path) -> bool:
+    """Whether the first row of a ``.jsonl`` file is a SQuAD row (question/context/answers);
+    else the file is text data needing ``data.text_column`` (the text reader says so)."""
+    import json
+
+    from raykd.data.paths import open_data
+
+    with open_data(path) as handle:
+        for line in handle:
+            if line.strip():
+                try:
+                    row = json.loads(line)
+                except (ValueError, RecursionError):
+                    return False
+                return isinstance(row, dict) and set(SPAN_COLUMNS) <= set(row)
+    return False
 
 
 def _parquet_has_span_columns(path: Path) -> bool:
