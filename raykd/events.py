@@ -35,6 +35,19 @@ EVENTS_FILE = "events.jsonl"
 SUBMISSION_ENV = "RAYKD_SUBMISSION_ID"  # the control plane's submission id, in the driver's env
 
 
+TextF1 = Annotated[float | None, Field(description="Text classification only.")]
+"""An event's ``test_macro_f1`` (teacher_ready, student_finished)."""
+SpanF1 = Annotated[float | None, Field(
+    description="Span extraction only: SQuAD v2.0 F1 (percent) on test, no-answer threshold "
+    "chosen on val.")]
+"""An event's ``test_f1``; with :data:`SpanExact`, filled by
+:func:`raykd.engine.prepare.span_event_fields`. Annotated types rather than a base model keep
+each event's key order (and so its JSON line) as it was."""
+SpanExact = Annotated[float | None, Field(
+    description="Span extraction only: SQuAD v2.0 exact match (percent) on test, as test_f1.")]
+"""An event's ``test_exact``."""
+
+
 class _Event(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -82,11 +95,9 @@ class TeacherReady(_Event):
     checkpoint: str
     val_accuracy: float | None = None
     test_accuracy: float | None = None
-    test_macro_f1: float | None = Field(default=None, description="Text classification only.")
-    test_f1: float | None = Field(default=None, description="Span extraction only: SQuAD v2.0 F1 "
-                                  "(percent) on test, no-answer threshold chosen on val.")
-    test_exact: float | None = Field(default=None, description="Span extraction only: SQuAD v2.0 "
-                                     "exact match (percent) on test, as test_f1.")
+    test_macro_f1: TextF1 = None
+    test_f1: SpanF1 = None
+    test_exact: SpanExact = None
 
 
 class Epoch(_Event):
@@ -119,11 +130,9 @@ class StudentFinished(_Event):
     checkpoint: str
     val_accuracy: float | None = None
     test_accuracy: float | None = None
-    test_macro_f1: float | None = Field(default=None, description="Text classification only.")
-    test_f1: float | None = Field(default=None, description="Span extraction only: SQuAD v2.0 F1 "
-                                  "(percent) on test, no-answer threshold chosen on val.")
-    test_exact: float | None = Field(default=None, description="Span extraction only: SQuAD v2.0 "
-                                     "exact match (percent) on test, as test_f1.")
+    test_macro_f1: TextF1 = None
+    test_f1: SpanF1 = None
+    test_exact: SpanExact = None
     reused: bool = Field(default=False, description="Taken from an earlier run of this job id.")
 
 

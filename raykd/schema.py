@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -46,6 +46,22 @@ def spec_hash(spec_json: dict[str, Any]) -> str:
 
 
 # --- result.json ----------------------------------------------------------------------
+
+MacroF1 = Annotated[float | None, Field(
+    description="Macro-F1 on the test split (mean over classes of each class's F1), for text "
+    "classification.")]
+"""A row's ``test_macro_f1`` (teacher, ensemble, generation, student); null unless text data.
+
+An annotated type rather than a base model, so each row keeps its fields' order (and the
+result file and OpenAPI document their bytes)."""
+
+SpanScores = Annotated[dict[str, Any] | None, Field(
+    description="Span extraction only: SQuAD v2.0 scores in percent: threshold (the no-answer "
+    "threshold, max F1 on val), val_f1, val_exact, and test (exact, f1, total, HasAns_*/NoAns_*, "
+    "threshold) at that threshold. val_accuracy/test_accuracy are then the share of windows "
+    "whose start and end are both right.")]
+"""A row's ``span`` scores (see :func:`raykd.data.span_data.span_row`); null unless span data."""
+
 
 
 class _Row(BaseModel):
@@ -123,14 +139,8 @@ class TeacherRow(_Row):
         "trained by this job).")
     val_accuracy: float | None = Field(description="Accuracy on the validation split.")
     test_accuracy: float | None = Field(description="Accuracy on the test split.")
-    test_macro_f1: float | None = Field(
-        default=None, description="Macro-F1 on the test split (mean over classes of each class's "
-        "F1), for text classification.")
-    span: dict[str, Any] | None = Field(
-        default=None, description="Span extraction only: SQuAD v2.0 scores in percent: "
-        "threshold (the no-answer threshold, max F1 on val), val_f1, val_exact, and test (exact, "
-        "f1, total, HasAns_*/NoAns_*, threshold) at that threshold. val_accuracy/test_accuracy "
-        "are then the share of windows whose start and end are both right.")
+    test_macro_f1: MacroF1 = None
+    span: SpanScores = None
 
 
 class EnsembleRow(_Row):
@@ -138,14 +148,8 @@ class EnsembleRow(_Row):
 
     val_accuracy: float | None = Field(description="Ensemble accuracy on the validation split.")
     test_accuracy: float | None = Field(description="Ensemble accuracy on the test split.")
-    test_macro_f1: float | None = Field(
-        default=None, description="Macro-F1 on the test split (mean over classes of each class's "
-        "F1), for text classification.")
-    span: dict[str, Any] | None = Field(
-        default=None, description="Span extraction only: SQuAD v2.0 scores in percent: "
-        "threshold (the no-answer threshold, max F1 on val), val_f1, val_exact, and test (exact, "
-        "f1, total, HasAns_*/NoAns_*, threshold) at that threshold. val_accuracy/test_accuracy "
-        "are then the share of windows whose start and end are both right.")
+    test_macro_f1: MacroF1 = None
+    span: SpanScores = None
 
 
 class CacheStats(_OpenRow):
@@ -188,14 +192,8 @@ class GenerationRow(_Row):
     checkpoint: str = Field(description="Its best-validation weights (.safetensors).")
     val_accuracy: float | None = Field(description="Accuracy on the validation split.")
     test_accuracy: float | None = Field(description="Accuracy on the test split.")
-    test_macro_f1: float | None = Field(
-        default=None, description="Macro-F1 on the test split (mean over classes of each class's "
-        "F1), for text classification.")
-    span: dict[str, Any] | None = Field(
-        default=None, description="Span extraction only: SQuAD v2.0 scores in percent: "
-        "threshold (the no-answer threshold, max F1 on val), val_f1, val_exact, and test (exact, "
-        "f1, total, HasAns_*/NoAns_*, threshold) at that threshold. val_accuracy/test_accuracy "
-        "are then the share of windows whose start and end are both right.")
+    test_macro_f1: MacroF1 = None
+    span: SpanScores = None
     hf_folder: str | None = Field(
         default=None, description="name=hf students: a Hugging Face folder (config, safetensors, "
         "tokenizer) that transformers' Auto classes load without raykd.")
@@ -221,14 +219,8 @@ class StudentRow(_Row):
     )
     val_accuracy: float | None = Field(description="The last generation's validation accuracy.")
     test_accuracy: float | None = Field(description="The last generation's test accuracy.")
-    test_macro_f1: float | None = Field(
-        default=None, description="Macro-F1 on the test split (mean over classes of each class's "
-        "F1), for text classification.")
-    span: dict[str, Any] | None = Field(
-        default=None, description="Span extraction only: SQuAD v2.0 scores in percent: "
-        "threshold (the no-answer threshold, max F1 on val), val_f1, val_exact, and test (exact, "
-        "f1, total, HasAns_*/NoAns_*, threshold) at that threshold. val_accuracy/test_accuracy "
-        "are then the share of windows whose start and end are both right.")
+    test_macro_f1: MacroF1 = None
+    span: SpanScores = None
     ban_test_accuracy: float | None = Field(
         default=None, description="Test accuracy of the generations' ensemble (born-again only)."
     )

@@ -19,6 +19,10 @@ Example (YAML)::
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from functools import partial
+from operator import eq
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -663,6 +667,34 @@ class JobSpec(_Strict):
         return self
 
 
+def _int_up_to(high: int) -> Callable[[Any], bool]:
+    """Whether a value is an integer (not a bool) in ``[1, high]``."""
+    return lambda value: (isinstance(value, int) and not isinstance(value, bool)
+                          and 1 <= value <= high)
+
+
+def _probability_or_none(value: Any) -> bool:
+    """Whether a value is null or a finite real (not a bool) in ``[0, 1)``."""
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool)
+                             and math.isfinite(value) and 0 <= value < 1)
+
+
+def _is_probability_key(key: str) -> bool:
+    """A dropout rate or probability of a transformers config: ``*dropout*`` or ``*_prob``."""
+    return "dropout" in key or key.endswith("_prob")
+
+
+_HF_VALUE_RULES: tuple[tuple[Callable[[str], bool], Callable[[Any], bool], str], ...] = (
+    *((partial(eq, key), _int_up_to(high), f"an integer in [1, {high}]")
+      for key, high in HF_INT_KEYS.items()),
+    (_is_probability_key, _probability_or_none, "a probability in [0, 1)"),
+)
+"""The values :func:`check_hf_config` checks, in order: (which keys, what passes, what is
+accepted). Each integer size of :data:`HF_INT_KEYS` (when present), then every dropout or
+probability; the first key that fails is the error ``<where>.<key>=<value>: expected
+<accepted>``."""
+
+
 def check_hf_config(config: dict[str, Any], where: str) -> None:
     """A transformers config raykd builds: a known ``model_type``, no remote code.
 
@@ -677,18 +709,10 @@ def check_hf_config(config: dict[str, Any], where: str) -> None:
     if remote:
         raise ValueError(f"{where}: {remote} asks for code from the model's folder, which raykd "
                          "never runs (trust_remote_code is off); use a built-in architecture")
-    import math
-
-    for key, high in HF_INT_KEYS.items():
-        value = config.get(key)
-        if key in config and (isinstance(value, bool) or not isinstance(value, int)
-                              or not 1 <= value <= high):
-            raise ValueError(f"{where}.{key}={value!r}: expected an integer in [1, {high}]")
-    for key, value in config.items():
-        if ("dropout" in key or key.endswith("_prob")) and value is not None:
-            if isinstance(value, bool) or not isinstance(value, int | float) or not (
-                    math.isfinite(value) and 0 <= value < 1):
-                raise ValueError(f"{where}.{key}={value!r}: expected a probability in [0, 1)")
+    for applies, accepts, accepted in _HF_VALUE_RULES:
+        for key in filter(applies, config):
+            if not accepts(config[key]):
+                raise ValueError(f"{where}.{key}={config[key]!r}: expected {accepted}")
     heads = config.get("num_attention_heads", config.get("n_heads"))
     width = config.get("hidden_size", config.get("dim"))
     if isinstance(heads, int) and isinstance(width, int) and width % heads:
