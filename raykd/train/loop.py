@@ -166,8 +166,8 @@ def build_student(config: StudentConfig) -> nn.Module:
     """The student model, fresh or warm-started from ``config.init_checkpoint``."""
     torch.manual_seed(config.train.seed)
     if config.init_checkpoint:
-        return load_checkpoint(config.init_checkpoint, config=config.model, input_shape=config.input_shape,
-                               num_classes=config.num_classes)
+        return load_checkpoint(config.init_checkpoint, config=config.model,
+                               input_shape=config.input_shape, num_classes=config.num_classes)
     return build_model(config.model, config.input_shape, config.num_classes)
 
 
@@ -208,6 +208,10 @@ def student_epochs(config: StudentConfig, data: LoopData, *, rank: int = 0, worl
     ``on_step(step)`` (fault injection only, :func:`raykd.faults.step_hook`) is called
     before each optimizer step; None costs nothing in the loop.
 
+    Each epoch's metrics include ``workers`` (the DDP world size) and ``rows_per_worker``
+    (the training rows this rank stepped on: about ``N_train / workers``, the rows of whole
+    global batches, :func:`~raykd.train.steps.epoch_batches`).
+
     The state is live (the next epoch changes it): save it before asking for the next one.
     A resumed run yields only the epochs it runs (none when ``resume`` finished them all);
     the generator's return value is the whole run's history (resumed epochs included).
@@ -233,20 +237,22 @@ def student_epochs(config: StudentConfig, data: LoopData, *, rank: int = 0, worl
         start = time.perf_counter()
         model.train()
         loss_sum = torch.zeros((), device=device)
-        n_steps = 0
+        n_steps = n_rows = 0
         for xb, yb, tl in _batches(data, config, epoch, rank, world, gen):
             if on_step is not None:
                 on_step(state.progress.step)
             loss_sum += step(xb, yb, tl, state.progress.step)
             n_steps += 1
+            n_rows += len(yb)
             state.progress.step += 1
         seconds = time.perf_counter() - start
         metrics: dict[str, Any] = {
             "epoch": epoch + 1,
             "train_loss": float(loss_sum) / max(1, n_steps),
             "epoch_seconds": seconds,
-            "samples_per_s": (n_steps * len(yb) * world / seconds
-                              if seconds > 0 and n_steps else 0.0),
+            "samples_per_s": n_rows * world / seconds if seconds > 0 else 0.0,
+            "workers": world,
+            "rows_per_worker": n_rows,
         }
         if rank == 0:
             val_logits = predict_logits(inner, data.x_val, device=device)

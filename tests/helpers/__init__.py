@@ -1,0 +1,1 @@
+"""Shared test helpers (specs and files that several test modules build alike)."""
