@@ -28,9 +28,6 @@ from raykd.predict import ArtifactError, Prediction, Student, _with_accuracy, pr
 if TYPE_CHECKING:
     from raykd.export import Parity
 
-TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-
-
 def read_texts(student: Student, data: Path) -> tuple[list[str] | list[tuple[str, ...]], Any]:
     """The texts of ``data`` (see the module docstring) and its labels (a Series) or None."""
     from raykd.data.text_files import read_text_file, text_values
@@ -66,45 +63,44 @@ def read_texts(student: Student, data: Path) -> tuple[list[str] | list[tuple[str
 
 def predict_text(student: Student, data: Path) -> Prediction:
     """Predicted class names and probabilities for every text of ``data``."""
-    from raykd.data.text_bytes import encode_texts
-
     texts, labels = read_texts(student, data)
     if not texts:
         raise DataError(f"{str(data)!r} holds no text to predict; give at least one")
-    from raykd.data.text import MAX_TEXT_BYTES
-
-    # at most the width a job's data has: one huge line does not cost N x its length
-    longest = max(len(t.encode()) for r in texts for t in ([r] if isinstance(r, str) else r))
-    probs = probabilities(student.model,
-                          encode_texts(texts, width=max(1, min(MAX_TEXT_BYTES, longest))))
+    probs = probabilities(student.model, text_bytes(texts))
     names = [student.class_names[i] for i in probs.argmax(axis=1)]
     return _with_accuracy(Prediction(names=names, probabilities=probs), labels)
 
 
-def _inner(student: Student) -> tuple[Any, Any, int]:
-    """The transformer, its tokenizer and max_length of a text student."""
-    model = getattr(student.model, "hf", None)
-    tokenizer = getattr(student.model, "tokenizer", None)
-    if model is None or tokenizer is None:
-        raise ArtifactError(f"{student.title} is not a Hugging Face text model")
-    return model, tokenizer, int(student.model.max_length)
-
-
-def _tokens(student: Student, texts: list[str] | list[tuple[str, ...]]) -> dict[str, np.ndarray]:
-    """The int64 token arrays the exported graph reads (what the model's forward tokenizes)."""
+def text_bytes(texts: list[str] | list[tuple[str, ...]]) -> np.ndarray:
+    """``texts`` as the bytes a job's data holds them (:func:`raykd.data.text_bytes.encode_texts`),
+    each cut at :data:`raykd.data.text.MAX_TEXT_BYTES` as a job's byte width is: the width is the
+    longest text's, at most that cap, so one huge line does not cost N x its length."""
+    from raykd.data.text import MAX_TEXT_BYTES
     from raykd.data.text_bytes import encode_texts
 
-    enc = student.model.tokenize(encode_texts(texts))  # exactly what its forward tokenizes
-    names = _input_names(student)
-    return {k: np.ascontiguousarray(enc[k].numpy(), dtype=np.int64) for k in names}
+    longest = max([1, *(len(t.replace("\0", "").encode("utf-8", errors="replace"))
+                        for r in texts for t in ([r] if isinstance(r, str) else r))])
+    return encode_texts(texts, width=min(MAX_TEXT_BYTES, longest))
 
 
-def _input_names(student: Student) -> list[str]:
-    import inspect
+def _inner(student: Student) -> tuple[Any, int]:
+    """The transformer and max_length of a text student (ArtifactError for another model)."""
+    model = getattr(student.model, "hf", None)
+    if model is None or getattr(student.model, "tokenizer", None) is None:
+        raise ArtifactError(f"{student.title} is not a Hugging Face text model")
+    return model, int(student.model.max_length)
 
-    model, _, _ = _inner(student)
-    takes = inspect.signature(model.forward).parameters
-    return [k for k in TOKEN_INPUTS if k in takes]
+
+def export_inputs(student: Student, texts: list[str] | list[tuple[str, ...]]
+                  ) -> dict[str, np.ndarray]:
+    """The int64 token arrays the exported graph reads for ``texts``, in its input order:
+    :func:`raykd.models.hf.model_inputs` of the texts' bytes, the very tensors the student's
+    forward gives its transformer in training."""
+    from raykd.models.hf import model_inputs
+
+    _inner(student)
+    enc = model_inputs(student.model, text_bytes(texts))
+    return {k: np.ascontiguousarray(v.numpy(), dtype=np.int64) for k, v in enc.items()}
 
 
 def export_text_onnx(student: Student, out: Path) -> tuple[Path, Path, Path]:
@@ -112,11 +108,14 @@ def export_text_onnx(student: Student, out: Path) -> tuple[Path, Path, Path]:
     import torch
 
     from raykd.export import _need_onnx
-    from raykd.models.hf import CHARS_PER_TOKEN
+    from raykd.models.hf import CHARS_PER_TOKEN, save_tokenizer
 
     _need_onnx()
-    model, tokenizer, max_length = _inner(student)
-    names = _input_names(student)
+    model, max_length = _inner(student)
+    sample = export_inputs(student, ["raykd exports a text student", "two texts"]
+                           if len(student.input_shape) and student.input_shape[0] == 1
+                           else [("raykd exports", "a text pair"), ("two", "pairs")])
+    names = list(sample)
 
     class Graph(torch.nn.Module):
         def __init__(self) -> None:
@@ -126,9 +125,6 @@ def export_text_onnx(student: Student, out: Path) -> tuple[Path, Path, Path]:
         def forward(self, *tokens: torch.Tensor) -> torch.Tensor:
             return self.hf(**dict(zip(names, tokens, strict=True))).logits.float()
 
-    sample = _tokens(student, ["raykd exports a text student", "two texts"]
-                     if len(student.input_shape) and student.input_shape[0] == 1
-                     else [("raykd exports", "a text pair"), ("two", "pairs")])
     batch = torch.export.Dim("batch", min=1)
     length = torch.export.Dim("length", min=2, max=max(3, max_length))
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -138,12 +134,7 @@ def export_text_onnx(student: Student, out: Path) -> tuple[Path, Path, Path]:
                           str(out), input_names=names, output_names=["logits"],
                           dynamic_shapes=(tuple({0: batch, 1: length} for _ in names),),
                           dynamo=True, verbose=False, optimize=True, external_data=False)
-    folder = out.with_name(f"{out.stem}.tokenizer")
-    import copy
-
-    saved = copy.deepcopy(tokenizer)
-    saved.model_max_length = max_length  # truncation=True then cuts where raykd does
-    saved.save_pretrained(str(folder))
+    folder = save_tokenizer(student.model, out.with_name(f"{out.stem}.tokenizer"))
     side = out.with_name(f"{out.stem}.preprocessing.json")
     record = {"class_names": list(student.class_names), "inputs": names, "output": "logits",
               "input_is": f"token ids: tokenize with the folder {folder.name} beside this file, "
@@ -171,10 +162,10 @@ def text_parity(student: Student, onnx_path: Path, data: Path | None) -> Parity:
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     theirs, ours = [], []
     for start in range(0, len(texts), 32):
-        tokens = _tokens(student, texts[start:start + 32])
+        tokens = export_inputs(student, texts[start:start + 32])
         theirs.append(session.run(["logits"], tokens)[0])
         with torch.no_grad():
-            model, _, _ = _inner(student)
+            model, _ = _inner(student)
             ours.append(model(**{k: torch.from_numpy(v) for k, v in tokens.items()})
                         .logits.float().numpy())
     a, b = np.concatenate(theirs), np.concatenate(ours)

@@ -323,14 +323,19 @@ def train_one(job: Job, data: Dataset, method: MethodSpec, source: TeacherSet, r
 def export_hf_students(job: Job, data: Dataset) -> None:
     """Every ``name: hf`` student also as a Hugging Face folder beside its checkpoint
     (``<checkpoint stem>-hf/``: config with the class names, safetensors weights, tokenizer),
-    which ``AutoModelForSequenceClassification.from_pretrained`` loads without raykd."""
+    which ``AutoModelForSequenceClassification`` (text) or ``AutoModelForQuestionAnswering``
+    (spans) and ``AutoTokenizer`` load without raykd. The tokenizer's ``model_max_length`` is
+    the length the job cut: the model's ``max_length`` for text, the windows' (``data.max_length``)
+    for spans, padded and truncated on the right."""
     if job.spec.student.model.name != "hf":
         return
     from raykd.models.hf import save_hf_folder
 
+    length = None if data.spans is None else data.spans.max_length
     for student in job.result.get("students", []):
         for gen in student["generations"]:
             ckpt = Path(gen["checkpoint"])
             folder = ckpt.with_name(f"{ckpt.stem}-hf")
-            save_hf_folder(load_checkpoint(ckpt), folder, class_names=data.class_names)
+            save_hf_folder(load_checkpoint(ckpt), folder, class_names=data.class_names,
+                           max_length=length)
             gen["hf_folder"] = str(folder)

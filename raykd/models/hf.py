@@ -39,13 +39,17 @@ from raykd.data.text_bytes import decode_batch
 from raykd.models.hf_files import HFModelError, LocalCopy, local_copy
 from raykd.spec import check_hf_config
 
-__all__ = ["CHARS_PER_TOKEN", "HFModelError", "SpanModel", "TextClassifier", "build_hf_model",
-           "load_tokenizer", "save_hf_folder"]
+__all__ = ["CHARS_PER_TOKEN", "TOKEN_INPUTS", "HFModelError", "SpanModel", "TextClassifier",
+           "build_hf_model", "hf_wrapper", "load_tokenizer", "model_inputs", "save_hf_folder",
+           "save_tokenizer"]
 
 CHARS_PER_TOKEN = 16
 """Characters kept per token of ``max_length`` before tokenizing (see the module docstring)."""
 LOAD = {"local_files_only": True, "trust_remote_code": False}
-SPAN_ROWS = 3
+TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+"""The tensors a transformer may read, in this order: a span window's rows, and the inputs
+of an exported ONNX graph (those its forward takes)."""
+SPAN_ROWS = len(TOKEN_INPUTS)
 """Rows of a span window the model reads: input_ids, attention_mask, token_type_ids."""
 SPAN_SHAPES = (SPAN_ROWS, SPAN_ROWS + 1)
 """Rows of a span window given to a model: the three it reads, plus (4) the valid mask."""
@@ -72,8 +76,13 @@ class _HFWrapper(nn.Module):
         self.max_length = int(max_length)
         self.register_buffer("tokenizer_sha256", _digest_tensor(tokenizer_sha256))
         accepted = inspect.signature(model.forward).parameters
-        self._inputs = [k for k in ("input_ids", "attention_mask", "token_type_ids")
-                        if k in accepted]
+        self.input_names = [k for k in TOKEN_INPUTS if k in accepted]
+        """The :data:`TOKEN_INPUTS` this transformer's forward takes, in that order."""
+
+    def model_inputs(self, x: torch.Tensor | np.ndarray) -> dict[str, torch.Tensor]:
+        """The keyword tensors (int64, on the CPU) the transformer receives for the batch
+        ``x`` in :meth:`forward`: one entry per :attr:`input_names`."""
+        raise NotImplementedError
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True,
                         assign: bool = False) -> Any:
@@ -95,7 +104,7 @@ class _HFWrapper(nn.Module):
     def _run(self, inputs: dict[str, torch.Tensor]) -> Any:
         """The transformers forward on ``inputs`` (autocast on CUDA: bf16, or fp16 for
         inference only: fp16 training would need loss scaling, so it runs fp32)."""
-        inputs = {k: inputs[k].to(self.device) for k in self._inputs if k in inputs}
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
         dtype = amp_dtype(self.device)
         if dtype == torch.float16 and self.training and torch.is_grad_enabled():
             dtype = None
@@ -131,7 +140,7 @@ class TextClassifier(_HFWrapper):
         pair = [row[1] for row in texts] if rows.shape[1] == 2 else None
         enc = self.tokenizer([row[0] for row in texts], pair, truncation=True,
                              max_length=self.max_length, padding=False)
-        names = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+        names = [k for k in TOKEN_INPUTS if k in enc]
         return [{k: np.asarray(enc[k][i], dtype=np.int64) for k in names}
                 for i in range(len(rows))]
 
@@ -173,10 +182,17 @@ class TextClassifier(_HFWrapper):
                 self._memo_tokens += len(encoded["input_ids"])
         return self._pad([self._memo[k] for k in keys])
 
+    def model_inputs(self, x: torch.Tensor | np.ndarray) -> dict[str, torch.Tensor]:
+        """:meth:`tokenize`'s tensors that the transformer takes (the bytes' tokens: decoded,
+        cut to ``CHARS_PER_TOKEN * max_length`` characters, truncated to ``max_length``
+        tokens, padded to the batch's longest)."""
+        tokens = self.tokenize(x)
+        return {k: tokens[k] for k in self.input_names if k in tokens}
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[0] == 0:
             return torch.zeros((0, self.hf.config.num_labels), device=self.device)
-        return self._run(self.tokenize(x)).logits.float()
+        return self._run(self.model_inputs(x)).logits.float()
 
 
 class SpanModel(_HFWrapper):
@@ -185,13 +201,16 @@ class SpanModel(_HFWrapper):
     logits ``(B, 2, L)``. The valid row is not read here: the losses and the evaluation
     mask with it."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def model_inputs(self, x: torch.Tensor | np.ndarray) -> dict[str, torch.Tensor]:
+        """The window's rows (:data:`TOKEN_INPUTS`, in order) that the transformer takes."""
         if x.ndim != 3 or x.shape[1] not in SPAN_SHAPES:
             raise HFModelError(f"span model expects (batch, 3 or 4, length) token windows, got "
                                f"{tuple(x.shape)}")
-        x = x.long()
-        out = self._run({"input_ids": x[:, 0], "attention_mask": x[:, 1],
-                         "token_type_ids": x[:, 2]})
+        rows = torch.as_tensor(x).long()
+        return {k: rows[:, i] for i, k in enumerate(TOKEN_INPUTS) if k in self.input_names}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self._run(self.model_inputs(x))
         return torch.stack([out.start_logits, out.end_logits], dim=1).float()
 
 
@@ -362,16 +381,50 @@ def _quiet() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def save_hf_folder(model: nn.Module, out_dir: str | Path,
-                   class_names: Sequence[str] | None = None) -> Path:
-    """Write ``model`` (a :class:`TextClassifier` or :class:`SpanModel`, or a wrapper of one
-    in ``.module``) as a Hugging Face folder: ``config.json`` (``id2label``/``label2id`` from
-    ``class_names``), ``model.safetensors`` and the tokenizer, which
-    ``AutoModelFor...from_pretrained(out_dir)`` and ``AutoTokenizer.from_pretrained(out_dir)``
-    load without raykd."""
+def hf_wrapper(model: nn.Module, needed_by: str = "this") -> _HFWrapper:
+    """The :class:`TextClassifier` or :class:`SpanModel` of ``model`` (itself, or the one in
+    ``.module`` of a DDP wrapper); HFModelError naming ``needed_by`` for any other model."""
     inner = getattr(model, "module", model)
     if not isinstance(inner, _HFWrapper):
-        raise HFModelError(f"save_hf_folder needs a name 'hf' model, got {type(inner).__name__}")
+        raise HFModelError(f"{needed_by} needs a name 'hf' model, got {type(inner).__name__}")
+    return inner
+
+
+def model_inputs(model: nn.Module, x: torch.Tensor | np.ndarray) -> dict[str, torch.Tensor]:
+    """The keyword tensors (int64, CPU) the transformer of ``model`` receives for the batch
+    ``x`` (text bytes ``(B, P, W)`` or span windows ``(B, 3|4, L)``) in its training and
+    evaluation forward. The one definition of a name-hf model's preprocessing: predict and
+    the ONNX export feed exactly these, so they cannot drift from training."""
+    return hf_wrapper(model, "model_inputs").model_inputs(x)
+
+
+def save_tokenizer(model: nn.Module, out_dir: str | Path, max_length: int | None = None) -> Path:
+    """Write the tokenizer of a name-hf model so that ``AutoTokenizer.from_pretrained(out_dir)``
+    cuts where raykd cuts: a copy whose ``model_max_length`` is ``max_length`` (default the
+    model's; for a span model give the job's window length, ``data.max_length``), so
+    ``truncation=True`` without a ``max_length`` keeps that many tokens. A span model's copy
+    also pads and truncates on the right, as :func:`raykd.data.windows.make_windows` does. The
+    model's own tokenizer is not changed."""
+    import copy
+
+    inner = hf_wrapper(model, "save_tokenizer")
+    saved = copy.deepcopy(inner.tokenizer)
+    saved.model_max_length = int(inner.max_length if max_length is None else max_length)
+    if isinstance(inner, SpanModel):
+        saved.padding_side, saved.truncation_side = "right", "right"
+    with _quiet():
+        saved.save_pretrained(str(out_dir))
+    return Path(out_dir)
+
+
+def save_hf_folder(model: nn.Module, out_dir: str | Path,
+                   class_names: Sequence[str] | None = None, max_length: int | None = None) -> Path:
+    """Write ``model`` (a :class:`TextClassifier` or :class:`SpanModel`, or a wrapper of one
+    in ``.module``) as a Hugging Face folder: ``config.json`` (``id2label``/``label2id`` from
+    ``class_names``), ``model.safetensors`` and the tokenizer (:func:`save_tokenizer`, with
+    ``max_length``), which ``AutoModelFor...from_pretrained(out_dir)`` and
+    ``AutoTokenizer.from_pretrained(out_dir)`` load without raykd."""
+    inner = hf_wrapper(model, "save_hf_folder")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     hf_config = inner.hf.config
@@ -381,10 +434,9 @@ def save_hf_folder(model: nn.Module, out_dir: str | Path,
                                f"{hf_config.num_labels} labels")
         hf_config.id2label = {i: str(n) for i, n in enumerate(class_names)}
         hf_config.label2id = {str(n): i for i, n in enumerate(class_names)}
-    inner.tokenizer.model_max_length = inner.max_length  # truncation=True then cuts as raykd
     with _quiet():
         inner.hf.save_pretrained(out)
-        inner.tokenizer.save_pretrained(out)
+    save_tokenizer(inner, out, max_length)
     return out
 
 
