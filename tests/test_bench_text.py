@@ -2,8 +2,9 @@
 ratios, each number traceable to the per-seed runs and measures in the JSON.
 
 Tiny random BERTs (1-2 layers, width 32) with the packaged MiniLM tokenizer on BBC News
-(160 training articles for the quality bench), through raykd's real teacher stage, teacher
-actor and student loop.
+(160 training articles for the quality bench) and on bbc-speakers (100 training questions in
+windows of 128 tokens for the span bench), through raykd's real teacher stage, teacher actor
+and student loop.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from raykd.bench.span_quality import run_span_quality
 from raykd.bench.text_quality import PAIRS, ROWS, run_text_quality
 from raykd.bench.text_report import paired, spread
 from raykd.bench.text_speed import run_text_speed
@@ -61,6 +63,71 @@ def test_rerun_reuses_the_teachers(quality: tuple[Path, Path], ray_local: None) 
     cache = again["teachers"]["logit_cache"]
     assert all(split["teacher_forward_examples"] == 0 for split in cache.values())
     assert len(again["runs"]) == len(ROWS)
+
+
+@pytest.fixture(scope="module")
+def spans(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    out, results = tmp_path_factory.mktemp("sq"), tmp_path_factory.mktemp("span-results")
+    run_span_quality(out, quick=True, results=results, log=lambda line: None)
+    return out, results
+
+
+def test_span_table_has_every_row_squad_scores_and_paired_differences(
+        spans: tuple[Path, Path]) -> None:
+    out, results = spans
+    md = (out / "span_quality.md").read_text()
+    assert (results / "span_quality.md").read_text() == md
+    data: dict[str, Any] = json.loads((results / "span_quality.json").read_text())
+    assert data["seeds"] == 2 and data["plan"]["train_limit"] == 100
+    assert md.count("| teacher ") == 2 and "| ensemble (mean logits) | " in md
+    for row in ROWS:
+        assert f"| {row.name} | " in md
+    for a, b in PAIRS:
+        assert f"| {a} - {b} | " in md
+    assert all(t["trained_by_raykd"] for t in data["teachers"]["rows"])
+    runs = data["runs"]
+    assert sorted((r["row"], r["seed"]) for r in runs) == sorted(
+        (row.name, s) for row in ROWS for s in (0, 1))
+    # SQuAD v2.0 scores in percent over every test question, for teachers, ensemble, students
+    scored = [t["span"]["test"] for t in data["teachers"]["rows"]]
+    scored += [data["teachers"]["ensemble"]["span"]["test"], *(r["test"] for r in runs)]
+    for test in scored:
+        assert test["total"] == 295  # bbc-speakers' test questions (split by article, seed 0)
+        assert test["HasAns_total"] > 0 and test["NoAns_total"] > 0
+        for key in ("exact", "f1", "HasAns_f1", "NoAns_f1"):
+            assert 0.0 <= test[key] <= 100.0
+        assert test["exact"] <= test["f1"] + 1e-9
+    # each run keeps its best-validation-F1 epoch
+    for r in runs:
+        assert r["val_f1"] == pytest.approx(max(h["val_f1"] for h in r["history"]))
+        assert r["history"][r["best_epoch"] - 1]["val_f1"] == pytest.approx(r["val_f1"])
+    # the summary is the runs' numbers: mean ± sd, and differences taken per seed
+    by = {(r["row"], r["seed"]): r for r in runs}
+    f1 = [by["wkd W=0.75", s]["test_f1"] for s in (0, 1)]
+    assert data["summary"]["rows"]["wkd W=0.75"]["test_f1"]["mean"] == pytest.approx(np.mean(f1))
+    assert f"{np.mean(f1):.1f} ± {np.std(f1, ddof=1):.1f}" in md
+    for a, b in PAIRS:
+        diff = data["summary"]["differences"][f"{a} - {b}"]["test_exact"]
+        per_seed = [by[a, s]["test_exact"] - by[b, s]["test_exact"] for s in (0, 1)]
+        assert diff["values"] == pytest.approx(per_seed)
+        assert diff["sd"] == pytest.approx(np.std(per_seed, ddof=1))
+
+
+def test_span_rerun_trains_no_teacher(spans: tuple[Path, Path], ray_local: None) -> None:
+    out, _ = spans
+    again = run_span_quality(out, quick=True, seeds=1, log=lambda line: None)
+    assert not any(t["trained_by_raykd"] for t in again["teachers"]["rows"])
+    cache = again["teachers"]["logit_cache"]
+    assert all(split["teacher_forward_examples"] == 0 for split in cache.values())
+    assert len(again["runs"]) == len(ROWS)
+
+
+def test_text_scenario_is_checked() -> None:
+    from raykd.bench import BenchOptionError
+    from raykd.bench.span_quality import run_text_scenarios
+
+    with pytest.raises(BenchOptionError, match="--text-scenario='squad'.*bbc-speakers"):
+        run_text_scenarios(Path("unused"), scenario="squad")
 
 
 def test_speed_table_has_both_ratios_and_cache_bytes(ray_local: None, tmp_path: Path) -> None:

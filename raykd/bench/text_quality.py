@@ -51,9 +51,8 @@ ROWS: tuple[Row, ...] = (Row("none", "none"), Row("kd", "kd"), Row("wkd W=0.75",
 PAIRS: tuple[tuple[str, str], ...] = (("kd", "none"), ("wkd W=0.75", "none"),
                                       ("wkd W=0.75", "kd"))
 """Paired differences reported: (a, b) gives a - b per seed."""
-SPANS_NOTE = ("not in this bench yet: span jobs (bbc-speakers through the engine) were not on main "
-              "when it was built; the scenario would report SQuAD v2.0 EM/F1 instead of accuracy "
-              "and macro-F1.")
+SPANS_NOTE = ("in `span_quality.md` (`raykd bench quality --text --text-scenario bbc-speakers`): "
+              "SQuAD v2.0 EM/F1 of the same rows.")
 
 
 @dataclass(frozen=True)
@@ -68,6 +67,9 @@ class TextPlan:
         seeds: Student seeds per row (0..seeds-1).
         train_limit: Keep only the first N training articles (None: all).
         temperature, alpha: KD and WKD's T and alpha; WKD's W is in :data:`ROWS`.
+        windows: Span data only: ``max_length``, ``doc_stride``, ``max_query_length`` of the
+            windows (``data.*`` of the job spec).
+        name: The teachers' job name (its directory under ``out``).
     """
 
     teachers: tuple[dict[str, Any], ...]
@@ -82,6 +84,8 @@ class TextPlan:
     teacher_seeds: tuple[int, ...] = (1, 2, 3)
     temperature: float = 2.0
     alpha: float = 0.5
+    windows: dict[str, int] | None = None
+    name: str = "bench-text-quality"
 
 
 def _minilm(layers: int, length: int) -> dict[str, Any]:
@@ -122,9 +126,10 @@ def teacher_spec(plan: TextPlan, out: Path) -> Any:
     from raykd.spec import parse_spec
 
     return parse_spec({
-        "name": "bench-text-quality",
+        "name": plan.name,
         "data": {"dataset": plan.dataset, "val_fraction": plan.val_fraction,
-                 "test_fraction": plan.test_fraction, "seed": 0, "train_limit": plan.train_limit},
+                 "test_fraction": plan.test_fraction, "seed": 0, "train_limit": plan.train_limit,
+                 **(plan.windows or {})},
         "teachers": [{"model": m, "seed": s}
                      for m, s in zip(plan.teachers, plan.teacher_seeds, strict=True)],
         "teacher_train": plan.teacher_train,
@@ -154,7 +159,8 @@ def prepare_teachers(plan: TextPlan, out: Path, log: Log) -> Teachers:
     from raykd.teachers.cache import LogitCache
 
     start = time.perf_counter()
-    job = Job(spec=teacher_spec(plan, out), job_dir=out / "teachers",
+    job_dir = out / ("teachers" if plan.name == TextPlan.name else f"{plan.name}-teachers")
+    job = Job(spec=teacher_spec(plan, out), job_dir=job_dir,
               log=lambda line: log(f"teachers: {line}"))
     data = load_data(job)
     log(f"{plan.dataset}: train {len(data.train)} / val {len(data.val)} / test {len(data.test)}")
@@ -165,8 +171,8 @@ def prepare_teachers(plan: TextPlan, out: Path, log: Log) -> Teachers:
         "models": list(plan.teachers), "seeds": list(plan.teacher_seeds),
         "train": plan.teacher_train,
         "rows": [{k: r[k] for k in ("index", "checkpoint", "trained_by_raykd", "train_seconds",
-                                    "val_accuracy", "test_accuracy", "test_macro_f1")}
-                 for r in rows],
+                                    "val_accuracy", "test_accuracy", "test_macro_f1", "span")
+                  if k in r} for r in rows],
         "ensemble": job.result["ensemble"],
         "logit_cache": {s: {k: v for k, v in st.items() if k != "cache_keys"}
                         for s, st in job.result["logit_cache"]["teacher"].items()},
@@ -194,24 +200,28 @@ def student_run(job: RunJob, params: Mapping[str, float], data: RunData,
     }
 
 
-def _remote_run() -> Any:
+def _remote_run(fn: Callable[..., dict[str, Any]]) -> Any:
+    """``fn(job, params, RunData, teacher, *extra)`` as a one-CPU Ray task."""
     import ray
 
     @ray.remote(num_cpus=1, max_retries=0)
     def run(job: RunJob, params: dict[str, float], x_train: np.ndarray, y_train: np.ndarray,
             x_val: np.ndarray, y_val: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
-            teacher: np.ndarray | None) -> dict[str, Any]:
+            teacher: np.ndarray | None, *extra: Any) -> dict[str, Any]:
         data = RunData(x_train, y_train, x_val, y_val, x_test, y_test)
-        return student_run(job, params, data, teacher)
+        return fn(job, params, data, teacher, *extra)
 
     return run
 
 
-def submit_students(plan: TextPlan, teachers: Teachers, seeds: int, out: Path) -> list[Any]:
-    """One Ray task per (row, seed); every row shares seed k (paired)."""
+def submit_students(plan: TextPlan, teachers: Teachers, seeds: int, out: Path, *,
+                    fn: Callable[..., dict[str, Any]] = student_run, scenario: str = "text",
+                    folder: str = "checkpoints", extra: tuple[Any, ...] = ()) -> list[Any]:
+    """One Ray task ``fn`` per (row, seed); every row shares seed k (paired). ``extra``:
+    further arguments of ``fn`` (object refs); checkpoints under ``out/<folder>``."""
     from raykd.spec import ModelSpec
 
-    run = _remote_run()
+    run = _remote_run(fn)
     data = teachers.data
     student = ModelSpec.model_validate(plan.student).model_dump()
     splits = [teachers.refs[k] for k in ("x_train", "y_train", "x_val", "y_val", "x_test",
@@ -220,26 +230,85 @@ def submit_students(plan: TextPlan, teachers: Teachers, seeds: int, out: Path) -
     refs = []
     for seed in range(seeds):  # seed-major: a partial table still pairs
         for row in ROWS:
-            job = RunJob(dataset=plan.dataset, scenario="text", row=row, seed=seed,
+            job = RunJob(dataset=plan.dataset, scenario=scenario, row=row, seed=seed,
                          student=student, input_shape=tuple(data.input_shape),
                          num_classes=data.num_classes, train=plan.train,
-                         checkpoint=str(out / "checkpoints" / row.slug / f"seed{seed}.safetensors"))
+                         checkpoint=str(out / folder / row.slug / f"seed{seed}.safetensors"))
             teacher = None if row.method == "none" else teachers.logits_ref
-            refs.append(run.remote(job, params if row.tuned else {}, *splits, teacher))
+            refs.append(run.remote(job, params if row.tuned else {}, *splits, teacher, *extra))
     return refs
 
 
-def summarize_rows(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per row mean ± sd of test accuracy and macro-F1; the paired differences of :data:`PAIRS`."""
+def summarize_rows(runs: list[dict[str, Any]],
+                   metrics: tuple[str, ...] = ("test_accuracy", "test_macro_f1")) -> dict[str, Any]:
+    """Per row mean ± sd of each of ``metrics``; the paired differences of :data:`PAIRS`."""
     by_row = {r.name: sorted((x for x in runs if x["row"] == r.name), key=lambda x: x["seed"])
               for r in ROWS}
-    rows = {name: {m: spread([x[m] for x in got]) for m in ("test_accuracy", "test_macro_f1")}
+    rows = {name: {m: spread([x[m] for x in got]) for m in metrics}
             for name, got in by_row.items()}
     diffs = {f"{a} - {b}": {m: paired({x["seed"]: x[m] for x in by_row[a]},
                                       {x["seed"]: x[m] for x in by_row[b]})
-                            for m in ("test_accuracy", "test_macro_f1")}
+                            for m in metrics}
              for a, b in PAIRS}
     return {"rows": rows, "differences": diffs}
+
+
+@dataclass(frozen=True)
+class Bench:
+    """How one text scenario submits its students and reports them.
+
+    Attributes:
+        stem: The outputs' name (``<stem>.md``, ``<stem>.json``).
+        submit: ``(plan, teachers, seeds, out) -> refs`` of the student runs.
+        metrics: The run keys summarized per row and differenced per seed.
+        said: A run's log line.
+        markdown: The result's Markdown.
+    """
+
+    stem: str
+    submit: Callable[[TextPlan, Teachers, int, Path], list[Any]]
+    metrics: tuple[str, ...]
+    said: Callable[[dict[str, Any]], str]
+    markdown: Callable[[dict[str, Any]], str]
+
+
+def run_bench(bench: Bench, plan: TextPlan, out: Path, *, quick: bool, seeds: int, log: Log,
+              results: Path | None, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Teachers (trained once, reused), then ``seeds`` x :data:`ROWS` students; the outputs."""
+    import ray
+
+    out.mkdir(parents=True, exist_ok=True)
+    start, stamp = time.perf_counter(), datetime.now(UTC).isoformat(timespec="seconds")
+    load_start = os.getloadavg()[0]
+    with ray_up():
+        teachers = prepare_teachers(plan, out, log)
+        log(f"teachers ready in {teachers.summary['seconds']:.0f} s; {seeds} seeds x "
+            f"{len(ROWS)} students")
+        runs = []
+        for ref in bench.submit(plan, teachers, seeds, out):
+            runs.append(ray.get(ref))
+            log(f"{runs[-1]['row']} seed {runs[-1]['seed']}: {bench.said(runs[-1])} "
+                f"({runs[-1]['seconds']:.0f} s)")
+    data = teachers.data
+    result: dict[str, Any] = {
+        "quick": quick, "seeds": seeds, "plan": asdict(plan), "started": stamp,
+        "data": {"train": len(data.train), "val": len(data.val), "test": len(data.test),
+                 "num_classes": data.num_classes, "class_names": list(data.class_names or [])},
+        "teachers": teachers.summary, "runs": runs,
+        "summary": summarize_rows(runs, bench.metrics), **(extra or {}),
+        "wall_seconds": time.perf_counter() - start,
+        "load": {"start": load_start, "end": os.getloadavg()[0], "cpus": os.cpu_count()},
+    }
+    write_outputs(result, out, results, bench.stem, bench.markdown(result))
+    log(f"wrote {out / bench.stem}.md in {result['wall_seconds'] / 60:.1f} min")
+    return result
+
+
+TEXT_BENCH = Bench(
+    stem="text_quality", submit=submit_students,
+    metrics=("test_accuracy", "test_macro_f1"),
+    said=lambda r: f"test accuracy {r['test_accuracy']:.4f} macro-F1 {r['test_macro_f1']:.4f}",
+    markdown=quality_markdown)
 
 
 def run_text_quality(out: Path, quick: bool = False, seeds: int | None = None, *,
@@ -250,39 +319,11 @@ def run_text_quality(out: Path, quick: bool = False, seeds: int | None = None, *
     Returns:
         The content of ``text_quality.json``.
     """
-    import ray
-
     seeds = check_seeds(seeds, advice="3 or more for the table")
     log = log or (lambda line: print(f"raykd bench quality --text: {line}", flush=True))
     plan = plan or (QUICK_PLAN if quick else FULL_PLAN)
-    seeds = seeds or plan.seeds
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    start, stamp = time.perf_counter(), datetime.now(UTC).isoformat(timespec="seconds")
-    load_start = os.getloadavg()[0]
-    with ray_up():
-        teachers = prepare_teachers(plan, out, log)
-        log(f"teachers ready in {teachers.summary['seconds']:.0f} s; {seeds} seeds x "
-            f"{len(ROWS)} students")
-        runs = []
-        for ref in submit_students(plan, teachers, seeds, out):
-            runs.append(ray.get(ref))
-            r = runs[-1]
-            log(f"{r['row']} seed {r['seed']}: test accuracy {r['test_accuracy']:.4f} macro-F1 "
-                f"{r['test_macro_f1']:.4f} ({r['seconds']:.0f} s)")
-    data = teachers.data
-    result: dict[str, Any] = {
-        "quick": quick, "seeds": seeds, "plan": asdict(plan), "started": stamp,
-        "data": {"train": len(data.train), "val": len(data.val), "test": len(data.test),
-                 "num_classes": data.num_classes, "class_names": list(data.class_names or [])},
-        "teachers": teachers.summary, "runs": runs, "summary": summarize_rows(runs),
-        "spans": SPANS_NOTE,
-        "wall_seconds": time.perf_counter() - start,
-        "load": {"start": load_start, "end": os.getloadavg()[0], "cpus": os.cpu_count()},
-    }
-    write_outputs(result, out, results, "text_quality", quality_markdown(result))
-    log(f"wrote {out / 'text_quality.md'} in {result['wall_seconds'] / 60:.1f} min")
-    return result
+    return run_bench(TEXT_BENCH, plan, Path(out), quick=quick, seeds=seeds or plan.seeds,
+                     log=log, results=results, extra={"spans": SPANS_NOTE})
 
 
 @contextmanager

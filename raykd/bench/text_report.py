@@ -99,6 +99,69 @@ def quality_markdown(result: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+SPAN_COLUMNS = (("test_exact", "EM"), ("test_f1", "F1"), ("test_HasAns_f1", "HasAns F1"),
+                ("test_NoAns_f1", "NoAns acc"))
+"""The span tables' columns: run keys (percent) and their headers."""
+
+
+def _span_cells(test: Mapping[str, Any]) -> str:
+    """``| EM | F1 | HasAns F1 | NoAns acc |`` cells of one model's SQuAD test scores."""
+    return " | ".join(f"{test[k]:.1f}" if k in test else "-"
+                      for k in ("exact", "f1", "HasAns_f1", "NoAns_f1"))
+
+
+def _span_teacher_lines(result: Mapping[str, Any]) -> list[str]:
+    t = result["teachers"]
+    head = " | ".join(name for _, name in SPAN_COLUMNS)
+    lines = [f"| model | {head} |", "|---|---|---|---|---|"]
+    for row, model, seed in zip(t["rows"], t["models"], t["seeds"], strict=True):
+        lines.append(f"| teacher {row['index'] + 1}: {_model_name(model)}, seed {seed} | "
+                     f"{_span_cells(row['span']['test'])} |")
+    lines.append(f"| ensemble (mean logits) | {_span_cells(t['ensemble']['span']['test'])} |")
+    return lines
+
+
+def span_markdown(result: Mapping[str, Any]) -> str:
+    """``span_quality.md``: the set-up, teachers, student rows and paired differences (SQuAD
+    v2.0 EM/F1 on test, percent)."""
+    plan, data, s = result["plan"], result["data"], result["summary"]
+    w = plan["windows"]
+    limit = f" (train_limit {plan['train_limit']} questions)" if plan["train_limit"] else ""
+    quick = "**Quick run (tiny random models): a smoke check, not a result.** "
+    head = " | ".join(name for _, name in SPAN_COLUMNS)
+    lines = [
+        "# Span quality: KD and WKD on bbc-speakers (SQuAD v2.0 EM/F1)",
+        "",
+        f"bbc-speakers (quote/speaker questions from the BBC articles, a third unanswerable; split "
+        f"by article, seed 0{limit}): windows of {w['max_length']} tokens, doc_stride "
+        f"{w['doc_stride']}, questions cut to {w['max_query_length']} tokens, MiniLM's tokenizer "
+        f"for every model; train {data['train']} / val {data['val']} / test {data['test']} "
+        f"windows. Teachers fine-tuned once by raykd's teacher stage "
+        f"({_train_words(plan['teacher_train'])}); student {_model_name(plan['student'])} from "
+        f"a config, {_train_words(plan['train'])}, the epoch of the best validation F1 kept. "
+        f"KD and WKD: T = {plan['temperature']:g}, alpha = {plan['alpha']:g}; WKD W = 0.75. "
+        f"SQuAD v2.0 scores over the test questions, no-answer threshold chosen on validation, "
+        f"in %; students: mean ± sd over {result['seeds']} seeds (seed k shared by every row). "
+        f"{quick if result['quick'] else ''}"
+        f"Wall time {result['wall_seconds'] / 60:.1f} min (teachers "
+        f"{result['teachers']['seconds'] / 60:.1f} min){_load_words(result.get('load'))}.",
+        "",
+        *_span_teacher_lines(result),
+        "",
+        f"| student | {head} |",
+        "|---|---|---|---|---|",
+    ]
+    for name, row in s["rows"].items():
+        cells = " | ".join(pm(row[k], scale=1.0) for k, _ in SPAN_COLUMNS)
+        lines.append(f"| {name} | {cells} |")
+    lines += ["", "Paired differences (per seed, then mean ± sd), in points:", "",
+              f"| difference | {head} |", "|---|---|---|---|---|"]
+    for name, d in s["differences"].items():
+        cells = " | ".join(pm(d[k], scale=1.0, sign=True) for k, _ in SPAN_COLUMNS)
+        lines.append(f"| {name} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
 def _load_words(load: Mapping[str, Any] | None) -> str:
     if not load:
         return ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +15,16 @@ bench_app = typer.Typer(no_args_is_help=True, help="Speed and quality benchmarks
 OutOpt = Annotated[Path, typer.Option(help="Directory for the tables and plots.")]
 StepsOpt = Annotated[int | None, typer.Option(help="Training steps per row.")]
 QuickOpt = Annotated[bool, typer.Option(help="A small, fast version (smoke check).")]
+
+
+class TextScenario(StrEnum):
+    """``--text-scenario`` (``raykd.bench.span_quality.TEXT_SCENARIOS``)."""
+
+    BBC_NEWS = "bbc-news"
+    BBC_SPEAKERS = "bbc-speakers"
+    ALL = "all"
+
+
 ResultsOpt = Annotated[Path | None, typer.Option(
     help="Also copy the tables here (e.g. raykd/bench/results).")]
 
@@ -55,14 +66,18 @@ def bench_sweep(spec: SpecArg = "mnist-sweep", out: OutOpt = Path("raykd-runs/be
 def bench_quality(out: OutOpt = Path("raykd-runs/bench-quality"), quick: QuickOpt = False,
                   seeds: Annotated[int | None, typer.Option(help="Seeds per row.")] = None,
                   text: Annotated[bool, typer.Option(
-                      help="The text scenario instead: MiniLM teachers, BBC News, none/KD/WKD "
-                           "students (text_quality.md).")] = False,
+                      help="The text scenarios instead: MiniLM teachers, none/KD/WKD students on "
+                           "BBC News (text_quality.md) and bbc-speakers (span_quality.md).")
+                  ] = False,
+                  text_scenario: Annotated[TextScenario, typer.Option(
+                      help="With --text: which scenario to run.")] = TextScenario.ALL,
                   results: ResultsOpt = None) -> None:
     """Accuracy of every method against the ensemble (can a student exceed its teachers?)."""
     if text:
-        from raykd.bench.text_quality import run_text_quality
+        from raykd.bench.span_quality import run_text_scenarios
 
-        guarded(lambda: run_text_quality(out=out, quick=quick, seeds=seeds, results=results))
+        guarded(lambda: run_text_scenarios(out=out, quick=quick, seeds=seeds, results=results,
+                                           scenario=text_scenario.value))
         return
     from raykd.bench.quality import run_quality_bench
 
