@@ -324,11 +324,12 @@ def api_reference() -> str:
 
 
 def _op_anchor(method: str, path: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", f"{method} {path}".lower()).strip("-")
+    """The id MkDocs and GitHub both give the heading ``METHOD /path``: punctuation dropped."""
+    return re.sub(r"[^\w\s-]", "", f"{method} {path}").strip().lower().replace(" ", "-")
 
 
 def _operation(path: str, method: str, op: dict[str, Any]) -> list[str]:
-    lines = [f"\n## {method} {path} {{#{_op_anchor(method, path)}}}\n\n",
+    lines = [f"\n## {method} {path}\n\n",
              f"{prose(op.get('summary'))}. {prose(op.get('description'))}".rstrip(". ") + ".\n\n"]
     params = op.get("parameters", [])
     if params:
