@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TextIO
 
 
 def result_rows(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
@@ -49,8 +49,8 @@ def score_column(result: dict[str, Any]) -> tuple[str, list[str]] | None:
     return ("test EM / F1" if spans else "test F1"), values
 
 
-def print_result(result: dict[str, Any]) -> None:
-    """Print the accuracy table and the stage timings."""
+def print_result(result: dict[str, Any], file: TextIO | None = None) -> None:
+    """Print the accuracy table and the stage timings (on ``file``, default stdout)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -62,7 +62,7 @@ def print_result(result: dict[str, Any]) -> None:
         table.add_column(col, justify="left" if col == "model" else "right")
     for i, row in enumerate(result_rows(result)):
         table.add_row(*row[:3], *([extra[1][i]] if extra else []), row[3])
-    console = Console()
+    console = Console(file=file)
     console.print(table)
     for line in dataset_lines(result.get("dataset", {})):
         console.print(line, highlight=False)
@@ -118,30 +118,3 @@ def event_line(event: Any) -> str | None:
     if t == "job_finished":
         return f"job finished in {event.seconds:.1f} s: {event.result}"
     return None
-
-
-class EventPrinter:
-    """Prints a job's events as they are appended (a thread following ``events.jsonl``)."""
-
-    def __init__(self, path: Any, *, after: int, write: Any) -> None:
-        import threading
-
-        self.path, self.after, self.write = path, after, write
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> EventPrinter:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        from raykd.events import follow
-
-        for event in follow(self.path, after=self.after, stop=self._stop.is_set, poll_s=0.1):
-            line = event_line(event)
-            if line:
-                self.write(line)

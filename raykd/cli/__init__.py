@@ -30,5 +30,8 @@ app.add_typer(bench_app, name="bench")
 
 
 def main() -> None:
-    """Console entry point."""
+    """Console entry point (Ray, imported later, prints plain prefixes and every line)."""
+    from raykd.console import quiet_ray_env
+
+    quiet_ray_env()
     app(prog_name="raykd")

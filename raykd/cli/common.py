@@ -16,7 +16,9 @@ EXIT_USER_ERROR = 2
 
 
 def guarded(fn: Callable[[], Any]) -> Any:
-    """Run ``fn``; user errors become one line on stderr and exit code 2."""
+    """Run ``fn``; user errors become one line on stderr and exit code 2. Both reach the
+    terminal while Ray's output goes to a job's log file, and then name that file too."""
+    from raykd import console
     from raykd.errors import user_message
 
     try:
@@ -26,11 +28,12 @@ def guarded(fn: Callable[[], Any]) -> Any:
     except Exception as exc:  # noqa: BLE001 - classified below
         message = user_message(exc)
         if message is None or os.environ.get("RAYKD_DEBUG"):
-            traceback.print_exc()
-            if message is None:
-                raise typer.Exit(1) from None
-        typer.echo(f"error: {message}", err=True)
-        raise typer.Exit(EXIT_USER_ERROR) from None
+            traceback.print_exc(file=console.err())
+        if message is not None:
+            typer.echo(f"error: {message}", file=console.err())
+        if console.ray_log() is not None:
+            typer.echo(f"Ray's own output: {console.ray_log()}", file=console.err())
+        raise typer.Exit(1 if message is None else EXIT_USER_ERROR) from None
 
 
 def override_value(item: str, raw: str) -> Any:
@@ -48,8 +51,10 @@ def override_value(item: str, raw: str) -> Any:
 
 
 def echo_log(line: str) -> None:
-    """Progress lines of a job, on stdout with a ``raykd:`` prefix."""
-    typer.echo(f"raykd: {line}")
+    """Progress lines of a job, on the console's stdout with a ``raykd:`` prefix."""
+    from raykd import console
+
+    typer.echo(f"raykd: {line}", file=console.out())
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

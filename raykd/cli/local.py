@@ -21,11 +21,12 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print result.json at the 
 JobIdOpt = Annotated[str | None, typer.Option(
     help="The job's id: its directory is <storage>/<id>. Running an id again with the same spec "
          "resumes it; another spec under that id is refused. Default: a new id.")]
-JobDirOpt = Annotated[Path | None, typer.Option(help="The job's directory (instead of <storage>/<id>).")]
+JobDirOpt = Annotated[Path | None, typer.Option(
+    help="The job's directory (instead of <storage>/<id>).")]
 
 
 def _terminate_on_sigterm() -> None:
-    """``ray job stop`` and ``kill`` send SIGTERM: end like Ctrl+C, so a 'cancelled' event is written."""
+    """``ray job stop`` and ``kill`` send SIGTERM: end like Ctrl+C (a 'cancelled' event)."""
     import signal
 
     def stop(signum: int, frame: Any) -> None:
@@ -38,7 +39,8 @@ def _terminate_on_sigterm() -> None:
 def run(spec: SpecArg, set_: SetOpt = None, job_id: JobIdOpt = None, job_dir: JobDirOpt = None,
         json_out: JsonOpt = False) -> None:
     """Run (or resume) a distillation job (local Ray, or the cluster in RAY_ADDRESS)."""
-    from raykd.report import EventPrinter, print_result
+    from raykd import console
+    from raykd.report import print_result
 
     def go() -> None:
         from raykd.engine import run_job
@@ -51,14 +53,11 @@ def run(spec: SpecArg, set_: SetOpt = None, job_id: JobIdOpt = None, job_dir: Jo
             print_sweep(run_sweep(job, job_id=job_id, job_dir=job_dir, log=echo_log))
             return
 
-        def follow(opened: Any) -> Any:
-            seen = opened.earlier[-1].seq if opened.earlier else 0
-            return EventPrinter(opened.sink.path, after=seen, write=echo_log)
-
-        result = run_job(job, job_id=job_id, job_dir=job_dir, log=lambda _: None, console=follow)
-        print_result(result)
+        result = run_job(job, job_id=job_id, job_dir=job_dir, log=lambda _: None,
+                         console=console.job_console)
+        print_result(result, file=console.out())
         if json_out:
-            typer.echo(json.dumps(result, indent=2))
+            typer.echo(json.dumps(result, indent=2), file=console.out())
 
     guarded(go)
 

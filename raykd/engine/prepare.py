@@ -43,6 +43,9 @@ Logits = np.ndarray | TopK
 
 def ensure_ray(*, num_cpus: int | None = None) -> None:
     """Join the cluster named by RAY_ADDRESS, or start a local Ray (token auth stays on)."""
+    from raykd.console import quiet_ray_env
+
+    quiet_ray_env()  # too late for a Ray imported already: `raykd` sets it at its start
     import ray
 
     if ray.is_initialized():
@@ -50,7 +53,6 @@ def ensure_ray(*, num_cpus: int | None = None) -> None:
     env = {k: os.environ.get(k, v) for k, v in RAY_ENV.items()}
     os.environ.update(env)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True, logging_level="WARNING")
     else:
@@ -595,7 +597,10 @@ def _train_missing(job: Job, data: Dataset, cache: Any, refs: dict[str, Any], po
     with job.stage("teacher_train"):
         fitted = pool.fit_missing(refs["x_train"], refs["y_train"], out_paths=out_paths,
                                   **job.spec.teacher_train.model_dump())
-    for i in fitted:
+    for i, fit in sorted(fitted.items()):  # each epoch's loss is in the actor's output (ray.log)
+        if "final_loss" in fit and not fit.get("reused"):
+            job.say(f"teacher {i}: trained in {fit['seconds']:.1f} s, "
+                    f"final loss {fit['final_loss']:.4f}")
         shared = _teacher_cache_path(cache, job, i, data.train.fingerprint)
         if shared is not None:
             publish_file(out_paths[i], shared)  # other jobs test is_file(): never a partial file
