@@ -94,9 +94,11 @@ class Display:
                 TimeElapsedColumn,
             )
 
+            terminal = Console(file=self.stream, force_terminal=True)
             self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                                     MofNCompleteColumn(), TimeElapsedColumn(),
-                                     console=Console(file=self.stream), transient=True)
+                                     MofNCompleteColumn(), TimeElapsedColumn(), console=terminal,
+                                     transient=True,  # sys.stdout and stderr stay Ray's (the log)
+                                     redirect_stdout=False, redirect_stderr=False)
             self.task = self.progress.add_task("starting", total=None)
 
     def __enter__(self) -> Display:
@@ -158,13 +160,17 @@ class EventFollower:
                 self.display.line(line)
 
 
+def divert_to_job(job: Any) -> None:
+    """Divert Ray's output to the job's ``ray.log``; one console line says where."""
+    path = Path(job.job_dir) / RAY_LOG
+    if divert_ray_output(path):
+        out().write(f"raykd: Ray's own output (workers, warnings): {path}\n")
+        out().flush()
+
+
 def job_console(job: Any) -> EventFollower:
     """The console of a job being run: Ray's output diverted to the job's ``ray.log`` (one line
     says where), then the job's events shown from the first new one."""
-    path = Path(job.job_dir) / RAY_LOG
-    diverted = divert_ray_output(path)
-    display = Display()
-    if diverted:
-        display.line(f"Ray's own output (workers, warnings): {path}")
+    divert_to_job(job)
     seen = job.earlier[-1].seq if job.earlier else 0
-    return EventFollower(job.sink.path, after=seen, display=display)
+    return EventFollower(job.sink.path, after=seen, display=Display())

@@ -106,8 +106,9 @@ def test_a_terminal_gets_a_progress_bar_and_plain_output_gets_lines() -> None:
         display.line("stage data done in 1.0 s")
     assert plain.getvalue() == "raykd: stage data done in 1.0 s\n"
 
-    term = io.StringIO()
+    term, streams = io.StringIO(), (sys.stdout, sys.stderr)
     with Display(term, bar=True) as display:
+        assert (sys.stdout, sys.stderr) == streams, "the bar took over stdout: Ray's lines with it"
         display.event(Event(type="job_started", total_epochs=2))
         display.event(Event(type="stage_started", stage="students"))
         display.event(Event(type="epoch", label="kd", student=0))

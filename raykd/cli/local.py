@@ -50,7 +50,8 @@ def run(spec: SpecArg, set_: SetOpt = None, job_id: JobIdOpt = None, job_dir: Jo
         if job.sweep is not None:
             from raykd.tune import print_sweep, run_sweep
 
-            print_sweep(run_sweep(job, job_id=job_id, job_dir=job_dir, log=echo_log))
+            print_sweep(run_sweep(job, job_id=job_id, job_dir=job_dir, log=echo_log,
+                                  on_open=console.divert_to_job), file=console.out())
             return
 
         result = run_job(job, job_id=job_id, job_dir=job_dir, log=lambda _: None,
@@ -67,11 +68,14 @@ def sweep(spec: SpecArg, set_: SetOpt = None,
           job_dir: SweepDirOpt = None) -> None:
     """Run a Ray Tune sweep over W, T, alpha and the method (the spec's sweep section)."""
 
+    from raykd import console
+
     def go() -> None:
         from raykd.tune import print_sweep, run_sweep
 
         job = read_spec(spec, set_ or [])
-        print_sweep(run_sweep(job, job_dir=job_dir, log=echo_log))
+        print_sweep(run_sweep(job, job_dir=job_dir, log=echo_log, on_open=console.divert_to_job),
+                    file=console.out())
 
     guarded(go)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from raykd.tune.space import METRIC, resolved
 
@@ -144,8 +144,9 @@ def _rank(row: dict[str, Any]) -> float:
     return 1.0 if math.isnan(value) else -value
 
 
-def print_sweep(result: dict[str, Any]) -> None:
-    """Print a finished sweep (``sweep.json``): every trial, the best, the final student."""
+def print_sweep(result: dict[str, Any], file: TextIO | None = None) -> None:
+    """Print a finished sweep (``sweep.json``): every trial, the best, the final student (on
+    ``file``, default stdout)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -184,7 +185,7 @@ def print_sweep(result: dict[str, Any]) -> None:
             r["status"],
             style="bold" if best else None,
         )
-    console = Console(width=max(100, Console().width))
+    console = Console(file=file, width=max(100, Console(file=file).width))
     console.print(table)
     b = result["best"]
     console.print(
