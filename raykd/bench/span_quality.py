@@ -28,7 +28,8 @@ val/test question, teachers 1 epoch (batch 16, AdamW lr 2e-4, linear warm-up 0.1
 6 epochs (batch 32, lr 5e-4, linear warm-up 0.1), 3 seeds. Measured before sizing it
 (2026-12-07, 1 torch thread, near-idle machine): a MiniLM-L6 training step on 16 windows of
 176 tokens 2.9 s (4 layers 2.3 s), its forward pass 65 ms per window (4 layers 42 ms); so
-~7 min of teachers and ~4 min of students when idle.
+~7 min of teachers and ~4 min of students when idle. Measured (2026-12-07, load average
+19 falling to 6 from other work): 58 min, teachers 23 min.
 
 ``--quick``: tiny random BERTs (2 layers, width 32) on 100 training questions in windows of
 128 tokens, 2 seeds: a smoke check of the wiring, not a result.
