@@ -48,15 +48,15 @@ from raykd.client_http import (
     public_url,
 )
 from raykd.errors import UserError
-from raykd.events import TERMINAL, parse_event
+from raykd.events import parse_event
 from raykd.service.schemas import (
-    FINAL_STATES,
     Artifact,
     JobPage,
     JobPublic,
     MetricPoint,
 )
 from raykd.spec import JobSpec
+from raykd.states import FINAL_STATES, TERMINAL_EVENTS
 
 __all__ = [
     "API",
@@ -224,7 +224,7 @@ class RaykdClient(ServiceConnection):
                             continue
                         last = event.seq
                         yield event
-                        terminal = event.type in TERMINAL
+                        terminal = event.type in TERMINAL_EVENTS
                 if terminal or self._is_final(job_id):
                     return
                 time.sleep(self.reconnect_delay)  # ended early (a restart): come back

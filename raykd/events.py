@@ -31,6 +31,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from raykd.states import TERMINAL_EVENTS
+
 EVENTS_FILE = "events.jsonl"
 SUBMISSION_ENV = "RAYKD_SUBMISSION_ID"  # the control plane's submission id, in the driver's env
 
@@ -174,7 +176,6 @@ Event = Annotated[
     Field(discriminator="type"),
 ]
 EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(Event)
-TERMINAL = ("job_finished", "job_failed")
 
 
 def parse_event(line: str | bytes | dict[str, Any]) -> Any:
@@ -271,7 +272,7 @@ def follow(path: str | Path, *, after: int = 0, poll_s: float = 0.2,
         for event in read_events(path, after=seen):
             seen = event.seq
             yield event
-            if event.type in TERMINAL:
+            if event.type in TERMINAL_EVENTS:
                 return
         if stop():
             for event in read_events(path, after=seen):

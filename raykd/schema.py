@@ -12,7 +12,6 @@ Torch-free and Ray-free: importing this module loads pydantic (and the spec) onl
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -22,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from raykd.events import Epoch, JobFailed, JobFinished, JobStarted, StudentFinished, Trial
 from raykd.spec import JobSpec, MethodSpec, ModelSpec, SweepSpec
+from raykd.states import EventState
 
 RESULT_FILE = "result.json"
 SWEEP_FILE = "sweep.json"
@@ -30,19 +30,6 @@ DIED_MESSAGE = (
     "run the same job id again to resume"
 )
 """The error of a job whose driver process is gone while its events show no end."""
-
-
-def spec_hash(spec_json: dict[str, Any]) -> str:
-    """The identity of a spec: sha256 of its canonical JSON, first 16 hex characters.
-
-    Args:
-        spec_json: The spec as plain JSON data (``json.loads(spec.model_dump_json())``).
-
-    Returns:
-        16 lowercase hex characters; equal mappings give equal hashes whatever their key order.
-    """
-    text = json.dumps(spec_json, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 # --- result.json ----------------------------------------------------------------------
@@ -232,7 +219,7 @@ class _ResultFile(_OpenRow):
     FILE: ClassVar[str] = RESULT_FILE
 
     job_id: str = Field(description="The job's id (its directory name).")
-    spec_hash: str = Field(description="Identity of the spec (see :func:`spec_hash`).")
+    spec_hash: str = Field(description="Identity of the spec (see :func:`raykd.jobdir.spec_hash`).")
     attempts: int = Field(default=1, ge=1, description="Runs it took (1 + resumes).")
     versions: dict[str, str] = Field(
         default_factory=dict, description="Versions of raykd, python, torch and ray that ran it."
@@ -394,7 +381,6 @@ class SweepResult(_ResultFile):
 
 # --- status ---------------------------------------------------------------------------
 
-State = Literal["pending", "running", "succeeded", "failed", "cancelled"]
 
 
 class JobStatus(BaseModel):
@@ -403,7 +389,7 @@ class JobStatus(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     job_id: str = Field(description="The job's id.")
-    state: State = Field(description="pending, running, succeeded, failed or cancelled.")
+    state: EventState = Field(description="pending, running, succeeded, failed or cancelled.")
     stage: str | None = Field(
         default=None, description="The stage running now (or where the job stopped)."
     )

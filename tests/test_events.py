@@ -30,13 +30,13 @@ from raykd.events import (
     parse_event,
     read_events,
 )
+from raykd.jobdir import spec_hash
 from raykd.schema import (
     DIED_MESSAGE,
     JobResult,
     JobStatus,
     SweepResult,
     job_status,
-    spec_hash,
 )
 from raykd.spec import MODEL_NAMES, parse_spec
 from tests.conftest import digits_spec
@@ -549,7 +549,7 @@ def test_model_names_match_the_registry() -> None:
 def test_light_modules_load_neither_torch_nor_ray() -> None:
     code = (
         "import sys\n"
-        "import raykd.spec, raykd.events, raykd.schema, raykd.errors\n"
+        "import raykd.spec, raykd.events, raykd.schema, raykd.errors, raykd.states, raykd.jobdir\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'ray'))\n"
         "print(heavy)\n"
         "sys.exit(1 if heavy else 0)\n"

@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 
 from raykd.cli import app
 from raykd.errors import JobDirError
-from raykd.schema import SweepResult, spec_hash
+from raykd.jobdir import spec_hash
+from raykd.schema import SweepResult
 from raykd.spec import JobSpec, SpecError, parse_spec
 from raykd.tune.plots import alpha_plot, heatmap_w_t
 from raykd.tune.results import best_row, trial_row

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -20,8 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from raykd import schema
-from raykd.errors import JobDirError, SpecError, UserError
+from raykd.errors import JobDirError, SpecError
 from raykd.events import (
     EVENTS_FILE,
     SUBMISSION_ENV,
@@ -36,20 +34,18 @@ from raykd.events import (
 )
 from raykd.faults import ALLOW_ENV
 from raykd.faults import allowed as faults_allowed
-from raykd.jobdir import DriverLock, absolute, claim_job_dir, new_job_dir, resolve_spec_paths
+from raykd.jobdir import (
+    DriverLock,
+    absolute,
+    check_job_id,
+    claim_job_dir,
+    new_job_id,
+    resolve_spec_paths,
+    spec_hash,
+)
 from raykd.spec import JobSpec
 
 Log = Callable[[str], None]
-JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-
-
-class JobIdError(UserError, ValueError):
-    """A job id that is not a safe directory name."""
-
-
-def spec_hash(spec: JobSpec) -> str:
-    """sha256 of the normalized spec (paths resolved): the job's identity."""
-    return schema.spec_hash(json.loads(spec.model_dump_json()))
 
 
 @dataclass
@@ -134,11 +130,6 @@ class Job:
         return None
 
 
-def new_job_id(name: str) -> str:
-    """``<name>-<UTC time>-<6 random hex>``: unique without coordination."""
-    return new_job_dir(".", name).name
-
-
 def open_job(spec: JobSpec, *, job_id: str | None = None, job_dir: Path | None = None,
              kind: str = "run", log: Log = print, total_epochs: int = 0, students: int = 0) -> Job:
     """Claim (or reopen to resume) the job's directory and start its event stream.
@@ -155,9 +146,8 @@ def open_job(spec: JobSpec, *, job_id: str | None = None, job_dir: Path | None =
     if spec.faults is not None and not faults_allowed():
         raise SpecError(f"faults: fault injection is off here; set {ALLOW_ENV}=1 in the "
                         "environment of `raykd run` (and of the Ray cluster's drivers) to allow it")
-    if job_id is not None and not JOB_ID.match(job_id):
-        raise JobIdError(f"--job-id {job_id!r} is not a valid job id: use 1-128 letters, digits, "
-                         f". _ - (starting with a letter or digit)")
+    if job_id is not None:
+        check_job_id(job_id)
     if job_dir is not None:
         job_dir = absolute(job_dir)
         job_id = job_id or job_dir.name

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from raykd.data import Dataset
-from raykd.engine.context import Job, open_job, spec_hash
+from raykd.engine.context import Job, open_job
+from raykd.jobdir import spec_hash
 from raykd.engine.job_data import dataset_row, describe_students
 from raykd.engine.prepare import prepare
 from raykd.engine.students import (

@@ -34,10 +34,11 @@ from raykd.service.deps import CurrentUser
 from raykd.service.ray_jobs import OwnedHead, RayJobs, owned_head_token
 from raykd.service.retention import Retention
 from raykd.service.routes import audit, health, jobs
-from raykd.service.scheduler import ACTIVE, Scheduler
+from raykd.service.scheduler import Scheduler
 from raykd.service.settings import Settings
 from raykd.service.store import Store, migrate
 from raykd.service.web import routes as web
+from raykd.states import ACTIVE_STATES
 
 log = logging.getLogger("raykd.service")
 
@@ -171,7 +172,7 @@ def _stop_head(store: Store, head: OwnedHead, *, mark_jobs: bool) -> None:
     head.stop()
     if not mark_jobs:
         return
-    for row in store.in_states(*ACTIVE):
+    for row in store.in_states(*ACTIVE_STATES):
         store.update(row.id, state="failed", finished_at=time.time(), error=STOPPED_WITH_SERVICE,
                      note="stopped with the service")
 

@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from raykd.events import Epoch, JobFailed, JobFinished, JobStarted, StudentFinished, Trial, parse_event
+from raykd.events import (
+    Epoch,
+    JobFailed,
+    JobFinished,
+    JobStarted,
+    StudentFinished,
+    Trial,
+    parse_event,
+)
 from raykd.schema import DIED_MESSAGE, _trial_epochs
 
 

@@ -46,10 +46,9 @@ from raykd.service.follower import AttemptTracker, read_new_events
 from raykd.service.ray_jobs import RAY_TERMINAL, RayJobs, RayRefused, RayUnavailable
 from raykd.service.settings import Settings
 from raykd.service.store import JobRow, Store
+from raykd.states import ACTIVE_STATES, FINAL_STATES, SLOT_STATES, SUBMIT_STATES
 
 log = logging.getLogger("raykd.service")
-ACTIVE = ("pending", "running")
-SLOTS = ("submitting", *ACTIVE)  # the states that hold one of max_running's slots
 LEASE = "scheduler"
 WATCH_FAILED_S = 86400.0  # how long a failed job's events are watched for a late final event
 
@@ -228,7 +227,7 @@ class Scheduler:
         """
         if not self.leader():
             return
-        for row in self.store.in_states(*ACTIVE):
+        for row in self.store.in_states(*ACTIVE_STATES):
             if not self.leader():  # renewed between jobs: a slow Ray must not let it lapse mid-tick
                 return
             try:
@@ -248,7 +247,7 @@ class Scheduler:
 
     def start_queued(self) -> None:
         """Submit queued jobs in queue order while slots are free; stop while Ray is away."""
-        free = self.settings.max_running - len(self.store.in_states(*SLOTS))
+        free = self.settings.max_running - len(self.store.in_states(*SLOT_STATES))
         for row in self.store.queue():
             if free <= 0 or not self.leader():
                 return
@@ -279,7 +278,7 @@ class Scheduler:
         """
         with self.lock:
             current = self.store.get(row.id)
-            if current is None or current.state not in ("queued", "submitting"):
+            if current is None or current.state not in SUBMIT_STATES:
                 return "skipped"  # cancelled, deleted or started meanwhile
             again = current.state == "submitting"
             if not again:
@@ -354,7 +353,7 @@ class Scheduler:
         seen = self.observe(row)
         with self.lock:
             current = self.store.get(row.id)
-            if (current is None or current.state not in ACTIVE
+            if (current is None or current.state not in ACTIVE_STATES
                     or current.submission_id != row.submission_id):
                 return  # cancelled, retried or deleted meanwhile: the next tick looks again
             self.record(current, seen)
@@ -421,7 +420,7 @@ class Scheduler:
         self._seen.add(row.id)
         if first_look and row.state == "running":  # it ran while no service watched it
             fields["note"] = "reconciled after a service restart: the job was still running on Ray"
-        if state in ("succeeded", "failed", "cancelled") and mine and error != DIED_MESSAGE:
+        if state in FINAL_STATES and mine and error != DIED_MESSAGE:
             if first_look and tracker.end is not None and tracker.end.time < self.started_at:
                 fields["note"] = (f"reconciled after a service restart: the job ended ({state}) while "
                                   "the service was down")

@@ -10,13 +10,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from raykd.jobdir import JOB_ID_PATTERN
 from raykd.spec import JobSpec
+from raykd.states import JobState
 
-JobState = Literal["queued", "submitting", "pending", "running", "succeeded", "failed", "cancelled",
-                   "timed_out"]
-STATES: tuple[str, ...] = ("queued", "submitting", "pending", "running", "succeeded", "failed",
-                           "cancelled", "timed_out")
-FINAL_STATES: tuple[str, ...] = ("succeeded", "failed", "cancelled", "timed_out")
 LABEL = r"^[A-Za-z0-9_.-]{1,64}$"
 
 
@@ -37,7 +34,7 @@ class JobCreate(BaseModel):
         "The job's deadline in seconds of running on Ray: past it the job is stopped and "
         "ends timed_out. Default: the service's RAYKD_DEFAULT_MAX_RUN_S; at most "
         "RAYKD_MAX_RUN_S_CAP."))
-    job_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$",
+    job_id: str | None = Field(default=None, pattern=JOB_ID_PATTERN,
                                description="Client-chosen id: submitting it again returns the same "
                                            "job (like an Idempotency-Key).")
 

@@ -40,7 +40,7 @@ from raykd.engine.prepare import (
 )
 from raykd.engine.run import failure_event
 from raykd.events import JobFinished
-from raykd.jobdir import absolute, resolve_spec_paths
+from raykd.jobdir import absolute, resolve_spec_paths, spec_hash
 from raykd.spec import JobSpec, SpecError
 from raykd.train.config import StudentConfig, teacher_accuracy
 from raykd.tune.events import TrialEvents
@@ -66,9 +66,23 @@ EXPERIMENT = "tune"
 
 
 def default_job_dir(spec: JobSpec) -> Path:
-    """``<storage>/<name>-sweep-<hash of the spec>``: rerunning the same spec resumes it."""
-    digest = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:8]
-    return Path(spec.storage) / f"{spec.name}-sweep-{digest}"
+    """``<storage>/<name>-sweep-<first 8 hex of spec_hash(spec)>``: rerunning the same spec
+    resumes it.
+
+    A sweep started by raykd before the spec hash was one (its directory named by the first
+    8 hex of sha256 of ``spec.model_dump_json()``) keeps its directory: when only that one
+    exists it is returned, so an upgrade resumes the sweep instead of starting it again (its
+    events hold absolute paths into it, so it is reused rather than renamed).
+    """
+    storage = Path(spec.storage)
+    current = storage / f"{spec.name}-sweep-{spec_hash(spec)[:8]}"
+    legacy = storage / f"{spec.name}-sweep-{_legacy_digest(spec)}"
+    return legacy if not current.exists() and (legacy / "spec.json").is_file() else current
+
+
+def _legacy_digest(spec: JobSpec) -> str:
+    """How raykd 0.1.0 named a sweep's directory (kept to find such directories, never to name new ones)."""
+    return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:8]
 
 
 def naive_teachers(spec: JobSpec) -> dict[str, Any]:

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from raykd.data import Dataset
-from raykd.engine.context import Job, spec_hash
+from raykd.engine.context import Job
+from raykd.jobdir import spec_hash
 from raykd.engine.job_data import dataset_row
 from raykd.engine.run import versions
 from raykd.schema import SweepResult

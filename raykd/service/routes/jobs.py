@@ -10,11 +10,9 @@ import asyncio
 import hashlib
 import json
 import re
-import secrets
 import shutil
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -24,7 +22,7 @@ from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from raykd.events import TERMINAL
+from raykd.jobdir import JobIdError, check_job_id, new_job_id
 from raykd.service.audit import Audit
 from raykd.service.deps import CurrentUser, OwnedJob, State, User
 from raykd.service.policy import (
@@ -39,7 +37,6 @@ from raykd.service.ray_jobs import RayUnavailable
 from raykd.service.scheduler import spec_file, submission_ids
 from raykd.service.schemas import (
     ERROR_RESPONSES,
-    FINAL_STATES,
     LABEL,
     Artifact,
     JobCreate,
@@ -50,6 +47,7 @@ from raykd.service.schemas import (
 )
 from raykd.service.store import JobRow
 from raykd.spec import JobSpec
+from raykd.states import FINAL_STATES, TERMINAL_EVENTS
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
 ARTIFACT_SUFFIXES = (".json", ".jsonl", ".csv", ".png", ".safetensors", ".md", ".log")
@@ -81,35 +79,12 @@ def _public(row: JobRow, *, full: bool, labels: dict[str, str], position: int | 
     )
 
 
-# The driver's rule for a job id (raykd.engine.context.JOB_ID, not imported here: it loads torch)
-JOB_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
-
-
-RESERVED_IDS = re.compile(
-    r"cache"                              # <storage>/cache: the logit cache every job shares
-    r"|raykd\.db.*"                       # the default SQLite database and its -wal/-shm files
-    r"|.+-sweep-[0-9a-f]{8}"              # a sweep's directory when it runs without a job id
-    r"|.+-\d{8}-\d{6}-[0-9a-f]{6}",        # the ids the service generates (_new_id)
-    re.IGNORECASE)
-"""Job ids a client may not choose: names the storage layout uses (``.service`` and other
-dot-names are refused by :data:`JOB_ID` already)."""
-
-
 def _check_job_id(job_id: str) -> None:
     """422 for a ``job_id`` that is not a valid id or that the storage layout reserves."""
-    if re.fullmatch(JOB_ID, job_id) is None:
-        raise HTTPException(422, f"job_id {job_id[:130]!r}: use 1-128 letters, digits, . _ - "
-                                 "starting with a letter or digit")
-    if RESERVED_IDS.fullmatch(job_id):
-        raise HTTPException(422, f"job_id {job_id!r} is reserved (the service's storage uses it: "
-                                 "'cache', 'raykd.db*', '<name>-sweep-<8 hex>' and generated "
-                                 "'<name>-<date>-<time>-<6 hex>' ids); choose another")
-
-
-def _new_id(name: str) -> str:
-    """``<name>-<UTC time>-<6 hex>``, a valid job id whatever the name starts with (``_x`` -> ``x``)."""
-    stem = name.lstrip("_.-") or "job"
-    return f"{stem}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+    try:
+        check_job_id(job_id, field="job_id", reserved=True)
+    except JobIdError as err:
+        raise HTTPException(422, str(err)) from None
 
 
 @router.post("", status_code=201, response_model=JobPublic, summary="Submit a run or sweep spec")
@@ -143,7 +118,7 @@ def submit(body: JobCreate, user: CurrentUser, state: State, response: Response,
                                  "this service's limit per user (RAYKD_MAX_JOBS_PER_USER): wait "
                                  "for one to finish, or cancel one")
     name = body.name or spec.name
-    job_id = body.job_id or _new_id(name)
+    job_id = body.job_id or new_job_id(name)
     if body.job_id and (state.settings.storage / job_id).exists():
         raise _unavailable(job_id)  # an earlier run's files: said as for any taken id
     row = JobRow(id=job_id, name=name, kind="sweep" if spec.sweep else "run",
@@ -401,7 +376,7 @@ async def _sse(state: State, job_id: str, seen: int, request: Request) -> AsyncI
             yield f"id: {seq}\nevent: {kind}\ndata: {body}\n\n".encode()
             quiet = time.monotonic()
         row = await asyncio.to_thread(state.store.get, job_id)
-        if row is None or (row.state in FINAL_STATES and (not rows or rows[-1][1] in TERMINAL)):
+        if row is None or (row.state in FINAL_STATES and (not rows or rows[-1][1] in TERMINAL_EVENTS)):
             if row is None or await asyncio.to_thread(_caught_up, state, job_id, seen):
                 return
         if await request.is_disconnected():

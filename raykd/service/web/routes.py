@@ -31,7 +31,7 @@ from raykd.service.deps import (
     visible_job,
 )
 from raykd.service.routes.jobs import public, public_many
-from raykd.service.schemas import FINAL_STATES, STATES, JobPublic
+from raykd.service.schemas import JobPublic
 from raykd.service.store import JobRow
 from raykd.service.web.sessions import COOKIE, CSRF_HEADER, Session, request_session, sessions_of
 from raykd.service.web.views import (
@@ -41,6 +41,7 @@ from raykd.service.web.views import (
     spec_yaml,
     summary,
 )
+from raykd.states import ACTIVE_STATES, FINAL_STATES, STATES, UNFINISHED_STATES
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
@@ -58,6 +59,9 @@ SECURITY_HEADERS = {
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(HERE / "templates"))
+templates.env.globals["job_states"] = {"final": list(FINAL_STATES), "active": list(ACTIVE_STATES),
+                                       "unfinished": list(UNFINISHED_STATES)}
+"""raykd.states' sets, in every page's ``<meta name="raykd-states">`` for the scripts."""
 
 
 # --- sessions ---------------------------------------------------------------------------

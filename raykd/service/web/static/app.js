@@ -8,7 +8,11 @@ const RK = (() => {
   const COLORS = ["#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#6a3d9a", "#444444"];
   const EVENT_TYPES = ["job_started", "stage_started", "stage_finished", "teacher_ready", "epoch",
     "student_restarted", "student_finished", "trial", "message", "job_finished", "job_failed"];
-  const FINAL = ["succeeded", "failed", "cancelled", "timed_out"];
+  // the job states' sets come from the service (raykd.states), never spelled out here
+  const STATES = JSON.parse((document.querySelector('meta[name="raykd-states"]') || {}).content || "{}");
+  const FINAL = STATES.final || [];
+  const UNFINISHED = STATES.unfinished || [];
+  const ACTIVE = STATES.active || [];
 
   async function api(method, url, body) {
     const headers = { "X-Raykd-CSRF": csrf, Accept: "application/json" };
@@ -409,5 +413,5 @@ const RK = (() => {
   });
 
   return { api, html, say, message, el, svg, pct, fmt, secs, ago, updateAges, follow, progressOf, lineChart,
-    heatmap, alphaPlot, isNum, FINAL, COLORS };
+    heatmap, alphaPlot, isNum, FINAL, UNFINISHED, ACTIVE, COLORS };
 })();

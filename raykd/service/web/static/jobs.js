@@ -5,7 +5,6 @@
 
 (() => {
   const MAX_STREAMS = 5; // browsers allow ~6 connections per host over HTTP/1.1
-  const ACTIVE = ["queued", "submitting", "pending", "running"];
   const body = document.getElementById("job-rows");
   const table = document.getElementById("jobs");
   const filter = document.getElementById("state-filter");
@@ -54,7 +53,7 @@
   function sync() {
     // one stream per active job shown (pending and running first), none for the others
     const rows = [...body.querySelectorAll("tr[data-job]")];
-    const wanted = rows.filter((tr) => ["pending", "running"].includes(tr.dataset.state))
+    const wanted = rows.filter((tr) => RK.ACTIVE.includes(tr.dataset.state))
       .concat(rows.filter((tr) => tr.dataset.state === "queued"))
       .slice(0, MAX_STREAMS).map((tr) => tr.dataset.job);
     for (const [id, s] of streams) {
@@ -87,7 +86,7 @@
     for (const tr of body.querySelectorAll("tr[data-job]")) {
       // a stream may be ahead of the stored record by a moment: never move backwards
       const before = kept.get(tr.dataset.job);
-      if (before && ACTIVE.includes(tr.dataset.state)) setProgress(tr, before);
+      if (before && RK.UNFINISHED.includes(tr.dataset.state)) setProgress(tr, before);
     }
     if (focusKey) {
       const [act, id] = focusKey.split("|");

@@ -1,0 +1,95 @@
+"""A job's identity, states and sweep directory each have one home (raykd.jobdir, raykd.states):
+the rules hold there, and no other module spells them out again."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from raykd.jobdir import JOB_ID, JobIdError, check_job_id, new_job_id, spec_hash
+from raykd.spec import parse_spec
+from raykd.states import FINAL_STATES, STATES, TERMINAL_EVENTS, UNFINISHED_STATES
+from tests.conftest import digits_spec
+
+PACKAGE = Path(__file__).resolve().parents[1] / "raykd"
+
+
+@pytest.mark.parametrize("name", ["exp", "_exp", "-x", ".hidden", "", "a" * 64])
+def test_a_generated_id_is_valid_unique_and_named_after_the_job(name: str) -> None:
+    ids = {new_job_id(name) for _ in range(20)}
+    assert len(ids) == 20
+    for job_id in ids:
+        assert check_job_id(job_id) == job_id
+        assert job_id.startswith((name.lstrip("_.-") or "job") + "-")
+
+
+@pytest.mark.parametrize("bad", ["", "_x", ".service", "a/b", "..", "x" * 129, "é"])
+def test_an_invalid_id_is_refused_naming_the_field_and_the_rule(bad: str) -> None:
+    with pytest.raises(JobIdError, match=r"^job_id .* is not a valid job id: use 1-128 letters"):
+        check_job_id(bad, field="job_id")
+
+
+@pytest.mark.parametrize("reserved", ["cache", "raykd.db-wal", "x-sweep-0123abcd",
+                                      "x-20260101-120000-abc123"])
+def test_ids_the_storage_layout_uses_are_reserved_for_clients_only(reserved: str) -> None:
+    assert check_job_id(reserved) == reserved  # the driver may use them (it made them)
+    with pytest.raises(JobIdError, match="is reserved"):
+        check_job_id(reserved, reserved=True)
+
+
+def test_the_spec_hash_is_the_same_for_a_spec_and_its_json(tmp_path: Path) -> None:
+    import json
+
+    spec = parse_spec(digits_spec(str(tmp_path)))
+    data = json.loads(spec.model_dump_json())
+    assert spec_hash(spec) == spec_hash(data) == spec_hash(dict(reversed(data.items())))
+    assert spec_hash(spec) != spec_hash(spec.model_copy(update={"name": "other"}))
+    assert re.fullmatch(r"[0-9a-f]{16}", spec_hash(spec))
+
+
+def test_a_sweep_directory_is_named_by_the_spec_hash_and_an_older_one_is_kept(
+        tmp_path: Path) -> None:
+    from raykd.jobdir import resolve_spec_paths
+    from raykd.tune.driver import _legacy_digest, default_job_dir
+
+    spec = resolve_spec_paths(parse_spec(digits_spec(str(tmp_path))))
+    fresh = default_job_dir(spec)
+    assert fresh == tmp_path / f"{spec.name}-sweep-{spec_hash(spec)[:8]}"
+    assert JOB_ID.match(fresh.name)
+    legacy = tmp_path / f"{spec.name}-sweep-{_legacy_digest(spec)}"
+    legacy.mkdir()
+    assert default_job_dir(spec) == fresh  # an empty folder is no sweep of this spec
+    (legacy / "spec.json").write_text(spec.model_dump_json())
+    assert default_job_dir(spec) == legacy  # the older sweep resumes where it is
+    fresh.mkdir()
+    assert default_job_dir(spec) == fresh
+
+
+def test_the_state_sets_partition_the_states() -> None:
+    assert set(FINAL_STATES) | set(UNFINISHED_STATES) == set(STATES)
+    assert not set(FINAL_STATES) & set(UNFINISHED_STATES)
+    assert TERMINAL_EVENTS == ("job_finished", "job_failed")
+
+
+def _spelled_out(pattern: str, *, suffixes: tuple[str, ...] = (".py", ".js", ".html")) -> list[str]:
+    found = []
+    for path in sorted(PACKAGE.rglob("*")):
+        if path.suffix in suffixes and path.name not in ("states.py", "jobdir.py"):
+            if re.search(pattern, path.read_text(encoding="utf-8")):
+                found.append(str(path.relative_to(PACKAGE)))
+    return found
+
+
+def test_no_module_but_raykd_states_lists_the_final_states() -> None:
+    assert _spelled_out(r"""["']succeeded["'],\s*["']failed["'],\s*["']cancelled["']""") == []
+    assert _spelled_out(r"""["']pending["'],\s*["']running["']""") == []
+    assert _spelled_out(r"""["']queued["'],\s*["']submitting["']""") == []
+    assert _spelled_out(r"""[(\[]["']job_finished["'],\s*["']job_failed["'][)\]]""") == []
+
+
+def test_no_module_but_raykd_jobdir_spells_the_job_id_rule_or_hashes_a_spec() -> None:
+    assert _spelled_out(re.escape("[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")) == []
+    assert _spelled_out(r"sha256\(spec\.model_dump_json|def spec_hash|def _new_id") == [
+        "tune/driver.py"]  # _legacy_digest: finds raykd 0.1.0's sweep folders, names none
