@@ -33,7 +33,6 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from raykd.states import TERMINAL_EVENTS
 
-EVENTS_FILE = "events.jsonl"
 SUBMISSION_ENV = "RAYKD_SUBMISSION_ID"  # the control plane's submission id, in the driver's env
 
 

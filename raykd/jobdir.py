@@ -35,9 +35,10 @@ import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from raykd.errors import JobDirError, UserError
 
@@ -97,6 +98,114 @@ def spec_hash(spec: JobSpec | dict[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
+class _Inside:
+    """A fixed name inside a layout's ``root``: ``layout.spec`` is ``layout.root / "spec.json"``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, layout: JobLayout | StorageLayout, owner: type | None = None) -> Path:
+        return layout.root / self.name
+
+
+@dataclass(frozen=True)
+class JobLayout:
+    """Every file and folder of one job directory, named here and nowhere else::
+
+        <job_dir>/
+          spec.json            the spec the directory belongs to (claimed with O_EXCL)
+          events.jsonl         the event stream (raykd.events), appended by the driver
+          driver.lock          flock held by the running driver (DriverLock)
+          data.json            what the job's data was (digest, sizes, classes)
+          preprocessing.json   the fitted preprocessing that predict applies
+          result.json          a run's result, written atomically at the end
+          sweep.json, trials.csv, heatmap_w_t.png, alpha.png, best_student.safetensors
+                               a sweep's result, its trials, plots and final student
+          teachers/            teacher-<i>.safetensors (trained here), teacher-<i>-given.safetensors
+          students/            <name>.safetensors, <name>-hf/, student-<s>-g<g>.json records
+          student_states/      per-epoch training state of the student actor (resume)
+          ray_train/           Ray Train's run folders (students on Ray Train)
+          logits/              the job's own logit cache when cache.enabled is false
+          tune/, tune_train/   Ray Tune's experiment folder and its trials' Ray Train storage
+          fault-*.fired        fault-injection markers (tests only)
+    """
+
+    root: Path
+    SPEC: ClassVar[str] = "spec.json"
+    EVENTS: ClassVar[str] = "events.jsonl"
+    LOCK: ClassVar[str] = "driver.lock"
+    DATA: ClassVar[str] = "data.json"
+    PREPROCESSING: ClassVar[str] = "preprocessing.json"
+    RESULT: ClassVar[str] = "result.json"
+    SWEEP: ClassVar[str] = "sweep.json"
+    TRIALS: ClassVar[str] = "trials.csv"
+    TUNE: ClassVar[str] = "tune"
+    HEATMAP: ClassVar[str] = "heatmap_w_t.png"
+    ALPHA_PLOT: ClassVar[str] = "alpha.png"
+    BEST_STUDENT: ClassVar[str] = "best_student.safetensors"
+    RESULTS: ClassVar[tuple[str, str]] = (RESULT, SWEEP)
+    """The files that end a finished job: a run's, then a sweep's."""
+
+    spec = _Inside(SPEC)
+    events = _Inside(EVENTS)
+    lock = _Inside(LOCK)
+    data = _Inside(DATA)
+    preprocessing = _Inside(PREPROCESSING)
+    result = _Inside(RESULT)
+    sweep = _Inside(SWEEP)
+    trials = _Inside(TRIALS)
+    heatmap = _Inside(HEATMAP)
+    alpha_plot = _Inside(ALPHA_PLOT)
+    best_student = _Inside(BEST_STUDENT)
+    tune = _Inside(TUNE)
+    teachers = _Inside("teachers")
+    students = _Inside("students")
+    student_states = _Inside("student_states")
+    ray_train = _Inside("ray_train")
+    logits = _Inside("logits")
+    tune_train = _Inside("tune_train")
+
+    def fault_marker(self, name: str) -> Path:
+        """The file a fault switch leaves once it fired (``name``: ``teacher-0``, ``0-g1``)."""
+        return self.root / f"fault-{name}.fired"
+
+    def teacher(self, index: int, *, given: bool = False) -> Path:
+        """A teacher's checkpoint: trained here, or a given one converted to safetensors."""
+        return self.teachers / f"teacher-{index}{'-given' if given else ''}.safetensors"
+
+    def student(self, name: str) -> Path:
+        """A student's checkpoint (``name``: ``student-<s>-g<g>`` and the like)."""
+        return self.students / f"{name}.safetensors"
+
+    def student_record(self, student: int, generation: int) -> Path:
+        """The record a finished student leaves for a resumed run."""
+        return self.students / f"student-{student}-g{generation}.json"
+
+
+@dataclass(frozen=True)
+class StorageLayout:
+    """What lives directly under ``storage``: one directory per job id, the shared logit
+    cache, the control plane's private folder and its default database."""
+
+    root: Path
+    CACHE: ClassVar[str] = "cache"
+    SERVICE: ClassVar[str] = ".service"
+    DATABASE: ClassVar[str] = "raykd.db"
+
+    def job(self, job_id: str) -> JobLayout:
+        """The layout of job ``job_id``'s directory, ``<storage>/<job_id>`` (the id checked)."""
+        return JobLayout(self.root / check_job_id(job_id, field="job id"))
+
+    cache = _Inside(CACHE)
+    service = _Inside(SERVICE)
+    """The control plane's own files (token, submitted specs): never a job's input."""
+    database = _Inside(DATABASE)
+
+    def submitted_spec(self, job_id: str) -> Path:
+        """The spec the control plane hands to ``raykd run`` for ``job_id``."""
+        return self.service / "specs" / f"{check_job_id(job_id, field='job id')}.json"
+
+
 def absolute(path: str | Path, base: Path | None = None) -> Path:
     """``path`` with ``~`` expanded, made absolute against ``base`` (default: the cwd)."""
     p = Path(path).expanduser()
@@ -145,13 +254,13 @@ def claim_job_dir(job_dir: Path, spec_json: str) -> Path:
             f"cannot create job directory {str(job_dir)!r} ({err.strerror or err}); set storage "
             f"(or --job-dir) to a writable directory"
         ) from None
-    if any(p.name != "spec.json" for p in job_dir.iterdir()):
+    if any(p.name != JobLayout.SPEC for p in job_dir.iterdir()):
         raise JobDirError(
             f"job directory {str(job_dir)!r} already holds another run's files; a job directory "
             f"belongs to one run: give a new --job-dir, or leave it out for a fresh one"
         )
     try:
-        with open(job_dir / "spec.json", "x") as f:
+        with open(JobLayout(job_dir).spec, "x") as f:
             f.write(spec_json)
     except FileExistsError:
         raise JobDirError(
@@ -213,7 +322,6 @@ def publish_file(src: str | Path, dst: str | Path) -> Path:
     return dst
 
 
-LOCK_FILE = "driver.lock"
 
 
 class DriverLock:
@@ -225,7 +333,7 @@ class DriverLock:
 
     def __init__(self, job_dir: Path, job_id: str) -> None:
         self.fd: int | None = None
-        path = job_dir / LOCK_FILE
+        path = job_dir / JobLayout.LOCK
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         except OSError as err:
@@ -237,7 +345,7 @@ class DriverLock:
             holder = _holder(fd)
             os.close(fd)
             raise JobDirError(f"job {job_id!r} in {job_dir} is already running: its driver "
-                              f"{holder} holds {LOCK_FILE}; wait for it to end (or stop it) "
+                              f"{holder} holds {JobLayout.LOCK}; wait for it to end (or stop it) "
                               "before running this job id again") from None
         except OSError as err:
             os.close(fd)

@@ -30,13 +30,12 @@ from raykd.data import DataError, ImagePrep, TablePrep
 from raykd.data.arrays import FORMAT as ARRAY_FORMAT
 from raykd.data.arrays import ArrayPrep
 from raykd.data.images import FORMAT as IMAGE_FORMAT
-from raykd.data.table_prep import Fallbacks
 from raykd.data.span_data import SPAN_FORMAT
+from raykd.data.table_prep import Fallbacks
 from raykd.data.text import FORMAT as TEXT_FORMAT
 from raykd.data.text import TextPrep
 from raykd.errors import UserError
-
-PREPROCESSING_FILE = "preprocessing.json"
+from raykd.jobdir import JobLayout
 
 
 class ArtifactError(UserError, ValueError):
@@ -93,7 +92,7 @@ class Prediction:
 
 def job_record(job_dir: Path) -> dict[str, Any] | None:
     """A finished job's ``result.json`` (a run) or ``sweep.json`` (a sweep), or None."""
-    for name in ("result.json", "sweep.json"):
+    for name in JobLayout.RESULTS:
         if (job_dir / name).is_file():
             try:
                 record = json.loads((job_dir / name).read_text())
@@ -105,7 +104,7 @@ def job_record(job_dir: Path) -> dict[str, Any] | None:
 
 def job_students(record: dict[str, Any]) -> list[dict[str, Any]]:
     """``{label, val_accuracy, checkpoint}`` of each student of a run, or a sweep's final one."""
-    if record["_file"] == "sweep.json":
+    if record["_file"] == JobLayout.SWEEP:
         final = record.get("final")
         return [] if not final else [{"label": "final", "val_accuracy": None,
                                       "checkpoint": final["checkpoint"]}]
@@ -145,8 +144,8 @@ def job_checkpoint(job_dir: Path, recorded: str) -> Path:
     (off a cluster's shared disk, renamed) still holds its ``students/`` files, so those
     win: a path inside the original directory is never used in place of the copy's own.
     """
-    inside = Path(recorded).parent.name == "students"  # a sweep's final student is at the top
-    own = job_dir / "students" / Path(recorded).name if inside else job_dir / Path(recorded).name
+    inside = Path(recorded).parent.name == JobLayout(job_dir).students.name  # a sweep's final student is at the top
+    own = JobLayout(job_dir).students / Path(recorded).name if inside else job_dir / Path(recorded).name
     if own.is_file():
         return own
     raise ArtifactError(f"job {str(job_dir)!r} has no {own.relative_to(job_dir)} (result.json "
@@ -176,7 +175,7 @@ def read_text_prep(record: dict[str, Any] | None, where: str) -> TextPrep | None
 
 def stored_prep(job_dir: Path) -> dict[str, Any] | None:
     """A job directory's ``preprocessing.json`` record, or None when it has none."""
-    path = job_dir / PREPROCESSING_FILE
+    path = job_dir / JobLayout.PREPROCESSING
     return json.loads(path.read_text()) if path.is_file() else None
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from raykd.jobdir import JobLayout
 from raykd.predict import (
     ArtifactError,
     Student,
@@ -108,7 +109,7 @@ def load_teacher(job_dir: Path, record: dict[str, Any], row: dict[str, Any]) -> 
     """Teacher ``row`` of the job, with the job's class names and stored preprocessing."""
     from raykd.models import load_checkpoint
 
-    where = f"{str(job_dir / 'preprocessing.json')!r}"
+    where = f"{str(JobLayout(job_dir).preprocessing)!r}"
     prep, image, arrays = read_prep(stored_prep(job_dir), where)
     text = read_text_prep(stored_prep(job_dir), where)
     shape: tuple[int, ...]

@@ -20,11 +20,10 @@ from typing import Annotated, Any, ClassVar, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field
 
 from raykd.events import Epoch, JobFailed, JobFinished, JobStarted, StudentFinished, Trial
+from raykd.jobdir import JobLayout
 from raykd.spec import JobSpec, MethodSpec, ModelSpec, SweepSpec
 from raykd.states import EventState
 
-RESULT_FILE = "result.json"
-SWEEP_FILE = "sweep.json"
 DIED_MESSAGE = (
     "the job's driver stopped without a final event (killed or lost); "
     "run the same job id again to resume"
@@ -216,7 +215,7 @@ class StudentRow(_Row):
 class _ResultFile(_OpenRow):
     """What every job's result file holds (its identity, the data, the spec), read and written whole."""
 
-    FILE: ClassVar[str] = RESULT_FILE
+    FILE: ClassVar[str] = JobLayout.RESULT
 
     job_id: str = Field(description="The job's id (its directory name).")
     spec_hash: str = Field(description="Identity of the spec (see :func:`raykd.jobdir.spec_hash`).")
@@ -350,7 +349,7 @@ class FinalStudentRow(_OpenRow):
 class SweepResult(_ResultFile):
     """``<job_dir>/sweep.json``: every trial of a finished sweep, the best, the final student."""
 
-    FILE: ClassVar[str] = SWEEP_FILE
+    FILE: ClassVar[str] = JobLayout.SWEEP
 
     mode: Literal["shared", "naive"] = Field(
         description="shared: trials read the teachers' cached logits; naive: every trial "

@@ -5,6 +5,7 @@ Every problem is a one-line :class:`~raykd.errors.SpecError` naming the file.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +18,82 @@ def read_mapping(source: str | Path) -> dict[str, Any]:
     """The YAML mapping of a spec file, or of a bundled example by name (``mnist-wkd``)."""
     path = _spec_path(source)
     try:
-        data = yaml.safe_load(_spec_text(path))
-    except yaml.YAMLError as err:
-        raise SpecError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+        return read_spec_text(_spec_text(path))[0]
+    except SpecTextError as err:
+        raise SpecError(f"{path}: {err}") from None
+
+
+MAX_SPEC_NODES = 20_000
+
+
+class SpecTextError(SpecError):
+    """A spec text that is not a readable mapping; ``line`` (from 1) when one is to blame."""
+
+    def __init__(self, message: str, line: int | None = None) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+def read_spec_text(text: str) -> tuple[dict[str, Any], dict[str, int]]:
+    """The mapping in ``text`` and ``{"train.epochs": line, ...}`` (lines from 1): the one
+    reader of a spec's YAML (or JSON), for spec files, examples and the dashboard alike.
+
+    Anchors and aliases are refused (a few aliases can expand to gigabytes of JSON), and
+    so are documents of more than ``MAX_SPEC_NODES`` nodes and values JSON cannot carry.
+    """
+    if not text.strip():
+        raise SpecTextError("the spec is empty: give a YAML or JSON mapping "
+                            "(name: ..., data: ..., teachers: ...)")
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        line = mark.line + 1 if mark is not None else None
+        where = f"line {line}: " if line else ""
+        raise SpecTextError(f"not valid YAML or JSON: {where}{err.problem or err}", line) from None
+    except (yaml.YAMLError, RecursionError) as err:
+        raise SpecTextError(f"not valid YAML or JSON: {str(err).splitlines()[0][:200]}") from None
+    if not isinstance(root, yaml.MappingNode):
+        raise SpecTextError("a spec is a mapping (name: ..., data: ..., teachers: ...)",
+                            root.start_mark.line + 1 if root is not None else None)
+    lines: dict[str, int] = {}
+    seen: set[int] = set()
+
+    def walk(node: yaml.Node, path: str) -> None:
+        if id(node) in seen:
+            raise SpecTextError("anchors and aliases (&, *) are not supported in a spec",
+                                node.start_mark.line + 1)
+        seen.add(id(node))
+        if len(seen) > MAX_SPEC_NODES:
+            raise SpecTextError(f"the spec has more than {MAX_SPEC_NODES} values")
+        if path:
+            lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                name = str(key.value)
+                lines.setdefault(f"{path}.{name}" if path else name, key.start_mark.line + 1)
+                walk(value, f"{path}.{name}" if path else name)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, f"{path}.{i}" if path else str(i))
+
+    try:
+        walk(root, "")
+        data = yaml.safe_load(text)
     except RecursionError:
-        raise SpecError(f"{path}: not valid YAML (nested too deeply)") from None
+        raise SpecTextError("not valid YAML or JSON: nested too deeply") from None
+    except yaml.YAMLError as err:
+        raise SpecTextError(f"not valid YAML or JSON: {str(err).splitlines()[0][:200]}") from None
     except ValueError as err:  # e.g. an integer of more digits than Python converts (4,300)
-        raise SpecError(f"{path}: a value cannot be read ({str(err).splitlines()[0][:200]})") from None
+        raise SpecTextError(f"a value cannot be read: {str(err).splitlines()[0][:200]}") from None
     if not isinstance(data, dict):
-        raise SpecError(f"{path}: a spec is a YAML mapping, got {type(data).__name__}")
-    return data
+        raise SpecTextError("a spec is a mapping (name: ..., data: ..., teachers: ...)")
+    try:
+        json.dumps(data, allow_nan=False)
+    except (TypeError, ValueError):
+        raise SpecTextError("the spec holds values JSON cannot carry (dates, NaN, binary)",
+                            ) from None
+    return data, lines
 
 
 def _spec_path(source: str | Path) -> Path:

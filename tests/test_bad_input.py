@@ -139,7 +139,7 @@ def test_missing_or_corrupt_checkpoint(tmp_path: Path, content: bytes | None) ->
 def test_not_yaml_and_not_a_mapping(tmp_path: Path) -> None:
     (tmp_path / "a.yaml").write_text("name: [unclosed")
     (tmp_path / "b.yaml").write_text("- just\n- a list\n")
-    for name, expected in (("a.yaml", "not valid YAML"), ("b.yaml", "a spec is a YAML mapping")):
+    for name, expected in (("a.yaml", "not valid YAML"), ("b.yaml", "a spec is a mapping")):
         result = CliRunner().invoke(app, ["validate", str(tmp_path / name)])
         assert expected in one_line_error(result.exit_code, result.output)
     result = CliRunner().invoke(app, ["run", "no-such-example"])
@@ -351,3 +351,15 @@ def test_a_bug_raised_while_handling_a_user_error_stays_a_bug() -> None:
         raise RuntimeError("Ray wrapped it") from SpecError("data.dataset='x': unknown")
     except RuntimeError as wrapped:
         assert user_message(wrapped) == "data.dataset='x': unknown"  # explicit links still count
+
+
+def test_a_spec_file_is_read_by_the_dashboards_rules(tmp_path: Path) -> None:
+    """One YAML reader: anchors, values JSON cannot carry and empty files fail in one line."""
+    cases = {"anchors.yaml": ("name: &n x\nstorage: *n\n", "anchors and aliases"),
+             "empty.yaml": ("\n", "the spec is empty"),
+             "date.yaml": ("name: 2026-12-07\n", "values JSON cannot carry")}
+    for name, (text, expected) in cases.items():
+        (tmp_path / name).write_text(text)
+        result = CliRunner().invoke(app, ["validate", str(tmp_path / name)])
+        line = one_line_error(result.exit_code, result.output)
+        assert expected in line and name in line, line

@@ -17,7 +17,8 @@ import pytest
 from raykd.data import DataError, load_dataset
 from raykd.data.paths import ROOTS_ENV, data_roots_env
 from raykd.engine.run import run_job
-from raykd.events import EVENTS_FILE, JobFailed, read_events
+from raykd.events import JobFailed, read_events
+from raykd.jobdir import JobLayout
 from raykd.service.policy import admit
 from raykd.service.settings import Settings
 from raykd.spec import JobSpec
@@ -61,7 +62,7 @@ def refused_run(spec: JobSpec, job_id: str) -> str:
     """Run the job as its driver would; the one-line error it fails with (also its event's)."""
     with pytest.raises(DataError) as err:
         run_job(spec, job_id=job_id, log=lambda _: None)
-    events = read_events(Path(spec.storage) / job_id / EVENTS_FILE)
+    events = read_events(Path(spec.storage) / job_id / JobLayout.EVENTS)
     failed = [e for e in events if isinstance(e, JobFailed)]
     assert failed and failed[-1].message == str(err.value)
     return str(err.value)

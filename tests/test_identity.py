@@ -93,3 +93,29 @@ def test_no_module_but_raykd_jobdir_spells_the_job_id_rule_or_hashes_a_spec() ->
     assert _spelled_out(re.escape("[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")) == []
     assert _spelled_out(r"sha256\(spec\.model_dump_json|def spec_hash|def _new_id") == [
         "tune/driver.py"]  # _legacy_digest: finds raykd 0.1.0's sweep folders, names none
+
+
+def test_a_job_directory_is_named_by_its_checked_id(tmp_path: Path) -> None:
+    from raykd.jobdir import StorageLayout
+
+    storage = StorageLayout(tmp_path)
+    job = storage.job("exp-1")
+    assert job.root == tmp_path / "exp-1"
+    assert (job.spec, job.events, job.result) == (tmp_path / "exp-1" / "spec.json",
+                                                  tmp_path / "exp-1" / "events.jsonl",
+                                                  tmp_path / "exp-1" / "result.json")
+    assert job.student_record(0, 2) == tmp_path / "exp-1" / "students" / "student-0-g2.json"
+    for bad in ("../escape", "/abs", ".service", "a/b"):
+        with pytest.raises(JobIdError, match="not a valid job id"):
+            storage.job(bad)
+    with pytest.raises(JobIdError):
+        storage.submitted_spec("../../token")
+
+
+def test_no_module_but_raykd_jobdir_names_the_files_of_a_job_directory() -> None:
+    names = ("spec.json", "events.jsonl", "result.json", "sweep.json", "driver.lock",
+             "data.json", "preprocessing.json", "trials.csv", "best_student.safetensors")
+    literal = "|".join(re.escape(f'"{n}"') for n in names)
+    folders = (r'(job_dir|storage|row\.id|job_id)\)? / "(students|teachers|tune|tune_train|logits|'
+               r'student_states|ray_train|cache|\.service)"')
+    assert _spelled_out(f"{literal}|{folders}", suffixes=(".py",)) == []

@@ -24,8 +24,9 @@ from typer.testing import CliRunner
 
 from raykd.cli import app
 from raykd.engine import run_job
-from raykd.events import EVENTS_FILE, follow, read_events
+from raykd.events import follow, read_events
 from raykd.faults import ALLOW_ENV
+from raykd.jobdir import JobLayout
 from raykd.schema import job_status
 from raykd.spec import SpecError, parse_spec
 from tests.conftest import digits_spec
@@ -52,7 +53,7 @@ def types(events: list[Any]) -> list[str]:
 def test_events_are_tailed_live_and_a_finished_id_reruns_without_training(ray_local: None,
                                                                           storage: Path) -> None:
     spec = parse_spec(spec_for(storage))
-    path = storage / "watched" / EVENTS_FILE
+    path = storage / "watched" / JobLayout.EVENTS
     seen: list[Any] = []
     done = threading.Event()
 
@@ -123,7 +124,7 @@ def test_a_killed_driver_is_resumed_by_its_job_id(ray_local: None, storage: Path
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address, "RAY_AUTH_MODE": "token"}
     driver = subprocess.Popen([sys.executable, "-m", "raykd", "run", str(path_spec), "--job-id", "killed"],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    events_path = storage / "killed" / EVENTS_FILE
+    events_path = storage / "killed" / JobLayout.EVENTS
     try:
         _wait_for(events_path, lambda ev: any(e.type == "student_finished" for e in ev), timeout=240)
     finally:
@@ -173,7 +174,7 @@ def test_a_second_driver_of_a_running_job_id_is_refused_naming_the_holder(tmp_pa
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
-        events_path = tmp_path / "runs" / "twice" / EVENTS_FILE
+        events_path = tmp_path / "runs" / "twice" / JobLayout.EVENTS
         before = events_path.read_bytes()
         second = subprocess.run([sys.executable, "-m", "raykd", "run", str(path_spec), "--job-id", "twice"],
                                 capture_output=True, text=True, timeout=120)
@@ -203,7 +204,7 @@ def test_a_killed_student_worker_restarts_from_its_checkpoint(ray_local: None, s
                                train={"epochs": 4, "batch_size": 64, "lr": 0.003},
                                scaling={"num_workers": 1, "student_runner": runner}, faults=fault))
     result = run_job(spec, job_id=name, log=lambda _: None)
-    events = read_events(storage / name / EVENTS_FILE)
+    events = read_events(storage / name / JobLayout.EVENTS)
     assert (storage / name / "fault-0-g1.fired").exists()  # the worker really was killed
     assert result["students"][0]["generations"][0]["runner"] == runner
     assert "student_restarted" in types(events)
@@ -231,7 +232,7 @@ def _undisturbed(storage: Path, runner: str) -> dict[str, Any]:
                                    train={"epochs": 4, "batch_size": 64, "lr": 0.003},
                                    scaling={"num_workers": 1, "student_runner": runner}))
         result = run_job(spec, job_id=name, log=lambda _: None)
-        assert "student_restarted" not in types(read_events(storage / name / EVENTS_FILE))
+        assert "student_restarted" not in types(read_events(storage / name / JobLayout.EVENTS))
         _CALM[runner] = {"history": result["students"][0]["generations"][0]["history"],
                          "test_accuracy": result["students"][0]["test_accuracy"]}
     return _CALM[runner]

@@ -18,7 +18,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from raykd.events import (
-    EVENTS_FILE,
     SUBMISSION_ENV,
     JobFailed,
     JobFinished,
@@ -26,6 +25,7 @@ from raykd.events import (
     JsonlSink,
     read_events,
 )
+from raykd.jobdir import JobLayout
 from raykd.service.app import create_app
 from raykd.service.ray_jobs import RayJobs, RayRefused, RayUnavailable
 from raykd.service.scheduler import Scheduler
@@ -135,7 +135,7 @@ def add_job(store: Store, job_id: str, **fields: Any) -> JobRow:
 
 def write_events(settings: Settings, job_id: str, *events: Any) -> None:
     (settings.storage / job_id).mkdir(parents=True, exist_ok=True)
-    sink = JsonlSink(settings.storage / job_id / EVENTS_FILE, job_id)
+    sink = JsonlSink(settings.storage / job_id / JobLayout.EVENTS, job_id)
     for e in events:
         sink.emit(e)
 
@@ -194,7 +194,7 @@ def test_the_submission_id_reaches_the_driver_and_its_job_started(
 
     monkeypatch.setenv(SUBMISSION_ENV, "s.r3")
     job = open_job(JobSpec.model_validate(digits_spec(str(tmp_path / "runs"))), job_id="s")
-    first = read_events(job.job_dir / EVENTS_FILE)[0]
+    first = read_events(job.job_dir / JobLayout.EVENTS)[0]
     assert isinstance(first, JobStarted) and first.submission_id == "s.r3"
 
 

@@ -20,7 +20,6 @@ import httpx
 import pytest
 
 from raykd.events import (
-    EVENTS_FILE,
     Epoch,
     JobFailed,
     JobFinished,
@@ -31,6 +30,7 @@ from raykd.events import (
     Trial,
     parse_event,
 )
+from raykd.jobdir import JobLayout
 from raykd.schema import job_status
 from raykd.service.follower import AttemptTracker
 from raykd.service.ray_jobs import RayJobs
@@ -273,7 +273,7 @@ def test_a_ticks_cost_does_not_grow_with_the_events_already_read(settings: Setti
     ray = FakeRay()
     add_job(store, "big", state="running", attempts=1, submission_id="big")
     ray.states["big"] = "RUNNING"
-    path = settings.storage / "big" / EVENTS_FILE
+    path = settings.storage / "big" / JobLayout.EVENTS
     path.parent.mkdir(parents=True)
     n = 50_000
     events = [JobStarted(name="t", spec_hash="x", attempt=1, total_epochs=100_000, students=1,

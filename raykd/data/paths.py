@@ -30,9 +30,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 from raykd.data.checks import DataError
+from raykd.jobdir import StorageLayout
 
 ROOTS_ENV = "RAYKD_DATA_ROOTS"
-SERVICE_DIR = ".service"
+SERVICE_DIR = StorageLayout.SERVICE
 NEVER_READ = (Path("/proc"),)
 """Never read as data, whatever the data roots (besides every ``.service`` directory)."""
 OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)

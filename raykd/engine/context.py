@@ -21,7 +21,6 @@ from typing import Any
 
 from raykd.errors import JobDirError, SpecError
 from raykd.events import (
-    EVENTS_FILE,
     SUBMISSION_ENV,
     Epoch,
     JobStarted,
@@ -36,6 +35,8 @@ from raykd.faults import ALLOW_ENV
 from raykd.faults import allowed as faults_allowed
 from raykd.jobdir import (
     DriverLock,
+    JobLayout,
+    StorageLayout,
     absolute,
     check_job_id,
     claim_job_dir,
@@ -83,6 +84,11 @@ class Job:
     worker: Any = None  # the job's student actor (scaling.runner == "actor"), started once
     lock: DriverLock | None = None  # held from open_job until close()
 
+    @property
+    def layout(self) -> JobLayout:
+        """The names of the files in :attr:`job_dir`."""
+        return JobLayout(self.job_dir)
+
     def close(self) -> None:
         """Release the job directory's driver lock (the end of the process does it too)."""
         if self.lock is not None:
@@ -119,7 +125,7 @@ class Job:
         return record if Path(record["checkpoint"]).is_file() else None
 
     def student_record(self, student: int, generation: int) -> Path:
-        return self.job_dir / "students" / f"student-{student}-g{generation}.json"
+        return self.layout.student_record(student, generation)
 
     def resume_point(self, student: int, generation: int) -> str | None:
         """The latest state directory an earlier attempt reported for this student, if intact."""
@@ -153,17 +159,17 @@ def open_job(spec: JobSpec, *, job_id: str | None = None, job_dir: Path | None =
         job_id = job_id or job_dir.name
     else:
         job_id = job_id or new_job_id(spec.name)
-        job_dir = absolute(spec.storage) / job_id
+        job_dir = StorageLayout(absolute(spec.storage)).job(job_id).root
     digest = spec_hash(spec)
     mine = spec.model_dump_json(indent=2)
-    if (job_dir / "spec.json").is_file():
+    if JobLayout(job_dir).spec.is_file():
         _check_same_spec(job_dir, spec, digest)
     else:
         claim_job_dir(job_dir, mine)
     lock = DriverLock(job_dir, job_id)  # one driver per job: refused here, before any event
     try:
-        earlier: list[Any] = read_events(job_dir / EVENTS_FILE)
-        sink = JsonlSink(job_dir / EVENTS_FILE, job_id)
+        earlier: list[Any] = read_events(JobLayout(job_dir).events)
+        sink = JsonlSink(JobLayout(job_dir).events, job_id)
     except BaseException:
         lock.release()
         raise
@@ -179,7 +185,7 @@ def open_job(spec: JobSpec, *, job_id: str | None = None, job_dir: Path | None =
 def _check_same_spec(job_dir: Path, spec: JobSpec, digest: str) -> None:
     """Refuse to resume a directory whose job was started from another spec."""
     try:
-        stored = JobSpec.model_validate_json((job_dir / "spec.json").read_text())
+        stored = JobSpec.model_validate_json(JobLayout(job_dir).spec.read_text())
     except ValueError:
         raise JobDirError(f"{job_dir} holds a spec.json that is not a raykd spec; give another "
                           f"--job-id / --job-dir") from None

@@ -23,10 +23,8 @@ from raykd.data import ColumnChoice, Dataset, load_dataset
 from raykd.data.paths import SERVICE_DIR, forbid
 from raykd.engine.context import Job
 from raykd.engine.prepare import check_models
-from raykd.jobdir import atomic_path
+from raykd.jobdir import JobLayout, atomic_path
 from raykd.spec import FeaturesSpec, JobSpec
-
-PREPROCESSING_FILE = "preprocessing.json"
 
 
 def column_choice(features: FeaturesSpec) -> ColumnChoice:
@@ -130,7 +128,7 @@ def write_preprocessing(data: Dataset, directory: Path) -> Path:
     """``<directory>/preprocessing.json``: the fitted preprocessing record (any source)."""
     record = data.prep_record
     assert record is not None
-    path = directory / PREPROCESSING_FILE
+    path = directory / JobLayout.PREPROCESSING
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(record, indent=2))
     return path
@@ -167,7 +165,7 @@ def dataset_row(data: Dataset, job_dir: Path) -> dict[str, Any]:
             "label_column": t.label_column,
             "used": [{"column": c.name, "kind": c.kind, "inputs": c.outputs} for c in t.columns],
             "dropped": list(t.dropped), "rows": dict(t.rows), "fitted_on": t.fitted_on,
-            "preprocessing": str(job_dir / PREPROCESSING_FILE),
+            "preprocessing": str(job_dir / JobLayout.PREPROCESSING),
         }
     if data.text is not None:
         row["text"] = data.text.to_dict()

@@ -29,7 +29,7 @@ from raykd.data.paths import checked_checkpoint
 from raykd.engine.context import Job
 from raykd.events import TeacherReady
 from raykd.faults import teacher_fault
-from raykd.jobdir import ensure_dir, publish_file
+from raykd.jobdir import StorageLayout, ensure_dir, publish_file
 from raykd.losses.topk import TopK, dense
 from raykd.models import CheckpointError, load_checkpoint
 from raykd.spec import JobSpec, SpecError
@@ -194,7 +194,6 @@ def load_data(job: Job) -> Dataset:
     return data
 
 
-DATA_FILE = "data.json"
 
 
 def check_same_data(job: Job, data: Dataset) -> None:
@@ -211,7 +210,7 @@ def check_same_data(job: Job, data: Dataset) -> None:
     from raykd.jobdir import atomic_path
 
     now = {s: getattr(data, s).fingerprint for s in ("train", "val", "test")}
-    path = job.job_dir / DATA_FILE
+    path = job.layout.data
     if path.is_file():
         before = json.loads(path.read_text())
         if before != now:
@@ -237,7 +236,7 @@ def resolve_gpu(setting: bool | str) -> bool:
 
 def cache_dir(spec: JobSpec) -> str:
     """The shared cache directory: ``cache.dir``, or ``<storage>/cache``."""
-    return spec.cache.dir or str(Path(spec.storage) / "cache")
+    return spec.cache.dir or str(StorageLayout(Path(spec.storage)).cache)
 
 
 def logit_cache(job: Job) -> Any:
@@ -246,7 +245,7 @@ def logit_cache(job: Job) -> Any:
 
     spec = job.spec
     if not spec.cache.enabled:  # no sharing; a resumed attempt of this job still reuses them
-        return LogitCache(ensure_dir(job.job_dir / "logits", "the job directory"))
+        return LogitCache(ensure_dir(job.layout.logits, "the job directory"))
     return LogitCache(ensure_dir(Path(cache_dir(spec)), "cache.dir" if spec.cache.dir else "storage"))
 
 
@@ -374,7 +373,7 @@ def _teacher_cache_path(cache: Any, job: Job, index: int, fingerprint: str) -> P
 
 
 def _own_checkpoint(job: Job, index: int) -> Path:
-    return job.job_dir / "teachers" / f"teacher-{index}.safetensors"
+    return job.layout.teacher(index)
 
 
 def _teacher_configs(job: Job, data: Dataset, cache: Any) -> list[Any]:
@@ -397,7 +396,7 @@ def _teacher_configs(job: Job, data: Dataset, cache: Any) -> list[Any]:
         configs.append(TeacherConfig(model=t.model.model_dump(), checkpoint=checkpoint, seed=t.seed,
                                      trained_path=str(_own_checkpoint(job, i)),
                                      fault=teacher_fault(job.spec.faults, i,
-                                                         job.job_dir / f"fault-teacher-{i}.fired")))
+                                                         job.layout.fault_marker(f"teacher-{i}"))))
     return configs
 
 
@@ -419,7 +418,7 @@ def given_as_is(job: Job, index: int, data: Dataset) -> str:
                         f"its config.json names {archs or 'no architectures'} (a base model: its "
                         "head would be random); use fine_tune: true to train one here")
     check_head_labels(model, where, data)
-    path = job.job_dir / "teachers" / f"teacher-{index}-given.safetensors"
+    path = job.layout.teacher(index, given=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(model, path, config=t.model.model_dump(), input_shape=data.input_shape,
                     num_classes=data.num_classes)

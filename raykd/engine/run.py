@@ -27,7 +27,6 @@ from typing import Any
 
 from raykd.data import Dataset
 from raykd.engine.context import Job, open_job
-from raykd.jobdir import spec_hash
 from raykd.engine.job_data import dataset_row, describe_students
 from raykd.engine.prepare import prepare
 from raykd.engine.students import (
@@ -40,6 +39,7 @@ from raykd.engine.students import (
 )
 from raykd.errors import user_message
 from raykd.events import JobFailed, JobFinished
+from raykd.jobdir import spec_hash
 from raykd.schema import JobResult
 from raykd.spec import JobSpec
 
@@ -88,7 +88,7 @@ def run_job(spec: JobSpec, *, job_id: str | None = None, job_dir: Path | None = 
             except BaseException as exc:
                 job.emit(failure_event(exc))
                 raise
-            job.emit(JobFinished(result=str(job.job_dir / "result.json"),
+            job.emit(JobFinished(result=str(job.layout.result),
                                  seconds=time.perf_counter() - start))
     finally:
         job.close()  # the driver lock: another driver may run this job id from now on
@@ -97,7 +97,7 @@ def run_job(spec: JobSpec, *, job_id: str | None = None, job_dir: Path | None = 
 
 def _finished(job: Job) -> dict[str, Any] | None:
     """The stored result of a job an earlier attempt finished (then nothing runs again)."""
-    path = job.job_dir / "result.json"
+    path = job.layout.result
     if not any(e.type == "job_finished" for e in job.earlier) or not path.is_file():
         return None
     job.say(f"job {job.job_id} already finished: {path}")
@@ -137,5 +137,5 @@ def _run(job: Job, start: float) -> dict[str, Any]:
         "timings": {**job.timer.stages, "total": time.perf_counter() - start},
     })
     result = JobResult.model_validate(job.result)  # the schema, checked
-    result.write(job.job_dir / "result.json")
-    return json.loads((job.job_dir / "result.json").read_text())  # exactly what a rerun returns
+    result.write(job.layout.result)
+    return json.loads(job.layout.result.read_text())  # exactly what a rerun returns

@@ -222,7 +222,7 @@ def _born_again(job: Job, data: Dataset, index: int, m: MethodSpec, teachers: Te
 
 def _fault(job: Job, index: int, generation: int) -> dict[str, Any] | None:
     """The spec's student faults for this student (``raykd.faults``; None: none)."""
-    return student_fault(job.spec.faults, job.job_dir / f"fault-{index}-g{generation}.fired")
+    return student_fault(job.spec.faults, job.layout.fault_marker(f"{index}-g{generation}"))
 
 
 def student_refs(method: MethodSpec, source: TeacherSet, refs: dict[str, Any]) -> dict[str, Any]:
@@ -285,14 +285,14 @@ def train_one(job: Job, data: Dataset, method: MethodSpec, source: TeacherSet, r
     if run.resume_from:
         job.say(f"student [{config.label}]: resuming from {run.resume_from}")
     name = f"student-{index}-g{generation}"
-    out = job.job_dir / "students" / f"{name}.safetensors"
+    out = job.layout.student(name)
     with job.stage("students"):
         if spec.scaling.runner == "actor":
             from raykd.train.actor import train_student_actor
 
             res = train_student_actor(student_worker(job), config,
                                       refs=student_refs(method, source, refs),
-                                      storage=job.job_dir / "student_states",
+                                      storage=job.layout.student_states,
                                       name=f"{name}-a{job.attempt}", out=out, run=run)
         else:
             from raykd.train.trainer import train_student_ray
@@ -300,7 +300,7 @@ def train_one(job: Job, data: Dataset, method: MethodSpec, source: TeacherSet, r
             res = train_student_ray(
                 config, refs=student_refs(method, source, refs),
                 num_workers=spec.scaling.num_workers, use_gpu=resolve_gpu(spec.scaling.use_gpu),
-                cpus_per_worker=spec.scaling.cpus_per_worker, storage=job.job_dir / "ray_train",
+                cpus_per_worker=spec.scaling.cpus_per_worker, storage=job.layout.ray_train,
                 name=f"{name}-a{job.attempt}", out=out, run=run,
             )
         scores, test_logits = score_checkpoint(res.checkpoint, data)

@@ -118,7 +118,7 @@ def ensure_token(settings: Settings) -> Path | None:
     """With neither RAYKD_TOKEN nor RAYKD_USERS, make a token and keep it (0600) in storage."""
     if settings.token is not None or settings.users:
         return None
-    path = settings.storage / ".service" / "token"
+    path = settings.layout.service / "token"
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.is_file():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -142,7 +142,7 @@ def _ray(settings: Settings) -> tuple[RayJobs, OwnedHead | None]:
                        timeout_s=settings.ray_timeout_s, max_inflight=inflight), None
     # the own head's shell may not find `raykd` (a venv that is not activated): this interpreter
     own = f"{shlex.quote(sys.executable)} -m raykd"
-    service_dir = settings.storage / ".service"
+    service_dir = settings.layout.service
     token_path = service_dir / "ray_token"
     token = owned_head_token(token_path, token)
     head = OwnedHead.attach(service_dir, token)

@@ -49,7 +49,7 @@ def _check_cache_dir(value: str, settings: Settings) -> None:
     that job's artifacts (or block its start), and ``.service`` holds the service's secrets.
     A relative path would be resolved by the driver against its own working directory.
     """
-    root = settings.storage / "cache"
+    root = settings.layout.cache
     if not Path(value).is_absolute() or not _inside(Path(value), [root]):
         raise PolicyError(f"cache.dir={value!r}: give an absolute path under {root} (the "
                           "service's shared cache), or leave it out to use that cache")

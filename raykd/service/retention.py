@@ -64,7 +64,7 @@ def sweep(settings: Settings, store: Store, ray: RayJobs | None, lock: threading
 
 def _remove_files(settings: Settings, row: JobRow, ray: RayJobs | None) -> None:
     """The job's directory and kept spec, and (best effort) Ray's records of it."""
-    shutil.rmtree(settings.storage / row.id, ignore_errors=True)
+    shutil.rmtree(settings.layout.job(row.id).root, ignore_errors=True)
     spec_file(settings, row.id).unlink(missing_ok=True)
     if ray is None:
         return

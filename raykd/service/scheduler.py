@@ -39,8 +39,9 @@ from typing import Any
 
 from raykd.allowlist import allowlist_env
 from raykd.data.paths import data_roots_env
-from raykd.events import EVENTS_FILE, SUBMISSION_ENV, parse_event
+from raykd.events import SUBMISSION_ENV, parse_event
 from raykd.faults import ALLOW_ENV
+from raykd.jobdir import JobLayout
 from raykd.schema import DIED_MESSAGE
 from raykd.service.follower import AttemptTracker, read_new_events
 from raykd.service.ray_jobs import RAY_TERMINAL, RayJobs, RayRefused, RayUnavailable
@@ -55,7 +56,7 @@ WATCH_FAILED_S = 86400.0  # how long a failed job's events are watched for a lat
 
 def spec_file(settings: Settings, job_id: str) -> Path:
     """Where the service keeps the spec it submits for ``job_id`` (outside the job's directory)."""
-    return settings.storage / ".service" / "specs" / f"{job_id}.json"
+    return settings.layout.submitted_spec(job_id)
 
 
 def submission_ids(row: JobRow) -> list[str]:
@@ -70,7 +71,7 @@ def submission_id(job_id: str, attempts: int) -> str:
 
 def result_summary(job_dir: Path) -> dict[str, Any] | None:
     """The headline numbers of ``result.json`` or ``sweep.json`` (None when neither exists)."""
-    for name in ("result.json", "sweep.json"):
+    for name in JobLayout.RESULTS:
         path = job_dir / name
         if path.is_file():
             try:
@@ -386,7 +387,7 @@ class Scheduler:
         if (followed is None or followed.submission_id != row.submission_id
                 or followed.attempts != row.attempts or followed.created_at != row.created_at):
             followed = self._rebuild(row)
-        read = read_new_events(self.settings.storage / row.id / EVENTS_FILE, followed.offset)
+        read = read_new_events(self.settings.layout.job(row.id).events, followed.offset)
         self.work["bytes_read"] += read.bytes_read
         self.work["lines_parsed"] += read.lines_parsed
         new = [e for e in read.events if e.seq > followed.tracker.last_seq]
@@ -462,7 +463,7 @@ class Scheduler:
     def _finish(self, row: JobRow, state: str, error: str | None, fields: dict[str, Any]) -> None:
         if state == "failed" and row.cancel_requested:
             state = "cancelled"
-        job_dir = self.settings.storage / row.id
+        job_dir = self.settings.layout.job(row.id).root
         self.store.update(row.id, state=state, error=error, finished_at=time.time(),
                           result=result_summary(job_dir) if state == "succeeded" else None, **fields)
         if state != "failed":
@@ -497,7 +498,7 @@ class Scheduler:
         """
         for row in self.store.failed_since(time.time() - WATCH_FAILED_S):
             try:
-                path = self.settings.storage / row.id / EVENTS_FILE
+                path = self.settings.layout.job(row.id).events
                 if not path.is_file() or path.stat().st_size <= (row.events_offset or 0):
                     continue
                 tracker = self.ingest(row).tracker
@@ -520,7 +521,7 @@ class Scheduler:
                     f"says {state}")
             self.store.update(row.id, state=state, error=error, note=note[:1000],
                               finished_at=tracker.end.time if tracker.end is not None else time.time(),
-                              result=result_summary(self.settings.storage / row.id) if state == "succeeded"
+                              result=result_summary(self.settings.layout.job(row.id).root) if state == "succeeded"
                               else None, **fields)
             self._followed.pop(row.id, None)
         else:

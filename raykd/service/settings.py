@@ -13,6 +13,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from raykd.jobdir import StorageLayout
+
 MIN_TOKEN_CHARS = 32
 TOKEN_HINT = ("e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'")
 
@@ -146,6 +148,11 @@ class Settings(BaseSettings):
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
 
+    @property
+    def layout(self) -> StorageLayout:
+        """What lives under :attr:`storage`: job directories, the cache, the service's files."""
+        return StorageLayout(self.storage)
+
     def db_url(self) -> str:
         """The database URL in use."""
-        return self.database_url or f"sqlite:///{self.storage / 'raykd.db'}"
+        return self.database_url or f"sqlite:///{self.layout.database}"

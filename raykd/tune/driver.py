@@ -40,7 +40,7 @@ from raykd.engine.prepare import (
 )
 from raykd.engine.run import failure_event
 from raykd.events import JobFinished
-from raykd.jobdir import absolute, resolve_spec_paths, spec_hash
+from raykd.jobdir import JobLayout, absolute, resolve_spec_paths, spec_hash
 from raykd.spec import JobSpec, SpecError
 from raykd.train.config import StudentConfig, teacher_accuracy
 from raykd.tune.events import TrialEvents
@@ -62,7 +62,6 @@ from raykd.tune.space import (
 from raykd.tune.trial import trainable_for
 
 Log = Callable[[str], None]
-EXPERIMENT = "tune"
 
 
 def default_job_dir(spec: JobSpec) -> Path:
@@ -77,7 +76,7 @@ def default_job_dir(spec: JobSpec) -> Path:
     storage = Path(spec.storage)
     current = storage / f"{spec.name}-sweep-{spec_hash(spec)[:8]}"
     legacy = storage / f"{spec.name}-sweep-{_legacy_digest(spec)}"
-    return legacy if not current.exists() and (legacy / "spec.json").is_file() else current
+    return legacy if not current.exists() and JobLayout(legacy).spec.is_file() else current
 
 
 def _legacy_digest(spec: JobSpec) -> str:
@@ -139,7 +138,7 @@ def shared_inputs(
         "use_gpu": use_gpu,
         "scaling": spec.scaling.model_dump(),
         "naive": naive,
-        "train_storage": str((job.job_dir / "tune_train").resolve()),
+        "train_storage": str(job.layout.tune_train.resolve()),
     }
 
 
@@ -156,7 +155,7 @@ def make_tuner(job: Job, shared: dict[str, Any], plan: TrialPlan) -> tuple[Any, 
     trainable = tune.with_resources(
         tune.with_parameters(trainable_for(plan.nested), shared=shared), resources
     )
-    path = (job.job_dir / EXPERIMENT).resolve()
+    path = job.layout.tune.resolve()
     if tune.Tuner.can_restore(path):
         return tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True), True
     config = tune.TuneConfig(
@@ -171,7 +170,7 @@ def make_tuner(job: Job, shared: dict[str, Any], plan: TrialPlan) -> tuple[Any, 
         reuse_actors=not plan.nested,
     )
     run = tune.RunConfig(
-        name=EXPERIMENT,
+        name=JobLayout.TUNE,
         storage_path=str(path.parent),
         verbose=0,
         failure_config=tune.FailureConfig(max_failures=0),
@@ -310,7 +309,7 @@ def _fit(job: Job, shared: dict[str, Any], plan: TrialPlan) -> tuple[Any, bool]:
     tuner, resumed = make_tuner(job, shared, plan)
     if resumed:
         job.log(
-            f"resuming the sweep stored in {job.job_dir / EXPERIMENT}: finished trials are kept"
+            f"resuming the sweep stored in {job.layout.tune}: finished trials are kept"
         )
     grid = tuner.fit()
     job.log(f"tune finished: {len(grid)} trials, {grid.num_errors} errors")
@@ -321,7 +320,7 @@ def trial_statuses(job_dir: Path) -> dict[str, str]:
     """Tune's status of every trial (``TERMINATED``, ``ERROR``, ``PENDING``, ``RUNNING``)."""
     from ray.tune import ExperimentAnalysis
 
-    analysis = ExperimentAnalysis(str((job_dir / EXPERIMENT).resolve()))
+    analysis = ExperimentAnalysis(str(JobLayout(job_dir).tune.resolve()))
     return {t.trial_id: t.status for t in analysis.trials}
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from raykd.data import Dataset
 from raykd.engine.context import Job
 from raykd.engine.prepare import TeacherSet
+from raykd.jobdir import JobLayout
 from raykd.losses.topk import TopK, concat_rows
 from raykd.models import describe_checkpoint, save_checkpoint
 from raykd.train.config import StudentConfig
@@ -84,7 +85,7 @@ def final_student(
     )
     path = save_checkpoint(
         model,
-        job.job_dir / "best_student.safetensors",
+        job.layout.best_student,
         **config.checkpoint_meta,
         extra={"method": method.model_dump(), "trained_on": "train+val"},
         class_names=data.class_names,
@@ -106,7 +107,7 @@ def final_student(
 def reuse_final(job_dir: Path, best: dict[str, Any], data: Dataset) -> dict[str, Any] | None:
     """The final student of an earlier call, when it was trained for this same best config
     (its checkpoint then given the class names and preprocessing, as a new one has them)."""
-    path = job_dir / "sweep.json"
+    path = JobLayout(job_dir).sweep
     if not path.exists():
         return None
     old = json.loads(path.read_text())

@@ -10,9 +10,9 @@ from typing import Any
 
 from raykd.data import Dataset
 from raykd.engine.context import Job
-from raykd.jobdir import spec_hash
 from raykd.engine.job_data import dataset_row
 from raykd.engine.run import versions
+from raykd.jobdir import JobLayout, spec_hash
 from raykd.schema import SweepResult
 from raykd.tune.plots import alpha_plot, heatmap_w_t
 from raykd.tune.results import write_csv
@@ -22,9 +22,9 @@ from raykd.tune.space import TrialPlan
 def write_outputs(job_dir: Path, rows: list[dict[str, Any]]) -> dict[str, str]:
     """The trials table and the two plots; their paths."""
     return {
-        "trials": str(write_csv(rows, job_dir / "trials.csv")),
-        "heatmap": str(heatmap_w_t(rows, job_dir / "heatmap_w_t.png")),
-        "alpha": str(alpha_plot(rows, job_dir / "alpha.png")),
+        "trials": str(write_csv(rows, JobLayout(job_dir).trials)),
+        "heatmap": str(heatmap_w_t(rows, JobLayout(job_dir).heatmap)),
+        "alpha": str(alpha_plot(rows, JobLayout(job_dir).alpha_plot)),
     }
 
 

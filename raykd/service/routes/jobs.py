@@ -119,7 +119,7 @@ def submit(body: JobCreate, user: CurrentUser, state: State, response: Response,
                                  "for one to finish, or cancel one")
     name = body.name or spec.name
     job_id = body.job_id or new_job_id(name)
-    if body.job_id and (state.settings.storage / job_id).exists():
+    if body.job_id and state.settings.layout.job(job_id).root.exists():
         raise _unavailable(job_id)  # an earlier run's files: said as for any taken id
     row = JobRow(id=job_id, name=name, kind="sweep" if spec.sweep else "run",
                  owner=user.name, state="queued", priority=body.priority,
@@ -309,7 +309,7 @@ def delete(row: OwnedJob, state: State, audit: Audit) -> Response:
         if row.state not in FINAL_STATES:
             raise HTTPException(409, f"job {row.id!r} is {row.state}; cancel it first")
         state.store.delete(row.id)
-    shutil.rmtree(state.settings.storage / row.id, ignore_errors=True)
+    shutil.rmtree(state.settings.layout.job(row.id).root, ignore_errors=True)
     spec_file(state.settings, row.id).unlink(missing_ok=True)
     _forget_in_ray(state, row)
     audit("delete", row.id)
@@ -460,7 +460,7 @@ def _log_bytes(state: State, row: JobRow, offset: int, tail: int | None) -> byte
 
 
 def _artifacts(state: State, row: JobRow) -> list[tuple[str, Path]]:
-    root = (state.settings.storage / row.id).resolve()
+    root = state.settings.layout.job(row.id).root.resolve()
     if not root.is_dir():
         return []
     found = []
@@ -481,7 +481,7 @@ def download(path: Annotated[str, PathParam(
                  description="The file's path in the job's directory, as GET .../artifacts lists it "
                  "(e.g. result.json).")],
              row: OwnedJob, state: State, audit: Audit) -> FileResponse:
-    root = (state.settings.storage / row.id).resolve()
+    root = state.settings.layout.job(row.id).root.resolve()
     target = (root / path).resolve()
     listed = dict(_artifacts(state, row))
     if not target.is_relative_to(root) or path not in listed:

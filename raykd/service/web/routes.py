@@ -34,13 +34,8 @@ from raykd.service.routes.jobs import public, public_many
 from raykd.service.schemas import JobPublic
 from raykd.service.store import JobRow
 from raykd.service.web.sessions import COOKIE, CSRF_HEADER, Session, request_session, sessions_of
-from raykd.service.web.views import (
-    SpecTextError,
-    compare_chart,
-    read_spec_text,
-    spec_yaml,
-    summary,
-)
+from raykd.service.web.views import compare_chart, spec_yaml, summary
+from raykd.spec_files import SpecTextError, read_spec_text
 from raykd.states import ACTIVE_STATES, FINAL_STATES, STATES, UNFINISHED_STATES
 
 HERE = Path(__file__).parent

@@ -2,92 +2,19 @@
 
 ``summary`` turns a finished job's result into the rows of its results table (teachers,
 ensemble, each student, or a sweep's best); ``compare_chart`` lays out the compare page's
-bars; ``read_spec_text`` reads a pasted spec (YAML or JSON) and the line of every field,
-so that the submit page can put each validation error next to the line it names.
+bars; the submit page reads a pasted spec with :func:`raykd.spec_files.read_spec_text`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from raykd.jobdir import StorageLayout
 from raykd.service.schemas import JobPublic
-
-MAX_SPEC_NODES = 20_000
-
-
-class SpecTextError(ValueError):
-    """A spec text that is not a readable mapping; ``line`` (from 1) when one is to blame."""
-
-    def __init__(self, message: str, line: int | None = None) -> None:
-        super().__init__(message)
-        self.line = line
-
-
-def read_spec_text(text: str) -> tuple[dict[str, Any], dict[str, int]]:
-    """The mapping in ``text`` and ``{"train.epochs": line, ...}`` (lines from 1).
-
-    Anchors and aliases are refused (a few aliases can expand to gigabytes of JSON), and
-    so are documents of more than ``MAX_SPEC_NODES`` nodes.
-    """
-    if not text.strip():
-        raise SpecTextError("the spec is empty: paste YAML or JSON, or choose a file")
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        line = mark.line + 1 if mark is not None else None
-        where = f"line {line}: " if line else ""
-        raise SpecTextError(f"not valid YAML or JSON: {where}{err.problem or err}", line) from None
-    except (yaml.YAMLError, RecursionError) as err:
-        raise SpecTextError(f"not valid YAML or JSON: {str(err).splitlines()[0][:200]}") from None
-    if not isinstance(root, yaml.MappingNode):
-        raise SpecTextError("a spec is a mapping (name: ..., data: ..., teachers: ...)",
-                            root.start_mark.line + 1 if root is not None else None)
-    lines: dict[str, int] = {}
-    seen: set[int] = set()
-
-    def walk(node: yaml.Node, path: str) -> None:
-        if id(node) in seen:
-            raise SpecTextError("anchors and aliases (&, *) are not supported in a spec",
-                                node.start_mark.line + 1)
-        seen.add(id(node))
-        if len(seen) > MAX_SPEC_NODES:
-            raise SpecTextError(f"the spec has more than {MAX_SPEC_NODES} values")
-        if path:
-            lines.setdefault(path, node.start_mark.line + 1)
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                name = str(key.value)
-                lines.setdefault(f"{path}.{name}" if path else name, key.start_mark.line + 1)
-                walk(value, f"{path}.{name}" if path else name)
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                walk(item, f"{path}.{i}" if path else str(i))
-
-    try:
-        walk(root, "")
-        data = yaml.safe_load(text)
-    except RecursionError:
-        raise SpecTextError("not valid YAML or JSON: nested too deeply") from None
-    except yaml.YAMLError as err:
-        raise SpecTextError(f"not valid YAML or JSON: {str(err).splitlines()[0][:200]}") from None
-    except ValueError as err:  # e.g. an integer of more digits than Python converts (4,300)
-        raise SpecTextError(f"a value cannot be read: {str(err).splitlines()[0][:200]}") from None
-    if not isinstance(data, dict):
-        raise SpecTextError("a spec is a mapping (name: ..., data: ..., teachers: ...)")
-    try:
-        json.dumps(data, allow_nan=False)
-    except (TypeError, ValueError):
-        raise SpecTextError("the spec holds values JSON cannot carry (dates, NaN, binary)",
-                            ) from None
-    return data, lines
-
-
 
 
 def spec_yaml(spec: dict[str, Any] | None) -> str:
@@ -108,7 +35,7 @@ def _artifact_path(storage: Path, job_id: str, path: str | None) -> str | None:
     if not path:
         return None
     try:
-        root = (storage / job_id).resolve()
+        root = StorageLayout(storage).job(job_id).root.resolve()
         return Path(path).resolve().relative_to(root).as_posix()
     except ValueError:
         return None
