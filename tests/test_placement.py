@@ -37,7 +37,7 @@ def fake_gpus() -> Iterator[None]:
 
 def pool(n: int, fraction: float = 1.0) -> TeacherPool:
     return TeacherPool([TeacherConfig(model=MLP, seed=i) for i in range(n)], input_shape=(4,),
-                       num_classes=3, use_gpu=True, gpu_fraction=fraction, ready_timeout_s=20)
+                       num_classes=3, use_gpu=True, gpu_fraction=fraction, ready_timeout_s=180)
 
 
 def test_each_teacher_gets_its_own_gpu(fake_gpus: None) -> None:
