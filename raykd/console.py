@@ -19,8 +19,7 @@ import threading
 from pathlib import Path
 from typing import Any, TextIO
 
-#: The file in a job's directory that holds Ray's own output of a ``raykd run``.
-RAY_LOG = "ray.log"
+from raykd.jobdir import JobLayout
 
 #: Set before Ray is imported: no colour codes in Ray's prefixes, every line kept.
 QUIET_RAY_ENV = {"RAY_COLOR_PREFIX": "0", "RAY_DEDUP_LOGS": "0"}
@@ -162,7 +161,7 @@ class EventFollower:
 
 def divert_to_job(job: Any) -> None:
     """Divert Ray's output to the job's ``ray.log``; one console line says where."""
-    path = Path(job.job_dir) / RAY_LOG
+    path = JobLayout(Path(job.job_dir)).ray_log
     if divert_ray_output(path):
         out().write(f"raykd: Ray's own output (workers, warnings): {path}\n")
         out().flush()

@@ -119,6 +119,7 @@ class JobLayout:
           data.json            what the job's data was (digest, sizes, classes)
           preprocessing.json   the fitted preprocessing that predict applies
           result.json          a run's result, written atomically at the end
+          ray.log              what Ray printed while `raykd run` ran (the console keeps raykd's)
           sweep.json, trials.csv, heatmap_w_t.png, alpha.png, best_student.safetensors
                                a sweep's result, its trials, plots and final student
           teachers/            teacher-<i>.safetensors (trained here), teacher-<i>-given.safetensors
@@ -140,6 +141,7 @@ class JobLayout:
     SWEEP: ClassVar[str] = "sweep.json"
     TRIALS: ClassVar[str] = "trials.csv"
     TUNE: ClassVar[str] = "tune"
+    RAY_LOG: ClassVar[str] = "ray.log"
     HEATMAP: ClassVar[str] = "heatmap_w_t.png"
     ALPHA_PLOT: ClassVar[str] = "alpha.png"
     BEST_STUDENT: ClassVar[str] = "best_student.safetensors"
@@ -158,6 +160,7 @@ class JobLayout:
     alpha_plot = _Inside(ALPHA_PLOT)
     best_student = _Inside(BEST_STUDENT)
     tune = _Inside(TUNE)
+    ray_log = _Inside(RAY_LOG)
     teachers = _Inside("teachers")
     students = _Inside("students")
     student_states = _Inside("student_states")
