@@ -19,7 +19,7 @@ __all__ = ["JobSpec", "load_spec", "parse_spec", "run_job", "__version__"]
 
 def __getattr__(name: str) -> Any:
     if name in ("JobSpec", "load_spec", "parse_spec"):
-        from raykd import spec
+        from raykd.core import spec
 
         return getattr(spec, name)
     if name == "run_job":

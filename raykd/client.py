@@ -12,10 +12,10 @@ Example::
         print(client.wait(job.id).state)
         client.download_all(job.id, "out/")
 
-Every method returns the models of :mod:`raykd.service.schemas` (or :mod:`raykd.events`).
+Every method returns the models of :mod:`raykd.service.schemas` (or :mod:`raykd.core.events`).
 An error answer of the service raises :class:`RaykdAPIError` (status and detail); a service
 that cannot be reached raises :class:`RaykdConnectionError` naming the URL. Both are
-:class:`raykd.errors.UserError`, so the CLI prints them as one line (exit code 2).
+:class:`raykd.core.errors.UserError`, so the CLI prints them as one line (exit code 2).
 
 The token is sent as ``Authorization: Bearer`` and never appears in a repr, a message or a
 log line. Torch-free and Ray-free: importing this module loads httpx and pydantic only.
@@ -47,16 +47,16 @@ from raykd.client_http import (
     iter_sse,
     public_url,
 )
-from raykd.errors import UserError
-from raykd.events import parse_event
+from raykd.core.errors import UserError
+from raykd.core.events import parse_event
+from raykd.core.spec import JobSpec
+from raykd.core.states import FINAL_STATES, TERMINAL_EVENTS
 from raykd.service.schemas import (
     Artifact,
     JobPage,
     JobPublic,
     MetricPoint,
 )
-from raykd.spec import JobSpec
-from raykd.states import FINAL_STATES, TERMINAL_EVENTS
 
 __all__ = [
     "API",
@@ -203,7 +203,7 @@ class RaykdClient(ServiceConnection):
         return self.get(job_id).state in FINAL_STATES
 
     def events(self, job_id: str, *, after: int = 0) -> Iterator[Any]:
-        """The job's events (:data:`raykd.events.Event`) with ``seq > after``, live.
+        """The job's events (:data:`raykd.core.events.Event`) with ``seq > after``, live.
 
         Ends when the service ends the stream (the job is final). A dropped connection is
         resumed with ``Last-Event-ID``, so no event is lost or repeated; after

@@ -15,7 +15,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 
-from raykd.errors import UserError
+from raykd.core.errors import UserError
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 API = "/api/v1"

@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 from typing import Any, TextIO
 
-from raykd.jobdir import JobLayout
+from raykd.core.jobdir import JobLayout
 
 #: Set before Ray is imported: no colour codes in Ray's prefixes, every line kept.
 QUIET_RAY_ENV = {"RAY_COLOR_PREFIX": "0", "RAY_DEDUP_LOGS": "0"}
@@ -149,7 +149,7 @@ class EventFollower:
         self.display.__exit__(*exc)
 
     def _run(self) -> None:
-        from raykd.events import follow
+        from raykd.core.events import follow
         from raykd.report import event_line
 
         for event in follow(self.path, after=self.after, stop=self._stop.is_set, poll_s=0.1):

@@ -1,7 +1,7 @@
 """The generated reference pages of the docs, made from the code so that they cannot drift.
 
 ``python -m raykd.docs_gen`` writes ``docs/reference/``: ``spec.md`` (every field of
-:class:`raykd.spec.JobSpec` and its sections: type, default, bounds, description), ``cli.md``
+:class:`raykd.core.spec.JobSpec` and its sections: type, default, bounds, description), ``cli.md``
 (every ``raykd`` command, argument and option), ``api.md`` (every route of the control
 plane's OpenAPI document) and ``settings.md`` (every ``RAYKD_*`` setting of ``raykd serve``).
 ``python -m raykd.docs_gen --check`` writes nothing and exits 1 naming each page that differs
@@ -185,7 +185,7 @@ def _submodels(tp: Any, suffix: str = "") -> Iterator[tuple[type[BaseModel], str
 
 SPEC_INTRO = (
     "Every field of a job spec (`raykd run SPEC`, `raykd submit SPEC`, `POST /api/v1/jobs`), from "
-    "the pydantic models in `raykd/spec.py`. Unknown keys are refused; a value out of its bounds "
+    "the pydantic models in `raykd/core/spec.py`. Unknown keys are refused; a value out of its bounds "
     "ends with one line naming the field, the value and what is accepted (exit 2, or 422 from "
     "the API). The sections:\n\n"
 )
@@ -193,10 +193,10 @@ SPEC_INTRO = (
 
 def spec_reference() -> str:
     """docs/reference/spec.md: every section and field of a job spec."""
-    from raykd.spec import JobSpec
+    from raykd.core.spec import JobSpec
 
     models = _models(JobSpec)
-    lines = [HEADER.format(source="raykd/spec.py (pydantic)"), "# Spec reference\n\n", SPEC_INTRO]
+    lines = [HEADER.format(source="raykd/core/spec.py (pydantic)"), "# Spec reference\n\n", SPEC_INTRO]
     lines += [f"- {_link_to_section(model)}: {_where(paths, 'the spec itself')}\n"
               for model, paths in models.items()]
     for model, paths in models.items():

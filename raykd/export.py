@@ -155,8 +155,8 @@ def parity_inputs(student: Student, data: Path | None) -> tuple[np.ndarray, str]
 
 def job_test_inputs(student: Student, job_dir: Path) -> np.ndarray:
     """The job's test rows of its data file, through the student's stored preprocessing."""
+    from raykd.core.spec import JobSpec
     from raykd.data.splits import dataset_indices
-    from raykd.spec import JobSpec
 
     record = job_record(job_dir)
     if record is None:

@@ -12,7 +12,7 @@ applies the model to a ``.csv``/``.parquet`` table, an ``.npz`` of raw rows (arr
 for a model trained on arrays), a ``.parquet`` file of encoded images
 (for a model trained on images), or a folder of images (directly in it, or in sub-folders
 named by class, which then count as labels), and returns the predicted class names and
-per-class probabilities. Every bad input is a :class:`~raykd.errors.UserError` naming
+per-class probabilities. Every bad input is a :class:`~raykd.core.errors.UserError` naming
 what is wrong.
 """
 
@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from raykd.core.errors import UserError
+from raykd.core.jobdir import JobLayout
 from raykd.data import DataError, ImagePrep, TablePrep
 from raykd.data.arrays import FORMAT as ARRAY_FORMAT
 from raykd.data.arrays import ArrayPrep
@@ -34,8 +36,6 @@ from raykd.data.span_data import SPAN_FORMAT
 from raykd.data.table_prep import Fallbacks
 from raykd.data.text import FORMAT as TEXT_FORMAT
 from raykd.data.text import TextPrep
-from raykd.errors import UserError
-from raykd.jobdir import JobLayout
 
 
 class ArtifactError(UserError, ValueError):

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from raykd.jobdir import JobLayout
+from raykd.core.jobdir import JobLayout
 from raykd.predict import (
     ArtifactError,
     Student,

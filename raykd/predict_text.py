@@ -175,9 +175,9 @@ def text_parity(student: Student, onnx_path: Path, data: Path | None) -> Parity:
 
 def job_test_texts(student: Student) -> list[str] | list[tuple[str, ...]]:
     """The test texts of the student's job (a bare checkpoint: give --data)."""
+    from raykd.core.spec import JobSpec
     from raykd.data import raw_test_rows
     from raykd.predict import job_record
-    from raykd.spec import JobSpec
 
     record = None if student.job_dir is None else job_record(student.job_dir)
     if record is None:

@@ -18,8 +18,8 @@ import yaml
 from typer.testing import CliRunner
 
 from raykd.cli import app
+from raykd.core.spec import MAX_SEED
 from raykd.models import build_model, save_checkpoint
-from raykd.spec import MAX_SEED
 from tests.conftest import digits_spec
 
 
@@ -338,7 +338,7 @@ def test_speed_rerun_into_a_broken_report(tmp_path: Path, content: str) -> None:
 
 
 def test_a_bug_raised_while_handling_a_user_error_stays_a_bug() -> None:
-    from raykd.errors import SpecError, user_message
+    from raykd.core.errors import SpecError, user_message
 
     try:
         try:

@@ -173,7 +173,7 @@ class ScaledNet(nn.Module):
 def module_code(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Package ``raykd_cache_nets`` on sys.path and on the allowlist before Ray starts (its
     workers import what the driver can)."""
-    from raykd.allowlist import ALLOWLIST_ENV
+    from raykd.core.allowlist import ALLOWLIST_ENV
 
     root = tmp_path_factory.mktemp("cache_code")
     (root / "raykd_cache_nets").mkdir()
@@ -192,10 +192,10 @@ def module_code(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 def _module_teacher_logits(tmp_path: Path, name: str, checkpoint: Path, **kwargs: Any) -> dict[str, Any]:
     """The teacher stage of a job whose one teacher is ScaledNet given as a bare checkpoint."""
+    from raykd.core.jobdir import resolve_spec_paths
+    from raykd.core.spec import parse_spec
     from raykd.engine.context import Job
     from raykd.engine.prepare import load_data, put_splits, run_teachers
-    from raykd.jobdir import resolve_spec_paths
-    from raykd.spec import parse_spec
     from tests.conftest import digits_spec
 
     model = {"name": "module", "path": "raykd_cache_nets.nets:ScaledNet", "kwargs": kwargs}

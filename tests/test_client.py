@@ -29,8 +29,8 @@ from raykd.client import (
     RaykdTimeoutError,
     iter_sse,
 )
-from raykd.errors import UserError, user_message
-from raykd.spec import parse_spec
+from raykd.core.errors import UserError, user_message
+from raykd.core.spec import parse_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "s3cret-t0ken-do-not-show"
@@ -57,7 +57,7 @@ def sse(*events: dict[str, Any]) -> bytes:
 
 
 def event(seq: int, kind: str = "message", **fields: Any) -> dict[str, Any]:
-    """An event mapping of ``raykd.events``."""
+    """An event mapping of ``raykd.core.events``."""
     base = {"seq": seq, "time": 1.0, "job_id": "j1", "type": kind}
     defaults = {"message": {"text": f"line {seq}"},
                 "job_finished": {"result": "/r/result.json", "seconds": 1.0},

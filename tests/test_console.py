@@ -66,7 +66,7 @@ def test_errors_reach_the_console_and_name_rays_log(tmp_path: Path) -> None:
         import os, sys
         from raykd.cli.common import echo_log, guarded
         from raykd.console import divert_ray_output
-        from raykd.spec import SpecError
+        from raykd.core.spec import SpecError
 
         assert divert_ray_output({str(tmp_path / 'ray.log')!r})
         echo_log("stage data done")

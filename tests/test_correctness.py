@@ -18,21 +18,21 @@ import yaml
 from typer.testing import CliRunner
 
 from raykd.cli import app
-from raykd.data import DATASETS, TEXT_DATASETS
-from raykd.data.span_data import SPAN_DATASETS
-from raykd.engine.context import Job
-from raykd.engine.prepare import Prepared, prepare
-from raykd.engine.students import generation_seed, student_refs
-from raykd.errors import JobDirError
-from raykd.jobdir import (
+from raykd.core.errors import JobDirError
+from raykd.core.jobdir import (
     BUILTIN_DATASETS,
     claim_job_dir,
     new_job_dir,
     publish_file,
     resolve_spec_paths,
 )
+from raykd.core.spec import parse_spec
+from raykd.data import DATASETS, TEXT_DATASETS
+from raykd.data.span_data import SPAN_DATASETS
+from raykd.engine.context import Job
+from raykd.engine.prepare import Prepared, prepare
+from raykd.engine.students import generation_seed, student_refs
 from raykd.losses.topk import TopK, concat_rows, dense, to_topk
-from raykd.spec import parse_spec
 from raykd.teachers.cache import LogitCache, cache_key
 from raykd.tune.driver import shared_inputs
 from raykd.tune.space import plan_resources

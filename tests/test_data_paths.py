@@ -14,14 +14,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from raykd.core.events import JobFailed, read_events
+from raykd.core.jobdir import JobLayout
+from raykd.core.spec import JobSpec
 from raykd.data import DataError, load_dataset
 from raykd.data.paths import ROOTS_ENV, data_roots_env
 from raykd.engine.run import run_job
-from raykd.events import JobFailed, read_events
-from raykd.jobdir import JobLayout
 from raykd.service.policy import admit
 from raykd.service.settings import Settings
-from raykd.spec import JobSpec
 from tests.conftest import digits_spec
 from tests.test_images import digit_folder
 

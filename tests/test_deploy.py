@@ -461,7 +461,7 @@ def test_rayjob(manifests: dict[str, list[dict[str, Any]]]) -> None:
 
 
 def test_configmap_specs_are_valid_jobspecs(manifests: dict[str, list[dict[str, Any]]]) -> None:
-    from raykd.spec import parse_spec
+    from raykd.core.spec import parse_spec
 
     found = 0
     for cm in manifests["ConfigMap"]:
@@ -476,7 +476,7 @@ def test_configmap_specs_are_valid_jobspecs(manifests: dict[str, list[dict[str, 
 
 def test_configmap_demo_is_the_bundled_demo(manifests: dict[str, list[dict[str, Any]]]) -> None:
     """The ConfigMap's mnist-wkd is the bundled example, only its storage differs."""
-    from raykd.spec import JobSpec, load_spec, parse_spec
+    from raykd.core.spec import JobSpec, load_spec, parse_spec
 
     cm = next(cm for cm in manifests["ConfigMap"] if cm["metadata"]["name"] == "raykd-specs")
     mounted = parse_spec(yaml.safe_load(cm["data"]["mnist-wkd.yaml"]))

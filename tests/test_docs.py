@@ -83,7 +83,7 @@ def test_a_changed_field_makes_its_page_stale(tmp_path: Path) -> None:
 
 
 def test_the_spec_reference_has_every_field_of_every_section() -> None:
-    from raykd.spec import JobSpec, ModelSpec, ParamSpace
+    from raykd.core.spec import JobSpec, ModelSpec, ParamSpace
 
     page = docs_gen.spec_reference()
     models = docs_gen._models(JobSpec)

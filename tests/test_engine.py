@@ -16,12 +16,12 @@ import torch
 from typer.testing import CliRunner
 
 from raykd.cli import app
+from raykd.core.spec import ModelSpec, parse_spec
 from raykd.data import load_dataset
 from raykd.engine import run_job
 from raykd.engine.students import generation_seed
 from raykd.models import build_model, load_checkpoint, save_checkpoint, weights_hash
 from raykd.models.user import model_identity
-from raykd.spec import ModelSpec, parse_spec
 from raykd.teachers.cache import LogitCache, cache_key
 from raykd.train.steps import accuracy, predict_logits
 from tests.conftest import digits_spec
@@ -168,7 +168,7 @@ def test_nan_teacher_logits_are_a_clear_error(ray_local: None, storage: Path, tm
 
 
 def test_bundled_example_parses_and_demo_is_fast_enough() -> None:
-    from raykd.spec import example_names, load_spec
+    from raykd.core.spec import example_names, load_spec
 
     assert {"mnist-wkd", "digits-quick"} <= set(example_names())
     demo = load_spec("mnist-wkd")
@@ -250,7 +250,7 @@ def test_each_step_of_online_serving_gets_the_logits_of_its_own_rows(ray_local: 
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from raykd.spec import MethodSpec, TrainSpec
+    from raykd.core.spec import MethodSpec, TrainSpec
     from raykd.train.config import StudentConfig
     from raykd.train.steps import epoch_batches
 

@@ -1,4 +1,4 @@
-"""Tests for raykd.events (the sink, readers) and raykd.schema (status, result.json)."""
+"""Tests for raykd.core.events (the sink, readers) and raykd.core.results (status, result.json)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from raykd.events import (
+from raykd.core.events import (
     Epoch,
     JobFailed,
     JobFinished,
@@ -30,15 +30,10 @@ from raykd.events import (
     parse_event,
     read_events,
 )
-from raykd.jobdir import spec_hash
-from raykd.schema import (
-    DIED_MESSAGE,
-    JobResult,
-    JobStatus,
-    SweepResult,
-    job_status,
-)
-from raykd.spec import MODEL_NAMES, parse_spec
+from raykd.core.jobdir import spec_hash
+from raykd.core.results import JobResult, SweepResult
+from raykd.core.spec import MODEL_NAMES, parse_spec
+from raykd.core.status import DIED_MESSAGE, JobStatus, job_status
 from tests.conftest import digits_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -549,7 +544,7 @@ def test_model_names_match_the_registry() -> None:
 def test_light_modules_load_neither_torch_nor_ray() -> None:
     code = (
         "import sys\n"
-        "import raykd.spec, raykd.events, raykd.schema, raykd.errors, raykd.states, raykd.jobdir\n"
+        "import raykd.core.spec, raykd.core.events, raykd.core.results, raykd.core.errors, raykd.core.states, raykd.core.jobdir\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'ray'))\n"
         "print(heavy)\n"
         "sys.exit(1 if heavy else 0)\n"

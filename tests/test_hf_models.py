@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import torch
 
+from raykd.core.errors import UserError
+from raykd.core.spec import ModelSpec
 from raykd.data.text_bytes import decode_batch, decode_row, encode_texts
-from raykd.errors import UserError
 from raykd.models import (
     CheckpointError,
     ModelError,
@@ -32,7 +33,6 @@ from raykd.models.hf import (
     save_hf_folder,
 )
 from raykd.models.user import model_identity
-from raykd.spec import ModelSpec
 from tests.helpers.text import TINY, TOKENIZER, copy_tokenizer, minilm_dir
 
 
@@ -314,7 +314,7 @@ def test_memoized_tokenization_equals_the_tokenizer_on_texts_and_pairs() -> None
 def test_sizes_the_model_cannot_take_are_one_line_errors() -> None:
     """max_length beyond the position embeddings, and (at the spec's edge) a config that
     transformers would refuse with its own traceback."""
-    from raykd.spec import SpecError, parse_spec
+    from raykd.core.spec import SpecError, parse_spec
 
     short = {**_tiny(), "config": {**TINY, "max_position_embeddings": 64}, "max_length": 128}
     with pytest.raises(HFModelError) as err:

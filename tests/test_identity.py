@@ -1,4 +1,4 @@
-"""A job's identity, states and sweep directory each have one home (raykd.jobdir, raykd.states):
+"""A job's identity, states and sweep directory each have one home (raykd.core.jobdir, raykd.core.states):
 the rules hold there, and no other module spells them out again."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from raykd.jobdir import JOB_ID, JobIdError, check_job_id, new_job_id, spec_hash
-from raykd.spec import parse_spec
-from raykd.states import FINAL_STATES, STATES, TERMINAL_EVENTS, UNFINISHED_STATES
+from raykd.core.jobdir import JOB_ID, JobIdError, check_job_id, new_job_id, spec_hash
+from raykd.core.spec import parse_spec
+from raykd.core.states import FINAL_STATES, STATES, TERMINAL_EVENTS, UNFINISHED_STATES
 from tests.conftest import digits_spec
 
 PACKAGE = Path(__file__).resolve().parents[1] / "raykd"
@@ -51,7 +51,7 @@ def test_the_spec_hash_is_the_same_for_a_spec_and_its_json(tmp_path: Path) -> No
 
 def test_a_sweep_directory_is_named_by_the_spec_hash_and_an_older_one_is_kept(
         tmp_path: Path) -> None:
-    from raykd.jobdir import resolve_spec_paths
+    from raykd.core.jobdir import resolve_spec_paths
     from raykd.tune.driver import _legacy_digest, default_job_dir
 
     spec = resolve_spec_paths(parse_spec(digits_spec(str(tmp_path))))
@@ -96,7 +96,7 @@ def test_no_module_but_raykd_jobdir_spells_the_job_id_rule_or_hashes_a_spec() ->
 
 
 def test_a_job_directory_is_named_by_its_checked_id(tmp_path: Path) -> None:
-    from raykd.jobdir import StorageLayout
+    from raykd.core.jobdir import StorageLayout
 
     storage = StorageLayout(tmp_path)
     job = storage.job("exp-1")

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from raykd.core.spec import SpecError, parse_spec
 from raykd.data import DataError, load_dataset
-from raykd.spec import SpecError, parse_spec
 from tests.conftest import digits_spec
 from tests.test_predict_export import cli, raykd
 
@@ -264,8 +264,8 @@ def test_parquet_image_column_errors_name_the_column(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def job(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One small job on a folder of 3 x 40 digit PNGs: two CNN teachers, an MLP student."""
+    from raykd.core.spec import parse_spec
     from raykd.engine import run_job
-    from raykd.spec import parse_spec
 
     root = tmp_path_factory.mktemp("images")
     folder = digit_folder(root / "digits", per_class=40)

@@ -23,12 +23,12 @@ import yaml
 from typer.testing import CliRunner
 
 from raykd.cli import app
+from raykd.core.events import follow, read_events
+from raykd.core.faults import ALLOW_ENV
+from raykd.core.jobdir import JobLayout
+from raykd.core.spec import SpecError, parse_spec
+from raykd.core.status import job_status
 from raykd.engine import run_job
-from raykd.events import follow, read_events
-from raykd.faults import ALLOW_ENV
-from raykd.jobdir import JobLayout
-from raykd.schema import job_status
-from raykd.spec import SpecError, parse_spec
 from tests.conftest import digits_spec
 
 pytestmark = pytest.mark.ray
@@ -152,7 +152,7 @@ def test_a_killed_driver_is_resumed_by_its_job_id(ray_local: None, storage: Path
 HOLDER = """
 import sys
 from raykd.engine.context import open_job
-from raykd.spec import parse_spec
+from raykd.core.spec import parse_spec
 import yaml
 job = open_job(parse_spec(yaml.safe_load(open(sys.argv[1]))), job_id=sys.argv[2], log=lambda _: None)
 print("holding", flush=True)
@@ -165,8 +165,8 @@ def test_a_second_driver_of_a_running_job_id_is_refused_naming_the_holder(tmp_pa
     one-line error naming it (pid, host, since) and writes nothing; the lock dies with it."""
     import socket
 
-    from raykd.errors import JobDirError
-    from raykd.jobdir import DriverLock
+    from raykd.core.errors import JobDirError
+    from raykd.core.jobdir import DriverLock
 
     path_spec = tmp_path / "spec.yaml"
     path_spec.write_text(yaml.safe_dump(spec_for(tmp_path / "runs", name="twice")))

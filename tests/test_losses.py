@@ -737,7 +737,7 @@ def test_bad_teacher_weights_are_named(weights, expected):
 
 
 def test_spec_teacher_weights_option_is_validated():
-    from raykd.spec import MethodSpec, SpecError, parse_spec
+    from raykd.core.spec import MethodSpec, SpecError, parse_spec
 
     method = MethodSpec(method="wkd", incorrect_weight=0.5, teacher_weights="val_accuracy")
     assert method.display == "wkd W=0.5 (val_accuracy)"
@@ -752,9 +752,9 @@ def test_spec_teacher_weights_option_is_validated():
 
 
 def test_the_loop_turns_val_accuracy_into_the_losss_teacher_weights():
+    from raykd.core.spec import MethodSpec, TrainSpec
     from raykd.data.splits import DataError
     from raykd.losses import accuracy_weights
-    from raykd.spec import MethodSpec, TrainSpec
     from raykd.train.config import StudentConfig, teacher_accuracy
     from raykd.train.loop import LoopData, loop_teacher_weights
 

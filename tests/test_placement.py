@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import ray
 
+from raykd.core.spec import parse_spec
 from raykd.engine.context import Job
 from raykd.engine.students import check_student_resources
-from raykd.spec import parse_spec
 from raykd.teachers import ResourceError, TeacherConfig, TeacherPool
 from tests.conftest import digits_spec
 

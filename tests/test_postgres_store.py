@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import inspect
 from sqlalchemy.exc import IntegrityError
 
-from raykd.events import parse_event
+from raykd.core.events import parse_event
 from raykd.service.store import JobRow, Store, decode_cursor, migrate
 
 

@@ -41,8 +41,8 @@ def weather_spec(root: Path, csv: Path, **overrides: Any) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def job(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One small job on a CSV with text classes, categories, an index column and gaps."""
+    from raykd.core.spec import parse_spec
     from raykd.engine import run_job
-    from raykd.spec import parse_spec
 
     root = tmp_path_factory.mktemp("weather")
     csv = root / "weather.csv"
@@ -222,7 +222,7 @@ def test_export_parity_uses_the_stored_preprocessing_not_a_refit(job: dict[str, 
 @pytest.fixture(scope="module")
 def sweep(job: dict[str, Any]) -> dict[str, Any]:
     """A one-trial sweep on the same CSV and teachers (their weights and logits from the cache)."""
-    from raykd.spec import parse_spec
+    from raykd.core.spec import parse_spec
     from raykd.tune import run_sweep
 
     spec = parse_spec(weather_spec(job["root"], job["csv"], name="weather-sweep",
@@ -252,8 +252,8 @@ def test_a_sweeps_final_student_carries_the_class_names(job: dict[str, Any],
 @pytest.fixture(scope="module")
 def digits_job(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A quick job on the built-in digits: one teacher, one student."""
+    from raykd.core.spec import parse_spec
     from raykd.engine import run_job
-    from raykd.spec import parse_spec
 
     root = tmp_path_factory.mktemp("digits")
     spec = parse_spec(digits_spec(

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from raykd.core.spec import SpecError, parse_spec
 from raykd.engine import run_job
-from raykd.spec import SpecError, parse_spec
 from tests.conftest import digits_spec
 
 EPOCHS = 3
@@ -130,10 +130,10 @@ def test_the_actor_runner_with_two_workers_is_refused() -> None:
 
 
 def test_a_job_resumes_only_on_the_data_it_started_with(tmp_path: Path) -> None:
+    from raykd.core.errors import JobDirError
     from raykd.data import load_dataset
     from raykd.engine.context import Job
     from raykd.engine.prepare import check_same_data
-    from raykd.errors import JobDirError
 
     job = Job(spec=parse_spec(digits_spec(str(tmp_path))), job_dir=tmp_path / "j", job_id="j")
     check_same_data(job, load_dataset("digits", seed=0))  # attempt 1 records the splits
@@ -163,7 +163,7 @@ def tiny_teachers(tmp_path: Path, seeds: tuple[int, ...] = (1, 2)) -> list[dict[
 def test_each_worker_asks_its_own_copy_of_the_ensemble(ray_local: None, tmp_path: Path) -> None:
     import torch
 
-    from raykd.spec import MethodSpec, TrainSpec
+    from raykd.core.spec import MethodSpec, TrainSpec
     from raykd.teachers.ensemble import OnlineEnsemble
     from raykd.train.config import StudentConfig
     from raykd.train.loop import LoopData, _batches
@@ -191,7 +191,7 @@ def test_damaged_cache_entries_and_teacher_files_are_reported_and_computed_again
     """Issue 14's storage faults: a truncated teacher checkpoint and a logit entry with one
     flipped byte are refused by their checksums, said in the job's messages, and computed
     again: the job's numbers equal those of the undisturbed run before it."""
-    from raykd.events import read_events
+    from raykd.core.events import read_events
 
     before = job(store, "undamaged")
     cache = store / "cache"

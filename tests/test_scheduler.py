@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from raykd.events import (
+from raykd.core.events import (
     SUBMISSION_ENV,
     JobFailed,
     JobFinished,
@@ -25,7 +25,7 @@ from raykd.events import (
     JsonlSink,
     read_events,
 )
-from raykd.jobdir import JobLayout
+from raykd.core.jobdir import JobLayout
 from raykd.service.app import create_app
 from raykd.service.ray_jobs import RayJobs, RayRefused, RayUnavailable
 from raykd.service.scheduler import Scheduler
@@ -189,8 +189,8 @@ def test_the_submission_id_reaches_the_driver_and_its_job_started(
     assert ray.called("submit") == [("submit", "s", "s", {SUBMISSION_ENV: "s",
                                                           "RAYKD_DATA_ROOTS": "[]"})]
 
+    from raykd.core.spec import JobSpec
     from raykd.engine.context import open_job
-    from raykd.spec import JobSpec
 
     monkeypatch.setenv(SUBMISSION_ENV, "s.r3")
     job = open_job(JobSpec.model_validate(digits_spec(str(tmp_path / "runs"))), job_id="s")
@@ -345,7 +345,7 @@ def test_an_error_before_open_job_is_reported_from_the_driver_log(settings: Sett
 
 
 def test_generated_job_ids_are_ones_the_driver_accepts(app: Any) -> None:
-    from raykd.jobdir import JOB_ID
+    from raykd.core.jobdir import JOB_ID
 
     client, _, _ = app
     for name in ("_exp", "-x", ".hidden", "ok"):

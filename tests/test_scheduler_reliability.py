@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from raykd.events import (
+from raykd.core.events import (
     Epoch,
     JobFailed,
     JobFinished,
@@ -30,8 +30,8 @@ from raykd.events import (
     Trial,
     parse_event,
 )
-from raykd.jobdir import JobLayout
-from raykd.schema import job_status
+from raykd.core.jobdir import JobLayout
+from raykd.core.status import job_status
 from raykd.service.follower import AttemptTracker
 from raykd.service.ray_jobs import RayJobs
 from raykd.service.scheduler import failed_before_start, this_attempt

@@ -19,11 +19,11 @@ import pytest
 from typer.testing import CliRunner
 
 from raykd.cli import app
+from raykd.core.spec import parse_spec
 from raykd.data import DataError, load_dataset
 from raykd.data.span_data import span_row, window_accuracy
 from raykd.engine import run_job
 from raykd.models import load_checkpoint
-from raykd.spec import parse_spec
 from raykd.teachers.cache import LogitCache
 from raykd.teachers.span_cache import PackedSpans, pack
 from raykd.train.steps import predict_logits

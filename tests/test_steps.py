@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from raykd.core.errors import UserError
 from raykd.data import DataError
-from raykd.errors import UserError
 from raykd.train.steps import check_sharding, epoch_batches, local_batch_size, steps_per_epoch
 
 
@@ -143,7 +143,7 @@ def test_loop_data_with_labels_out_of_range_is_a_clear_error() -> None:
 
 
 def test_run_student_checks_cached_logits_once_at_the_edge() -> None:
-    from raykd.spec import MethodSpec, TrainSpec
+    from raykd.core.spec import MethodSpec, TrainSpec
     from raykd.train.config import StudentConfig
     from raykd.train.loop import run_student
 
@@ -173,7 +173,7 @@ def test_linear_schedule_warms_up_then_decays_to_the_last_step() -> None:
 def _trained_weights(batch_size: int, accum: int, epochs: int = 2) -> dict[str, object]:
     import torch
 
-    from raykd.spec import MethodSpec, TrainSpec
+    from raykd.core.spec import MethodSpec, TrainSpec
     from raykd.train.config import StudentConfig
     from raykd.train.loop import LoopData, run_student
 

@@ -18,10 +18,10 @@ import pytest
 from typer.testing import CliRunner
 
 from raykd.cli import app
-from raykd.errors import JobDirError
-from raykd.jobdir import spec_hash
-from raykd.schema import SweepResult
-from raykd.spec import JobSpec, SpecError, parse_spec
+from raykd.core.errors import JobDirError
+from raykd.core.jobdir import spec_hash
+from raykd.core.results import SweepResult
+from raykd.core.spec import JobSpec, SpecError, parse_spec
 from raykd.tune.plots import alpha_plot, heatmap_w_t
 from raykd.tune.results import best_row, trial_row
 from raykd.tune.space import (
@@ -322,7 +322,7 @@ def test_every_trial_ran(swept: dict[str, Any]) -> None:
 def test_every_trial_iteration_is_an_event(swept: dict[str, Any]) -> None:
     """The Tune callback (driver side) appends one ``trial`` event per reported iteration,
     and one ``done`` event per trial, to the sweep's events.jsonl."""
-    from raykd.events import JobStarted, Trial, read_events
+    from raykd.core.events import JobStarted, Trial, read_events
 
     events = read_events(swept["job_dir"] / "events.jsonl")
     starts = [i for i, e in enumerate(events) if isinstance(e, JobStarted)]
@@ -340,8 +340,8 @@ def test_the_apis_progress_rises_with_the_trials(swept: dict[str, Any]) -> None:
     """A running sweep's progress (``job_status``: what the service stores as the API's
     ``progress`` and the dashboard shows) counts its trials' reported epochs: it rose with
     every new trial report, and was 100% once every trial had reported every epoch."""
-    from raykd.events import JobFinished, JobStarted, Trial, read_events
-    from raykd.schema import job_status
+    from raykd.core.events import JobFinished, JobStarted, Trial, read_events
+    from raykd.core.status import job_status
 
     events = read_events(swept["job_dir"] / "events.jsonl")
     starts = [i for i, e in enumerate(events) if isinstance(e, JobStarted)]

@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from raykd.core.spec import SpecError, parse_spec
 from raykd.data import ColumnChoice, DataError, load_dataset
 from raykd.data.splits import dataset_indices
 from raykd.data.table_prep import MISSING, OTHER, TablePrep
-from raykd.spec import SpecError, parse_spec
 
 
 def weather_frame(n: int = 240, seed: int = 0) -> pd.DataFrame:

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from raykd.core.spec import parse_spec
 from raykd.engine import run_job
 from raykd.models import load_checkpoint
-from raykd.spec import parse_spec
 from raykd.train.steps import accuracy, predict_logits
 from tests.helpers.text import TINY, TOKENIZER, WINDOWS, macro_f1, span_spec, squad_file, text_spec
 

@@ -17,9 +17,9 @@ import pytest
 from typer.testing import CliRunner
 
 from raykd.cli import app
+from raykd.core.spec import parse_spec
 from raykd.engine import run_job
 from raykd.models import load_checkpoint
-from raykd.spec import parse_spec
 from raykd.train.steps import accuracy, predict_logits
 from tests.helpers.text import macro_f1, text_spec
 

@@ -19,7 +19,7 @@ import pytest
 import torch
 import yaml
 
-from raykd.allowlist import ALLOWLIST_ENV, is_allowed
+from raykd.core.allowlist import ALLOWLIST_ENV, is_allowed
 from tests.test_images import digit_folder
 
 PACKAGE = "raykd_user_nets"
@@ -99,7 +99,7 @@ def test_a_class_or_a_function_builds_and_its_output_is_checked() -> None:
 
 
 def test_the_spec_refuses_a_path_outside_the_allowlist_without_importing_it(user_code: Path) -> None:
-    from raykd.spec import SpecError, parse_spec
+    from raykd.core.spec import SpecError, parse_spec
 
     spec = {"teachers": [{"model": {"name": "module", "path": "raykd_not_allowed:Net"}}],
             "student": {"model": {"name": "mlp"}}, "methods": [{"method": "kd"}]}
@@ -167,8 +167,8 @@ def test_a_pt_state_dict_loads_with_weights_only(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def job(user_code: Path, ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A registry CNN and the user's TinyNet teach the user's small_net on digit PNGs."""
+    from raykd.core.spec import parse_spec
     from raykd.engine import run_job
-    from raykd.spec import parse_spec
 
     root = tmp_path_factory.mktemp("mixed")
     folder = digit_folder(root / "digits", per_class=40)

@@ -1,6 +1,6 @@
 """Benchmarks behind ``raykd bench``: speed (``raykd.bench.speed``) and quality."""
 
-from raykd.errors import UserError
+from raykd.core.errors import UserError
 
 
 class BenchOptionError(UserError, ValueError):

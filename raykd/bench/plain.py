@@ -219,7 +219,7 @@ def run_raykd_loop(run: PlainRun) -> dict[str, Any]:
     (computed here, before the clock starts) as the worker is fed them from the object
     store. Its gap to row (a) is the loop's; its gap to row (c) is Ray's.
     """
-    from raykd.spec import MethodSpec, TrainSpec
+    from raykd.core.spec import MethodSpec, TrainSpec
     from raykd.train.config import StudentConfig
     from raykd.train.loop import LoopData, run_student
     from raykd.train.steps import predict_logits, set_threads, steps_per_epoch

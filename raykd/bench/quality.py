@@ -124,7 +124,7 @@ class Prepared:
 
 
 def _teacher_spec(plan: DatasetPlan, out: Path) -> Any:
-    from raykd.spec import parse_spec
+    from raykd.core.spec import parse_spec
 
     return parse_spec(
         {

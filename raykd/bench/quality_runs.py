@@ -31,8 +31,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import ray
 
+from raykd.core.spec import MethodSpec, TrainSpec
 from raykd.models import load_checkpoint, save_checkpoint, weights_hash
-from raykd.spec import MethodSpec, TrainSpec
 from raykd.train.config import StudentConfig
 from raykd.train.loop import LoopData, run_student
 from raykd.train.steps import accuracy, predict_logits

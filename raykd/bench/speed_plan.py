@@ -145,7 +145,7 @@ ROW_ORDER = ("a", "p", "b", "c", "ct", "d", "d2", "e1", "e2", "c0")
 def bench_spec(plan: Plan, out: Path, *, checkpoints: list[str] | None,
                row: RayRow | None = None) -> Any:
     """The JobSpec of a Ray row (or of the setup, without a row): demo models, method kd."""
-    from raykd.spec import JobSpec
+    from raykd.core.spec import JobSpec
 
     row = row or RAY_ROWS[0]
     teachers = [{"model": MODEL, "seed": s, "checkpoint": checkpoints[i] if checkpoints else None}

@@ -40,7 +40,7 @@ TARGET = 2.0
 
 def small_spec(out: Path, runner: str, checkpoints: list[str] | None) -> Any:
     """The small job's JobSpec (``checkpoints``: the teachers, None to train them)."""
-    from raykd.spec import JobSpec
+    from raykd.core.spec import JobSpec
 
     return JobSpec.model_validate({
         "name": f"bench-small-{runner}",

@@ -123,7 +123,7 @@ QUICK_PLAN = TextPlan(
 
 def teacher_spec(plan: TextPlan, out: Path) -> Any:
     """The job spec whose teacher stage trains and caches the plan's teachers."""
-    from raykd.spec import parse_spec
+    from raykd.core.spec import parse_spec
 
     return parse_spec({
         "name": plan.name,
@@ -219,7 +219,7 @@ def submit_students(plan: TextPlan, teachers: Teachers, seeds: int, out: Path, *
                     folder: str = "checkpoints", extra: tuple[Any, ...] = ()) -> list[Any]:
     """One Ray task ``fn`` per (row, seed); every row shares seed k (paired). ``extra``:
     further arguments of ``fn`` (object refs); checkpoints under ``out/<folder>``."""
-    from raykd.spec import ModelSpec
+    from raykd.core.spec import ModelSpec
 
     run = _remote_run(fn)
     data = teachers.data

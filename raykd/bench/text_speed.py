@@ -90,7 +90,7 @@ class Bench:
 
 
 def _dump(model: dict[str, Any]) -> dict[str, Any]:
-    from raykd.spec import ModelSpec
+    from raykd.core.spec import ModelSpec
 
     return ModelSpec.model_validate(model).model_dump()
 
@@ -201,7 +201,7 @@ def plain_teacher(b: Bench) -> float:
 
 
 def _student_config(b: Bench) -> Any:
-    from raykd.spec import MethodSpec, TrainSpec
+    from raykd.core.spec import MethodSpec, TrainSpec
     from raykd.train.config import StudentConfig
 
     return StudentConfig(

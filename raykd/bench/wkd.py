@@ -185,7 +185,7 @@ def ensemble_summary(ens: Ensemble, logits: dict[str, np.ndarray], data: Any, *,
 
 
 def _teacher_spec(plan: WkdPlan, ens: Ensemble, out: Path) -> Any:
-    from raykd.spec import parse_spec
+    from raykd.core.spec import parse_spec
 
     return parse_spec({
         "name": f"bench-wkd-{plan.dataset}-{ens.name}",

@@ -19,7 +19,7 @@ def guarded(fn: Callable[[], Any]) -> Any:
     """Run ``fn``; user errors become one line on stderr and exit code 2. Both reach the
     terminal while Ray's output goes to a job's log file, and then name that file too."""
     from raykd import console
-    from raykd.errors import user_message
+    from raykd.core.errors import user_message
 
     try:
         return fn()
@@ -38,7 +38,7 @@ def guarded(fn: Callable[[], Any]) -> Any:
 
 def override_value(item: str, raw: str) -> Any:
     """The YAML value of one ``--set`` item; SpecError naming the item when it does not parse."""
-    from raykd.spec import SpecError
+    from raykd.core.spec import SpecError
 
     try:
         return yaml.safe_load(raw)
@@ -59,7 +59,7 @@ def echo_log(line: str) -> None:
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``a.b=value`` overrides (value parsed as YAML) to a spec mapping."""
-    from raykd.spec import SpecError
+    from raykd.core.spec import SpecError
 
     for item in overrides:
         key, sep, raw = item.partition("=")
@@ -89,7 +89,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 def read_spec(source: str, overrides: list[str]) -> Any:
     """Load a spec file (or bundled example name), apply overrides, validate."""
-    from raykd.spec import parse_spec, read_mapping
+    from raykd.core.spec import parse_spec, read_mapping
 
     return parse_spec(apply_overrides(read_mapping(source), overrides))
 

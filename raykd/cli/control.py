@@ -35,7 +35,7 @@ def make_client(url: str | None, token: str | None) -> Any:
 
 def parse_labels(items: list[str] | None) -> dict[str, str]:
     """``["k=v", ...]`` as a mapping; UserError naming a malformed item."""
-    from raykd.errors import UserError
+    from raykd.core.errors import UserError
 
     labels = {}
     for item in items or []:
@@ -88,7 +88,7 @@ def serve(host: Annotated[str | None, typer.Option(help="Bind address (default R
     def go() -> None:
         from pydantic import ValidationError
 
-        from raykd.errors import UserError
+        from raykd.core.errors import UserError
         from raykd.service.app import run_server
         from raykd.service.settings import Settings
 

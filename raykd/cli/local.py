@@ -90,7 +90,7 @@ def validate(spec: SpecArg, set_: SetOpt = None) -> None:
 @local_app.command()
 def examples() -> None:
     """List the bundled example specs."""
-    from raykd.spec import example_names, example_path
+    from raykd.core.spec import example_names, example_path
 
     for name in example_names():
         first = example_path(name).read_text().splitlines()[0].lstrip("# ")

@@ -9,7 +9,7 @@ from numbers import Integral, Real
 
 import numpy as np
 
-from raykd.errors import UserError
+from raykd.core.errors import UserError
 
 MAX_FRACTION = 0.9
 """Largest accepted ``val_fraction`` or ``test_fraction``."""

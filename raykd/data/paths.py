@@ -29,8 +29,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
+from raykd.core.jobdir import StorageLayout
 from raykd.data.checks import DataError
-from raykd.jobdir import StorageLayout
 
 ROOTS_ENV = "RAYKD_DATA_ROOTS"
 SERVICE_DIR = StorageLayout.SERVICE

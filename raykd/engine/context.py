@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from raykd.errors import JobDirError, SpecError
-from raykd.events import (
+from raykd.core.errors import JobDirError, SpecError
+from raykd.core.events import (
     SUBMISSION_ENV,
     Epoch,
     JobStarted,
@@ -31,9 +31,9 @@ from raykd.events import (
     StudentFinished,
     read_events,
 )
-from raykd.faults import ALLOW_ENV
-from raykd.faults import allowed as faults_allowed
-from raykd.jobdir import (
+from raykd.core.faults import ALLOW_ENV
+from raykd.core.faults import allowed as faults_allowed
+from raykd.core.jobdir import (
     DriverLock,
     JobLayout,
     StorageLayout,
@@ -44,7 +44,7 @@ from raykd.jobdir import (
     resolve_spec_paths,
     spec_hash,
 )
-from raykd.spec import JobSpec
+from raykd.core.spec import JobSpec
 
 Log = Callable[[str], None]
 

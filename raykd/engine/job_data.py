@@ -19,12 +19,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from raykd.core.jobdir import JobLayout, atomic_path
+from raykd.core.spec import FeaturesSpec, JobSpec
 from raykd.data import ColumnChoice, Dataset, load_dataset
 from raykd.data.paths import SERVICE_DIR, forbid
 from raykd.engine.context import Job
 from raykd.engine.prepare import check_models
-from raykd.jobdir import JobLayout, atomic_path
-from raykd.spec import FeaturesSpec, JobSpec
 
 
 def column_choice(features: FeaturesSpec) -> ColumnChoice:
@@ -152,7 +152,7 @@ def describe_students(job: Job, data: Dataset) -> None:
 
 
 def dataset_row(data: Dataset, job_dir: Path) -> dict[str, Any]:
-    """The ``dataset`` entry of ``result.json`` (:class:`raykd.schema.DatasetRow`)."""
+    """The ``dataset`` entry of ``result.json`` (:class:`raykd.core.results.DatasetRow`)."""
     row: dict[str, Any] = {
         "name": data.name, "train": len(data.train), "val": len(data.val), "test": len(data.test),
         "num_classes": data.num_classes,

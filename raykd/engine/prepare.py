@@ -23,16 +23,16 @@ from typing import Any
 
 import numpy as np
 
-from raykd.allowlist import allowlist_env
+from raykd.core.allowlist import allowlist_env
+from raykd.core.events import TeacherReady
+from raykd.core.faults import teacher_fault
+from raykd.core.jobdir import StorageLayout, ensure_dir, publish_file
+from raykd.core.spec import JobSpec, SpecError
 from raykd.data import DataError, Dataset
 from raykd.data.paths import checked_checkpoint
 from raykd.engine.context import Job
-from raykd.events import TeacherReady
-from raykd.faults import teacher_fault
-from raykd.jobdir import StorageLayout, ensure_dir, publish_file
 from raykd.losses.topk import TopK, dense
 from raykd.models import CheckpointError, load_checkpoint
-from raykd.spec import JobSpec, SpecError
 from raykd.train.steps import accuracy
 
 # Ray Train polls its workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s by default):
@@ -206,8 +206,8 @@ def check_same_data(job: Job, data: Dataset) -> None:
     Raises:
         JobDirError: when this attempt's fingerprints differ from the recorded ones.
     """
-    from raykd.errors import JobDirError
-    from raykd.jobdir import atomic_path
+    from raykd.core.errors import JobDirError
+    from raykd.core.jobdir import atomic_path
 
     now = {s: getattr(data, s).fingerprint for s in ("train", "val", "test")}
     path = job.layout.data

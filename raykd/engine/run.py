@@ -7,7 +7,7 @@
    (:mod:`raykd.engine.prepare`);
 3. students, one per method entry and born-again generation (:mod:`raykd.engine.students`);
    their checkpoints then get the class names and the preprocessing in their metadata;
-4. ``result.json`` (:class:`raykd.schema.JobResult`) and a ``job_finished`` event.
+4. ``result.json`` (:class:`raykd.core.results.JobResult`) and a ``job_finished`` event.
 
 A failure writes a ``job_failed`` event, with the one-line message of a user error, the
 traceback of a bug, or ``cancelled`` for an interrupt or SIGTERM, and re-raises: a job
@@ -25,6 +25,11 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
+from raykd.core.errors import user_message
+from raykd.core.events import JobFailed, JobFinished
+from raykd.core.jobdir import spec_hash
+from raykd.core.results import JobResult
+from raykd.core.spec import JobSpec
 from raykd.data import Dataset
 from raykd.engine.context import Job, open_job
 from raykd.engine.job_data import dataset_row, describe_students
@@ -37,11 +42,6 @@ from raykd.engine.students import (
     run_students,
     stop_student_worker,
 )
-from raykd.errors import user_message
-from raykd.events import JobFailed, JobFinished
-from raykd.jobdir import spec_hash
-from raykd.schema import JobResult
-from raykd.spec import JobSpec
 
 
 def failure_event(exc: BaseException) -> JobFailed:

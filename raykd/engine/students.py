@@ -15,6 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from raykd.core.errors import ResourceError
+from raykd.core.events import StudentFinished
+from raykd.core.faults import student_fault
+from raykd.core.jobdir import atomic_path
+from raykd.core.spec import JobSpec, MethodSpec
 from raykd.data import Dataset
 from raykd.engine.context import Job
 from raykd.engine.prepare import (
@@ -27,12 +32,7 @@ from raykd.engine.prepare import (
     split_logits,
     start_pool,
 )
-from raykd.errors import ResourceError
-from raykd.events import StudentFinished
-from raykd.faults import student_fault
-from raykd.jobdir import atomic_path
 from raykd.models import load_checkpoint
-from raykd.spec import JobSpec, MethodSpec
 from raykd.train.config import StudentConfig, teacher_accuracy
 from raykd.train.steps import accuracy, check_sharding, predict_logits
 
@@ -221,7 +221,7 @@ def _born_again(job: Job, data: Dataset, index: int, m: MethodSpec, teachers: Te
 
 
 def _fault(job: Job, index: int, generation: int) -> dict[str, Any] | None:
-    """The spec's student faults for this student (``raykd.faults``; None: none)."""
+    """The spec's student faults for this student (``raykd.core.faults``; None: none)."""
     return student_fault(job.spec.faults, job.layout.fault_marker(f"{index}-g{generation}"))
 
 

@@ -18,8 +18,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from raykd.errors import UserError
-from raykd.jobdir import atomic_path
+from raykd.core.errors import UserError
+from raykd.core.jobdir import atomic_path
 from raykd.models.registry import ModelError, build_model
 from raykd.models.user import UserModelError
 from raykd.models.weights import PT_SUFFIXES, WeightsError, load_fitting, read_pt

@@ -35,9 +35,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from raykd.core.spec import check_hf_config
 from raykd.data.text_bytes import decode_batch
 from raykd.models.hf_files import HFModelError, LocalCopy, local_copy
-from raykd.spec import check_hf_config
 
 __all__ = ["CHARS_PER_TOKEN", "TOKEN_INPUTS", "HFModelError", "SpanModel", "TextClassifier",
            "build_hf_model", "hf_wrapper", "load_tokenizer", "model_inputs", "save_hf_folder",

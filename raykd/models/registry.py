@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from raykd.errors import UserError
+from raykd.core.errors import UserError
 
 
 class ModelError(UserError, ValueError):

@@ -5,7 +5,7 @@ The contract (also in the README)::
     model: {name: module, path: "mymodels.nets:SmallNet", kwargs: {hidden: 64}}
 
 - ``path`` is ``package.module:Attribute``; the module must be on the allowlist
-  ``RAYKD_MODEL_ALLOWLIST`` (:mod:`raykd.allowlist`), checked in every process before it
+  ``RAYKD_MODEL_ALLOWLIST`` (:mod:`raykd.core.allowlist`), checked in every process before it
   imports anything: the driver, each teacher and student actor, and whoever loads a
   checkpoint of the model.
 - ``Attribute`` is a class (a subclass of ``torch.nn.Module``) or a function that returns
@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from raykd.allowlist import NotAllowedError, check_path
+from raykd.core.allowlist import NotAllowedError, check_path
 from raykd.models.registry import ModelError
 
 RESERVED_KWARGS = ("input_shape", "num_classes")

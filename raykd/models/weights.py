@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from raykd.errors import UserError
+from raykd.core.errors import UserError
 
 PT_SUFFIXES = (".pt", ".pth")
 SHOWN = 3

@@ -29,6 +29,7 @@ from fastapi.responses import JSONResponse
 from pydantic import SecretStr
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from raykd.core.states import ACTIVE_STATES
 from raykd.service.capacity import ClusterView
 from raykd.service.deps import CurrentUser
 from raykd.service.ray_jobs import OwnedHead, RayJobs, owned_head_token
@@ -38,7 +39,6 @@ from raykd.service.scheduler import Scheduler
 from raykd.service.settings import Settings
 from raykd.service.store import Store, migrate
 from raykd.service.web import routes as web
-from raykd.states import ACTIVE_STATES
 
 log = logging.getLogger("raykd.service")
 

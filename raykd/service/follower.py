@@ -3,7 +3,7 @@
 The scheduler used to re-read the whole ``events.jsonl`` and re-parse the job's whole
 stored history on every tick. Here :func:`read_new_events` reads from the byte offset
 where the last read stopped (``jobs.events_offset``), and :class:`AttemptTracker` keeps
-what :func:`raykd.schema.job_status` derives, updated one event at a time. The tracker
+what :func:`raykd.core.status.job_status` derives, updated one event at a time. The tracker
 lives in the scheduler's memory and is rebuilt once from the database after a restart.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from raykd.events import (
+from raykd.core.events import (
     Epoch,
     JobFailed,
     JobFinished,
@@ -23,7 +23,7 @@ from raykd.events import (
     Trial,
     parse_event,
 )
-from raykd.schema import DIED_MESSAGE, _trial_epochs
+from raykd.core.status import DIED_MESSAGE, _trial_epochs
 
 
 @dataclass
@@ -73,7 +73,7 @@ class AttemptTracker:
     """The status of submission ``submission_id``'s attempt, fed the job's events in seq order.
 
     The same rules as :func:`raykd.service.scheduler.this_attempt` and
-    :func:`raykd.schema.job_status` (tests compare them): the attempt starts at the last
+    :func:`raykd.core.status.job_status` (tests compare them): the attempt starts at the last
     ``job_started`` carrying this submission id (files from before that field: the last
     ``job_started``, if its attempt number is at least ``attempts``) and ends before the
     next ``job_started``; progress counts every attempt's epochs up to that end.
@@ -169,7 +169,7 @@ class AttemptTracker:
         return min(1.0, len(done) / start.total_epochs)
 
     def state(self, process_alive: bool | None) -> tuple[str, str | None]:
-        """(state, error) of the attempt: how :func:`raykd.schema.job_status` would end it."""
+        """(state, error) of the attempt: how :func:`raykd.core.status.job_status` would end it."""
         if isinstance(self.end, JobFinished):
             return "succeeded", None
         if isinstance(self.end, JobFailed):

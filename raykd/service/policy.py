@@ -12,10 +12,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from raykd.jobdir import BUILTIN_DATASETS
+from raykd.core.jobdir import BUILTIN_DATASETS
+from raykd.core.spec import JobSpec
 from raykd.service.capacity import Capacity
 from raykd.service.settings import Settings
-from raykd.spec import JobSpec
 
 
 class PolicyError(ValueError):
@@ -58,7 +58,7 @@ def _check_cache_dir(value: str, settings: Settings) -> None:
 def admit(spec: JobSpec, settings: Settings) -> JobSpec:
     """The spec this service will run: storage set to its own; every path checked.
 
-    ``faults`` (fault injection, :mod:`raykd.faults`) only where the operator allowed it.
+    ``faults`` (fault injection, :mod:`raykd.core.faults`) only where the operator allowed it.
     """
     if spec.faults is not None and not settings.allow_fault_injection:
         raise PolicyError("faults: fault injection is off in this service (its operator can "

@@ -16,12 +16,12 @@ import time
 
 from sqlalchemy import select
 
+from raykd.core.states import FINAL_STATES
 from raykd.service.audit import record
 from raykd.service.ray_jobs import RayJobs, RayUnavailable
 from raykd.service.scheduler import spec_file, submission_ids
 from raykd.service.settings import Settings
 from raykd.service.store import JobRow, Store
-from raykd.states import FINAL_STATES
 
 log = logging.getLogger("raykd.service")
 RETENTION_PERIOD_S = 3600.0

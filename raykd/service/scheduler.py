@@ -7,7 +7,7 @@ One background thread ticks every ``poll_s``:
 1. **follow** every pending/running job: append the new lines of its ``events.jsonl`` (from
    the byte offset the last read stopped at) to the database, derive its status
    incrementally (:class:`raykd.service.follower.AttemptTracker`, the rules of
-   :func:`raykd.schema.job_status`) with Ray's view of its driver (alive or not), and record
+   :func:`raykd.core.status.job_status`) with Ray's view of its driver (alive or not), and record
    the end: ``succeeded`` with a result summary, ``failed`` with the message,
    ``cancelled``, or ``timed_out`` once it ran past its ``max_run_s`` (stopped on Ray); a
    job recorded ``failed`` whose own final event arrives later is corrected, with a note;
@@ -37,17 +37,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from raykd.allowlist import allowlist_env
+from raykd.core.allowlist import allowlist_env
+from raykd.core.events import SUBMISSION_ENV, parse_event
+from raykd.core.faults import ALLOW_ENV
+from raykd.core.jobdir import JobLayout
+from raykd.core.states import ACTIVE_STATES, FINAL_STATES, SLOT_STATES, SUBMIT_STATES
+from raykd.core.status import DIED_MESSAGE
 from raykd.data.paths import data_roots_env
-from raykd.events import SUBMISSION_ENV, parse_event
-from raykd.faults import ALLOW_ENV
-from raykd.jobdir import JobLayout
-from raykd.schema import DIED_MESSAGE
 from raykd.service.follower import AttemptTracker, read_new_events
 from raykd.service.ray_jobs import RAY_TERMINAL, RayJobs, RayRefused, RayUnavailable
 from raykd.service.settings import Settings
 from raykd.service.store import JobRow, Store
-from raykd.states import ACTIVE_STATES, FINAL_STATES, SLOT_STATES, SUBMIT_STATES
 
 log = logging.getLogger("raykd.service")
 LEASE = "scheduler"

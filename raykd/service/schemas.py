@@ -10,9 +10,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from raykd.jobdir import JOB_ID_PATTERN
-from raykd.spec import JobSpec
-from raykd.states import JobState
+from raykd.core.jobdir import JOB_ID_PATTERN
+from raykd.core.spec import JobSpec
+from raykd.core.states import JobState
 
 LABEL = r"^[A-Za-z0-9_.-]{1,64}$"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from raykd.jobdir import StorageLayout
+from raykd.core.jobdir import StorageLayout
 
 MIN_TOKEN_CHARS = 32
 TOKEN_HINT = ("e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'")

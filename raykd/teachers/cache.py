@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from raykd.jobdir import atomic_path
+from raykd.core.jobdir import atomic_path
 from raykd.losses.topk import TopK
 from raykd.teachers.span_cache import PackedSpans
 

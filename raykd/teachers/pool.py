@@ -46,7 +46,7 @@ from ray.util.scheduling_strategies import (
     PlacementGroupSchedulingStrategy,
 )
 
-from raykd.errors import ResourceError
+from raykd.core.errors import ResourceError
 from raykd.losses.topk import TopK, in_form, stack
 from raykd.models.user import model_identity
 from raykd.teachers.cache import SPAN_DTYPE, LogitCache, cache_key, dense_spans
@@ -62,7 +62,7 @@ class TeacherConfig:
     checkpoint: str | None = None
     seed: int = 0
     trained_path: str | None = None  # where raykd saves it once trained; a restart reloads it
-    fault: dict[str, Any] | None = None  # the spec's fault for this teacher (raykd.faults)
+    fault: dict[str, Any] | None = None  # the spec's fault for this teacher (raykd.core.faults)
 
 
 @dataclass

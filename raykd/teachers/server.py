@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from raykd.faults import fire_once
+from raykd.core.faults import fire_once
 from raykd.teachers.teacher import Teacher, node_cpus, teacher_threads
 
 Request = tuple[np.ndarray, "asyncio.Future[np.ndarray]"]
@@ -45,7 +45,7 @@ class TeacherServer:
             share: when given, :meth:`share_node` is applied with it at once (the pool
                 passes its size: the fewest threads it can give, so a restarted actor
                 never runs on torch's default threads).
-            fault: fault injection (:func:`raykd.faults.teacher_fault`): the process dies
+            fault: fault injection (:func:`raykd.core.faults.teacher_fault`): the process dies
                 on its n-th logits request, once per job.
         """
         self.teacher = Teacher(*args, **kwargs)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from raykd.jobdir import atomic_path
+from raykd.core.jobdir import atomic_path
 
 FILL = -1.0e4
 """The logit :meth:`PackedSpans.unpack` puts at invalid positions: finite in float16 and

@@ -30,7 +30,7 @@ from typing import Any
 
 import ray
 
-from raykd.faults import after_epoch, step_hook
+from raykd.core.faults import after_epoch, step_hook
 from raykd.train.config import StudentConfig
 from raykd.train.runs import StudentResult, StudentRun, loop_data, published
 from raykd.train.state import load_progress, save_state
@@ -132,7 +132,7 @@ def wait_ready(worker: Any, *, what: str, timeout_s: float = RESTART_TIMEOUT_S) 
         ResourceError: when it does not answer within ``timeout_s``: no node has room for
             it (``what`` says what it reserves and why it is awaited).
     """
-    from raykd.errors import ResourceError
+    from raykd.core.errors import ResourceError
 
     deadline = time.monotonic() + timeout_s
     while True:

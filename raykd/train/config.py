@@ -1,8 +1,8 @@
 """The student stage's run description: one typed value from every caller to the loop.
 
 :class:`StudentConfig` is what :func:`raykd.train.loop.run_student` trains: the student's
-architecture and the data's shape, the method (a :class:`~raykd.spec.MethodSpec`), the
-optimisation (a :class:`~raykd.spec.TrainSpec`) and the process settings. A job's
+architecture and the data's shape, the method (a :class:`~raykd.core.spec.MethodSpec`), the
+optimisation (a :class:`~raykd.core.spec.TrainSpec`) and the process settings. A job's
 students are built with :meth:`StudentConfig.for_job`; a call site that changes one field
 (a sweep trial's method and label, the final retrain's threads) uses
 ``dataclasses.replace``. It is frozen and picklable: it travels to Ray Train workers,
@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from raykd.core.spec import JobSpec, MethodSpec, TrainSpec
 from raykd.data.paths import checked_checkpoint
-from raykd.spec import JobSpec, MethodSpec, TrainSpec
 
 if TYPE_CHECKING:
     from raykd.data import Dataset

@@ -205,7 +205,7 @@ def student_epochs(config: StudentConfig, data: LoopData, *, rank: int = 0, worl
                    ) -> Generator[tuple[dict[str, Any], TrainState], None, list[dict[str, Any]]]:
     """:func:`run_student` as a generator: ``(metrics, state)`` after each epoch.
 
-    ``on_step(step)`` (fault injection only, :func:`raykd.faults.step_hook`) is called
+    ``on_step(step)`` (fault injection only, :func:`raykd.core.faults.step_hook`) is called
     before each optimizer step; None costs nothing in the loop.
 
     Each epoch's metrics include ``workers`` (the DDP world size) and ``rows_per_worker``

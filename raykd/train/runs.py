@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from raykd.jobdir import publish_file
+from raykd.core.jobdir import publish_file
 from raykd.train.state import BEST_FILE, Progress
 
 
@@ -36,14 +36,14 @@ class StudentRun:
     generation: int
     label: str
     epochs: int
-    sink: Any = None  # raykd.events.JsonlSink, or None for no events
+    sink: Any = None  # raykd.core.events.JsonlSink, or None for no events
     resume_from: str | None = None  # a state directory of an earlier run of this job
     max_failures: int = 2
-    fault: dict[str, Any] | None = None  # the spec's student faults (raykd.faults)
+    fault: dict[str, Any] | None = None  # the spec's student faults (raykd.core.faults)
 
     def epoch_event(self, metrics: dict[str, Any], checkpoint: str | None) -> None:
         """Emit one ``epoch`` event from a worker's report (numbers only; none without a sink)."""
-        from raykd.events import Epoch
+        from raykd.core.events import Epoch
 
         if self.sink is None:
             return
@@ -55,7 +55,7 @@ class StudentRun:
 
     def restarted(self, error: BaseException | None) -> None:
         """Emit ``student_restarted`` with the error's first line (none without a sink)."""
-        from raykd.events import StudentRestarted
+        from raykd.core.events import StudentRestarted
 
         if self.sink is None:
             return

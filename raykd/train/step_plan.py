@@ -11,15 +11,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from raykd.core.spec import MethodSpec, TrainSpec
 from raykd.losses import LossFn, method_loss
-from raykd.spec import MethodSpec, TrainSpec
 from raykd.train.steps import lr_factor, set_lr
 
 
 @dataclass(frozen=True)
 class StepPlan:
     """Where each micro-batch falls among the optimizer steps (gradient accumulation and
-    the learning-rate schedule of :class:`~raykd.spec.TrainSpec`).
+    the learning-rate schedule of :class:`~raykd.core.spec.TrainSpec`).
 
     With ``k = grad_accum_steps`` and ``P`` micro-batches per epoch, micro-batch ``j`` of an
     epoch belongs to group ``j // k``; the group's optimizer step runs after its last

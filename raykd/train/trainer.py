@@ -23,7 +23,7 @@ import ray.train
 import ray.train.torch
 from ray.train import UserCallback
 
-from raykd.faults import after_epoch, step_hook
+from raykd.core.faults import after_epoch, step_hook
 from raykd.train.config import StudentConfig
 from raykd.train.loop import run_student
 from raykd.train.runs import StudentResult, StudentRun, loop_data, published

@@ -24,9 +24,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from raykd.core.spec import JobSpec, load_spec
 from raykd.engine.context import Job
 from raykd.engine.prepare import cache_dir, ensure_ray, put_splits, run_teachers
-from raykd.spec import JobSpec, load_spec
 from raykd.teachers.cache import LogitCache
 from raykd.tune.driver import load_data, run_sweep
 from raykd.tune.space import check_sweep

@@ -14,7 +14,7 @@ The stages:
 4. ``trials.csv``, ``heatmap_w_t.png``, ``alpha.png``; the best configuration (arg-max of
    the last reported ``val_accuracy``) retrained on train+val and tested:
    ``best_student.safetensors``; everything in ``sweep.json``
-   (:class:`raykd.schema.SweepResult`, built by :mod:`raykd.tune.outputs`).
+   (:class:`raykd.core.results.SweepResult`, built by :mod:`raykd.tune.outputs`).
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from raykd.core.events import JobFinished
+from raykd.core.jobdir import JobLayout, absolute, resolve_spec_paths, spec_hash
+from raykd.core.spec import JobSpec, SpecError
 from raykd.data import Dataset
 from raykd.engine.context import Job, open_job
 from raykd.engine.prepare import (
@@ -39,9 +42,6 @@ from raykd.engine.prepare import (
     run_teachers,
 )
 from raykd.engine.run import failure_event
-from raykd.events import JobFinished
-from raykd.jobdir import JobLayout, absolute, resolve_spec_paths, spec_hash
-from raykd.spec import JobSpec, SpecError
 from raykd.train.config import StudentConfig, teacher_accuracy
 from raykd.tune.events import TrialEvents
 from raykd.tune.final import final_student, reuse_final

@@ -6,12 +6,12 @@ from typing import Any
 
 from ray import tune
 
-from raykd.events import Trial
+from raykd.core.events import Trial
 from raykd.tune.space import SWEPT, resolved
 
 
 class TrialEvents(tune.Callback):
-    """Appends a :class:`raykd.events.Trial` event for every result Tune receives."""
+    """Appends a :class:`raykd.core.events.Trial` event for every result Tune receives."""
 
     def __init__(self, sink: Any) -> None:
         self.sink = sink

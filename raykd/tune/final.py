@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from raykd.core.jobdir import JobLayout
 from raykd.data import Dataset
 from raykd.engine.context import Job
 from raykd.engine.prepare import TeacherSet
-from raykd.jobdir import JobLayout
 from raykd.losses.topk import TopK, concat_rows
 from raykd.models import describe_checkpoint, save_checkpoint
 from raykd.train.config import StudentConfig

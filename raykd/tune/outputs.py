@@ -1,5 +1,5 @@
 """What a sweep leaves in its job directory besides Tune's state: ``trials.csv``, the plots
-``heatmap_w_t.png`` and ``alpha.png``, and ``sweep.json`` (:class:`raykd.schema.SweepResult`)."""
+``heatmap_w_t.png`` and ``alpha.png``, and ``sweep.json`` (:class:`raykd.core.results.SweepResult`)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import math
 from pathlib import Path
 from typing import Any
 
+from raykd.core.jobdir import JobLayout, spec_hash
+from raykd.core.results import SweepResult
 from raykd.data import Dataset
 from raykd.engine.context import Job
 from raykd.engine.job_data import dataset_row
 from raykd.engine.run import versions
-from raykd.jobdir import JobLayout, spec_hash
-from raykd.schema import SweepResult
 from raykd.tune.plots import alpha_plot, heatmap_w_t
 from raykd.tune.results import write_csv
 from raykd.tune.space import TrialPlan

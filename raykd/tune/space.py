@@ -1,6 +1,6 @@
 """What a sweep searches and what each trial may hold: pure functions of the spec.
 
-Nothing here starts Ray. ``param_space`` turns a :class:`~raykd.spec.SweepSpec` into a
+Nothing here starts Ray. ``param_space`` turns a :class:`~raykd.core.spec.SweepSpec` into a
 Tune search space over the method and its hyperparameters (W = ``incorrect_weight``,
 T = ``temperature``, ``alpha``); ``plan_resources`` decides how many CPUs (and GPUs) a
 trial reserves and how many trials run at once, so that trials plus their workers never
@@ -14,8 +14,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from raykd.errors import ResourceError
-from raykd.spec import (
+from raykd.core.errors import ResourceError
+from raykd.core.spec import (
     BOUNDS,
     DEFAULT_TEMPERATURE,
     JobSpec,

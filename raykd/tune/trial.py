@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from raykd.core.spec import MethodSpec
 from raykd.losses.topk import TopK
-from raykd.spec import MethodSpec
 from raykd.train.config import StudentConfig
 from raykd.train.loop import LoopData, run_student
 from raykd.tune.space import resolved, trial_method

@@ -22,7 +22,9 @@ from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from raykd.jobdir import JobIdError, check_job_id, new_job_id
+from raykd.core.jobdir import JobIdError, check_job_id, new_job_id
+from raykd.core.spec import JobSpec
+from raykd.core.states import FINAL_STATES, TERMINAL_EVENTS
 from raykd.service.audit import Audit
 from raykd.service.deps import CurrentUser, OwnedJob, State, User
 from raykd.service.policy import (
@@ -46,8 +48,6 @@ from raykd.service.schemas import (
     MetricPoint,
 )
 from raykd.service.store import JobRow
-from raykd.spec import JobSpec
-from raykd.states import FINAL_STATES, TERMINAL_EVENTS
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
 ARTIFACT_SUFFIXES = (".json", ".jsonl", ".csv", ".png", ".safetensors", ".md", ".log")

@@ -21,6 +21,8 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
+from raykd.core.spec_io import SpecTextError, read_spec_text
+from raykd.core.states import ACTIVE_STATES, FINAL_STATES, STATES, UNFINISHED_STATES
 from raykd.service.audit import record
 from raykd.service.deps import (
     State,
@@ -35,8 +37,6 @@ from raykd.service.schemas import JobPublic
 from raykd.service.store import JobRow
 from raykd.service.web.sessions import COOKIE, CSRF_HEADER, Session, request_session, sessions_of
 from raykd.service.web.views import compare_chart, spec_yaml, summary
-from raykd.spec_files import SpecTextError, read_spec_text
-from raykd.states import ACTIVE_STATES, FINAL_STATES, STATES, UNFINISHED_STATES
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
@@ -56,7 +56,7 @@ router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 templates.env.globals["job_states"] = {"final": list(FINAL_STATES), "active": list(ACTIVE_STATES),
                                        "unfinished": list(UNFINISHED_STATES)}
-"""raykd.states' sets, in every page's ``<meta name="raykd-states">`` for the scripts."""
+"""raykd.core.states' sets, in every page's ``<meta name="raykd-states">`` for the scripts."""
 
 
 # --- sessions ---------------------------------------------------------------------------

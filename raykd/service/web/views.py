@@ -2,7 +2,7 @@
 
 ``summary`` turns a finished job's result into the rows of its results table (teachers,
 ensemble, each student, or a sweep's best); ``compare_chart`` lays out the compare page's
-bars; the submit page reads a pasted spec with :func:`raykd.spec_files.read_spec_text`.
+bars; the submit page reads a pasted spec with :func:`raykd.core.spec_io.read_spec_text`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from raykd.jobdir import StorageLayout
+from raykd.core.jobdir import StorageLayout
 from raykd.service.schemas import JobPublic
 
 

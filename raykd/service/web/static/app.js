@@ -8,7 +8,7 @@ const RK = (() => {
   const COLORS = ["#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#6a3d9a", "#444444"];
   const EVENT_TYPES = ["job_started", "stage_started", "stage_finished", "teacher_ready", "epoch",
     "student_restarted", "student_finished", "trial", "message", "job_finished", "job_failed"];
-  // the job states' sets come from the service (raykd.states), never spelled out here
+  // the job states' sets come from the service (raykd.core.states), never spelled out here
   const STATES = JSON.parse((document.querySelector('meta[name="raykd-states"]') || {}).content || "{}");
   const FINAL = STATES.final || [];
   const UNFINISHED = STATES.unfinished || [];
@@ -179,7 +179,7 @@ const RK = (() => {
     return source;
   }
 
-  // A job's progress as the service defines it (raykd.schema's job_status: finished epochs
+  // A job's progress as the service defines it (raykd.core.results's job_status: finished epochs
   // of students or trials over all): GET /api/v1/jobs/{id}'s `progress`, never counted
   // here. The returned function asks again as the job's events arrive: soon after the first
   // (then at most every 0.3 s), and once more 1.5 s after the last (the service stores a

@@ -26,7 +26,7 @@
   let frame = 0;
   let sort = { key: "val_accuracy", dir: -1 };
 
-  // the progress bar shows the service's progress (raykd.schema), asked as events arrive
+  // the progress bar shows the service's progress (raykd.core.results), asked as events arrive
   const askProgress = RK.progressOf(id, (p) => {
     const bar = document.getElementById("m-progress");
     if (st.ended || !(p > bar.value)) return;

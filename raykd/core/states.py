@@ -3,7 +3,7 @@ names states from here.
 
 A job submitted to the control plane moves ``queued -> submitting -> pending -> running``
 and ends in one of :data:`FINAL_STATES`. A job read from its events alone (``raykd status``,
-:func:`raykd.schema.job_status`) knows only :data:`EventState`, the part of that path its
+:func:`raykd.core.status.job_status`) knows only :data:`EventState`, the part of that path its
 driver writes down: ``pending`` (no event yet), ``running``, then ``succeeded``, ``failed``
 or ``cancelled`` (``timed_out`` is the control plane's verdict, not the driver's).
 

@@ -3,7 +3,7 @@
 Every stage, teacher, epoch, trial and the end of a job is an event. The events file is
 the job's observable state: the CLI prints from it, the control plane follows it (and
 serves it as Server-Sent Events, with ``seq`` as the event id), and
-:func:`raykd.schema.job_status` derives a job's status from the events alone.
+:func:`raykd.core.status.job_status` derives a job's status from the events alone.
 
 Writers: the driver (stages, teachers, students, the end), the Ray Train controller
 (one ``epoch`` per report, through a callback) and Tune's driver loop (``trial``). They
@@ -31,7 +31,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from raykd.states import TERMINAL_EVENTS
+from raykd.core.states import TERMINAL_EVENTS
 
 SUBMISSION_ENV = "RAYKD_SUBMISSION_ID"  # the control plane's submission id, in the driver's env
 

@@ -32,7 +32,7 @@ ALLOW_ENV = "RAYKD_ALLOW_FAULT_INJECTION"
 
 
 class FaultSpec(BaseModel):
-    """Faults to inject (testing only; see :mod:`raykd.faults`)."""
+    """Faults to inject (testing only; see :mod:`raykd.core.faults`)."""
 
     model_config = ConfigDict(extra="forbid")
 

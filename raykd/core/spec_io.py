@@ -1,6 +1,6 @@
 """Reading a spec: the YAML mapping of a spec file or of a bundled example
-(``raykd/examples/*.yaml``), before :func:`raykd.spec.parse_spec` validates it.
-Every problem is a one-line :class:`~raykd.errors.SpecError` naming the file.
+(``raykd/examples/*.yaml``), before :func:`raykd.core.spec.parse_spec` validates it.
+Every problem is a one-line :class:`~raykd.core.errors.SpecError` naming the file.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from raykd.errors import SpecError
+from raykd.core.errors import SpecError
 
 
 def read_mapping(source: str | Path) -> dict[str, Any]:

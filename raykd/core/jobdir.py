@@ -4,7 +4,7 @@ Three rules keep results honest:
 
 - **One directory, one run.** A job directory is claimed by creating its ``spec.json``
   exclusively (``O_EXCL``): a directory that already holds anything, or that another run
-  claims at the same moment, is refused with a :class:`~raykd.errors.JobDirError`. A
+  claims at the same moment, is refused with a :class:`~raykd.core.errors.JobDirError`. A
   generated directory (``<storage>/<name>-<UTC time>-<random>``) never repeats, even for
   two jobs of the same name started in the same second.
 - **Absolute paths only.** Every path in the spec is resolved against the driver's working
@@ -40,10 +40,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from raykd.errors import JobDirError, UserError
+from raykd.core.errors import JobDirError, UserError
 
 if TYPE_CHECKING:
-    from raykd.spec import JobSpec
+    from raykd.core.spec import JobSpec
 
 BUILTIN_DATASETS = ("mnist", "digits", "diamonds", "bbc-news", "bbc-speakers")
 
@@ -90,7 +90,7 @@ def new_job_id(name: str) -> str:
 def spec_hash(spec: JobSpec | dict[str, Any]) -> str:
     """The identity of a spec: sha256 of its canonical JSON, first 16 hex characters.
 
-    ``spec`` is a :class:`~raykd.spec.JobSpec` (dumped to JSON data) or JSON data already;
+    ``spec`` is a :class:`~raykd.core.spec.JobSpec` (dumped to JSON data) or JSON data already;
     equal mappings give equal hashes whatever their key order.
     """
     data = spec if isinstance(spec, dict) else json.loads(spec.model_dump_json())
@@ -114,7 +114,7 @@ class JobLayout:
 
         <job_dir>/
           spec.json            the spec the directory belongs to (claimed with O_EXCL)
-          events.jsonl         the event stream (raykd.events), appended by the driver
+          events.jsonl         the event stream (raykd.core.events), appended by the driver
           driver.lock          flock held by the running driver (DriverLock)
           data.json            what the job's data was (digest, sizes, classes)
           preprocessing.json   the fitted preprocessing that predict applies

@@ -35,10 +35,10 @@ from pydantic import (
     model_validator,
 )
 
-from raykd.allowlist import check_path
-from raykd.errors import SpecError
-from raykd.faults import FaultSpec
-from raykd.spec_files import example_names, example_path, read_mapping
+from raykd.core.allowlist import check_path
+from raykd.core.errors import SpecError
+from raykd.core.faults import FaultSpec
+from raykd.core.spec_io import example_names, example_path, read_mapping
 
 __all__ = [
     "BOUNDS", "DEFAULT_TEMPERATURE", "MAX_SEED", "MODEL_NAMES", "CacheSpec", "DataSpec", "FeaturesSpec",
@@ -614,7 +614,7 @@ class JobSpec(_Strict):
     )
     faults: FaultSpec | None = Field(
         default=None, description="Fault injection for reliability tests: refused unless "
-        "RAYKD_ALLOW_FAULT_INJECTION is set where the job runs (raykd.faults).")
+        "RAYKD_ALLOW_FAULT_INJECTION is set where the job runs (raykd.core.faults).")
 
     @model_validator(mode="before")
     @classmethod

@@ -1,0 +1,99 @@
+"""The package's import layers: a module imports only from its own layer or the ones below.
+
+Layers, bottom first (a unit is ``raykd.<top-level module or package>``)::
+
+    0  core, losses          torch-free floor (identity, layout, spec, events, results)
+                             and the pure loss math
+    1  data, client_http,    datasets, preprocessing, tokenizer windows; the HTTP client's base;
+       report, console       what a terminal shows (result tables, progress, Ray's log aside)
+    2  metrics, models       scores; model builders and checkpoints
+    3  train                 the student loops
+    4  teachers              teacher actors and the logit cache
+    5  engine                one job's lifecycle
+    6  tune, predict*, export
+    7  bench, service, client
+    8  cli
+    9  raykd, __main__,      the public surface; the docs generator (reads the CLI and the API)
+       docs_gen
+
+Every import counts, at the top of a module or inside a function. ``KNOWN`` lists the
+upward imports and circles that exist today, each to be removed; the test fails on any new
+one, and on a known one that is gone (so the list only shrinks).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "raykd"
+LAYER = {
+    "raykd.core": 0, "raykd.losses": 0,
+    "raykd.data": 1, "raykd.client_http": 1, "raykd.report": 1, "raykd.console": 1,
+    "raykd.metrics": 2, "raykd.models": 2,
+    "raykd.train": 3, "raykd.teachers": 4, "raykd.engine": 5,
+    "raykd.tune": 6, "raykd.predict": 6, "raykd.predict_text": 6, "raykd.predict_spans": 6,
+    "raykd.predict_models": 6, "raykd.export": 6,
+    "raykd.bench": 7, "raykd.service": 7, "raykd.client": 7,
+    "raykd.cli": 8, "raykd": 9, "raykd.__main__": 9, "raykd.docs_gen": 9,
+}
+KNOWN = {
+    # span windows need a tokenizer, which models/ reads (safely) from a model folder
+    ("raykd.data", "raykd.models"),
+    # span_data's per-question scoring lives beside the windows it reads
+    ("raykd.data", "raykd.metrics"),
+    # predict and the text/ONNX paths call each other (one layer, a circle)
+    ("raykd.predict", "raykd.predict_text"), ("raykd.predict_text", "raykd.predict"),
+    ("raykd.predict_text", "raykd.export"), ("raykd.export", "raykd.predict_text"),
+    # the engine records raykd.__version__ in result.json
+    ("raykd.engine", "raykd"),
+}
+
+
+def _unit(module: str) -> str:
+    parts = module.split(".")
+    return ".".join(parts[:2])
+
+
+def imports() -> set[tuple[str, str]]:
+    """(importing unit, imported unit) for every raykd import between two units."""
+    edges: set[tuple[str, str]] = set()
+    for path in PACKAGE.rglob("*.py"):
+        module = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        module = module.removesuffix(".__init__")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+                if node.module == "raykd":  # from raykd import spec -> raykd.spec
+                    names = [f"raykd.{a.name}" if f"raykd.{a.name}" in LAYER else "raykd"
+                             for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for name in names:
+                if name == "raykd" or name.startswith("raykd."):
+                    a, b = _unit(module), _unit(name)
+                    if a != b:
+                        edges.add((a, b))
+    return edges
+
+
+def test_every_unit_has_a_layer() -> None:
+    units = {u for edge in imports() for u in edge}
+    units |= {f"raykd.{p.stem if p.is_file() else p.name}" for p in PACKAGE.iterdir()
+              if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").is_file()}
+    assert sorted(units - set(LAYER)) == []
+
+
+def test_no_new_upward_import_or_circle() -> None:
+    edges = imports()
+    bad = {(a, b) for a, b in edges
+           if LAYER[b] > LAYER[a] or (LAYER[a] == LAYER[b] and (b, a) in edges)}
+    assert sorted(bad - KNOWN) == [], "an import reaches up a layer or closes a circle"
+    assert sorted(KNOWN - bad) == [], "a known exception is gone: remove it from KNOWN"
+
+
+def test_the_floor_imports_nothing_above_it() -> None:
+    floor = {(a, b) for a, b in imports() if a in ("raykd.core", "raykd.losses")}
+    assert floor == set()
