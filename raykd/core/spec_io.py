@@ -13,6 +13,9 @@ import yaml
 
 from raykd.core.errors import SpecError
 
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+"""The bundled example specs (``raykd/examples/*.yaml``)."""
+
 
 def read_mapping(source: str | Path) -> dict[str, Any]:
     """The YAML mapping of a spec file, or of a bundled example by name (``mnist-wkd``)."""
@@ -127,13 +130,13 @@ def _spec_text(path: Path) -> str:
 
 def example_names() -> list[str]:
     """The specs bundled with the package (``raykd/examples/*.yaml``)."""
-    root = Path(__file__).parent / "examples"
+    root = EXAMPLES
     return sorted(p.stem for p in root.glob("*.yaml"))
 
 
 def example_path(name: str) -> Path:
     """Path of a bundled example spec; SpecError listing the examples when unknown."""
-    path = Path(__file__).parent / "examples" / f"{name.removesuffix('.yaml')}.yaml"
+    path = EXAMPLES / f"{name.removesuffix('.yaml')}.yaml"
     if not path.exists():
         raise SpecError(
             f"spec {name!r} is neither a file nor a bundled example; examples: {example_names()}"
