@@ -63,12 +63,14 @@ def divert_ray_output(path: Path) -> bool:
     exits); False when nothing changed (already diverted, or in-memory streams)."""
     if "ray_log" in _console or not _process_streams():
         return False
+    # private to the job's owner, never through a planted link; opened before anything moves
+    log = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC,
+                  0o600)
     sys.stdout.flush()
     sys.stderr.flush()
     saved = {name: os.fdopen(os.dup(fd), "w", buffering=1, encoding=stream.encoding,
                              errors="replace")
              for name, fd, stream in (("out", 1, sys.stdout), ("err", 2, sys.stderr))}
-    log = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(log)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from raykd.spec import parse_spec
+from raykd.core.spec import parse_spec
 from raykd.train.steps import accuracy, predict_logits
 from tests.helpers.text import text_spec
 
