@@ -2,10 +2,11 @@
 
 Ray writes to the driver's stdout and stderr: its workers' and actors' lines (with
 ``(Name pid=...)`` prefixes), its warnings and the core worker's C++ log. While a job runs,
-:func:`divert_ray_output` points the process's file descriptors 1 and 2 at the job's
+:class:`RayOutput` points the process's file descriptors 1 and 2 at the job's
 ``ray.log``, and raykd writes its own lines to copies of the terminal's descriptors
-(:func:`out`, :func:`err`). So the console (and ``ray job logs`` of a submitted run, which
-the dashboard tails) holds raykd's lines, and ``ray.log`` everything Ray said.
+(:func:`out`, :func:`err`); when the job ends, the descriptors are put back. So the console
+(and ``ray job logs`` of a submitted run, which the dashboard tails) holds raykd's lines, and
+``ray.log`` everything Ray said.
 
 On a terminal a rich progress bar follows the job's stages and epochs; elsewhere (CI, a
 log, ``ray job submit``) the same lines come plain, without colour codes.
@@ -13,12 +14,18 @@ log, ``ray job submit``) the same lines come plain, without colour codes.
 
 from __future__ import annotations
 
+import errno
+import faulthandler
 import os
 import sys
 import threading
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
+from raykd.core.errors import JobDirError
 from raykd.core.jobdir import JobLayout
 
 #: Set before Ray is imported: no colour codes in Ray's prefixes, every line kept.
@@ -44,8 +51,15 @@ def err() -> TextIO:
 
 
 def ray_log() -> Path | None:
-    """The file that holds Ray's output of this process (None when it was not diverted)."""
+    """The ``ray.log`` of the job whose output is diverted now, or else of the last one since
+    :func:`forget_ray_log` (None when nothing was diverted)."""
     return _console.get("ray_log")
+
+
+def forget_ray_log() -> None:
+    """Start a command afresh: :func:`ray_log` names no earlier job's file."""
+    if "out" not in _console:
+        _console.pop("ray_log", None)
 
 
 def _process_streams() -> bool:
@@ -57,25 +71,109 @@ def _process_streams() -> bool:
         return False
 
 
-def divert_ray_output(path: Path) -> bool:
-    """Append everything written to descriptors 1 and 2 from now on to ``path``; :func:`out`
-    and :func:`err` keep the terminal. Once per process (Ray's log thread writes until it
-    exits); False when nothing changed (already diverted, or in-memory streams)."""
-    if "ray_log" in _console or not _process_streams():
-        return False
-    # private to the job's owner, never through a planted link; opened before anything moves
-    log = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC,
-                  0o600)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = {name: os.fdopen(os.dup(fd), "w", buffering=1, encoding=stream.encoding,
-                             errors="replace")
-             for name, fd, stream in (("out", 1, sys.stdout), ("err", 2, sys.stderr))}
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    os.close(log)
-    _console.update(saved, ray_log=Path(path))
-    return True
+def _open_log(path: Path) -> int:
+    """``path`` opened for appending: private to the job's owner, never through a planted link,
+    not inherited by children. JobDirError naming the file when it cannot be."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(path, flags, 0o600)
+    except OSError as exc:
+        why = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
+        raise JobDirError(f"cannot open Ray's log {path} ({why}); accepted: a regular file "
+                          "the job's owner can write, or none") from None
+
+
+def _thread_error(args: threading.ExceptHookArgs) -> None:
+    """An exception that ended a thread, on the console's stderr (not in Ray's log)."""
+    if args.exc_type is SystemExit:
+        return
+    stream = err()
+    name = args.thread.name if args.thread is not None else "?"
+    stream.write(f"Exception in thread {name}:\n")
+    traceback.print_exception(args.exc_type, args.exc_value, args.exc_traceback, file=stream)
+    stream.flush()
+
+
+class RayOutput:
+    """While inside: descriptors 1 and 2 append to ``path`` (Ray's output), and :func:`out` /
+    :func:`err` are copies of what they were (the terminal). A thread's uncaught exception and
+    a fatal error's traceback (faulthandler) go to :func:`err`. On exit everything is as before,
+    so a second job of the same process gets its own log. Nothing changes (``diverted`` is
+    False) when sys.stdout/stderr are not descriptors 1 and 2 (a test's capture)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.diverted = False
+        self._restore: list[int] = []
+        self._before: dict[str, Any] = {}
+        self._hooks: tuple[Any, bool] = (None, False)
+
+    def __enter__(self) -> RayOutput:
+        if not _process_streams():
+            return self
+        log = _open_log(self.path)  # first: a refused file leaves nothing to undo
+        streams: dict[str, TextIO] = {}
+        try:
+            for fd in (1, 2):
+                self._restore.append(os.dup(fd))
+            for name, stream in (("out", out()), ("err", err())):
+                streams[name] = os.fdopen(os.dup(stream.fileno()), "w", buffering=1,
+                                          encoding=stream.encoding, errors="replace")
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(log, 1)
+            os.dup2(log, 2)
+        except BaseException:
+            self._put_back()
+            for stream in streams.values():
+                stream.close()
+            raise
+        finally:
+            os.close(log)
+        self._before = dict(_console)
+        _console.update(streams, ray_log=self.path)
+        self._hooks = (threading.excepthook, faulthandler.is_enabled())
+        threading.excepthook = _thread_error
+        faulthandler.enable(file=streams["err"])
+        self.diverted = True
+        return self
+
+    def _put_back(self) -> None:
+        """Descriptors 1 and 2 as they were at the start; the saved copies closed."""
+        for fd, saved in enumerate(self._restore, start=1):
+            os.dup2(saved, fd)
+        for saved in self._restore:
+            os.close(saved)
+        self._restore = []
+
+    def __exit__(self, *exc: Any) -> None:
+        if not self.diverted:
+            return
+        self.diverted = False
+        hook, fault_on = self._hooks
+        threading.excepthook = hook
+        ours = {name: _console[name] for name in ("out", "err")}
+        _console.clear()
+        _console.update(self._before)
+        if "out" not in self._before:  # the outermost: its log stays the one to name
+            _console["ray_log"] = self.path
+        # faulthandler holds the descriptor number: point it away before that closes
+        if fault_on:
+            faulthandler.enable(file=err())
+        else:
+            faulthandler.disable()
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            self._put_back()
+            for stream in ours.values():
+                stream.close()
+
+
+def divert_ray_output(path: Path) -> RayOutput:
+    """A context manager: Ray's output (descriptors 1 and 2) appended to ``path`` while inside."""
+    return RayOutput(path)
 
 
 class Display:
@@ -161,17 +259,37 @@ class EventFollower:
                 self.display.line(line)
 
 
-def divert_to_job(job: Any) -> None:
-    """Divert Ray's output to the job's ``ray.log``; one console line says where."""
+@contextmanager
+def divert_to_job(job: Any) -> Iterator[None]:
+    """Ray's output diverted to the job's ``ray.log`` while inside (one console line says
+    where). A Ray started meanwhile by this process is shut down before the terminal gets its
+    descriptors back, so its last lines (workers stopping) stay in the job's log."""
     path = JobLayout(Path(job.job_dir)).ray_log
-    if divert_ray_output(path):
-        out().write(f"raykd: Ray's own output (workers, warnings): {path}\n")
-        out().flush()
+    ray_before = _ray_running()
+    with RayOutput(path) as diverted:
+        if diverted.diverted:
+            out().write(f"raykd: Ray's own output (workers, warnings): {path}\n")
+            out().flush()
+        try:
+            yield
+        finally:
+            if diverted.diverted and not ray_before and _ray_running():
+                import ray
+
+                ray.shutdown()
 
 
-def job_console(job: Any) -> EventFollower:
+def _ray_running() -> bool:
+    """Whether this process is connected to Ray (without importing it)."""
+    ray = sys.modules.get("ray")
+    return bool(ray is not None and ray.is_initialized())
+
+
+@contextmanager
+def job_console(job: Any) -> Iterator[EventFollower]:
     """The console of a job being run: Ray's output diverted to the job's ``ray.log`` (one line
-    says where), then the job's events shown from the first new one."""
-    divert_to_job(job)
-    seen = job.earlier[-1].seq if job.earlier else 0
-    return EventFollower(job.sink.path, after=seen, display=Display())
+    says where), and the job's events shown from the first new one."""
+    with divert_to_job(job):
+        seen = job.earlier[-1].seq if job.earlier else 0
+        with EventFollower(job.sink.path, after=seen, display=Display()) as follower:
+            yield follower

@@ -13,18 +13,24 @@ import typer
 import yaml
 
 EXIT_USER_ERROR = 2
+EXIT_CANCELLED = 130  # 128 + SIGINT, as a shell reports Ctrl+C
 
 
 def guarded(fn: Callable[[], Any]) -> Any:
-    """Run ``fn``; user errors become one line on stderr and exit code 2. Both reach the
-    terminal while Ray's output goes to a job's log file, and then name that file too."""
+    """Run ``fn``; user errors become one line on stderr and exit code 2, Ctrl+C (or SIGTERM)
+    one ``cancelled`` line and exit code 130. These reach the terminal also when Ray's output
+    went to a job's log file, and then name that file too."""
     from raykd import console
     from raykd.core.errors import user_message
 
+    console.forget_ray_log()
     try:
         return fn()
     except KeyboardInterrupt:
-        raise
+        log = console.ray_log()
+        typer.echo("cancelled" + (f"; Ray's own output: {log}" if log is not None else ""),
+                   file=console.err())
+        raise typer.Exit(EXIT_CANCELLED) from None
     except Exception as exc:  # noqa: BLE001 - classified below
         message = user_message(exc)
         if message is None or os.environ.get("RAYKD_DEBUG"):

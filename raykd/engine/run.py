@@ -21,7 +21,7 @@ import platform
 import time
 import traceback
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +47,8 @@ from raykd.engine.students import (
 def failure_event(exc: BaseException) -> JobFailed:
     """How a run ended without a result: cancelled, the user's error, or a bug."""
     if isinstance(exc, KeyboardInterrupt | SystemExit):
-        return JobFailed(kind="cancelled", message="stopped by a signal or Ctrl+C; run the same job id "
-                                                    "again to resume")
+        return JobFailed(kind="cancelled", message="stopped by a signal or Ctrl+C; run the same "
+                                                    "job id again to resume")
     message = user_message(exc)
     if message is not None:
         return JobFailed(kind="user_error", message=message)
@@ -79,11 +79,14 @@ def run_job(spec: JobSpec, *, job_id: str | None = None, job_dir: Path | None = 
     prints them, epochs included, from ``events.jsonl``).
     """
     students, epochs = plan_size(spec)
-    job = open_job(spec, job_id=job_id, job_dir=job_dir, log=log, students=students, total_epochs=epochs)
+    job = open_job(spec, job_id=job_id, job_dir=job_dir, log=log, students=students,
+                   total_epochs=epochs)
     start = time.perf_counter()
     try:
-        with console(job) if console is not None else nullcontext():
-            try:
+        with ExitStack() as shown:
+            try:  # a console that cannot start (ray.log refused) fails the job, with its event
+                if console is not None:
+                    shown.enter_context(console(job))
                 result = _finished(job) or _run(job, start)
             except BaseException as exc:
                 job.emit(failure_event(exc))

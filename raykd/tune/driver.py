@@ -23,6 +23,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -182,7 +183,7 @@ def make_tuner(job: Job, shared: dict[str, Any], plan: TrialPlan) -> tuple[Any, 
 
 def run_sweep(
     spec: JobSpec, *, job_id: str | None = None, job_dir: Path | None = None, log: Log = print,
-    naive: bool = False, on_open: Callable[[Job], Any] | None = None,
+    naive: bool = False, on_open: Callable[[Job], AbstractContextManager[Any]] | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) the sweep of ``spec.sweep``; write and return ``sweep.json``'s content.
 
@@ -198,7 +199,8 @@ def run_sweep(
         naive: Benchmark baseline: no teacher stage; every trial builds the teachers from
             their checkpoints (all must have one) and computes its own train logits.
             No final retraining.
-        on_open: Called with the opened job (``raykd run`` diverts Ray's output to its directory).
+        on_open: Makes a context manager, entered with the opened job for the rest of the
+            sweep (``raykd run`` diverts Ray's output to the job's ``ray.log``).
 
     Raises:
         SpecError: no sweep section, augmentation on, optuna missing, another spec's job
@@ -216,9 +218,8 @@ def run_sweep(
     job = open_job(spec, job_id=job_id, job_dir=absolute(job_dir) if job_dir else None,
                    kind="sweep", log=log, students=trials, total_epochs=trials * spec.train.epochs)
     try:
-        if on_open is not None:
-            on_open(job)
-        return _sweep(job, start, naive=naive)
+        with on_open(job) if on_open is not None else nullcontext():
+            return _sweep(job, start, naive=naive)
     except BaseException as exc:
         job.emit(failure_event(exc))
         raise
