@@ -1,16 +1,30 @@
-"""A job's identity, states and sweep directory each have one home (raykd.core.jobdir, raykd.core.states):
-the rules hold there, and no other module spells them out again."""
+"""A job's identity, states and sweep directory each have one home (raykd.core.jobdir,
+raykd.core.states): the rules hold there, and no other module spells them out again."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
 from raykd.core.jobdir import JOB_ID, JobIdError, check_job_id, new_job_id, spec_hash
 from raykd.core.spec import parse_spec
-from raykd.core.states import FINAL_STATES, STATES, TERMINAL_EVENTS, UNFINISHED_STATES
+from raykd.core.states import (
+    ACTIVE_STATES,
+    FINAL_STATES,
+    SLOT_STATES,
+    STATES,
+    SUBMIT_STATES,
+    TERMINAL_EVENTS,
+    UNFINISHED_STATES,
+    EventState,
+)
 from tests.conftest import digits_spec
 
 PACKAGE = Path(__file__).resolve().parents[1] / "raykd"
@@ -67,10 +81,38 @@ def test_a_sweep_directory_is_named_by_the_spec_hash_and_an_older_one_is_kept(
     assert default_job_dir(spec) == fresh
 
 
-def test_the_state_sets_partition_the_states() -> None:
-    assert set(FINAL_STATES) | set(UNFINISHED_STATES) == set(STATES)
-    assert not set(FINAL_STATES) & set(UNFINISHED_STATES)
+def test_the_state_sets_are_the_states_a_user_sees() -> None:
+    """The names the API, the CLI and the dashboard show, in the order of a job's life."""
+    assert STATES == ("queued", "submitting", "pending", "running", "succeeded", "failed",
+                      "cancelled", "timed_out")
+    assert FINAL_STATES == ("succeeded", "failed", "cancelled", "timed_out")
+    assert UNFINISHED_STATES == ("queued", "submitting", "pending", "running")
+    assert ACTIVE_STATES == ("pending", "running")
+    assert SUBMIT_STATES == ("queued", "submitting")
+    assert SLOT_STATES == ("submitting", "pending", "running")
+    assert get_args(EventState) == ("pending", "running", "succeeded", "failed", "cancelled")
     assert TERMINAL_EVENTS == ("job_finished", "job_failed")
+
+
+def test_the_core_modules_import_neither_torch_ray_nor_numpy() -> None:
+    """raykd.core is the torch-free floor: every module in it (found, not listed) imports
+    without torch, Ray or numpy, as the client and the control plane rely on."""
+    code = textwrap.dedent("""
+        import importlib, pkgutil, sys
+        import raykd.core
+        names = [m.name for m in pkgutil.iter_modules(raykd.core.__path__, "raykd.core.")]
+        for name in names:
+            importlib.import_module(name)
+        heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "ray", "numpy"))
+        print(len(names), heavy)
+    """)
+    root = str(PACKAGE.parent)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": root})
+    assert proc.returncode == 0, proc.stderr
+    count, heavy = proc.stdout.split(" ", 1)
+    assert int(count) >= 10, "raykd.core's modules were not found"
+    assert heavy.strip() == "[]", f"raykd.core loads {heavy.strip()}"
 
 
 def _spelled_out(pattern: str, *, suffixes: tuple[str, ...] = (".py", ".js", ".html")) -> list[str]:
