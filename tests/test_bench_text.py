@@ -130,6 +130,39 @@ def test_text_scenario_is_checked() -> None:
         run_text_scenarios(Path("unused"), scenario="squad")
 
 
+def test_quick_and_full_plans_never_share_a_teachers_directory(tmp_path: Path) -> None:
+    """``--quick`` then the full run (or back) in one ``out``: each plan's teachers get their
+    own job directory (one data fingerprint each), for BBC News and bbc-speakers alike."""
+    from raykd.bench import span_quality, text_quality
+    from raykd.bench.text_quality import teachers_dir
+
+    dirs = [teachers_dir(bench.QUICK_PLAN, tmp_path, quick=True)
+            for bench in (text_quality, span_quality)]
+    dirs += [teachers_dir(bench.FULL_PLAN, tmp_path, quick=False)
+             for bench in (text_quality, span_quality)]
+    assert [d.name for d in dirs] == [
+        "bench-text-quality-quick-teachers", "bench-span-quality-quick-teachers",
+        "bench-text-quality-full-teachers", "bench-span-quality-full-teachers"]
+    assert all(d.parent == tmp_path for d in dirs)
+
+
+def test_the_text_bench_runs_bbc_news_unless_told_otherwise() -> None:
+    """``raykd bench quality --text`` is the cheaper BBC News scenario; the help says how to
+    run bbc-speakers or both."""
+    import inspect
+
+    from typer.testing import CliRunner
+
+    from raykd.bench.span_quality import run_text_scenarios
+    from raykd.cli import app
+
+    assert inspect.signature(run_text_scenarios).parameters["scenario"].default == "bbc-news"
+    help_text = " ".join(CliRunner().invoke(app, ["bench", "quality", "--help"],
+                                            env={"COLUMNS": "200"}).output.split())
+    assert "[default: bbc-news]" in help_text
+    assert "--text-scenario bbc-speakers, or all for both in turn" in help_text
+
+
 def test_speed_table_has_both_ratios_and_cache_bytes(ray_local: None, tmp_path: Path) -> None:
     result = run_text_speed(tmp_path, quick=True, log=lambda line: None)
     md = (tmp_path / "text_speed.md").read_text()

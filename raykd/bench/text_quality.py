@@ -69,7 +69,7 @@ class TextPlan:
         temperature, alpha: KD and WKD's T and alpha; WKD's W is in :data:`ROWS`.
         windows: Span data only: ``max_length``, ``doc_stride``, ``max_query_length`` of the
             windows (``data.*`` of the job spec).
-        name: The teachers' job name (its directory under ``out``).
+        name: The teachers' job name (their directory under ``out``: :func:`teachers_dir`).
     """
 
     teachers: tuple[dict[str, Any], ...]
@@ -149,8 +149,16 @@ class Teachers:
     summary: dict[str, Any]
 
 
-def prepare_teachers(plan: TextPlan, out: Path, log: Log) -> Teachers:
-    """Load the data, train the teachers (or reuse them from ``out/cache``), summarize them."""
+def teachers_dir(plan: TextPlan, out: Path, *, quick: bool) -> Path:
+    """The teachers' job directory of a plan: ``<out>/<plan name>-quick-teachers`` or
+    ``-full-teachers``, so that ``--quick`` and the full run in one ``out`` never share it (their
+    data differ, and a job directory holds one data fingerprint)."""
+    return out / f"{plan.name}-{'quick' if quick else 'full'}-teachers"
+
+
+def prepare_teachers(plan: TextPlan, out: Path, log: Log, *, quick: bool) -> Teachers:
+    """Load the data, train the teachers (or reuse them from ``out/cache``), summarize them;
+    the teachers' job directory is :func:`teachers_dir`."""
     import ray
 
     from raykd.engine.context import Job
@@ -159,8 +167,7 @@ def prepare_teachers(plan: TextPlan, out: Path, log: Log) -> Teachers:
     from raykd.teachers.cache import LogitCache
 
     start = time.perf_counter()
-    job_dir = out / ("teachers" if plan.name == TextPlan.name else f"{plan.name}-teachers")
-    job = Job(spec=teacher_spec(plan, out), job_dir=job_dir,
+    job = Job(spec=teacher_spec(plan, out), job_dir=teachers_dir(plan, out, quick=quick),
               log=lambda line: log(f"teachers: {line}"))
     data = load_data(job)
     log(f"{plan.dataset}: train {len(data.train)} / val {len(data.val)} / test {len(data.test)}")
@@ -281,7 +288,7 @@ def run_bench(bench: Bench, plan: TextPlan, out: Path, *, quick: bool, seeds: in
     start, stamp = time.perf_counter(), datetime.now(UTC).isoformat(timespec="seconds")
     load_start = os.getloadavg()[0]
     with ray_up():
-        teachers = prepare_teachers(plan, out, log)
+        teachers = prepare_teachers(plan, out, log, quick=quick)
         log(f"teachers ready in {teachers.summary['seconds']:.0f} s; {seeds} seeds x "
             f"{len(ROWS)} students")
         runs = []

@@ -67,10 +67,14 @@ def bench_quality(out: OutOpt = Path("raykd-runs/bench-quality"), quick: QuickOp
                   seeds: Annotated[int | None, typer.Option(help="Seeds per row.")] = None,
                   text: Annotated[bool, typer.Option(
                       help="The text scenarios instead: MiniLM teachers, none/KD/WKD students on "
-                           "BBC News (text_quality.md) and bbc-speakers (span_quality.md).")
+                           "BBC News (text_quality.md) or bbc-speakers (span_quality.md).")
                   ] = False,
                   text_scenario: Annotated[TextScenario, typer.Option(
-                      help="With --text: which scenario to run.")] = TextScenario.ALL,
+                      help="With --text: which scenario to run. bbc-news (the default, "
+                           "text_quality.md) took ~30 min on 2 shared CPUs; bbc-speakers "
+                           "(span_quality.md) takes ~60 min more: --text-scenario bbc-speakers, "
+                           "or all for both in turn."
+                  )] = TextScenario.BBC_NEWS,
                   results: ResultsOpt = None) -> None:
     """Accuracy of every method against the ensemble (can a student exceed its teachers?)."""
     if text:
