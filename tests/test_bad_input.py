@@ -221,7 +221,8 @@ def unreadable_data_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: 
         path.write_bytes(b"\xff\xfe\x00garbage")
         return path
     np.savez(path, x=np.ones((20, 3)), y=np.arange(20) % 2)
-    if os.geteuid() == 0:  # data files are opened with os.open (raykd.data.paths checks the opened file)
+    # data files are opened with os.open (raykd.data.paths checks the opened file)
+    if os.geteuid() == 0:
         real_open = os.open
 
         def denied_open(file: Any, flags: int, *args: Any, **kwargs: Any) -> int:
@@ -355,7 +356,9 @@ def test_a_bug_raised_while_handling_a_user_error_stays_a_bug() -> None:
 
 def test_a_spec_file_is_read_by_the_dashboards_rules(tmp_path: Path) -> None:
     """One YAML reader: anchors, values JSON cannot carry and empty files fail in one line."""
-    cases = {"anchors.yaml": ("name: &n x\nstorage: *n\n", "anchors and aliases"),
+    cases = {"anchors.yaml": ("name: &n x\nstorage: *n\n", "anchors.yaml: anchors and aliases"),
+             "merge.yaml": ("data: &d {seed: 0}\nteacher_train: {<<: *d}\n",
+                            "merge.yaml: anchors and aliases"),
              "empty.yaml": ("\n", "the spec is empty"),
              "date.yaml": ("name: 2026-12-07\n", "values JSON cannot carry")}
     for name, (text, expected) in cases.items():

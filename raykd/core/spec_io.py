@@ -83,6 +83,8 @@ def read_spec_text(text: str) -> tuple[dict[str, Any], dict[str, int]]:
     try:
         walk(root, "")
         data = yaml.safe_load(text)
+    except SpecTextError:
+        raise  # walk's own, with its line (a ValueError too: not "a value cannot be read")
     except RecursionError:
         raise SpecTextError("not valid YAML or JSON: nested too deeply") from None
     except yaml.YAMLError as err:
