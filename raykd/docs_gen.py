@@ -5,7 +5,10 @@
 (every ``raykd`` command, argument and option), ``api.md`` (every route of the control
 plane's OpenAPI document) and ``settings.md`` (every ``RAYKD_*`` setting of ``raykd serve``).
 ``python -m raykd.docs_gen --check`` writes nothing and exits 1 naming each page that differs
-from what the code gives now (``tests/test_docs.py`` runs it).
+from what the code gives now (``tests/test_docs.py`` runs it). ``versions.json`` beside the
+pages records the versions of pydantic, typer/click and FastAPI they were generated with; a
+page whose libraries are installed in other versions is not compared (it is named, with the
+versions), since a release of those may change its text with no change in raykd.
 
 This module is also the MkDocs hook of ``mkdocs.yml``: a page may link to a file elsewhere in
 the repository by its relative path (``../raykd/bench/results/wkd.md``, which works on a
@@ -184,10 +187,10 @@ def _submodels(tp: Any, suffix: str = "") -> Iterator[tuple[type[BaseModel], str
 
 
 SPEC_INTRO = (
-    "Every field of a job spec (`raykd run SPEC`, `raykd submit SPEC`, `POST /api/v1/jobs`), from "
-    "the pydantic models in `raykd/core/spec.py`. Unknown keys are refused; a value out of its bounds "
-    "ends with one line naming the field, the value and what is accepted (exit 2, or 422 from "
-    "the API). The sections:\n\n"
+    "Every field of a job spec (`raykd run SPEC`, `raykd submit SPEC`, `POST /api/v1/jobs`), "
+    "from the pydantic models in `raykd/core/spec.py`. Unknown keys are refused; a value out of "
+    "its bounds ends with one line naming the field, the value and what is accepted (exit 2, or "
+    "422 from the API). The sections:\n\n"
 )
 
 
@@ -196,7 +199,8 @@ def spec_reference() -> str:
     from raykd.core.spec import JobSpec
 
     models = _models(JobSpec)
-    lines = [HEADER.format(source="raykd/core/spec.py (pydantic)"), "# Spec reference\n\n", SPEC_INTRO]
+    lines = [HEADER.format(source="raykd/core/spec.py (pydantic)"), "# Spec reference\n\n",
+             SPEC_INTRO]
     lines += [f"- {_link_to_section(model)}: {_where(paths, 'the spec itself')}\n"
               for model, paths in models.items()]
     for model, paths in models.items():
@@ -363,11 +367,68 @@ PAGES: dict[str, Callable[[], str]] = {
 }
 
 
+PAGE_LIBRARIES: dict[str, tuple[str, ...]] = {
+    "spec.md": ("pydantic", "pydantic-core"),
+    "cli.md": ("typer", "click"),
+    "api.md": ("fastapi", "starlette", "pydantic", "pydantic-core"),
+    "settings.md": ("pydantic", "pydantic-core", "pydantic-settings"),
+}
+"""The libraries whose output each page's text comes from (their descriptions, constraints
+and flags are rendered as those versions render them)."""
+VERSIONS = "versions.json"
+"""Next to the pages: the versions of :data:`PAGE_LIBRARIES` they were generated with."""
+
+
+def installed_versions() -> dict[str, str]:
+    """The installed version of every library in :data:`PAGE_LIBRARIES`."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in sorted({lib for libs in PAGE_LIBRARIES.values() for lib in libs}):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def recorded_versions(root: Path = ROOT) -> dict[str, str] | None:
+    """The versions the pages under ``root`` were generated with (None: no readable record)."""
+    try:
+        data = json.loads((root / REFERENCE / VERSIONS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not set(installed_versions()) <= set(data):
+        return None
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def drifted(root: Path = ROOT) -> dict[str, str]:
+    """``{page: why}`` for each page generated with other versions of its libraries than the
+    installed ones: :func:`stale` does not compare its text (another release may word a
+    description, a bound or a flag differently with no change in raykd)."""
+    recorded, installed = recorded_versions(root), installed_versions()
+    if recorded is None:
+        return {}
+    found = {}
+    for page, libs in PAGE_LIBRARIES.items():
+        changed = [f"{lib} {recorded[lib]} (installed {installed[lib]})" for lib in libs
+                   if recorded[lib] != installed[lib]]
+        if changed:
+            found[page] = "generated with " + ", ".join(changed)
+    return found
+
+
 def stale(root: Path = ROOT) -> list[str]:
-    """The generated pages under ``root`` that differ from what the code gives now."""
-    return [name for name, make in PAGES.items()
-            if not (root / REFERENCE / name).is_file()
-            or (root / REFERENCE / name).read_text(encoding="utf-8") != make()]
+    """The generated pages under ``root`` that differ from what the code gives now, among those
+    generated with the installed libraries (:func:`drifted` names the others); ``versions.json``
+    when the record of those versions is missing."""
+    if recorded_versions(root) is None:
+        return [VERSIONS]
+    skip = drifted(root)
+    return [name for name, make in PAGES.items() if name not in skip
+            and (not (root / REFERENCE / name).is_file()
+                 or (root / REFERENCE / name).read_text(encoding="utf-8") != make())]
 
 
 def write(root: Path = ROOT) -> list[Path]:
@@ -378,7 +439,9 @@ def write(root: Path = ROOT) -> list[Path]:
         target = root / REFERENCE / name
         target.write_text(make(), encoding="utf-8")
         written.append(target)
-    return written
+    versions = root / REFERENCE / VERSIONS
+    versions.write_text(json.dumps(installed_versions(), indent=2) + "\n", encoding="utf-8")
+    return [*written, versions]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -389,6 +452,10 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     if args == ["--check"]:
+        for name, why in drifted().items():
+            print(f"{REFERENCE / name} not checked: {why}; its text may differ with no change "
+                  "in raykd (run `python -m raykd.docs_gen` with these versions to check it)",
+                  file=sys.stderr)
         old = stale()
         for name in old:
             print(f"{REFERENCE / name} is stale: run `python -m raykd.docs_gen` and commit it",
