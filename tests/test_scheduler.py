@@ -8,6 +8,7 @@ itself is exercised by ``tests/test_service.py``'s live tests.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from raykd.core.events import (
 from raykd.core.jobdir import JobLayout
 from raykd.service.app import create_app
 from raykd.service.ray_jobs import RayJobs, RayRefused, RayUnavailable
+from raykd.service.routes.jobs import open_artifact
 from raykd.service.scheduler import Scheduler
 from raykd.service.settings import Settings
 from raykd.service.store import JobRow, Store, migrate
@@ -463,3 +465,60 @@ def test_a_followed_log_whose_job_is_retried_meanwhile_goes_on_with_the_new_atte
     r = client.get("/api/v1/jobs/rt/logs", params={"follow": "true"}, headers=HEADERS)
     assert r.status_code == 200 and r.text == "the retry's log\n", r.text
     assert ("logs", "rt.r1") in ray.calls and ("logs", "rt") not in ray.calls
+
+
+# artifacts: what is sent is the file that was checked ---------------------------------------
+
+
+def test_an_artifact_is_sent_from_the_file_opened_and_a_planted_link_is_refused(
+        app: Any, settings: Settings, tmp_path: Path) -> None:
+    """A download opens the file once, without following links: a listed name that is a link
+    to a file outside the job is 404 with the reason; real files (nested too) come whole."""
+    client, _, _ = app
+    assert post_job(client, job_id="linked").status_code == 201
+    root = settings.storage / "linked"
+    (root / "students").mkdir(parents=True)
+    (root / "result.json").write_text('{"mine": true}')
+    (root / "students" / "s.safetensors").write_bytes(b"weights" * 1000)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.json").write_text('{"secret": "outside the job"}')
+    (root / "leak.json").symlink_to(outside / "secret.json")
+    base = "/api/v1/jobs/linked/artifacts"
+    listed = {a["path"] for a in client.get(base, headers=HEADERS).json()}
+    assert {"result.json", "students/s.safetensors", "leak.json"} <= listed
+    got = client.get(f"{base}/result.json", headers=HEADERS)
+    assert (got.status_code, got.content) == (200, b'{"mine": true}')
+    assert got.headers["content-disposition"] == 'attachment; filename="result.json"'
+    got = client.get(f"{base}/students/s.safetensors", headers=HEADERS)
+    assert (got.status_code, got.content) == (200, b"weights" * 1000)
+    leak = client.get(f"{base}/leak.json", headers=HEADERS)
+    assert leak.status_code == 404 and b"outside the job" not in leak.content
+    assert leak.json()["detail"] == ("artifact 'leak.json' of job 'linked' is not a regular file "
+                                     "inside the job's directory (links are not followed)")
+
+
+def test_a_directory_swapped_for_a_link_after_the_listing_is_not_followed(tmp_path: Path) -> None:
+    """The race the listing cannot see: ``students/`` checked, then replaced by a link to a
+    directory outside the job. Opening refuses it; a file opened before the swap stays the
+    one that was checked."""
+    root, outside = tmp_path / "job", tmp_path / "outside"
+    (root / "students").mkdir(parents=True)
+    outside.mkdir()
+    (root / "students" / "s.safetensors").write_bytes(b"the job's")
+    (outside / "s.safetensors").write_bytes(b"someone else's")
+    opened = open_artifact(root, "students/s.safetensors")
+    (root / "students").rename(root / "moved")
+    (root / "students").symlink_to(outside, target_is_directory=True)
+    try:
+        assert os.read(opened, 100) == b"the job's"
+    finally:
+        os.close(opened)
+    with pytest.raises(OSError):
+        open_artifact(root, "students/s.safetensors")
+    os.mkfifo(root / "pipe.json")  # never blocks the request waiting for a writer
+    for bad in ("pipe.json", "moved", "../outside/s.safetensors", "moved/../moved/s.safetensors"):
+        with pytest.raises(OSError):
+            open_artifact(root, bad)
+    assert os.read(fd := open_artifact(root, "moved/s.safetensors"), 100) == b"the job's"
+    os.close(fd)

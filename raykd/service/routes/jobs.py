@@ -7,14 +7,17 @@ scheduler's. Every error is a 4xx with a message naming what was wrong.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import json
+import os
 import re
 import shutil
+import stat
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
@@ -476,15 +479,71 @@ def artifacts(row: OwnedJob, state: State) -> list[Artifact]:
     return [Artifact(path=rel, size=p.stat().st_size) for rel, p in _artifacts(state, row)]
 
 
-@router.get("/{job_id}/artifacts/{path:path}", summary="Download one artifact", response_class=FileResponse)
+def open_artifact(root: Path, rel: str) -> int:
+    """A descriptor of the regular file ``root/rel``, opened one component at a time without
+    following a link (a directory swapped for a link after the listing is refused too).
+
+    Raises:
+        OSError: a component is a link (or missing), or the file is not a regular file.
+    """
+    parts = rel.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise OSError(errno.EINVAL, "not a plain relative path")
+    nofollow = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(root, nofollow | os.O_DIRECTORY)
+    try:
+        for part in parts[:-1]:
+            inner = os.open(part, nofollow | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        # non-blocking: a FIFO planted under an artifact's name must not hang the request
+        found = os.open(parts[-1], nofollow | os.O_NONBLOCK, dir_fd=fd)
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(os.fstat(found).st_mode):
+        os.close(found)
+        raise OSError(errno.EINVAL, "not a regular file")
+    return found
+
+
+class OpenedFileResponse(FileResponse):
+    """A file this process holds open, sent from that descriptor (``/proc/self/fd/N`` is the
+    opened file whatever its path becomes) and closed when the response ends, however."""
+
+    def __init__(self, fd: int, filename: str) -> None:
+        self._fd: int | None = fd
+        super().__init__(f"/proc/self/fd/{fd}", filename=filename, stat_result=os.fstat(fd))
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Close the descriptor (once: its number may be another file's afterwards)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        self.close()
+
+
+@router.get("/{job_id}/artifacts/{path:path}", summary="Download one artifact",
+            response_class=FileResponse)
 def download(path: Annotated[str, PathParam(
-                 description="The file's path in the job's directory, as GET .../artifacts lists it "
-                 "(e.g. result.json).")],
+                 description="The file's path in the job's directory, as GET .../artifacts lists "
+                 "it (e.g. result.json).")],
              row: OwnedJob, state: State, audit: Audit) -> FileResponse:
     root = state.settings.layout.job(row.id).root.resolve()
-    target = (root / path).resolve()
-    listed = dict(_artifacts(state, row))
-    if not target.is_relative_to(root) or path not in listed:
-        raise HTTPException(404, f"no artifact {path[:200]!r} in job {row.id!r}; see GET .../artifacts")
+    if path not in dict(_artifacts(state, row)):
+        raise HTTPException(404, f"no artifact {path[:200]!r} in job {row.id!r}; see GET "
+                                 ".../artifacts")
+    try:  # opened once, here; what is sent is what was opened
+        fd = open_artifact(root, path)
+    except OSError:
+        raise HTTPException(404, f"artifact {path[:200]!r} of job {row.id!r} is not a regular file "
+                                 "inside the job's directory (links are not followed)") from None
     audit("download", row.id, path=path)
-    return FileResponse(target, filename=target.name)
+    return OpenedFileResponse(fd, filename=path.rsplit("/", 1)[-1])
