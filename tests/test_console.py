@@ -258,3 +258,23 @@ def test_a_refused_ray_log_fails_the_job_with_its_event(tmp_path: Path) -> None:
     last = read_events(job_dir / "events.jsonl")[-1]
     assert (last.type, last.kind, last.message) == ("job_failed", "user_error", problem)
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_sweep_diverts_rays_output_to_its_own_job_and_names_it_on_failure(
+        tmp_path: Path) -> None:
+    """``raykd sweep``: the sweep's job gets the diversion too (entered once its job is open);
+    a failure after that ends with the error and ray.log's path on the terminal, and a
+    ``job_failed`` event."""
+    from raykd.core.events import read_events
+
+    job_dir, missing = tmp_path / "job", tmp_path / "missing.npz"
+    proc = subprocess.run([str(RAYKD), "sweep", "digits-sweep", "--set",
+                           f"data.dataset={missing}", "--job-dir", str(job_dir)],
+                          cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stdout == f"raykd: Ray's own output (workers, warnings): {job_dir / 'ray.log'}\n"
+    assert proc.stderr.splitlines() == [f"error: data file '{missing}' does not exist",
+                                        f"Ray's own output: {job_dir / 'ray.log'}"]
+    last = read_events(job_dir / "events.jsonl")[-1]
+    assert (last.type, last.kind) == ("job_failed", "user_error")
