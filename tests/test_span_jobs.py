@@ -10,6 +10,7 @@ unanswerable, every context longer than one window).
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -246,16 +247,62 @@ def test_jsonl_and_parquet_rows_are_span_data_like_the_json(tmp_path: Path, sour
             assert getattr(other, split).fingerprint == getattr(data, split).fingerprint
 
 
-def test_a_sweep_on_span_data_is_refused_in_one_line(tmp_path: Path, source: Path) -> None:
-    """Trials are ranked by one validation number; for spans that would be window accuracy,
-    not SQuAD F1: refused, saying what to do instead."""
-    spec = span_spec(tmp_path, source, "sweep", sweep={"incorrect_weight": {"values": [0.5, 1.0]}},
-                     methods=[{"method": "wkd"}])
-    path = tmp_path / "spec.json"
-    path.write_text(json.dumps(spec))
-    result = CliRunner().invoke(app, ["run", str(path)])
-    assert result.exit_code == 2, result.output
-    assert "is not swept yet" in result.output and "Traceback" not in result.output
+@pytest.mark.slow
+def test_a_span_sweep_ranks_trials_by_squad_f1_and_its_final_student_answers_as_scored(
+        first: dict[str, Any], storage: Path, source: Path, data: Any, tmp_path: Path) -> None:
+    """Trials over W read the teachers' cached span logits (no forward pass), are ranked by
+    SQuAD val F1 (not window accuracy), and the final student's test EM/F1, its checkpoint's
+    no-answer threshold and ``raykd predict`` on the sweep's directory all agree."""
+    import pandas as pd
+
+    from raykd.metrics.squad import score_texts
+    from raykd.models import checkpoint_info
+    from raykd.tune import print_sweep, run_sweep
+
+    spec = span_spec(storage, source, "owners-sweep",
+                     methods=[{"method": "wkd", "temperature": 2.0, "alpha": 0.5}],
+                     sweep={"searcher": "grid", "scheduler": "fifo",
+                            "incorrect_weight": {"values": [0.25, 1.0]}})
+    job_dir = storage / "owners-sweep"
+    result = run_sweep(parse_spec(spec), job_dir=job_dir, log=lambda _: None)
+
+    assert result["metric"] == "val_f1"
+    assert result["logit_cache"]["teacher"]["train"]["cache_hits"] == 2
+    trials = result["trials"]
+    assert sorted(t["incorrect_weight"] for t in trials) == [0.25, 1.0]
+    assert all(0.0 <= t["val_f1"] <= 100.0 and t["teacher_forward_examples"] == 0 for t in trials)
+    assert result["best"]["trial_id"] == max(trials, key=lambda t: t["val_f1"])["trial_id"]
+    table = pd.read_csv(result["files"]["trials"])
+    assert {"val_f1", "val_exact", "best_val_f1"} <= set(table.columns)
+    assert sorted(table["val_f1"]) == pytest.approx(sorted(t["val_f1"] for t in trials))
+
+    final = result["final"]
+    model = load_checkpoint(final["checkpoint"])
+    val, test = predict_logits(model, data.val.x), predict_logits(model, data.test.x)
+    assert flat(final["span"]) == pytest.approx(flat(span_row(val, test, data.spans)))
+    meta = checkpoint_info(final["checkpoint"])
+    assert meta["preprocessing"]["null_threshold"] == pytest.approx(final["span"]["threshold"])
+    assert (Path(final["hf_folder"]) / "model.safetensors").is_file()
+    events = [json.loads(line) for line in (job_dir / "events.jsonl").read_text().splitlines()]
+    reported = [e["metrics"] for e in events if e["type"] == "trial"]
+    assert reported and all(0.0 <= m["val_f1"] <= 100.0 and "val_exact" in m for m in reported)
+    shown = io.StringIO()
+    print_sweep(result, file=shown)
+    assert "val F1" in shown.getvalue() and "arg-max of val_f1" in shown.getvalue()
+    assert f"test F1 {final['span']['test']['f1']:.2f}" in shown.getvalue()
+
+    examples = data.spans.parts["test"].examples
+    questions = {"version": "v2.0", "data": [{"title": "t", "paragraphs": [
+        {"context": ex.context, "qas": [{"id": ex.id, "question": ex.question}]}
+        for ex in examples]}]}
+    (tmp_path / "questions.json").write_text(json.dumps(questions))
+    out = tmp_path / "predictions.json"
+    cli = CliRunner().invoke(app, ["predict", str(job_dir), str(tmp_path / "questions.json"),
+                                   "--out", str(out)])
+    assert cli.exit_code == 0, cli.output
+    predictions = json.loads(out.read_text())
+    scores = score_texts([predictions[ex.id] for ex in examples], list(examples))
+    assert scores["f1"] == pytest.approx(final["span"]["test"]["f1"])
 
 
 def test_a_base_model_given_as_is_is_refused(tmp_path: Path, source: Path) -> None:

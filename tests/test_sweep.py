@@ -166,6 +166,21 @@ def test_best_row_is_the_argmax_and_skips_missing_metrics() -> None:
         best_row([_row(0, float("nan"))])
 
 
+def test_a_span_sweeps_rows_rank_by_squad_f1_not_window_accuracy() -> None:
+    """Window accuracy and SQuAD F1 disagree here: the span sweep's best is the F1 one."""
+    history = [{"val_accuracy": 0.9, "val_f1": 30.0}, {"val_accuracy": 0.95, "val_f1": 20.0}]
+    keen = trial_row({"method": "wkd"}, {"val_accuracy": 0.95, "val_f1": 20.0, "val_exact": 18.0,
+                                         "training_iteration": 2}, history,
+                     trial_id="a", epochs=2, error=None, metric="val_f1")
+    apt = trial_row({"method": "wkd"}, {"val_accuracy": 0.6, "val_f1": 25.0, "val_exact": 25.0,
+                                        "training_iteration": 2}, [],
+                    trial_id="b", epochs=2, error=None, metric="val_f1")
+    assert keen["best_val_f1"] == 30.0 and keen["val_exact"] == 18.0
+    assert best_row([keen, apt], "val_f1")["trial_id"] == "b"
+    assert best_row([keen, apt])["trial_id"] == "a"  # a classification sweep's rule
+    assert "val_f1" not in trial_row({}, {}, [], trial_id="c", epochs=1, error=None)
+
+
 def test_an_interrupted_sweep_stops_before_the_table(tmp_path: Path) -> None:
     from raykd.engine.context import Job
     from raykd.tune.driver import stop_if_interrupted

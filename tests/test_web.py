@@ -420,7 +420,7 @@ def test_the_sweep_page_has_one_heatmap_cell_per_w_t_pair(
     page.get_by_role("button", name="Val acc").click()  # sortable: now ascending
     first = float(rows.first.locator("td").nth(4).inner_text().rstrip("%")) / 100
     assert first == pytest.approx(min(float(r["val_accuracy"]) for r in trials), abs=1e-4)
-    assert page.locator('th[data-key="val_accuracy"]').get_attribute("aria-sort") == "ascending"
+    assert page.locator('th[data-key="score"]').get_attribute("aria-sort") == "ascending"
     assert tab.context.request.get(f"{server.url}{best_link.get_attribute('href')}").status == 200
 
 

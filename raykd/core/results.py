@@ -296,6 +296,12 @@ class TrialRow(_OpenRow):
         description="Validation accuracy of its last reported epoch: the sweep's metric."
     )
     best_val_accuracy: float | None = Field(description="Its best epoch's validation accuracy.")
+    val_f1: float | None = Field(default=None, description="Span data only: SQuAD v2.0 F1 "
+                                 "(percent) on val of its last reported epoch: the sweep's metric.")
+    val_exact: float | None = Field(default=None, description="Span data only: SQuAD v2.0 "
+                                    "exact match (percent) on val of its last reported epoch.")
+    best_val_f1: float | None = Field(default=None, description="Span data only: its best "
+                                      "epoch's val_f1.")
     epochs: int = Field(ge=0, description="Epochs it ran (ASHA or the time budget may stop it early).")
     train_loss: float | None = Field(description="Mean training loss of its last epoch.")
     trial_seconds: float | None = Field(description="Wall time inside the trial, measured there.")
@@ -325,8 +331,10 @@ class FinalStudentRow(_OpenRow):
     """The best configuration's student, retrained on train+val and tested."""
 
     checkpoint: str = Field(description="Its weights (best_student.safetensors).")
-    test_accuracy: float = Field(ge=0, le=1, description="Accuracy on the test split.")
+    test_accuracy: float = Field(ge=0, le=1, description="Accuracy on the test split (span "
+                                 "data: the share of windows whose start and end are right).")
     method: MethodSpec = Field(description="The best trial's method and hyperparameters.")
+    span: SpanScores = None
     trained_on: dict[str, int] = Field(description="Examples it trained on, per split (train, val).")
     history: list[EpochRow] = Field(
         default_factory=list, description="One row per epoch (val is part of its training data)."
@@ -345,6 +353,9 @@ class SweepResult(_ResultFile):
         "rebuilds the teachers (the benchmark's baseline)."
     )
     resumed: bool = Field(description="Whether this call restored an interrupted sweep.")
+    metric: Literal["val_accuracy", "val_f1"] = Field(
+        default="val_accuracy", description="What ranked the trials (maximized, last reported "
+        "epoch): val_accuracy, or SQuAD v2.0 val_f1 (percent) for span extraction.")
     sweep: SweepSpec = Field(description="The spec's sweep section.")
     base_method: MethodSpec = Field(description="methods[0], which every trial overrides.")
     resources: TrialResources = Field(description="What each trial reserved.")
@@ -358,7 +369,7 @@ class SweepResult(_ResultFile):
         default_factory=dict, description=_LOGIT_CACHE
     )
     trials: list[TrialRow] = Field(description="Every trial, ordered by trial id.")
-    best: TrialRow = Field(description="The arg-max of the trials' val_accuracy.")
+    best: TrialRow = Field(description="The arg-max of the trials' metric.")
     final: FinalStudentRow | None = Field(
         description="The best configuration retrained on train+val (None when not retrained)."
     )

@@ -140,10 +140,6 @@ def check_span_models(spec: JobSpec, data: Dataset, named: list[tuple[str, Any]]
     if spec.cache.topk is not None:
         raise SpecError(f"cache.topk applies to classification; span data {spec.data.dataset!r} "
                         "caches the valid positions' logits in float16: remove cache.topk")
-    if spec.sweep is not None:
-        raise SpecError(f"sweep: span data {spec.data.dataset!r} is not swept yet (its trials "
-                        "would be ranked by window accuracy, not SQuAD F1); list the settings to "
-                        "compare as methods of one job instead, each scored by EM/F1")
     length = data.spans.max_length
     for where, t in named:
         model = t.model.model_dump()

@@ -71,14 +71,15 @@ def stack(parts: list[np.ndarray] | list[TopK]) -> np.ndarray | TopK:
 
 
 def concat_rows(a: np.ndarray | TopK, b: np.ndarray | TopK) -> np.ndarray | TopK:
-    """Concatenate two (M, N, C) logit sets of the same form along the example axis."""
+    """Concatenate two logit sets of the same form along the example axis (axis 1): (M, N, C)
+    dense or top-k, or span windows' (M, N, 2, L) start/end logits (always dense)."""
     if isinstance(a, TopK) and isinstance(b, TopK):
         return TopK(np.concatenate([a.values, b.values], axis=-2),
                     np.concatenate([a.indices, b.indices], axis=-2),
                     np.concatenate([a.rest_lse, b.rest_lse], axis=-1), a.num_classes)
     if isinstance(a, TopK) or isinstance(b, TopK):
         raise TypeError("cannot concatenate dense and top-k logits")
-    return np.concatenate([a, b], axis=-2)
+    return np.concatenate([a, b], axis=1)
 
 
 def in_form(logits: np.ndarray, topk: int | None) -> np.ndarray | TopK:

@@ -12,7 +12,8 @@ The stages:
    ``<job_dir>/tune``: a second call with the same job directory restores it and reruns
    no finished trial;
 4. ``trials.csv``, ``heatmap_w_t.png``, ``alpha.png``; the best configuration (arg-max of
-   the last reported ``val_accuracy``) retrained on train+val and tested:
+   the last reported ``val_accuracy``; for span data SQuAD ``val_f1``) retrained on
+   train+val and tested:
    ``best_student.safetensors``; everything in ``sweep.json``
    (:class:`raykd.core.results.SweepResult`, built by :mod:`raykd.tune.outputs`).
 """
@@ -49,7 +50,6 @@ from raykd.tune.final import final_student, reuse_final
 from raykd.tune.outputs import sweep_result, write_outputs
 from raykd.tune.results import best_row, grid_rows
 from raykd.tune.space import (
-    METRIC,
     MODE,
     TrialPlan,
     check_sweep,
@@ -58,6 +58,7 @@ from raykd.tune.space import (
     plan_resources,
     scheduler,
     search_alg,
+    sweep_metric,
     varied,
 )
 from raykd.tune.trial import trainable_for
@@ -147,8 +148,10 @@ def _trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def make_tuner(job: Job, shared: dict[str, Any], plan: TrialPlan) -> tuple[Any, bool]:
-    """A new Tuner, or the one stored under ``<job_dir>/tune`` (then True: resumed)."""
+def make_tuner(job: Job, shared: dict[str, Any], plan: TrialPlan,
+               metric: str) -> tuple[Any, bool]:
+    """A new Tuner ranking trials by ``metric``, or the one stored under ``<job_dir>/tune``
+    (then True: resumed)."""
     from ray import tune
 
     sweep = check_sweep(job.spec)
@@ -160,9 +163,9 @@ def make_tuner(job: Job, shared: dict[str, Any], plan: TrialPlan) -> tuple[Any, 
     if tune.Tuner.can_restore(path):
         return tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True), True
     config = tune.TuneConfig(
-        metric=METRIC,
+        metric=metric,
         mode=MODE,
-        search_alg=search_alg(sweep, seed=job.spec.train.seed),
+        search_alg=search_alg(sweep, seed=job.spec.train.seed, metric=metric),
         scheduler=scheduler(sweep, epochs=job.spec.train.epochs),
         num_samples=sweep.num_samples,
         max_concurrent_trials=plan.concurrency,
@@ -237,18 +240,20 @@ def _sweep(job: Job, start: float, *, naive: bool) -> dict[str, Any]:
     refs = put_splits(data)
     teachers = None if naive else _teacher_stage(job, data, refs)
     shared = shared_inputs(job, data, refs, teachers, plan, use_gpu=use_gpu)
+    metric = sweep_metric(data.spans is not None)
     with job.stage("tune"):
-        grid, resumed = _fit(job, shared, plan)
-    rows = grid_rows(grid, epochs=spec.train.epochs, statuses=trial_statuses(job_dir))
+        grid, resumed = _fit(job, shared, plan, metric)
+    rows = grid_rows(grid, epochs=spec.train.epochs, statuses=trial_statuses(job_dir),
+                     metric=metric)
     stop_if_interrupted(job, rows, tune_seconds=job.timer.stages["tune"])
-    best = best_row(rows)
-    files = write_outputs(job_dir, rows)
+    best = best_row(rows, metric)
+    files = write_outputs(job_dir, rows, metric)
     final = None
     if sweep.final_retrain and teachers is not None:
         final = _final(job, data, teachers, shared, best, plan)
     timings = {**job.timer.stages, "total": time.perf_counter() - start}
     result = sweep_result(job, data, rows, best, final, files, plan, resumed=resumed,
-                          naive=naive, timings=timings)
+                          naive=naive, timings=timings, metric=metric)
     path = result.write(job_dir)  # atomic, as result.json
     job.emit(JobFinished(result=str(path), seconds=time.perf_counter() - start))
     return json.loads(path.read_text())  # exactly what a reader of sweep.json gets
@@ -305,9 +310,9 @@ def _plan(job: Job) -> tuple[TrialPlan, bool]:
     return plan, use_gpu
 
 
-def _fit(job: Job, shared: dict[str, Any], plan: TrialPlan) -> tuple[Any, bool]:
+def _fit(job: Job, shared: dict[str, Any], plan: TrialPlan, metric: str) -> tuple[Any, bool]:
     """Run the Tuner (new or restored); its ResultGrid and whether it resumed."""
-    tuner, resumed = make_tuner(job, shared, plan)
+    tuner, resumed = make_tuner(job, shared, plan, metric)
     if resumed:
         job.log(
             f"resuming the sweep stored in {job.layout.tune}: finished trials are kept"

@@ -6,6 +6,13 @@ image dataset's) in its metadata, as a ``raykd run`` student's does, so that
 
 The teachers' logits of train+val are the cached train and val logits concatenated along
 the example axis (M, N_train + N_val, C); no teacher runs again.
+
+Span data (SQuAD windows): the final student is scored per question, SQuAD v2.0 EM/F1 on
+test at the no-answer threshold that maximizes F1 on val (``span``, as a run's student);
+val is part of its training data here, so that threshold is chosen on seen questions. The
+threshold goes into the checkpoint (``null_threshold``), which ``raykd predict`` answers
+with. An ``hf`` student is also written as a Hugging Face folder beside it
+(``best_student-hf/``), as a run's students are.
 """
 
 from __future__ import annotations
@@ -22,11 +29,11 @@ import numpy as np
 from raykd.core.jobdir import JobLayout
 from raykd.data import Dataset
 from raykd.engine.context import Job
-from raykd.engine.prepare import TeacherSet
+from raykd.engine.prepare import TeacherSet, model_scores
 from raykd.losses.topk import TopK, concat_rows
 from raykd.models import describe_checkpoint, save_checkpoint
 from raykd.train.config import StudentConfig
-from raykd.train.steps import accuracy, predict_logits
+from raykd.train.steps import predict_logits
 from raykd.tune.space import SWEPT, TrialPlan, trial_method
 
 
@@ -83,25 +90,60 @@ def final_student(
     model, history = ray.get(
         task.remote(config, x, y, data.val.x, data.val.y, logits, shared["use_gpu"])
     )
+    scores = model_scores(data, predict_logits(model, data.val.x),
+                          predict_logits(model, data.test.x))
     path = save_checkpoint(
         model,
         job.layout.best_student,
         **config.checkpoint_meta,
         extra={"method": method.model_dump(), "trained_on": "train+val"},
         class_names=data.class_names,
-        preprocessing=data.prep_record,
+        preprocessing=final_preprocessing(data, scores.get("span")),
     )
-    test_acc = accuracy(predict_logits(model, data.test.x), data.test.y)
-    job.log(f"best student ({method.display}) retrained on train+val: test accuracy {test_acc:.4f}")
+    row = {"test_accuracy": scores["test_accuracy"], **_span(scores.get("span"))}
+    if scores.get("test_macro_f1") is not None:  # text classification
+        row["test_macro_f1"] = scores["test_macro_f1"]
+    if spec.student.model.name == "hf":
+        row["hf_folder"] = str(_hf_folder(model, path, data))
+    job.log(f"best student ({method.display}) retrained on train+val: {_said(row)}")
     return {
         "checkpoint": str(path),
-        "test_accuracy": test_acc,
+        **row,
         "method": method.model_dump(),
         "trained_on": {"train": len(data.train), "val": len(data.val)},
         "history": history,
         "seconds": time.perf_counter() - start,
         "note": "history's val_accuracy is on val, which is part of the training data here",
     }
+
+
+def _span(span: dict[str, Any] | None) -> dict[str, Any]:
+    return {} if span is None else {"span": span}
+
+
+def _said(row: dict[str, Any]) -> str:
+    if "span" in row:
+        test = row["span"]["test"]
+        return f"test F1 {test['f1']:.2f}, EM {test['exact']:.2f}"
+    return f"test accuracy {row['test_accuracy']:.4f}"
+
+
+def final_preprocessing(data: Dataset, span: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The checkpoint's preprocessing record: the data's, with the no-answer threshold of a
+    span student (``null_threshold``, chosen on val) that ``raykd predict`` answers with."""
+    record = data.prep_record
+    if record is None or span is None:
+        return record
+    return {**record, "null_threshold": span["threshold"]}
+
+
+def _hf_folder(model: Any, checkpoint: Path, data: Dataset) -> Path:
+    """``<checkpoint stem>-hf/``: the student as a Hugging Face folder (no raykd needed)."""
+    from raykd.models.hf import save_hf_folder
+
+    length = None if data.spans is None else data.spans.max_length
+    return save_hf_folder(model, checkpoint.with_name(f"{checkpoint.stem}-hf"),
+                          class_names=data.class_names, max_length=length)
 
 
 def reuse_final(job_dir: Path, best: dict[str, Any], data: Dataset) -> dict[str, Any] | None:
@@ -118,5 +160,5 @@ def reuse_final(job_dir: Path, best: dict[str, Any], data: Dataset) -> dict[str,
         return None
     if data.class_names is not None or data.prep_record is not None:
         describe_checkpoint(final["checkpoint"], class_names=data.class_names,
-                            preprocessing=data.prep_record)
+                            preprocessing=final_preprocessing(data, final.get("span")))
     return dict(final)

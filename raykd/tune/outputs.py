@@ -16,15 +16,17 @@ from raykd.engine.job_data import dataset_row
 from raykd.engine.run import versions
 from raykd.tune.plots import alpha_plot, heatmap_w_t
 from raykd.tune.results import write_csv
-from raykd.tune.space import TrialPlan
+from raykd.tune.space import METRIC, TrialPlan
 
 
-def write_outputs(job_dir: Path, rows: list[dict[str, Any]]) -> dict[str, str]:
-    """The trials table and the two plots; their paths."""
+def write_outputs(job_dir: Path, rows: list[dict[str, Any]],
+                  metric: str = METRIC) -> dict[str, str]:
+    """The trials table and the two plots (of the sweep's ``metric``); their paths."""
+    layout = JobLayout(job_dir)
     return {
-        "trials": str(write_csv(rows, JobLayout(job_dir).trials)),
-        "heatmap": str(heatmap_w_t(rows, JobLayout(job_dir).heatmap)),
-        "alpha": str(alpha_plot(rows, JobLayout(job_dir).alpha_plot)),
+        "trials": str(write_csv(rows, layout.trials, metric)),
+        "heatmap": str(heatmap_w_t(rows, layout.heatmap, metric)),
+        "alpha": str(alpha_plot(rows, layout.alpha_plot, metric)),
     }
 
 
@@ -45,6 +47,7 @@ def sweep_result(
     resumed: bool,
     naive: bool,
     timings: dict[str, float],
+    metric: str = METRIC,
 ) -> SweepResult:
     """``sweep.json``, validated: the spec, the teachers, every trial, the best, the final student."""
     from dataclasses import asdict
@@ -61,6 +64,7 @@ def sweep_result(
         "spec": json.loads(spec.model_dump_json()),
         "timings": timings,
         "mode": "naive" if naive else "shared",
+        "metric": metric,
         "resumed": resumed,
         "sweep": json.loads(spec.sweep.model_dump_json()) if spec.sweep else None,
         "base_method": spec.methods[0].model_dump(mode="json"),

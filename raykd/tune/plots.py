@@ -7,6 +7,8 @@
   ``MAX_CELLS`` distinct values on an axis) give a scatter coloured by accuracy.
 - ``alpha.png``: validation accuracy against alpha, one marker per trial and the mean per
   alpha value as a line, one colour per method.
+
+A span sweep plots its own metric, SQuAD ``val_f1`` (percent), in place of the accuracy.
 """
 
 from __future__ import annotations
@@ -22,13 +24,13 @@ MAX_CELLS = 12
 LABELS = {"incorrect_weight": "W (incorrect_weight)", "temperature": "T (temperature)"}
 
 
-def _frame(rows: list[dict[str, Any]]) -> Any:
+def _frame(rows: list[dict[str, Any]], metric: str) -> Any:
     import pandas as pd
 
     frame = pd.DataFrame(rows)
-    if frame.empty or METRIC not in frame:
+    if frame.empty or metric not in frame:
         return frame
-    return frame[frame[METRIC].notna()]
+    return frame[frame[metric].notna()]
 
 
 def _figure() -> tuple[Any, Any]:
@@ -57,7 +59,7 @@ def _wt_subset(frame: Any) -> tuple[Any, str]:
     return frame, f"method {', '.join(sorted(map(str, methods)))}"
 
 
-def _grid(ax: Any, fig: Any, table: Any) -> None:
+def _grid(ax: Any, fig: Any, table: Any, metric: str) -> None:
     """An annotated heatmap of a pivot table (rows T, columns W)."""
     values = table.to_numpy(dtype=float)
     image = ax.imshow(values, cmap="viridis", origin="lower", aspect="auto")
@@ -70,79 +72,80 @@ def _grid(ax: Any, fig: Any, table: Any) -> None:
             ax.text(
                 j,
                 i,
-                f"{v:.4f}",
+                f"{v:.4f}" if v <= 1 else f"{v:.2f}",
                 ha="center",
                 va="center",
                 fontsize=8,
                 color="white" if v < middle else "black",
             )
-    fig.colorbar(image, ax=ax, label=f"mean {METRIC}")
+    fig.colorbar(image, ax=ax, label=f"mean {metric}")
 
 
-def _line(ax: Any, frame: Any, axis: str, fixed: str) -> str:
+def _line(ax: Any, frame: Any, axis: str, fixed: str, metric: str) -> str:
     """Accuracy against the one axis that varies; returns the title note."""
-    mean = frame.groupby(axis)[METRIC].mean()
+    mean = frame.groupby(axis)[metric].mean()
     ax.plot(mean.index, mean.to_numpy(), marker="o", label="mean")
-    ax.scatter(frame[axis], frame[METRIC], alpha=0.4, label="trials")
+    ax.scatter(frame[axis], frame[metric], alpha=0.4, label="trials")
     ax.set_xlabel(LABELS[axis])
-    ax.set_ylabel(METRIC)
+    ax.set_ylabel(metric)
     ax.legend()
     return f"{LABELS[fixed].split()[0]} fixed at {frame[fixed].iloc[0]:g}"
 
 
-def heatmap_w_t(rows: list[dict[str, Any]], path: Path) -> Path:
+def heatmap_w_t(rows: list[dict[str, Any]], path: Path, metric: str = METRIC) -> Path:
     """Validation accuracy over W (x) and T (y); see the module docstring for the cases."""
-    frame = _frame(rows)
+    frame = _frame(rows, metric)
     fig, ax = _figure()
     if frame.empty:
-        ax.text(0.5, 0.5, "no trial reported a validation accuracy", ha="center", va="center")
+        ax.text(0.5, 0.5, f"no trial reported {metric}", ha="center", va="center")
         ax.set_axis_off()
         return _save(fig, path)
     frame, note = _wt_subset(frame)
     n_w, n_t = frame["incorrect_weight"].nunique(), frame["temperature"].nunique()
     if n_w > MAX_CELLS or n_t > MAX_CELLS:
         points = ax.scatter(
-            frame["incorrect_weight"], frame["temperature"], c=frame[METRIC], cmap="viridis"
+            frame["incorrect_weight"], frame["temperature"], c=frame[metric], cmap="viridis"
         )
-        fig.colorbar(points, ax=ax, label=METRIC)
+        fig.colorbar(points, ax=ax, label=metric)
     elif n_w > 1 and n_t == 1:
-        note += "; " + _line(ax, frame, "incorrect_weight", "temperature")
+        note += "; " + _line(ax, frame, "incorrect_weight", "temperature", metric)
     elif n_t > 1 and n_w == 1:
-        note += "; " + _line(ax, frame, "temperature", "incorrect_weight")
+        note += "; " + _line(ax, frame, "temperature", "incorrect_weight", metric)
     else:
         _grid(
             ax,
             fig,
             frame.pivot_table(
-                index="temperature", columns="incorrect_weight", values=METRIC, aggfunc="mean"
+                index="temperature", columns="incorrect_weight", values=metric, aggfunc="mean"
             ),
+            metric,
         )
         if n_w == 1 and n_t == 1:
             note += "; W and T not swept"
     if ax.get_xlabel() == "":
         ax.set_xlabel(LABELS["incorrect_weight"])
         ax.set_ylabel(LABELS["temperature"])
-    ax.set_title(f"{METRIC} over W and T, mean over the other parameters\n{note}", fontsize=10)
+    ax.set_title(f"{metric} over W and T, mean over the other parameters\n{note}", fontsize=10)
     return _save(fig, path)
 
 
-def alpha_plot(rows: list[dict[str, Any]], path: Path) -> Path:
+def alpha_plot(rows: list[dict[str, Any]], path: Path, metric: str = METRIC) -> Path:
     """Validation accuracy against alpha: trials as points, the mean per alpha as a line."""
-    frame = _frame(rows)
+    frame = _frame(rows, metric)
     fig, ax = _figure()
     if frame.empty:
-        ax.text(0.5, 0.5, "no trial reported a validation accuracy", ha="center", va="center")
+        ax.text(0.5, 0.5, f"no trial reported {metric}", ha="center", va="center")
         ax.set_axis_off()
         return _save(fig, path)
     for method, part in frame.groupby("method"):
-        mean = part.groupby("alpha")[METRIC].mean()
+        mean = part.groupby("alpha")[metric].mean()
         line = ax.plot(mean.index, mean.to_numpy(), marker="o", label=f"{method} (mean)")[0]
-        ax.scatter(part["alpha"], part[METRIC], alpha=0.35, color=line.get_color())
+        ax.scatter(part["alpha"], part[metric], alpha=0.35, color=line.get_color())
     if frame["alpha"].nunique() == 1:
         ax.set_title(f"alpha not swept (fixed at {frame['alpha'].iloc[0]:g})", fontsize=10)
     else:
-        ax.set_title(f"{METRIC} against alpha, mean over other parameters", fontsize=10)
+        ax.set_title(f"{metric} against alpha, mean over other parameters", fontsize=10)
     ax.set_xlabel("alpha (weight of the teacher term)")
-    ax.set_ylabel(METRIC)
+    ax.set_ylabel(metric)
     ax.legend()
     return _save(fig, path)

@@ -27,10 +27,19 @@ from raykd.core.spec import (
 
 SWEPT = ("method", *BOUNDS)  # method, incorrect_weight, temperature, alpha
 METRIC = "val_accuracy"
+SPAN_METRIC = "val_f1"
 MODE = "max"
 TRIAL_DRIVER_CPUS = 0.01  # a Tune trial cannot reserve 0 CPU (RAY-NOTES)
 OPTUNA_MISSING = "searcher 'optuna' needs the optuna package: pip install 'raykd[optuna]'"
 
+
+
+def sweep_metric(spans: bool) -> str:
+    """What ranks the trials (always maximized): ``val_accuracy`` of the last reported epoch
+    for classification; for span extraction SQuAD v2.0 ``val_f1`` (percent, best span per
+    question over its windows, no-answer threshold chosen on val), not the window accuracy,
+    which counts a window's start/end hits and ignores how questions are answered."""
+    return SPAN_METRIC if spans else METRIC
 
 
 def check_sweep(spec: JobSpec) -> SweepSpec:
@@ -122,7 +131,7 @@ def trial_method(base: MethodSpec, config: dict[str, Any]) -> MethodSpec:
     return base.model_copy(update={**update, "generations": 1, "label": None})
 
 
-def search_alg(sweep: SweepSpec, *, seed: int) -> Any | None:
+def search_alg(sweep: SweepSpec, *, seed: int, metric: str = METRIC) -> Any | None:
     """None for grid/random (Tune's variant generator); an OptunaSearch (TPE) for optuna."""
     if sweep.searcher != "optuna":
         return None
@@ -130,7 +139,7 @@ def search_alg(sweep: SweepSpec, *, seed: int) -> Any | None:
         raise SpecError(OPTUNA_MISSING)
     from ray.tune.search.optuna import OptunaSearch
 
-    return OptunaSearch(metric=METRIC, mode=MODE, seed=seed)
+    return OptunaSearch(metric=metric, mode=MODE, seed=seed)
 
 
 def scheduler(sweep: SweepSpec, *, epochs: int) -> Any | None:

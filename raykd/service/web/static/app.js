@@ -308,16 +308,17 @@ const RK = (() => {
     return "#" + pa.map((v, i) => Math.round(v + (pb[i] - v) * t).toString(16).padStart(2, "0")).join("");
   }
 
-  // One cell per (W, T) pair: the best val accuracy among the trials at that pair.
-  function heatmap(fig, trials, bestId) {
+  // One cell per (W, T) pair: the best score (the sweep's metric, a fraction: val accuracy or
+  // SQuAD val F1 / 100) among the trials at that pair.
+  function heatmap(fig, trials, bestId, label = "Validation accuracy") {
     const plot = fig.querySelector(".plot");
-    const ok = trials.filter((t) => isNum(t.incorrect_weight) && isNum(t.temperature) && isNum(t.val_accuracy));
+    const ok = trials.filter((t) => isNum(t.incorrect_weight) && isNum(t.temperature) && isNum(t.score));
     const cells = new Map();
     for (const t of ok) {
       const key = `${t.incorrect_weight}|${t.temperature}`;
       const c = cells.get(key);
-      if (!c || t.val_accuracy > c.v || t.trial_id === bestId) {
-        cells.set(key, { w: t.incorrect_weight, t: t.temperature, v: Math.max(t.val_accuracy, c ? c.v : -1),
+      if (!c || t.score > c.v || t.trial_id === bestId) {
+        cells.set(key, { w: t.incorrect_weight, t: t.temperature, v: Math.max(t.score, c ? c.v : -1),
           n: (c ? c.n : 0) + 1, best: (c && c.best) || t.trial_id === bestId });
       } else {
         c.n += 1;
@@ -336,7 +337,7 @@ const RK = (() => {
     const vals = [...cells.values()].map((c) => c.v);
     const lo = Math.min(...vals), hi = Math.max(...vals);
     const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "data-cells": cells.size,
-      "aria-label": "Validation accuracy by W and T: " + [...cells.values()].map((c) =>
+      "aria-label": `${label} by W and T: ` + [...cells.values()].map((c) =>
         `W=${c.w} T=${c.t}: ${pct(c.v)}`).join(", ") });
     let bestCell = null;
     for (const c of cells.values()) {
@@ -360,17 +361,17 @@ const RK = (() => {
     plot.replaceChildren(root);
   }
 
-  // Every trial's val accuracy against its alpha; the best one larger and orange.
-  function alphaPlot(fig, trials, bestId) {
+  // Every trial's score against its alpha; the best one larger and orange.
+  function alphaPlot(fig, trials, bestId, label = "Validation accuracy") {
     const plot = fig.querySelector(".plot");
-    const ok = trials.filter((t) => isNum(t.alpha) && isNum(t.val_accuracy));
+    const ok = trials.filter((t) => isNum(t.alpha) && isNum(t.score));
     fig.dataset.points = String(ok.length);
     if (!ok.length) {
       plot.replaceChildren(el("p", { cls: "na", text: "No trial has reported yet." }));
       return;
     }
     const W = 520, H = 260, m = { l: 52, r: 16, t: 12, b: 42 };
-    const av = ok.map((t) => t.alpha), yv = ok.map((t) => t.val_accuracy);
+    const av = ok.map((t) => t.alpha), yv = ok.map((t) => t.score);
     let a0 = Math.min(0, ...av), a1 = Math.max(1, ...av);
     let y0 = Math.min(...yv), y1 = Math.max(...yv);
     const pad = Math.max((y1 - y0) * 0.12, 0.01);
@@ -378,7 +379,7 @@ const RK = (() => {
     const X = (v) => m.l + (v - a0) / (a1 - a0) * (W - m.l - m.r);
     const Y = (v) => H - m.b - (v - y0) / (y1 - y0) * (H - m.t - m.b);
     const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "data-points": ok.length,
-      "aria-label": "Validation accuracy by alpha: " + ok.map((t) => `alpha=${t.alpha}: ${pct(t.val_accuracy)}`).join(", ") });
+      "aria-label": `${label} by alpha: ` + ok.map((t) => `alpha=${t.alpha}: ${pct(t.score)}`).join(", ") });
     for (const t of niceTicks(y0, y1, 5)) {
       root.append(svg("line", { x1: m.l, x2: W - m.r, y1: Y(t), y2: Y(t), class: "grid" }),
         svg("text", { x: m.l - 6, y: Y(t) + 4, class: "tick", "text-anchor": "end", text: (t * 100).toFixed(y1 - y0 < 0.05 ? 1 : 0) + "%" }));
@@ -390,7 +391,7 @@ const RK = (() => {
       svg("text", { x: (m.l + W - m.r) / 2, y: H - 6, class: "axis-label", "text-anchor": "middle", text: "α (weight of the teacher term)" }));
     // the best accuracy at each alpha, joined (a trend when several alphas were tried)
     const byAlpha = new Map();
-    for (const t of ok) byAlpha.set(t.alpha, Math.max(byAlpha.get(t.alpha) ?? -1, t.val_accuracy));
+    for (const t of ok) byAlpha.set(t.alpha, Math.max(byAlpha.get(t.alpha) ?? -1, t.score));
     const trend = [...byAlpha.entries()].sort((a, b) => a[0] - b[0]);
     if (trend.length > 1) {
       root.append(svg("polyline", { points: trend.map(([a, v]) => `${X(a)},${Y(v)}`).join(" "), class: "trend", fill: "none" }));
@@ -401,8 +402,8 @@ const RK = (() => {
       seen.set(t.alpha, n + 1);
       const dx = (n % 2 ? 1 : -1) * Math.ceil(n / 2) * 7; // side by side when alphas repeat
       const best = t.trial_id === bestId;
-      root.append(svg("circle", { cx: X(t.alpha) + dx, cy: Y(t.val_accuracy), r: best ? 7 : 4.5, class: best ? "pt best" : "pt",
-        "data-trial": t.trial_id }, svg("title", { text: `${t.trial_id}: α=${t.alpha}, W=${t.incorrect_weight}, T=${t.temperature}: ${pct(t.val_accuracy, 2)}` })));
+      root.append(svg("circle", { cx: X(t.alpha) + dx, cy: Y(t.score), r: best ? 7 : 4.5, class: best ? "pt best" : "pt",
+        "data-trial": t.trial_id }, svg("title", { text: `${t.trial_id}: α=${t.alpha}, W=${t.incorrect_weight}, T=${t.temperature}: ${pct(t.score, 2)}` })));
     }
     plot.replaceChildren(root);
   }

@@ -24,7 +24,9 @@
     endedAt: null,
   };
   let frame = 0;
-  let sort = { key: "val_accuracy", dir: -1 };
+  let sort = { key: "score", dir: -1 };
+  // a trial's score is the sweep's metric: val accuracy, or SQuAD val F1 (as a fraction) for spans
+  const metric = { span: false, label: "val accuracy" };
 
   // the progress bar shows the service's progress (raykd.core.results), asked as events arrive
   const askProgress = RK.progressOf(id, (p) => {
@@ -58,6 +60,8 @@
       const m = e.metrics || {};
       const row = { ...prev, trial_id: e.trial_id, ...e.config, ...m, done: prev.done || e.done };
       row.epoch = m.training_iteration || m.epoch || prev.epoch;
+      if (RK.isNum(m.val_f1)) spanSweep();
+      row.score = metric.span ? (RK.isNum(row.val_f1) ? row.val_f1 / 100 : null) : row.val_accuracy;
       st.trials.set(e.trial_id, row);
     } else if (type === "job_finished" || type === "job_failed") {
       st.endedAt = e.time;
@@ -125,24 +129,37 @@
     RK.lineChart(document.getElementById("chart-loss"), { series: series("train_loss") });
   }
 
+  // A span sweep's trials report SQuAD val F1: the score, the plots and the column say so.
+  function spanSweep() {
+    if (metric.span) return;
+    Object.assign(metric, { span: true, label: "val F1" });
+    for (const r of st.trials.values()) r.score = RK.isNum(r.val_f1) ? r.val_f1 / 100 : null;
+    const head = document.querySelector('#trials th[data-key="score"] button');
+    if (head) head.textContent = "Val F1";
+    for (const p of document.querySelectorAll("#h-heat ~ p.sub, #h-alpha ~ p.sub")) {
+      p.textContent = p.textContent.replace("Validation accuracy", "Validation F1 (SQuAD v2.0)");
+    }
+  }
+
   function bestTrial(rows) {
     if (st.best && st.trials.has(st.best)) return st.best;
     let best = null;
-    for (const r of rows) if (RK.isNum(r.val_accuracy) && (!best || r.val_accuracy > best.val_accuracy)) best = r;
+    for (const r of rows) if (RK.isNum(r.score) && (!best || r.score > best.score)) best = r;
     return best ? best.trial_id : null;
   }
 
   function renderSweep() {
     const rows = [...st.trials.values()];
     const bestId = bestTrial(rows);
-    RK.heatmap(document.getElementById("heatmap"), rows, bestId);
-    RK.alphaPlot(document.getElementById("alphaplot"), rows, bestId);
+    const label = metric.span ? "Validation F1" : "Validation accuracy";
+    RK.heatmap(document.getElementById("heatmap"), rows, bestId, label);
+    RK.alphaPlot(document.getElementById("alphaplot"), rows, bestId, label);
     const line = document.getElementById("best-line");
     const b = st.trials.get(bestId);
     if (b) {
       line.replaceChildren(RK.el("strong", { text: st.best ? "Best trial: " : "Best so far: " }),
         `${b.trial_id} — ${b.method}, W=${RK.fmt(b.incorrect_weight)}, T=${RK.fmt(b.temperature)}, ` +
-        `α=${RK.fmt(b.alpha)}: val accuracy ${RK.pct(b.val_accuracy, 2)}`);
+        `α=${RK.fmt(b.alpha)}: ${metric.label} ${RK.pct(b.score, 2)}`);
       const link = document.querySelector("#result a[data-best-student]");
       if (link) line.append(" · ", RK.el("a", { href: link.getAttribute("href"), download: true, text: "download the retrained best student" }));
     }
@@ -166,7 +183,7 @@
         RK.el("td", { cls: "num", text: RK.fmt(r.incorrect_weight) }),
         RK.el("td", { cls: "num", text: RK.fmt(r.temperature) }),
         RK.el("td", { cls: "num", text: RK.fmt(r.alpha) }),
-        RK.el("td", { cls: "num", text: RK.pct(r.val_accuracy, 2) }),
+        RK.el("td", { cls: "num", text: RK.pct(r.score, 2) }),
         RK.el("td", { cls: "num", text: RK.fmt(r.train_loss, 4) }),
         RK.el("td", { cls: "num", text: r.epoch ?? "–" }),
         RK.el("td", { cls: "num", text: RK.secs(r.trial_seconds) }),
