@@ -332,6 +332,7 @@ def test_every_trial_ran(swept: dict[str, Any]) -> None:
     for t in trials:
         assert t["status"] == "done" and t["epochs"] == 2 and t["method"] == "wkd"
         assert 0.0 <= t["val_accuracy"] <= 1.0 and t["trial_seconds"] > 0
+        assert 0 < t["train_seconds"] < t["trial_seconds"]  # epochs' steps, inside the trial
 
 
 def test_every_trial_iteration_is_an_event(swept: dict[str, Any]) -> None:
@@ -481,3 +482,34 @@ def test_naive_random_search_with_asha(swept: dict[str, Any], tmp_path: Path) ->
     assert all(0.2 <= t["alpha"] <= 0.9 and t["method"] in ("kd", "wkd") for t in trials)
     assert all(1 <= t["epochs"] <= 2 and not t["status"].startswith("error") for t in trials)
     assert max(t["epochs"] for t in trials) == 2 and result["best"]["val_accuracy"] > 0
+
+
+@pytest.mark.slow
+def test_the_sweep_bench_splits_the_wall_into_teachers_training_and_tunes_overhead(
+        swept: dict[str, Any], tmp_path: Path) -> None:
+    """``raykd bench sweep --rounds 1``: each mode runs on a cold logit cache (the shared run
+    computes its teacher pass, the naive one a pass per trial), and the overhead is the wall
+    less one teacher pass less the trials' own training divided by the trials run at once."""
+    out = tmp_path / "bench"
+    spec = tmp_path / "spec.json"
+    spec.write_text(swept["spec"].model_dump_json())
+    cli = CliRunner().invoke(app, ["bench", "sweep", str(spec), "--out", str(out),
+                                   "--rounds", "1", "--results", str(tmp_path / "results")])
+    assert cli.exit_code == 0, cli.output
+    summary = json.loads((out / "bench.json").read_text())
+    n_train, trials = swept["result"]["dataset"]["train"], 4
+    fwd = summary["teacher_forward_examples"]
+    assert fwd["shared"] == 3 * sum(summary["dataset"][s] for s in ("train", "val", "test"))
+    assert fwd["naive"] == trials * 3 * n_train
+    shared = json.loads((out / "shared" / "sweep.json").read_text())
+    at_once = shared["resources"]["concurrency"]
+    wall = summary["runs"]["shared"][0]
+    training = sum(t["train_seconds"] for t in shared["trials"]) / at_once
+    teacher = shared["timings"]["teacher_logits"] + shared["timings"].get("teacher_start", 0.0)
+    over = summary["overhead_runs"][0]
+    assert over["overhead"] == pytest.approx(wall - teacher - training)
+    assert over["overhead_share"] == pytest.approx(over["overhead"] / wall)
+    parts = ("fixed_start", "in_trial_outside_epochs", "tune_scheduling", "rest")
+    assert sum(over[k] for k in parts) == pytest.approx(over["overhead"])
+    table = (tmp_path / "results" / "sweep.md").read_text()
+    assert "Tune's overhead" in table and f"{100 * over['overhead_share']:.1f}" in table

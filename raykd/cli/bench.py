@@ -55,11 +55,17 @@ def bench_text_speed(out: OutOpt = Path("raykd-runs/bench-text-speed"), quick: Q
 
 @bench_app.command("sweep")
 def bench_sweep(spec: SpecArg = "mnist-sweep", out: OutOpt = Path("raykd-runs/bench-sweep"),
-                set_: SetOpt = None) -> None:
-    """Sweep wall time with shared teacher logits against each trial running its teachers."""
+                set_: SetOpt = None,
+                rounds: Annotated[int, typer.Option(
+                    min=1, help="Interleaved rounds of the shared and naive sweeps; medians "
+                                "reported.")] = 3,
+                results: ResultsOpt = None) -> None:
+    """Sweep wall time with shared teacher logits against each trial running its teachers,
+    and Tune's overhead (wall - one teacher pass - the trials' training / trials at once)."""
     from raykd.tune.bench import run_sweep_bench
 
-    guarded(lambda: run_sweep_bench(read_spec(spec, set_ or []), out=out, log=echo_log))
+    guarded(lambda: run_sweep_bench(read_spec(spec, set_ or []), out=out, log=echo_log,
+                                    rounds=rounds, results=results))
 
 
 @bench_app.command("quality")

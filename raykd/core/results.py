@@ -305,6 +305,8 @@ class TrialRow(_OpenRow):
     epochs: int = Field(ge=0, description="Epochs it ran (ASHA or the time budget may stop it early).")
     train_loss: float | None = Field(description="Mean training loss of its last epoch.")
     trial_seconds: float | None = Field(description="Wall time inside the trial, measured there.")
+    train_seconds: float | None = Field(
+        default=None, description="Its epochs' training steps (the sum of their epoch_seconds).")
     teacher_forward_examples: int = Field(
         ge=0, description="Examples the teachers computed in the trial (0 on shared logits)."
     )

@@ -7,9 +7,11 @@
 
 Both runs use the same trained teachers (trained or taken from the cache beforehand, not
 timed), the same trials and no final retraining; the wall time of each ``run_sweep``
-call is compared. Run it with::
+call is compared, in interleaved rounds (medians with min-max), and each shared run's wall
+is split into the teacher pass, the trials' own training and Tune's overhead
+(:func:`tune_overhead`). Run it with::
 
-    python -m raykd.tune.bench mnist-sweep --out raykd-runs/bench-sweep
+    raykd bench sweep mnist-sweep --out raykd-runs/bench-sweep --results raykd/bench/results
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,14 +47,21 @@ def trained_teachers(spec: JobSpec, out: Path, log: Log) -> list[str]:
 
 
 def bench_specs(spec: JobSpec, checkpoints: list[str], out: Path) -> JobSpec:
-    """The spec both runs use: fixed teacher checkpoints, a fresh logit cache, no retraining."""
+    """The spec both runs use: fixed teacher checkpoints, no retraining (each run then gets a
+    cold logit cache, :func:`cold_cache`)."""
     data = json.loads(spec.model_dump_json())
     for teacher, path in zip(data["teachers"], checkpoints, strict=True):
         teacher["checkpoint"] = str(Path(path).resolve())
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    data["cache"] = {**data["cache"], "dir": str(out / f"logits-{stamp}")}
     data["sweep"]["final_retrain"] = False
     return JobSpec.model_validate(data)
+
+
+def cold_cache(spec: JobSpec, out: Path) -> JobSpec:
+    """``spec`` with an empty logit cache (``out/logits``, emptied now): every shared run
+    computes its teacher pass, as the first sweep of a new dataset would."""
+    cache = out / "logits"
+    shutil.rmtree(cache, ignore_errors=True)
+    return spec.model_copy(update={"cache": spec.cache.model_copy(update={"dir": str(cache)})})
 
 
 def _timed(spec: JobSpec, job_dir: Path, *, naive: bool, log: Log) -> tuple[float, dict[str, Any]]:
@@ -62,8 +71,45 @@ def _timed(spec: JobSpec, job_dir: Path, *, naive: bool, log: Log) -> tuple[floa
     return time.perf_counter() - start, result
 
 
-def run_sweep_bench(spec: JobSpec, *, out: Path, log: Log = print) -> dict[str, Any]:
-    """Time the sweep shared and naive; write ``bench.json`` and ``bench.md`` under ``out``.
+def tune_overhead(wall: float, result: dict[str, Any]) -> dict[str, float]:
+    """Where a shared sweep's wall time went, and Tune's overhead.
+
+    ``overhead = wall - teacher pass - training / concurrency``, where the teacher pass is the
+    ``teacher_logits`` stage (one pass over train/val/test, or cache reads) and ``training``
+    the trials' own training steps (the sum of their epochs' ``epoch_seconds``), divided by the
+    trials run at once. The overhead is then split into: the job's fixed start (``data``,
+    ``ray_init``), what trials spend outside their epochs (validation, reading the shared
+    logits, reports: ``trial_seconds - train_seconds``, divided as above), Tune's own scheduling
+    (the ``tune`` stage less the trials' wall time, divided as above) and the rest (outputs).
+    """
+    trials, stages = result["trials"], result["timings"]
+    at_once = max(1, int(result["resources"]["concurrency"]))
+    train = sum(t.get("train_seconds") or 0.0 for t in trials) / at_once
+    inside = sum(t.get("trial_seconds") or 0.0 for t in trials) / at_once
+    teacher = stages.get("teacher_logits", 0.0) + stages.get("teacher_start", 0.0)
+    overhead = wall - teacher - train
+    fixed = stages.get("data", 0.0) + stages.get("ray_init", 0.0)
+    scheduling = stages.get("tune", 0.0) - inside
+    return {
+        "wall": wall, "teacher_pass": teacher, "training": train, "overhead": overhead,
+        "overhead_share": overhead / wall if wall > 0 else float("nan"),
+        "overhead_per_trial": overhead / max(1, len(trials)),
+        "fixed_start": fixed, "in_trial_outside_epochs": inside - train,
+        "tune_scheduling": scheduling,
+        "rest": overhead - fixed - (inside - train) - scheduling,
+    }
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def run_sweep_bench(spec: JobSpec, *, out: Path, log: Log = print, rounds: int = 3,
+                    results: Path | None = None) -> dict[str, Any]:
+    """Time the sweep shared and naive in ``rounds`` interleaved rounds (the order alternates);
+    write ``bench.json`` and ``bench.md`` under ``out`` (and copy them to ``results`` as
+    ``sweep.json``/``sweep.md``): medians with min-max, the naive/shared ratio of the medians,
+    and Tune's overhead (:func:`tune_overhead`) of every shared run.
 
     Raises:
         SpecError: before any work, when the spec cannot be swept (no ``sweep:`` section,
@@ -73,15 +119,30 @@ def run_sweep_bench(spec: JobSpec, *, out: Path, log: Log = print) -> dict[str, 
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     fixed = bench_specs(spec, trained_teachers(spec, out, log), out)
-    shared_s, shared = _timed(fixed, out / "shared", naive=False, log=log)
-    naive_s, naive = _timed(fixed, out / "naive", naive=True, log=log)
+    runs: dict[str, list[float]] = {"shared": [], "naive": []}
+    overheads: list[dict[str, float]] = []
+    last: dict[str, dict[str, Any]] = {}
+    for r in range(max(1, rounds)):
+        for mode in ("shared", "naive") if r % 2 == 0 else ("naive", "shared"):
+            seconds, result = _timed(cold_cache(fixed, out), out / mode, naive=mode == "naive",
+                                     log=log)
+            runs[mode].append(seconds)
+            last[mode] = result
+            if mode == "shared":
+                overheads.append(tune_overhead(seconds, result))
+            log(f"sweep bench round {r + 1}/{rounds}: {mode} {seconds:.1f} s")
+    shared, naive = last["shared"], last["naive"]
     summary = {
         "spec": spec.name,
         "trials": len(shared["trials"]),
         "dataset": shared["dataset"],
-        "shared_seconds": shared_s,
-        "naive_seconds": naive_s,
-        "ratio": naive_s / shared_s,
+        "rounds": len(runs["shared"]),
+        "shared_seconds": _spread(runs["shared"]),
+        "naive_seconds": _spread(runs["naive"]),
+        "ratio": statistics.median(runs["naive"]) / statistics.median(runs["shared"]),
+        "runs": runs,
+        "overhead": {k: _spread([o[k] for o in overheads]) for k in overheads[0]},
+        "overhead_runs": overheads,
         "shared_timings": shared["timings"],
         "naive_timings": naive["timings"],
         "teacher_forward_examples": {
@@ -96,21 +157,51 @@ def run_sweep_bench(spec: JobSpec, *, out: Path, log: Log = print) -> dict[str, 
     }
     (out / "bench.json").write_text(json.dumps(summary, indent=2))
     (out / "bench.md").write_text(bench_table(summary))
-    ratio = summary["ratio"]
-    log(f"sweep bench: shared {shared_s:.1f} s, naive {naive_s:.1f} s, ratio {ratio:.2f}x")
+    if results is not None:
+        results.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(out / "bench.json", results / "sweep.json")
+        shutil.copyfile(out / "bench.md", results / "sweep.md")
+    share = summary["overhead"]["overhead_share"]["median"]
+    log(f"sweep bench: shared {summary['shared_seconds']['median']:.1f} s, naive "
+        f"{summary['naive_seconds']['median']:.1f} s (medians of {summary['rounds']}), ratio "
+        f"{summary['ratio']:.2f}x; Tune's overhead {100 * share:.0f}% of the shared wall")
     return summary
 
 
+def _cell(stat: dict[str, float], digits: int = 1, scale: float = 1.0) -> str:
+    return (f"{scale * stat['median']:.{digits}f} ({scale * stat['min']:.{digits}f}-"
+            f"{scale * stat['max']:.{digits}f})")
+
+
+OVERHEAD_ROWS = (
+    ("wall", "shared sweep, wall"),
+    ("teacher_pass", "one teacher pass (teacher_logits stage)"),
+    ("training", "trials' own training (epochs' seconds / trials at once)"),
+    ("overhead", "**Tune's overhead** = wall - teacher pass - training"),
+    ("overhead_per_trial", "overhead per trial"),
+    ("fixed_start", "of which: data + Ray start"),
+    ("in_trial_outside_epochs", "of which: inside trials, outside epochs (validation, reports)"),
+    ("tune_scheduling", "of which: Tune's scheduling (tune stage - trials' wall)"),
+    ("rest", "of which: the rest (tables, plots, sweep.json)"),
+)
+
+
 def bench_table(summary: dict[str, Any]) -> str:
-    """The two wall times and their ratio as a Markdown table."""
+    """The wall times, their ratio and Tune's overhead as Markdown tables (median (min-max))."""
     data, fwd = summary["dataset"], summary["teacher_forward_examples"]
-    head = f"sweep ({summary['trials']} trials, {data['name']} train {data['train']})"
-    return (
-        f"| {head} | wall s | teacher forward examples |\n|---|---|---|\n"
-        f"| shared logits (teachers once) | {summary['shared_seconds']:.1f} | {fwd['shared']} |\n"
-        f"| naive (teachers in every trial) | {summary['naive_seconds']:.1f} | {fwd['naive']} |\n"
-        f"| ratio naive / shared | {summary['ratio']:.2f}x | |\n"
-    )
+    head = (f"sweep ({summary['trials']} trials, {data['name']} train {data['train']}, "
+            f"{summary['concurrency']} at once; {summary['rounds']} interleaved rounds)")
+    over = summary["overhead"]
+    lines = [
+        f"| {head} | wall s, median (min-max) | teacher forward examples |", "|---|---|---|",
+        f"| shared logits (teachers once) | {_cell(summary['shared_seconds'])} | {fwd['shared']} |",
+        f"| naive (teachers in every trial) | {_cell(summary['naive_seconds'])} | {fwd['naive']} |",
+        f"| ratio naive / shared (of the medians) | {summary['ratio']:.2f}x | |", "",
+        "| where the shared sweep's wall went | seconds, median (min-max) |", "|---|---|",
+        *(f"| {label} | {_cell(over[key])} |" for key, label in OVERHEAD_ROWS),
+        f"| **overhead share of the wall** | {_cell(over['overhead_share'], 1, 100.0)} % |",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -118,8 +209,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("spec", help="a sweep spec file or bundled example name")
     parser.add_argument("--out", type=Path, default=Path("raykd-runs/bench-sweep"))
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
-    run_sweep_bench(load_spec(args.spec), out=args.out)
+    run_sweep_bench(load_spec(args.spec), out=args.out, rounds=args.rounds)
 
 
 if __name__ == "__main__":

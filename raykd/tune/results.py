@@ -4,7 +4,8 @@ A row holds the trial's configuration (method, W, T, alpha), its last reported m
 (the sweep's metric is ``val_accuracy`` of its last epoch; for span data SQuAD ``val_f1``,
 and the row then also has ``val_exact`` and ``best_val_f1``), the best epoch's score,
 the epochs it ran (ASHA may stop it early) and what it cost: ``trial_seconds`` (wall time
-inside the trial, measured there), ``teacher_forward_examples`` and ``teacher_seconds``.
+inside the trial, measured there), ``train_seconds`` (its epochs' training steps),
+``teacher_forward_examples`` and ``teacher_seconds``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ COLUMNS = (
     "epochs",
     "train_loss",
     "trial_seconds",
+    "train_seconds",
     "teacher_forward_examples",
     "teacher_seconds",
     "status",
@@ -95,10 +97,18 @@ def trial_row(
         "epochs": done,
         "train_loss": _number(metrics.get("train_loss")),
         "trial_seconds": _number(metrics.get("trial_seconds")),
+        "train_seconds": _epoch_seconds(history),
         "teacher_forward_examples": int(metrics.get("teacher_forward_examples", 0) or 0),
         "teacher_seconds": _number(metrics.get("teacher_seconds")),
         "status": _status(tune_status, done, epochs, error),
     }
+
+
+def _epoch_seconds(history: list[dict[str, Any]]) -> float:
+    """A trial's own training time: the sum of its reported epochs' ``epoch_seconds`` (the
+    training steps, without validation or Tune's reporting); NaN when none reported."""
+    times = [_number(h.get("epoch_seconds")) for h in history if "epoch_seconds" in h]
+    return float(sum(times)) if times else float("nan")
 
 
 def grid_rows(grid: Any, *, epochs: int, statuses: dict[str, str],
