@@ -284,7 +284,7 @@ def test_checkpoint_metadata_of_the_wrong_type(tmp_path: Path, meta: dict[str, s
 def test_bench_sweep_without_a_sweep_section_fails_before_any_work(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import raykd.tune.bench as bench
+    import raykd.bench.sweep as bench
 
     def no_work(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("the bench started working on a spec it cannot sweep")

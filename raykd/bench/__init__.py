@@ -1,4 +1,5 @@
-"""Benchmarks behind ``raykd bench``: speed (``raykd.bench.speed``) and quality."""
+"""Benchmarks behind ``raykd bench``: speed (``raykd.bench.speed``), quality, sweeps
+(``raykd.bench.sweep``) and the API."""
 
 from raykd.core.errors import UserError
 

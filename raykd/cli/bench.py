@@ -62,7 +62,7 @@ def bench_sweep(spec: SpecArg = "mnist-sweep", out: OutOpt = Path("raykd-runs/be
                 results: ResultsOpt = None) -> None:
     """Sweep wall time with shared teacher logits against each trial running its teachers,
     and Tune's overhead (wall - one teacher pass - the trials' training / trials at once)."""
-    from raykd.tune.bench import run_sweep_bench
+    from raykd.bench.sweep import run_sweep_bench
 
     guarded(lambda: run_sweep_bench(read_spec(spec, set_ or []), out=out, log=echo_log,
                                     rounds=rounds, results=results))

@@ -45,7 +45,7 @@ from raykd.engine.prepare import (
 )
 from raykd.engine.run import failure_event
 from raykd.train.config import StudentConfig, teacher_accuracy
-from raykd.tune.events import TrialEvents
+from raykd.tune.callbacks import TrialEvents
 from raykd.tune.final import final_student, reuse_final
 from raykd.tune.outputs import sweep_result, write_outputs
 from raykd.tune.results import best_row, grid_rows

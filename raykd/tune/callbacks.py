@@ -1,4 +1,5 @@
-"""Tune's side of the event stream: one ``trial`` event per trial report (driver side)."""
+"""Tune callbacks: one ``trial`` event per trial report, appended to the job's event stream
+(driver side)."""
 
 from __future__ import annotations
 

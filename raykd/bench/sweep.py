@@ -205,7 +205,7 @@ def bench_table(summary: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m raykd.tune.bench SPEC [--out DIR]``."""
+    """``python -m raykd.bench.sweep SPEC [--out DIR]``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("spec", help="a sweep spec file or bundled example name")
     parser.add_argument("--out", type=Path, default=Path("raykd-runs/bench-sweep"))
