@@ -2,7 +2,7 @@
 
 Loading never unpickles: a checkpoint is tensors and strings only. A teacher may also
 come as the user's own ``.pt``/``.pth`` state dict, read with PyTorch's restricted
-``torch.load(weights_only=True)`` (:mod:`raykd.models.weights`).
+``torch.load(weights_only=True)`` (:mod:`raykd.models.user_weights`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from raykd.core.errors import UserError
 from raykd.core.jobdir import atomic_path
 from raykd.models.registry import ModelError, build_model
 from raykd.models.user import UserModelError
-from raykd.models.weights import PT_SUFFIXES, WeightsError, load_fitting, read_pt
+from raykd.models.user_weights import PT_SUFFIXES, WeightsError, load_fitting, read_pt
 
 DIGEST_KEY = "sha256"
 """Metadata entry holding :func:`state_digest` of the file's tensors (absent in files of
