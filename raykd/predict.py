@@ -103,13 +103,21 @@ def job_record(job_dir: Path) -> dict[str, Any] | None:
 
 
 def job_students(record: dict[str, Any]) -> list[dict[str, Any]]:
-    """``{label, val_accuracy, checkpoint}`` of each student of a run, or a sweep's final one."""
+    """``{label, val_score, checkpoint}`` of each student of a run, or a sweep's final one.
+
+    ``val_score`` picks the student when none is named: validation accuracy, or for span
+    data SQuAD val F1 (window accuracy says little about how questions are answered)."""
     if record["_file"] == JobLayout.SWEEP:
         final = record.get("final")
-        return [] if not final else [{"label": "final", "val_accuracy": None,
+        return [] if not final else [{"label": "final", "val_score": None,
                                       "checkpoint": final["checkpoint"]}]
-    return [{"label": str(s["label"]), "val_accuracy": s.get("val_accuracy"),
+    return [{"label": str(s["label"]), "val_score": _val_score(s),
              "checkpoint": s["generations"][-1]["checkpoint"]} for s in record.get("students") or []]
+
+
+def _val_score(student: dict[str, Any]) -> float | None:
+    span = student.get("span")
+    return span.get("val_f1") if isinstance(span, dict) else student.get("val_accuracy")
 
 
 def find_student(path: Path, *, student: str | None = None) -> tuple[Path, Path | None, str]:
@@ -132,7 +140,7 @@ def find_student(path: Path, *, student: str | None = None) -> tuple[Path, Path 
             raise ArtifactError(f"job {str(path)!r} has no student {student!r}; its students: "
                                 f"{[s['label'] for s in students]}")
     else:
-        chosen = sorted(students, key=lambda s: -(s.get("val_accuracy") or 0.0))
+        chosen = sorted(students, key=lambda s: -(s.get("val_score") or 0.0))
     best = chosen[0]
     return job_checkpoint(path, best["checkpoint"]), path, str(best["label"])
 

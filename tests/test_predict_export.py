@@ -303,3 +303,25 @@ def test_a_digits_student_predicts_and_exports_on_raw_rows(digits_job: dict[str,
     assert done.exit_code == 0, done.output
     done = cli("predict", alone / "s.safetensors", root / "raw.npz", "--out", alone / "p.csv")
     assert done.exit_code == 0 and f"accuracy {expected:.4f}" in done.stdout, done.output
+
+
+def test_a_span_jobs_default_student_is_the_one_of_the_best_val_f1(tmp_path: Path) -> None:
+    """Window accuracy and SQuAD val F1 disagree: predict takes the F1 one (a run's students
+    are otherwise picked by val accuracy)."""
+    from raykd.core.jobdir import JobLayout
+    from raykd.predict import find_student
+
+    layout = JobLayout(tmp_path)
+    layout.students.mkdir(parents=True)
+    students = []
+    for label, acc, f1 in (("kd", 0.9, 40.0), ("wkd", 0.6, 55.0)):
+        ckpt = layout.students / f"{label}.safetensors"
+        ckpt.write_bytes(b"")
+        students.append({"label": label, "val_accuracy": acc, "span": {"val_f1": f1},
+                         "generations": [{"checkpoint": str(ckpt)}]})
+    (tmp_path / JobLayout.RESULT).write_text(json.dumps({"students": students}))
+    assert find_student(tmp_path)[2] == "wkd"
+    for s in students:
+        del s["span"]
+    (tmp_path / JobLayout.RESULT).write_text(json.dumps({"students": students}))
+    assert find_student(tmp_path)[2] == "kd"
