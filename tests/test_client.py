@@ -1,8 +1,9 @@
 """The REST client (raykd.client) and its CLI commands, against httpx.MockTransport.
 
 No server: the SSE parser, reconnects that neither lose nor repeat an event, error mapping,
-the token never shown, downloads, the CLI commands' output and exit codes, import hygiene,
-and the API bench's statistics. A real-server end-to-end test lives with the server.
+the token never shown, downloads, the CLI commands' output and exit codes, and import
+hygiene (the API bench's tests: tests/test_bench_api.py). A real-server end-to-end test
+lives with the server.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from raykd.bench import api as bench_api
 from raykd.cli import app
 from raykd.client import (
     RaykdAPIError,
@@ -469,7 +469,7 @@ def test_jobs_status_cancel_and_logs_commands(fake_cli: Any) -> None:
     assert runner.invoke(app, ["logs", "j1"]).output == "hello\n"
 
 
-# --- import hygiene and the API bench's statistics ----------------------------------------------
+# --- import hygiene -----------------------------------------------------------------------------
 
 
 def test_client_loads_neither_torch_nor_ray() -> None:
@@ -485,34 +485,3 @@ def test_client_loads_neither_torch_nor_ray() -> None:
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_bench_statistics_and_report() -> None:
-    assert bench_api.percentile([float(i) for i in range(1, 101)], 99) == 99.0
-    assert bench_api.percentile([3.0], 50) == 3.0
-    phases = [{"endpoint": e, "round": r, "p50_ms": r * 1.0, "p99_ms": r * 10.0, "mean_ms": r * 2.0,
-               "rps": 100.0 * r} for r in (1, 2, 3) for e in bench_api.ENDPOINTS]
-    summary = bench_api.summarize(phases)
-    assert summary["get"]["p99_ms"] == {"median": 20.0, "min": 10.0, "max": 30.0}
-    result = {"date": "d", "config": {"clients": 50, "rounds": 3, "requests": 10, "warmup": 5,
-                                      "cpus": 2, "machine": "x", "python": "3"},
-              "inserted": 10, "insert_seconds": 1.0, "first_job_state": "queued",
-              "summary": summary}
-    text = bench_api.report(result)
-    assert "| GET /api/v1/jobs/{id} | 2.0 (1.0-3.0) | 20.0 (10.0-30.0) |" in text
-    assert "Jobs accepted per second at 50 clients: 200 (100-300)" in text
-    assert "p99 < 50 ms for reads: met" in text
-    with pytest.raises(UserError, match="--clients 0"):
-        bench_api.check_options(1, 0, 1, 1)
-
-
-def test_bench_api_against_the_real_server(tmp_path: Path) -> None:
-    pytest.importorskip("raykd.service.app")
-    lines: list[str] = []
-    result = bench_api.run_api_bench(tmp_path, jobs=20, clients=4, rounds=1, requests=20,
-                                     warmup=4, log=lines.append)
-    assert result["inserted"] == 20 and result["first_job_state"] == "queued"
-    assert set(result["summary"]) == set(bench_api.ENDPOINTS)
-    assert all(p["requests"] == 20 for p in result["phases"])
-    assert "| POST /api/v1/jobs |" in (tmp_path / "api.md").read_text()
-    assert json.loads((tmp_path / "api.json").read_text())["config"]["clients"] == 4

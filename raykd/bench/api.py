@@ -12,10 +12,17 @@ closed loop: each sends its next request when the last one answered) measure
 - ``GET /api/v1/jobs?limit=50`` (the first page),
 - ``POST /api/v1/jobs`` (a new job each time: this also gives jobs accepted per second),
 
-each after a warm-up, in interleaved rounds (the order rotates every round). The report
-gives, per endpoint, the median over rounds of p50/p99/mean latency and requests per
-second, with the spread (min-max) over rounds. The load generator runs on the same machine
-as the server and takes part of its CPUs; the report says how many there are.
+each after a warm-up, in interleaved rounds (the order rotates every round).
+
+Beside it runs the yardstick (:mod:`raykd.bench.yardstick`): a minimal FastAPI app under
+the same uvicorn settings, with the same bearer check, on the same SQLite file, answering
+the same JSON (the bench checks that it does before measuring). Every phase is measured on
+both servers, one after the other (which goes first alternates), so both see the same
+machine. The report gives, per server and endpoint, the median over rounds of p50/p99/mean
+latency and requests per second, with the spread (min-max) over rounds, and raykd's
+requests per second as a ratio to the yardstick's of the same round. The load generator
+runs on the same machine as the servers and takes part of its CPUs; the report says how
+many there are.
 """
 
 from __future__ import annotations
@@ -47,6 +54,11 @@ LABELS = {"get": "GET /api/v1/jobs/{id}", "list": "GET /api/v1/jobs?limit=50",
 READS = ("get", "list")
 TARGET_P99_MS = 50.0
 """Target: p99 of the reads under this at 50 clients."""
+TARGET_RATIO = {"get": 0.8, "list": 0.8, "post": 0.5}
+"""Target: raykd's requests/s at least this share of the yardstick's."""
+SERVERS = ("raykd", "yardstick")
+QUICK = {"jobs": 40, "clients": 8, "rounds": 1, "requests": 60, "warmup": 8}
+"""``--quick``: a few seconds, for tests (the numbers mean little)."""
 SPEC: dict[str, Any] = {
     "name": "bench-api",
     "data": {"dataset": "digits"},
@@ -57,10 +69,10 @@ SPEC: dict[str, Any] = {
 """A small valid spec; the jobs never run (the queue is paused)."""
 SERVER_CODE = (
     "import sys, uvicorn\n"
+    "from raykd.bench.yardstick import UVICORN_SETTINGS\n"
     "from raykd.service.app import create_app\n"
     "from raykd.service.settings import Settings\n"
-    "uvicorn.run(create_app(Settings()), host='127.0.0.1', port=int(sys.argv[1]),\n"
-    "            log_level='warning', access_log=False, timeout_keep_alive=300)\n"
+    "uvicorn.run(create_app(Settings()), port=int(sys.argv[1]), **UVICORN_SETTINGS)\n"
 )
 
 Request = Callable[[Any, int], Awaitable[Any]]
@@ -89,13 +101,26 @@ def server_env(tmp: Path, token: str) -> dict[str, str]:
 
 
 def start_server(tmp: Path, token: str, *, timeout_s: float = 120) -> tuple[Any, str]:
-    """Start the server subprocess; return it and its URL once ``/healthz`` answers."""
+    """Start raykd's server; return its process and URL once ``/healthz`` answers."""
+    return _start([sys.executable, "-c", SERVER_CODE], tmp, server_env(tmp, token),
+                  "server.log", timeout_s)
+
+
+def start_yardstick(tmp: Path, token: str, *, timeout_s: float = 60) -> tuple[Any, str]:
+    """Start the yardstick on raykd's database file (made by raykd's server, already up)."""
+    return _start([sys.executable, "-m", "raykd.bench.yardstick"], tmp, server_env(tmp, token),
+                  "yardstick.log", timeout_s, str(tmp / "raykd.db"))
+
+
+def _start(cmd: list[str], tmp: Path, env: dict[str, str], log_name: str, timeout_s: float,
+           *args: str) -> tuple[Any, str]:
+    """Run ``cmd PORT *args`` in ``tmp``; its process and URL once ``/healthz`` answers."""
     import httpx
 
     port = free_port()
-    with open(tmp / "server.log", "wb") as log:  # the child keeps its own descriptor
-        proc = subprocess.Popen([sys.executable, "-c", SERVER_CODE, str(port)], cwd=tmp,
-                                env=server_env(tmp, token), stdout=log, stderr=subprocess.STDOUT)
+    with open(tmp / log_name, "wb") as log:  # the child keeps its own descriptor
+        proc = subprocess.Popen([*cmd, str(port), *args], cwd=tmp, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -108,8 +133,9 @@ def start_server(tmp: Path, token: str, *, timeout_s: float = 120) -> tuple[Any,
             pass
         time.sleep(0.2)
     stop_server(proc)
-    tail = (tmp / "server.log").read_text(errors="replace")[-2000:]
-    raise RuntimeError(f"the bench server did not come up (exit code {proc.returncode}):\n{tail}")
+    tail = (tmp / log_name).read_text(errors="replace")[-2000:]
+    raise RuntimeError(f"the bench server {cmd[-1]} did not come up (exit code {proc.returncode})"
+                       f":\n{tail}")
 
 
 def stop_server(proc: Any) -> None:
@@ -129,11 +155,25 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
-def phase_stats(latencies: list[float], seconds: float) -> dict[str, float]:
-    """p50/p99/mean latency in ms and requests per second of one measured phase."""
+def phase_stats(latencies: list[float], seconds: float,
+                cpu_s: float | None = None) -> dict[str, float]:
+    """p50/p99/mean latency in ms and requests per second of one measured phase, and the
+    server's CPU milliseconds per request (``cpu_s``: its CPU seconds in the phase)."""
     ms = [x * 1000 for x in latencies]
-    return {"p50_ms": percentile(ms, 50), "p99_ms": percentile(ms, 99),
-            "mean_ms": statistics.fmean(ms), "rps": len(ms) / seconds, "requests": len(ms)}
+    out = {"p50_ms": percentile(ms, 50), "p99_ms": percentile(ms, 99),
+           "mean_ms": statistics.fmean(ms), "rps": len(ms) / seconds, "requests": len(ms)}
+    if cpu_s is not None:
+        out["cpu_ms"] = cpu_s * 1000 / len(ms)
+    return out
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU seconds (user + system) process ``pid`` has used, where /proc tells (Linux)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def run_phase(client: Any, request: Request, n: int,
@@ -220,47 +260,92 @@ class LoadClient:
         return await self._call("POST", path, json=json)
 
 
-async def measure(url: str, token: str, *, jobs: int, clients: int, rounds: int,
-                  requests: int, warmup: int, log: Callable[[str], None]) -> dict[str, Any]:
-    """Insert the jobs, then the interleaved rounds; raw per-phase stats."""
+async def same_answers(clients: dict[str, LoadClient], job_id: str) -> dict[str, bool]:
+    """Whether the yardstick answers the reads with raykd's JSON (one job, the first page)."""
+    out = {}
+    for name, path, params in (("get", f"/api/v1/jobs/{job_id}", None),
+                               ("list", "/api/v1/jobs", {"limit": 50})):
+        answers = [await clients[s].get(path, params=params) for s in SERVERS]
+        out[name] = all(a.status_code == 200 for a in answers) and \
+            answers[0].json() == answers[1].json()
+    return out
+
+
+def _session(url: str, token: str, clients: int) -> Any:
     import aiohttp
 
-    connector = aiohttp.TCPConnector(limit=clients)
-    timeout = aiohttp.ClientTimeout(total=120)
-    async with aiohttp.ClientSession(url, headers={"Authorization": f"Bearer {token}"},
-                                     connector=connector, timeout=timeout) as session:
-        client = LoadClient(session)
+    return aiohttp.ClientSession(url, headers={"Authorization": f"Bearer {token}"},
+                                 connector=aiohttp.TCPConnector(limit=clients),
+                                 timeout=aiohttp.ClientTimeout(total=120))
+
+
+async def measure(urls: dict[str, str], token: str, *, jobs: int, clients: int, rounds: int,
+                  requests: int, warmup: int, log: Callable[[str], None],
+                  pids: dict[str, int] | None = None) -> dict[str, Any]:
+    """Insert the jobs (through raykd), check the yardstick's answers, then the interleaved
+    rounds: every endpoint on both servers, one after the other; raw per-phase stats."""
+    async with _session(urls["raykd"], token, clients) as a, \
+            _session(urls["yardstick"], token, clients) as b:
+        client = {"raykd": LoadClient(a), "yardstick": LoadClient(b)}
         start = time.perf_counter()
-        ids = await insert_jobs(client, jobs, clients)
+        ids = await insert_jobs(client["raykd"], jobs, clients)
         inserted_s = time.perf_counter() - start
         log(f"inserted {len(ids)} jobs in {inserted_s:.1f} s")
+        same = await same_answers(client, ids[0])
+        if not all(same.values()):
+            raise RuntimeError(f"the yardstick does not answer raykd's JSON: {same}")
         calls = requests_for(ids)
         phases: list[dict[str, Any]] = []
         for r in range(rounds):
             order = ENDPOINTS[r % 3:] + ENDPOINTS[:r % 3]
             for name in order:
-                await run_phase(client, calls[name], warmup, clients)
-                latencies, seconds = await run_phase(client, calls[name], requests, clients)
-                phases.append({"round": r + 1, "endpoint": name, **phase_stats(latencies, seconds)})
-                log(f"round {r + 1} {LABELS[name]}: p50 {phases[-1]['p50_ms']:.1f} ms, "
-                    f"p99 {phases[-1]['p99_ms']:.1f} ms, {phases[-1]['rps']:.0f} req/s")
-        first = (await client.get(f"/api/v1/jobs/{ids[0]}")).json()
+                for server in SERVERS if r % 2 == 0 else SERVERS[::-1]:
+                    await run_phase(client[server], calls[name], warmup, clients)
+                    pid = (pids or {}).get(server)
+                    cpu = cpu_seconds(pid) if pid else None
+                    latencies, seconds = await run_phase(client[server], calls[name], requests,
+                                                         clients)
+                    after = cpu_seconds(pid) if pid else None
+                    used = after - cpu if after is not None and cpu is not None else None
+                    p = {"round": r + 1, "server": server, "endpoint": name,
+                         **phase_stats(latencies, seconds, used)}
+                    phases.append(p)
+                    log(f"round {r + 1} {server} {LABELS[name]}: p50 {p['p50_ms']:.1f} ms, "
+                        f"p99 {p['p99_ms']:.1f} ms, {p['rps']:.0f} req/s, "
+                        f"{p.get('cpu_ms', float('nan')):.2f} CPU ms/request")
+        first = (await client["raykd"].get(f"/api/v1/jobs/{ids[0]}")).json()
     return {"phases": phases, "inserted": len(ids), "insert_seconds": inserted_s,
-            "first_job_state": first.get("state")}
+            "first_job_state": first.get("state"), "same_json": same}
 
 
-def summarize(phases: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
-    """Per endpoint and stat: the median over rounds and the min and max."""
-    out: dict[str, dict[str, dict[str, float]]] = {}
+def _spread(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def summarize(phases: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
+    """Per server, endpoint and stat: the median over rounds and the min and max."""
+    out: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+    for server in SERVERS:
+        for name in ENDPOINTS:
+            rows = [p for p in phases if p.get("server", "raykd") == server
+                    and p["endpoint"] == name]
+            if rows:
+                out.setdefault(server, {})[name] = {
+                    stat: _spread([p[stat] for p in rows])
+                    for stat in ("p50_ms", "p99_ms", "mean_ms", "rps", "cpu_ms")
+                    if all(stat in p for p in rows)}
+    return out
+
+
+def ratios(phases: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per endpoint: raykd's req/s over the yardstick's of the same round (median, min, max)."""
+    rps = {(p["round"], p.get("server", "raykd"), p["endpoint"]): p["rps"] for p in phases}
+    out = {}
     for name in ENDPOINTS:
-        rows = [p for p in phases if p["endpoint"] == name]
-        if not rows:
-            continue
-        out[name] = {}
-        for stat in ("p50_ms", "p99_ms", "mean_ms", "rps"):
-            values = [p[stat] for p in rows]
-            out[name][stat] = {"median": statistics.median(values), "min": min(values),
-                               "max": max(values)}
+        values = [v / rps[(r, "yardstick", e)] for (r, s, e), v in rps.items()
+                  if s == "raykd" and e == name and (r, "yardstick", e) in rps]
+        if values:
+            out[name] = _spread(values)
     return out
 
 
@@ -269,38 +354,74 @@ def cell(stat: dict[str, float], digits: int = 1) -> str:
     return f"{stat['median']:.{digits}f} ({stat['min']:.{digits}f}-{stat['max']:.{digits}f})"
 
 
-def report(result: dict[str, Any]) -> str:
-    """The Markdown report of one bench."""
+def verdicts(result: dict[str, Any]) -> list[str]:
+    """One line per target: met or not, with the numbers."""
+    raykd, ratio = result["summary"].get("raykd", {}), result.get("ratios", {})
+    lines = []
+    for name, share in TARGET_RATIO.items():
+        if name in ratio:
+            got = ratio[name]["median"]
+            lines.append(f"Target {LABELS[name]} >= {share:.1f}x the yardstick's req/s: "
+                         f"{'met' if got >= share else 'NOT met'} ({got:.2f}x).")
+    reads = [raykd[n]["p99_ms"]["median"] for n in READS if n in raykd]
+    if reads:
+        verdict = "met" if max(reads) < TARGET_P99_MS else "NOT met"
+        lines.append(f"Target p99 < {TARGET_P99_MS:.0f} ms for reads: {verdict} (worst read p99, "
+                     f"median over rounds: {max(reads):.1f} ms).")
+    return lines
+
+
+def table(result: dict[str, Any]) -> str:
+    """The Markdown table: raykd's row and the yardstick's per endpoint."""
     from raykd.report import markdown_table
 
-    cfg, summary = result["config"], result["summary"]
-    rows = [[LABELS[name], cell(s["p50_ms"]), cell(s["p99_ms"]), cell(s["mean_ms"]),
-             cell(s["rps"], 0)] for name, s in summary.items()]
-    table = markdown_table(["endpoint", "p50 ms", "p99 ms", "mean ms", "req/s"], rows)
-    reads_p99 = max(summary[n]["p99_ms"]["median"] for n in READS if n in summary)
-    verdict = "met" if reads_p99 < TARGET_P99_MS else "NOT met"
-    accepted = summary.get("post", {}).get("rps")
+    rows = []
+    for name in ENDPOINTS:
+        for server in SERVERS:
+            s = result["summary"].get(server, {}).get(name)
+            if s is None:
+                continue
+            ratio = result.get("ratios", {}).get(name) if server == "raykd" else None
+            cpu = cell(s["cpu_ms"], 2) if "cpu_ms" in s else "-"
+            rows.append([LABELS[name], server, cell(s["p50_ms"]), cell(s["p99_ms"]),
+                         cell(s["mean_ms"]), cell(s["rps"], 0), cpu,
+                         cell(ratio, 2) if ratio else "1 (yardstick)" if server != "raykd" else ""])
+    return markdown_table(["endpoint", "server", "p50 ms", "p99 ms", "mean ms", "req/s",
+                           "server CPU ms/req", "x yardstick req/s"], rows)
+
+
+def report(result: dict[str, Any]) -> str:
+    """The Markdown report of one bench."""
+    cfg = result["config"]
+    accepted = result["summary"].get("raykd", {}).get("post", {}).get("rps")
     lines = [
         f"# raykd bench api ({result['date']})",
         "",
         f"{cfg['clients']} concurrent clients (closed loop), {cfg['rounds']} interleaved rounds of "
-        f"{cfg['requests']} requests per endpoint after {cfg['warmup']} warm-up requests; "
-        f"{result['inserted']} jobs inserted first ({result['insert_seconds']:.1f} s). "
-        "Each cell: median over rounds (min-max).",
+        f"{cfg['requests']} requests per endpoint and server after {cfg['warmup']} warm-up "
+        f"requests; {result['inserted']} jobs inserted first ({result['insert_seconds']:.1f} s). "
+        "Each cell: median over rounds (min-max); the ratio is raykd's req/s over the "
+        "yardstick's in the same round. Server CPU ms/req: the server process's CPU time "
+        "(user + system) over the phase's requests, steadier than req/s on a shared machine.",
         "",
-        table,
+        table(result),
         "",
     ]
     if accepted:
         lines.append(f"Jobs accepted per second at {cfg['clients']} clients: {cell(accepted, 0)}.")
+    lines += verdicts(result)
     lines += [
-        f"Target p99 < {TARGET_P99_MS:.0f} ms for reads: {verdict} (worst read p99, median over "
-        f"rounds: {reads_p99:.1f} ms).",
         "",
-        f"Server: one uvicorn process, access log off, SQLite, queue paused (first job still "
-        f"{result['first_job_state']!r} at the end). Machine: {cfg['cpus']} CPUs "
+        "Yardstick: a minimal FastAPI app (raykd/bench/yardstick.py) under the same uvicorn "
+        "settings, with the same bearer check (hmac.compare_digest), one sqlite3 connection to "
+        "the same database file and the same SQL, answering the same JSON (checked before "
+        f"measuring: {result.get('same_json')}); its POST inserts the row and its labels "
+        "without validating the spec.",
+        "",
+        f"Servers: one uvicorn process each, access log off, SQLite, queue paused (first job "
+        f"still {result['first_job_state']!r} at the end). Machine: {cfg['cpus']} CPUs "
         f"({cfg['machine']}), Python {cfg['python']}; the load generator (one asyncio process) "
-        "shares these CPUs with the server. Load average (1 min) before/after: "
+        "shares these CPUs with the servers. Load average (1 min) before/after: "
         f"{cfg.get('load_before', float('nan')):.1f}/{cfg.get('load_after', float('nan')):.1f}.",
     ]
     return "\n".join(lines) + "\n"
@@ -314,8 +435,8 @@ def check_options(jobs: int, clients: int, rounds: int, requests: int) -> None:
             raise BenchOptionError(f"{name} {value}: expected at least 1")
 
 
-def run_api_bench(out: Path, *, jobs: int = 1000, clients: int = 50, rounds: int = 5,
-                  requests: int = 1000, warmup: int | None = None,
+def run_api_bench(out: Path, *, jobs: int = 1000, clients: int = 50, rounds: int = 3,
+                  requests: int = 1000, warmup: int | None = None, quick: bool = False,
                   log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the bench; write ``<out>/api.md`` and ``<out>/api.json``, print the table.
 
@@ -323,45 +444,56 @@ def run_api_bench(out: Path, *, jobs: int = 1000, clients: int = 50, rounds: int
         out: Output directory.
         jobs: Jobs inserted before measuring.
         clients: Concurrent clients.
-        rounds: Rounds; each measures every endpoint once, in a rotating order.
-        requests: Measured requests per endpoint and round.
+        rounds: Rounds; each measures every endpoint on both servers, in a rotating order.
+        requests: Measured requests per endpoint, server and round.
         warmup: Unmeasured requests before each measurement (default: a tenth, at least
             ``clients``).
+        quick: A few seconds' run (:data:`QUICK`) instead of the options above.
         log: Where progress lines go.
 
     Returns:
         The result (also in ``api.json``).
     """
+    if quick:
+        jobs, clients, rounds, requests, warmup = (QUICK[k] for k in
+                                                   ("jobs", "clients", "rounds", "requests",
+                                                    "warmup"))
     check_options(jobs, clients, rounds, requests)
     warmup = max(clients, requests // 10) if warmup is None else warmup
     token = secrets.token_urlsafe(24)
     tmp = Path(tempfile.mkdtemp(prefix="raykd-bench-api-"))
-    proc = None
+    procs: list[Any] = []
     load_before = os.getloadavg()[0]
     try:
         proc, url = start_server(tmp, token)
-        log(f"server up at {url}")
+        procs.append(proc)
+        stick, stick_url = start_yardstick(tmp, token)
+        procs.append(stick)
+        log(f"server up at {url}, yardstick at {stick_url}")
         try:
-            raw = asyncio.run(measure(url, token, jobs=jobs, clients=clients, rounds=rounds,
-                                      requests=requests, warmup=warmup, log=log))
+            raw = asyncio.run(measure({"raykd": url, "yardstick": stick_url}, token, jobs=jobs,
+                                      clients=clients, rounds=rounds, requests=requests,
+                                      warmup=warmup, log=log,
+                                      pids={"raykd": proc.pid, "yardstick": stick.pid}))
         except Exception as err:
             alive = "running" if proc.poll() is None else f"exited with {proc.returncode}"
             tail = (tmp / "server.log").read_text(errors="replace")[-3000:]
             raise RuntimeError(f"bench api failed ({type(err).__name__}: {err}); the server is "
                                f"{alive}; its log ends:\n{tail}") from err
     finally:
-        if proc is not None:
-            stop_server(proc)
+        for p in procs:
+            stop_server(p)
         shutil.rmtree(tmp, ignore_errors=True)
     result = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "config": {"jobs": jobs, "clients": clients, "rounds": rounds, "requests": requests,
-                   "warmup": warmup, "cpus": os.cpu_count(), "machine": platform.machine(),
-                   "python": platform.python_version(),
+                   "warmup": warmup, "quick": quick, "cpus": os.cpu_count(),
+                   "machine": platform.machine(), "python": platform.python_version(),
                    "load_before": load_before, "load_after": os.getloadavg()[0]},
         **raw,
     }
     result["summary"] = summarize(result["phases"])
+    result["ratios"] = ratios(result["phases"])
     text = report(result)
     out.mkdir(parents=True, exist_ok=True)
     (out / "api.md").write_text(text)

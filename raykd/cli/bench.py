@@ -112,12 +112,16 @@ def bench_wkd(out: OutOpt = Path("raykd-runs/bench-wkd"), quick: QuickOpt = Fals
 def bench_api(out: OutOpt = Path("raykd-runs/bench-api"),
               jobs: Annotated[int, typer.Option(help="Jobs inserted before measuring.")] = 1000,
               clients: Annotated[int, typer.Option(help="Concurrent clients.")] = 50,
-              rounds: Annotated[int, typer.Option(help="Rounds over the three endpoints.")] = 5,
+              rounds: Annotated[int, typer.Option(help="Rounds over the three endpoints.")] = 3,
               requests: Annotated[int, typer.Option(
-                  help="Measured requests per endpoint and round.")] = 1000) -> None:
-    """Latency and throughput of the REST API (a real server, paused queue, SQLite)."""
+                  help="Measured requests per endpoint, server and round.")] = 1000,
+              quick: Annotated[bool, typer.Option(
+                  "--quick", help="A few seconds' run (for tests): 40 jobs, 8 clients, 1 round "
+                  "of 60 requests; the other options are ignored.")] = False) -> None:
+    """Latency and throughput of the REST API (a real server, paused queue, SQLite) beside
+    the yardstick: a minimal FastAPI app answering the same JSON from the same database."""
     from raykd.bench.api import run_api_bench
 
     guarded(lambda: run_api_bench(out=out, jobs=jobs, clients=clients, rounds=rounds,
-                                  requests=requests))
+                                  requests=requests, quick=quick))
 

@@ -24,15 +24,21 @@ from raykd.service.store import AuditRow, Store
 ACTIONS = ("submit", "cancel", "retry", "delete", "priority", "download", "login", "retention")
 
 
+def entry(actor: str, action: str, job_id: str | None = None, client: str | None = None,
+          detail: dict[str, Any] | None = None) -> AuditRow:
+    """One entry, not yet stored (``action`` is one of :data:`ACTIONS`)."""
+    if action not in ACTIONS:
+        raise ValueError(f"audit action {action!r} is not one of {', '.join(ACTIONS)}")
+    return AuditRow(time=time.time(), actor=actor[:64], action=action,
+                    job_id=job_id[:128] if job_id else None,
+                    client=client[:128] if client else None, detail=detail or None)
+
+
 def record(store: Store, actor: str, action: str, job_id: str | None = None,
            client: str | None = None, detail: dict[str, Any] | None = None) -> None:
     """Append one entry (``action`` is one of :data:`ACTIONS`)."""
-    if action not in ACTIONS:
-        raise ValueError(f"audit action {action!r} is not one of {', '.join(ACTIONS)}")
     with store.session() as s:
-        s.add(AuditRow(time=time.time(), actor=actor[:64], action=action,
-                       job_id=job_id[:128] if job_id else None,
-                       client=client[:128] if client else None, detail=detail or None))
+        s.add(entry(actor, action, job_id, client, detail))
 
 
 def entries(store: Store, *, actor: str | None, action: str | None, job_id: str | None,
@@ -59,9 +65,14 @@ class Auditor:
     def __call__(self, action: str, job_id: str | None = None, **detail: Any) -> None:
         record(self.store, self.user.name, action, job_id, self.client, detail)
 
+    def entry(self, action: str, job_id: str | None = None, **detail: Any) -> AuditRow:
+        """The entry ``self(action, job_id, ...)`` would append, to store with other rows."""
+        return entry(self.user.name, action, job_id, self.client, detail)
 
-def auditor(request: Request, user: CurrentUser, state: State) -> Auditor:
-    """The request's :class:`Auditor` (the caller is the route's own, resolved once)."""
+
+async def auditor(request: Request, user: CurrentUser, state: State) -> Auditor:
+    """The request's :class:`Auditor` (the caller is the route's own, resolved once; async:
+    no I/O here, so no hop to a worker thread)."""
     return Auditor(state.store, user, client_address(request))
 
 

@@ -40,10 +40,14 @@ class ClusterView:
         self._at = float("-inf")
         self._lock = threading.Lock()
 
+    def stale(self) -> bool:
+        """Whether :meth:`get` would ask Ray now (a caller on the event loop asks it in a
+        worker thread first: the request to Ray blocks up to ``TIMEOUT_S``)."""
+        return time.monotonic() - self._at > (self.ttl_s if self._value is not None else RETRY_S)
+
     def get(self) -> Capacity | None:
         """The cluster's resources as last seen (refreshed when older than ``ttl_s``), or None."""
-        age = time.monotonic() - self._at
-        if age > (self.ttl_s if self._value is not None else RETRY_S) and self._lock.acquire(blocking=False):
+        if self.stale() and self._lock.acquire(blocking=False):
             try:
                 self._value, self._at = self._fetch(), time.monotonic()
             finally:

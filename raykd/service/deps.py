@@ -9,10 +9,12 @@ then also carry the session's CSRF value in ``X-Raykd-CSRF``. A bearer token nee
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, HTTPException, Path, Request
+from starlette.concurrency import run_in_threadpool
 
 from raykd.service.ratelimit import FailureLimit
 from raykd.service.settings import Settings
@@ -20,6 +22,7 @@ from raykd.service.store import JobRow, Store
 from raykd.service.web.sessions import CSRF_HEADER, request_session
 
 UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -122,8 +125,23 @@ def visible_job(store: Store, user: User, job_id: str) -> JobRow:
     """The stored job ``job_id`` if ``user`` may see it, else 404 (unknown or another's alike)."""
     row = store.get(job_id) if len(job_id) <= 160 else None
     if row is None or (not user.admin and row.owner != user.name):
-        raise HTTPException(404, f"no job {job_id[:160]!r}")
+        raise no_job(job_id)
     return row
+
+
+def no_job(job_id: str) -> HTTPException:
+    """The one answer for a job that is unknown or another user's."""
+    return HTTPException(404, f"no job {job_id[:160]!r}")
+
+
+async def read(store: Store, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)``, a short read of ``store``: on the event loop for SQLite (a
+    file on this host: a read by key takes tens of microseconds, and in WAL mode a reader
+    never waits for a writer), where a hop to a worker thread and back costs more than the
+    read; in the thread pool for a database server (a network round trip)."""
+    if store.local:
+        return fn(*args, **kwargs)
+    return await run_in_threadpool(fn, *args, **kwargs)
 
 
 OwnedJob = Annotated[JobRow, Depends(owned_job)]

@@ -22,14 +22,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
+from pydantic import BaseModel, TypeAdapter
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
 
 from raykd.core.jobdir import JobIdError, check_job_id, new_job_id
 from raykd.core.spec import JobSpec
 from raykd.core.states import FINAL_STATES, TERMINAL_EVENTS
 from raykd.service.audit import Audit
-from raykd.service.deps import CurrentUser, OwnedJob, State, User
+from raykd.service.deps import JOB_ID_HELP, CurrentUser, OwnedJob, State, User, no_job, read
 from raykd.service.policy import (
     PolicyError,
     admit,
@@ -53,6 +55,7 @@ from raykd.service.schemas import (
 from raykd.service.store import JobRow
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
+_PUBLIC_LIST = TypeAdapter(list[JobPublic])
 ARTIFACT_SUFFIXES = (".json", ".jsonl", ".csv", ".png", ".safetensors", ".md", ".log")
 HIDDEN_DIRS = ("ray_train", "tune", "tune_train", "logits")
 MAX_SEQ = 2**62  # an event seq (and `after`) fits a 64-bit database integer
@@ -65,14 +68,26 @@ def public(state: State, row: JobRow, *, full: bool = False) -> JobPublic:
                    position=state.store.queue_position(row))
 
 
-def public_many(state: State, rows: list[JobRow]) -> list[JobPublic]:
-    """The list view of ``rows``: labels and queue positions in one query each, not per row."""
+def public_many(state: State, rows: list[Any]) -> list[JobPublic]:
+    """The list view of ``rows`` (:class:`JobSummary` rows of ``store.page``)."""
+    return _PUBLIC_LIST.validate_python(_summaries(state, rows))
+
+
+def _summaries(state: State, rows: list[Any]) -> list[dict[str, Any]]:
+    """``rows`` as :class:`JobPublic` fields, to validate all at once: labels and queue
+    positions in one query each, not per row."""
     ids = [r.id for r in rows]
     labels, positions = state.store.labels(ids), state.store.queue_positions(ids)
-    return [_public(r, full=False, labels=labels[r.id], position=positions.get(r.id)) for r in rows]
+    out = []
+    for r in rows:
+        item = r._asdict()
+        item["latest_metrics"] = item["latest_metrics"] or {}
+        item["labels"], item["queue_position"] = labels[r.id], positions.get(r.id)
+        out.append(item)
+    return out
 
 
-def _public(row: JobRow, *, full: bool, labels: dict[str, str], position: int | None) -> JobPublic:
+def _public(row: Any, *, full: bool, labels: dict[str, str], position: int | None) -> JobPublic:
     return JobPublic(
         id=row.id, name=row.name, kind=row.kind, owner=row.owner, state=row.state,  # type: ignore[arg-type]
         priority=row.priority, max_run_s=row.max_run_s, labels=labels, queue_position=position,
@@ -80,6 +95,13 @@ def _public(row: JobRow, *, full: bool, labels: dict[str, str], position: int | 
         note=row.note, attempts=row.attempts, created_at=row.created_at, started_at=row.started_at,
         finished_at=row.finished_at, spec=row.spec if full else None, result=row.result if full else None,
     )
+
+
+def answer(model: BaseModel, status_code: int = 200) -> Response:
+    """``model`` as the JSON FastAPI would send for it, serialized once (pydantic's
+    serializer): a route that returns this skips FastAPI's second validation of its result."""
+    return Response(model.model_dump_json().encode(), status_code=status_code,
+                    media_type="application/json")
 
 
 def _check_job_id(job_id: str) -> None:
@@ -91,19 +113,25 @@ def _check_job_id(job_id: str) -> None:
 
 
 @router.post("", status_code=201, response_model=JobPublic, summary="Submit a run or sweep spec")
-def submit(body: JobCreate, user: CurrentUser, state: State, response: Response, audit: Audit,
-           idempotency_key: Annotated[str | None, Header(
-               max_length=128, description="Makes a retry safe: the same key from the same user "
-               "returns the job its first request made (200) instead of a second one (201). "
-               "Any string of up to 128 characters, e.g. a UUID.")] = None) -> JobPublic:
+async def submit(body: JobCreate, user: CurrentUser, request: Request, audit: Audit,
+                 idempotency_key: Annotated[str | None, Header(
+                     max_length=128, description="Makes a retry safe: the same key from the same "
+                     "user returns the job its first request made (200) instead of a second one "
+                     "(201). Any string of up to 128 characters, e.g. a UUID.")] = None,
+                 ) -> Response:
     """Store the job as ``queued``; the scheduler starts it when a slot frees.
 
     The same ``Idempotency-Key`` (or ``job_id``) from the same user with the same body
     returns the job already made (200) instead of a second one; with another body, 409.
     """
+    # async: the checks are CPU work, SQLite's reads and (when no other thread of this
+    # process is writing) its insert run on the loop; Ray and a taken write turn go to a thread
+    state = request.app.state.raykd
     for k, v in body.labels.items():
         if not (_ok_label(k) and _ok_label(v)):
             raise HTTPException(422, f"labels.{k[:64]}: keys and values are 1-64 of letters, digits, . _ -")
+    if state.settings.check_cluster_fit and state.cluster is not None and state.cluster.stale():
+        await run_in_threadpool(state.cluster.get)  # asks Ray (up to seconds): not on the loop
     try:
         spec = admit(body.spec, state.settings)
         max_run_s = _within_limits(state, user, body, spec)
@@ -112,33 +140,37 @@ def submit(body: JobCreate, user: CurrentUser, state: State, response: Response,
     if body.job_id is not None:
         _check_job_id(body.job_id)
     digest = request_hash(body)
-    existing = _existing(state, user.name, idempotency_key, body.job_id, digest)
+    existing = await read(state.store, _existing, state, user.name, idempotency_key, body.job_id,
+                          digest)
     if existing is not None:
-        response.status_code = 200
-        return public(state, existing, full=True)
-    if not user.admin and _unfinished(state, user.name) >= state.settings.max_jobs_per_user:
+        return answer(await read(state.store, public, state, existing, full=True))
+    if not user.admin and await read(state.store, _unfinished, state, user.name) \
+            >= state.settings.max_jobs_per_user:
         raise HTTPException(422, f"you have {state.settings.max_jobs_per_user} jobs queued or running, "
                                  "this service's limit per user (RAYKD_MAX_JOBS_PER_USER): wait "
                                  "for one to finish, or cancel one")
     name = body.name or spec.name
     job_id = body.job_id or new_job_id(name)
-    if body.job_id and state.settings.layout.job(job_id).root.exists():
+    if body.job_id and await run_in_threadpool(state.settings.layout.job(job_id).root.exists):
         raise _unavailable(job_id)  # an earlier run's files: said as for any taken id
     row = JobRow(id=job_id, name=name, kind="sweep" if spec.sweep else "run",
                  owner=user.name, state="queued", priority=body.priority,
                  spec=json.loads(spec.model_dump_json()), idempotency_key=idempotency_key,
                  request_hash=digest, max_run_s=max_run_s, created_at=time.time(), latest_metrics={}, attempts=0,
                  progress=0.0, last_seq=0, cancel_requested=False)
-    try:
-        state.store.add(row, body.labels)
+    entry = audit.entry("submit", row.id, name=name, priority=body.priority)
+    try:  # the job and its audit entry: one transaction
+        if not (state.store.local and state.store.add_now(row, body.labels, entry) is not None):
+            await run_in_threadpool(state.store.add, row, body.labels, entry)
     except IntegrityError:  # a concurrent request with the same key or id won the race
-        existing = _existing(state, user.name, idempotency_key, body.job_id, digest)
+        existing = await read(state.store, _existing, state, user.name, idempotency_key,
+                              body.job_id, digest)
         if existing is None:
             raise _unavailable(job_id) from None
-        response.status_code = 200
-        return public(state, existing, full=True)
-    audit("submit", row.id, name=name, priority=body.priority)
-    return public(state, row, full=True)
+        return answer(await read(state.store, public, state, existing, full=True))
+    position = await read(state.store, state.store.queue_position, row)
+    job = _public(row, full=True, labels=body.labels, position=position)
+    return answer(job, status_code=201)  # serialized once (no second validation)
 
 
 def _within_limits(state: State, user: User, body: JobCreate, spec: JobSpec) -> float:
@@ -203,7 +235,7 @@ def _unavailable(job_id: str) -> HTTPException:
 
 
 @router.get("", response_model=JobPage, summary="List jobs (filter, sort, cursor pages)")
-def list_jobs(user: CurrentUser, state: State,
+async def list_jobs(user: CurrentUser, request: Request,
               status: Annotated[str | None, Query(
                   alias="state", description="Only jobs in this state: queued, submitting, pending, "
                   "running, succeeded, failed, cancelled or timed_out.")] = None,
@@ -218,7 +250,8 @@ def list_jobs(user: CurrentUser, state: State,
                   "next_cursor; omit it for the first page.")] = None,
               order: Annotated[str, Query(
                   pattern="^(asc|desc)$", description="By submission time: desc (newest first) or "
-                  "asc.")] = "desc") -> JobPage:
+                  "asc.")] = "desc") -> Response:
+    # async, reading SQLite on the loop (deps.read): no thread hop; serialized once
     if len(label or []) > MAX_LABEL_FILTERS:
         raise HTTPException(422, f"{len(label or [])} label filters: give at most {MAX_LABEL_FILTERS} "
                                  "(a job has at most 16 labels)")
@@ -228,17 +261,31 @@ def list_jobs(user: CurrentUser, state: State,
         if not sep or not _ok_label(k) or not _ok_label(v):
             raise HTTPException(422, f"label={item[:80]!r}: expected key=value")
         labels[k] = v
+    state = request.app.state.raykd  # not the State dependency: one fewer to solve
     try:
-        rows, nxt = state.store.page(owner=None if user.admin else user.name, state=status, name=name,
-                                     labels=labels, limit=limit, cursor=cursor, ascending=order == "asc")
+        page = await read(state.store, _page, state, owner=None if user.admin else user.name,
+                          state=status, name=name, labels=labels, limit=limit, cursor=cursor,
+                          ascending=order == "asc")
     except ValueError as err:
         raise HTTPException(400, str(err)) from None
-    return JobPage(items=public_many(state, rows), next_cursor=nxt)
+    return answer(page)
+
+
+def _page(service: State, **query: Any) -> JobPage:
+    rows, nxt = service.store.page(**query)  # validated at once, not one JobPublic per row
+    return JobPage.model_validate({"items": _summaries(service, rows), "next_cursor": nxt})
 
 
 @router.get("/{job_id}", response_model=JobPublic, summary="One job: status, stage, progress, result")
-def get_job(row: OwnedJob, state: State) -> JobPublic:
-    return public(state, row, full=True)
+async def get_job(job_id: Annotated[str, PathParam(description=JOB_ID_HELP)], user: CurrentUser,
+                  request: Request) -> Response:
+    # async, one read of the row, its labels and queue position on one connection (SQLite:
+    # on the loop, deps.read), serialized once: no thread hops, no ORM, no second validation
+    store = request.app.state.raykd.store  # not the State dependency: one fewer to solve
+    view = await read(store, store.view, job_id) if len(job_id) <= 160 else None
+    if view is None or (not user.admin and view["owner"] != user.name):
+        raise no_job(job_id)
+    return answer(JobPublic.model_validate(view))
 
 
 @router.patch("/{job_id}", response_model=JobPublic, summary="Re-prioritise a queued job")
