@@ -165,10 +165,13 @@ def test_a_span_students_folder_cuts_the_jobs_windows_without_raykd(tmp_path: Pa
                            config=spec.student.model.model_dump(), input_shape=data.input_shape,
                            num_classes=data.num_classes)
     job = Job(spec=spec, job_dir=tmp_path)
-    job.result = {"students": [{"generations": [{"checkpoint": str(ckpt)}]}]}
+    job.result = {"students": [{"generations": [{"checkpoint": str(ckpt),
+                                                 "span": {"threshold": -1.25}}]}]}
     export_hf_students(job, data)
     folder = Path(job.result["students"][0]["generations"][0]["hf_folder"])
     assert folder == tmp_path / "students" / "kd-hf"
+    config = json.loads((folder / "config.json").read_text())
+    assert config["raykd_null_threshold"] == -1.25  # the folder answers as the job scored
     saved = json.loads((folder / "tokenizer_config.json").read_text())
     assert saved["model_max_length"] == 96 and saved["padding_side"] == "right"
 

@@ -283,6 +283,8 @@ def test_a_span_sweep_ranks_trials_by_squad_f1_and_its_final_student_answers_as_
     meta = checkpoint_info(final["checkpoint"])
     assert meta["preprocessing"]["null_threshold"] == pytest.approx(final["span"]["threshold"])
     assert (Path(final["hf_folder"]) / "model.safetensors").is_file()
+    config = json.loads((Path(final["hf_folder"]) / "config.json").read_text())
+    assert config["raykd_null_threshold"] == pytest.approx(final["span"]["threshold"])
     events = [json.loads(line) for line in (job_dir / "events.jsonl").read_text().splitlines()]
     reported = [e["metrics"] for e in events if e["type"] == "trial"]
     assert reported and all(0.0 <= m["val_f1"] <= 100.0 and "val_exact" in m for m in reported)

@@ -74,16 +74,17 @@ def _timed(spec: JobSpec, job_dir: Path, *, naive: bool, log: Log) -> tuple[floa
 def tune_overhead(wall: float, result: dict[str, Any]) -> dict[str, float]:
     """Where a shared sweep's wall time went, and Tune's overhead.
 
-    ``overhead = wall - teacher pass - training / concurrency``, where the teacher pass is the
+    ``overhead = wall - teacher pass - training / at once``, where the teacher pass is the
     ``teacher_logits`` stage (one pass over train/val/test, or cache reads) and ``training``
     the trials' own training steps (the sum of their epochs' ``epoch_seconds``), divided by the
-    trials run at once. The overhead is then split into: the job's fixed start (``data``,
+    trials run at once (the plan's concurrency, at most the number of trials). The overhead is then split into: the job's fixed start (``data``,
     ``ray_init``), what trials spend outside their epochs (validation, reading the shared
     logits, reports: ``trial_seconds - train_seconds``, divided as above), Tune's own scheduling
     (the ``tune`` stage less the trials' wall time, divided as above) and the rest (outputs).
     """
     trials, stages = result["trials"], result["timings"]
-    at_once = max(1, int(result["resources"]["concurrency"]))
+    # the trials that could run at once: the plan's slots, but never more than there are trials
+    at_once = max(1, min(int(result["resources"]["concurrency"]), len(trials)))
     train = sum(t.get("train_seconds") or 0.0 for t in trials) / at_once
     inside = sum(t.get("trial_seconds") or 0.0 for t in trials) / at_once
     teacher = stages.get("teacher_logits", 0.0) + stages.get("teacher_start", 0.0)

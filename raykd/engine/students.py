@@ -337,5 +337,5 @@ def export_hf_students(job: Job, data: Dataset) -> None:
             ckpt = Path(gen["checkpoint"])
             folder = ckpt.with_name(f"{ckpt.stem}-hf")
             save_hf_folder(load_checkpoint(ckpt), folder, class_names=data.class_names,
-                           max_length=length)
+                           max_length=length, null_threshold=(gen.get("span") or {}).get("threshold"))
             gen["hf_folder"] = str(folder)

@@ -418,12 +418,15 @@ def save_tokenizer(model: nn.Module, out_dir: str | Path, max_length: int | None
 
 
 def save_hf_folder(model: nn.Module, out_dir: str | Path,
-                   class_names: Sequence[str] | None = None, max_length: int | None = None) -> Path:
+                   class_names: Sequence[str] | None = None, max_length: int | None = None,
+                   null_threshold: float | None = None) -> Path:
     """Write ``model`` (a :class:`TextClassifier` or :class:`SpanModel`, or a wrapper of one
     in ``.module``) as a Hugging Face folder: ``config.json`` (``id2label``/``label2id`` from
     ``class_names``), ``model.safetensors`` and the tokenizer (:func:`save_tokenizer`, with
     ``max_length``), which ``AutoModelFor...from_pretrained(out_dir)`` and
-    ``AutoTokenizer.from_pretrained(out_dir)`` load without raykd."""
+    ``AutoTokenizer.from_pretrained(out_dir)`` load without raykd. A span student's no-answer
+    threshold (chosen on val: answer '' when ``null score - best span score`` exceeds it) goes
+    into ``config.json`` as ``raykd_null_threshold``, so the folder alone answers as scored."""
     inner = hf_wrapper(model, "save_hf_folder")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -434,6 +437,8 @@ def save_hf_folder(model: nn.Module, out_dir: str | Path,
                                f"{hf_config.num_labels} labels")
         hf_config.id2label = {i: str(n) for i, n in enumerate(class_names)}
         hf_config.label2id = {str(n): i for i, n in enumerate(class_names)}
+    if null_threshold is not None:
+        hf_config.raykd_null_threshold = float(null_threshold)
     with _quiet():
         inner.hf.save_pretrained(out)
     save_tokenizer(inner, out, max_length)

@@ -104,7 +104,7 @@ def final_student(
     if scores.get("test_macro_f1") is not None:  # text classification
         row["test_macro_f1"] = scores["test_macro_f1"]
     if spec.student.model.name == "hf":
-        row["hf_folder"] = str(_hf_folder(model, path, data))
+        row["hf_folder"] = str(_hf_folder(model, path, data, scores.get("span")))
     job.log(f"best student ({method.display}) retrained on train+val: {_said(row)}")
     return {
         "checkpoint": str(path),
@@ -137,13 +137,16 @@ def final_preprocessing(data: Dataset, span: dict[str, Any] | None) -> dict[str,
     return {**record, "null_threshold": span["threshold"]}
 
 
-def _hf_folder(model: Any, checkpoint: Path, data: Dataset) -> Path:
-    """``<checkpoint stem>-hf/``: the student as a Hugging Face folder (no raykd needed)."""
+def _hf_folder(model: Any, checkpoint: Path, data: Dataset,
+               span: dict[str, Any] | None) -> Path:
+    """``<checkpoint stem>-hf/``: the student as a Hugging Face folder (no raykd needed; a
+    span student's no-answer threshold in its config.json)."""
     from raykd.models.hf import save_hf_folder
 
     length = None if data.spans is None else data.spans.max_length
     return save_hf_folder(model, checkpoint.with_name(f"{checkpoint.stem}-hf"),
-                          class_names=data.class_names, max_length=length)
+                          class_names=data.class_names, max_length=length,
+                          null_threshold=None if span is None else span["threshold"])
 
 
 def reuse_final(job_dir: Path, best: dict[str, Any], data: Dataset) -> dict[str, Any] | None:

@@ -509,21 +509,36 @@ def _log_bytes(state: State, row: JobRow, offset: int, tail: int | None) -> byte
     return text.encode()[offset:]
 
 
+def _job_root(state: State, row: JobRow) -> Path:
+    """``<storage>/<id>``: the storage root resolved, the job's own directory never (a job
+    directory replaced by a link is not followed: it is not listed, and nothing opens it)."""
+    return state.settings.storage.resolve() / state.settings.layout.job(row.id).root.name
+
+
 def _artifacts(state: State, row: JobRow) -> list[tuple[str, Path]]:
-    root = state.settings.layout.job(row.id).root.resolve()
-    if not root.is_dir():
+    """The downloadable files of a job: regular files with an artifact suffix, outside the
+    hidden directories, reached without a link (a link, or a file under a linked directory,
+    is not listed: its target's name and size stay unknown)."""
+    root = _job_root(state, row)
+    if root.is_symlink() or not root.is_dir():
         return []
     found = []
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
-        if path.is_file() and path.suffix in ARTIFACT_SUFFIXES and rel.parts[0] not in HIDDEN_DIRS:
-            found.append((rel.as_posix(), path))
-    return found
+    for dirpath, dirnames, filenames in os.walk(root):  # never descends into a linked directory
+        here = Path(dirpath)
+        rel_dir = here.relative_to(root)
+        if rel_dir.parts and rel_dir.parts[0] in HIDDEN_DIRS:
+            dirnames[:] = []
+            continue
+        for name in filenames:
+            path = here / name
+            if path.suffix in ARTIFACT_SUFFIXES and stat.S_ISREG(path.lstat().st_mode):
+                found.append(((rel_dir / name).as_posix(), path))
+    return sorted(found)
 
 
 @router.get("/{job_id}/artifacts", response_model=list[Artifact], summary="Files to download")
 def artifacts(row: OwnedJob, state: State) -> list[Artifact]:
-    return [Artifact(path=rel, size=p.stat().st_size) for rel, p in _artifacts(state, row)]
+    return [Artifact(path=rel, size=p.lstat().st_size) for rel, p in _artifacts(state, row)]
 
 
 def open_artifact(root: Path, rel: str) -> int:
@@ -583,7 +598,7 @@ def download(path: Annotated[str, PathParam(
                  description="The file's path in the job's directory, as GET .../artifacts lists "
                  "it (e.g. result.json).")],
              row: OwnedJob, state: State, audit: Audit) -> FileResponse:
-    root = state.settings.layout.job(row.id).root.resolve()
+    root = _job_root(state, row)
     if path not in dict(_artifacts(state, row)):
         raise HTTPException(404, f"no artifact {path[:200]!r} in job {row.id!r}; see GET "
                                  ".../artifacts")
@@ -592,5 +607,9 @@ def download(path: Annotated[str, PathParam(
     except OSError:
         raise HTTPException(404, f"artifact {path[:200]!r} of job {row.id!r} is not a regular file "
                                  "inside the job's directory (links are not followed)") from None
-    audit("download", row.id, path=path)
-    return OpenedFileResponse(fd, filename=path.rsplit("/", 1)[-1])
+    try:
+        audit("download", row.id, path=path)
+        return OpenedFileResponse(fd, filename=path.rsplit("/", 1)[-1])
+    except BaseException:
+        os.close(fd)  # never left open when the audit (or the response) fails
+        raise
