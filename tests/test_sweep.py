@@ -511,5 +511,5 @@ def test_the_sweep_bench_splits_the_wall_into_teachers_training_and_tunes_overhe
     assert over["teacher_pass"] >= stages["teacher_logits"] > 0 and over["fixed_start"] >= 0
     assert 0 <= over["in_trial_outside_epochs"] and over["overhead"] < wall
     assert over["overhead_share"] == pytest.approx(over["overhead"] / wall)
-    table = (tmp_path / "results" / "sweep.md").read_text()
+    table = (tmp_path / "results" / "sweep_bench.md").read_text()
     assert "Tune's overhead" in table and f"{100 * over['overhead_share']:.1f}" in table

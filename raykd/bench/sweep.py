@@ -109,7 +109,7 @@ def run_sweep_bench(spec: JobSpec, *, out: Path, log: Log = print, rounds: int =
                     results: Path | None = None) -> dict[str, Any]:
     """Time the sweep shared and naive in ``rounds`` interleaved rounds (the order alternates);
     write ``bench.json`` and ``bench.md`` under ``out`` (and copy them to ``results`` as
-    ``sweep.json``/``sweep.md``): medians with min-max, the naive/shared ratio of the medians,
+    ``sweep_bench.json``/``sweep_bench.md``): medians with min-max, the naive/shared ratio of the medians,
     and Tune's overhead (:func:`tune_overhead`) of every shared run.
 
     Raises:
@@ -160,8 +160,8 @@ def run_sweep_bench(spec: JobSpec, *, out: Path, log: Log = print, rounds: int =
     (out / "bench.md").write_text(bench_table(summary))
     if results is not None:
         results.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(out / "bench.json", results / "sweep.json")
-        shutil.copyfile(out / "bench.md", results / "sweep.md")
+        shutil.copyfile(out / "bench.json", results / "sweep_bench.json")
+        shutil.copyfile(out / "bench.md", results / "sweep_bench.md")
     share = summary["overhead"]["overhead_share"]["median"]
     log(f"sweep bench: shared {summary['shared_seconds']['median']:.1f} s, naive "
         f"{summary['naive_seconds']['median']:.1f} s (medians of {summary['rounds']}), ratio "
