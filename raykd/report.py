@@ -110,9 +110,10 @@ def event_line(event: Any) -> str | None:
                 f"{'n/a' if val is None else f'{val:.4f}'} ({m.get('samples_per_s', 0):.0f} samples/s)")
     if t == "student_restarted":
         return f"student {event.student} workers failed ({event.error}); Ray Train restarts them from the last checkpoint"
-    if t == "trial":
-        metric = event.metrics.get("val_accuracy")
-        return f"trial {event.trial_id}: val_accuracy {metric if metric is None else f'{metric:.4f}'}"
+    if t == "trial":  # a span sweep's trials are ranked by SQuAD val F1 (percent)
+        name = "val_f1" if "val_f1" in event.metrics else "val_accuracy"
+        metric = event.metrics.get(name)
+        return f"trial {event.trial_id}: {name} {metric if metric is None else f'{metric:.4f}'}"
     if t == "job_failed":
         return f"job failed ({event.kind}): {event.message}"
     if t == "job_finished":

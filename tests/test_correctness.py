@@ -159,6 +159,18 @@ def test_topk_entries_round_trip_through_the_disk_cache(tmp_path: Path) -> None:
     assert dense(both).shape == (2, 100, 10)
 
 
+def test_concat_rows_joins_examples_of_class_and_span_logits() -> None:
+    """train+val for a sweep's final student: (M, N, C) and span windows' (M, N, 2, L) alike
+    gain rows on the example axis, each teacher's rows kept in order."""
+    rng = np.random.default_rng(0)
+    for shape in ((3, 5, 10), (3, 5, 2, 64)):
+        a, b = rng.normal(size=shape), rng.normal(size=(shape[0], 2, *shape[2:]))
+        both = concat_rows(a, b)
+        assert both.shape == (shape[0], 7, *shape[2:])
+        np.testing.assert_array_equal(both[:, :5], a)
+        np.testing.assert_array_equal(both[:, 5:], b)
+
+
 def test_topk_at_or_above_the_class_count_is_a_spec_error(tmp_path: Path) -> None:
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump(digits_spec(str(tmp_path))))

@@ -555,3 +555,14 @@ def test_light_modules_load_neither_torch_nor_ray() -> None:
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_trial_line_names_the_sweeps_metric() -> None:
+    """A span sweep's trial reports SQuAD val F1 (its ranking metric): the line shows that."""
+    from raykd.core.events import Trial
+    from raykd.report import event_line
+
+    span = Trial(trial_id="t1", config={}, metrics={"val_accuracy": 0.9, "val_f1": 41.5})
+    assert event_line(span) == "trial t1: val_f1 41.5000"
+    plain = Trial(trial_id="t2", config={}, metrics={"val_accuracy": 0.9})
+    assert event_line(plain) == "trial t2: val_accuracy 0.9000"

@@ -523,3 +523,15 @@ def test_a_directory_swapped_for_a_link_after_the_listing_is_not_followed(tmp_pa
             open_artifact(root, bad)
     assert os.read(fd := open_artifact(root, "moved/s.safetensors"), 100) == b"the job's"
     os.close(fd)
+
+
+def test_a_sweeps_summary_names_what_ranked_its_trials(tmp_path: Path) -> None:
+    """The API's result summary of a span sweep says its trials were ranked by SQuAD val F1."""
+    import json
+
+    from raykd.service.scheduler import result_summary
+
+    sweep = {"metric": "val_f1", "best": {"trial_id": "a"}}
+    (tmp_path / "sweep.json").write_text(json.dumps(sweep))
+    summary = result_summary(tmp_path)
+    assert summary is not None and summary["metric"] == "val_f1" and summary["file"] == "sweep.json"

@@ -74,6 +74,7 @@ def sweep(spec: SpecArg, set_: SetOpt = None,
         from raykd.tune import print_sweep, run_sweep
 
         job = read_spec(spec, set_ or [])
+        _terminate_on_sigterm()  # as raykd run: a 'cancelled' event, the terminal restored
         print_sweep(run_sweep(job, job_dir=job_dir, log=echo_log, on_open=console.divert_to_job),
                     file=console.out())
 

@@ -336,7 +336,11 @@ class FinalStudentRow(_OpenRow):
     test_accuracy: float = Field(ge=0, le=1, description="Accuracy on the test split (span "
                                  "data: the share of windows whose start and end are right).")
     method: MethodSpec = Field(description="The best trial's method and hyperparameters.")
+    test_macro_f1: MacroF1 = None
     span: SpanScores = None
+    hf_folder: str | None = Field(default=None, description="An hf student: its Hugging Face "
+                                  "folder (best_student-hf/; a span student's no-answer threshold "
+                                  "in its config.json).")
     trained_on: dict[str, int] = Field(description="Examples it trained on, per split (train, val).")
     history: list[EpochRow] = Field(
         default_factory=list, description="One row per epoch (val is part of its training data)."

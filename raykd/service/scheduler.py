@@ -78,7 +78,8 @@ def result_summary(job_dir: Path) -> dict[str, Any] | None:
                 data = json.loads(path.read_text())
             except (OSError, ValueError):  # unreadable (another uid's 0600 file) or not JSON
                 return None
-            keep = ("teachers", "ensemble", "students", "best", "final", "timings", "dataset", "files")
+            keep = ("teachers", "ensemble", "students", "metric", "best", "final", "timings",
+                    "dataset", "files")
             summary = {k: data[k] for k in keep if k in data}
             for s in summary.get("students", []):
                 for g in s.get("generations", []):

@@ -273,7 +273,7 @@ def _final(
     plan: TrialPlan,
 ) -> dict[str, Any]:
     """The best configuration's student on train+val, or the one an earlier call trained."""
-    final = reuse_final(job.job_dir, best, data)
+    final = reuse_final(job.job_dir, best, data, hf=job.spec.student.model.name == "hf")
     if final is not None:
         job.log(f"final student of this best configuration already trained: {final['checkpoint']}")
         return final

@@ -149,9 +149,11 @@ def _hf_folder(model: Any, checkpoint: Path, data: Dataset,
                           null_threshold=None if span is None else span["threshold"])
 
 
-def reuse_final(job_dir: Path, best: dict[str, Any], data: Dataset) -> dict[str, Any] | None:
+def reuse_final(job_dir: Path, best: dict[str, Any], data: Dataset,
+                hf: bool = False) -> dict[str, Any] | None:
     """The final student of an earlier call, when it was trained for this same best config
-    (its checkpoint then given the class names and preprocessing, as a new one has them)."""
+    and carries what a new one does (span scores for span data, the Hugging Face folder of an
+    ``hf`` student); its checkpoint then given the class names and preprocessing."""
     path = JobLayout(job_dir).sweep
     if not path.exists():
         return None
@@ -161,6 +163,9 @@ def reuse_final(job_dir: Path, best: dict[str, Any], data: Dataset) -> dict[str,
         return None
     if any(prev.get(k) != best.get(k) for k in ("trial_id", *SWEPT)):
         return None
+    if (data.spans is not None and not final.get("span")) or (
+            hf and not (final.get("hf_folder") and Path(final["hf_folder"]).is_dir())):
+        return None  # trained by an older raykd, without what a final student now carries
     if data.class_names is not None or data.prep_record is not None:
         describe_checkpoint(final["checkpoint"], class_names=data.class_names,
                             preprocessing=final_preprocessing(data, final.get("span")))
