@@ -23,10 +23,11 @@ pytest.importorskip("raykd.service.app")
 
 
 def _phases() -> list[dict[str, Any]]:
-    """Three rounds; the yardstick serves twice raykd's requests per second."""
+    """Three rounds; the yardstick serves twice raykd's requests per second, at a quarter
+    of raykd's CPU per request."""
     return [{"endpoint": e, "round": r, "server": s, "p50_ms": r * 1.0, "p99_ms": r * 10.0,
              "mean_ms": r * 2.0, "rps": 100.0 * r * (2 if s == "yardstick" else 1),
-             "cpu_ms": 1.0 * r}
+             "cpu_ms": 1.0 * r * (0.25 if s == "yardstick" else 1)}
             for r in (1, 2, 3) for e in bench_api.ENDPOINTS for s in bench_api.SERVERS]
 
 
@@ -39,14 +40,17 @@ def test_bench_statistics_ratios_and_report() -> None:
     assert summary["yardstick"]["post"]["rps"]["median"] == 400.0
     ratios = bench_api.ratios(phases)
     assert ratios["list"] == {"median": 0.5, "min": 0.5, "max": 0.5}
+    cpu_ratios = bench_api.ratios(phases, "cpu_ms")
+    assert cpu_ratios["post"] == {"median": 0.25, "min": 0.25, "max": 0.25}
     result = {"date": "d", "config": {"clients": 50, "rounds": 3, "requests": 10, "warmup": 5,
                                       "cpus": 2, "machine": "x", "python": "3"},
               "inserted": 10, "insert_seconds": 1.0, "first_job_state": "queued",
-              "same_json": {"get": True, "list": True}, "summary": summary, "ratios": ratios}
+              "same_json": {"get": True, "list": True}, "summary": summary, "ratios": ratios,
+              "cpu_ratios": cpu_ratios}
     text = bench_api.report(result)
     assert ("| GET /api/v1/jobs/{id} | raykd | 2.0 (1.0-3.0) | 20.0 (10.0-30.0) | 4.0 (2.0-6.0) "
-            "| 200 (100-300) | 2.00 (1.00-3.00) | 0.50 (0.50-0.50) |") in text
-    assert "| GET /api/v1/jobs/{id} | yardstick |" in text
+            "| 200 (100-300) | 2.00 (1.00-3.00) | 0.50 (0.50-0.50) | 0.25 (0.25-0.25) |") in text
+    assert "| GET /api/v1/jobs/{id} | yardstick |" in text and "| 1 | 1 |" in text
     assert "Jobs accepted per second at 50 clients: 200 (100-300)" in text
     assert "Target GET /api/v1/jobs?limit=50 >= 0.8x the yardstick's req/s: NOT met (0.50x)" in text
     assert "Target POST /api/v1/jobs >= 0.5x the yardstick's req/s: met (0.50x)" in text
@@ -69,7 +73,9 @@ def test_quick_bench_has_the_yardstick_rows(tmp_path: Path) -> None:
     report = (tmp_path / "api.md").read_text()
     for label in bench_api.LABELS.values():
         assert f"| {label} | raykd |" in report and f"| {label} | yardstick |" in report
-    assert json.loads((tmp_path / "api.json").read_text())["ratios"]["get"]["median"] > 0
+    saved = json.loads((tmp_path / "api.json").read_text())
+    assert saved["ratios"]["get"]["median"] > 0
+    assert set(saved["cpu_ratios"]) in (set(), set(bench_api.ENDPOINTS))  # /proc: Linux only
 
 
 @pytest.fixture(scope="module")

@@ -112,9 +112,25 @@ def start_yardstick(tmp: Path, token: str, *, timeout_s: float = 60) -> tuple[An
                   "yardstick.log", timeout_s, str(tmp / "raykd.db"))
 
 
+PORT_TRIES = 3
+"""Starts on a fresh port when the last one was taken meanwhile (another process bound it
+between :func:`free_port` and the server's bind)."""
+
+
 def _start(cmd: list[str], tmp: Path, env: dict[str, str], log_name: str, timeout_s: float,
            *args: str) -> tuple[Any, str]:
     """Run ``cmd PORT *args`` in ``tmp``; its process and URL once ``/healthz`` answers."""
+    for _ in range(PORT_TRIES - 1):
+        try:
+            return _start_once(cmd, tmp, env, log_name, timeout_s, *args)
+        except RuntimeError as err:
+            if "address already in use" not in str(err):
+                raise
+    return _start_once(cmd, tmp, env, log_name, timeout_s, *args)
+
+
+def _start_once(cmd: list[str], tmp: Path, env: dict[str, str], log_name: str,
+                timeout_s: float, *args: str) -> tuple[Any, str]:
     import httpx
 
     port = free_port()
@@ -134,8 +150,8 @@ def _start(cmd: list[str], tmp: Path, env: dict[str, str], log_name: str, timeou
         time.sleep(0.2)
     stop_server(proc)
     tail = (tmp / log_name).read_text(errors="replace")[-2000:]
-    raise RuntimeError(f"the bench server {cmd[-1]} did not come up (exit code {proc.returncode})"
-                       f":\n{tail}")
+    raise RuntimeError(f"the bench server {cmd[-1].splitlines()[-1]} did not come up (exit code "
+                       f"{proc.returncode}):\n{tail}")
 
 
 def stop_server(proc: Any) -> None:
@@ -337,13 +353,17 @@ def summarize(phases: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, dic
     return out
 
 
-def ratios(phases: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Per endpoint: raykd's req/s over the yardstick's of the same round (median, min, max)."""
-    rps = {(p["round"], p.get("server", "raykd"), p["endpoint"]): p["rps"] for p in phases}
+def ratios(phases: list[dict[str, Any]], stat: str = "rps") -> dict[str, dict[str, float]]:
+    """Per endpoint: raykd's req/s over the yardstick's of the same round (median, min,
+    max); with ``stat="cpu_ms"``, the yardstick's CPU per request over raykd's (the same
+    sense: 1 is as efficient as the yardstick, 0.5 twice its CPU)."""
+    got = {(p["round"], p.get("server", "raykd"), p["endpoint"]): p[stat]
+           for p in phases if stat in p}
     out = {}
     for name in ENDPOINTS:
-        values = [v / rps[(r, "yardstick", e)] for (r, s, e), v in rps.items()
-                  if s == "raykd" and e == name and (r, "yardstick", e) in rps]
+        values = [(v / got[(r, "yardstick", e)]) if stat == "rps" else got[(r, "yardstick", e)] / v
+                  for (r, s, e), v in got.items()
+                  if s == "raykd" and e == name and (r, "yardstick", e) in got and v > 0]
         if values:
             out[name] = _spread(values)
     return out
@@ -381,13 +401,17 @@ def table(result: dict[str, Any]) -> str:
             s = result["summary"].get(server, {}).get(name)
             if s is None:
                 continue
-            ratio = result.get("ratios", {}).get(name) if server == "raykd" else None
+            mine = server == "raykd"
+            ratio = result.get("ratios", {}).get(name) if mine else None
+            by_cpu = result.get("cpu_ratios", {}).get(name) if mine else None
             cpu = cell(s["cpu_ms"], 2) if "cpu_ms" in s else "-"
             rows.append([LABELS[name], server, cell(s["p50_ms"]), cell(s["p99_ms"]),
                          cell(s["mean_ms"]), cell(s["rps"], 0), cpu,
-                         cell(ratio, 2) if ratio else "1 (yardstick)" if server != "raykd" else ""])
+                         cell(ratio, 2) if ratio else "" if mine else "1",
+                         cell(by_cpu, 2) if by_cpu else "" if mine else "1"])
     return markdown_table(["endpoint", "server", "p50 ms", "p99 ms", "mean ms", "req/s",
-                           "server CPU ms/req", "x yardstick req/s"], rows)
+                           "server CPU ms/req", "x yardstick req/s", "x yardstick CPU/req"],
+                          rows)
 
 
 def report(result: dict[str, Any]) -> str:
@@ -400,9 +424,11 @@ def report(result: dict[str, Any]) -> str:
         f"{cfg['clients']} concurrent clients (closed loop), {cfg['rounds']} interleaved rounds of "
         f"{cfg['requests']} requests per endpoint and server after {cfg['warmup']} warm-up "
         f"requests; {result['inserted']} jobs inserted first ({result['insert_seconds']:.1f} s). "
-        "Each cell: median over rounds (min-max); the ratio is raykd's req/s over the "
+        "Each cell: median over rounds (min-max); x yardstick req/s: raykd's req/s over the "
         "yardstick's in the same round. Server CPU ms/req: the server process's CPU time "
-        "(user + system) over the phase's requests, steadier than req/s on a shared machine.",
+        "(user + system) over the phase's requests; x yardstick CPU/req: the yardstick's over "
+        "raykd's (1: as cheap per request), steadier than req/s on a shared machine, where "
+        "each server's req/s follows the share of the CPUs the other work leaves it.",
         "",
         table(result),
         "",
@@ -494,6 +520,7 @@ def run_api_bench(out: Path, *, jobs: int = 1000, clients: int = 50, rounds: int
     }
     result["summary"] = summarize(result["phases"])
     result["ratios"] = ratios(result["phases"])
+    result["cpu_ratios"] = ratios(result["phases"], "cpu_ms")
     text = report(result)
     out.mkdir(parents=True, exist_ok=True)
     (out / "api.md").write_text(text)

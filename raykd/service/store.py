@@ -201,6 +201,60 @@ class _Read:
             cursor.close()
 
 
+class _Insert:
+    """An INSERT of a row of ``table`` (every column but an autoincrement key), compiled once
+    per dialect, its values through the columns' bind processors (JSON to text, ...), run on
+    a DBAPI connection: the ORM's unit of work cost ~1.5 ms of CPU per submitted job and
+    SQLAlchemy's execution ~0.1 ms per statement, SQLite's insert ~0.05 ms (profiled)."""
+
+    def __init__(self, table: Any) -> None:
+        self.columns = [c for c in table.columns if not (c.primary_key and c.autoincrement is True
+                                                         and isinstance(c.type, Integer))]
+        self.stmt = insert(table).values({c.key: bindparam(c.key, type_=c.type)
+                                          for c in self.columns})
+        self.defaults = {c.key: c.default.arg if c.default is not None and c.default.is_scalar
+                         else None for c in self.columns}
+        self._compiled: dict[str, tuple[str, tuple[str, ...] | None, dict[str, Any]]] = {}
+
+    def _for(self, dialect: Any) -> tuple[str, tuple[str, ...] | None, dict[str, Any]]:
+        found = self._compiled.get(dialect.name)
+        if found is None:
+            compiled = self.stmt.compile(dialect=dialect)
+            order = tuple(compiled.positiontup) if compiled.positional else None
+            procs = {c.key: c.type.dialect_impl(dialect).bind_processor(dialect)
+                     for c in self.columns}
+            found = self._compiled[dialect.name] = (str(compiled), order,
+                                                    {k: p for k, p in procs.items() if p})
+        return found
+
+    def run(self, dbapi: Any, dialect: Any, rows: list[dict[str, Any]]) -> None:
+        """Insert ``rows`` (column values; a column left out gets its default)."""
+        sql, order, procs = self._for(dialect)
+        params = []
+        for row in rows:
+            values = {**self.defaults, **row}
+            for k, proc in procs.items():
+                values[k] = proc(values[k])
+            params.append(tuple(values[k] for k in order) if order is not None else values)
+        cursor = dbapi.cursor()
+        try:
+            cursor.executemany(sql, params)
+        except dialect.dbapi.IntegrityError as err:
+            raise IntegrityError(sql, params, err) from err
+        finally:
+            cursor.close()
+
+
+_INSERTS: dict[type, _Insert] = {}
+
+
+def _inserting(model: type) -> _Insert:
+    found = _INSERTS.get(model)
+    if found is None:
+        found = _INSERTS[model] = _Insert(model.__table__)  # type: ignore[attr-defined]
+    return found
+
+
 _JOB_READ = _Read(_JOB)
 _LABELS_READ = _Read(select(LabelRow.key, LabelRow.value).where(LabelRow.job_id == bindparam("id")))
 _AHEAD_READ = _Read(_AHEAD)
@@ -362,13 +416,22 @@ class Store:
         turn = self._turn(wait)
         if turn is None:
             return None
-        with turn, self.engine.begin() as c:
-            c.execute(insert(JobRow), [_set_fields(row)])
-            if labels:
-                c.execute(insert(LabelRow), [{"job_id": row.id, "key": k, "value": v}
-                                             for k, v in labels.items()])
-            for other in also:
-                c.execute(insert(type(other)), [_set_fields(other)])
+        dialect = self.engine.dialect
+        with turn:
+            dbapi = self._reader()
+            try:
+                _inserting(JobRow).run(dbapi, dialect, [_set_fields(row)])
+                if labels:
+                    _inserting(LabelRow).run(dbapi, dialect, [
+                        {"job_id": row.id, "key": k, "value": v} for k, v in labels.items()])
+                for other in also:
+                    _inserting(type(other)).run(dbapi, dialect, [_set_fields(other)])
+                dbapi.commit()
+            except BaseException:
+                dbapi.rollback()
+                raise
+            finally:
+                self._done(dbapi)
         for column in JobRow.__table__.columns:
             if column.key not in row.__dict__ and column.default is not None \
                     and column.default.is_scalar:
