@@ -60,6 +60,10 @@ def test_one_student_actor_trains_every_student_of_the_job(ray_local: None, stor
     assert [g["runner"] for g in gens] == ["actor"] * 3
     assert all(len(g["history"]) == EPOCHS for g in gens)
     assert all(s["test_accuracy"] > 0.8 for s in result["students"])
+    t = result["timings"]  # the student stage's fixed costs, inside it
+    parts = ("student_actor_start", "student_validation", "student_state_save", "student_scoring")
+    assert all(t[k] > 0 for k in parts), t
+    assert sum(t[k] for k in parts) < t["students"]
     states = store / "actor" / "student_states" / "student-1-g1-a1"
     assert sorted(p.name for p in states.iterdir()) == ["epoch-0002", "epoch-0003"]  # newest two
     check_damaged_states_are_refused(states / "epoch-0003")
@@ -211,3 +215,44 @@ def test_damaged_cache_entries_and_teacher_files_are_reported_and_computed_again
     assert [t["test_accuracy"] for t in after["teachers"]] == [t["test_accuracy"] for t in before["teachers"]]
     for a, b in zip(histories(before), histories(after), strict=True):
         assert [h["val_accuracy"] for h in a] == [h["val_accuracy"] for h in b]
+
+
+def test_states_write_unchanged_best_weights_once_and_resume_exactly(tmp_path: Path) -> None:
+    """A state whose best epoch did not change links the earlier state's best weights (the
+    same file, not a rewrite); every state passes its manifest, holds that epoch's best
+    weights, and a run resumed from any of them ends exactly as the uninterrupted one."""
+    import torch
+
+    from raykd.data import load_dataset
+    from raykd.models import load_checkpoint
+    from raykd.train.actor import save_epoch_state
+    from raykd.train.config import StudentConfig
+    from raykd.train.loop import LoopData, student_epochs
+    from raykd.train.state import BEST_FILE, MODEL_FILE, load_progress
+
+    spec = parse_spec(digits_spec(str(tmp_path), train={"epochs": 6, "batch_size": 64,
+                                                        "lr": 0.05}, methods=[{"method": "none"}]))
+    data = load_dataset("digits", seed=0)
+    config = StudentConfig.for_job(spec, data, spec.methods[0])
+    loop = LoopData(data.train.x, data.train.y, data.val.x, data.val.y)
+    best: dict[int, dict[str, torch.Tensor]] = {}
+    for metrics, state in student_epochs(config, loop):
+        epoch = int(metrics["epoch"])
+        save_epoch_state(tmp_path / "run", epoch, state, config)
+        best[epoch] = {k: v.clone() for k, v in (state.best_weights or {}).items()}
+    states = [tmp_path / "run" / f"epoch-{e:04d}" for e in range(1, 7)]
+    epochs_of_best = [load_progress(s).best_epoch for s in states]
+    assert len(set(epochs_of_best)) < 6, "the best epoch never held: nothing to link"
+    for i, s in enumerate(states):
+        saved = load_checkpoint(s / BEST_FILE).state_dict()
+        assert all(torch.equal(saved[k], v) for k, v in best[i + 1].items())
+        inode = (s / BEST_FILE).stat().st_ino
+        same_best = i > 0 and epochs_of_best[i] == epochs_of_best[i - 1]
+        assert (inode == (states[i - 1] / BEST_FILE).stat().st_ino) == same_best
+        assert (inode == (s / MODEL_FILE).stat().st_ino) == (epochs_of_best[i] == i + 1)
+    whole = load_progress(states[-1]).history
+    for s in states[:-1]:
+        resumed = list(student_epochs(config, loop, resume=s))
+        assert [m["train_loss"] for m, _ in resumed] == [h["train_loss"] for h in whole[len(
+            load_progress(s).history):]]
+        assert resumed[-1][1].progress.best_epoch == load_progress(states[-1]).best_epoch

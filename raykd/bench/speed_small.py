@@ -15,12 +15,21 @@ index, no validation). The ratio reported is
 the target being <= 2 (:data:`TARGET`). The student stage counts what a user waits for:
 the student's start, every epoch with its validation and state save, and the evaluation
 of its best weights.
+
+Where a job's fixed costs go (:data:`COSTS`, seconds per job, medians over the rounds):
+Ray's start (when no Ray runs, as for a ``raykd run`` on a machine of its own; outside the
+job's student stage: the bench starts Ray before the job, timed here), the wait for the
+student actor's process (a fresh Python importing torch), each epoch's validation and
+state save (in the actor), the best weights' evaluation on val and test (in the driver),
+the training steps themselves, and the rest of the student stage (per-epoch reports and
+events, each fit's set-up). ``python -m raykd.bench.speed_small --out DIR`` runs this
+section alone (``small.json``, ``small.md``).
 """
 
 from __future__ import annotations
 
 import shutil
-import statistics
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,6 +45,16 @@ STUDENT = {"name": "mlp", "hidden": [64, 64]}
 RUNNERS = ("actor", "train")
 TARGET = 2.0
 """Most seconds of student stage per student, in units of the plain loop's training time."""
+COSTS = {
+    "ray_start": "Ray start (no Ray running; before the job, outside the student stage)",
+    "student_actor_start": "waiting for the student actor's process (imports torch)",
+    "student_validation": "validation after each epoch (and each fit's set-up)",
+    "student_state_save": "state save after each epoch",
+    "student_scoring": "best weights on val and test (driver)",
+    "training_steps": "training steps (the epochs' own time)",
+    "other": "rest of the student stage (reports, events, pruning states)",
+}
+"""The fixed-cost lines of the section: key -> what it is."""
 
 
 def small_spec(out: Path, runner: str, checkpoints: list[str] | None) -> Any:
@@ -81,12 +100,19 @@ def run_small_job(runner: str, out: Path, checkpoints: list[str], log: Any) -> d
     result = run_job(small_spec(out, runner, checkpoints), job_dir=job_dir, log=log)
     students = [g for s in result["students"] for g in s["generations"]]
     t = result["timings"]
+    steps = sum(h["epoch_seconds"] for g in students for h in g["history"])
     return {"students": len(students), "student_stage_seconds": t["students"],
             "per_student_seconds": t["students"] / len(students),
-            "epoch_seconds": statistics.mean(sum(h["epoch_seconds"] for h in g["history"])
-                                             for g in students),
-            "job_seconds": t["total"], "timings": t,
+            "epoch_seconds": steps / len(students),
+            "job_seconds": t["total"], "timings": t, "costs": job_costs(t, steps),
             "test_accuracy": {s["label"]: s["test_accuracy"] for s in result["students"]}}
+
+
+def job_costs(timings: dict[str, float], steps: float) -> dict[str, float]:
+    """The student stage split into :data:`COSTS` (seconds per job; no ``ray_start``)."""
+    parts = {k: timings.get(k, 0.0) for k in COSTS if k.startswith("student_")}
+    return {**parts, "training_steps": steps,
+            "other": timings["students"] - steps - sum(parts.values())}
 
 
 def run_small_plain(out: Path, checkpoints: list[str]) -> dict[str, Any]:
@@ -102,29 +128,38 @@ def run_small_plain(out: Path, checkpoints: list[str]) -> dict[str, Any]:
     return run_plain_subprocess(run, workdir=out / "plain", name="small")
 
 
-def small_section(rounds: int, out: Path, log: Any,
-                  ray_for: Callable[[bool], None]) -> dict[str, Any]:
+def small_section(rounds: int, out: Path, log: Any, ray_for: Callable[[bool], None],
+                  runners: tuple[str, ...] = RUNNERS) -> dict[str, Any]:
     """Every round: plain, then the runners (their order rotated); medians and the ratios."""
+    import ray
+
     ray_for(True)
     checkpoints = small_teachers(out, log)
-    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in ("plain", *RUNNERS)}
+    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in ("plain", *runners)}
+    ray_starts: list[float] = []
     for r in range(rounds):
-        order = [*RUNNERS[r % 2:], *RUNNERS[: r % 2]]
+        order = [*runners[r % 2:], *runners[: r % 2]]
         for key in (["plain", *order] if r % 2 == 0 else [*order, "plain"]):
+            starting, start = key != "plain" and not ray.is_initialized(), time.perf_counter()
             ray_for(key != "plain")
+            if starting:
+                ray_starts.append(time.perf_counter() - start)
             log(f"small job, round {r + 1}/{rounds}: {key}")
             runs[key].append(run_small_plain(out, checkpoints) if key == "plain"
                              else run_small_job(key, out, checkpoints, log))
     plain = spread([p["epoch_seconds"] for p in runs["plain"]])
     section: dict[str, Any] = {"rows_limit": ROWS_LIMIT, "epochs": EPOCHS, "batch_size": BATCH,
                                "teacher": TEACHER, "student": STUDENT, "target": TARGET,
-                               "plain_seconds": plain, "runners": {}}
-    for key in RUNNERS:
+                               "plain_seconds": plain, "runners": {},
+                               "ray_start_seconds": spread(ray_starts) if ray_starts else None}
+    for key in runners:
         per = spread([x["per_student_seconds"] for x in runs[key]])
         section["runners"][key] = {
             "per_student_seconds": per, "ratio": per["median"] / plain["median"],
             "job_seconds": spread([x["job_seconds"] for x in runs[key]]),
             "students": runs[key][0]["students"],
+            "costs": {k: spread([x["costs"][k] for x in runs[key]])
+                      for k in runs[key][0]["costs"]},
             "test_accuracy": runs[key][-1]["test_accuracy"]}
     return section
 
@@ -150,4 +185,53 @@ def small_lines(section: dict[str, Any]) -> list[str]:
             markdown_table(["what", "seconds", "min-max", "vs plain", "job wall s"], rows), "",
             f"- student stage per student / plain training time (runner actor, the default for "
             f"one worker) = {actor.get('ratio', float('nan')):.2f} (target <= "
-            f"{section['target']:g}): {'met' if met else '**missed**'}"]
+            f"{section['target']:g}): {'met' if met else '**missed**'}", *cost_lines(section)]
+
+
+def cost_lines(section: dict[str, Any]) -> list[str]:
+    """The fixed-cost table: seconds per job of each :data:`COSTS` line, per runner."""
+    from raykd.report import markdown_table
+
+    runners = {k: r["costs"] for k, r in section["runners"].items() if "costs" in r}
+    if not runners:
+        return []  # a report from before the breakdown
+    ray_start = section.get("ray_start_seconds")
+    rows = []
+    for key, what in COSTS.items():
+        cells = [runners[r].get(key) if key != "ray_start" else ray_start for r in runners]
+        rows.append([what, *(f"{c['median']:.2f} ({c['min']:.2f}-{c['max']:.2f})" if c else "-"
+                             for c in cells)])
+    return ["", "Where a job's time goes (seconds per job of 3 students, median (min-max)):", "",
+            markdown_table(["what", *(f"runner {r}" for r in runners)], rows)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m raykd.bench.speed_small [--out DIR] [--rounds N]``: this section alone."""
+    import argparse
+    import json
+
+    from raykd.bench.speed import _ray_for
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("raykd-runs/bench-speed"))
+    parser.add_argument("--rounds", type=int, default=3, help="Interleaved rounds (default 3).")
+    parser.add_argument("--runners", default=",".join(RUNNERS),
+                        help=f"Student runners to time (default {','.join(RUNNERS)}).")
+    ns = parser.parse_args(argv)
+    runners = tuple(r.strip() for r in ns.runners.split(",") if r.strip())
+    if not runners or set(runners) - set(RUNNERS):
+        parser.error(f"--runners={ns.runners}: accepted: {', '.join(RUNNERS)} (comma-separated)")
+    import ray
+
+    out, started = ns.out.resolve(), not ray.is_initialized()
+    out.mkdir(parents=True, exist_ok=True)
+    section = small_section(ns.rounds, out, print, lambda on: _ray_for(on, started), runners)
+    _ray_for(False, started)
+    (out / "small.json").write_text(json.dumps(section, indent=2))
+    text = "\n".join(small_lines(section)).strip() + "\n"
+    (out / "small.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -220,7 +220,10 @@ class _ResultFile(_OpenRow):
     dataset: DatasetRow = Field(description="The data and its split.")
     spec: JobSpec = Field(description="The spec as run (paths resolved).")
     timings: dict[str, float] = Field(
-        default_factory=dict, description="Wall seconds per stage, and the total."
+        default_factory=dict, description="Wall seconds per stage, and the total; the "
+        "student_* entries are parts of students (student_actor_start: waiting for the student "
+        "actor's process; student_validation and student_state_save: after each epoch; "
+        "student_scoring: the best weights on val and test)."
     )
 
     @classmethod

@@ -303,7 +303,10 @@ def train_one(job: Job, data: Dataset, method: MethodSpec, source: TeacherSet, r
                 cpus_per_worker=spec.scaling.cpus_per_worker, storage=job.layout.ray_train,
                 name=f"{name}-a{job.attempt}", out=out, run=run,
             )
-        scores, test_logits = score_checkpoint(res.checkpoint, data)
+        with job.timer.stage("student_scoring"):  # its best weights on val and test
+            scores, test_logits = score_checkpoint(res.checkpoint, data)
+    for what, seconds in res.costs.items():  # inside "students": where its fixed costs went
+        job.timer.add(f"student_{what}", seconds)
     record = {"generation": generation, "method": method.method, "seed": config.train.seed,
               "teacher_weights": _weights_used(config),
               "checkpoint": str(res.checkpoint), "val_accuracy": scores["val_accuracy"],

@@ -33,7 +33,7 @@ import ray
 from raykd.core.faults import after_epoch, step_hook
 from raykd.train.config import StudentConfig
 from raykd.train.runs import StudentResult, StudentRun, loop_data, published
-from raykd.train.state import load_progress, save_state
+from raykd.train.state import BEST_FILE, load_progress, save_state
 
 KEEP = 2
 """State directories kept per run (the newest): the latest and the one before it."""
@@ -44,6 +44,7 @@ class StudentWorker:
 
     def __init__(self, use_gpu: bool = False) -> None:
         self.use_gpu = use_gpu
+        warm_up()
 
     def ready(self) -> str:
         """This actor's node id, once its process is up (imports done)."""
@@ -64,11 +65,20 @@ class StudentWorker:
         data = loop_data(refs)
         device = torch.device("cuda" if self.use_gpu else "cpu")
         root = Path(run_dir)
-        for metrics, state in student_epochs(config, data, wrap=lambda m: m.to(device),
-                                             resume=resume_from, on_step=step_hook(fault)):
+        epochs = student_epochs(config, data, wrap=lambda m: m.to(device), resume=resume_from,
+                                on_step=step_hook(fault))
+        start = time.perf_counter()
+        for metrics, state in epochs:
+            saving = time.perf_counter()
             path = save_epoch_state(root, int(metrics["epoch"]), state, config)
-            yield {"metrics": metrics, "checkpoint": str(path)}
+            saved = time.perf_counter()
+            # the epoch's time outside its training steps and the save: validation, the
+            # best-weights copy (and, before the first epoch, the model and optimizer set-up)
+            costs = {"validation": max(0.0, saving - start - metrics["epoch_seconds"]),
+                     "state_save": saved - saving}
+            yield {"metrics": metrics, "checkpoint": str(path), "costs": costs}
             after_epoch(fault, int(metrics["epoch"]))
+            start = time.perf_counter()
 
 
 def save_epoch_state(root: Path, epoch: int, state: Any, config: StudentConfig) -> Path:
@@ -88,7 +98,23 @@ def save_epoch_state(root: Path, epoch: int, state: Any, config: StudentConfig) 
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
+    if state.best_saved is not None and state.best_saved[1].parent == tmp:  # moved with it
+        state.best_saved = (state.best_saved[0], final / BEST_FILE, state.best_saved[2])
     return final
+
+
+def warm_up() -> None:
+    """What a student's first fit would otherwise pay in this fresh process, done while it
+    starts (beside the teachers' work): the loop's imports, and torch's lazy ones (the
+    first optimizer imports ``torch._dynamo``; the first backward starts autograd)."""
+    import torch
+
+    import raykd.train.loop  # noqa: F401 - imported for its side effect: loaded once, here
+
+    weight = torch.zeros(2, requires_grad=True)
+    opt = torch.optim.AdamW([weight], lr=0.0)
+    (weight * 2).sum().backward()
+    opt.step()
 
 
 StudentActor = ray.remote(StudentWorker)
@@ -161,7 +187,10 @@ def train_student_actor(worker: Any, config: StudentConfig, *, refs: dict[str, A
     run_dir = storage.resolve() / name
     failures, kept = 0, list[str]()
     need = f"{config.threads} CPU" + (", 1 GPU" if worker_uses_gpu(worker) else "")
+    costs = {"actor_start": 0.0, "validation": 0.0, "state_save": 0.0}
+    waiting = time.perf_counter()
     wait_ready(worker, what=need)
+    costs["actor_start"] += time.perf_counter() - waiting
     while True:
         stream = worker.fit.options(num_returns="streaming").remote(
             config, refs, str(run_dir), last, run.fault)
@@ -169,6 +198,8 @@ def train_student_actor(worker: Any, config: StudentConfig, *, refs: dict[str, A
             for ref in stream:
                 report = ray.get(ref)
                 last = report["checkpoint"]
+                for key, seconds in report.get("costs", {}).items():
+                    costs[key] = costs.get(key, 0.0) + seconds
                 run.epoch_event(report["metrics"], last)
                 kept = [k for k in kept if k != last] + [last]
                 for old in kept[:-KEEP]:  # states the driver has superseded (recorded newer)
@@ -182,7 +213,11 @@ def train_student_actor(worker: Any, config: StudentConfig, *, refs: dict[str, A
             if failures > run.max_failures:
                 raise
             run.restarted(exc)
+            waiting = time.perf_counter()
             wait_ready(worker, what=f"{need}, after its process died")
+            costs["actor_start"] += time.perf_counter() - waiting
     if last is None:
         raise RuntimeError(f"student {name!r} reported no state")
-    return published(Path(last), load_progress(last), out, seconds=time.time() - start)
+    result = published(Path(last), load_progress(last), out, seconds=time.time() - start)
+    result.costs = costs
+    return result

@@ -9,7 +9,7 @@ into ``student_restarted``, and the last state's best weights into the student's
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,9 @@ class StudentResult:
     best_val_accuracy: float
     best_epoch: int
     seconds: float
+    costs: dict[str, float] = field(default_factory=dict)
+    """Seconds of the fit outside its training steps, by what (the student actor's runner:
+    ``actor_start`` (waiting for its process), ``validation``, ``state_save``)."""
 
 
 @dataclass

@@ -22,6 +22,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,23 +71,64 @@ class TrainState:
     optimizer: torch.optim.Optimizer
     progress: Progress
     best_weights: dict[str, torch.Tensor] | None = None
+    best_saved: tuple[int, Path, str] | None = None
+    """(best epoch, file, sha256) of the last ``best.safetensors`` written for this run:
+    a later state with the same best epoch links that file instead of writing it again."""
 
 
 def save_state(state: TrainState, directory: str | Path, *, config: StudentConfig) -> Path:
-    """Write ``state`` into ``directory`` (the files listed in the module docstring)."""
+    """Write ``state`` into ``directory`` (the files listed in the module docstring).
+
+    The best weights are written only when they changed: the epoch that just improved
+    links its ``model.safetensors``, a later one the ``best.safetensors`` of an earlier
+    state of the same best epoch (hard links, or a copy where the file system has none;
+    every file is written whole and renamed, never changed in place, so a linked file
+    stays as it was when its other state is deleted).
+    """
     directory = Path(directory)
     meta = config.checkpoint_meta
-    save_checkpoint(state.model, directory / MODEL_FILE, **meta)
-    best = state.model
-    if state.best_weights is not None:
-        best = build_model(config.model, config.input_shape, config.num_classes)
-        best.load_state_dict(state.best_weights)
-    save_checkpoint(best, directory / BEST_FILE, **meta)
+    digests = {MODEL_FILE: _sha256(save_checkpoint(state.model, directory / MODEL_FILE, **meta))}
+    digests[BEST_FILE] = _save_best(state, directory, config, digests[MODEL_FILE])
     torch.save(state.optimizer.state_dict(), directory / OPTIMIZER_FILE)
     (directory / PROGRESS_FILE).write_text(json.dumps(asdict(state.progress)))
-    files = (MODEL_FILE, BEST_FILE, OPTIMIZER_FILE, PROGRESS_FILE)
-    (directory / MANIFEST_FILE).write_text(json.dumps({f: _sha256(directory / f) for f in files}))
+    for f in (OPTIMIZER_FILE, PROGRESS_FILE):
+        digests[f] = _sha256(directory / f)
+    (directory / MANIFEST_FILE).write_text(json.dumps(digests))
     return directory
+
+
+def _save_best(state: TrainState, directory: Path, config: StudentConfig, model_digest: str) -> str:
+    """Write (or link) ``directory/best.safetensors``; its sha256."""
+    best_file, progress = directory / BEST_FILE, state.progress
+    if state.best_weights is None or progress.best_epoch == progress.epoch:
+        source: tuple[Path, str] | None = (directory / MODEL_FILE, model_digest)
+    elif state.best_saved is not None and state.best_saved[0] == progress.best_epoch:
+        source = state.best_saved[1:]
+    else:
+        source = None
+    if source is None or not _link(source[0], best_file):
+        best = build_model(config.model, config.input_shape, config.num_classes)
+        best.load_state_dict(state.best_weights or state.model.state_dict())
+        source = (best_file, _sha256(save_checkpoint(best, best_file, **config.checkpoint_meta)))
+    state.best_saved = (progress.best_epoch, best_file, source[1])
+    return source[1]
+
+
+def _link(src: Path, dst: Path) -> bool:
+    """Hard-link (or else copy) ``src`` to ``dst``; False when ``src`` is gone."""
+    if not src.is_file():
+        return False
+    dst.unlink(missing_ok=True)
+    try:
+        os.link(src, dst)
+    except FileNotFoundError:  # deleted meanwhile (the driver prunes superseded states)
+        return False
+    except OSError:  # no hard links on this file system
+        try:
+            shutil.copyfile(src, dst)
+        except FileNotFoundError:
+            return False
+    return True
 
 
 def _sha256(path: Path) -> str:
