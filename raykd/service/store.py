@@ -404,18 +404,10 @@ class Store:
     def add(self, row: JobRow, labels: dict[str, str], *also: Base) -> JobRow:
         """Store the job, its labels and ``also`` (e.g. its audit entry) in one transaction:
         plain INSERTs (the ORM's unit of work cost ~1.5 ms of CPU per job, profiled); the
-        columns ``row`` leaves unset get their defaults, in the database and on ``row``."""
-        added = self.add_now(row, labels, *also, wait=True)
-        assert added is not None
-        return added
-
-    def add_now(self, row: JobRow, labels: dict[str, str], *also: Base,
-                wait: bool = False) -> JobRow | None:
-        """:meth:`add`, or (``wait`` false) None at once when another thread of this
-        process is writing to SQLite (the event loop then hands the write to a thread)."""
-        turn = self._turn(wait)
-        if turn is None:
-            return None
+        columns ``row`` leaves unset get their defaults, in the database and on ``row``.
+        Blocking (SQLite's lock may be another process's): call it from a thread."""
+        turn = self._turn(True)
+        assert turn is not None
         dialect = self.engine.dialect
         with turn:
             dbapi = self._reader()

@@ -159,9 +159,9 @@ async def submit(body: JobCreate, user: CurrentUser, request: Request, audit: Au
                  request_hash=digest, max_run_s=max_run_s, created_at=time.time(), latest_metrics={}, attempts=0,
                  progress=0.0, last_seq=0, cancel_requested=False)
     entry = audit.entry("submit", row.id, name=name, priority=body.priority)
-    try:  # the job and its audit entry: one transaction
-        if not (state.store.local and state.store.add_now(row, body.labels, entry) is not None):
-            await run_in_threadpool(state.store.add, row, body.labels, entry)
+    try:  # the job and its audit entry: one transaction, written in a thread: a write can wait
+        # for SQLite's lock (another process's writer, up to the busy timeout), never the loop
+        await run_in_threadpool(state.store.add, row, body.labels, entry)
     except IntegrityError:  # a concurrent request with the same key or id won the race
         existing = await read(state.store, _existing, state, user.name, idempotency_key,
                               body.job_id, digest)
