@@ -230,7 +230,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": _errors(exc)}, status_code=422)
 
+    for error in _data_errors():  # PostgreSQL refuses NUL bytes in text: a 400, never a 500
+        app.add_exception_handler(error, _unstorable)
     return app
+
+
+UNSTORABLE = ("the request holds a value the database cannot store or search for (a NUL byte, "
+              "%00 or \\u0000, in an id, a name, a label or a filter?); send it without")
+
+
+async def _unstorable(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": UNSTORABLE}, status_code=400)
+
+
+def _data_errors() -> list[type[Exception]]:
+    """The database errors that mean "this value cannot be stored or compared": SQLAlchemy's
+    wrapper, and the driver's own (the store's precompiled reads and inserts raise it bare)."""
+    from sqlalchemy.exc import DataError
+
+    errors: list[type[Exception]] = [DataError]
+    try:
+        import psycopg
+    except ImportError:
+        return errors
+    return [*errors, psycopg.DataError]
 
 
 def _errors(exc: RequestValidationError) -> list[dict[str, Any]]:
