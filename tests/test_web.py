@@ -381,8 +381,9 @@ def test_the_sweep_page_has_one_heatmap_cell_per_w_t_pair(
     best_link.wait_for()
     row.and_(listing.page.locator('[data-state="succeeded"]')).wait_for()
     progress = listing.page.evaluate("window.__seen.progress")
-    assert any(0 < p < 1 for p in progress) and progress[-1] == 1, progress
-    assert progress == sorted(progress), progress
+    # never backwards, ending at 1 (whether the list caught a value between 0 and 1 depends on
+    # how the trials' reports fall between its refreshes: timing, not a property to assert)
+    assert progress[-1] == 1 and progress == sorted(progress), progress
     listing.close()
     points = page.evaluate("window.__seen.points")  # the alpha plot grew trial by trial
     assert points[-1] == len(W_VALUES) * len(T_VALUES) * len(ALPHAS), points
