@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import stat
 import subprocess
 import sys
 import tarfile
@@ -91,6 +92,15 @@ def host_paths() -> list[Path]:
     for p in sorted(set(wanted), key=lambda q: len(q.parts)):
         if not any(p.is_relative_to(q) for q in out):
             out.append(p)
+    for p in wanted:  # uid 1000 walks from its mount point down to each wanted path
+        top = next(q for q in out if p.is_relative_to(q))
+        rel = p.relative_to(top).parts
+        for d in (top.joinpath(*rel[:i]) for i in range(len(rel) + 1)):
+            if not d.stat().st_mode & stat.S_IXOTH:
+                raise HostRootError(
+                    f"{d} is not searchable by other users ({stat.filemode(d.stat().st_mode)}), so uid "
+                    f"{UID} in a container cannot reach {p}: `chmod o+rx {d}`, or clone into a "
+                    "directory others can read")
     return out
 
 

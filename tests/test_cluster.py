@@ -71,6 +71,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     mode = os.environ.get("RAYKD_TEST_CLUSTER", "auto")
     if mode == "auto":
         mode = "docker" if launch_docker.engine_available() else "processes"
+        if mode == "docker" and not os.environ.get("RAYKD_IMAGE"):
+            try:  # the host-root image lends this checkout to uid 1000: it must be able to read it
+                hostroot.host_paths()
+            except hostroot.HostRootError as err:
+                print(f"test_cluster: processes instead of containers: {err}", file=sys.stderr)
+                mode = "processes"
     elif mode == "docker" and not launch_docker.engine_available():
         pytest.fail("RAYKD_TEST_CLUSTER=docker but no Docker engine answers")
     tmp = tmp_path_factory.mktemp("cluster")
