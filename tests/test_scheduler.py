@@ -29,7 +29,7 @@ from raykd.core.events import (
 from raykd.core.jobdir import JobLayout
 from raykd.service.app import create_app
 from raykd.service.ray_jobs import RayJobs, RayRefused, RayUnavailable
-from raykd.service.routes.jobs import open_artifact
+from raykd.service.artifacts import open_artifact
 from raykd.service.scheduler import Scheduler
 from raykd.service.settings import Settings
 from raykd.service.store import JobRow, Store, migrate

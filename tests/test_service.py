@@ -564,7 +564,7 @@ def test_empty_or_reserved_tokens_are_refused(env: dict[str, str], shown: str,
     from typer.testing import CliRunner
 
     from raykd.cli import app
-    from raykd.service.deps import user_for_token
+    from raykd.service.auth import user_for_token
     from raykd.service.settings import Settings
 
     assert user_for_token(Settings(token="real-token-0123456789abcdef-0123456"), "") is None

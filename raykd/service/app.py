@@ -19,7 +19,6 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,22 +36,11 @@ from raykd.service.retention import Retention
 from raykd.service.routes import audit, health, jobs
 from raykd.service.scheduler import Scheduler
 from raykd.service.settings import Settings
+from raykd.service.state import ServiceState
 from raykd.service.store import Store, migrate
 from raykd.service.web import routes as web
 
 log = logging.getLogger("raykd.service")
-
-
-@dataclass
-class ServiceState:
-    """What the routes reach through ``request.app.state.raykd``."""
-
-    settings: Settings
-    store: Store
-    ray: RayJobs
-    scheduler: Scheduler
-    head: OwnedHead | None = None
-    cluster: ClusterView | None = None  # the cluster's resources, for refusing what never fits
 
 
 class BodyLimit:

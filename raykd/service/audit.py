@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, Request
 from sqlalchemy import select
 
-from raykd.service.deps import CurrentUser, State, User, client_address
+from raykd.service.auth import User
 from raykd.service.store import AuditRow, Store
 
 ACTIONS = ("submit", "cancel", "retry", "delete", "priority", "download", "login", "retention")
@@ -68,12 +67,3 @@ class Auditor:
     def entry(self, action: str, job_id: str | None = None, **detail: Any) -> AuditRow:
         """The entry ``self(action, job_id, ...)`` would append, to store with other rows."""
         return entry(self.user.name, action, job_id, self.client, detail)
-
-
-async def auditor(request: Request, user: CurrentUser, state: State) -> Auditor:
-    """The request's :class:`Auditor` (the caller is the route's own, resolved once; async:
-    no I/O here, so no hop to a worker thread)."""
-    return Auditor(state.store, user, client_address(request))
-
-
-Audit = Annotated[Auditor, Depends(auditor)]

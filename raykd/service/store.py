@@ -15,10 +15,10 @@ import math
 import threading
 import time
 from collections import namedtuple
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -43,6 +43,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, defer, mapped_column, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 POOL_SIZE = 40  # >= the API's worker threads (RAYKD_THREADS, default 8) plus the scheduler
 
@@ -622,3 +623,16 @@ class Store:
 
 def now() -> float:
     return time.time()
+
+
+T = TypeVar("T")
+
+
+async def read(store: Store, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)``, a short read of ``store``: on the event loop for SQLite (a
+    file on this host: a read by key takes tens of microseconds, and in WAL mode a reader
+    never waits for a writer), where a hop to a worker thread and back costs more than the
+    read; in the thread pool for a database server (a network round trip)."""
+    if store.local:
+        return fn(*args, **kwargs)
+    return await run_in_threadpool(fn, *args, **kwargs)

@@ -24,17 +24,12 @@ from starlette.concurrency import run_in_threadpool
 from raykd.core.spec_io import SpecTextError, read_spec_text
 from raykd.core.states import ACTIVE_STATES, FINAL_STATES, STATES, UNFINISHED_STATES
 from raykd.service.audit import record
-from raykd.service.deps import (
-    State,
-    _match,
-    auth_limit,
-    client_address,
-    user_for_token,
-    visible_job,
-)
-from raykd.service.routes.jobs import public, public_many
+from raykd.service.auth import auth_limit, client_address, secret_matches, user_for_token
+from raykd.service.deps import State
+from raykd.service.job_views import public, public_many
+from raykd.service.rules import visible_job
 from raykd.service.schemas import JobPublic
-from raykd.service.store import JobRow
+from raykd.service.state import ServiceState
 from raykd.service.web.sessions import COOKIE, CSRF_HEADER, Session, request_session, sessions_of
 from raykd.service.web.views import compare_chart, spec_yaml, summary
 
@@ -88,7 +83,7 @@ def form_session(request: Request) -> Session:
     _, session = request_session(request)
     if session is None:
         raise HTTPException(401, "log in first")
-    if not _match(request.headers.get(CSRF_HEADER, ""), session.csrf):
+    if not secret_matches(request.headers.get(CSRF_HEADER, ""), session.csrf):
         raise HTTPException(403, f"missing or wrong {CSRF_HEADER} header")
     return session
 
@@ -165,7 +160,7 @@ async def logout(request: Request) -> Response:
     """End the session (the form carries the page's CSRF value) and forget the cookie."""
     session_id, session = request_session(request)
     form = await _form(request)
-    if session is not None and not _match(form.get("csrf", ""), session.csrf):
+    if session is not None and not secret_matches(form.get("csrf", ""), session.csrf):
         raise HTTPException(403, "missing or wrong CSRF value")
     sessions_of(request.app).drop(session_id)
     response = RedirectResponse("/login", status_code=303)
@@ -189,12 +184,7 @@ def static(name: str, request: Request) -> Response:
 # --- pages ------------------------------------------------------------------------------
 
 
-def _job(state: Any, session: Session, job_id: str) -> JobRow:
-    """The stored job ``job_id`` if this session may see it: 404 when unknown or another's."""
-    return visible_job(state.store, session.user, job_id)
-
-
-def _rows(state: Any, session: Session, status: str | None,
+def _rows(state: ServiceState, session: Session, status: str | None,
           limit: int = LIST_LIMIT) -> list[JobPublic]:
     owner = None if session.user.admin else session.user.name
     rows, _ = state.store.page(owner=owner, state=status, name=None, labels={}, limit=limit,
@@ -202,9 +192,9 @@ def _rows(state: Any, session: Session, status: str | None,
     return public_many(state, rows)  # one query for the labels, one for the queue: not per row
 
 
-def _full(state: Any, session: Session, job_id: str) -> tuple[JobPublic, dict[str, Any] | None]:
+def _full(state: ServiceState, session: Session, job_id: str) -> tuple[JobPublic, dict[str, Any] | None]:
     """The job with its spec and result, and the summary of its result tables."""
-    job = public(state, _job(state, session, job_id), full=True)
+    job = public(state, visible_job(state.store, session.user, job_id), full=True)
     return job, summary(state.settings.storage, job)
 
 
@@ -246,7 +236,7 @@ def job_result(job_id: str, request: Request, session: PageSession, state: State
 
 @router.get("/jobs/{job_id}/spec.yaml")
 def spec_download(job_id: str, session: PageSession, state: State) -> Response:
-    job = public(state, _job(state, session, job_id), full=True)
+    job = public(state, visible_job(state.store, session.user, job_id), full=True)
     return Response(spec_yaml(job.spec), media_type="application/yaml",
                     headers={"Content-Disposition": f'attachment; filename="{job.id}.yaml"',
                              "Cache-Control": "no-store"})

@@ -18,6 +18,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from raykd.service.auth import User
+
 COOKIE = "raykd_session"
 CSRF_HEADER = "X-Raykd-CSRF"
 IDLE_S = 12 * 3600.0
@@ -31,7 +33,7 @@ _create_lock = threading.Lock()
 class Session:
     """One logged-in browser: who it is, its CSRF value, when it was last used."""
 
-    user: Any  # raykd.service.deps.User
+    user: User
     csrf: str
     seen: float
     created: float = 0.0
@@ -51,7 +53,7 @@ class Sessions:
         self._table: OrderedDict[str, Session] = OrderedDict()
         self._lock = threading.Lock()
 
-    def create(self, user: Any) -> tuple[str, Session]:
+    def create(self, user: User) -> tuple[str, Session]:
         """A new session for ``user``: its id (for the cookie) and the session.
 
         Past ``per_user`` sessions, this user's oldest go (never another user's); past
