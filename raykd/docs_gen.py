@@ -188,7 +188,7 @@ def _submodels(tp: Any, suffix: str = "") -> Iterator[tuple[type[BaseModel], str
 
 SPEC_INTRO = (
     "Every field of a job spec (`raykd run SPEC`, `raykd submit SPEC`, `POST /api/v1/jobs`), "
-    "from the pydantic models in `raykd/core/spec.py`. Unknown keys are refused; a value out of "
+    "from the pydantic models in `raykd/core/spec/`. Unknown keys are refused; a value out of "
     "its bounds ends with one line naming the field, the value and what is accepted (exit 2, or "
     "422 from the API). The sections:\n\n"
 )
@@ -199,7 +199,7 @@ def spec_reference() -> str:
     from raykd.core.spec import JobSpec
 
     models = _models(JobSpec)
-    lines = [HEADER.format(source="raykd/core/spec.py (pydantic)"), "# Spec reference\n\n",
+    lines = [HEADER.format(source="raykd/core/spec/ (pydantic)"), "# Spec reference\n\n",
              SPEC_INTRO]
     lines += [f"- {_link_to_section(model)}: {_where(paths, 'the spec itself')}\n"
               for model, paths in models.items()]
