@@ -42,7 +42,7 @@ def ray_local() -> Iterator[None]:
     """A real local Ray cluster (2 CPUs, dashboard on loopback: Ray Train queries it)."""
     import ray
 
-    from raykd.engine.prepare import ensure_ray
+    from raykd.engine.cluster import ensure_ray
 
     if ray.is_initialized():
         ray.shutdown()

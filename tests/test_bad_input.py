@@ -303,12 +303,12 @@ def test_bench_sweep_without_a_sweep_section_fails_before_any_work(
 def test_internal_value_error_is_a_bug_with_a_traceback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import raykd.engine.job_data
+    import raykd.engine.data_stage
 
     def broken(*args: Any, **kwargs: Any) -> None:
         raise ValueError("boom")
 
-    monkeypatch.setattr(raykd.engine.job_data, "load_dataset", broken)
+    monkeypatch.setattr(raykd.engine.data_stage, "load_dataset", broken)
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(digits_spec(str(tmp_path))))
     result = CliRunner().invoke(app, ["run", str(path)])

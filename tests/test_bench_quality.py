@@ -80,7 +80,7 @@ def quick(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict
     import ray
 
     from raykd.bench.quality import run_quality_bench
-    from raykd.engine.prepare import ensure_ray
+    from raykd.engine.cluster import ensure_ray
 
     if ray.is_initialized():
         ray.shutdown()

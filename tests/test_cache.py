@@ -194,8 +194,10 @@ def _module_teacher_logits(tmp_path: Path, name: str, checkpoint: Path, **kwargs
     """The teacher stage of a job whose one teacher is ScaledNet given as a bare checkpoint."""
     from raykd.core.jobdir import resolve_spec_paths
     from raykd.core.spec import parse_spec
+    from raykd.engine.cluster import put_splits
     from raykd.engine.context import Job
-    from raykd.engine.prepare import load_data, put_splits, run_teachers
+    from raykd.engine.data_stage import load_data
+    from raykd.engine.teacher_stage import run_teachers
     from tests.conftest import digits_spec
 
     model = {"name": "module", "path": "raykd_cache_nets.nets:ScaledNet", "kwargs": kwargs}

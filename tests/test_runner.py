@@ -137,7 +137,7 @@ def test_a_job_resumes_only_on_the_data_it_started_with(tmp_path: Path) -> None:
     from raykd.core.errors import JobDirError
     from raykd.data import load_dataset
     from raykd.engine.context import Job
-    from raykd.engine.prepare import check_same_data
+    from raykd.engine.data_stage import check_same_data
 
     job = Job(spec=parse_spec(digits_spec(str(tmp_path))), job_dir=tmp_path / "j", job_id="j")
     check_same_data(job, load_dataset("digits", seed=0))  # attempt 1 records the splits

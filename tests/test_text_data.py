@@ -261,7 +261,8 @@ def test_macro_f1_hand_computed_and_against_sklearn() -> None:
 
 def test_dataset_row_of_a_text_job(tmp_path: Path) -> None:
     from raykd.core.results import DatasetRow
-    from raykd.engine.job_data import dataset_row, text_report
+    from raykd.engine.data_record import dataset_row
+    from raykd.engine.data_stage import text_report
 
     data = load_dataset(write(text_frame(), tmp_path / "r.jsonl"), text_column="body",
                         label_column="topic")

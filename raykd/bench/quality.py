@@ -1,7 +1,7 @@
 """``raykd bench quality``: can a student exceed its teacher ensemble? (ROaD's table, on real data)
 
 For each dataset: three teachers of one architecture, trained by raykd's teacher stage
-with seeds 1, 2, 3 (:func:`raykd.engine.prepare.run_teachers`: trained once, then reused from
+with seeds 1, 2, 3 (:func:`raykd.engine.teacher_stage.run_teachers`: trained once, then reused from
 ``<out>/cache/teachers``; their logits are cached under ``<out>/cache``). Their frozen
 logits are computed once and shared by every run. Then, per scenario (``same-size``: the
 teachers' architecture; ``large-to-small``: a smaller one), the rows of
@@ -161,7 +161,7 @@ def disagreement(logits: np.ndarray, y: np.ndarray) -> dict[str, float]:
 def teacher_summary(plan: DatasetPlan, logits: dict[str, np.ndarray], data: Any,
                     checkpoints: list[str]) -> dict[str, Any]:
     """The teachers' accuracies, their ensemble's, and how often they disagree."""
-    from raykd.engine.prepare import ensemble_accuracy
+    from raykd.engine.scores import ensemble_accuracy
 
     return {
         "model": plan.teacher, "seeds": list(plan.teacher_seeds), "train": plan.train,
@@ -180,8 +180,9 @@ def prepare(plan: DatasetPlan, out: Path, log: Log) -> Prepared:
     import ray
 
     from raykd.data import load_dataset
+    from raykd.engine.cluster import put_splits
     from raykd.engine.context import Job
-    from raykd.engine.prepare import put_splits, run_teachers
+    from raykd.engine.teacher_stage import run_teachers
     from raykd.teachers.cache import LogitCache
 
     start = time.perf_counter()
@@ -335,7 +336,7 @@ def run_datasets(plans: tuple[DatasetPlan, ...], grid: Grid, seeds: int | None, 
     """Teachers of every dataset first, then all student runs at once; their sections."""
     import ray
 
-    from raykd.engine.prepare import ensure_ray
+    from raykd.engine.cluster import ensure_ray
 
     started_ray = not ray.is_initialized()
     ensure_ray()

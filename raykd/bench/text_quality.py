@@ -5,7 +5,7 @@ The scenario: BBC News (2,225 articles, 5 classes; split 70/10/20 with seed 0) a
 
 1. **Teachers**: three MiniLM-L6 models (the packaged all-MiniLM-L6-v2 cut to 6, 4 and 3
    layers, seeds 1, 2, 3) fine-tuned by raykd's teacher stage
-   (:func:`raykd.engine.prepare.run_teachers`: the teacher actors train them, 1 epoch,
+   (:func:`raykd.engine.teacher_stage.run_teachers`: the teacher actors train them, 1 epoch,
    AdamW lr 1e-4, linear warm-up 0.1 then decay, batch 16). Trained once, kept under
    ``<out>/cache/teachers``; their logits are cached under ``<out>/cache``: a rerun
    trains nothing.
@@ -161,8 +161,10 @@ def prepare_teachers(plan: TextPlan, out: Path, log: Log, *, quick: bool) -> Tea
     the teachers' job directory is :func:`teachers_dir`."""
     import ray
 
+    from raykd.engine.cluster import put_splits
     from raykd.engine.context import Job
-    from raykd.engine.prepare import load_data, put_splits, run_teachers
+    from raykd.engine.data_stage import load_data
+    from raykd.engine.teacher_stage import run_teachers
     from raykd.losses.topk import dense
     from raykd.teachers.cache import LogitCache
 
@@ -338,7 +340,7 @@ def ray_up() -> Iterator[None]:
     """Ray for a bench: started here and shut down after, unless it was running already."""
     import ray
 
-    from raykd.engine.prepare import ensure_ray
+    from raykd.engine.cluster import ensure_ray
 
     started = not ray.is_initialized()
     ensure_ray()

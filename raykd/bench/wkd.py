@@ -7,7 +7,7 @@ dataset it builds two ensembles of three teachers,
 - ``equal``: three teachers of the strong architecture (seeds 1, 2, 3);
 - ``unequal``: the same strong teacher (seed 1) with a weak MLP and a linear model,
 
-each taught by raykd's own teacher stage (:func:`raykd.engine.prepare.run_teachers`: one
+each taught by raykd's own teacher stage (:func:`raykd.engine.teacher_stage.run_teachers`: one
 teacher pass per ensemble; teachers and their logits cached under ``<out>/cache``, the
 shared strong teacher trained once). Every student run then reads that ensemble's frozen
 (M, N, C) train logits from one object-store copy (:mod:`raykd.bench.quality_runs`: a
@@ -203,7 +203,7 @@ def teacher_pass(plan: WkdPlan, ens: Ensemble, data: Any, refs: dict[str, Any], 
                  log: Log) -> EnsembleLogits:
     """raykd's teacher stage for one ensemble (trained or cached), its logits and summary."""
     from raykd.engine.context import Job
-    from raykd.engine.prepare import run_teachers
+    from raykd.engine.teacher_stage import run_teachers
     from raykd.teachers.cache import LogitCache
 
     job_dir = out / "teachers" / plan.dataset / ens.name
@@ -313,7 +313,7 @@ def run_datasets(plans: tuple[WkdPlan, ...], seeds: int | None, out: Path,
     """Teacher passes of every dataset first, then all student runs at once; their sections."""
     import ray
 
-    from raykd.engine.prepare import ensure_ray, put_splits
+    from raykd.engine.cluster import ensure_ray, put_splits
 
     started_ray = not ray.is_initialized()
     ensure_ray()

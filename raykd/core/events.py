@@ -42,7 +42,7 @@ SpanF1 = Annotated[float | None, Field(
     description="Span extraction only: SQuAD v2.0 F1 (percent) on test, no-answer threshold "
     "chosen on val.")]
 """An event's ``test_f1``; with :data:`SpanExact`, filled by
-:func:`raykd.engine.prepare.span_event_fields`. Annotated types rather than a base model keep
+:func:`raykd.engine.scores.span_event_fields`. Annotated types rather than a base model keep
 each event's key order (and so its JSON line) as it was."""
 SpanExact = Annotated[float | None, Field(
     description="Span extraction only: SQuAD v2.0 exact match (percent) on test, as test_f1.")]

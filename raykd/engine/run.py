@@ -3,7 +3,7 @@
 1. open the job: claim ``<storage>/<job_id>`` (or reopen it to resume the same spec) and
    start its event stream (``events.jsonl``);
 2. prepare: data (a table's columns reported and its preprocessing written,
-   :mod:`raykd.engine.job_data`), Ray, splits, teachers and their logits
+   :mod:`raykd.engine.data_stage`), Ray, splits, teachers and their logits
    (:mod:`raykd.engine.prepare`);
 3. students, one per method entry and born-again generation (:mod:`raykd.engine.students`);
    their checkpoints then get the class names and the preprocessing in their metadata;
@@ -32,7 +32,7 @@ from raykd.core.results import JobResult
 from raykd.core.spec import JobSpec
 from raykd.data import Dataset
 from raykd.engine.context import Job, open_job
-from raykd.engine.job_data import dataset_row, describe_students
+from raykd.engine.data_record import dataset_row, describe_students
 from raykd.engine.prepare import prepare
 from raykd.engine.students import (
     check_student_resources,

@@ -33,17 +33,12 @@ from raykd.core.events import JobFinished
 from raykd.core.jobdir import JobLayout, absolute, resolve_spec_paths, spec_hash
 from raykd.core.spec import JobSpec, SpecError
 from raykd.data import Dataset
+from raykd.engine.cluster import ensure_ray, put_splits, resolve_gpu
 from raykd.engine.context import Job, open_job
-from raykd.engine.prepare import (
-    TeacherSet,
-    ensure_ray,
-    load_data,
-    logit_cache,
-    put_splits,
-    resolve_gpu,
-    run_teachers,
-)
+from raykd.engine.data_stage import load_data
 from raykd.engine.run import failure_event
+from raykd.engine.teacher_logits import logit_cache
+from raykd.engine.teacher_stage import TeacherSet, run_teachers
 from raykd.train.config import StudentConfig, teacher_accuracy
 from raykd.tune.callbacks import TrialEvents
 from raykd.tune.final import final_student, reuse_final

@@ -12,7 +12,7 @@ from raykd.core.jobdir import JobLayout, spec_hash
 from raykd.core.results import SweepResult
 from raykd.data import Dataset
 from raykd.engine.context import Job
-from raykd.engine.job_data import dataset_row
+from raykd.engine.data_record import dataset_row
 from raykd.engine.run import versions
 from raykd.tune.plots import alpha_plot, heatmap_w_t
 from raykd.tune.results import write_csv
