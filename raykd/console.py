@@ -249,8 +249,8 @@ class EventFollower:
         self.display.__exit__(*exc)
 
     def _run(self) -> None:
+        from raykd.console_text import event_line
         from raykd.core.events import follow
-        from raykd.report import event_line
 
         for event in follow(self.path, after=self.after, stop=self._stop.is_set, poll_s=0.1):
             self.display.event(event)

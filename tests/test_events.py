@@ -559,8 +559,8 @@ def test_light_modules_load_neither_torch_nor_ray() -> None:
 
 def test_a_trial_line_names_the_sweeps_metric() -> None:
     """A span sweep's trial reports SQuAD val F1 (its ranking metric): the line shows that."""
+    from raykd.console_text import event_line
     from raykd.core.events import Trial
-    from raykd.report import event_line
 
     span = Trial(trial_id="t1", config={}, metrics={"val_accuracy": 0.9, "val_f1": 41.5})
     assert event_line(span) == "trial t1: val_f1 41.5000"

@@ -5,7 +5,8 @@ Layers, bottom first (a unit is ``raykd.<top-level module or package>``)::
     0  core, losses          torch-free floor (identity, layout, spec, events, results)
                              and the pure loss math
     1  data, client_http,    datasets, preprocessing, tokenizer windows; the HTTP client's base;
-       report, console       what a terminal shows (result tables, progress, Ray's log aside)
+       console_text,         what a terminal shows (result tables, event lines, progress,
+       console, report       Ray's log aside; report is console_text's old name)
     2  metrics, models       scores; model builders and checkpoints
     3  train                 the student loops
     4  teachers              teacher actors and the logit cache
@@ -29,7 +30,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "raykd"
 LAYER = {
     "raykd.core": 0, "raykd.losses": 0,
-    "raykd.data": 1, "raykd.client_http": 1, "raykd.report": 1, "raykd.console": 1,
+    "raykd.data": 1, "raykd.client_http": 1, "raykd.console_text": 1, "raykd.console": 1,
+    "raykd.report": 1,
     "raykd.metrics": 2, "raykd.models": 2,
     "raykd.train": 3, "raykd.teachers": 4, "raykd.engine": 5,
     "raykd.tune": 6, "raykd.predict": 6, "raykd.predict_text": 6, "raykd.predict_spans": 6,

@@ -83,7 +83,7 @@ def test_span_windows_are_the_jobs_data(data: Any) -> None:
 @pytest.mark.slow
 def test_a_span_job_reports_what_its_saved_models_score(first: dict[str, Any], data: Any) -> None:
     assert first["dataset"]["num_classes"] == 64 and first["dataset"]["spans"]["max_length"] == 64
-    from raykd.report import score_column  # the table raykd run prints: EM / F1 per row
+    from raykd.console_text import score_column  # the table raykd run prints: EM / F1 per row
 
     header, values = score_column(first)  # type: ignore[misc]
     test = first["students"][0]["span"]["test"]

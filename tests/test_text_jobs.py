@@ -59,7 +59,7 @@ def test_a_text_job_reports_what_its_saved_models_score(first: dict[str, Any]) -
     assert first["ensemble"]["test_macro_f1"] == pytest.approx(
         macro_f1(data.test.y, ensemble))
     assert [s["label"] for s in first["students"]] == ["none", "kd", "wkd W=0.75"]
-    from raykd.report import score_column  # the table raykd run prints gets a macro-F1 column
+    from raykd.console_text import score_column  # the table raykd run prints gets a macro-F1 column
 
     header, values = score_column(first)  # type: ignore[misc]
     assert header == "test F1" and values[0] == f"{first['teachers'][0]['test_macro_f1']:.4f}"

@@ -393,7 +393,7 @@ def verdicts(result: dict[str, Any]) -> list[str]:
 
 def table(result: dict[str, Any]) -> str:
     """The Markdown table: raykd's row and the yardstick's per endpoint."""
-    from raykd.report import markdown_table
+    from raykd.console_text import markdown_table
 
     rows = []
     for name in ENDPOINTS:

@@ -64,7 +64,7 @@ def job_line(job: Any) -> str:
 
 def watch_job(client: Any, job_id: str) -> int:
     """Print the job's events as they come; 0 when it succeeded, 1 when it failed or stopped."""
-    from raykd.report import event_line
+    from raykd.console_text import event_line
 
     for event in client.events(job_id):
         line = event_line(event)
@@ -210,7 +210,7 @@ def status_lines(job: Any) -> list[str]:
 
 def result_lines(result: dict[str, Any]) -> list[str]:
     """The result's rows (model, val acc, test acc, seconds), or its JSON when not a run's."""
-    from raykd.report import result_rows
+    from raykd.console_text import result_rows
 
     try:
         rows = result_rows(result)
