@@ -8,7 +8,8 @@ from raykd.models.checkpoint import (
     save_checkpoint,
     weights_hash,
 )
-from raykd.models.registry import MODELS, ModelError, build_model
+from raykd.models.errors import ModelError
+from raykd.models.registry import MODELS, build_model
 
 __all__ = [
     "MODELS",

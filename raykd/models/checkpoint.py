@@ -20,7 +20,8 @@ from torch import nn
 
 from raykd.core.errors import UserError
 from raykd.core.jobdir import atomic_path
-from raykd.models.registry import ModelError, build_model
+from raykd.models.errors import ModelError
+from raykd.models.registry import build_model
 from raykd.models.user import UserModelError
 from raykd.models.user_weights import PT_SUFFIXES, WeightsError, load_fitting, read_pt
 

@@ -36,7 +36,7 @@ from typing import Any, BinaryIO
 from raykd.core.spec import check_hf_config
 from raykd.data.checks import DataError
 from raykd.data.paths import OPEN_FLAGS, _opened_path, list_dir, open_data
-from raykd.models.registry import ModelError
+from raykd.models.errors import ModelError
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"

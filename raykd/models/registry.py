@@ -13,11 +13,10 @@ from typing import Any
 
 from torch import nn
 
-from raykd.core.errors import UserError
+from raykd.models.errors import ModelError
+from raykd.models.user import build_user_model
 
-
-class ModelError(UserError, ValueError):
-    """An architecture that cannot be built for the given data."""
+__all__ = ["MODELS", "Builder", "ModelError", "build_model"]
 
 
 def _mlp(config: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
@@ -63,12 +62,6 @@ def _linear(config: Mapping[str, Any], input_shape: tuple[int, ...], num_classes
 
 Builder = Callable[[Mapping[str, Any], tuple[int, ...], int], nn.Module]
 
-def _module(config: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    """The user's class or function at ``config["path"]`` (allowlisted), checked on one batch."""
-    from raykd.models.user import build_user_model
-
-    return build_user_model(config, input_shape, num_classes)
-
 
 def _hf(config: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """A Hugging Face transformer on raw text (:mod:`raykd.models.hf`; needs ``transformers``)."""
@@ -77,11 +70,15 @@ def _hf(config: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: in
     return build_hf_model(config, input_shape, num_classes)
 
 
-MODELS: dict[str, Builder] = {"mlp": _mlp, "cnn": _cnn, "linear": _linear, "module": _module,
-                              "hf": _hf}
+MODELS: dict[str, Builder] = {"mlp": _mlp, "cnn": _cnn, "linear": _linear,
+                              "module": build_user_model, "hf": _hf}
+"""Every architecture by name; ``module`` is the user's class or function at
+``config["path"]`` (allowlisted), checked on one batch
+(:func:`raykd.models.user.build_user_model`)."""
 
 
-def build_model(config: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+def build_model(config: Mapping[str, Any], input_shape: tuple[int, ...],
+                num_classes: int) -> nn.Module:
     """Build ``config["name"]`` for examples of ``input_shape`` and ``num_classes`` classes."""
     name = config.get("name")
     if name not in MODELS:

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from raykd.core.allowlist import NotAllowedError, check_path
-from raykd.models.registry import ModelError
+from raykd.models.errors import ModelError
 
 RESERVED_KWARGS = ("input_shape", "num_classes")
 
