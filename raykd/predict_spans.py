@@ -104,7 +104,7 @@ def predict_squad(checkpoint: str | os.PathLike[str], questions: str | os.PathLi
 def write_predictions(checkpoint: str | os.PathLike[str], questions: str | os.PathLike[str],
                       out: str | os.PathLike[str], *, threshold: float | None = None) -> Path:
     """:func:`predict_squad` written to ``out`` as the official predictions JSON (atomically)."""
-    from raykd.core.jobdir import atomic_path
+    from raykd.core.atomic_files import atomic_path
 
     predictions = predict_squad(checkpoint, questions, threshold=threshold)
     path = Path(out)

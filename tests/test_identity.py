@@ -13,7 +13,8 @@ from typing import get_args
 
 import pytest
 
-from raykd.core.jobdir import JOB_ID, JobIdError, check_job_id, new_job_id, spec_hash
+from raykd.core.job_id import JOB_ID, JobIdError, check_job_id, new_job_id
+from raykd.core.jobdir import spec_hash
 from raykd.core.spec import parse_spec
 from raykd.core.states import (
     ACTIVE_STATES,

@@ -165,8 +165,8 @@ def test_a_second_driver_of_a_running_job_id_is_refused_naming_the_holder(tmp_pa
     one-line error naming it (pid, host, since) and writes nothing; the lock dies with it."""
     import socket
 
+    from raykd.core.driver_lock import DriverLock
     from raykd.core.errors import JobDirError
-    from raykd.core.jobdir import DriverLock
 
     path_spec = tmp_path / "spec.yaml"
     path_spec.write_text(yaml.safe_dump(spec_for(tmp_path / "runs", name="twice")))

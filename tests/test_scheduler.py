@@ -347,7 +347,7 @@ def test_an_error_before_open_job_is_reported_from_the_driver_log(settings: Sett
 
 
 def test_generated_job_ids_are_ones_the_driver_accepts(app: Any) -> None:
-    from raykd.core.jobdir import JOB_ID
+    from raykd.core.job_id import JOB_ID
 
     client, _, _ = app
     for name in ("_exp", "-x", ".hidden", "ok"):

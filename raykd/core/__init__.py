@@ -2,8 +2,10 @@
 
 Each concept of a job has one home here:
 
-- :mod:`raykd.core.jobdir`: job ids (rule, reserved names, minting), the spec hash, the
-  layout of a job directory and of storage, claiming a directory, the driver lock.
+- :mod:`raykd.core.jobdir`: the spec hash, the layout of a job directory and of storage,
+  claiming a directory; :mod:`raykd.core.job_id`: job ids (rule, reserved names, minting);
+  :mod:`raykd.core.driver_lock`: one driver per job; :mod:`raykd.core.atomic_files`: files
+  readers never see partial.
 - :mod:`raykd.core.states`: every state a job can be in and the sets that group them.
 - :mod:`raykd.core.status`: a job's status (state, stage, progress, attempt) from its events.
 - :mod:`raykd.core.spec` / :mod:`raykd.core.spec_io`: the job spec (pydantic; a package

@@ -12,79 +12,51 @@ Three rules keep results honest:
   directory (and node) may differ. On a multi-node cluster ``storage`` must be on storage
   shared by every node (NFS, a mounted bucket, a PVC).
 - **One driver at a time.** A driver holds an exclusive lock (``flock``) on the job
-  directory's ``driver.lock`` for its whole life (:class:`DriverLock`); a second driver of
+  directory's ``driver.lock`` for its whole life
+  (:class:`~raykd.core.driver_lock.DriverLock`); a second driver of
   the same job id is refused with the holder's pid, host and start time. The kernel
   releases the lock when the driver's process ends, however it ends. (``flock`` must work
   on the storage: local disks and NFSv4 do.)
 - **Readers never see a partial file.** Shared files (the teacher cache) are written to a
-  unique temporary name in the target directory, then renamed into place.
+  unique temporary name in the target directory, then renamed into place
+  (:mod:`raykd.core.atomic_files`).
+
+Job ids (their rule, reserved names and minting) are :mod:`raykd.core.job_id`; this module
+re-exports them and the atomic writers, which many modules import from here.
 
 Torch-free.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-import os
-import re
-import secrets
-import shutil
-import socket
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from raykd.core.errors import JobDirError, UserError
+from raykd.core.atomic_files import atomic_path, ensure_dir, publish_file
+from raykd.core.errors import JobDirError
+from raykd.core.job_id import (
+    JOB_ID,
+    JOB_ID_PATTERN,
+    JOB_ID_RULE,
+    RESERVED_IDS,
+    JobIdError,
+    check_job_id,
+    new_job_id,
+)
 
 if TYPE_CHECKING:
     from raykd.core.spec import JobSpec
 
+__all__ = [
+    "BUILTIN_DATASETS", "JOB_ID", "JOB_ID_PATTERN", "JOB_ID_RULE", "RESERVED_IDS", "JobIdError",
+    "JobLayout", "StorageLayout", "absolute", "atomic_path", "check_job_id", "claim_job_dir",
+    "ensure_dir", "new_job_dir", "new_job_id", "publish_file", "resolve_spec_paths", "spec_hash",
+]
+
 BUILTIN_DATASETS = ("mnist", "digits", "diamonds", "bbc-news", "bbc-speakers")
-
-JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
-"""A job id: 1-128 letters, digits, ``. _ -``, starting with a letter or digit (a safe
-directory name; ``.service`` and other dot-names cannot be ids)."""
-JOB_ID = re.compile(JOB_ID_PATTERN)
-JOB_ID_RULE = "use 1-128 letters, digits, . _ - (starting with a letter or digit)"
-RESERVED_IDS = re.compile(
-    r"cache"                              # <storage>/cache: the logit cache every job shares
-    r"|raykd\.db.*"                       # the default SQLite database and its -wal/-shm files
-    r"|.+-sweep-[0-9a-f]{8}"              # a sweep's directory when it runs without a job id
-    r"|.+-\d{8}-\d{6}-[0-9a-f]{6}",        # generated ids (new_job_id)
-    re.IGNORECASE)
-"""Ids a client of the control plane may not choose: names the storage layout uses."""
-
-
-class JobIdError(UserError, ValueError):
-    """A job id that is not a safe directory name, or one the storage layout reserves."""
-
-
-def check_job_id(job_id: str, *, field: str = "--job-id", reserved: bool = False) -> str:
-    """``job_id`` when it is a valid id (and, with ``reserved``, not one the layout reserves).
-
-    Raises:
-        JobIdError: naming ``field``, what is wrong and what is accepted.
-    """
-    if not JOB_ID.match(job_id):
-        raise JobIdError(f"{field} {job_id[:130]!r} is not a valid job id: {JOB_ID_RULE}")
-    if reserved and RESERVED_IDS.fullmatch(job_id):
-        raise JobIdError(f"{field} {job_id!r} is reserved (the service's storage uses it: "
-                         "'cache', 'raykd.db*', '<name>-sweep-<8 hex>' and generated "
-                         "'<name>-<date>-<time>-<6 hex>' ids); choose another")
-    return job_id
-
-
-def new_job_id(name: str) -> str:
-    """``<name>-<UTC time>-<6 random hex>``: unique without coordination, and a valid id
-    whatever the name starts with (``_x`` -> ``x-...``; an empty stem -> ``job-...``)."""
-    stem = name.lstrip("_.-") or "job"
-    return f"{stem}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
 
 
 def spec_hash(spec: JobSpec | dict[str, Any]) -> str:
@@ -267,8 +239,8 @@ def claim_job_dir(job_dir: Path, spec_json: str) -> Path:
             f.write(spec_json)
     except FileExistsError:
         raise JobDirError(
-            f"job directory {str(job_dir)!r} is already claimed by another run (it has a spec.json); "
-            f"give a new --job-dir, or leave it out for a fresh one"
+            f"job directory {str(job_dir)!r} is already claimed by another run (it has a "
+            "spec.json); give a new --job-dir, or leave it out for a fresh one"
         ) from None
     except OSError as err:
         raise JobDirError(
@@ -276,104 +248,3 @@ def claim_job_dir(job_dir: Path, spec_json: str) -> Path:
             f"(or --job-dir) to a writable directory"
         ) from None
     return job_dir
-
-
-def ensure_dir(path: Path, what: str) -> Path:
-    """``mkdir -p`` that names ``what`` (a spec field) when it fails."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise JobDirError(
-            f"{what}={str(path)!r} cannot be created ({err.strerror or err}); give a writable directory"
-        ) from None
-    return path
-
-
-@contextmanager
-def atomic_path(dst: str | Path) -> Iterator[Path]:
-    """A unique temporary path beside ``dst``; renamed over ``dst`` when the block succeeds.
-
-    Concurrent writers of one ``dst`` never share a temporary file; a reader sees either
-    the old file or a whole new one; a failed write leaves no temporary file behind. The
-    file gets the usual permissions (``0o666`` less the umask), not ``mkstemp``'s 0600,
-    so other users of a shared cache can read it.
-    """
-    dst = Path(dst)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def publish_file(src: str | Path, dst: str | Path) -> Path:
-    """Copy ``src`` to ``dst`` atomically (:func:`atomic_path`); returns ``dst``."""
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(dst) as tmp:
-        shutil.copyfile(src, tmp)
-    return dst
-
-
-
-
-class DriverLock:
-    """The exclusive lock a job's driver holds on ``<job_dir>/driver.lock`` while it runs.
-
-    The file holds the holder's pid, host and start time (UTC, ISO 8601), for the error a
-    second driver gets. :meth:`release` (or the end of the process) lets it go.
-    """
-
-    def __init__(self, job_dir: Path, job_id: str) -> None:
-        self.fd: int | None = None
-        path = job_dir / JobLayout.LOCK
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-        except OSError as err:
-            raise JobDirError(f"cannot open {str(path)!r} ({err.strerror or err}); the job "
-                              "directory must be writable") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _holder(fd)
-            os.close(fd)
-            raise JobDirError(f"job {job_id!r} in {job_dir} is already running: its driver "
-                              f"{holder} holds {JobLayout.LOCK}; wait for it to end (or stop it) "
-                              "before running this job id again") from None
-        except OSError as err:
-            os.close(fd)
-            raise JobDirError(f"cannot lock {str(path)!r} ({err.strerror or err}); the job "
-                              "directory must be on storage that supports flock") from None
-        self.fd = fd
-        me = {"pid": os.getpid(), "host": socket.gethostname(),
-              "since": datetime.now(UTC).isoformat(timespec="seconds")}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(me).encode(), 0)
-
-    def release(self) -> None:
-        """Let the lock go (idempotent); the file stays, empty of meaning."""
-        fd, self.fd = self.fd, None
-        if fd is not None:
-            os.close(fd)  # closing the only descriptor releases the flock
-
-    def __del__(self) -> None:
-        self.release()
-
-
-def _holder(fd: int) -> str:
-    """``pid N on host H since T`` from a lock file's content (as far as it can be read)."""
-    try:
-        info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
-        return f"pid {int(info['pid'])} on host {info['host']} since {info['since']}"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "(another process, just starting)"

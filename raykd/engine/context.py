@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from raykd.core.driver_lock import DriverLock
 from raykd.core.errors import JobDirError, SpecError
 from raykd.core.events import (
     SUBMISSION_ENV,
@@ -34,7 +35,6 @@ from raykd.core.events import (
 from raykd.core.faults import ALLOW_ENV
 from raykd.core.faults import allowed as faults_allowed
 from raykd.core.jobdir import (
-    DriverLock,
     JobLayout,
     StorageLayout,
     absolute,

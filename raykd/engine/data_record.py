@@ -9,7 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from raykd.core.jobdir import JobLayout, atomic_path
+from raykd.core.atomic_files import atomic_path
+from raykd.core.jobdir import JobLayout
 from raykd.data import Dataset
 from raykd.engine.context import Job
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from raykd.core.atomic_files import atomic_path, ensure_dir
 from raykd.core.errors import JobDirError
-from raykd.core.jobdir import atomic_path, ensure_dir
 from raykd.core.spec import FeaturesSpec, JobSpec
 from raykd.data import ColumnChoice, Dataset, load_dataset
 from raykd.data.paths import SERVICE_DIR, forbid

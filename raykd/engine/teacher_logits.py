@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from raykd.core.jobdir import StorageLayout, ensure_dir
+from raykd.core.atomic_files import ensure_dir
+from raykd.core.jobdir import StorageLayout
 from raykd.core.spec import JobSpec
 from raykd.data import DataError, Dataset
 from raykd.engine.context import Job

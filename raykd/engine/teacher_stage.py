@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from raykd.core.atomic_files import publish_file
 from raykd.core.events import TeacherReady
-from raykd.core.jobdir import publish_file
 from raykd.data import Dataset
 from raykd.engine.cluster import resolve_gpu
 from raykd.engine.context import Job

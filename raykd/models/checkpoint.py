@@ -18,8 +18,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from raykd.core.atomic_files import atomic_path
 from raykd.core.errors import UserError
-from raykd.core.jobdir import atomic_path
 from raykd.models.errors import ModelError
 from raykd.models.registry import build_model
 from raykd.models.user import UserModelError

@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Self
 
 from pydantic import Field
 
+from raykd.core.atomic_files import atomic_path
 from raykd.core.jobdir import JobLayout
 from raykd.core.results.rows import (
     LOGIT_CACHE,
@@ -81,7 +82,6 @@ class ResultFile(OpenRow):
         path = Path(path)
         if path.is_dir():
             path = path / self.FILE
-        from raykd.core.jobdir import atomic_path  # light: no torch, no ray
 
         text = json.dumps(self.model_dump(mode="json"), indent=2)
         # usual permissions (not mkstemp's 0600): the service may run as another user
