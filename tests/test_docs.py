@@ -60,7 +60,7 @@ def test_a_broken_link_anchor_or_repository_file_fails_the_build(tmp_path: Path)
                                    "[bad file](../raykd/no_such_file.md)\n", encoding="utf-8")
     (tmp_path / "pyproject.toml").write_text("", encoding="utf-8")
     config.update(docs_dir="docs", nav=["index.md", "other.md"], plugins=[],
-                  hooks=[str(ROOT / "raykd" / "docs_gen.py")])
+                  hooks=[str(ROOT / "raykd" / "docs_gen" / "mkdocs_hooks.py")])
     (tmp_path / "mkdocs.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
     done = _mkdocs_build(tmp_path / "mkdocs.yml", tmp_path / "site")
     assert done.returncode != 0
