@@ -29,9 +29,9 @@ from raykd.models.hf import (
     HFModelError,
     SpanModel,
     TextClassifier,
-    load_tokenizer,
     save_hf_folder,
 )
+from raykd.models.hf_build import load_tokenizer
 from raykd.models.user import model_identity
 from tests.helpers.text import TINY, TOKENIZER, copy_tokenizer, minilm_dir
 

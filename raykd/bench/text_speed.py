@@ -127,7 +127,7 @@ def build(plan: SpeedPlan) -> Bench:
                        for i in range(0, len(texts), batch)]
     student = _dump(plan.student)
     s_len = student["max_length"]
-    from raykd.models.hf import load_tokenizer
+    from raykd.models.hf_build import load_tokenizer
 
     s_tok = load_tokenizer(student.get("tokenizer") or student["path"])  # the student's own
     rng = np.random.default_rng(plan.seed)
@@ -306,7 +306,7 @@ def cache_bytes(plan: SpeedPlan, num_classes: int) -> list[dict[str, Any]]:
     """Bytes per window per teacher: classification dense float32; spans packed fp16."""
     from raykd.data.bbc_speakers import build_bbc_speakers
     from raykd.data.windows import make_windows
-    from raykd.models.hf import load_tokenizer
+    from raykd.models.hf_build import load_tokenizer
     from raykd.teachers.span_cache import pack
 
     rows = [{"data": f"bbc-news classification ({num_classes} classes)",

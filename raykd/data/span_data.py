@@ -189,7 +189,7 @@ def load_span_dataset(source: str | os.PathLike[str], *, tokenizer: str | None,
     """Span data split by passage (the questions of one context together; bbc-speakers: by
     article), windowed with ``tokenizer`` (module docstring); ``train_limit`` keeps N training
     questions drawn by ``seed``."""
-    from raykd.models.hf import load_tokenizer
+    from raykd.models.hf_build import load_tokenizer
 
     if tokenizer is None:
         raise DataError(f"span data {str(source)!r} is cut into windows by the student's "

@@ -18,7 +18,8 @@ The model comes from a pretrained folder (``path``; ``num_hidden_layers`` keeps 
 layers; a new head when the folder has none) or from a ``config`` mapping with a
 ``tokenizer`` folder (fresh weights from torch's RNG: the caller seeds it). Folders are read
 once into a private copy (:mod:`raykd.models.hf_files`); ``transformers`` loads only from
-there, with ``local_files_only=True``, ``trust_remote_code=False``, safetensors only.
+there, with ``local_files_only=True``, ``trust_remote_code=False``, safetensors only
+(:mod:`raykd.models.hf_build`: building a model and reading a tokenizer).
 On CUDA the forward pass runs under ``torch.autocast`` (bf16 where supported, else fp16);
 fp32 on CPU. The weights stay fp32.
 """
@@ -35,13 +36,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from raykd.core.spec import check_hf_config
 from raykd.data.text_bytes import decode_batch
-from raykd.models.hf_files import HFModelError, LocalCopy, local_copy
+from raykd.models.hf_files import HFModelError
 
-__all__ = ["CHARS_PER_TOKEN", "TOKEN_INPUTS", "HFModelError", "SpanModel", "TextClassifier",
-           "build_hf_model", "hf_wrapper", "load_tokenizer", "model_inputs", "save_hf_folder",
-           "save_tokenizer"]
+__all__ = ["CHARS_PER_TOKEN", "LOAD", "POSITION_OFFSET", "SPAN_SHAPES", "TOKEN_INPUTS",
+           "HFModelError", "HFWrapper", "SpanModel", "TextClassifier", "first_line", "hf_wrapper",
+           "model_inputs", "quiet_transformers", "save_hf_folder", "save_tokenizer"]
 
 CHARS_PER_TOKEN = 16
 """Characters kept per token of ``max_length`` before tokenizing (see the module docstring)."""
@@ -65,7 +65,7 @@ def amp_dtype(device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-class _HFWrapper(nn.Module):
+class HFWrapper(nn.Module):
     """A transformers model ``.hf`` with its tokenizer; the sha256 of the tokenizer's files is
     a buffer, so a checkpoint never loads beside another tokenizer."""
 
@@ -118,7 +118,7 @@ MEMO_TOKENS = 16_000_000
 """Most tokens a text model keeps memoized (about 200 MB of int32 ids, mask and types)."""
 
 
-class TextClassifier(_HFWrapper):
+class TextClassifier(HFWrapper):
     """Raw UTF-8 bytes ``(B, P, W)`` -> float32 logits ``(B, C)`` (see the module docstring).
 
     Tokenization is memoized per row: the key is the BLAKE2b-128 digest of the row's whole
@@ -195,7 +195,7 @@ class TextClassifier(_HFWrapper):
         return self._run(self.model_inputs(x)).logits.float()
 
 
-class SpanModel(_HFWrapper):
+class SpanModel(HFWrapper):
     """Token windows int64 ``(B, 4, L)`` (input_ids, attention_mask, token_type_ids, valid:
     :mod:`raykd.data.span_data`; ``(B, 3, L)`` without the valid row) -> float32 start/end
     logits ``(B, 2, L)``. The valid row is not read here: the losses and the evaluation
@@ -214,159 +214,8 @@ class SpanModel(_HFWrapper):
         return torch.stack([out.start_logits, out.end_logits], dim=1).float()
 
 
-def build_hf_model(config: Mapping[str, Any], input_shape: tuple[int, ...],
-                   num_classes: int) -> nn.Module:
-    """A :class:`TextClassifier` for ``(P, W)`` bytes or a :class:`SpanModel` for ``(3, L)``
-    windows, from ``config`` (``ModelSpec.model_dump()`` of a ``name: hf`` entry)."""
-    shape = tuple(input_shape)
-    if len(shape) == 2 and shape[0] in SPAN_SHAPES:
-        kind: type[_HFWrapper] = SpanModel
-    elif len(shape) == 2 and shape[0] in (1, 2):
-        kind = TextClassifier
-    else:
-        raise HFModelError(f"model name 'hf' takes text data (raw bytes of shape (1 or 2, width), "
-                           f"or span windows (4, length)); the data's examples have shape {shape}")
-    with _quiet(), local_copy(config) as files:
-        tokenizer = _tokenizer(files.dir)
-        model_config = _model_config(config, files, tokenizer, kind, num_classes)
-        _check_length(config, model_config)
-        auto = _auto_class(kind)
-        try:
-            if config.get("path") is None:
-                model = auto.from_config(model_config)
-            else:
-                model = auto.from_pretrained(files.dir, config=model_config, use_safetensors=True,
-                                             dtype=torch.float32, disable_mmap=True, **LOAD)
-        except HFModelError:
-            raise
-        except Exception as err:  # noqa: BLE001 - transformers' own checks: one line, named
-            where = "config" if config.get("path") is None else f"{config['path']}"
-            raise HFModelError(f"{where}: transformers cannot build this model ({_first(err)}); "
-                               "check the config's sizes (hidden_size a multiple of "
-                               "num_attention_heads, positive integers)") from None
-    return kind(model.float(), tokenizer, int(config.get("max_length", 128)),
-                files.tokenizer_digest)
-
-
-def _auto_class(kind: type[_HFWrapper]) -> Any:
-    from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
-
-    if kind is SpanModel:
-        return AutoModelForQuestionAnswering
-    return AutoModelForSequenceClassification
-
-
-def _tokenizer(folder: Path) -> Any:
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, use_fast=True, **LOAD)
-    except (OSError, ValueError, TypeError, KeyError) as err:
-        raise HFModelError(f"the tokenizer files could not be loaded ({_first(err)}); expected a "
-                           "fast tokenizer's tokenizer.json") from None
-    if not getattr(tokenizer, "is_fast", False):
-        raise HFModelError("the tokenizer is not a fast tokenizer; tokenizer.json is required")
-    if tokenizer.pad_token_id is None:
-        raise HFModelError("the tokenizer has no padding token (pad_token in tokenizer_config.json "
-                           "or special_tokens_map.json); raykd pads each batch")
-    return tokenizer
-
-
-def load_tokenizer(value: str) -> Any:
-    """The fast tokenizer of a folder or ``package:<module>/<dir>``, read like a model's
-    (checked, copied, local files only); its content identity is
-    ``files_digest({"tokenizer": value})`` (:func:`raykd.models.hf_files.files_digest`)."""
-    with _quiet(), local_copy({"tokenizer": value}) as files:
-        return _tokenizer(files.dir)
-
-
-def _model_config(config: Mapping[str, Any], files: LocalCopy, tokenizer: Any,
-                  kind: type[_HFWrapper], num_classes: int) -> Any:
-    """The transformers config: the folder's (head and depth checked) or a fresh one."""
-    from transformers import AutoConfig
-
-    if files.config is None:
-        return _fresh_config(dict(config.get("config") or {}), tokenizer, kind, num_classes)
-    where = f"{config['path']}/config.json"
-    pretrained = files.config
-    try:
-        model_config = AutoConfig.from_pretrained(files.dir, **LOAD)
-        have = int(model_config.num_hidden_layers)  # attribute map: distilbert's n_layers too
-    except Exception as err:  # noqa: BLE001 - a config.json transformers refuses: one line
-        raise HFModelError(f"{where} cannot be read as a {pretrained.get('model_type')!r} config "
-                           f"({_first(err)})") from None
-    layers = config.get("num_hidden_layers")
-    if layers is not None:
-        if layers > have:
-            raise HFModelError(f"num_hidden_layers={layers}: the pretrained model {where} has "
-                               f"{have} layers; accepted: 1 to {have}")
-        model_config.num_hidden_layers = int(layers)
-    if kind is TextClassifier:
-        _check_head(pretrained, where, num_classes)
-    labels = _labels(kind, num_classes)
-    if model_config.num_labels != labels:  # a new head (a matching one keeps its label names)
-        model_config.num_labels = labels
-    return model_config
-
-
-def _labels(kind: type[_HFWrapper], num_classes: int) -> int:
-    """Outputs per token or text: the classes, or 2 (start, end) for spans."""
-    return num_classes if kind is TextClassifier else 2
-
-
-def _check_head(pretrained: dict[str, Any], where: str, num_classes: int) -> None:
-    """A fine-tuned classification head must have the data's number of classes."""
-    archs = pretrained.get("architectures") or []
-    if not any(str(a).endswith("ForSequenceClassification") for a in archs):
-        return  # a base model: the head is new
-    labels = pretrained.get("id2label")
-    have = len(labels) if isinstance(labels, dict) else int(pretrained.get("num_labels", 2))
-    if have != num_classes:
-        names = list(labels.values()) if isinstance(labels, dict) else []
-        raise HFModelError(f"{where} is a fine-tuned classifier with {have} labels "
-                           f"{names[:8]} but the data has {num_classes} classes; accepted: a "
-                           f"head of {num_classes} labels, or a base model (a new head)")
-
-
-def _fresh_config(mapping: dict[str, Any], tokenizer: Any, kind: type[_HFWrapper],
-                  num_classes: int) -> Any:
-    """``AutoConfig.for_model(**mapping)``; vocab size and padding token from the tokenizer
-    unless given (a vocab smaller than the tokenizer's is refused)."""
-    from transformers import AutoConfig
-
-    try:
-        check_hf_config(mapping, "config")
-    except ValueError as err:
-        raise HFModelError(str(err)) from None
-    mapping.setdefault("vocab_size", len(tokenizer))
-    if tokenizer.pad_token_id is not None:
-        mapping.setdefault("pad_token_id", tokenizer.pad_token_id)
-    if int(mapping["vocab_size"]) < len(tokenizer):
-        raise HFModelError(f"config.vocab_size={mapping['vocab_size']} is smaller than the "
-                           f"tokenizer's {len(tokenizer)} tokens; accepted: >= {len(tokenizer)} "
-                           "(or leave it out)")
-    mapping["num_labels"] = _labels(kind, num_classes)
-    model_type = mapping.pop("model_type")
-    try:
-        return AutoConfig.for_model(model_type, **mapping)
-    except Exception as err:  # noqa: BLE001 - transformers' validators raise their own types
-        raise HFModelError(f"config: {_first(err)}") from None
-
-
-def _check_length(config: Mapping[str, Any], model_config: Any) -> None:
-    """``max_length`` must fit the model's position embeddings."""
-    positions = getattr(model_config, "max_position_embeddings", None)
-    if positions is None:
-        return
-    limit = int(positions) - POSITION_OFFSET.get(model_config.model_type, 0)
-    wanted = int(config.get("max_length", 128))
-    if wanted > limit:
-        raise HFModelError(f"max_length={wanted}: the model has {positions} position "
-                           f"embeddings; accepted: max_length <= {limit}")
-
-
 @contextmanager
-def _quiet() -> Iterator[None]:
+def quiet_transformers() -> Iterator[None]:
     """transformers' load reports and progress bars off while raykd builds a model."""
     from transformers.utils import logging as hf_logging
 
@@ -381,11 +230,11 @@ def _quiet() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def hf_wrapper(model: nn.Module, needed_by: str = "this") -> _HFWrapper:
+def hf_wrapper(model: nn.Module, needed_by: str = "this") -> HFWrapper:
     """The :class:`TextClassifier` or :class:`SpanModel` of ``model`` (itself, or the one in
     ``.module`` of a DDP wrapper); HFModelError naming ``needed_by`` for any other model."""
     inner = getattr(model, "module", model)
-    if not isinstance(inner, _HFWrapper):
+    if not isinstance(inner, HFWrapper):
         raise HFModelError(f"{needed_by} needs a name 'hf' model, got {type(inner).__name__}")
     return inner
 
@@ -412,7 +261,7 @@ def save_tokenizer(model: nn.Module, out_dir: str | Path, max_length: int | None
     saved.model_max_length = int(inner.max_length if max_length is None else max_length)
     if isinstance(inner, SpanModel):
         saved.padding_side, saved.truncation_side = "right", "right"
-    with _quiet():
+    with quiet_transformers():
         saved.save_pretrained(str(out_dir))
     return Path(out_dir)
 
@@ -439,7 +288,7 @@ def save_hf_folder(model: nn.Module, out_dir: str | Path,
         hf_config.label2id = {str(n): i for i, n in enumerate(class_names)}
     if null_threshold is not None:
         hf_config.raykd_null_threshold = float(null_threshold)
-    with _quiet():
+    with quiet_transformers():
         inner.hf.save_pretrained(out)
     save_tokenizer(inner, out, max_length)
     return out
@@ -449,5 +298,5 @@ def _digest_tensor(hexdigest: str) -> torch.Tensor:
     return torch.tensor(list(bytes.fromhex(hexdigest)), dtype=torch.uint8)
 
 
-def _first(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
     return (str(err).splitlines() or [type(err).__name__])[0]

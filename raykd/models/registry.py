@@ -65,7 +65,7 @@ Builder = Callable[[Mapping[str, Any], tuple[int, ...], int], nn.Module]
 
 def _hf(config: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """A Hugging Face transformer on raw text (:mod:`raykd.models.hf`; needs ``transformers``)."""
-    from raykd.models.hf import build_hf_model
+    from raykd.models.hf_build import build_hf_model
 
     return build_hf_model(config, input_shape, num_classes)
 
