@@ -17,8 +17,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from raykd.data.checks import DataError
 from raykd.data.span_data import SPAN_FORMAT
-from raykd.data.splits import DataError
 from raykd.data.squad import SquadExample
 
 

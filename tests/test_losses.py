@@ -753,7 +753,7 @@ def test_spec_teacher_weights_option_is_validated():
 
 def test_the_loop_turns_val_accuracy_into_the_losss_teacher_weights():
     from raykd.core.spec import MethodSpec, TrainSpec
-    from raykd.data.splits import DataError
+    from raykd.data.checks import DataError
     from raykd.losses import accuracy_weights
     from raykd.train.config import StudentConfig, teacher_accuracy
     from raykd.train.loop import LoopData, loop_teacher_weights

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from raykd.data.bbc_speakers import NOT_NAMES, SAID_NAME, build_bbc_speakers, find_quotes
-from raykd.data.splits import DataError
+from raykd.data.checks import DataError
 from raykd.data.squad import SquadExample, make_example, read_squad
 from raykd.data.windows import Windows, make_windows, spans_to_text
 from raykd.metrics.squad import (

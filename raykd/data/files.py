@@ -1,8 +1,8 @@
 """Readers for user array files (``.npz``); tables are read by :mod:`raykd.data.tables`.
 
 Each reader takes the file's path and the label column name and returns a
-:class:`~raykd.data.splits.RawData`; a file that cannot be parsed raises
-:class:`~raykd.data.splits.DataError` naming the path and the reason.
+:class:`~raykd.data.dataset.RawData`; a file that cannot be parsed raises
+:class:`~raykd.data.checks.DataError` naming the path and the reason.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from typing import BinaryIO
 
 import numpy as np
 
+from raykd.data.checks import DataError
+from raykd.data.dataset import RawData
 from raykd.data.paths import open_data
-from raykd.data.splits import DataError, RawData
 
 MAX_NAMES_SHOWN = 20
 MAX_NAME_CHARS = 24

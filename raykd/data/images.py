@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from raykd.data.checks import DataError
+from raykd.data.dataset import Dataset, Preprocessing, RawData
 from raykd.data.image_decode import (
     Decoded,
     Item,
@@ -50,7 +51,7 @@ from raykd.data.image_decode import (
     standardize,
 )
 from raykd.data.paths import list_dir
-from raykd.data.splits import Dataset, Preprocessing, RawData, build_dataset, dataset_indices
+from raykd.data.splits import build_dataset, dataset_indices
 
 FORMAT = "raykd-image-preprocessing"
 VERSION = 1

@@ -1,4 +1,4 @@
-"""Span extraction (SQuAD) data as a job's :class:`~raykd.data.splits.Dataset`.
+"""Span extraction (SQuAD) data as a job's :class:`~raykd.data.dataset.Dataset`.
 
 A span source is the built-in ``bbc-speakers`` (:mod:`raykd.data.bbc_speakers`, split by
 article), a SQuAD v1.1/v2.0 ``.json`` file, or a ``.jsonl``/``.parquet`` file of
@@ -26,7 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from raykd.data.splits import DataError, Dataset, Split, split_indices
+from raykd.data.checks import DataError
+from raykd.data.dataset import Dataset, Split
+from raykd.data.splits import split_indices
 from raykd.data.squad import SquadExample, read_squad
 from raykd.data.windows import Windows, make_windows
 

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from raykd.data.checks import DataError
 from raykd.data.files import describe_error
 from raykd.data.paths import open_data, read_data
-from raykd.data.splits import DataError
 
 SQUAD_SUFFIXES = (".json", ".jsonl", ".parquet")
 """File suffixes :func:`read_squad` accepts."""

@@ -6,7 +6,7 @@ The order: read the file; number the classes and drop rows without a label
 (:func:`~raykd.data.table_columns.choose_columns`); split the rows by seed exactly as
 :func:`~raykd.data.splits.build_dataset` does; fit the preprocessing
 (:mod:`raykd.data.table_prep`) on the training rows (after ``train_limit``); transform
-every row with it. The resulting :class:`~raykd.data.splits.Dataset` carries
+every row with it. The resulting :class:`~raykd.data.dataset.Dataset` carries
 ``class_names`` and ``table`` (the fitted :class:`~raykd.data.table_prep.TablePrep`).
 """
 
@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from raykd.data.checks import DataError
+from raykd.data.dataset import Dataset, Preprocessing, RawData
 from raykd.data.files import describe_error, shown_names
 from raykd.data.paths import open_data
-from raykd.data.splits import Dataset, Preprocessing, RawData, build_dataset, dataset_indices
+from raykd.data.splits import build_dataset, dataset_indices
 from raykd.data.table_columns import ColumnChoice, Kind, choose_columns, encode_labels
 from raykd.data.table_prep import MISSING, OTHER, ColumnPrep, TablePrep, level_text
 

@@ -42,7 +42,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from raykd.data.checks import DataError
-from raykd.data.splits import Dataset, Split, dataset_indices
+from raykd.data.dataset import Dataset, Split
+from raykd.data.splits import dataset_indices
 from raykd.data.text_bytes import encode_texts
 
 FORMAT = "raykd-text-preprocessing"

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from raykd.data.splits import DataError
+from raykd.data.checks import DataError
 from raykd.data.squad import SquadExample
 
 
