@@ -147,6 +147,7 @@ def fake_report() -> dict[str, object]:
         "c": _row(3000, **ray),
         "ct": _row(2900, **ray),
         "d": _row(800, **ray),
+        "da": _row(750, **ray),
         "d2": _row(700, **ray),
         "e1": _row(2500, **ray),
         "e2": {"label": "2 workers", "error": "RuntimeError: boom"},
@@ -208,6 +209,12 @@ def test_targets_give_a_reason_when_missed() -> None:
     assert "worker +9.8 ms more" in got["(c)/(a)"]["reason"]
     assert got["(c)/(b)"]["met"] and got["(c)/(b)"]["reason"] == ""
     assert not got["(d)/(b)"]["met"] and "augmentation, 2.0 ms" in got["(d)/(b)"]["reason"]
+    assert "one ensemble actor instead (da) 170.7 ms" in got["(d)/(b)"]["reason"]
+    partial = fake_report()  # `--rows b,d` without an earlier report: only those rows
+    partial["rows"] = {k: v for k, v in partial["rows"].items() if k in ("b", "d")}
+    got = {t["ratio"]: t for t in check_targets(partial)}
+    assert got["(c)/(a)"]["reason"] == "(c) and (a) not measured in this run"
+    assert got["(d)/(b)"]["value"] == pytest.approx(0.8)
 
 
 def test_write_report_files(tmp_path: Path) -> None:
@@ -228,8 +235,7 @@ def test_row_monitor_counts_this_tree_as_its_own() -> None:
 def test_rerun_of_some_rows_merges_into_the_earlier_report(tmp_path: Path) -> None:
     plan = plan_steps(quick=False, steps=None)
     assert _rows_to_run(None, tmp_path, plan) == (ROW_ORDER, None)
-    with pytest.raises(ValueError, match="no .*speed.json"):
-        _rows_to_run(("a",), tmp_path, plan)
+    assert _rows_to_run(("d", "b"), tmp_path, plan) == (("d", "b"), None)  # nothing to merge into
     (tmp_path / "speed.json").write_text(json.dumps(fake_report()))
     with pytest.raises(ValueError, match=r"unknown \['z'\]"):
         _rows_to_run(("a", "z"), tmp_path, plan)
@@ -334,7 +340,7 @@ def test_run_speed_bench_measures_every_row_in_rounds(tmp_path: Path,
     monkeypatch.setattr(small, "small_section",
                         lambda rounds, out, log, ray_for: {**fake_report()["small"], "n": rounds})
     report = speed.run_speed_bench(out=tmp_path, quick=True, rounds=3, log=lambda *a: None)
-    ray_keys = ("c", "ct", "d", "d2", "e1", "e2")
+    ray_keys = ("c", "ct", "d", "da", "d2", "e1", "e2")
     assert report["schedule"] == round_schedule(ray_keys, ("a", "p", "b", "c0"), 3)
     assert [k for k, _ in calls] == [k for r in report["schedule"] for k in r]
     assert all(up == (k in ray_keys) for k, up in calls)  # Ray only for Ray rows

@@ -103,13 +103,36 @@ def test_ray_train_and_the_actor_train_the_same_student_and_cached_teachers_star
         assert [h["val_accuracy"] for h in a] == [h["val_accuracy"] for h in t]
 
 
-def test_online_teachers_are_served_by_one_ensemble_actor(ray_local: None, store: Path) -> None:
-    before = {c: actor_ids(c) for c in ("EnsembleServer", "TeacherServer")}
-    result = job(store, "online", data={"dataset": "digits", "seed": 0, "augment": True})
-    assert len(new_actors("EnsembleServer", before["EnsembleServer"])) == 1
-    assert not new_actors("TeacherServer", before["TeacherServer"])  # cached: no pool at all
-    kd = result["students"][1]
-    assert kd["method"] == "kd" and kd["test_accuracy"] > 0.8
+@pytest.mark.slow
+def test_online_teachers_in_the_students_process_train_exactly_as_an_ensemble_actor(
+        ray_local: None, store: Path) -> None:
+    """Augmentation on CPUs, one student worker, a born-again generation. By default the
+    teachers run in the student actor's process: no actor serves logits, and the students
+    (both generations) train exactly as with ``online_teachers: actors``, where one
+    ensemble actor serves every step (a per-teacher pool serves the born-again one)."""
+    classes = ("EnsembleServer", "TeacherServer", "StudentWorker")
+    results, actors, said = {}, {}, []
+    for mode in ("auto", "actors"):
+        before = {c: actor_ids(c) for c in classes}
+        spec = digits_spec(str(store), name=f"online-{mode}", methods=[{"method": "kd", "generations": 2}],
+                           data={"dataset": "digits", "seed": 0, "augment": True},
+                           train={"epochs": EPOCHS, "batch_size": 64, "lr": 0.003},
+                           scaling={"online_teachers": mode})
+        results[mode] = run_job(parse_spec(spec), job_id=f"online-{mode}", log=said.append)
+        actors[mode] = {c: new_actors(c, before[c]) for c in classes}
+    assert results["auto"]["online_teachers"] == "in_process"
+    assert results["actors"]["online_teachers"] == "actors"
+    assert not actors["auto"]["EnsembleServer"] and len(actors["actors"]["EnsembleServer"]) == 1
+    assert [len(actors[m]["StudentWorker"]) for m in ("auto", "actors")] == [1, 1]
+    for mode in ("auto", "actors"):  # the born-again teacher's pool (val/test logits) is gone
+        assert set(actors[mode]["TeacherServer"].values()) <= {"DEAD"}
+    assert sum("in the student's process" in s for s in said) == 1, said
+    gens = {m: results[m]["students"][0]["generations"] for m in results}
+    assert [g["generation"] for g in gens["auto"]] == [1, 2]
+    for a, b in zip(gens["auto"], gens["actors"], strict=True):  # the same logits, step by step
+        assert [h["train_loss"] for h in a["history"]] == pytest.approx([h["train_loss"] for h in b["history"]], rel=1e-5)
+        assert a["test_accuracy"] == b["test_accuracy"]
+    assert gens["auto"][0]["test_accuracy"] > 0.8
 
 
 def test_the_ensemble_serves_what_each_teacher_computes(tmp_path: Path) -> None:

@@ -9,7 +9,9 @@ width-8 student, as in the ``mnist-wkd`` demo), batch 128, the same number of st
 - (b) plain PyTorch KD: the 3 teachers forward (no_grad) on every batch, then the student;
 - (c) raykd, cached teacher logits, the job's student actor with 2 CPUs (the default
   runner for one worker); (ct) the same on a 1-worker Ray Train fit;
-- (d) raykd online: augmentation on, the teacher actors serve logits one step ahead;
+- (d) raykd online: augmentation on, the teachers serve logits one step ahead in the
+  student actor's process (a thread each side); (da) the same served by one ensemble
+  actor (``scaling.online_teachers: actors``);
 - (e) raykd cached with 1 worker x 1 CPU (student actor) and with 2 Ray Train workers x 1
   CPU (DDP over gloo);
 - (c0) a diagnostic: raykd's own loop (``run_student``), cached logits, no Ray.
@@ -189,7 +191,8 @@ def run_speed_bench(*, out: Path, quick: bool = False, steps: int | None = None,
     """Run every row in interleaved rounds, print the table, write ``speed.md/json/png``.
 
     ``rows`` re-measures only those rows (e.g. ``("a", "b")`` when other processes
-    disturbed them) and merges them into the ``speed.json`` already in ``out``.
+    disturbed them) and merges them into the ``speed.json`` already in ``out`` (without
+    one, the report has just those rows).
     """
     import ray
 
@@ -265,6 +268,8 @@ def _rows_to_run(rows: tuple[str, ...] | None, out: Path,
             f"--rows={','.join(rows)}: unknown {unknown}; accepted: {[*ROW_ORDER, 'small']}"
         )
     path = out / "speed.json"
+    if not path.is_file():  # nothing to merge into: a report of just these rows
+        return tuple(k for k in rows if k != "small"), None
     previous = _previous_report(path, rows)
     if previous["steps"] != plan.steps:
         raise BenchOptionError(
@@ -277,8 +282,6 @@ def _rows_to_run(rows: tuple[str, ...] | None, out: Path,
 def _previous_report(path: Path, rows: tuple[str, ...]) -> dict[str, Any]:
     """The ``speed.json`` a partial rerun merges into; BenchOptionError when it is unusable."""
     flag = f"--rows={','.join(rows)}"
-    if not path.is_file():
-        raise BenchOptionError(f"{flag}: no {path} to merge into; run the whole bench first")
     try:
         previous = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
@@ -310,7 +313,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=None, help="Training steps per row.")
     parser.add_argument("--rows", default=None,
                         help=f"Re-measure only these rows ({','.join(ROW_ORDER)}, comma-separated) "
-                             "and merge them into OUT/speed.json.")
+                             "and merge them into OUT/speed.json (a report of just these rows "
+                             "when there is none).")
     parser.add_argument("--rounds", type=int, default=None,
                         help="Interleaved rounds per row (default 3, 2 with --quick).")
     ns = parser.parse_args(argv)

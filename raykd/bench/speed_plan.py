@@ -122,13 +122,16 @@ class RayRow:
     augment: bool = False
     runner: str = "auto"  # scaling.student_runner: auto = the job's student actor for 1 worker
     replicas: int = 1  # scaling.teacher_replicas (online rows)
+    online: str = "auto"  # scaling.online_teachers (online rows)
 
 
 RAY_ROWS = (
     RayRow("c", "raykd, cached logits, student actor x 2 CPU", 1, 2.0),
     RayRow("ct", "raykd, cached logits, Ray Train 1 worker x 2 CPU", 1, 2.0, runner="train"),
-    RayRow("d", "raykd online (augment), one ensemble actor, student actor x 2 CPU", 1, 2.0,
+    RayRow("d", "raykd online (augment), teachers in the student actor's process x 2 CPU", 1, 2.0,
            augment=True),
+    RayRow("da", "raykd online (augment), one ensemble actor, student actor x 2 CPU", 1, 2.0,
+           augment=True, online="actors"),
     RayRow("d2", "raykd online (augment), 2 ensemble copies, Ray Train 2 workers x 1 CPU", 2, 1.0,
            augment=True, replicas=2),
     RayRow("e1", "raykd, cached, student actor x 1 CPU", 1, 1.0),
@@ -139,7 +142,7 @@ PLAIN_LABELS = {"a": "plain PyTorch, student alone (no teachers)",
                 "b": "plain PyTorch KD, 3 teachers forward every batch",
                 "c0": "diagnostic: raykd loop (run_student), cached, no Ray"}
 PLAIN_ROWS = ("a", "p", "b", "c0")
-ROW_ORDER = ("a", "p", "b", "c", "ct", "d", "d2", "e1", "e2", "c0")
+ROW_ORDER = ("a", "p", "b", "c", "ct", "d", "da", "d2", "e1", "e2", "c0")
 
 
 def bench_spec(plan: Plan, out: Path, *, checkpoints: list[str] | None,
@@ -162,6 +165,6 @@ def bench_spec(plan: Plan, out: Path, *, checkpoints: list[str] | None,
         "methods": [{"method": "kd", "temperature": TEMPERATURE, "alpha": ALPHA}],
         "scaling": {"num_workers": row.num_workers, "cpus_per_worker": row.cpus_per_worker,
                     "use_gpu": False, "student_runner": row.runner,
-                    "teacher_replicas": row.replicas},
+                    "teacher_replicas": row.replicas, "online_teachers": row.online},
         "storage": str(out),
     })

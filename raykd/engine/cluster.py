@@ -7,9 +7,12 @@ import os
 from typing import Any
 
 from raykd.core.allowlist import allowlist_env
+from raykd.core.errors import ResourceError
+from raykd.core.spec import JobSpec
 from raykd.data import Dataset
 
-__all__ = ["RAY_ENV", "ensure_ray", "put_splits", "resolve_gpu", "worker_import_path"]
+__all__ = ["RAY_ENV", "ensure_ray", "online_in_process", "put_splits", "resolve_gpu",
+           "worker_import_path"]
 
 # Ray Train polls its workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s by default):
 # each epoch report would wait for it.
@@ -70,3 +73,24 @@ def resolve_gpu(setting: bool | str) -> bool:
     if setting == "auto":
         return ray.cluster_resources().get("GPU", 0) > 0
     return bool(setting)
+
+
+def online_in_process(spec: JobSpec) -> bool:
+    """Whether online teachers (augmentation) run in the student workers' own processes.
+
+    ``scaling.online_teachers``: ``in_process`` and ``actors`` as asked; ``auto`` in process
+    on CPUs with one student worker (:mod:`raykd.train.online`).
+
+    Raises:
+        ResourceError: ``in_process`` asked while ``use_gpu: auto`` found GPUs.
+    """
+    sc = spec.scaling
+    if sc.online_teachers == "actors":
+        return False
+    gpus = resolve_gpu(sc.use_gpu)
+    if sc.online_teachers == "in_process" and gpus:
+        raise ResourceError(
+            "scaling.online_teachers='in_process' runs the teachers on the student workers' CPU "
+            "threads, but the students use the cluster's GPUs (scaling.use_gpu: auto); set "
+            "use_gpu: false, or online_teachers 'actors' or 'auto'")
+    return not gpus and (sc.online_teachers == "in_process" or sc.num_workers == 1)

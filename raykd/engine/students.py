@@ -21,6 +21,7 @@ from raykd.core.faults import student_fault
 from raykd.core.jobdir import atomic_path
 from raykd.core.spec import JobSpec, MethodSpec
 from raykd.data import Dataset
+from raykd.engine.cluster import online_in_process
 from raykd.engine.context import Job
 from raykd.engine.prepare import (
     TeacherSet,
@@ -34,6 +35,7 @@ from raykd.engine.prepare import (
 )
 from raykd.models import load_checkpoint
 from raykd.train.config import StudentConfig, teacher_accuracy
+from raykd.train.online import InProcessTeachers
 from raykd.train.steps import accuracy, check_sharding, predict_logits
 
 
@@ -211,9 +213,10 @@ def _born_again(job: Job, data: Dataset, index: int, m: MethodSpec, teachers: Te
                 source.logits = split_logits(source.pool, data, job, cache, refs,
                                              f"{m.display} generation {g}")
                 report_rejected(job, cache)
-                if not job.spec.data.augment:
+                if not job.spec.data.augment or online_in_process(job.spec):
                     source.pool.shutdown()
-                    source.pool = None
+                    local = [{"model": cfg.model, "checkpoint": cfg.checkpoint}]
+                    source.pool = InProcessTeachers(local) if job.spec.data.augment else None
     finally:
         if source is not teachers and source.pool is not None:
             source.pool.shutdown()
@@ -230,14 +233,17 @@ def student_refs(method: MethodSpec, source: TeacherSet, refs: dict[str, Any]) -
 
     Cached logits are ``source.train_ref()``, in the spec's form (top-k with
     ``cache.topk``, the same object a sweep trial reads); online teachers (augmentation)
-    are the live actors; ``method: none`` gets neither.
+    are the live actors, or the configs of the teachers the worker loads in its own
+    process (:class:`~raykd.train.online.InProcessTeachers`); ``method: none`` gets neither.
     """
     online = None if method.method == "none" else source.pool
+    local = online.configs if isinstance(online, InProcessTeachers) else None
     return {"data": {k: refs[k] for k in ("x_train", "y_train", "x_val", "y_val")},
             "teacher_train": (None if method.method == "none" or online is not None
                               else source.train_ref()),
-            "teacher_actors": None if online is None else online.actors,
-            "teacher_replicas": getattr(online, "replicas", False)}
+            "teacher_actors": None if online is None or local else online.actors,
+            "teacher_replicas": getattr(online, "replicas", False),
+            "teacher_local": local}
 
 
 def _accuracy_if_weighted(method: MethodSpec, source: TeacherSet,

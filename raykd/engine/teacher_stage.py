@@ -10,7 +10,7 @@ from typing import Any
 from raykd.core.atomic_files import publish_file
 from raykd.core.events import TeacherReady
 from raykd.data import Dataset
-from raykd.engine.cluster import resolve_gpu
+from raykd.engine.cluster import online_in_process, resolve_gpu
 from raykd.engine.context import Job
 from raykd.engine.scores import model_scores, span_event_fields, span_said
 from raykd.engine.teacher_checkpoints import (
@@ -21,6 +21,7 @@ from raykd.engine.teacher_checkpoints import (
 )
 from raykd.engine.teacher_logits import Logits, cached_logits, report_rejected, split_logits
 from raykd.losses.topk import dense
+from raykd.train.online import InProcessTeachers
 
 __all__ = ["TeacherSet", "online_ensemble", "run_teachers", "start_pool"]
 
@@ -70,7 +71,7 @@ def run_teachers(job: Job, data: Dataset, cache: Any, refs: dict[str, Any]) -> T
         record_teachers(job, data, hit, configs, {})
         job.say("teachers: every split's logits came from the cache")
         return TeacherSet(logits=hit, checkpoints=[str(c.checkpoint) for c in configs],
-                          pool=online_server(job, data, configs))
+                          pool=serving(job, online_server(job, data, configs)))
     with job.stage("teacher_start"):
         pool = start_pool(configs, data, job)
     try:
@@ -89,7 +90,20 @@ def run_teachers(job: Job, data: Dataset, cache: Any, refs: dict[str, Any]) -> T
     elif not resolve_gpu(job.spec.scaling.use_gpu):
         pool.shutdown()  # on CPUs one actor serves every teacher: one call per step
         pool = online_ensemble(job, data, configs)
-    return TeacherSet(logits=logits, checkpoints=[str(c.checkpoint) for c in configs], pool=pool)
+    return TeacherSet(logits=logits, checkpoints=[str(c.checkpoint) for c in configs],
+                      pool=serving(job, pool))
+
+
+def serving(job: Job, pool: Any) -> Any:
+    """Record (``online_teachers`` in the result) and say how online logits are served."""
+    if pool is None:
+        job.result["online_teachers"] = None
+    elif isinstance(pool, InProcessTeachers):
+        job.result["online_teachers"] = "in_process"
+        job.say("online teachers: in the student's process, a thread beside its steps")
+    else:
+        job.result["online_teachers"] = "actors"
+    return pool
 
 
 def online_server(job: Job, data: Dataset, configs: list[Any]) -> Any:
@@ -114,10 +128,13 @@ def online_server(job: Job, data: Dataset, configs: list[Any]) -> Any:
 
 
 def online_ensemble(job: Job, data: Dataset, configs: list[Any]) -> Any:
-    """The CPU server of online logits: every teacher in one actor (see
-    ``raykd.teachers.ensemble``)."""
+    """The CPU server of online logits: the teachers in the student workers' processes
+    (:func:`~raykd.engine.cluster.online_in_process`, ``raykd.train.online``), or every
+    teacher in one actor (``raykd.teachers.ensemble``)."""
     from raykd.teachers.ensemble import OnlineEnsemble
 
+    if online_in_process(job.spec):
+        return InProcessTeachers([{"model": c.model, "checkpoint": c.checkpoint} for c in configs])
     with job.stage("teacher_start"):
         sc = job.spec.scaling
         return OnlineEnsemble([{"model": c.model, "checkpoint": c.checkpoint} for c in configs],

@@ -28,6 +28,7 @@ from raykd.losses import accuracy_weights
 from raykd.losses.topk import TopK, from_topk
 from raykd.models import build_model, load_checkpoint
 from raykd.train.config import StudentConfig
+from raykd.train.online import LocalEnsemble, ask_actors, ask_local, split_threads, step_ahead
 from raykd.train.state import Progress, TrainState, restore_state
 from raykd.train.step_plan import StepPlan, step_fn
 from raykd.train.steps import (
@@ -52,8 +53,9 @@ class LoopData:
     x_val: np.ndarray
     y_val: np.ndarray
     teacher_train: np.ndarray | TopK | None = None  # (M, N_train, C) cached teacher logits
-    teacher_actors: list[Any] | None = None  # online serving (augmentation on)
+    teacher_actors: list[Any] | None = None  # online serving (augmentation on) by actors
     teacher_replicas: bool = False  # teacher_actors are copies of one ensemble: rank r asks r mod n
+    teacher_local: list[dict[str, Any]] | None = None  # online serving in this process: configs
 
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
@@ -61,16 +63,22 @@ Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
 
 
 def _batches(data: LoopData, config: StudentConfig, epoch: int, rank: int, world: int,
-             gen: torch.Generator) -> Iterator[Batch]:
-    """(x, y, teacher logits (M, B, C) or None) for each step of one epoch."""
+             gen: torch.Generator, local: LocalEnsemble | None = None) -> Iterator[Batch]:
+    """(x, y, teacher logits (M, B, C) or None) for each step of one epoch.
+
+    Online (augmentation): the in-process ``local`` ensemble when given, else
+    ``data.teacher_actors`` (:mod:`raykd.train.online`).
+    """
     augment = config.augment
     indices = epoch_batches(len(data.y_train), batch_size=config.train.batch_size,
                             seed=config.train.seed, epoch=epoch, rank=rank, world_size=world)
-    if data.teacher_actors:
-        actors = data.teacher_actors
-        if data.teacher_replicas:
-            actors = [actors[rank % len(actors)]]
-        yield from _online(data, actors, indices, gen, augment)
+    if local is not None or data.teacher_actors:
+        if local is not None:
+            ask = ask_local(local)
+        else:
+            actors = data.teacher_actors or []
+            ask = ask_actors([actors[rank % len(actors)]] if data.teacher_replicas else actors)
+        yield from step_ahead(data.x_train, data.y_train, ask, indices, gen, augment)
         return
     cached: np.ndarray | torch.Tensor | TopK | None = data.teacher_train
     if isinstance(cached, np.ndarray):
@@ -122,44 +130,6 @@ def check_loop_data(data: LoopData, num_classes: int) -> None:
         if not all(np.isfinite(p[m]).all() for p in parts):
             raise DataError(f"cached logits of teacher {m} contain NaN/inf on the training split; "
                             "a finite teacher is required")
-
-
-def _served(parts: list[np.ndarray]) -> torch.Tensor:
-    """The (M, B, C) logits served for one batch, checked on the host.
-
-    ``parts``: one (B, C) array per teacher actor, or the one (M, B, C) stack of the
-    ensemble actor (``raykd.teachers.ensemble``).
-    """
-    logits = parts[0] if len(parts) == 1 and parts[0].ndim == 3 else np.stack(parts)
-    if not np.isfinite(logits).all():
-        bad = [m for m in range(len(logits)) if not np.isfinite(logits[m]).all()]
-        raise DataError(f"teachers {bad} served NaN/inf logits; a finite teacher is required")
-    return torch.from_numpy(logits)
-
-
-def _online(data: LoopData, actors: list[Any], indices: Iterator[np.ndarray],
-            gen: torch.Generator, augment: bool,
-            ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
-    """Ask ``actors`` (one per teacher, or one ensemble) for batch i+1's logits before
-    yielding batch i (overlap).
-
-    Measured on 2 cores (``raykd bench speed`` row d, 2026-12-01): asking a step ahead,
-    2,232 samples/s (median of 3 rounds); in lockstep (the ensemble on both cores while
-    the student waits), 1,161 (one round): so the step ahead stays, on CPUs too.
-    """
-    import ray
-
-    pending = None
-    for idx in indices:
-        xb = torch.from_numpy(data.x_train[idx])
-        if augment:
-            xb = augment_images(xb, gen)
-        refs = [a.logits.remote(xb.numpy()) for a in actors]
-        if pending is not None:
-            yield pending[0], pending[1], _served(ray.get(pending[2]))
-        pending = (xb, torch.from_numpy(data.y_train[idx]), refs)
-    if pending is not None:
-        yield pending[0], pending[1], _served(ray.get(pending[2]))
 
 
 def build_student(config: StudentConfig) -> nn.Module:
@@ -218,6 +188,23 @@ def student_epochs(config: StudentConfig, data: LoopData, *, rank: int = 0, worl
     """
     set_threads(config.threads)
     check_loop_data(data, config.num_classes)
+    local = None
+    if data.teacher_local:  # the teachers in this process: half the worker's threads each side
+        local = LocalEnsemble(data.teacher_local, config.input_shape, config.num_classes,
+                              threads=split_threads(config.threads))
+    try:
+        return (yield from _epochs(config, data, rank=rank, world=world, wrap=wrap,
+                                   resume=resume, on_step=on_step, local=local))
+    finally:
+        if local is not None:
+            local.close()
+
+
+def _epochs(config: StudentConfig, data: LoopData, *, rank: int, world: int,
+            wrap: Callable[[nn.Module], nn.Module], resume: str | Path | None,
+            on_step: Callable[[int], None] | None, local: LocalEnsemble | None,
+            ) -> Generator[tuple[dict[str, Any], TrainState], None, list[dict[str, Any]]]:
+    """The body of :func:`student_epochs`, with its online server (if any) ready."""
     train = config.train
     model = wrap(build_student(config))
     inner: nn.Module = getattr(model, "module", model)
@@ -238,7 +225,7 @@ def student_epochs(config: StudentConfig, data: LoopData, *, rank: int = 0, worl
         model.train()
         loss_sum = torch.zeros((), device=device)
         n_steps = n_rows = 0
-        for xb, yb, tl in _batches(data, config, epoch, rank, world, gen):
+        for xb, yb, tl in _batches(data, config, epoch, rank, world, gen, local):
             if on_step is not None:
                 on_step(state.progress.step)
             loss_sum += step(xb, yb, tl, state.progress.step)

@@ -83,6 +83,7 @@ def loop_data(refs: dict[str, Any]) -> Any:
                        if refs.get("teacher_train") is not None else None),
         teacher_actors=refs.get("teacher_actors"),
         teacher_replicas=refs.get("teacher_replicas", False),
+        teacher_local=refs.get("teacher_local"),
     )
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import Field
 
@@ -99,6 +99,10 @@ class JobResult(ResultFile):
     ensemble: EnsembleRow = Field(description="The ensemble's accuracy.")
     teacher_placement: list[dict[str, Any]] = Field(
         default_factory=list, description="Where each teacher actor ran (diagnostics)."
+    )
+    online_teachers: Literal["in_process", "actors"] | None = Field(
+        default=None, description="How the teachers served logits online (augmentation): in "
+        "the student workers' processes or as actors; null when every logit came from the cache."
     )
     logit_cache: dict[str, dict[str, CacheStats]] = Field(
         default_factory=dict, description=LOGIT_CACHE

@@ -153,6 +153,15 @@ class ScalingSpec(Section):
         description="Online serving on CPUs (augmentation): copies of the one-actor ensemble; "
         "student worker r asks copy r mod n (more copies serve more DDP workers at once).",
     )
+    online_teachers: Literal["auto", "in_process", "actors"] = Field(
+        default="auto",
+        description="Online serving (augmentation): where the teachers compute each step's "
+        "logits. in_process: in each student worker's own process, in a thread beside the "
+        "student's step, half the worker's threads each (CPUs only: no batch or logit crosses "
+        "processes); actors: teacher actors (on CPUs teacher_replicas ensemble actors, on GPUs "
+        "one actor per teacher, each on its own device); auto: in_process on CPUs with one "
+        "student worker, else actors.",
+    )
     student_runner: Literal["auto", "actor", "train"] = Field(
         default="auto",
         description="Where students train. train: a Ray Train TorchTrainer per student "
@@ -168,6 +177,15 @@ class ScalingSpec(Section):
                 f"scaling.student_runner='actor' trains each student in one process, but "
                 f"scaling.num_workers={self.num_workers}; use student_runner 'train' (Ray Train "
                 f"DDP) or 'auto', or num_workers: 1")
+        return self
+
+    @model_validator(mode="after")
+    def _in_process_needs_cpus(self) -> ScalingSpec:
+        if self.online_teachers == "in_process" and self.use_gpu is True:
+            raise ValueError(
+                "scaling.online_teachers='in_process' runs the teachers on the student workers' "
+                "CPU threads, but scaling.use_gpu is true; use online_teachers 'actors' or "
+                "'auto' (teachers on their own GPUs), or use_gpu false")
         return self
 
     @property
