@@ -1,8 +1,6 @@
 """The text raykd prints on the console about a job: the result table at the end of
 ``raykd run`` (:func:`print_result`), one line per event (:func:`event_line`, for the
-console's progress and ``raykd follow``), and Markdown tables for the benchmarks' reports.
-
-(It was ``raykd/report.py``, which still re-exports it.)"""
+console's progress and ``raykd follow``), and Markdown tables for the benchmarks' reports."""
 
 from __future__ import annotations
 

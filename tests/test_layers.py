@@ -6,7 +6,7 @@ Layers, bottom first (a unit is ``raykd.<top-level module or package>``)::
                              and the pure loss math
     1  data, client_http,    datasets, preprocessing, tokenizer windows; the HTTP client's base;
        console_text,         what a terminal shows (result tables, event lines, progress,
-       console, report       Ray's log aside; report is console_text's old name)
+       console               Ray's log aside)
     2  metrics, models       scores; model builders and checkpoints
     3  train                 the student loops
     4  teachers              teacher actors and the logit cache
@@ -31,7 +31,6 @@ PACKAGE = Path(__file__).resolve().parents[1] / "raykd"
 LAYER = {
     "raykd.core": 0, "raykd.losses": 0,
     "raykd.data": 1, "raykd.client_http": 1, "raykd.console_text": 1, "raykd.console": 1,
-    "raykd.report": 1,
     "raykd.metrics": 2, "raykd.models": 2,
     "raykd.train": 3, "raykd.teachers": 4, "raykd.engine": 5,
     "raykd.tune": 6, "raykd.predict": 6, "raykd.predict_text": 6, "raykd.predict_spans": 6,
@@ -108,8 +107,6 @@ KNOWN_CIRCLES = [
     {"raykd.data.bbc_speakers", "raykd.data.dataset", "raykd.data.files", "raykd.data.image_decode",
      "raykd.data.images", "raykd.data.span_data", "raykd.data.splits", "raykd.data.squad",
      "raykd.data.text", "raykd.data.windows", "raykd.metrics.squad"},
-    # the speed benchmarks and their report
-    {"raykd.bench.speed", "raykd.bench.speed_report", "raykd.bench.speed_small"},
     # predict and the text/ONNX paths (see KNOWN)
     {"raykd.export", "raykd.predict", "raykd.predict_text"},
     # the engine records raykd.__version__; raykd.run_job is the engine's (see KNOWN)

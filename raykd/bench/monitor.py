@@ -1,5 +1,6 @@
 """What a benchmark row costs the machine: :class:`RowMonitor` samples this process tree's
-memory and CPU while a row runs (see :mod:`raykd.bench.speed`)."""
+memory and CPU while a row runs (see :mod:`raykd.bench.speed`); :func:`ray_for` gives a row
+the Ray it needs (running for a Ray row, shut down for a plain one)."""
 
 from __future__ import annotations
 
@@ -94,3 +95,24 @@ class RowMonitor(threading.Thread):
         capacity = max(1e-9, wall * (os.cpu_count() or 1))
         self.other_share = max(0.0, min(1.0, (busy - self.own_cpu_s) / capacity))
 
+
+def wait_for_ray_exit(timeout_s: float = 20.0) -> None:
+    """Shut down the local Ray this bench started and wait for its processes to go."""
+    import ray
+
+    psutil = load_psutil()
+    children = psutil.Process().children(recursive=True)
+    ray.shutdown()
+    psutil.wait_procs(children, timeout=timeout_s)
+
+
+def ray_for(ray_row: bool, started_ray: bool) -> None:
+    """Ray running for a Ray row; shut down (if this bench started it) for a plain row."""
+    import ray
+
+    if ray_row and not ray.is_initialized():
+        from raykd.engine.cluster import ensure_ray
+
+        ensure_ray()
+    elif not ray_row and started_ray and ray.is_initialized():
+        wait_for_ray_exit()

@@ -47,7 +47,8 @@ from pathlib import Path
 from typing import Any
 
 from raykd.bench import BenchOptionError
-from raykd.bench.monitor import RowMonitor, load_psutil
+from raykd.bench.monitor import RowMonitor
+from raykd.bench.monitor import ray_for as _ray_for
 from raykd.bench.plain import PlainRun, run_plain_subprocess
 from raykd.bench.speed_plan import (
     ALPHA,
@@ -104,8 +105,9 @@ def setup_teachers(plan: Plan, out: Path, log: Any) -> dict[str, Any]:
     (``<out>/setup-<train_limit>.json``).
     """
     from raykd.data import load_dataset
+    from raykd.engine.cluster import ensure_ray, put_splits
     from raykd.engine.context import Job
-    from raykd.engine.prepare import ensure_ray, put_splits, run_teachers
+    from raykd.engine.teacher_stage import run_teachers
     from raykd.teachers.cache import LogitCache
 
     job = Job(spec=bench_spec(plan, out, checkpoints=None), job_dir=out / "setup", log=log)
@@ -175,16 +177,6 @@ def run_plain_row(key: str, plan: Plan, out: Path, checkpoints: list[str]) -> di
             "other_cpu_share": mon.other_share}
 
 
-def wait_for_ray_exit(timeout_s: float = 20.0) -> None:
-    """Shut down the local Ray this bench started and wait for its processes to go."""
-    import ray
-
-    psutil = load_psutil()
-    children = psutil.Process().children(recursive=True)
-    ray.shutdown()
-    psutil.wait_procs(children, timeout=timeout_s)
-
-
 def run_speed_bench(*, out: Path, quick: bool = False, steps: int | None = None,
                     rows: tuple[str, ...] | None = None, rounds: int | None = None,
                     log: Any = print) -> dict[str, Any]:
@@ -243,18 +235,6 @@ def run_speed_bench(*, out: Path, quick: bool = False, steps: int | None = None,
     }
     write_report(report, out)
     return report
-
-
-def _ray_for(ray_row: bool, started_ray: bool) -> None:
-    """Ray running for a Ray row; shut down (if this bench started it) for a plain row."""
-    import ray
-
-    if ray_row and not ray.is_initialized():
-        from raykd.engine.prepare import ensure_ray
-
-        ensure_ray()
-    elif not ray_row and started_ray and ray.is_initialized():
-        wait_for_ray_exit()
 
 
 def _rows_to_run(rows: tuple[str, ...] | None, out: Path,

@@ -102,7 +102,7 @@ NOTE = ("samples/s: steady state after a warm-up (plain rows: untimed steps firs
 
 def markdown(report: dict[str, Any]) -> str:
     """The report as Markdown: the table, the targets, the one-off costs and the profile."""
-    from raykd.report import markdown_table
+    from raykd.console_text import markdown_table
 
     s, rows = report.get("setup", {}), report["rows"]
     limit = f", train_limit {report['train_limit']}" if report.get("train_limit") else ""

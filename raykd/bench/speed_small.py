@@ -81,8 +81,9 @@ def small_spec(out: Path, runner: str, checkpoints: list[str] | None) -> Any:
 def small_teachers(out: Path, log: Any) -> list[str]:
     """Train the small job's teachers and cache their logits (once; reused when present)."""
     from raykd.data import load_dataset
+    from raykd.engine.cluster import ensure_ray, put_splits
     from raykd.engine.context import Job
-    from raykd.engine.prepare import ensure_ray, put_splits, run_teachers
+    from raykd.engine.teacher_stage import run_teachers
     from raykd.teachers.cache import LogitCache
 
     job = Job(spec=small_spec(out, "actor", None), job_dir=out / "small-setup", log=log)
@@ -166,7 +167,7 @@ def small_section(rounds: int, out: Path, log: Any, ray_for: Callable[[bool], No
 
 def small_lines(section: dict[str, Any]) -> list[str]:
     """The Markdown of the small-job section."""
-    from raykd.report import markdown_table
+    from raykd.console_text import markdown_table
 
     plain = section["plain_seconds"]
     rows = [["plain PyTorch KD loop, one student (no validation)", f"{plain['median']:.2f}",
@@ -190,7 +191,7 @@ def small_lines(section: dict[str, Any]) -> list[str]:
 
 def cost_lines(section: dict[str, Any]) -> list[str]:
     """The fixed-cost table: seconds per job of each :data:`COSTS` line, per runner."""
-    from raykd.report import markdown_table
+    from raykd.console_text import markdown_table
 
     runners = {k: r["costs"] for k, r in section["runners"].items() if "costs" in r}
     if not runners:
@@ -210,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
     import json
 
-    from raykd.bench.speed import _ray_for
+    from raykd.bench.monitor import ray_for
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("raykd-runs/bench-speed"))
@@ -225,8 +226,8 @@ def main(argv: list[str] | None = None) -> None:
 
     out, started = ns.out.resolve(), not ray.is_initialized()
     out.mkdir(parents=True, exist_ok=True)
-    section = small_section(ns.rounds, out, print, lambda on: _ray_for(on, started), runners)
-    _ray_for(False, started)
+    section = small_section(ns.rounds, out, print, lambda on: ray_for(on, started), runners)
+    ray_for(False, started)
     (out / "small.json").write_text(json.dumps(section, indent=2))
     text = "\n".join(small_lines(section)).strip() + "\n"
     (out / "small.md").write_text(text)

@@ -14,8 +14,6 @@ own module:
    :mod:`raykd.engine.teacher_checkpoints`); each teacher's logits over train/val/test from
    the logit cache or computed once (:mod:`raykd.engine.teacher_logits`); teacher and
    ensemble scores (:mod:`raykd.engine.scores`).
-
-The stages' names used by the students' stage and the speed benchmarks are re-exported here.
 """
 
 from __future__ import annotations
@@ -25,18 +23,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from raykd.data import Dataset
-from raykd.engine.cluster import ensure_ray, put_splits, resolve_gpu
+from raykd.engine.cluster import ensure_ray, put_splits
 from raykd.engine.context import Job
 from raykd.engine.data_stage import load_data
-from raykd.engine.scores import model_scores, span_event_fields, span_said
-from raykd.engine.teacher_logits import logit_cache, report_rejected, split_logits
-from raykd.engine.teacher_stage import TeacherSet, run_teachers, start_pool
+from raykd.engine.teacher_logits import logit_cache
+from raykd.engine.teacher_stage import TeacherSet, run_teachers
 
-__all__ = [
-    "Prepared", "TeacherSet", "ensure_ray", "model_scores", "prepare", "put_splits",
-    "report_rejected", "resolve_gpu", "run_teachers", "span_event_fields", "span_said",
-    "split_logits", "start_pool",
-]
+__all__ = ["Prepared", "prepare"]
 
 
 @dataclass

@@ -21,18 +21,11 @@ from raykd.core.faults import student_fault
 from raykd.core.jobdir import atomic_path
 from raykd.core.spec import JobSpec, MethodSpec
 from raykd.data import Dataset
-from raykd.engine.cluster import online_in_process
+from raykd.engine.cluster import online_in_process, resolve_gpu
 from raykd.engine.context import Job
-from raykd.engine.prepare import (
-    TeacherSet,
-    model_scores,
-    report_rejected,
-    resolve_gpu,
-    span_event_fields,
-    span_said,
-    split_logits,
-    start_pool,
-)
+from raykd.engine.scores import model_scores, span_event_fields, span_said
+from raykd.engine.teacher_logits import report_rejected, split_logits
+from raykd.engine.teacher_stage import TeacherSet, start_pool
 from raykd.models import load_checkpoint
 from raykd.train.config import StudentConfig, teacher_accuracy
 from raykd.train.online import InProcessTeachers
