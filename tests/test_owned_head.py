@@ -157,7 +157,7 @@ def test_a_recorded_head_that_answers_only_errors_is_neither_adopted_nor_killed(
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from raykd.service.ray_jobs import HEAD_FILE, OwnedHead
+    from raykd.service.ray_head import HEAD_FILE, OwnedHead
 
     class Busy(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - the stdlib's name

@@ -31,7 +31,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from raykd.core.states import ACTIVE_STATES
 from raykd.service.capacity import ClusterView
 from raykd.service.deps import CurrentUser
-from raykd.service.ray_jobs import OwnedHead, RayJobs, owned_head_token
+from raykd.service.ray_head import OwnedHead, owned_head_token
+from raykd.service.ray_jobs import RayJobs
 from raykd.service.retention import Retention
 from raykd.service.routes import audit, health, jobs
 from raykd.service.scheduler import Scheduler

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from raykd.service.capacity import ClusterView
-from raykd.service.ray_jobs import OwnedHead, RayJobs
+from raykd.service.ray_head import OwnedHead
+from raykd.service.ray_jobs import RayJobs
 from raykd.service.scheduler import Scheduler
 from raykd.service.settings import Settings
 from raykd.service.store import Store
