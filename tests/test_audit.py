@@ -16,7 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from raykd.service.store import JobRow, Store, migrate
+from raykd.service.store import Store, migrate
+from raykd.service.tables import JobRow
 from tests.service_helpers import Server
 from tests.test_service import ADMIN, ALICE, auth, post, small_spec
 

@@ -17,7 +17,9 @@ from sqlalchemy import inspect
 from sqlalchemy.exc import IntegrityError
 
 from raykd.core.events import parse_event
-from raykd.service.store import JobRow, Store, decode_cursor, migrate
+from raykd.service.statements import decode_cursor
+from raykd.service.store import Store, migrate
+from raykd.service.tables import JobRow
 
 
 @pytest.fixture(scope="module")

@@ -28,11 +28,12 @@ from raykd.core.events import (
 )
 from raykd.core.jobdir import JobLayout
 from raykd.service.app import create_app
-from raykd.service.ray_jobs import RayJobs, RayRefused, RayUnavailable
 from raykd.service.artifacts import open_artifact
+from raykd.service.ray_jobs import RayJobs, RayRefused, RayUnavailable
 from raykd.service.scheduler import Scheduler
 from raykd.service.settings import Settings
-from raykd.service.store import JobRow, Store, migrate
+from raykd.service.store import Store, migrate
+from raykd.service.tables import JobRow
 from tests.conftest import digits_spec
 
 TOKEN = "scheduler-test-admin-token-0123456789"

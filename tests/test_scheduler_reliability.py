@@ -36,7 +36,8 @@ from raykd.service.follower import AttemptTracker
 from raykd.service.ray_jobs import RayJobs
 from raykd.service.scheduler import failed_before_start, this_attempt
 from raykd.service.settings import Settings
-from raykd.service.store import JobRow, Store
+from raykd.service.store import Store
+from raykd.service.tables import JobRow
 from tests import test_scheduler as base
 from tests.conftest import digits_spec
 from tests.service_helpers import Server

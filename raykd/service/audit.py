@@ -18,7 +18,8 @@ from typing import Any
 from sqlalchemy import select
 
 from raykd.service.auth import User
-from raykd.service.store import AuditRow, Store
+from raykd.service.store import Store
+from raykd.service.tables import AuditRow
 
 ACTIONS = ("submit", "cancel", "retry", "delete", "priority", "download", "login", "retention")
 

@@ -24,7 +24,7 @@ from raykd.service.auth import (
 from raykd.service.rules import visible_job
 from raykd.service.settings import Settings
 from raykd.service.state import ServiceState
-from raykd.service.store import JobRow
+from raykd.service.tables import JobRow
 from raykd.service.web.sessions import CSRF_HEADER, request_session
 
 UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")

@@ -9,7 +9,7 @@ from pydantic import TypeAdapter
 
 from raykd.service.schemas import JobPage, JobPublic
 from raykd.service.state import ServiceState
-from raykd.service.store import JobRow
+from raykd.service.tables import JobRow
 
 _PUBLIC_LIST = TypeAdapter(list[JobPublic])
 

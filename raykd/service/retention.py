@@ -21,7 +21,8 @@ from raykd.service.audit import record
 from raykd.service.ray_jobs import RayJobs, RayUnavailable
 from raykd.service.scheduler import spec_file, submission_ids
 from raykd.service.settings import Settings
-from raykd.service.store import JobRow, Store
+from raykd.service.store import Store
+from raykd.service.tables import JobRow
 
 log = logging.getLogger("raykd.service")
 RETENTION_PERIOD_S = 3600.0

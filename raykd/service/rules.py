@@ -40,7 +40,8 @@ from raykd.service.ray_jobs import RayUnavailable
 from raykd.service.scheduler import spec_file, submission_ids
 from raykd.service.schemas import LABEL, JobCreate, JobPublic
 from raykd.service.state import ServiceState
-from raykd.service.store import JobRow, Store, read
+from raykd.service.store import Store, read
+from raykd.service.tables import JobRow
 
 MAX_JOB_ID = 160  # longer is never a stored id: answered 404 without a query
 MAX_LABEL_FILTERS = 16

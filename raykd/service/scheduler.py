@@ -47,7 +47,8 @@ from raykd.data.paths import data_roots_env
 from raykd.service.follower import AttemptTracker, read_new_events
 from raykd.service.ray_jobs import RAY_TERMINAL, RayJobs, RayRefused, RayUnavailable
 from raykd.service.settings import Settings
-from raykd.service.store import JobRow, Store
+from raykd.service.store import Store
+from raykd.service.tables import JobRow
 
 log = logging.getLogger("raykd.service")
 LEASE = "scheduler"

@@ -7,298 +7,39 @@ head: the job record, its spec, its final result and every event it wrote.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import functools
-import json
-import math
 import threading
 import time
-from collections import namedtuple
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import (
-    JSON,
-    BigInteger,
-    Boolean,
-    Float,
-    ForeignKey,
-    Integer,
-    String,
-    Text,
-    UniqueConstraint,
-    and_,
-    bindparam,
-    create_engine,
-    event,
-    func,
-    insert,
-    or_,
-    select,
-    update,
-)
+from sqlalchemy import create_engine, event, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, defer, mapped_column, sessionmaker
+from sqlalchemy.orm import Session, defer, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
+from raykd.service.statements import (
+    AHEAD_READ,
+    JOB_FIELDS,
+    JOB_READ,
+    LABELS_MANY_READ,
+    LABELS_READ,
+    POSITIONS_READ,
+    QUEUE_ORDER,
+    CompiledRead,
+    JobSummary,
+    decode_cursor,
+    encode_cursor,
+    inserting,
+    json_loaders,
+    page_read,
+)
+from raykd.service.tables import Base, EventRow, JobRow, LabelRow, LeaseRow
+
 POOL_SIZE = 40  # >= the API's worker threads (RAYKD_THREADS, default 8) plus the scheduler
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class JobRow(Base):
-    """One submitted job."""
-
-    __tablename__ = "jobs"
-    __table_args__ = (UniqueConstraint("owner", "idempotency_key", name="uq_owner_idempotency"),)
-
-    id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    name: Mapped[str] = mapped_column(String(64), index=True)
-    kind: Mapped[str] = mapped_column(String(8))
-    owner: Mapped[str] = mapped_column(String(64), index=True)
-    state: Mapped[str] = mapped_column(String(16), index=True)
-    priority: Mapped[int] = mapped_column(Integer, default=0)
-    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
-    idempotency_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
-    created_at: Mapped[float] = mapped_column(Float, index=True)
-    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-    error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    note: Mapped[str | None] = mapped_column(Text, nullable=True)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    submission_id: Mapped[str | None] = mapped_column(String(160), nullable=True)
-    stage: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    progress: Mapped[float] = mapped_column(Float, default=0.0)
-    latest_metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    last_seq: Mapped[int] = mapped_column(Integer, default=0)
-    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
-    request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    events_offset: Mapped[int] = mapped_column(BigInteger, default=0)  # bytes of events.jsonl ingested
-    max_run_s: Mapped[float | None] = mapped_column(Float, nullable=True)  # the job's deadline
-    log_offset: Mapped[int] = mapped_column(BigInteger, default=0)
-
-
-class LabelRow(Base):
-    """One label of a job (a table of its own, so filters are indexed queries)."""
-
-    __tablename__ = "job_labels"
-
-    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
-    key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    value: Mapped[str] = mapped_column(String(64), index=True)
-
-
-class EventRow(Base):
-    """One event of a job, as written to its ``events.jsonl``."""
-
-    __tablename__ = "job_events"
-
-    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
-    type: Mapped[str] = mapped_column(String(32))
-    body: Mapped[str] = mapped_column(Text)
-
-
-class AuditRow(Base):
-    """One audited action: who did what to which job, when and from where."""
-
-    __tablename__ = "audit_log"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    time: Mapped[float] = mapped_column(Float, index=True)
-    actor: Mapped[str] = mapped_column(String(64), index=True)
-    action: Mapped[str] = mapped_column(String(32), index=True)
-    job_id: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
-    client: Mapped[str | None] = mapped_column(String(128), nullable=True)
-    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-
-
-class LeaseRow(Base):
-    """A named lease (``scheduler``): one holder at a time, renewed before ``expires_at``."""
-
-    __tablename__ = "service_lease"
-
-    name: Mapped[str] = mapped_column(String(32), primary_key=True)
-    holder: Mapped[str] = mapped_column(String(128))
-    expires_at: Mapped[float] = mapped_column(Float)
-
-
-SUMMARY = (JobRow.id, JobRow.name, JobRow.kind, JobRow.owner, JobRow.state, JobRow.priority,
-           JobRow.max_run_s, JobRow.stage, JobRow.progress, JobRow.latest_metrics, JobRow.error,
-           JobRow.note, JobRow.attempts, JobRow.created_at, JobRow.started_at, JobRow.finished_at)
-"""The columns of a job that the API's views show (a list shows these; one job adds
-spec and result)."""
-QUEUE_ORDER = (JobRow.priority.desc(), JobRow.created_at.asc(), JobRow.id.asc())
-"""Queued jobs start in this order."""
-
-
-def _ahead(priority: Any, created_at: Any, job_id: Any) -> Any:
-    """How many queued jobs start before a queued job with these keys (one COUNT)."""
-    return select(func.count()).select_from(JobRow).where(
-        JobRow.state == "queued",
-        or_(JobRow.priority > priority,
-            and_(JobRow.priority == priority,
-                 or_(JobRow.created_at < created_at,
-                     and_(JobRow.created_at == created_at, JobRow.id < job_id)))))
-
-
-# The API's reads, built once: building a statement per request (and its cache key) cost
-# more than running it (profiled under 50 clients: a third of a request's CPU).
-_AHEAD = _ahead(bindparam("priority"), bindparam("created_at"), bindparam("id"))
-_JOB = select(*SUMMARY, JobRow.spec, JobRow.result).where(JobRow.id == bindparam("id"))
-_LABELS = select(LabelRow.job_id, LabelRow.key, LabelRow.value).where(
-    LabelRow.job_id.in_(bindparam("ids", expanding=True)))
-_QUEUE = select(JobRow.id, func.row_number().over(order_by=QUEUE_ORDER).label("pos")) \
-    .where(JobRow.state == "queued").subquery()
-_POSITIONS = select(_QUEUE.c.id, _QUEUE.c.pos).where(
-    _QUEUE.c.id.in_(bindparam("ids", expanding=True)))
-
-
-class _Read:
-    """A read compiled once per dialect and run on a DBAPI connection as it is: for the
-    API's reads, SQLAlchemy's work per execution (execution context, result metadata, a
-    Connection) cost several times SQLite's own (profiled under 50 clients). Parameters
-    are the statement's bindparam names (a list for an expanding one: compiled once per
-    length); rows come back as the driver gives them.
-    """
-
-    def __init__(self, stmt: Any) -> None:
-        self.stmt = stmt
-        self._compiled: dict[Any, tuple[str, tuple[str, ...] | None, dict[str, Any]]] = {}
-
-    def _for(self, dialect: Any,
-             sizes: dict[str, int]) -> tuple[str, tuple[str, ...] | None, dict[str, Any]]:
-        """The SQL, the order of its positional parameters (None: named) and the values of
-        the statement's own literals (e.g. ``state = 'queued'``)."""
-        key = (dialect.name, *sorted(sizes.items()))
-        found = self._compiled.get(key)
-        if found is None:
-            fixed = {k: v for k, v in self.stmt.compile(dialect=dialect)
-                     .construct_params(_check=False).items() if v is not None}
-            expanded = self.stmt.params({k: [None] * n for k, n in sizes.items()}) \
-                .compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
-            order = tuple(expanded.positiontup) if expanded.positional else None
-            found = self._compiled[key] = (str(expanded), order, fixed)
-        return found
-
-    def rows(self, dbapi: Any, dialect: Any, **values: Any) -> list[Any]:
-        lists = {k: v for k, v in values.items() if isinstance(v, list)}
-        sql, order, fixed = self._for(dialect, {k: len(v) for k, v in lists.items()})
-        params = {**fixed, **values}
-        for k, v in lists.items():  # an expanding parameter's values are k_1 ... k_n
-            params.update((f"{k}_{i}", x) for i, x in enumerate(v, start=1))
-        cursor = dbapi.cursor()
-        try:
-            cursor.execute(sql, tuple(params[k] for k in order) if order is not None else params)
-            return list(cursor.fetchall())
-        finally:
-            cursor.close()
-
-
-class _Insert:
-    """An INSERT of a row of ``table`` (every column but an autoincrement key), compiled once
-    per dialect, its values through the columns' bind processors (JSON to text, ...), run on
-    a DBAPI connection: the ORM's unit of work cost ~1.5 ms of CPU per submitted job and
-    SQLAlchemy's execution ~0.1 ms per statement, SQLite's insert ~0.05 ms (profiled)."""
-
-    def __init__(self, table: Any) -> None:
-        self.columns = [c for c in table.columns if not (c.primary_key and c.autoincrement is True
-                                                         and isinstance(c.type, Integer))]
-        self.stmt = insert(table).values({c.key: bindparam(c.key, type_=c.type)
-                                          for c in self.columns})
-        self.defaults = {c.key: c.default.arg if c.default is not None and c.default.is_scalar
-                         else None for c in self.columns}
-        self._compiled: dict[str, tuple[str, tuple[str, ...] | None, dict[str, Any]]] = {}
-
-    def _for(self, dialect: Any) -> tuple[str, tuple[str, ...] | None, dict[str, Any]]:
-        found = self._compiled.get(dialect.name)
-        if found is None:
-            compiled = self.stmt.compile(dialect=dialect)
-            order = tuple(compiled.positiontup) if compiled.positional else None
-            procs = {c.key: c.type.dialect_impl(dialect).bind_processor(dialect)
-                     for c in self.columns}
-            found = self._compiled[dialect.name] = (str(compiled), order,
-                                                    {k: p for k, p in procs.items() if p})
-        return found
-
-    def run(self, dbapi: Any, dialect: Any, rows: list[dict[str, Any]]) -> None:
-        """Insert ``rows`` (column values; a column left out gets its default)."""
-        sql, order, procs = self._for(dialect)
-        params = []
-        for row in rows:
-            values = {**self.defaults, **row}
-            for k, proc in procs.items():
-                values[k] = proc(values[k])
-            params.append(tuple(values[k] for k in order) if order is not None else values)
-        cursor = dbapi.cursor()
-        try:
-            cursor.executemany(sql, params)
-        except dialect.dbapi.IntegrityError as err:
-            raise IntegrityError(sql, params, err) from err
-        finally:
-            cursor.close()
-
-
-_INSERTS: dict[type, _Insert] = {}
-
-
-def _inserting(model: type) -> _Insert:
-    found = _INSERTS.get(model)
-    if found is None:
-        found = _INSERTS[model] = _Insert(model.__table__)  # type: ignore[attr-defined]
-    return found
-
-
-_JOB_READ = _Read(_JOB)
-_LABELS_READ = _Read(select(LabelRow.key, LabelRow.value).where(LabelRow.job_id == bindparam("id")))
-_AHEAD_READ = _Read(_AHEAD)
-_JOB_FIELDS = tuple(c.key for c in _JOB.selected_columns)
-_JSON_FIELDS = ("latest_metrics", "spec", "result")
-
-
-def _json_loaders(dialect: Any) -> dict[str, Any]:
-    """Per JSON column of a job: what turns the driver's value into Python (None: as is)."""
-    table = JobRow.__table__.c
-    return {k: table[k].type.dialect_impl(dialect).result_processor(dialect, None)
-            for k in _JSON_FIELDS}
-
-
-_POSITIONS_READ = _Read(_POSITIONS)
-_LABELS_MANY_READ = _Read(_LABELS)
-JobSummary = namedtuple("JobSummary", [c.key for c in SUMMARY])  # type: ignore[misc]
-"""A row of a list: the :data:`SUMMARY` columns, named as :class:`JobRow`'s attributes."""
-
-
-@functools.lru_cache(maxsize=512)
-def _page_read(owner: bool, state: bool, name: bool, labels: int, cursor: bool,
-               ascending: bool) -> _Read:
-    """The page query for this combination of filters (parameters: owner, state, name,
-    key<i>/value<i>, after_created/after_id, limit)."""
-    q = select(*SUMMARY)
-    for column, used in ((JobRow.owner, owner), (JobRow.state, state), (JobRow.name, name)):
-        if used:
-            q = q.where(column == bindparam(column.key))
-    for i in range(labels):
-        q = q.where(JobRow.id.in_(select(LabelRow.job_id).where(
-            LabelRow.key == bindparam(f"key{i}"), LabelRow.value == bindparam(f"value{i}"))))
-    if cursor:
-        created, last = bindparam("after_created"), bindparam("after_id")
-        if ascending:
-            q = q.where(or_(JobRow.created_at > created,
-                            and_(JobRow.created_at == created, JobRow.id > last)))
-        else:
-            q = q.where(or_(JobRow.created_at < created,
-                            and_(JobRow.created_at == created, JobRow.id < last)))
-    order = ((JobRow.created_at.asc(), JobRow.id.asc()) if ascending
-             else (JobRow.created_at.desc(), JobRow.id.desc()))
-    return _Read(q.order_by(*order).limit(bindparam("limit")))
 
 
 class _Held:
@@ -352,21 +93,6 @@ def migrate(url: str) -> None:
     command.upgrade(cfg, "head")
 
 
-def encode_cursor(created_at: float, job_id: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps([created_at, job_id]).encode()).decode()
-
-
-def decode_cursor(cursor: str) -> tuple[float, str]:
-    """The (created_at, id) a cursor points after; ValueError when it is not one of ours."""
-    try:
-        created, job_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        if not math.isfinite(float(created)):
-            raise ValueError("not a finite time")
-        return float(created), str(job_id)
-    except (ValueError, TypeError, OverflowError) as err:
-        raise ValueError(f"cursor {cursor[:40]!r} is not a cursor this service gave out") from err
-
-
 class Store:
     """Jobs, labels and events behind one sessionmaker."""
 
@@ -376,7 +102,7 @@ class Store:
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.local = url.startswith("sqlite")
         """A file on this host: a read takes microseconds and (WAL) never waits for a writer."""
-        self._json_loaders = _json_loaders(self.engine.dialect)
+        self.json_loaders = json_loaders(self.engine.dialect)
         self._held = threading.local()
         self._writing = threading.RLock()
         """SQLite: this process's writers take turns here (see :meth:`add`)."""
@@ -413,12 +139,12 @@ class Store:
         with turn:
             dbapi = self._reader()
             try:
-                _inserting(JobRow).run(dbapi, dialect, [_set_fields(row)])
+                inserting(JobRow).run(dbapi, dialect, [_set_fields(row)])
                 if labels:
-                    _inserting(LabelRow).run(dbapi, dialect, [
+                    inserting(LabelRow).run(dbapi, dialect, [
                         {"job_id": row.id, "key": k, "value": v} for k, v in labels.items()])
                 for other in also:
-                    _inserting(type(other)).run(dbapi, dialect, [_set_fields(other)])
+                    inserting(type(other)).run(dbapi, dialect, [_set_fields(other)])
                 dbapi.commit()
             except BaseException:
                 dbapi.rollback()
@@ -443,11 +169,11 @@ class Store:
     def labels(self, job_ids: list[str]) -> dict[str, dict[str, str]]:
         out: dict[str, dict[str, str]] = {i: {} for i in job_ids}
         if job_ids:
-            for job_id, key, value in self._read(_LABELS_MANY_READ, ids=list(job_ids)):
+            for job_id, key, value in self._read(LABELS_MANY_READ, ids=list(job_ids)):
                 out[job_id][key] = value
         return out
 
-    def _read(self, read: _Read, **values: Any) -> list[Any]:
+    def _read(self, read: CompiledRead, **values: Any) -> list[Any]:
         """The rows of ``read`` (one connection of :meth:`_reader`)."""
         dbapi = self._reader()
         try:
@@ -479,19 +205,19 @@ class Store:
         dialect = self.engine.dialect
         dbapi = self._reader()
         try:
-            found = _JOB_READ.rows(dbapi, dialect, id=job_id)
+            found = JOB_READ.rows(dbapi, dialect, id=job_id)
             if not found:
                 return None
-            out = dict(zip(_JOB_FIELDS, found[0], strict=True))
-            out["labels"] = dict(_LABELS_READ.rows(dbapi, dialect, id=job_id))
+            out = dict(zip(JOB_FIELDS, found[0], strict=True))
+            out["labels"] = dict(LABELS_READ.rows(dbapi, dialect, id=job_id))
             out["queue_position"] = None
             if out["state"] == "queued":
-                ahead = _AHEAD_READ.rows(dbapi, dialect, priority=out["priority"],
+                ahead = AHEAD_READ.rows(dbapi, dialect, priority=out["priority"],
                                          created_at=out["created_at"], id=job_id)
                 out["queue_position"] = int(ahead[0][0]) + 1
         finally:
             self._done(dbapi)
-        for key, load in self._json_loaders.items():
+        for key, load in self.json_loaders.items():
             if load is not None:
                 out[key] = load(out[key])
         return out
@@ -526,9 +252,9 @@ class Store:
             values[f"key{i}"], values[f"value{i}"] = k, v
         if cursor:
             values["after_created"], values["after_id"] = decode_cursor(cursor)
-        read = _page_read(owner is not None, state is not None, name is not None, len(labels),
+        read = page_read(owner is not None, state is not None, name is not None, len(labels),
                           bool(cursor), ascending)
-        load = self._json_loaders["latest_metrics"] or (lambda x: x)
+        load = self.json_loaders["latest_metrics"] or (lambda x: x)
         metrics = JobSummary._fields.index("latest_metrics")
         rows = [JobSummary(*r[:metrics], load(r[metrics]), *r[metrics + 1:])
                 for r in self._read(read, **values)]
@@ -551,13 +277,13 @@ class Store:
         numbering done by the database (a window function), not by reading the queue out."""
         if not job_ids:
             return {}
-        return {job_id: int(pos) for job_id, pos in self._read(_POSITIONS_READ, ids=list(job_ids))}
+        return {job_id: int(pos) for job_id, pos in self._read(POSITIONS_READ, ids=list(job_ids))}
 
     def queue_position(self, row: Any) -> int | None:
         """The 1-based queue position of ``row`` (None unless it is queued)."""
         if row.state != "queued":
             return None
-        ahead = self._read(_AHEAD_READ, priority=row.priority, created_at=row.created_at,
+        ahead = self._read(AHEAD_READ, priority=row.priority, created_at=row.created_at,
                            id=row.id)
         return int(ahead[0][0]) + 1
 

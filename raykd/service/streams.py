@@ -12,7 +12,7 @@ from fastapi import HTTPException, Request
 from raykd.core.states import FINAL_STATES, TERMINAL_EVENTS
 from raykd.service.ray_jobs import RayUnavailable
 from raykd.service.state import ServiceState
-from raykd.service.store import JobRow
+from raykd.service.tables import JobRow
 
 MAX_SEQ = 2**62  # an event seq (and `after`) fits a 64-bit database integer
 KEEPALIVE_S = 15.0
