@@ -137,3 +137,4 @@ def test_a_run_served_in_process_trains_and_ends_its_teachers_thread(tmp_path: P
     assert [h["epoch"] for h in history] == [1, 2, 3]
     assert all(np.isfinite(h["train_loss"]) for h in history)
     assert not teacher_threads()
+    assert torch.get_num_threads() == 2  # given back: the actor's next student gets both

@@ -198,6 +198,7 @@ def student_epochs(config: StudentConfig, data: LoopData, *, rank: int = 0, worl
     finally:
         if local is not None:
             local.close()
+            set_threads(config.threads)  # process-wide: the next fit in this actor gets them all
 
 
 def _epochs(config: StudentConfig, data: LoopData, *, rank: int, world: int,
