@@ -29,7 +29,7 @@ from raykd.engine.data_stage import load_data
 from raykd.engine.teacher_logits import logit_cache
 from raykd.engine.teacher_stage import TeacherSet, run_teachers
 
-__all__ = ["Prepared", "prepare"]
+__all__ = ["Prepared", "prepare", "prepare_splits"]
 
 
 @dataclass
@@ -51,12 +51,19 @@ def prepare(job: Job, *, cache: Any = None,
     run fails before it trains or caches a teacher), and starts its student actor, so that
     its process starts while the teachers train.
     """
+    data, refs = prepare_splits(job, on_ray=on_ray)
+    cache = cache if cache is not None else logit_cache(job)
+    teachers = run_teachers(job, data, cache, refs)
+    return Prepared(data=data, refs=refs, cache=cache, teachers=teachers)
+
+
+def prepare_splits(job: Job, *, on_ray: Callable[[Dataset], None] | None = None
+                   ) -> tuple[Dataset, dict[str, Any]]:
+    """The stages before the teachers: data, Ray, ``on_ray(data)``, then the splits in the
+    object store; the data and the splits' refs (a sweep without teachers stops here)."""
     data = load_data(job)
     with job.stage("ray_init"):
         ensure_ray()
     if on_ray is not None:
         on_ray(data)
-    cache = cache if cache is not None else logit_cache(job)
-    refs = put_splits(data)
-    teachers = run_teachers(job, data, cache, refs)
-    return Prepared(data=data, refs=refs, cache=cache, teachers=teachers)
+    return data, put_splits(data)

@@ -9,7 +9,8 @@
    their checkpoints then get the class names and the preprocessing in their metadata;
 4. ``result.json`` (:class:`raykd.core.results.JobResult`) and a ``job_finished`` event.
 
-A failure writes a ``job_failed`` event, with the one-line message of a user error, the
+The start, the end and the result's atomic write are the lifecycle every job shares
+(:mod:`raykd.engine.lifecycle`): a failure writes a ``job_failed`` event, with the one-line message of a user error, the
 traceback of a bug, or ``cancelled`` for an interrupt or SIGTERM, and re-raises: a job
 never stays "running" in its events after its driver has stopped by itself.
 """
@@ -18,21 +19,18 @@ from __future__ import annotations
 
 import json
 import platform
-import time
-import traceback
 from collections.abc import Callable
-from contextlib import AbstractContextManager, ExitStack
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from raykd.core.errors import user_message
-from raykd.core.events import JobFailed, JobFinished
 from raykd.core.jobdir import spec_hash
 from raykd.core.results import JobResult
 from raykd.core.spec import JobSpec
 from raykd.data import Dataset
 from raykd.engine.context import Job, open_job
 from raykd.engine.data_record import dataset_row, describe_students
+from raykd.engine.lifecycle import Lifecycle
 from raykd.engine.prepare import prepare
 from raykd.engine.students import (
     check_student_resources,
@@ -42,18 +40,6 @@ from raykd.engine.students import (
     run_students,
     stop_student_worker,
 )
-
-
-def failure_event(exc: BaseException) -> JobFailed:
-    """How a run ended without a result: cancelled, the user's error, or a bug."""
-    if isinstance(exc, KeyboardInterrupt | SystemExit):
-        return JobFailed(kind="cancelled", message="stopped by a signal or Ctrl+C; run the same "
-                                                    "job id again to resume")
-    message = user_message(exc)
-    if message is not None:
-        return JobFailed(kind="user_error", message=message)
-    return JobFailed(kind="bug", message=f"{type(exc).__name__}: {exc}"[:2000],
-                     traceback="".join(traceback.format_exception(exc))[-20000:])
 
 
 def versions() -> dict[str, str]:
@@ -81,30 +67,18 @@ def run_job(spec: JobSpec, *, job_id: str | None = None, job_dir: Path | None = 
     students, epochs = plan_size(spec)
     job = open_job(spec, job_id=job_id, job_dir=job_dir, log=log, students=students,
                    total_epochs=epochs)
-    start = time.perf_counter()
-    try:
-        with ExitStack() as shown:
-            try:  # a console that cannot start (ray.log refused) fails the job, with its event
-                if console is not None:
-                    shown.enter_context(console(job))
-                result = _finished(job) or _run(job, start)
-            except BaseException as exc:
-                job.emit(failure_event(exc))
-                raise
-            job.emit(JobFinished(result=str(job.layout.result),
-                                 seconds=time.perf_counter() - start))
-    finally:
-        job.close()  # the driver lock: another driver may run this job id from now on
-    return result
+    # a console that cannot start (ray.log refused) fails the job, with its event
+    return Lifecycle(job, show=console).run(lambda life: _finished(life) or _run(life))
 
 
-def _finished(job: Job) -> dict[str, Any] | None:
+def _finished(life: Lifecycle) -> dict[str, Any] | None:
     """The stored result of a job an earlier attempt finished (then nothing runs again)."""
+    job = life.job
     path = job.layout.result
     if not any(e.type == "job_finished" for e in job.earlier) or not path.is_file():
         return None
     job.say(f"job {job.job_id} already finished: {path}")
-    return dict(json.loads(path.read_text()))
+    return life.reuse_result(path)
 
 
 def _before_teachers(job: Job, data: Dataset) -> None:
@@ -114,8 +88,9 @@ def _before_teachers(job: Job, data: Dataset) -> None:
     prestart_worker(job)
 
 
-def _run(job: Job, start: float) -> dict[str, Any]:
-    spec = job.spec
+def _run(life: Lifecycle) -> dict[str, Any]:
+    """Prepare, students, then ``result.json``: its content as written."""
+    job, spec = life.job, life.job.spec
     try:
         prepared = prepare(job, on_ray=lambda data: _before_teachers(job, data))
         data = prepared.data
@@ -137,8 +112,7 @@ def _run(job: Job, start: float) -> dict[str, Any]:
         "versions": versions(),
         "dataset": dataset_row(data, job.job_dir),
         "spec": json.loads(spec.model_dump_json()),
-        "timings": {**job.timer.stages, "total": time.perf_counter() - start},
+        "timings": life.timings(),
     })
-    result = JobResult.model_validate(job.result)  # the schema, checked
-    result.write(job.layout.result)
-    return json.loads(job.layout.result.read_text())  # exactly what a rerun returns
+    # the schema, checked; then exactly what a rerun returns
+    return life.write_result(JobResult.model_validate(job.result))

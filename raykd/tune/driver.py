@@ -21,24 +21,21 @@ The stages:
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from raykd.core.events import JobFinished
 from raykd.core.jobdir import JobLayout, absolute, resolve_spec_paths, spec_hash
 from raykd.core.spec import JobSpec, SpecError
 from raykd.data import Dataset
-from raykd.engine.cluster import ensure_ray, put_splits, resolve_gpu
+from raykd.engine.cluster import resolve_gpu
 from raykd.engine.context import Job, open_job
-from raykd.engine.data_stage import load_data
-from raykd.engine.run import failure_event
-from raykd.engine.teacher_logits import logit_cache
-from raykd.engine.teacher_stage import TeacherSet, run_teachers
+from raykd.engine.lifecycle import Lifecycle
+from raykd.engine.prepare import prepare, prepare_splits
+from raykd.engine.teacher_stage import TeacherSet
 from raykd.train.config import StudentConfig, teacher_accuracy
 from raykd.tune.callbacks import TrialEvents
 from raykd.tune.final import final_student, reuse_final
@@ -215,25 +212,21 @@ def run_sweep(
         job_dir = default_job_dir(spec)
     job = open_job(spec, job_id=job_id, job_dir=absolute(job_dir) if job_dir else None,
                    kind="sweep", log=log, students=trials, total_epochs=trials * spec.train.epochs)
-    try:
-        with on_open(job) if on_open is not None else nullcontext():
-            return _sweep(job, start, naive=naive)
-    except BaseException as exc:
-        job.emit(failure_event(exc))
-        raise
-    finally:
-        job.close()  # the driver lock
+    return Lifecycle(job, show=on_open, start=start).run(lambda life: _sweep(life, naive=naive))
 
 
-def _sweep(job: Job, start: float, *, naive: bool) -> dict[str, Any]:
+def _sweep(life: Lifecycle, *, naive: bool) -> dict[str, Any]:
     """The stages of a sweep after its job is opened; ``sweep.json``'s content."""
+    job = life.job
     spec, sweep, job_dir = job.spec, check_sweep(job.spec), job.job_dir
-    data = load_data(job)
-    with job.stage("ray_init"):
-        ensure_ray()
-    plan, use_gpu = _plan(job)  # a trial that cannot fit fails before any teacher work
-    refs = put_splits(data)
-    teachers = None if naive else _teacher_stage(job, data, refs)
+    plans: list[tuple[TrialPlan, bool]] = []  # a trial that cannot fit fails before teachers
+    teachers: TeacherSet | None = None
+    if naive:
+        data, refs = prepare_splits(job, on_ray=lambda _: plans.append(_plan(job)))
+    else:
+        prepared = prepare(job, on_ray=lambda _: plans.append(_plan(job)))
+        data, refs, teachers = prepared.data, prepared.refs, prepared.teachers
+    plan, use_gpu = plans[0]
     shared = shared_inputs(job, data, refs, teachers, plan, use_gpu=use_gpu)
     metric = sweep_metric(data.spans is not None)
     with job.stage("tune"):
@@ -246,17 +239,9 @@ def _sweep(job: Job, start: float, *, naive: bool) -> dict[str, Any]:
     final = None
     if sweep.final_retrain and teachers is not None:
         final = _final(job, data, teachers, shared, best, plan)
-    timings = {**job.timer.stages, "total": time.perf_counter() - start}
     result = sweep_result(job, data, rows, best, final, files, plan, resumed=resumed,
-                          naive=naive, timings=timings, metric=metric)
-    path = result.write(job_dir)  # atomic, as result.json
-    job.emit(JobFinished(result=str(path), seconds=time.perf_counter() - start))
-    return json.loads(path.read_text())  # exactly what a reader of sweep.json gets
-
-
-def _teacher_stage(job: Job, data: Dataset, refs: dict[str, Any]) -> TeacherSet:
-    """The teachers' logits of every split, from the disk cache or computed once."""
-    return run_teachers(job, data, logit_cache(job), refs)
+                          naive=naive, timings=life.timings(), metric=metric)
+    return life.write_result(result)  # atomic, as result.json; what a reader of it gets
 
 
 def _final(

@@ -1,0 +1,131 @@
+"""The lifecycle every job shares, a run's or a sweep's, from its opened directory to its end.
+
+:func:`raykd.engine.context.open_job` claims the directory and writes ``job_started``; then
+:meth:`Lifecycle.run` does the rest the same way for ``run_job`` and ``run_sweep``:
+
+1. the job's console (or Ray's output diverted to ``ray.log``) is entered around the stages;
+2. the stages run (each timed and marked by :meth:`Job.stage`); the last one writes the
+   result atomically with :meth:`Lifecycle.write_result` (``result.json`` or ``sweep.json``);
+3. the end is told to the callbacks, once the console is closed: ``job_finished`` with the
+   result's path and the seconds since the start, or (a console, a stage or the result that
+   raised) ``job_failed`` with the one-line message of a user error, the traceback of a bug,
+   or ``cancelled`` for an interrupt or SIGTERM, and the exception re-raised: a job never
+   stays "running" in its events after its driver has stopped by itself;
+4. the job directory's driver lock is released.
+
+What watches a job is a :class:`LifecycleCallback`, as Ray Train V2's controller calls its
+callbacks: the event stream is one (:class:`EventStream`, always first).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any, Protocol
+
+from raykd.core.errors import user_message
+from raykd.core.events import JobFailed, JobFinished
+from raykd.engine.context import Job
+
+__all__ = ["EventStream", "Lifecycle", "LifecycleCallback", "failure_event"]
+
+Show = Callable[[Job], AbstractContextManager[Any]]
+
+
+class ResultFile(Protocol):
+    """A result model that writes itself atomically (``JobResult``, ``SweepResult``)."""
+
+    def write(self, path: str | Path) -> Path: ...
+
+
+def failure_event(exc: BaseException) -> JobFailed:
+    """How a job ended without a result: cancelled, the user's error, or a bug."""
+    if isinstance(exc, KeyboardInterrupt | SystemExit):
+        return JobFailed(kind="cancelled", message="stopped by a signal or Ctrl+C; run the same "
+                                                    "job id again to resume")
+    message = user_message(exc)
+    if message is not None:
+        return JobFailed(kind="user_error", message=message)
+    return JobFailed(kind="bug", message=f"{type(exc).__name__}: {exc}"[:2000],
+                     traceback="".join(traceback.format_exception(exc))[-20000:])
+
+
+class LifecycleCallback:
+    """Watches how jobs end; every hook does nothing unless overridden."""
+
+    def on_finished(self, job: Job, event: JobFinished) -> None:
+        """The job wrote its result."""
+
+    def on_failed(self, job: Job, event: JobFailed, exc: BaseException) -> None:
+        """The job stopped without a result; ``exc`` is re-raised after the callbacks."""
+
+
+class EventStream(LifecycleCallback):
+    """Appends the end of the job to its ``events.jsonl``."""
+
+    def on_finished(self, job: Job, event: JobFinished) -> None:
+        job.emit(event)
+
+    def on_failed(self, job: Job, event: JobFailed, exc: BaseException) -> None:
+        job.emit(event)
+
+
+class Lifecycle:
+    """One opened job's run: console, stages, result, end event, lock (module docstring).
+
+    Args:
+        job: The opened job (its ``job_started`` written).
+        show: Makes a context manager entered around the stages (the CLI's console).
+        start: ``time.perf_counter()`` at the start; now when not given.
+        callbacks: Called after :class:`EventStream` at the job's end.
+    """
+
+    def __init__(self, job: Job, *, show: Show | None = None, start: float | None = None,
+                 callbacks: Iterable[LifecycleCallback] = ()) -> None:
+        self.job = job
+        self.show = show
+        self.start = time.perf_counter() if start is None else start
+        self.callbacks = [EventStream(), *callbacks]
+        self.result_path: Path | None = None
+
+    def seconds(self) -> float:
+        """Seconds since the start."""
+        return time.perf_counter() - self.start
+
+    def timings(self) -> dict[str, float]:
+        """Each stage's seconds and the total so far, for the result."""
+        return {**self.job.timer.stages, "total": self.seconds()}
+
+    def write_result(self, result: ResultFile) -> dict[str, Any]:
+        """Write ``result`` atomically into the job directory; its content as read back."""
+        return self.reuse_result(result.write(self.job.job_dir))
+
+    def reuse_result(self, path: Path) -> dict[str, Any]:
+        """The content of a result already on disk (written now or by an earlier attempt)."""
+        self.result_path = path
+        return dict(json.loads(path.read_text()))
+
+    def run(self, stages: Callable[[Lifecycle], dict[str, Any]]) -> dict[str, Any]:
+        """Run ``stages`` (which end with :meth:`write_result`) and end the job; the result."""
+        job = self.job
+        try:
+            try:
+                with self.show(job) if self.show is not None else nullcontext():
+                    result = stages(self)
+                if self.result_path is None:
+                    raise RuntimeError("the job's stages ended without writing a result")
+            except BaseException as exc:
+                failed = failure_event(exc)
+                for callback in self.callbacks:
+                    callback.on_failed(job, failed, exc)
+                raise
+            finished = JobFinished(result=str(self.result_path), seconds=self.seconds())
+            for callback in self.callbacks:
+                callback.on_finished(job, finished)
+        finally:
+            job.close()  # the driver lock: another driver may run this job id from now on
+        return result
