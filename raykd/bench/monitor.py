@@ -111,7 +111,7 @@ def ray_for(ray_row: bool, started_ray: bool) -> None:
     import ray
 
     if ray_row and not ray.is_initialized():
-        from raykd.engine.cluster import ensure_ray
+        from raykd.engine import ensure_ray
 
         ensure_ray()
     elif not ray_row and started_ray and ray.is_initialized():

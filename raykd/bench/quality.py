@@ -161,7 +161,7 @@ def disagreement(logits: np.ndarray, y: np.ndarray) -> dict[str, float]:
 def teacher_summary(plan: DatasetPlan, logits: dict[str, np.ndarray], data: Any,
                     checkpoints: list[str]) -> dict[str, Any]:
     """The teachers' accuracies, their ensemble's, and how often they disagree."""
-    from raykd.engine.scores import ensemble_accuracy
+    from raykd.engine import ensemble_accuracy
 
     return {
         "model": plan.teacher, "seeds": list(plan.teacher_seeds), "train": plan.train,
@@ -180,9 +180,7 @@ def prepare(plan: DatasetPlan, out: Path, log: Log) -> Prepared:
     import ray
 
     from raykd.data import load_dataset
-    from raykd.engine.cluster import put_splits
-    from raykd.engine.context import Job
-    from raykd.engine.teacher_stage import run_teachers
+    from raykd.engine import Job, put_splits, run_teachers
     from raykd.teachers.cache import LogitCache
 
     start = time.perf_counter()
@@ -336,7 +334,7 @@ def run_datasets(plans: tuple[DatasetPlan, ...], grid: Grid, seeds: int | None, 
     """Teachers of every dataset first, then all student runs at once; their sections."""
     import ray
 
-    from raykd.engine.cluster import ensure_ray
+    from raykd.engine import ensure_ray
 
     started_ray = not ray.is_initialized()
     ensure_ray()

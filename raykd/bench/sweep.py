@@ -27,11 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from raykd.core.spec import JobSpec, load_spec
-from raykd.engine.cluster import ensure_ray, put_splits
-from raykd.engine.context import Job
-from raykd.engine.data_stage import load_data
-from raykd.engine.teacher_logits import cache_dir
-from raykd.engine.teacher_stage import run_teachers
+from raykd.engine import Job, cache_dir, ensure_ray, load_data, put_splits, run_teachers
 from raykd.teachers.cache import LogitCache
 from raykd.tune.driver import run_sweep
 from raykd.tune.space import check_sweep

@@ -161,10 +161,7 @@ def prepare_teachers(plan: TextPlan, out: Path, log: Log, *, quick: bool) -> Tea
     the teachers' job directory is :func:`teachers_dir`."""
     import ray
 
-    from raykd.engine.cluster import put_splits
-    from raykd.engine.context import Job
-    from raykd.engine.data_stage import load_data
-    from raykd.engine.teacher_stage import run_teachers
+    from raykd.engine import Job, load_data, put_splits, run_teachers
     from raykd.losses.topk import dense
     from raykd.teachers.cache import LogitCache
 
@@ -340,7 +337,7 @@ def ray_up() -> Iterator[None]:
     """Ray for a bench: started here and shut down after, unless it was running already."""
     import ray
 
-    from raykd.engine.cluster import ensure_ray
+    from raykd.engine import ensure_ray
 
     started = not ray.is_initialized()
     ensure_ray()

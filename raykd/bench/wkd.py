@@ -202,8 +202,7 @@ def _teacher_spec(plan: WkdPlan, ens: Ensemble, out: Path) -> Any:
 def teacher_pass(plan: WkdPlan, ens: Ensemble, data: Any, refs: dict[str, Any], out: Path,
                  log: Log) -> EnsembleLogits:
     """raykd's teacher stage for one ensemble (trained or cached), its logits and summary."""
-    from raykd.engine.context import Job
-    from raykd.engine.teacher_stage import run_teachers
+    from raykd.engine import Job, run_teachers
     from raykd.teachers.cache import LogitCache
 
     job_dir = out / "teachers" / plan.dataset / ens.name
@@ -313,7 +312,7 @@ def run_datasets(plans: tuple[WkdPlan, ...], seeds: int | None, out: Path,
     """Teacher passes of every dataset first, then all student runs at once; their sections."""
     import ray
 
-    from raykd.engine.cluster import ensure_ray, put_splits
+    from raykd.engine import ensure_ray, put_splits
 
     started_ray = not ray.is_initialized()
     ensure_ray()

@@ -28,9 +28,7 @@ import numpy as np
 
 from raykd.core.jobdir import JobLayout
 from raykd.data import Dataset
-from raykd.engine.context import Job
-from raykd.engine.scores import model_scores
-from raykd.engine.teacher_stage import TeacherSet
+from raykd.engine import Job, TeacherSet, model_scores
 from raykd.losses.topk import TopK, concat_rows
 from raykd.models import describe_checkpoint, save_checkpoint
 from raykd.train.config import StudentConfig

@@ -11,9 +11,7 @@ from typing import Any
 from raykd.core.jobdir import JobLayout, spec_hash
 from raykd.core.results import SweepResult
 from raykd.data import Dataset
-from raykd.engine.context import Job
-from raykd.engine.data_record import dataset_row
-from raykd.engine.run import versions
+from raykd.engine import Job, dataset_row, versions
 from raykd.tune.plots import alpha_plot, heatmap_w_t
 from raykd.tune.results import write_csv
 from raykd.tune.space import METRIC, TrialPlan
