@@ -96,12 +96,27 @@ def host_paths() -> list[Path]:
         top = next(q for q in out if p.is_relative_to(q))
         rel = p.relative_to(top).parts
         for d in (top.joinpath(*rel[:i]) for i in range(len(rel) + 1)):
-            if not d.stat().st_mode & stat.S_IXOTH:
+            need = "rx" if d == p else "x"  # enter every folder on the way; read the last
+            if not readable_by_uid(d, need):
                 raise HostRootError(
-                    f"{d} is not searchable by other users ({stat.filemode(d.stat().st_mode)}), so uid "
-                    f"{UID} in a container cannot reach {p}: `chmod o+rx {d}`, or clone into a "
-                    "directory others can read")
+                    f"{d} ({stat.filemode(d.stat().st_mode)}, uid {d.stat().st_uid}) does not let "
+                    f"uid {UID} {'read and ' if need == 'rx' else ''}enter it, so a container "
+                    f"cannot reach {p}: `chmod o+{need} {d}`, or clone into a directory others "
+                    "can read")
     return out
+
+
+def readable_by_uid(path: Path, need: str, uid: int = UID, gid: int = UID) -> bool:
+    """Whether ``uid``:``gid`` (no supplementary groups) may ``need`` ("x", "rx") ``path``:
+    the owner's bits if it owns it, else the group's if its group is ``gid``, else others'."""
+    st = path.stat()
+    if st.st_uid == uid:
+        bits = {"r": stat.S_IRUSR, "x": stat.S_IXUSR}
+    elif st.st_gid == gid:
+        bits = {"r": stat.S_IRGRP, "x": stat.S_IXGRP}
+    else:
+        bits = {"r": stat.S_IROTH, "x": stat.S_IXOTH}
+    return all(st.st_mode & bits[c] for c in need)
 
 
 def build_image(name: str = DEFAULT_IMAGE) -> str:

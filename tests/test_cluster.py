@@ -24,6 +24,7 @@ import os
 import secrets
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +76,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             try:  # the host-root image lends this checkout to uid 1000: it must be able to read it
                 hostroot.host_paths()
             except hostroot.HostRootError as err:
-                print(f"test_cluster: processes instead of containers: {err}", file=sys.stderr)
+                warnings.warn(f"test_cluster: processes instead of containers: {err}", stacklevel=1)
                 mode = "processes"
     elif mode == "docker" and not launch_docker.engine_available():
         pytest.fail("RAYKD_TEST_CLUSTER=docker but no Docker engine answers")

@@ -6,6 +6,7 @@ two-node cluster it starts is tests/test_cluster.py.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -155,3 +156,23 @@ def test_processes_on_loopback(tmp_path: Path) -> None:
     assert api.env["RAYKD_STORAGE"] == storage and Path(storage).is_dir()
     assert api.env["RAYKD_HOST"] == "127.0.0.1" and api.env["RAYKD_PORT"] == "8000"
     assert api.env["RAY_AUTH_TOKEN"] == "ray-secret" and api.env["PATH"].startswith(str(Path(sys.executable).parent))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="sets a folder's owner (needs root)")
+def test_the_host_root_refuses_a_checkout_that_uid_1000_cannot_read(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The containers run as uid 1000 and get the checkout bound read-only: a 0700 folder of
+    root's is refused with the chmod that fixes it; uid 1000's own 0700 folder is fine."""
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    os.chmod(tmp_path, 0o755)
+    monkeypatch.setattr(hostroot, "ROOT", checkout)
+    os.chmod(checkout, 0o700)
+    with pytest.raises(hostroot.HostRootError, match=rf"`chmod o\+rx {checkout}`"):
+        hostroot.host_paths()
+    os.chmod(checkout, 0o711)  # others may enter but not list it: imports would fail
+    with pytest.raises(hostroot.HostRootError, match="does not let uid 1000 read and enter it"):
+        hostroot.host_paths()
+    os.chown(checkout, hostroot.UID, hostroot.UID)
+    os.chmod(checkout, 0o700)
+    assert checkout in hostroot.host_paths()

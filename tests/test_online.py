@@ -21,7 +21,7 @@ from raykd.data.splits import DataError
 from raykd.train.config import StudentConfig
 from raykd.train.loop import LoopData, _batches, student_epochs
 from raykd.train.online import LocalEnsemble, split_threads
-from raykd.train.steps import epoch_batches
+from raykd.train.steps import epoch_batches, node_cpus, set_threads
 from tests.test_runner import tiny_teachers
 
 ROWS, BATCH, EPOCHS = 96, 16, 2
@@ -66,8 +66,11 @@ def test_the_in_process_ensemble_serves_what_each_teacher_computes(tmp_path: Pat
 
     configs = tiny_teachers(tmp_path)
     x = np.random.default_rng(0).normal(size=(5, 6)).astype(np.float32)
-    ensemble = LocalEnsemble(configs, (6,), 3, threads=1)
+    set_threads(2)  # read at once: this thread keeps 2
+    ensemble = LocalEnsemble(configs, (6,), 3, threads=3)
     try:
+        assert ensemble._pool.submit(torch.get_num_threads).result() == 3  # its own count
+        assert torch.get_num_threads() == 2  # and this thread keeps its own
         alone = np.stack([Teacher(i, c["model"], (6,), 3, checkpoint=c["checkpoint"]).logits(x)
                           for i, c in enumerate(configs)])
         np.testing.assert_array_equal(ensemble.logits(x), alone)
@@ -131,10 +134,50 @@ def test_a_run_served_in_process_trains_and_ends_its_teachers_thread(tmp_path: P
     data = LoopData(x_train=x, y_train=y, x_val=x, y_val=y, teacher_local=tiny_teachers(tmp_path))
     epochs = student_epochs(config, data)
     metrics, _ = next(epochs)
-    assert torch.get_num_threads() == split_threads(2) == 1  # the other core is the teachers'
+    assert torch.get_num_threads() == split_threads(2, node_cpus())[0]
     assert len(teacher_threads()) == 1
     history = [metrics, *(m for m, _ in epochs)]
     assert [h["epoch"] for h in history] == [1, 2, 3]
     assert all(np.isfinite(h["train_loss"]) for h in history)
     assert not teacher_threads()
     assert torch.get_num_threads() == 2  # given back: the actor's next student gets both
+
+
+@pytest.mark.parametrize(("worker", "cpus", "workers", "expected"), [
+    (2, 2, 1, (1, 1)),    # the node full: the worker's two threads halved
+    (1, 2, 1, (1, 1)),    # one spare CPU: the teachers take it, as an ensemble actor would
+    (1, 16, 1, (1, 15)),  # a big node: the student keeps its thread, the teachers the rest
+    (8, 16, 1, (8, 8)),
+    (1, 16, 2, (1, 7)),   # two workers share what they leave
+    (2, 4, 2, (1, 1)),
+    (4, 2, 1, (2, 2)),    # more threads than CPUs (an over-asked node): still halved
+])
+def test_the_teachers_get_what_the_students_leave_or_half_a_full_worker(
+        worker: int, cpus: int, workers: int, expected: tuple[int, int]) -> None:
+    assert split_threads(worker, cpus, workers) == expected
+
+
+@pytest.mark.parametrize(("scaling", "in_process"), [
+    ({}, True),                                               # auto, one worker, CPUs
+    ({"num_workers": 2}, False),                              # auto, DDP: ensemble actors
+    ({"online_teachers": "actors"}, False),
+    ({"num_workers": 2, "online_teachers": "in_process"}, True),  # every worker loads them
+])
+def test_where_online_teachers_run_on_cpus(scaling: dict[str, object], in_process: bool) -> None:
+    from raykd.core.spec import parse_spec
+    from raykd.engine.cluster import online_in_process
+    from tests.conftest import digits_spec
+
+    spec = parse_spec(digits_spec("runs", data={"dataset": "digits", "augment": True},
+                                  scaling={"use_gpu": False, **scaling}))
+    assert online_in_process(spec) is in_process
+
+
+def test_teachers_in_process_beside_gpu_students_are_refused_in_the_spec() -> None:
+    from raykd.core.spec import SpecError, parse_spec
+    from tests.conftest import digits_spec
+
+    with pytest.raises(SpecError, match=r"scaling.online_teachers='in_process' runs the teachers "
+                                        r"on the student workers' CPU threads, but "
+                                        r"scaling.use_gpu is true; use online_teachers 'actors'"):
+        parse_spec(digits_spec("runs", scaling={"use_gpu": True, "online_teachers": "in_process"}))

@@ -97,6 +97,23 @@ def test_born_again_with_augmentation_counts_its_teacher_pool(fake_gpus: None, t
     check_student_resources(student_job(tmp_path, fraction=0.5), n_train=N_TRAIN)  # 1.5 + 1
 
 
+def test_teachers_in_process_asked_on_a_gpu_cluster_fail_before_any_work(fake_gpus: None,
+                                                                          tmp_path: Path) -> None:
+    """use_gpu auto finds the (fake) GPUs: in_process cannot be honoured, and says so; auto
+    and actors serve from teacher actors on their own GPUs."""
+    from raykd.engine.cluster import online_in_process
+
+    def spec(mode: str) -> object:
+        return parse_spec(digits_spec(str(tmp_path), data={"dataset": "digits", "augment": True},
+                                      scaling={"use_gpu": "auto", "online_teachers": mode}))
+
+    with pytest.raises(ResourceError, match=r"online_teachers='in_process' runs the teachers on "
+                                            r"the student workers' CPU threads, but the students "
+                                            r"use the cluster's GPUs"):
+        online_in_process(spec("in_process"))
+    assert not online_in_process(spec("auto")) and not online_in_process(spec("actors"))
+
+
 def test_what_the_check_accepts_leaves_gpus_for_the_students(fake_gpus: None, tmp_path: Path) -> None:
     """The pools a job holds while generation 2 trains (its teachers, generation 1) leave a GPU."""
     job = student_job(tmp_path, fraction=0.5)

@@ -24,7 +24,8 @@ import pytest
 
 from raykd.teachers import Teacher, TeacherConfig, TeacherPool
 from raykd.teachers.server import TeacherServer
-from raykd.teachers.teacher import node_cpus, teacher_threads
+from raykd.teachers.teacher import teacher_threads
+from raykd.train.steps import node_cpus
 
 MLP = {"name": "mlp", "hidden": [16]}
 SHAPE, CLASSES = (6,), 4

@@ -105,9 +105,7 @@ def setup_teachers(plan: Plan, out: Path, log: Any) -> dict[str, Any]:
     (``<out>/setup-<train_limit>.json``).
     """
     from raykd.data import load_dataset
-    from raykd.engine.cluster import ensure_ray, put_splits
-    from raykd.engine.context import Job
-    from raykd.engine.teacher_stage import run_teachers
+    from raykd.engine import Job, ensure_ray, put_splits, run_teachers
     from raykd.teachers.cache import LogitCache
 
     job = Job(spec=bench_spec(plan, out, checkpoints=None), job_dir=out / "setup", log=log)

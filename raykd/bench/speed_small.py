@@ -81,9 +81,7 @@ def small_spec(out: Path, runner: str, checkpoints: list[str] | None) -> Any:
 def small_teachers(out: Path, log: Any) -> list[str]:
     """Train the small job's teachers and cache their logits (once; reused when present)."""
     from raykd.data import load_dataset
-    from raykd.engine.cluster import ensure_ray, put_splits
-    from raykd.engine.context import Job
-    from raykd.engine.teacher_stage import run_teachers
+    from raykd.engine import Job, ensure_ray, put_splits, run_teachers
     from raykd.teachers.cache import LogitCache
 
     job = Job(spec=small_spec(out, "actor", None), job_dir=out / "small-setup", log=log)

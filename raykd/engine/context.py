@@ -86,6 +86,7 @@ class Job:
     timer: Timer = field(default_factory=Timer)
     result: dict[str, Any] = field(default_factory=dict)
     worker: Any = None  # the job's student actor (scaling.runner == "actor"), started once
+    in_process_teachers: bool = False  # online teachers in the student workers' processes
     lock: DriverLock | None = None  # held from open_job until close()
 
     @property

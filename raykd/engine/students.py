@@ -21,7 +21,7 @@ from raykd.core.faults import student_fault
 from raykd.core.jobdir import atomic_path
 from raykd.core.spec import JobSpec, MethodSpec
 from raykd.data import Dataset
-from raykd.engine.cluster import online_in_process, resolve_gpu
+from raykd.engine.cluster import resolve_gpu
 from raykd.engine.context import Job
 from raykd.engine.scores import model_scores, span_event_fields, span_said
 from raykd.engine.teacher_logits import report_rejected, split_logits
@@ -49,7 +49,7 @@ def evaluate_checkpoint(path: str | Path, x: np.ndarray, y: np.ndarray) -> tuple
 
 
 def score_checkpoint(path: str | Path, data: Dataset) -> tuple[dict[str, Any], np.ndarray]:
-    """A saved model's scores on val and test (:func:`raykd.engine.prepare.model_scores`:
+    """A saved model's scores on val and test (:func:`raykd.engine.scores.model_scores`:
     accuracies, macro-F1 for text, SQuAD EM/F1 for spans), and its test logits."""
     model = load_checkpoint(path)
     val, test = predict_logits(model, data.val.x), predict_logits(model, data.test.x)
@@ -206,7 +206,7 @@ def _born_again(job: Job, data: Dataset, index: int, m: MethodSpec, teachers: Te
                 source.logits = split_logits(source.pool, data, job, cache, refs,
                                              f"{m.display} generation {g}")
                 report_rejected(job, cache)
-                if not job.spec.data.augment or online_in_process(job.spec):
+                if not job.spec.data.augment or job.in_process_teachers:
                     source.pool.shutdown()
                     local = [{"model": cfg.model, "checkpoint": cfg.checkpoint}]
                     source.pool = InProcessTeachers(local) if job.spec.data.augment else None

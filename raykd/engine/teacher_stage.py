@@ -64,6 +64,8 @@ def run_teachers(job: Job, data: Dataset, cache: Any, refs: dict[str, Any]) -> T
     what serves online logits with augmentation. Otherwise the actors are released on
     every path out (on CPUs one ensemble actor replaces them when they serve online).
     """
+    # decided before any work: an in-process request a GPU cluster cannot honour fails here
+    job.in_process_teachers = job.spec.data.augment and online_in_process(job.spec)
     configs = teacher_configs(job, data, cache)
     hit = cached_logits(job, data, cache, configs)
     report_rejected(job, cache)
@@ -133,7 +135,7 @@ def online_ensemble(job: Job, data: Dataset, configs: list[Any]) -> Any:
     teacher in one actor (``raykd.teachers.ensemble``)."""
     from raykd.teachers.ensemble import OnlineEnsemble
 
-    if online_in_process(job.spec):
+    if job.in_process_teachers:
         return InProcessTeachers([{"model": c.model, "checkpoint": c.checkpoint} for c in configs])
     with job.stage("teacher_start"):
         sc = job.spec.scaling

@@ -46,7 +46,8 @@ class EnsembleServer:
 
     def __init__(self, configs: list[dict[str, Any]], input_shape: tuple[int, ...],
                  num_classes: int, student_threads: int, replicas: int = 1) -> None:
-        from raykd.teachers.teacher import Teacher, node_cpus
+        from raykd.teachers.teacher import Teacher
+        from raykd.train.steps import node_cpus
 
         self.threads = ensemble_threads(node_cpus() or 1, student_threads, replicas)
         self.teachers = [Teacher(i, c["model"], input_shape, num_classes,

@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from raykd.core.faults import fire_once
-from raykd.teachers.teacher import Teacher, node_cpus, teacher_threads
+from raykd.teachers.teacher import Teacher, teacher_threads
+from raykd.train.steps import node_cpus
 
 Request = tuple[np.ndarray, "asyncio.Future[np.ndarray]"]
 

@@ -44,36 +44,6 @@ from raykd.train.steps import (
 )
 
 
-def node_cpus() -> int:
-    """CPUs this process may use on its own node.
-
-    The CPUs the OS lets this process run on (``os.sched_getaffinity``, else
-    ``os.cpu_count``), capped, inside a Ray worker, by the ``CPU`` resource of the Ray node
-    this process runs on (never by the whole cluster's total). At least 1.
-    """
-    if hasattr(os, "sched_getaffinity"):
-        local = len(os.sched_getaffinity(0))
-    else:  # pragma: no cover - macOS, Windows
-        local = os.cpu_count() or 1
-    ray_cpus = ray_node_cpus()
-    return max(1, min(local, ray_cpus) if ray_cpus is not None else local)
-
-
-def ray_node_cpus() -> int | None:
-    """The ``CPU`` resource of the Ray node this process runs on; None outside Ray."""
-    try:
-        import ray
-    except ImportError:  # pragma: no cover - Ray is a dependency
-        return None
-    if not ray.is_initialized():
-        return None
-    me = ray.get_runtime_context().get_node_id()
-    for node in ray.nodes():
-        if node.get("NodeID") == me:
-            return int(node.get("Resources", {}).get("CPU", 0))
-    return None
-
-
 def teacher_threads(cpus: int, teachers_on_node: int) -> int:
     """Torch threads per teacher: the node's CPUs split evenly among the teachers on it (>= 1)."""
     return max(1, int(cpus) // max(1, int(teachers_on_node)))

@@ -36,6 +36,7 @@ from raykd.train.steps import (
     augment_images,
     epoch_batches,
     make_optimizer,
+    node_cpus,
     predict_logits,
     set_threads,
     steps_per_epoch,
@@ -189,16 +190,18 @@ def student_epochs(config: StudentConfig, data: LoopData, *, rank: int = 0, worl
     set_threads(config.threads)
     check_loop_data(data, config.num_classes)
     local = None
-    if data.teacher_local:  # the teachers in this process: half the worker's threads each side
-        local = LocalEnsemble(data.teacher_local, config.input_shape, config.num_classes,
-                              threads=split_threads(config.threads))
     try:
+        if data.teacher_local:  # the teachers in this process, on threads of their own
+            student, teachers = split_threads(config.threads, node_cpus(), world)
+            local = LocalEnsemble(data.teacher_local, config.input_shape, config.num_classes,
+                                  threads=teachers)
+            set_threads(student)
         return (yield from _epochs(config, data, rank=rank, world=world, wrap=wrap,
                                    resume=resume, on_step=on_step, local=local))
     finally:
         if local is not None:
             local.close()
-            set_threads(config.threads)  # process-wide: the next fit in this actor gets them all
+        set_threads(config.threads)  # the process's next fit (the student actor's) gets them all
 
 
 def _epochs(config: StudentConfig, data: LoopData, *, rank: int, world: int,

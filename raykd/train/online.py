@@ -10,14 +10,14 @@ servers answer:
   crosses to another process and the logits come back through Ray's object store.
 - **In the student's process** (:class:`LocalEnsemble`: CPUs, one student worker): the
   teachers run in a background thread of the student's own process; the batch and the
-  logits never leave it. Torch's thread count is one per process, so the two sides take
-  turns on nothing: each runs ``threads`` intra-op threads (:func:`split_threads`, half the
-  cores each), the student's step on its thread and the ensemble's forward on the other,
-  at once. On 2 cores a plain loop doing the same work one after the other (teachers, then
-  the student, each on both cores) is the yardstick (``raykd bench speed`` rows (b), (d)).
+  logits never leave it. The student's step and the ensemble's forward run at once, each
+  on its own torch threads (:func:`split_threads`: the teachers get the CPUs an ensemble
+  actor would, or half the worker's on a full node). On 2 cores a plain loop doing the
+  same work one after the other (teachers, then the student, each on both cores) is the
+  yardstick (``raykd bench speed`` rows (b), (d)).
 
 Both hand the loop an :class:`Ask`: ``send(x)`` starts a request, ``receive(handle)``
-returns the (M, B, C) logits, checked finite on the host.
+returns its logits, which :func:`served` checks finite on the host.
 """
 
 from __future__ import annotations
@@ -59,13 +59,22 @@ class InProcessTeachers:
         return []
 
 
-def split_threads(worker_cpus: int) -> int:
-    """Torch threads of each side (student step, teachers' forward) in one process.
+def split_threads(worker_threads: int, node_cpus: int, workers: int = 1) -> tuple[int, int]:
+    """Torch threads of (the student's steps, the teachers' forward) in one worker's process.
 
-    ``max(1, worker_cpus // 2)``: the worker's CPUs halved, the student on one half and
-    the ensemble on the other, both computing at once (one thread count per process).
+    The teachers get what an ensemble actor would (:func:`raykd.teachers.ensemble.ensemble_threads`):
+    the node's CPUs that the ``workers`` student workers of ``worker_threads`` each leave,
+    shared among them; the student keeps its own. On a node the students fill, the worker's
+    threads are halved instead, one half each side (on 2 CPUs: one thread each).
+    Torch's thread count is per thread once a thread has run torch, so each side keeps its
+    own (:class:`LocalEnsemble` sets its thread's first).
     """
-    return max(1, int(worker_cpus) // 2)
+    worker_threads, workers = max(1, int(worker_threads)), max(1, int(workers))
+    spare = int(node_cpus) - worker_threads * workers
+    if spare >= workers:
+        return worker_threads, spare // workers
+    teachers = max(1, worker_threads // 2)
+    return max(1, worker_threads - teachers), teachers
 
 
 class LocalEnsemble:
@@ -79,13 +88,14 @@ class LocalEnsemble:
     def __init__(self, configs: list[dict[str, Any]], input_shape: tuple[int, ...],
                  num_classes: int, threads: int) -> None:
         self.threads = max(1, int(threads))
-        set_threads(self.threads)
         self.models = [load_checkpoint(c["checkpoint"], config=c["model"],
                                        input_shape=tuple(input_shape),
                                        num_classes=num_classes).eval()
                        for c in configs]
         self.requests = 0
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="raykd-teachers")
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="raykd-teachers",
+                                        initializer=set_threads, initargs=(self.threads,))
+        self._pool.submit(int).result()  # the thread exists and has its count: set it first
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """(M, B, C) float32 logits of every teacher for one batch (B, *input_shape)."""
@@ -107,7 +117,6 @@ class Ask:
 
     send: Callable[[np.ndarray], Any]
     receive: Callable[[Any], list[np.ndarray]]
-    close: Callable[[], None] = lambda: None
 
 
 def ask_actors(actors: list[Any]) -> Ask:
@@ -119,7 +128,7 @@ def ask_actors(actors: list[Any]) -> Ask:
 
 def ask_local(ensemble: LocalEnsemble) -> Ask:
     """Ask the in-process ensemble."""
-    return Ask(send=ensemble.send, receive=lambda f: [f.result()], close=ensemble.close)
+    return Ask(send=ensemble.send, receive=lambda f: [f.result()])
 
 
 def served(parts: list[np.ndarray]) -> torch.Tensor:

@@ -6,6 +6,7 @@ teacher actors and the plain-PyTorch baselines of ``raykd bench`` run the very s
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Iterator
 
@@ -20,13 +21,49 @@ warnings.filterwarnings("ignore", message="The given NumPy array is not writable
 
 
 def set_threads(threads: int) -> None:
-    """Pin torch's intra-op threads so workers and teachers do not oversubscribe cores."""
+    """Pin torch's intra-op threads so workers and teachers do not oversubscribe cores.
+
+    The count is the calling thread's once torch has read it there (read at once here): a
+    thread that sets its own later (the in-process teachers', :mod:`raykd.train.online`)
+    changes the default of threads yet to start, not this one's.
+    """
     threads = max(1, int(threads))
     torch.set_num_threads(threads)
+    torch.get_num_threads()
     try:
         torch.set_num_interop_threads(1)
     except RuntimeError:  # already set in this process
         pass
+
+
+def node_cpus() -> int:
+    """CPUs this process may use on its own node.
+
+    The CPUs the OS lets this process run on (``os.sched_getaffinity``, else
+    ``os.cpu_count``), capped, inside a Ray worker, by the ``CPU`` resource of the Ray node
+    this process runs on (never by the whole cluster's total). At least 1.
+    """
+    if hasattr(os, "sched_getaffinity"):
+        local = len(os.sched_getaffinity(0))
+    else:  # pragma: no cover - macOS, Windows
+        local = os.cpu_count() or 1
+    ray_cpus = ray_node_cpus()
+    return max(1, min(local, ray_cpus) if ray_cpus is not None else local)
+
+
+def ray_node_cpus() -> int | None:
+    """The ``CPU`` resource of the Ray node this process runs on; None outside Ray."""
+    try:
+        import ray
+    except ImportError:  # pragma: no cover - Ray is a dependency
+        return None
+    if not ray.is_initialized():
+        return None
+    me = ray.get_runtime_context().get_node_id()
+    for node in ray.nodes():
+        if node.get("NodeID") == me:
+            return int(node.get("Resources", {}).get("CPU", 0))
+    return None
 
 
 def make_optimizer(model: nn.Module, *, lr: float, weight_decay: float) -> torch.optim.Optimizer:

@@ -102,7 +102,8 @@ class JobResult(ResultFile):
     )
     online_teachers: Literal["in_process", "actors"] | None = Field(
         default=None, description="How the teachers served logits online (augmentation): in "
-        "the student workers' processes or as actors; null when every logit came from the cache."
+        "the student workers' processes or as actors; null without augmentation (every logit "
+        "from the cache)."
     )
     logit_cache: dict[str, dict[str, CacheStats]] = Field(
         default_factory=dict, description=LOGIT_CACHE

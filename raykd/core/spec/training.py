@@ -150,15 +150,16 @@ class ScalingSpec(Section):
     )
     teacher_replicas: int = Field(
         default=1, ge=1, le=64,
-        description="Online serving on CPUs (augmentation): copies of the one-actor ensemble; "
-        "student worker r asks copy r mod n (more copies serve more DDP workers at once).",
+        description="Online serving on CPUs by actors (augmentation, online_teachers 'actors'): "
+        "copies of the one-actor ensemble; student worker r asks copy r mod n (more copies "
+        "serve more DDP workers at once).",
     )
     online_teachers: Literal["auto", "in_process", "actors"] = Field(
         default="auto",
         description="Online serving (augmentation): where the teachers compute each step's "
         "logits. in_process: in each student worker's own process, in a thread beside the "
-        "student's step, half the worker's threads each (CPUs only: no batch or logit crosses "
-        "processes); actors: teacher actors (on CPUs teacher_replicas ensemble actors, on GPUs "
+        "student's step, on the CPUs an ensemble actor would take (half the worker's on a full "
+        "node; CPUs only: no batch or logit crosses processes); actors: teacher actors (on CPUs teacher_replicas ensemble actors, on GPUs "
         "one actor per teacher, each on its own device); auto: in_process on CPUs with one "
         "student worker, else actors.",
     )
