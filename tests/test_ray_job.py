@@ -104,8 +104,8 @@ def test_drivers_run_with_the_services_interpreter_and_a_missing_command_says_so
     """
     from types import SimpleNamespace
 
+    from raykd.service.follower import Follower
     from raykd.service.ray_jobs import RAY_TERMINAL, RayJobs, RayUnavailable
-    from raykd.service.scheduler import Scheduler
 
     address, env = ray_head
     token = Path(env["RAY_AUTH_TOKEN_PATH"]).read_text().strip()
@@ -136,5 +136,5 @@ def test_drivers_run_with_the_services_interpreter_and_a_missing_command_says_so
     import asyncio
 
     assert asyncio.run(tailed()) == log
-    why = Scheduler._driver_error(SimpleNamespace(ray=plain), "venv-plain")  # type: ignore[arg-type]
+    why = Follower._driver_error(SimpleNamespace(ray=plain), "venv-plain")  # type: ignore[arg-type]
     assert "raykd: not found" in why and "Running entrypoint" not in why, why

@@ -272,7 +272,7 @@ def app(settings: Settings) -> Iterator[tuple[TestClient, FakeRay, Any]]:
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         state = client.app.state.raykd  # type: ignore[attr-defined]
         state.scheduler.stop()  # the tests tick it themselves, in the order they stage
-        state.ray = state.scheduler.ray = ray
+        state.ray = state.scheduler.ray = state.scheduler.follower.ray = ray
         yield client, ray, state
 
 
@@ -387,10 +387,10 @@ def test_cancel_while_ray_is_away_is_503_and_recorded_then_done_when_ray_is_back
     assert state.store.get("c").cancel_requested
     ray.down = False
     ray.calls.clear()
-    state.scheduler.follow(state.store.get("c"))
+    state.scheduler.follower.follow(state.store.get("c"))
     assert ray.called("stop") == [("stop", "c")]
     ray.states["c"] = "STOPPED"
-    state.scheduler.follow(state.store.get("c"))
+    state.scheduler.follower.follow(state.store.get("c"))
     assert state.store.get("c").state == "cancelled"
 
 
@@ -530,7 +530,7 @@ def test_a_sweeps_summary_names_what_ranked_its_trials(tmp_path: Path) -> None:
     """The API's result summary of a span sweep says its trials were ranked by SQuAD val F1."""
     import json
 
-    from raykd.service.scheduler import result_summary
+    from raykd.service.follower import result_summary
 
     sweep = {"metric": "val_f1", "best": {"trial_id": "a"}}
     (tmp_path / "sweep.json").write_text(json.dumps(sweep))

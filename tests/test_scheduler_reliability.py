@@ -32,9 +32,9 @@ from raykd.core.events import (
 )
 from raykd.core.jobdir import JobLayout
 from raykd.core.status import job_status
-from raykd.service.follower import AttemptTracker
+from raykd.service.attempts import AttemptTracker, this_attempt
+from raykd.service.follower import failed_before_start
 from raykd.service.ray_jobs import RayJobs
-from raykd.service.scheduler import failed_before_start, this_attempt
 from raykd.service.settings import Settings
 from raykd.service.store import Store
 from raykd.service.tables import JobRow
@@ -236,7 +236,7 @@ def test_a_job_whose_driver_never_starts_is_timed_out_at_its_deadline_too(
     sched = make_scheduler(settings, store, ray)
     sched.tick()
     assert store.get("p").state == "pending" and ray.called("stop") == []  # type: ignore[union-attr]
-    sched.waiting_since["p"] -= 10  # as if the first look were 10 s ago
+    sched.follower.waiting_since["p"] -= 10  # as if the first look were 10 s ago
     sched.tick()
     row = store.get("p")
     assert row is not None and row.state == "timed_out" and ray.called("stop") == [("stop", "p")]
@@ -283,7 +283,7 @@ def test_a_ticks_cost_does_not_grow_with_the_events_already_read(settings: Setti
     path.write_bytes(b"".join(_line(e, i) for i, e in enumerate(events, start=1)))
     sched = make_scheduler(settings, store, ray)
     sched.tick()
-    assert sched.work["lines_parsed"] == n and store.get("big").last_seq == n  # type: ignore[union-attr]
+    assert sched.follower.work["lines_parsed"] == n and store.get("big").last_seq == n  # type: ignore[union-attr]
 
     def tick_cost(s: Any, new: int) -> dict[str, int]:
         with path.open("ab") as f:
@@ -291,9 +291,9 @@ def test_a_ticks_cost_does_not_grow_with_the_events_already_read(settings: Setti
                 seq = s_last[0] + 1
                 f.write(_line(Epoch(student=0, epoch=seq, epochs=100_000, metrics={}), seq))
                 s_last[0] = seq
-        before = dict(s.work)
+        before = dict(s.follower.work)
         s.tick()
-        return {k: s.work[k] - before[k] for k in before}
+        return {k: s.follower.work[k] - before[k] for k in before}
 
     s_last = [n]
     cost = tick_cost(sched, 5)

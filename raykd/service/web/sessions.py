@@ -16,7 +16,9 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import HTTPConnection
 
 from raykd.service.auth import User
 
@@ -93,7 +95,7 @@ class Sessions:
                 self._table.pop(_key(session_id), None)
 
 
-def sessions_of(app: Any) -> Sessions:
+def sessions_of(app: Starlette) -> Sessions:
     """The app's session table (made on first use, kept in ``app.state.raykd_sessions``)."""
     found = getattr(app.state, "raykd_sessions", None)
     if found is None:
@@ -104,7 +106,7 @@ def sessions_of(app: Any) -> Sessions:
     return found
 
 
-def _sessions_for(app: Any) -> Sessions:
+def _sessions_for(app: Starlette) -> Sessions:
     """A session table with the service's settings (the defaults outside a running service)."""
     settings = getattr(getattr(app.state, "raykd", None), "settings", None)
     if settings is None:
@@ -113,7 +115,7 @@ def _sessions_for(app: Any) -> Sessions:
                     max_age_s=settings.session_max_s)
 
 
-def request_session(request: Any) -> tuple[str | None, Session | None]:
+def request_session(request: HTTPConnection) -> tuple[str | None, Session | None]:
     """The request's session cookie and its live session (None, None without one)."""
     session_id = request.cookies.get(COOKIE)
     if not session_id:
