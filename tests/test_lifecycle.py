@@ -84,16 +84,22 @@ def test_a_failed_stage_writes_job_failed_tells_the_callbacks_and_reraises(
     assert job.lock is None
 
 
-def test_a_console_that_fails_on_exit_fails_the_job_without_job_finished(tmp_path: Path) -> None:
+def test_the_console_shows_the_end_event_before_it_closes(tmp_path: Path) -> None:
+    """The console (the CLI's, the log a dashboard tails) sees job_finished while it is open;
+    one that breaks on its way out raises after the job finished (its result is written)."""
+    seen: list[str] = []
+
     @contextmanager
     def show(job: Job) -> Iterator[None]:
         yield
+        seen.extend(e.type for e in read_events(job.job_dir / "events.jsonl"))
         raise SpecError("the console broke")
 
     with pytest.raises(SpecError):
         Lifecycle(_job(tmp_path), show=show).run(lambda life: life.write_result(_Result()))
+    assert seen[-1] == "job_finished"
     types = [e.type for e in read_events(tmp_path / "job" / "events.jsonl")]
-    assert types[-1] == "job_failed" and "job_finished" not in types
+    assert types[-1] == "job_finished" and "job_failed" not in types
 
 
 def test_stages_that_write_no_result_are_a_bug(tmp_path: Path) -> None:

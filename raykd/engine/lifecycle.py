@@ -6,9 +6,9 @@
 1. the job's console (or Ray's output diverted to ``ray.log``) is entered around the stages;
 2. the stages run (each timed and marked by :meth:`Job.stage`); the last one writes the
    result atomically with :meth:`Lifecycle.write_result` (``result.json`` or ``sweep.json``);
-3. the end is told to the callbacks, once the console is closed: ``job_finished`` with the
-   result's path and the seconds since the start, or (a console, a stage or the result that
-   raised) ``job_failed`` with the one-line message of a user error, the traceback of a bug,
+3. the end is told to the callbacks while the console is still open (so it shows the end
+   too): ``job_finished`` with the result's path and the seconds since the start, or (a
+   console that could not start, a stage or the result that raised) ``job_failed`` with the one-line message of a user error, the traceback of a bug,
    or ``cancelled`` for an interrupt or SIGTERM, and the exception re-raised: a job never
    stays "running" in its events after its driver has stopped by itself;
 4. the job directory's driver lock is released.
@@ -23,7 +23,7 @@ import json
 import time
 import traceback
 from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -113,19 +113,21 @@ class Lifecycle:
         """Run ``stages`` (which end with :meth:`write_result`) and end the job; the result."""
         job = self.job
         try:
-            try:
-                with self.show(job) if self.show is not None else nullcontext():
+            with ExitStack() as shown:  # the console shows the end event too
+                try:  # a console that cannot start (ray.log refused) fails the job, with its event
+                    if self.show is not None:
+                        shown.enter_context(self.show(job))
                     result = stages(self)
-                if self.result_path is None:
-                    raise RuntimeError("the job's stages ended without writing a result")
-            except BaseException as exc:
-                failed = failure_event(exc)
+                    if self.result_path is None:
+                        raise RuntimeError("the job's stages ended without writing a result")
+                except BaseException as exc:
+                    failed = failure_event(exc)
+                    for callback in self.callbacks:
+                        callback.on_failed(job, failed, exc)
+                    raise
+                finished = JobFinished(result=str(self.result_path), seconds=self.seconds())
                 for callback in self.callbacks:
-                    callback.on_failed(job, failed, exc)
-                raise
-            finished = JobFinished(result=str(self.result_path), seconds=self.seconds())
-            for callback in self.callbacks:
-                callback.on_finished(job, finished)
+                    callback.on_finished(job, finished)
         finally:
             job.close()  # the driver lock: another driver may run this job id from now on
         return result
