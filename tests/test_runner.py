@@ -105,7 +105,7 @@ def test_ray_train_and_the_actor_train_the_same_student_and_cached_teachers_star
 
 @pytest.mark.slow
 def test_online_teachers_in_the_students_process_train_exactly_as_an_ensemble_actor(
-        ray_local: None, store: Path) -> None:
+        ray_local: None, tmp_path: Path) -> None:
     """Augmentation on CPUs, one student worker, a born-again generation. By default the
     teachers run in the student actor's process: no actor serves logits, and the students
     (both generations) train exactly as with ``online_teachers: actors``, where one
@@ -114,7 +114,9 @@ def test_online_teachers_in_the_students_process_train_exactly_as_an_ensemble_ac
     results, actors, said = {}, {}, []
     for mode in ("auto", "actors"):
         before = {c: actor_ids(c) for c in classes}
-        spec = digits_spec(str(store), name=f"online-{mode}", methods=[{"method": "kd", "generations": 2}],
+        # its own storage: its born-again logits stay out of the module's cache, which
+        # test_damaged_cache_entries_... damages by picking files from it
+        spec = digits_spec(str(tmp_path), name=f"online-{mode}", methods=[{"method": "kd", "generations": 2}],
                            data={"dataset": "digits", "seed": 0, "augment": True},
                            train={"epochs": EPOCHS, "batch_size": 64, "lr": 0.003},
                            scaling={"online_teachers": mode})
