@@ -17,7 +17,7 @@ own: the services' commands, environment, named volume, network and aliases, pub
 ports, health checks, ``cap_drop: ALL``, ``no-new-privileges``, ``--init`` and memory
 limits; the processes run as uid 1000 in their own network and PID namespaces.
 
-What it does not check is the Dockerfile's build: hadolint does (tests/test_deploy.py), and
+What it does not check is the Dockerfile's build: hadolint does (tests/unit/deploy/test_files.py), and
 ``docker build`` does wherever it can reach an index or a wheelhouse.
 
 Needs a Linux host with a merged ``/usr`` (``/bin`` a link to ``usr/bin``: Debian 12,

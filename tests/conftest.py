@@ -1,4 +1,4 @@
-"""Shared fixtures: a real local Ray per module, and small specs on scikit-learn's digits."""
+"""Shared fixtures: a real local Ray per module and new databases for services (helpers: tests/helpers)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def _one_auth_mode_for_this_process() -> None:
     ``ray.init`` with a client that no longer matched its GCS ("InvalidAuthToken"). One
     mode, set before any Ray import, and a token file of our own (not ``~/.ray``) keep every
     module alike whatever order they run in. Services started as subprocesses choose their
-    own mode explicitly (``tests/service_helpers.py``).
+    own mode explicitly (``tests/helpers/service.py``).
     """
     if os.environ.get("RAY_AUTH_MODE", "token") != "token":
         return  # the caller chose another mode for the whole run: keep it
@@ -49,23 +49,6 @@ def ray_local() -> Iterator[None]:
     ensure_ray(num_cpus=2)
     yield
     ray.shutdown()
-
-
-def digits_spec(storage: str, **overrides: Any) -> dict[str, Any]:
-    """A spec mapping for a fast job: 3 small MLP teachers and an MLP student on digits."""
-    spec: dict[str, Any] = {
-        "name": "test-digits",
-        "data": {"dataset": "digits", "seed": 0},
-        "teachers": [{"model": {"name": "mlp", "hidden": [32]}, "seed": s} for s in (1, 2, 3)],
-        "teacher_train": {"epochs": 8, "batch_size": 64, "lr": 0.003},
-        "student": {"model": {"name": "mlp", "hidden": [32]}},
-        "train": {"epochs": 4, "batch_size": 64, "lr": 0.003},
-        "methods": [{"method": "kd"}],
-        "scaling": {"num_workers": 1},
-        "storage": storage,
-    }
-    spec.update(overrides)
-    return spec
 
 
 POSTGRES_ENV = "RAYKD_TEST_POSTGRES_URL"

@@ -16,5 +16,5 @@ Each concept of a job has one home here:
 - :mod:`raykd.core.errors`, :mod:`raykd.core.allowlist`, :mod:`raykd.core.faults`: user
   errors, the model allowlist, fault injection.
 
-Nothing here imports torch, Ray or any other part of raykd (tests/test_layers.py).
+Nothing here imports torch, Ray or any other part of raykd (tests/unit/test_layers.py).
 """

@@ -5,7 +5,7 @@
 (every ``raykd`` command, argument and option), ``api.md`` (every route of the control
 plane's OpenAPI document) and ``settings.md`` (every ``RAYKD_*`` setting of ``raykd serve``).
 ``python -m raykd.docs_gen --check`` writes nothing and exits 1 naming each page that differs
-from what the code gives now (``tests/test_docs.py`` runs it). ``versions.json`` beside the
+from what the code gives now (``tests/unit/test_docs.py`` runs it). ``versions.json`` beside the
 pages records the versions of pydantic, typer/click and FastAPI they were generated with; a
 page whose libraries are installed in other versions is not compared (it is named, with the
 versions), since a release of those may change its text with no change in raykd.
