@@ -6,6 +6,7 @@ Torch-free.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -55,40 +56,85 @@ def _current_attempt(events: list[Any]) -> list[Any]:
     return events
 
 
+@dataclass
+class OpenStages:
+    """The stages started and not yet finished, fed events in order; ``current`` is the latest."""
+
+    stack: list[str] = field(default_factory=list)
+
+    def take(self, e: Any) -> None:
+        """Open ``e``'s stage on ``stage_started``; close its latest opening on ``stage_finished``."""
+        if e.type == "stage_started":
+            self.stack.append(e.stage)
+        elif e.type == "stage_finished" and e.stage in self.stack:
+            del self.stack[len(self.stack) - 1 - self.stack[::-1].index(e.stage)]
+
+    @property
+    def current(self) -> str | None:
+        return self.stack[-1] if self.stack else None
+
+
+@dataclass
+class EpochsDone:
+    """The one definition of a job's progress (the API's ``progress``; the dashboard reads it).
+
+    progress = |distinct finished epochs| / ``total_epochs`` (of the attempt's
+    ``job_started``), capped at 1, over every attempt fed. A run's finished epochs are
+    (student, generation, epoch) keys from ``epoch`` events, and every epoch of a student
+    whose ``student_finished`` arrived (as many as its last ``epoch`` event said, else
+    total_epochs / students); a sweep's are (trial, iteration) keys from ``trial`` events,
+    and every epoch of a trial that is done (one ASHA stopped early included).
+    """
+
+    done: set[tuple[Any, ...]] = field(default_factory=set)
+    epochs_of: dict[tuple[int, int], int] = field(default_factory=dict)
+    finished: dict[tuple[int, int], int | None] = field(default_factory=dict)
+    trials_done: dict[str, Trial] = field(default_factory=dict)
+
+    def take(self, e: Any) -> bool:
+        """Count ``e`` if it finishes epochs; True when it was an epoch, student or trial event."""
+        if isinstance(e, Epoch):
+            self.done.add((e.student, e.generation, e.epoch))
+            self.epochs_of[(e.student, e.generation)] = e.epochs
+        elif isinstance(e, StudentFinished):
+            key = (e.student, e.generation)
+            self.finished[key] = self.epochs_of.get(key)
+        elif isinstance(e, Trial):
+            if e.done:
+                self.trials_done[e.trial_id] = e  # all its epochs: how many, the start says
+            else:
+                self.done.update(_trial_epochs(e, 0))
+        else:
+            return False
+        return True
+
+    def fraction(self, started: JobStarted | None) -> float:
+        """Finished epochs / ``started.total_epochs`` (0 before a start that names a total)."""
+        if started is None or started.total_epochs <= 0:
+            return 0.0
+        per_student = started.total_epochs // max(1, started.students)
+        done = set(self.done)
+        for key, epochs in self.finished.items():
+            done.update((*key, n) for n in range(1, (epochs or per_student) + 1))
+        for trial in self.trials_done.values():
+            done |= _trial_epochs(trial, per_student)
+        return min(1.0, len(done) / started.total_epochs)
+
+
 def _open_stage(events: list[Any]) -> str | None:
     """The latest stage started and not finished among ``events``."""
-    open_stages: list[str] = []
+    stages = OpenStages()
     for e in events:
-        if e.type == "stage_started":
-            open_stages.append(e.stage)
-        elif e.type == "stage_finished" and e.stage in open_stages:
-            del open_stages[len(open_stages) - 1 - open_stages[::-1].index(e.stage)]
-    return open_stages[-1] if open_stages else None
+        stages.take(e)
+    return stages.current
 
 
 def _progress(events: list[Any], started: JobStarted | None) -> float:
-    """The one definition of a job's progress (the API's ``progress``; the dashboard reads it).
-
-    Distinct finished epochs over the job's epochs (``total_epochs``), all attempts: a run's
-    (student, generation, epoch) from ``epoch`` events, every epoch of a finished student;
-    a sweep's (trial, iteration) from ``trial`` events, every epoch of a trial that is done
-    (one ASHA stopped early included).
-    """
-    if started is None or started.total_epochs <= 0:
-        return 0.0
-    per_student = started.total_epochs // max(1, started.students)
-    done: set[tuple[Any, ...]] = set()
-    epochs_of: dict[tuple[int, int], int] = {}
+    """Progress of a job whose current attempt began with ``started`` (see :class:`EpochsDone`)."""
+    count = EpochsDone()
     for e in events:
-        if isinstance(e, Epoch):
-            done.add((e.student, e.generation, e.epoch))
-            epochs_of[(e.student, e.generation)] = e.epochs
-        elif isinstance(e, StudentFinished):
-            key = (e.student, e.generation)
-            done.update((*key, n) for n in range(1, epochs_of.get(key, per_student) + 1))
-        elif isinstance(e, Trial):
-            done.update(_trial_epochs(e, per_student))
-    return min(1.0, len(done) / started.total_epochs)
+        count.take(e)
+    return count.fraction(started)
 
 
 def _trial_epochs(e: Trial, per_trial: int) -> set[tuple[str, str, int]]:

@@ -24,7 +24,7 @@ from raykd.core.events import (
     Trial,
     parse_event,
 )
-from raykd.core.status import DIED_MESSAGE, _trial_epochs
+from raykd.core.status import DIED_MESSAGE, EpochsDone, OpenStages
 from raykd.service.tables import JobRow
 
 
@@ -74,7 +74,7 @@ def read_new_events(path: Path, offset: int) -> Read:
 class AttemptTracker:
     """The status of submission ``submission_id``'s attempt, fed the job's events in seq order.
 
-    The same rules as :func:`raykd.service.scheduler.this_attempt` and
+    The same rules as :func:`this_attempt` and
     :func:`raykd.core.status.job_status` (tests compare them): the attempt starts at the last
     ``job_started`` carrying this submission id (files from before that field: the last
     ``job_started``, if its attempt number is at least ``attempts``) and ends before the
@@ -88,13 +88,10 @@ class AttemptTracker:
     end: Any = None  # the attempt's final event (JobFinished / JobFailed)
     cut: bool = False  # a later attempt began: what follows is not this attempt's
     any_sid: bool = False
-    open_stages: list[str] = field(default_factory=list)
-    done: set[tuple[Any, ...]] = field(default_factory=set)
-    epochs_of: dict[tuple[int, int], int] = field(default_factory=dict)
-    finished: dict[tuple[int, int], int | None] = field(default_factory=dict)
+    stages: OpenStages = field(default_factory=OpenStages)
+    epochs: EpochsDone = field(default_factory=EpochsDone)
     last_epoch: Epoch | None = None
     after_cut: list[Any] = field(default_factory=list)
-    trials_done: dict[str, Trial] = field(default_factory=dict)
 
     def feed(self, event: Any) -> bool:
         """Take one event (one already seen is ignored); True when it was new."""
@@ -127,27 +124,17 @@ class AttemptTracker:
     def _begin(self, e: JobStarted) -> None:
         for earlier in self.after_cut:
             self._take(earlier)
-        self.start, self.end, self.cut, self.open_stages, self.after_cut = e, None, False, [], []
+        self.start, self.end, self.cut, self.stages, self.after_cut = e, None, False, OpenStages(), []
 
     def _take(self, e: Any) -> None:
-        if isinstance(e, Epoch):
-            self.done.add((e.student, e.generation, e.epoch))
-            self.epochs_of[(e.student, e.generation)] = e.epochs
-            self.last_epoch = e
-        elif isinstance(e, StudentFinished):
-            key = (e.student, e.generation)
-            self.finished[key] = self.epochs_of.get(key)
-        elif isinstance(e, Trial):
-            if e.done:
-                self.trials_done[e.trial_id] = e  # all its epochs: how many is the attempt's to say
-            else:
-                self.done.update(_trial_epochs(e, 0))
-        elif e.type == "stage_started":
-            self.open_stages.append(e.stage)
-        elif e.type == "stage_finished" and e.stage in self.open_stages:
-            del self.open_stages[len(self.open_stages) - 1 - self.open_stages[::-1].index(e.stage)]
-        elif isinstance(e, JobFinished | JobFailed) and self.start is not None:
-            self.end = e
+        if self.epochs.take(e):
+            if isinstance(e, Epoch):
+                self.last_epoch = e
+        elif isinstance(e, JobFinished | JobFailed):
+            if self.start is not None:
+                self.end = e
+        else:
+            self.stages.take(e)
 
     @property
     def mine(self) -> bool:
@@ -157,18 +144,10 @@ class AttemptTracker:
         return self.start.submission_id is not None or self.start.attempt >= self.attempts
 
     def progress(self) -> float:
-        start = self.start
-        if start is None or start.total_epochs <= 0:
-            return 0.0
-        if isinstance(self.end, JobFinished):
+        """The attempt's progress: 1 once it finished, else :class:`EpochsDone`'s fraction."""
+        if self.start is not None and self.start.total_epochs > 0 and isinstance(self.end, JobFinished):
             return 1.0
-        per_student = start.total_epochs // max(1, start.students)
-        done = set(self.done)
-        for key, epochs in self.finished.items():
-            done.update((*key, n) for n in range(1, (epochs or per_student) + 1))
-        for trial in self.trials_done.values():
-            done |= _trial_epochs(trial, per_student)
-        return min(1.0, len(done) / start.total_epochs)
+        return self.epochs.fraction(self.start)
 
     def state(self, process_alive: bool | None) -> tuple[str, str | None]:
         """(state, error) of the attempt: how :func:`raykd.core.status.job_status` would end it."""
@@ -184,7 +163,7 @@ class AttemptTracker:
         """The job row's columns this attempt decides (stage, progress, metrics, start time)."""
         assert self.start is not None
         ended = isinstance(self.end, JobFinished)
-        return {"stage": None if ended else (self.open_stages[-1] if self.open_stages else None),
+        return {"stage": None if ended else self.stages.current,
                 "progress": self.progress(),
                 "latest_metrics": dict(self.last_epoch.metrics) if self.last_epoch else {},
                 "started_at": self.start.time}
