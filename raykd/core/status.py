@@ -63,7 +63,7 @@ class OpenStages:
     stack: list[str] = field(default_factory=list)
 
     def take(self, e: Any) -> None:
-        """Open ``e``'s stage on ``stage_started``; close its latest opening on ``stage_finished``."""
+        """Open a stage on ``stage_started``; close its latest opening on ``stage_finished``."""
         if e.type == "stage_started":
             self.stack.append(e.stage)
         elif e.type == "stage_finished" and e.stage in self.stack:

@@ -103,7 +103,7 @@ class AttemptTracker:
         elif not self.cut:
             self._take(event)
         elif isinstance(event, Epoch | StudentFinished | Trial):
-            self.after_cut.append(event)  # counts again if this submission's driver starts once more
+            self.after_cut.append(event)  # counts if this submission's driver starts once more
         return True
 
     def _started(self, e: JobStarted) -> None:
@@ -124,7 +124,8 @@ class AttemptTracker:
     def _begin(self, e: JobStarted) -> None:
         for earlier in self.after_cut:
             self._take(earlier)
-        self.start, self.end, self.cut, self.stages, self.after_cut = e, None, False, OpenStages(), []
+        self.start, self.end, self.cut, self.after_cut = e, None, False, []
+        self.stages = OpenStages()
 
     def _take(self, e: Any) -> None:
         if self.epochs.take(e):
@@ -145,7 +146,8 @@ class AttemptTracker:
 
     def progress(self) -> float:
         """The attempt's progress: 1 once it finished, else :class:`EpochsDone`'s fraction."""
-        if self.start is not None and self.start.total_epochs > 0 and isinstance(self.end, JobFinished):
+        start = self.start
+        if start is not None and start.total_epochs > 0 and isinstance(self.end, JobFinished):
             return 1.0
         return self.epochs.fraction(self.start)
 
@@ -179,7 +181,8 @@ def this_attempt(events: list[Any], row: JobRow) -> int | None:
     with the service's.
     """
     started = [(i, e) for i, e in enumerate(events) if e.type == "job_started"]
-    mine = [i for i, e in started if e.submission_id is not None and e.submission_id == row.submission_id]
+    sid = row.submission_id
+    mine = [i for i, e in started if e.submission_id is not None and e.submission_id == sid]
     if mine:
         return mine[-1]
     if not started or any(e.submission_id for _, e in started):
