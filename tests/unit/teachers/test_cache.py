@@ -12,7 +12,7 @@ from raykd.data import load_dataset
 from raykd.losses.topk import from_topk, to_topk
 from raykd.models.user import model_identity
 from raykd.teachers import LogitCache, Teacher, cache_key
-from raykd.teachers.server import TeacherServer
+from raykd.teachers.actor import TeacherServer
 from raykd.train.loop import teacher_batch
 from tests.helpers.checkpoints import model_checkpoint
 

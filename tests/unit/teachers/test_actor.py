@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from raykd.teachers import Teacher
-from raykd.teachers.server import TeacherServer
+from raykd.teachers.actor import TeacherServer
 from raykd.teachers.teacher import teacher_threads
 from raykd.train.steps import node_cpus
 from tests.helpers.teachers import CLASSES, MLP, SEEDS, SHAPE, assert_own_rows, inputs, reference

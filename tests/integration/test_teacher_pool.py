@@ -1,6 +1,6 @@
 """TeacherPool's actors on a real two-node local Ray: threads sized from their own node's CPUs,
 and concurrent workers each get their own teacher's logits (the batching alone, without Ray:
-``tests/unit/teachers/test_server.py``).
+``tests/unit/teachers/test_actor.py``).
 """
 
 from __future__ import annotations
