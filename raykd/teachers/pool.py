@@ -49,8 +49,8 @@ from ray.util.scheduling_strategies import (
 from raykd.core.errors import ResourceError
 from raykd.losses.topk import TopK, in_form, stack
 from raykd.models.user import model_identity
-from raykd.teachers.cache import SPAN_DTYPE, LogitCache, cache_key, dense_spans
 from raykd.teachers.actor import TeacherServer
+from raykd.teachers.cache import SPAN_DTYPE, LogitCache, cache_key, dense_spans
 from raykd.teachers.span_cache import PackedSpans, pack
 
 
