@@ -159,9 +159,9 @@ class ScalingSpec(Section):
         description="Online serving (augmentation): where the teachers compute each step's "
         "logits. in_process: in each student worker's own process, in a thread beside the "
         "student's step, on the CPUs an ensemble actor would take (half the worker's on a full "
-        "node; CPUs only: no batch or logit crosses processes); actors: teacher actors (on CPUs teacher_replicas ensemble actors, on GPUs "
-        "one actor per teacher, each on its own device); auto: in_process on CPUs with one "
-        "student worker, else actors.",
+        "node; CPUs only: no batch or logit crosses processes); actors: teacher actors (on "
+        "CPUs teacher_replicas ensemble actors, on GPUs one actor per teacher, each on its own "
+        "device); auto: in_process on CPUs with one student worker, else actors.",
     )
     student_runner: Literal["auto", "actor", "train"] = Field(
         default="auto",
@@ -187,6 +187,11 @@ class ScalingSpec(Section):
                 "scaling.online_teachers='in_process' runs the teachers on the student workers' "
                 "CPU threads, but scaling.use_gpu is true; use online_teachers 'actors' or "
                 "'auto' (teachers on their own GPUs), or use_gpu false")
+        if self.online_teachers == "in_process" and self.teacher_replicas > 1:
+            raise ValueError(
+                f"scaling.teacher_replicas={self.teacher_replicas} copies the teachers' ensemble "
+                "actor, but online_teachers 'in_process' runs no teacher actor; use "
+                "online_teachers 'actors' (or 'auto' with several workers), or teacher_replicas 1")
         return self
 
     @property

@@ -181,3 +181,15 @@ def test_teachers_in_process_beside_gpu_students_are_refused_in_the_spec() -> No
                                         r"on the student workers' CPU threads, but "
                                         r"scaling.use_gpu is true; use online_teachers 'actors'"):
         parse_spec(digits_spec("runs", scaling={"use_gpu": True, "online_teachers": "in_process"}))
+
+
+def test_teacher_replicas_with_teachers_in_process_are_refused_in_the_spec() -> None:
+    from raykd.core.spec import SpecError, parse_spec
+    from tests.helpers.specs import digits_spec
+
+    scaling = {"use_gpu": False, "online_teachers": "in_process", "teacher_replicas": 2}
+    with pytest.raises(SpecError, match=r"scaling.teacher_replicas=2 copies the teachers' ensemble "
+                                        r"actor, but online_teachers 'in_process' runs no teacher"):
+        parse_spec(digits_spec("runs", scaling=scaling))
+    scaling["online_teachers"] = "actors"
+    assert parse_spec(digits_spec("runs", scaling=scaling)).scaling.teacher_replicas == 2
