@@ -10,7 +10,6 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
-import yaml
 
 EXIT_USER_ERROR = 2
 EXIT_CANCELLED = 130  # 128 + SIGINT, as a shell reports Ctrl+C
@@ -45,13 +44,13 @@ def guarded(fn: Callable[[], Any]) -> Any:
 def override_value(item: str, raw: str) -> Any:
     """The YAML value of one ``--set`` item; SpecError naming the item when it does not parse."""
     from raykd.core.spec import SpecError
+    from raykd.core.spec_io import SpecTextError, read_value
 
     try:
-        return yaml.safe_load(raw)
-    except (yaml.YAMLError, RecursionError) as err:
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        return read_value(raw)
+    except SpecTextError as err:
         raise SpecError(
-            f"--set {item!r}: value {raw!r} is not valid YAML ({problem}); accepted: a YAML "
+            f"--set {item!r}: value {raw!r} cannot be used ({err}); accepted: a YAML "
             "value such as 2, 0.5, [64, 32] or {name: mlp}, or text in quotes"
         ) from None
 

@@ -47,6 +47,20 @@ def read_spec_text(text: str) -> tuple[dict[str, Any], dict[str, int]]:
     if not text.strip():
         raise SpecTextError("the spec is empty: give a YAML or JSON mapping "
                             "(name: ..., data: ..., teachers: ...)")
+    data, lines = _checked_yaml(text, mapping=True)
+    if not isinstance(data, dict):
+        raise SpecTextError("a spec is a mapping (name: ..., data: ..., teachers: ...)")
+    return data, lines
+
+
+def read_value(text: str) -> Any:
+    """One YAML value (a ``--set`` override), under the spec reader's rules: no anchors or
+    aliases, no more than ``MAX_SPEC_NODES`` nodes, only values JSON can carry."""
+    return _checked_yaml(text, mapping=False)[0]
+
+
+def _checked_yaml(text: str, *, mapping: bool) -> tuple[Any, dict[str, int]]:
+    """``text``'s value and the line of each path in it, refusing what a spec may not hold."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as err:
@@ -56,7 +70,7 @@ def read_spec_text(text: str) -> tuple[dict[str, Any], dict[str, int]]:
         raise SpecTextError(f"not valid YAML or JSON: {where}{err.problem or err}", line) from None
     except (yaml.YAMLError, RecursionError) as err:
         raise SpecTextError(f"not valid YAML or JSON: {str(err).splitlines()[0][:200]}") from None
-    if not isinstance(root, yaml.MappingNode):
+    if mapping and not isinstance(root, yaml.MappingNode):
         raise SpecTextError("a spec is a mapping (name: ..., data: ..., teachers: ...)",
                             root.start_mark.line + 1 if root is not None else None)
     lines: dict[str, int] = {}
@@ -81,7 +95,8 @@ def read_spec_text(text: str) -> tuple[dict[str, Any], dict[str, int]]:
                 walk(item, f"{path}.{i}" if path else str(i))
 
     try:
-        walk(root, "")
+        if root is not None:
+            walk(root, "")
         data = yaml.safe_load(text)
     except SpecTextError:
         raise  # walk's own, with its line (a ValueError too: not "a value cannot be read")
@@ -91,13 +106,11 @@ def read_spec_text(text: str) -> tuple[dict[str, Any], dict[str, int]]:
         raise SpecTextError(f"not valid YAML or JSON: {str(err).splitlines()[0][:200]}") from None
     except ValueError as err:  # e.g. an integer of more digits than Python converts (4,300)
         raise SpecTextError(f"a value cannot be read: {str(err).splitlines()[0][:200]}") from None
-    if not isinstance(data, dict):
-        raise SpecTextError("a spec is a mapping (name: ..., data: ..., teachers: ...)")
     try:
         json.dumps(data, allow_nan=False)
     except (TypeError, ValueError):
-        raise SpecTextError("the spec holds values JSON cannot carry (dates, NaN, binary)",
-                            ) from None
+        what = "the spec holds" if mapping else "the value is one of the"
+        raise SpecTextError(f"{what} values JSON cannot carry (dates, NaN, binary)") from None
     return data, lines
 
 

@@ -160,6 +160,18 @@ def test_set_value_that_is_not_yaml() -> None:
     assert "--set 'name=[x'" in line and "not valid YAML" in line and "accepted" in line
 
 
+@pytest.mark.parametrize(("value", "why"), [
+    ("[&a x, *a]", "anchors and aliases"),
+    (".nan", "values JSON cannot carry"),
+    ("2026-12-07", "values JSON cannot carry"),
+])
+def test_set_values_follow_the_spec_files_rules(value: str, why: str) -> None:
+    """A ``--set`` value is read by the spec reader's rules: what a spec file may not hold,
+    an override may not either (they used to pass yaml.safe_load as they were)."""
+    line = one_line_error(*cli_exit("validate", "digits-quick", "--set", f"name={value}"))
+    assert f"--set 'name={value}'" in line and why in line and "accepted" in line
+
+
 def test_seed_beyond_the_bound_names_the_field_and_the_bound() -> None:
     too_big = "99999999999999999999"
     line = one_line_error(*cli_exit("run", "digits-quick", "--set", f"train.seed={too_big}"))

@@ -179,7 +179,7 @@ const RK = (() => {
     return source;
   }
 
-  // A job's progress as the service defines it (raykd.core.results's job_status: finished epochs
+  // A job's progress as the service defines it (raykd.core.status.job_status: finished epochs
   // of students or trials over all): GET /api/v1/jobs/{id}'s `progress`, never counted
   // here. The returned function asks again as the job's events arrive: soon after the first
   // (then at most every 0.3 s), and once more 1.5 s after the last (the service stores a
