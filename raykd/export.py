@@ -32,6 +32,14 @@ from typing import Any, Literal
 
 import numpy as np
 
+from raykd.core.spec import JobSpec
+from raykd.data import load_dataset, raw_test_rows
+from raykd.data.files import read_npz_rows
+from raykd.data.image_parquet import open_parquet, read_labels
+from raykd.data.images import folder_examples
+from raykd.data.splits import dataset_indices
+from raykd.data.tables import read_table
+from raykd.models import save_checkpoint
 from raykd.predict import (
     ArtifactError,
     Student,
@@ -120,8 +128,6 @@ def export_onnx(student: Student, out: Path) -> tuple[Path, Path]:
 
 def export_safetensors(student: Student, out: Path) -> Path:
     """The student's weights with its architecture, classes and preprocessing in the metadata."""
-    from raykd.models import save_checkpoint
-
     return save_checkpoint(
         student.model, out, config=student.config, input_shape=student.input_shape,
         num_classes=len(student.class_names), class_names=student.class_names,
@@ -135,8 +141,6 @@ def parity_inputs(student: Student, data: Path | None) -> tuple[np.ndarray, str]
     student) and how to name them (see the module docstring)."""
     if data is not None:
         if data.suffix.lower() == ".npz":
-            from raykd.data.files import read_npz_rows
-
             x = read_npz_rows(data)[0]
         elif data.is_dir():
             x = image_inputs(student, data)[0]
@@ -155,20 +159,14 @@ def parity_inputs(student: Student, data: Path | None) -> tuple[np.ndarray, str]
 
 def job_test_inputs(student: Student, job_dir: Path) -> np.ndarray:
     """The job's test rows of its data file, through the student's stored preprocessing."""
-    from raykd.core.spec import JobSpec
-    from raykd.data.splits import dataset_indices
-
     record = job_record(job_dir)
     if record is None:
         raise ArtifactError(f"job {str(job_dir)!r} has no result.json or sweep.json")
     d = JobSpec.model_validate(record["spec"]).data
     if student.arrays is not None:
-        from raykd.data import raw_test_rows
-
         return raw_test_rows(d.dataset, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
                              seed=d.seed, label_column=d.label_column)[0]
     if student.prep is None and student.image is None:  # a student from before the record
-        from raykd.data import load_dataset
 
         return load_dataset(d.dataset, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
                             seed=d.seed, label_column=d.label_column, train_limit=d.train_limit).test.x
@@ -185,8 +183,6 @@ def job_test_inputs(student: Student, job_dir: Path) -> np.ndarray:
         return test
 
     if student.prep is not None:
-        from raykd.data.tables import read_table
-
         frame = read_table(source, text_columns=student.prep.categorical_columns)
         frame.columns = [str(c) for c in frame.columns]
         label = student.prep.label_column
@@ -196,11 +192,8 @@ def job_test_inputs(student: Student, job_dir: Path) -> np.ndarray:
     image = student.image
     assert image is not None
     if source.is_dir():
-        from raykd.data.images import folder_examples
-
         files = folder_examples(source)[1]
         return image.transform([files[i] for i in test_rows(len(files))])
-    from raykd.data.image_parquet import open_parquet, read_labels
 
     label = image.label_column or "label"
     labels = read_labels(open_parquet(source, [label]), label)

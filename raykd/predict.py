@@ -31,11 +31,17 @@ from raykd.core.jobdir import JobLayout
 from raykd.data import DataError, ImagePrep, TablePrep
 from raykd.data.arrays import FORMAT as ARRAY_FORMAT
 from raykd.data.arrays import ArrayPrep
+from raykd.data.files import read_npz_rows
+from raykd.data.image_parquet import parquet_inputs
 from raykd.data.images import FORMAT as IMAGE_FORMAT
+from raykd.data.images import folder_files
 from raykd.data.span_data import SPAN_FORMAT
 from raykd.data.table_prep import Fallbacks
+from raykd.data.tables import read_table
 from raykd.data.text import FORMAT as TEXT_FORMAT
 from raykd.data.text import TextPrep
+from raykd.models import checkpoint_info, load_checkpoint
+from raykd.train.steps import inference_batch
 
 
 class ArtifactError(UserError, ValueError):
@@ -189,8 +195,6 @@ def stored_prep(job_dir: Path) -> dict[str, Any] | None:
 
 def load_student(path: Path, *, student: str | None = None) -> Student:
     """The student of a checkpoint or job directory (see the module docstring)."""
-    from raykd.models import checkpoint_info, load_checkpoint
-
     checkpoint, job_dir, label = find_student(path, student=student)
     info = checkpoint_info(checkpoint)
     record = info["preprocessing"]
@@ -224,8 +228,6 @@ def _check_shape(student: Student, x: np.ndarray) -> np.ndarray:
 
 def image_inputs(student: Student, folder: Path) -> tuple[np.ndarray, list[Path], list[str | None]]:
     """The model inputs of a folder of images, the files, and their labels (sub-folder names)."""
-    from raykd.data.images import folder_files
-
     prep = _need_images(student)
     files, labels = folder_files(folder)
     return _check_shape(student, prep.transform(files)), files, labels
@@ -234,8 +236,6 @@ def image_inputs(student: Student, folder: Path) -> tuple[np.ndarray, list[Path]
 def parquet_image_inputs(student: Student, data: Path, rows: np.ndarray | None = None
                          ) -> tuple[np.ndarray, Any]:
     """The model inputs of a Parquet file's image column, and its labels (a Series) or None."""
-    from raykd.data.image_parquet import parquet_inputs
-
     x, labels = parquet_inputs(_need_images(student), data, rows)
     return _check_shape(student, x), labels
 
@@ -291,8 +291,6 @@ def predict_parquet_images(student: Student, data: Path) -> Prediction:
 def array_inputs(student: Student, data: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """The model inputs of an ``.npz`` of raw rows (array ``x``) through the student's stored
     scaling, and its array ``y`` (class numbers) when it has one."""
-    from raykd.data.files import read_npz_rows
-
     if student.arrays is None:
         raise ArtifactError(f"{student.title} records no array preprocessing: predict on an .npz "
                             "works for models trained on an .npz or a built-in dataset")
@@ -334,8 +332,6 @@ def predict_file(student: Student, data: Path) -> Prediction:
 
 def table_inputs(student: Student, data: Path) -> tuple[np.ndarray, Fallbacks, Any]:
     """The model inputs of a table file, the fallbacks they used, and the frame itself."""
-    from raykd.data.tables import read_table
-
     if student.prep is None:
         raise ArtifactError(f"{student.title} records no table preprocessing: predict on a table "
                             "works for models trained on a .csv/.parquet table")
@@ -350,7 +346,6 @@ def probabilities(model: nn.Module, x: np.ndarray, batch_size: int = 4096) -> np
     of bounded tokens: :func:`raykd.train.steps.inference_batch`)."""
     import torch
 
-    from raykd.train.steps import inference_batch
 
     batch_size = inference_batch(model, batch_size)
     out = []

@@ -27,6 +27,8 @@ import torch
 from torch import nn
 
 from raykd.core.jobdir import JobLayout
+from raykd.losses import combine_teachers
+from raykd.models import load_checkpoint
 from raykd.predict import (
     ArtifactError,
     Student,
@@ -47,8 +49,6 @@ class EnsembleModel(nn.Module):
         self.members = nn.ModuleList(members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from raykd.losses import combine_teachers
-
         return combine_teachers(torch.stack([m(x) for m in self.members]))
 
 
@@ -107,8 +107,6 @@ def teacher_checkpoint(job_dir: Path, record: dict[str, Any], row: dict[str, Any
 
 def load_teacher(job_dir: Path, record: dict[str, Any], row: dict[str, Any]) -> Student:
     """Teacher ``row`` of the job, with the job's class names and stored preprocessing."""
-    from raykd.models import load_checkpoint
-
     where = f"{str(JobLayout(job_dir).preprocessing)!r}"
     prep, image, arrays = read_prep(stored_prep(job_dir), where)
     text = read_text_prep(stored_prep(job_dir), where)

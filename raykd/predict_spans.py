@@ -17,24 +17,27 @@ import os
 from pathlib import Path
 from typing import Any
 
+from raykd.core.atomic_files import atomic_path
 from raykd.data.checks import DataError
-from raykd.data.span_data import SPAN_FORMAT
+from raykd.data.paths import read_data
+from raykd.data.span_data import SPAN_FORMAT, window_inputs
 from raykd.data.squad import SquadExample
+from raykd.data.windows import make_windows
+from raykd.metrics.squad import best_spans
+from raykd.models import load_checkpoint
+from raykd.models.checkpoint import checkpoint_info
+from raykd.train.steps import predict_logits
 
 
 def is_span_checkpoint(checkpoint: str | os.PathLike[str]) -> bool:
     """Whether a checkpoint is a span (question answering) student: its metadata carries a
     ``raykd-span-windows`` record (``raykd predict`` then answers a SQuAD-format file)."""
-    from raykd.models.checkpoint import checkpoint_info
-
     prep = checkpoint_info(checkpoint).get("preprocessing")
     return isinstance(prep, dict) and prep.get("format") == SPAN_FORMAT
 
 
 def span_record(checkpoint: str | os.PathLike[str]) -> dict[str, Any]:
     """The span-window record of a student checkpoint; DataError when it has none."""
-    from raykd.models.checkpoint import checkpoint_info
-
     prep = checkpoint_info(checkpoint).get("preprocessing")
     if not isinstance(prep, dict) or prep.get("format") != SPAN_FORMAT:
         raise DataError(f"checkpoint {str(checkpoint)!r} is not a span (question answering) "
@@ -46,8 +49,6 @@ def span_record(checkpoint: str | os.PathLike[str]) -> dict[str, Any]:
 def read_questions(path: str | os.PathLike[str]) -> list[SquadExample]:
     """Every question of a SQuAD v1.1/v2.0 ``.json`` file (id, question, context); answers
     are not needed and not read."""
-    from raykd.data.paths import read_data
-
     where = repr(str(path))
     try:
         document = json.loads(read_data(path))
@@ -73,12 +74,6 @@ def predict_squad(checkpoint: str | os.PathLike[str], questions: str | os.PathLi
                   threshold: float | None = None) -> dict[str, str]:
     """``{question id: answer}`` of a span student over a SQuAD-format file (module docstring);
     ``threshold`` overrides the checkpoint's ``null_threshold``."""
-    from raykd.data.span_data import window_inputs
-    from raykd.data.windows import make_windows
-    from raykd.metrics.squad import best_spans
-    from raykd.models import load_checkpoint
-    from raykd.train.steps import predict_logits
-
     prep = span_record(checkpoint)
     if threshold is None:
         if not isinstance(prep.get("null_threshold"), int | float):
@@ -104,8 +99,6 @@ def predict_squad(checkpoint: str | os.PathLike[str], questions: str | os.PathLi
 def write_predictions(checkpoint: str | os.PathLike[str], questions: str | os.PathLike[str],
                       out: str | os.PathLike[str], *, threshold: float | None = None) -> Path:
     """:func:`predict_squad` written to ``out`` as the official predictions JSON (atomically)."""
-    from raykd.core.atomic_files import atomic_path
-
     predictions = predict_squad(checkpoint, questions, threshold=threshold)
     path = Path(out)
     with atomic_path(path) as tmp:

@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from raykd.data import DataError
+from raykd.core.spec import JobSpec
+from raykd.data import DataError, raw_test_rows
+from raykd.data.paths import open_data
+from raykd.data.text import MAX_TEXT_BYTES
+from raykd.data.text_bytes import encode_texts
+from raykd.data.text_files import read_text_file, text_values
+from raykd.models.hf import CHARS_PER_TOKEN, model_inputs, save_tokenizer
 from raykd.predict import ArtifactError, Prediction, Student, _with_accuracy, probabilities
 
 if TYPE_CHECKING:
@@ -30,8 +36,6 @@ if TYPE_CHECKING:
 
 def read_texts(student: Student, data: Path) -> tuple[list[str] | list[tuple[str, ...]], Any]:
     """The texts of ``data`` (see the module docstring) and its labels (a Series) or None."""
-    from raykd.data.text_files import read_text_file, text_values
-
     text = student.text
     assert text is not None
     if data.suffix.lower() == ".txt":
@@ -39,7 +43,6 @@ def read_texts(student: Student, data: Path) -> tuple[list[str] | list[tuple[str
             raise DataError(f"{str(data)!r}: a .txt file holds one text per line, but "
                             f"{student.title} reads pairs ({list(text.columns)}); give a "
                             ".csv/.parquet/.jsonl file with those columns")
-        from raykd.data.paths import open_data
 
         with open_data(data, "text file") as f:  # checked once opened (data roots, links)
             lines = f.read().decode("utf-8", errors="replace").splitlines()
@@ -75,9 +78,6 @@ def text_bytes(texts: list[str] | list[tuple[str, ...]]) -> np.ndarray:
     """``texts`` as the bytes a job's data holds them (:func:`raykd.data.text_bytes.encode_texts`),
     each cut at :data:`raykd.data.text.MAX_TEXT_BYTES` as a job's byte width is: the width is the
     longest text's, at most that cap, so one huge line does not cost N x its length."""
-    from raykd.data.text import MAX_TEXT_BYTES
-    from raykd.data.text_bytes import encode_texts
-
     longest = max([1, *(len(t.replace("\0", "").encode("utf-8", errors="replace"))
                         for r in texts for t in ([r] if isinstance(r, str) else r))])
     return encode_texts(texts, width=min(MAX_TEXT_BYTES, longest))
@@ -96,8 +96,6 @@ def export_inputs(student: Student, texts: list[str] | list[tuple[str, ...]]
     """The int64 token arrays the exported graph reads for ``texts``, in its input order:
     :func:`raykd.models.hf.model_inputs` of the texts' bytes, the very tensors the student's
     forward gives its transformer in training."""
-    from raykd.models.hf import model_inputs
-
     _inner(student)
     enc = model_inputs(student.model, text_bytes(texts))
     return {k: np.ascontiguousarray(v.numpy(), dtype=np.int64) for k, v in enc.items()}
@@ -108,7 +106,6 @@ def export_text_onnx(student: Student, out: Path) -> tuple[Path, Path, Path]:
     import torch
 
     from raykd.export import _need_onnx
-    from raykd.models.hf import CHARS_PER_TOKEN, save_tokenizer
 
     _need_onnx()
     model, max_length = _inner(student)
@@ -175,8 +172,6 @@ def text_parity(student: Student, onnx_path: Path, data: Path | None) -> Parity:
 
 def job_test_texts(student: Student) -> list[str] | list[tuple[str, ...]]:
     """The test texts of the student's job (a bare checkpoint: give --data)."""
-    from raykd.core.spec import JobSpec
-    from raykd.data import raw_test_rows
     from raykd.predict import job_record
 
     record = None if student.job_dir is None else job_record(student.job_dir)

@@ -7,6 +7,7 @@ import statistics
 from typing import Any
 
 from raykd.bench.api_load import ENDPOINTS, LABELS, SERVERS
+from raykd.console_text import markdown_table
 
 __all__ = ["READS", "TARGET_P99_MS", "TARGET_RATIO", "cell", "ratios", "report", "summarize",
            "table", "verdicts"]
@@ -77,8 +78,6 @@ def verdicts(result: dict[str, Any]) -> list[str]:
 
 def table(result: dict[str, Any]) -> str:
     """The Markdown table: raykd's row and the yardstick's per endpoint."""
-    from raykd.console_text import markdown_table
-
     rows = []
     for name in ENDPOINTS:
         for server in SERVERS:

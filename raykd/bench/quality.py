@@ -38,6 +38,10 @@ import numpy as np
 from raykd.bench import BenchOptionError
 from raykd.bench.quality_report import markdown, plot_dataset, summarize, verdict
 from raykd.bench.quality_runs import ROWS, Grid, Scenario, ScenarioRefs, collect, submit_scenario
+from raykd.core.spec import parse_spec
+from raykd.data import load_dataset
+from raykd.engine import Job, ensemble_accuracy, ensure_ray, put_splits, run_teachers
+from raykd.teachers.cache import LogitCache
 from raykd.train.steps import accuracy
 
 Log = Callable[[str], None]
@@ -124,8 +128,6 @@ class Prepared:
 
 
 def _teacher_spec(plan: DatasetPlan, out: Path) -> Any:
-    from raykd.core.spec import parse_spec
-
     return parse_spec(
         {
             "name": f"bench-quality-{plan.dataset}",
@@ -161,8 +163,6 @@ def disagreement(logits: np.ndarray, y: np.ndarray) -> dict[str, float]:
 def teacher_summary(plan: DatasetPlan, logits: dict[str, np.ndarray], data: Any,
                     checkpoints: list[str]) -> dict[str, Any]:
     """The teachers' accuracies, their ensemble's, and how often they disagree."""
-    from raykd.engine import ensemble_accuracy
-
     return {
         "model": plan.teacher, "seeds": list(plan.teacher_seeds), "train": plan.train,
         "checkpoints": checkpoints,
@@ -179,9 +179,6 @@ def prepare(plan: DatasetPlan, out: Path, log: Log) -> Prepared:
     """Load the data, put it in the object store, train (or reuse) the teachers, save logits."""
     import ray
 
-    from raykd.data import load_dataset
-    from raykd.engine import Job, put_splits, run_teachers
-    from raykd.teachers.cache import LogitCache
 
     start = time.perf_counter()
     data = load_dataset(plan.dataset, val_fraction=plan.val_fraction,
@@ -334,7 +331,6 @@ def run_datasets(plans: tuple[DatasetPlan, ...], grid: Grid, seeds: int | None, 
     """Teachers of every dataset first, then all student runs at once; their sections."""
     import ray
 
-    from raykd.engine import ensure_ray
 
     started_ray = not ray.is_initialized()
     ensure_ray()

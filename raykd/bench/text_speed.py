@@ -42,8 +42,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from raykd.bench import BenchOptionError
 from raykd.bench.text_quality import MINILM, _config_bert, _minilm, ray_up, write_outputs
-from raykd.bench.text_report import machine, notes, speed_markdown, tokenize_share
+from raykd.bench.text_report import _model_name, machine, notes, speed_markdown, tokenize_share
+from raykd.core.spec import MethodSpec, ModelSpec, TrainSpec
+from raykd.data import load_dataset
+from raykd.data.bbc_speakers import build_bbc_speakers
+from raykd.data.text_bytes import decode_batch
+from raykd.data.windows import make_windows
+from raykd.models import build_model
+from raykd.models.hf_build import load_tokenizer
+from raykd.teachers import TeacherConfig, TeacherPool
+from raykd.teachers.span_cache import pack
+from raykd.teachers.teacher import Teacher
+from raykd.train.config import StudentConfig
+from raykd.train.loop import LoopData, run_student
+from raykd.train.steps import epoch_batches, inference_batch
 
 Log = Callable[[str], None]
 
@@ -90,14 +104,10 @@ class Bench:
 
 
 def _dump(model: dict[str, Any]) -> dict[str, Any]:
-    from raykd.core.spec import ModelSpec
-
     return ModelSpec.model_validate(model).model_dump()
 
 
 def _texts(x: np.ndarray) -> list[str]:
-    from raykd.data.text_bytes import decode_batch
-
     return [row[0] for row in decode_batch(x)]
 
 
@@ -105,10 +115,6 @@ def build(plan: SpeedPlan) -> Bench:
     """Load BBC News, start the teacher actor, build the plain models, tokenize beforehand."""
     import ray
 
-    from raykd.data import load_dataset
-    from raykd.models import build_model
-    from raykd.teachers import TeacherConfig, TeacherPool
-    from raykd.train.steps import epoch_batches, inference_batch
 
     data = load_dataset("bbc-news", seed=0)
     n_student = plan.student_batch * plan.student_steps
@@ -127,7 +133,6 @@ def build(plan: SpeedPlan) -> Bench:
                        for i in range(0, len(texts), batch)]
     student = _dump(plan.student)
     s_len = student["max_length"]
-    from raykd.models.hf_build import load_tokenizer
 
     s_tok = load_tokenizer(student.get("tokenizer") or student["path"])  # the student's own
     rng = np.random.default_rng(plan.seed)
@@ -201,9 +206,6 @@ def plain_teacher(b: Bench) -> float:
 
 
 def _student_config(b: Bench) -> Any:
-    from raykd.core.spec import MethodSpec, TrainSpec
-    from raykd.train.config import StudentConfig
-
     return StudentConfig(
         model=b.student_model, input_shape=(1, b.x.shape[2]), num_classes=b.num_classes,
         method=MethodSpec(method="kd", temperature=2.0, alpha=0.5),
@@ -214,8 +216,6 @@ def _student_config(b: Bench) -> Any:
 
 def raykd_student(b: Bench) -> float:
     """Steps per second of :func:`run_student`'s second epoch on cached logits."""
-    from raykd.train.loop import LoopData, run_student
-
     n = b.plan.student_batch * b.plan.student_steps
     data = LoopData(x_train=b.x[:n], y_train=b.y[:n], x_val=b.x[:8], y_val=b.y[:8],
                     teacher_train=b.cached)
@@ -227,7 +227,6 @@ def plain_student(b: Bench) -> float:
     """Steps per second of a plain Hugging Face KD loop (second epoch timed)."""
     from transformers import AutoModelForSequenceClassification
 
-    from raykd.models import build_model
 
     torch.set_num_threads(b.plan.threads)
     torch.manual_seed(b.plan.seed)
@@ -292,8 +291,6 @@ def rows(got: dict[str, list[dict[str, float]]]) -> list[dict[str, Any]]:
 
 def profile(b: Bench) -> dict[str, Any]:
     """Where raykd's time goes: the tokenizer's share in the student loop and the teacher."""
-    from raykd.teachers.teacher import Teacher
-
     t = Teacher(0, _dump(b.plan.teacher), (1, b.x.shape[2]), b.num_classes, threads=b.plan.threads,
                 seed=1)
     teacher_share, teacher_top = tokenize_share(lambda: t.logits(b.x[: b.plan.teacher_texts]))
@@ -304,11 +301,6 @@ def profile(b: Bench) -> dict[str, Any]:
 
 def cache_bytes(plan: SpeedPlan, num_classes: int) -> list[dict[str, Any]]:
     """Bytes per window per teacher: classification dense float32; spans packed fp16."""
-    from raykd.data.bbc_speakers import build_bbc_speakers
-    from raykd.data.windows import make_windows
-    from raykd.models.hf_build import load_tokenizer
-    from raykd.teachers.span_cache import pack
-
     rows = [{"data": f"bbc-news classification ({num_classes} classes)",
              "stored": "dense float32 (C * 4)", "bytes": float(num_classes * 4),
              "padded": float(num_classes * 4), "windows": None}]
@@ -330,8 +322,6 @@ def run_text_speed(out: Path, quick: bool = False, rounds: int | None = None, *,
                    results: Path | None = None, plan: SpeedPlan | None = None,
                    log: Log | None = None) -> dict[str, Any]:
     """Run the text speed bench; write ``text_speed.md`` and ``.json`` (see the docstring)."""
-    from raykd.bench import BenchOptionError
-
     if rounds is not None and (isinstance(rounds, bool) or rounds < 1):
         raise BenchOptionError(f"--rounds={rounds!r} is invalid; expected an integer >= 1")
     log = log or (lambda line: print(f"raykd bench text-speed: {line}", flush=True))
@@ -360,8 +350,6 @@ def run_text_speed(out: Path, quick: bool = False, rounds: int | None = None, *,
 
 
 def _setup(b: Bench) -> dict[str, Any]:
-    from raykd.bench.text_report import _model_name
-
     p = b.plan
     return {"machine": machine(), "threads": p.threads, "teacher": _model_name(p.teacher),
             "teacher_texts": p.teacher_texts,

@@ -46,9 +46,16 @@ from typing import Any
 import numpy as np
 
 from raykd.bench.quality import check_seeds, disagreement, wait_all
-from raykd.bench.quality_runs import Row, RunJob
+from raykd.bench.quality_runs import Row, RunJob, _run_task
 from raykd.bench.wkd_report import summarize_scenario, write_all
 from raykd.bench.wkd_stats import target_stats
+from raykd.core.spec import parse_spec
+from raykd.data import load_dataset
+from raykd.engine import Job, ensure_ray, put_splits, run_teachers
+from raykd.losses import accuracy_weights
+from raykd.losses.topk import dense
+from raykd.teachers.cache import LogitCache
+from raykd.train.config import teacher_accuracy
 from raykd.train.steps import accuracy
 
 Log = Callable[[str], None]
@@ -159,9 +166,6 @@ class EnsembleLogits:
 def ensemble_summary(ens: Ensemble, logits: dict[str, np.ndarray], data: Any, *,
                      temperature: float, checkpoints: list[str] | None = None) -> dict[str, Any]:
     """Teachers' accuracies, their val-accuracy weights, disagreement and each row's target."""
-    from raykd.losses import accuracy_weights
-    from raykd.train.config import teacher_accuracy
-
     val_acc = teacher_accuracy(logits["val"], data.val.y)
     weights = accuracy_weights(val_acc, num_classes=data.num_classes).tolist()
     targets = {}
@@ -185,8 +189,6 @@ def ensemble_summary(ens: Ensemble, logits: dict[str, np.ndarray], data: Any, *,
 
 
 def _teacher_spec(plan: WkdPlan, ens: Ensemble, out: Path) -> Any:
-    from raykd.core.spec import parse_spec
-
     return parse_spec({
         "name": f"bench-wkd-{plan.dataset}-{ens.name}",
         "data": {"dataset": plan.dataset, "val_fraction": plan.val_fraction,
@@ -202,13 +204,9 @@ def _teacher_spec(plan: WkdPlan, ens: Ensemble, out: Path) -> Any:
 def teacher_pass(plan: WkdPlan, ens: Ensemble, data: Any, refs: dict[str, Any], out: Path,
                  log: Log) -> EnsembleLogits:
     """raykd's teacher stage for one ensemble (trained or cached), its logits and summary."""
-    from raykd.engine import Job, run_teachers
-    from raykd.teachers.cache import LogitCache
-
     job_dir = out / "teachers" / plan.dataset / ens.name
     job = Job(spec=_teacher_spec(plan, ens, out), job_dir=job_dir,
               log=lambda line: log(f"{plan.dataset}/{ens.name}: {line}"))
-    from raykd.losses.topk import dense
 
     got = run_teachers(job, data, LogitCache(out / "cache"), refs).logits
     logits = {split: dense(z) for split, z in got.items()}
@@ -289,8 +287,6 @@ def assemble_dataset(plan: WkdPlan, data: Any, teachers: list[EnsembleLogits],
 
 
 def _ray_launcher(refs: dict[str, Any], teacher_refs: dict[str, Any]) -> Launch:
-    from raykd.bench.quality_runs import _run_task
-
     splits = [refs[k] for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")]
 
     def launch(job: RunJob, params: dict[str, float], key: Any) -> Any:
@@ -301,8 +297,6 @@ def _ray_launcher(refs: dict[str, Any], teacher_refs: dict[str, Any]) -> Launch:
 
 
 def _load(plan: WkdPlan) -> Any:
-    from raykd.data import load_dataset
-
     return load_dataset(plan.dataset, val_fraction=plan.val_fraction,
                         test_fraction=plan.test_fraction, seed=0, train_limit=plan.train_limit)
 
@@ -312,7 +306,6 @@ def run_datasets(plans: tuple[WkdPlan, ...], seeds: int | None, out: Path,
     """Teacher passes of every dataset first, then all student runs at once; their sections."""
     import ray
 
-    from raykd.engine import ensure_ray, put_splits
 
     started_ray = not ray.is_initialized()
     ensure_ray()

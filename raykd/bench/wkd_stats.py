@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from raykd.losses import combine_teachers, prior_weights, wkd_combine
+
 TIE = 1e-12
 """Differences within this of 0 count as ties (accuracies are multiples of 1/N_test)."""
 
@@ -139,7 +141,6 @@ def target_stats(train_logits: np.ndarray, y: np.ndarray, *, method: str, incorr
     """
     import torch
 
-    from raykd.losses import combine_teachers, prior_weights, wkd_combine
 
     z = torch.from_numpy(np.ascontiguousarray(train_logits, dtype=np.float32))
     labels = torch.from_numpy(np.asarray(y, dtype=np.int64))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from raykd.console import quiet_ray_env
 from raykd.core.allowlist import allowlist_env
 from raykd.core.errors import ResourceError
 from raykd.core.spec import JobSpec
@@ -21,8 +22,6 @@ RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "RAY_TRAIN_ENABLE_PRINT_P
 
 def ensure_ray(*, num_cpus: int | None = None) -> None:
     """Join the cluster named by RAY_ADDRESS, or start a local Ray (token auth stays on)."""
-    from raykd.console import quiet_ray_env
-
     quiet_ray_env()  # too late for a Ray imported already: `raykd` sets it at its start
     import ray
 

@@ -13,6 +13,7 @@ from raykd.core.atomic_files import atomic_path
 from raykd.core.jobdir import JobLayout
 from raykd.data import Dataset
 from raykd.engine.context import Job
+from raykd.models import describe_checkpoint
 
 __all__ = ["dataset_row", "describe_students", "write_preprocessing"]
 
@@ -31,8 +32,6 @@ def describe_students(job: Job, data: Dataset) -> None:
     """Class names and preprocessing into every student checkpoint of the result (idempotent);
     for span data the preprocessing record also carries the student's ``null_threshold``
     (chosen on val), which :mod:`raykd.predict_spans` answers with."""
-    from raykd.models import describe_checkpoint
-
     if data.class_names is None and data.prep_record is None:
         return
     record = data.prep_record

@@ -27,6 +27,7 @@ from raykd.data.paths import SERVICE_DIR, forbid
 from raykd.engine.context import Job
 from raykd.engine.data_record import write_preprocessing
 from raykd.engine.model_checks import check_models
+from raykd.models import build_model
 
 __all__ = ["check_same_data", "check_user_models", "column_choice", "column_report", "load_data",
            "load_job_data", "span_report", "span_tokenizer", "text_report"]
@@ -105,8 +106,6 @@ def load_job_data(job: Job) -> Dataset:
 def check_user_models(spec: JobSpec, data: Dataset) -> None:
     """Build every ``name: module`` model without a checkpoint once: importable, callable as
     the contract says, logits ``(batch, C)`` (:mod:`raykd.models.user`); UserModelError else."""
-    from raykd.models import build_model
-
     for t in [*spec.teachers, spec.student]:
         if t.model.name == "module" and t.checkpoint is None:
             build_model(t.model.model_dump(), data.input_shape, data.num_classes)

@@ -8,7 +8,10 @@ from typing import Any
 from raykd.core.spec import JobSpec, SpecError
 from raykd.data import Dataset
 from raykd.data.paths import checked_checkpoint
+from raykd.data.span_data import tokenizer_sha256
 from raykd.models import CheckpointError, load_checkpoint
+from raykd.models.hf import POSITION_OFFSET
+from raykd.models.hf_files import CONFIG, _open, resolve_folder
 
 __all__ = ["check_models", "check_span_models", "check_text_models", "position_limit"]
 
@@ -62,8 +65,6 @@ def check_text_models(spec: JobSpec, data: Dataset, named: list[tuple[str, Any]]
 def check_span_models(spec: JobSpec, data: Dataset, named: list[tuple[str, Any]]) -> None:
     """Span windows are made by one tokenizer (the student's): every model must read the same
     tokenizer files; span logits are cached dense-unpadded, never top-k."""
-    from raykd.data.span_data import tokenizer_sha256
-
     assert data.spans is not None
     if spec.cache.topk is not None:
         raise SpecError(f"cache.topk applies to classification; span data {spec.data.dataset!r} "
@@ -89,8 +90,6 @@ def position_limit(model: dict[str, Any]) -> int | None:
     config.json, less the positions RoBERTa-like models reserve; None when unknown."""
     import json as _json
 
-    from raykd.models.hf import POSITION_OFFSET
-    from raykd.models.hf_files import CONFIG, _open, resolve_folder
 
     config = model.get("config")
     if model.get("path") is not None:

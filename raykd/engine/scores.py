@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 
 from raykd.data import Dataset
+from raykd.data.span_data import span_row, window_accuracy
+from raykd.metrics.classification import macro_f1
 from raykd.train.steps import accuracy
 
 __all__ = ["ensemble_accuracy", "model_scores", "span_event_fields", "span_said", "text_f1"]
@@ -16,8 +18,6 @@ __all__ = ["ensemble_accuracy", "model_scores", "span_event_fields", "span_said"
 
 def text_f1(data: Dataset) -> Callable[[np.ndarray], float | None]:
     """Macro-F1 of (N_test, C) logits on the test split for a text dataset; None otherwise."""
-    from raykd.metrics.classification import macro_f1
-
     if getattr(data, "text", None) is None:
         return lambda logits: None
     return lambda logits: macro_f1(logits.argmax(-1), data.test.y, data.num_classes)
@@ -38,7 +38,6 @@ def model_scores(data: Dataset, val: np.ndarray, test: np.ndarray) -> dict[str, 
         return {"val_accuracy": accuracy(val, data.val.y),
                 "test_accuracy": accuracy(test, data.test.y),
                 "test_macro_f1": text_f1(data)(test)}
-    from raykd.data.span_data import span_row, window_accuracy
 
     return {"val_accuracy": window_accuracy(val, data.val.x, data.val.y),
             "test_accuracy": window_accuracy(test, data.test.x, data.test.y),

@@ -14,7 +14,11 @@ from raykd.core.spec import SpecError
 from raykd.data import Dataset
 from raykd.data.paths import checked_checkpoint
 from raykd.engine.context import Job
-from raykd.models import CheckpointError
+from raykd.models import CheckpointError, build_model, save_checkpoint
+from raykd.models.checkpoint import CheckpointDamaged, checkpoint_info
+from raykd.models.user import model_identity
+from raykd.teachers import TeacherConfig
+from raykd.teachers.teacher import read_fit_record
 
 __all__ = ["check_head_labels", "earlier_fit", "given_as_is", "intact", "own_checkpoint",
            "teacher_cache_path", "teacher_configs"]
@@ -23,8 +27,6 @@ __all__ = ["check_head_labels", "earlier_fit", "given_as_is", "intact", "own_che
 def teacher_configs(job: Job, data: Dataset, cache: Any) -> list[Any]:
     """Actor configs; a teacher without a checkpoint takes this job's earlier one, or the
     cache's."""
-    from raykd.teachers import TeacherConfig
-
     configs = []
     for i, t in enumerate(job.spec.teachers):
         checkpoint = checked_checkpoint(t.checkpoint)  # the spec's file, checked once opened
@@ -48,8 +50,6 @@ def teacher_configs(job: Job, data: Dataset, cache: Any) -> list[Any]:
 def teacher_cache_path(cache: Any, job: Job, index: int, fingerprint: str) -> Path | None:
     """Where a raykd-trained teacher is kept for reuse: keyed by everything that made it
     (a user module's source included)."""
-    from raykd.models.user import model_identity
-
     if cache.directory is None:
         return None
     t = job.spec.teachers[index]
@@ -70,8 +70,6 @@ def given_as_is(job: Job, index: int, data: Dataset) -> str:
     names checked against the data's classes, saved as this job's checkpoint of it
     (``teachers/teacher-<i>-given.safetensors``), which the teacher stage then loads like
     any given checkpoint: no training."""
-    from raykd.models import build_model, save_checkpoint
-
     t = job.spec.teachers[index]
     model = build_model(t.model.model_dump(), data.input_shape, data.num_classes)
     where = f"teachers[{index}] ({t.model.path})"
@@ -117,8 +115,6 @@ def intact(job: Job, index: int, path: Path) -> bool:
 
     A damaged one is reported, deleted and not used: the teacher trains again.
     """
-    from raykd.models.checkpoint import CheckpointDamaged, checkpoint_info
-
     try:
         checkpoint_info(path)
         return True
@@ -136,8 +132,6 @@ def earlier_fit(job: Job, index: int, checkpoint: str | None) -> dict[str, Any] 
     loads that teacher's own checkpoint: its result (``seconds``, ``final_loss``), as the
     checkpoint's metadata keeps it (:meth:`raykd.teachers.Teacher.fit`); None otherwise (a
     given checkpoint, or one another job trained and published to the cache)."""
-    from raykd.teachers.teacher import read_fit_record
-
     if checkpoint is None or Path(checkpoint) != own_checkpoint(job, index):
         return None
     record = read_fit_record(checkpoint)

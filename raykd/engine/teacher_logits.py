@@ -14,8 +14,11 @@ from raykd.core.jobdir import StorageLayout
 from raykd.core.spec import JobSpec
 from raykd.data import DataError, Dataset
 from raykd.engine.context import Job
-from raykd.losses.topk import TopK
-from raykd.models import load_checkpoint
+from raykd.losses.topk import TopK, stack
+from raykd.models import load_checkpoint, weights_hash
+from raykd.models.user import model_identity
+from raykd.teachers.cache import SPAN_DTYPE, LogitCache, cache_key, dense_spans
+from raykd.teachers.pool import stored_bytes
 
 __all__ = ["Logits", "cache_dir", "cached_logits", "checked", "entry_size", "logit_cache",
            "report_rejected", "split_logits"]
@@ -30,8 +33,6 @@ def cache_dir(spec: JobSpec) -> str:
 
 def logit_cache(job: Job) -> Any:
     """The logit cache: shared by jobs, or (``cache.enabled: false``) this job's own."""
-    from raykd.teachers.cache import LogitCache
-
     spec = job.spec
     if not spec.cache.enabled:  # no sharing; a resumed attempt of this job still reuses them
         return LogitCache(ensure_dir(job.layout.logits, "the job directory"))
@@ -96,12 +97,6 @@ def cached_logits(job: Job, data: Dataset, cache: Any,
     weights hash of each checkpoint loaded here (its shape and classes checked as an
     actor would). None on any miss: the actors then start and fill the gaps.
     """
-    from raykd.losses.topk import stack
-    from raykd.models import weights_hash
-    from raykd.models.user import model_identity
-    from raykd.teachers.cache import SPAN_DTYPE, cache_key, dense_spans
-    from raykd.teachers.pool import stored_bytes
-
     spec = job.spec
     dtype = SPAN_DTYPE if data.spans is not None else spec.cache.dtype
     if cache.directory is None or any(c.checkpoint is None for c in configs):

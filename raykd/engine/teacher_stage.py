@@ -21,6 +21,8 @@ from raykd.engine.teacher_checkpoints import (
 )
 from raykd.engine.teacher_logits import Logits, cached_logits, report_rejected, split_logits
 from raykd.losses.topk import dense
+from raykd.teachers import TeacherPool
+from raykd.teachers.ensemble import OnlineEnsemble
 from raykd.train.online import InProcessTeachers
 
 __all__ = ["TeacherSet", "online_ensemble", "run_teachers", "start_pool"]
@@ -50,8 +52,6 @@ class TeacherSet:
 
 def start_pool(configs: list[Any], data: Dataset, job: Job) -> Any:
     """The teacher actors for ``configs`` (a placement group of GPUs when there are GPUs)."""
-    from raykd.teachers import TeacherPool
-
     return TeacherPool(configs, input_shape=data.input_shape, num_classes=data.num_classes,
                        use_gpu=resolve_gpu(job.spec.scaling.use_gpu),
                        gpu_fraction=job.spec.scaling.teacher_gpu_fraction)
@@ -133,8 +133,6 @@ def online_ensemble(job: Job, data: Dataset, configs: list[Any]) -> Any:
     """The CPU server of online logits: the teachers in the student workers' processes
     (:func:`~raykd.engine.cluster.online_in_process`, ``raykd.train.online``), or every
     teacher in one actor (``raykd.teachers.ensemble``)."""
-    from raykd.teachers.ensemble import OnlineEnsemble
-
     if job.in_process_teachers:
         return InProcessTeachers([{"model": c.model, "checkpoint": c.checkpoint} for c in configs])
     with job.stage("teacher_start"):

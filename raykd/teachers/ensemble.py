@@ -23,6 +23,9 @@ from typing import Any
 import numpy as np
 import ray
 
+from raykd.teachers.teacher import Teacher
+from raykd.train.steps import node_cpus
+
 PASSIVE_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 """OpenMP threads that sleep when idle: two processes share the cores without spinning."""
 
@@ -46,9 +49,6 @@ class EnsembleServer:
 
     def __init__(self, configs: list[dict[str, Any]], input_shape: tuple[int, ...],
                  num_classes: int, student_threads: int, replicas: int = 1) -> None:
-        from raykd.teachers.teacher import Teacher
-        from raykd.train.steps import node_cpus
-
         self.threads = ensemble_threads(node_cpus() or 1, student_threads, replicas)
         self.teachers = [Teacher(i, c["model"], input_shape, num_classes,
                                  checkpoint=c["checkpoint"], threads=self.threads)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from raykd.losses.kd import supervised_unchecked
 from raykd.models import (
     CheckpointError,
     build_model,
@@ -220,8 +221,6 @@ def train_loss(out: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor) -> torch.T
     labels (B, 2)) the mean over both heads of the cross-entropy over the valid positions
     (``xb[:, 3]``: context tokens and the no-answer position)."""
     if yb.ndim == 2 and xb.dtype == torch.int64:
-        from raykd.losses.kd import supervised_unchecked
-
         return supervised_unchecked(out, yb, mask=xb[:, 3].bool()[:, None, :])
     return F.cross_entropy(out, yb)
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from raykd.core.spec import JobSpec, MethodSpec, TrainSpec
 from raykd.data.paths import checked_checkpoint
+from raykd.losses.topk import dense
 
 if TYPE_CHECKING:
     from raykd.data import Dataset
@@ -106,7 +107,5 @@ class StudentConfig:
 def teacher_accuracy(val_logits: Any, y_val: Any) -> tuple[float, ...]:
     """Each teacher's accuracy on the validation split, from its (M, N_val, C) logits
     (dense or top-k: :func:`raykd.losses.topk.dense` keeps the arg-max)."""
-    from raykd.losses.topk import dense
-
     top = dense(val_logits).argmax(-1)
     return tuple(float((top[m] == y_val).mean()) for m in range(len(top)))

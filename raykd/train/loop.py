@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from raykd.data.span_data import squad_scores, window_accuracy
 from raykd.data.splits import DataError
 from raykd.losses import accuracy_weights
 from raykd.losses.topk import TopK, from_topk
@@ -261,7 +262,6 @@ def val_metrics(config: StudentConfig, val_logits: np.ndarray, data: LoopData) -
     and ``val_exact`` (percent; the no-answer threshold chosen on this same split)."""
     if not config.spans:
         return {"val_accuracy": accuracy(val_logits, data.y_val)}
-    from raykd.data.span_data import squad_scores, window_accuracy
 
     scores = squad_scores(val_logits, config.span_val)
     return {"val_accuracy": window_accuracy(val_logits, data.x_val, data.y_val),

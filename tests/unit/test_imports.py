@@ -1,0 +1,205 @@
+"""Where a raykd module may import another raykd module inside a function, and why.
+
+An import belongs at the top of its module. ``ALLOWED`` lists the function-local ones that
+stay, as ``(module, imported module): reason``, the reason one of:
+
+- ``LIGHT`` (a): keeps torch, Ray or FastAPI out of a module that must load without them:
+  the torch-free floor, the service, the client, the CLI's command modules (so that
+  ``raykd --help`` and ``raykd serve`` stay light), ``raykd``'s lazy attributes, the docs
+  generator, and the speed bench's driver (its rows measure their own memory);
+- ``OPTIONAL`` (b): keeps an optional heavy library (transformers, onnx, matplotlib) out of
+  the jobs that do not use it;
+- ``CIRCLE`` (c): holds off an import circle that is still to be broken (test_layers.py's
+  ``KNOWN_CIRCLES`` names it);
+- ``LEFT`` (d): none of these; the module is being changed by another piece of work, and
+  its imports go to the top when that lands.
+
+The test fails on a function-local import that is not listed, and on a listed one that is
+gone (so the list only shrinks). The second half checks that the light entry points load no
+torch and no Ray.
+"""
+
+from __future__ import annotations
+
+import ast
+
+import pytest
+
+from tests.helpers.imports import heavy_imports
+from tests.helpers.paths import PACKAGE
+
+LIGHT = "(a) keeps torch/Ray/FastAPI out of a light module"
+OPTIONAL = "(b) keeps an optional heavy library out of jobs that do not use it"
+CIRCLE = "(c) holds off an import circle (test_layers.KNOWN_CIRCLES)"
+LEFT = "(d) left: file being changed"
+
+ALLOWED: dict[tuple[str, str], str] = {
+    # raykd's lazy attributes: `import raykd.losses` loads neither pydantic's spec nor the engine
+    ("raykd", "raykd.core"): LIGHT,
+    ("raykd", "raykd.engine"): LIGHT,
+    # the CLI's command modules: `raykd --help` builds every command and runs none; each
+    # command loads what it runs (the console and the spec load pydantic, the client httpx,
+    # the service FastAPI, predict/export/bench/engine/tune torch and Ray)
+    ("raykd.cli", "raykd.console"): LIGHT,
+    ("raykd.cli.artifacts", "raykd.export"): LIGHT,
+    ("raykd.cli.artifacts", "raykd.predict"): LIGHT,
+    ("raykd.cli.artifacts", "raykd.predict_models"): LIGHT,
+    ("raykd.cli.artifacts", "raykd.predict_spans"): LIGHT,
+    ("raykd.cli.bench", "raykd.bench.api"): LIGHT,
+    ("raykd.cli.bench", "raykd.bench.quality"): LIGHT,
+    ("raykd.cli.bench", "raykd.bench.span_quality"): LIGHT,
+    ("raykd.cli.bench", "raykd.bench.speed"): LIGHT,
+    ("raykd.cli.bench", "raykd.bench.sweep"): LIGHT,
+    ("raykd.cli.bench", "raykd.bench.text_speed"): LIGHT,
+    ("raykd.cli.bench", "raykd.bench.wkd"): LIGHT,
+    ("raykd.cli.common", "raykd"): LIGHT,  # from raykd import console
+    ("raykd.cli.common", "raykd.core.errors"): LIGHT,
+    ("raykd.cli.common", "raykd.core.spec"): LIGHT,
+    ("raykd.cli.control", "raykd.client"): LIGHT,
+    ("raykd.cli.control", "raykd.console_text"): LIGHT,
+    ("raykd.cli.control", "raykd.core.errors"): LIGHT,
+    ("raykd.cli.control", "raykd.service.app"): LIGHT,
+    ("raykd.cli.control", "raykd.service.settings"): LIGHT,
+    ("raykd.cli.local", "raykd"): LIGHT,  # from raykd import console
+    ("raykd.cli.local", "raykd.console_text"): LIGHT,
+    ("raykd.cli.local", "raykd.core.spec"): LIGHT,
+    ("raykd.cli.local", "raykd.engine"): LIGHT,
+    ("raykd.cli.local", "raykd.tune"): LIGHT,
+    # the speed bench's driver (bench/speed.py imports PlainRun and the monitor) stays small:
+    # each row runs in a fresh process and measures its own memory
+    ("raykd.bench.monitor", "raykd.engine"): LIGHT,
+    ("raykd.bench.plain", "raykd.core.spec"): LIGHT,
+    ("raykd.bench.plain", "raykd.data"): LIGHT,
+    ("raykd.bench.plain", "raykd.losses"): LIGHT,
+    ("raykd.bench.plain", "raykd.models"): LIGHT,
+    ("raykd.bench.plain", "raykd.train.config"): LIGHT,
+    ("raykd.bench.plain", "raykd.train.loop"): LIGHT,
+    ("raykd.bench.plain", "raykd.train.steps"): LIGHT,
+    # the docs generator reads the CLI, the app and the settings only when it writes a page
+    ("raykd.docs_gen.api_page", "raykd.service.app"): LIGHT,
+    ("raykd.docs_gen.api_page", "raykd.service.settings"): LIGHT,
+    ("raykd.docs_gen.cli_page", "raykd.cli"): LIGHT,
+    ("raykd.docs_gen.model_pages", "raykd.core.spec"): LIGHT,
+    ("raykd.docs_gen.model_pages", "raykd.service.settings"): LIGHT,
+    # the data loaders and the span windows (KNOWN_CIRCLES); span windows read a tokenizer
+    # from models/, a layer up (KNOWN)
+    ("raykd.data", "raykd.data.image_parquet"): CIRCLE,
+    ("raykd.data.span_data", "raykd.data.bbc_speakers"): CIRCLE,
+    ("raykd.data.span_data", "raykd.data.paths"): CIRCLE,
+    ("raykd.data.span_data", "raykd.metrics.squad"): CIRCLE,
+    ("raykd.data.span_data", "raykd.models.hf_build"): CIRCLE,
+    ("raykd.data.span_data", "raykd.models.hf_files"): CIRCLE,
+    ("raykd.data.table_columns", "raykd.data.files"): CIRCLE,
+    # the engine records raykd.__version__ (KNOWN_CIRCLES)
+    ("raykd.engine.run", "raykd"): CIRCLE,
+    # predict and the text/ONNX paths (KNOWN_CIRCLES)
+    ("raykd.export", "raykd.predict_text"): CIRCLE,
+    ("raykd.predict", "raykd.predict_text"): CIRCLE,
+    ("raykd.predict_text", "raykd.export"): CIRCLE,
+    ("raykd.predict_text", "raykd.predict"): CIRCLE,
+    # the model registry and Hugging Face / user models
+    ("raykd.models.registry", "raykd.models.hf_build"): CIRCLE,
+    ("raykd.models.user", "raykd.models.hf"): CIRCLE,
+    ("raykd.models.user", "raykd.models.hf_files"): CIRCLE,
+    # modules other work is changing now
+    ("raykd.bench.speed", "raykd.bench.speed_small"): LEFT,
+    ("raykd.bench.speed", "raykd.data"): LEFT,
+    ("raykd.bench.speed", "raykd.engine"): LEFT,
+    ("raykd.bench.speed", "raykd.teachers.cache"): LEFT,
+    ("raykd.bench.speed_plan", "raykd.core.spec"): LEFT,
+    ("raykd.bench.speed_report", "raykd.bench.speed_small"): LEFT,
+    ("raykd.bench.speed_report", "raykd.console_text"): LEFT,
+    ("raykd.bench.speed_small", "raykd.bench.monitor"): LEFT,
+    ("raykd.bench.speed_small", "raykd.console_text"): LEFT,
+    ("raykd.bench.speed_small", "raykd.core.spec"): LEFT,
+    ("raykd.bench.speed_small", "raykd.data"): LEFT,
+    ("raykd.bench.speed_small", "raykd.engine"): LEFT,
+    ("raykd.bench.speed_small", "raykd.teachers.cache"): LEFT,
+    ("raykd.bench.speed_small", "raykd.train.steps"): LEFT,
+    ("raykd.engine.students", "raykd.losses"): LEFT,
+    ("raykd.engine.students", "raykd.models.hf"): LEFT,
+    ("raykd.engine.students", "raykd.teachers"): LEFT,
+    ("raykd.engine.students", "raykd.train.actor"): LEFT,
+    ("raykd.engine.students", "raykd.train.runs"): LEFT,
+    ("raykd.engine.students", "raykd.train.trainer"): LEFT,
+    ("raykd.train.actor", "raykd.core.errors"): LEFT,
+    ("raykd.train.actor", "raykd.train.loop"): LEFT,
+    ("raykd.train.runs", "raykd.core.events"): LEFT,
+    ("raykd.train.runs", "raykd.train.loop"): LEFT,
+    ("raykd.tune.final", "raykd.models.hf"): LEFT,
+    ("raykd.tune.final", "raykd.train.loop"): LEFT,
+    ("raykd.tune.trial", "raykd.losses.topk"): LEFT,
+    ("raykd.tune.trial", "raykd.teachers"): LEFT,
+    ("raykd.tune.trial", "raykd.train.trainer"): LEFT,
+}
+
+
+def local_imports(source: str) -> set[str]:
+    """The raykd modules that ``source`` imports inside a function (``from raykd import x``
+    names ``raykd``; ``from raykd.a import b`` names ``raykd.a``)."""
+    found: set[str] = set()
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if in_function and isinstance(child, ast.ImportFrom) and child.level == 0:
+                found.add(child.module or "")
+            elif in_function and isinstance(child, ast.Import):
+                found.update(a.name for a in child.names)
+            visit(child, in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef))
+
+    visit(ast.parse(source), False)
+    return {m for m in found if m == "raykd" or m.startswith("raykd.")}
+
+
+def package_local_imports() -> set[tuple[str, str]]:
+    """(module, imported module) for every function-local raykd import in the package."""
+    pairs: set[tuple[str, str]] = set()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        module = module.removesuffix(".__init__")
+        pairs |= {(module, imported) for imported in local_imports(path.read_text("utf-8"))}
+    return pairs
+
+
+def test_local_imports_finds_imports_in_functions_and_methods_only() -> None:
+    source = ("import raykd.core\nfrom raykd.data import Dataset\nimport json\n"
+              "def f():\n    from raykd.engine import run_job\n    import os\n"
+              "class C:\n    async def m(self):\n        if True:\n            import raykd.tune\n"
+              "    def n(self):\n        def inner():\n            from raykd import console\n")
+    assert local_imports(source) == {"raykd.engine", "raykd.tune", "raykd"}
+
+
+def test_every_function_local_import_has_a_reason() -> None:
+    found = package_local_imports()
+    unlisted = sorted(found - set(ALLOWED))
+    assert unlisted == [], ("move these imports to the top of the module, or list them in "
+                            "ALLOWED with the reason they must stay in a function")
+    gone = sorted(set(ALLOWED) - found)
+    assert gone == [], "these imports are no longer in a function: remove them from ALLOWED"
+
+
+def test_every_reason_is_one_of_the_four() -> None:
+    assert set(ALLOWED.values()) <= {LIGHT, OPTIONAL, CIRCLE, LEFT}
+
+
+# ---- the light entry points load no torch and no Ray ------------------------------------------
+
+HEAVY = ("torch", "ray", "transformers", "onnx", "onnxruntime", "matplotlib")
+
+LIGHT_ENTRY_POINTS = {
+    # `raykd --help`: the whole CLI is built (every command's options), nothing runs
+    "raykd --help": ("import sys\nsys.argv = ['raykd', '--help']\nfrom raykd.cli import main\n"
+                     "try:\n    main()\nexcept SystemExit:\n    pass\n"),
+    # `raykd serve` builds the service's app
+    "raykd serve's app": ("from raykd.service.app import create_app\n"
+                          "from raykd.service.settings import Settings\n"),
+    "raykd.core": "import raykd.core, raykd.core.spec, raykd.core.status, raykd.core.results\n",
+    "raykd.client": "import raykd.client\n",
+    "raykd.docs_gen": "import raykd.docs_gen.api_page, raykd.docs_gen.cli_page\n",
+}
+
+
+@pytest.mark.parametrize("entry", sorted(LIGHT_ENTRY_POINTS))
+def test_a_light_entry_point_loads_no_torch_and_no_ray(entry: str) -> None:
+    loaded = heavy_imports(LIGHT_ENTRY_POINTS[entry], HEAVY)
+    assert loaded == [], f"{entry} loads {loaded[:5]}"
