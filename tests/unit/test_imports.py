@@ -55,6 +55,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("raykd.cli.common", "raykd"): LIGHT,  # from raykd import console
     ("raykd.cli.common", "raykd.core.errors"): LIGHT,
     ("raykd.cli.common", "raykd.core.spec"): LIGHT,
+    ("raykd.cli.common", "raykd.core.spec_io"): LIGHT,  # YAML
     ("raykd.cli.control", "raykd.client"): LIGHT,
     ("raykd.cli.control", "raykd.console_text"): LIGHT,
     ("raykd.cli.control", "raykd.core.errors"): LIGHT,
