@@ -54,6 +54,12 @@ def may_see(user: User, owner: str) -> bool:
     return user.admin or owner == user.name
 
 
+def listed_owner(user: User) -> str | None:
+    """The owner filter of ``user``'s job lists (the API's and the dashboard's): their own
+    jobs, or every job (None) for the admin; the same rule as :func:`may_see`."""
+    return None if user.admin else user.name
+
+
 def visible_job(store: Store, user: User, job_id: str) -> JobRow:
     """The stored job ``job_id`` if ``user`` may see it, else 404 (unknown or another's alike,
     so ids of other users' jobs cannot be probed)."""

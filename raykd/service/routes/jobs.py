@@ -86,7 +86,7 @@ async def list_jobs(user: CurrentUser, request: Request,
     labels = rules.label_filters(label or [])
     state = _state(request)
     try:
-        found = await read(state.store, page, state, owner=None if user.admin else user.name,
+        found = await read(state.store, page, state, owner=rules.listed_owner(user),
                            state=status, name=name, labels=labels, limit=limit, cursor=cursor,
                            ascending=order == "asc")
     except ValueError as err:

@@ -27,7 +27,7 @@ from raykd.service.audit import record
 from raykd.service.auth import auth_limit, client_address, secret_matches, user_for_token
 from raykd.service.deps import State
 from raykd.service.job_views import public, public_many
-from raykd.service.rules import visible_job
+from raykd.service.rules import listed_owner, visible_job
 from raykd.service.schemas import JobPublic
 from raykd.service.state import ServiceState
 from raykd.service.web.sessions import COOKIE, CSRF_HEADER, Session, request_session, sessions_of
@@ -186,9 +186,8 @@ def static(name: str, request: Request) -> Response:
 
 def _rows(state: ServiceState, session: Session, status: str | None,
           limit: int = LIST_LIMIT) -> list[JobPublic]:
-    owner = None if session.user.admin else session.user.name
-    rows, _ = state.store.page(owner=owner, state=status, name=None, labels={}, limit=limit,
-                               cursor=None, ascending=False)
+    rows, _ = state.store.page(owner=listed_owner(session.user), state=status, name=None,
+                               labels={}, limit=limit, cursor=None, ascending=False)
     return public_many(state, rows)  # one query for the labels, one for the queue: not per row
 
 
