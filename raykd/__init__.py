@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from raykd.core.version import __version__
+
 __all__ = ["JobSpec", "load_spec", "parse_spec", "run_job", "__version__"]
 
 

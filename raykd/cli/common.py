@@ -11,6 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
+from raykd.core.errors import user_message
+
 EXIT_USER_ERROR = 2
 EXIT_CANCELLED = 130  # 128 + SIGINT, as a shell reports Ctrl+C
 
@@ -20,7 +22,6 @@ def guarded(fn: Callable[[], Any]) -> Any:
     one ``cancelled`` line and exit code 130. These reach the terminal also when Ray's output
     went to a job's log file, and then name that file too."""
     from raykd import console
-    from raykd.core.errors import user_message
 
     console.forget_ray_log()
     try:

@@ -12,6 +12,8 @@ from typing import Annotated, Any
 import typer
 
 from raykd.cli.common import SetOpt, SpecArg, echo_log, guarded, read_spec
+from raykd.console_text import event_line, result_rows
+from raykd.core.errors import UserError
 
 control_app = typer.Typer()
 
@@ -35,8 +37,6 @@ def make_client(url: str | None, token: str | None) -> Any:
 
 def parse_labels(items: list[str] | None) -> dict[str, str]:
     """``["k=v", ...]`` as a mapping; UserError naming a malformed item."""
-    from raykd.core.errors import UserError
-
     labels = {}
     for item in items or []:
         key, sep, value = item.partition("=")
@@ -64,8 +64,6 @@ def job_line(job: Any) -> str:
 
 def watch_job(client: Any, job_id: str) -> int:
     """Print the job's events as they come; 0 when it succeeded, 1 when it failed or stopped."""
-    from raykd.console_text import event_line
-
     for event in client.events(job_id):
         line = event_line(event)
         if line:
@@ -88,7 +86,6 @@ def serve(host: Annotated[str | None, typer.Option(help="Bind address (default R
     def go() -> None:
         from pydantic import ValidationError
 
-        from raykd.core.errors import UserError
         from raykd.service.app import run_server
         from raykd.service.settings import Settings
 
@@ -210,8 +207,6 @@ def status_lines(job: Any) -> list[str]:
 
 def result_lines(result: dict[str, Any]) -> list[str]:
     """The result's rows (model, val acc, test acc, seconds), or its JSON when not a run's."""
-    from raykd.console_text import result_rows
-
     try:
         rows = result_rows(result)
     except (KeyError, TypeError, ValueError):

@@ -10,15 +10,14 @@ from typing import Any
 from pydantic import SecretStr
 
 from raykd.docs_gen.words import HEADER, prose
+from raykd.service.app import create_app
+from raykd.service.settings import Settings
 
 __all__ = ["api_reference"]
 
 
 def api_reference() -> str:
     """docs/reference/api.md: every route of the control plane, from its OpenAPI document."""
-    from raykd.service.app import create_app
-    from raykd.service.settings import Settings
-
     with tempfile.TemporaryDirectory() as storage:  # the defaults, not this shell's RAYKD_*
         settings = Settings.model_construct(token=SecretStr("d" * 32), storage=Path(storage))
         schema = create_app(settings).openapi()

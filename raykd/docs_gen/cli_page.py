@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from raykd.cli import app
 from raykd.docs_gen.words import HEADER, prose, type_name, value_words
 
 __all__ = ["cli_reference"]
@@ -14,7 +15,6 @@ def cli_reference() -> str:
     """docs/reference/cli.md: every ``raykd`` command with its arguments and options."""
     import typer.main
 
-    from raykd.cli import app
 
     lines = [HEADER.format(source="raykd/cli (typer)"), "# Command line\n\n",
              "Every command of `raykd` (`raykd COMMAND --help` prints the same). Bad input ends "

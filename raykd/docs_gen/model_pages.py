@@ -9,7 +9,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from raykd.core.spec import JobSpec
 from raykd.docs_gen.words import HEADER, TABLE_HEAD, field_rows, prose
+from raykd.service.settings import Settings
 
 __all__ = ["settings_reference", "spec_reference"]
 
@@ -51,8 +53,6 @@ SPEC_INTRO = (
 
 def spec_reference() -> str:
     """docs/reference/spec.md: every section and field of a job spec."""
-    from raykd.core.spec import JobSpec
-
     models = _models(JobSpec)
     lines = [HEADER.format(source="raykd/core/spec/ (pydantic)"), "# Spec reference\n\n",
              SPEC_INTRO]
@@ -77,8 +77,6 @@ def _link_to_section(model: type[BaseModel]) -> str:
 
 def settings_reference() -> str:
     """docs/reference/settings.md: every ``RAYKD_*`` setting of ``raykd serve``."""
-    from raykd.service.settings import Settings
-
     prefix = Settings.model_config.get("env_prefix", "")
     return "".join([
         HEADER.format(source="raykd/service/settings.py (pydantic-settings)"),

@@ -27,6 +27,7 @@ from typing import Any
 from raykd.core.jobdir import spec_hash
 from raykd.core.results import JobResult
 from raykd.core.spec import JobSpec
+from raykd.core.version import __version__
 from raykd.data import Dataset
 from raykd.engine.context import Job, open_job
 from raykd.engine.data_record import dataset_row, describe_students
@@ -46,8 +47,6 @@ def versions() -> dict[str, str]:
     """raykd, Python, torch and Ray versions, for the result."""
     import ray
     import torch
-
-    from raykd import __version__
 
     return {"raykd": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "ray": ray.__version__}

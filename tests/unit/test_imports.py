@@ -5,8 +5,8 @@ stay, as ``(module, imported module): reason``, the reason one of:
 
 - ``LIGHT`` (a): keeps torch, Ray or FastAPI out of a module that must load without them:
   the torch-free floor, the service, the client, the CLI's command modules (so that
-  ``raykd --help`` and ``raykd serve`` stay light), ``raykd``'s lazy attributes, the docs
-  generator, and the speed bench's driver (its rows measure their own memory);
+  ``raykd --help`` and ``raykd serve`` stay light), ``raykd``'s lazy attributes, and the
+  speed bench's driver (its rows measure their own memory);
 - ``OPTIONAL`` (b): keeps an optional heavy library (transformers, onnx, matplotlib) out of
   the jobs that do not use it;
 - ``CIRCLE`` (c): holds off an import circle that is still to be broken (test_layers.py's
@@ -53,16 +53,12 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("raykd.cli.bench", "raykd.bench.text_speed"): LIGHT,
     ("raykd.cli.bench", "raykd.bench.wkd"): LIGHT,
     ("raykd.cli.common", "raykd"): LIGHT,  # from raykd import console
-    ("raykd.cli.common", "raykd.core.errors"): LIGHT,
     ("raykd.cli.common", "raykd.core.spec"): LIGHT,
     ("raykd.cli.common", "raykd.core.spec_io"): LIGHT,  # YAML
     ("raykd.cli.control", "raykd.client"): LIGHT,
-    ("raykd.cli.control", "raykd.console_text"): LIGHT,
-    ("raykd.cli.control", "raykd.core.errors"): LIGHT,
     ("raykd.cli.control", "raykd.service.app"): LIGHT,
     ("raykd.cli.control", "raykd.service.settings"): LIGHT,
     ("raykd.cli.local", "raykd"): LIGHT,  # from raykd import console
-    ("raykd.cli.local", "raykd.console_text"): LIGHT,
     ("raykd.cli.local", "raykd.core.spec"): LIGHT,
     ("raykd.cli.local", "raykd.engine"): LIGHT,
     ("raykd.cli.local", "raykd.tune"): LIGHT,
@@ -76,12 +72,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("raykd.bench.plain", "raykd.train.config"): LIGHT,
     ("raykd.bench.plain", "raykd.train.loop"): LIGHT,
     ("raykd.bench.plain", "raykd.train.steps"): LIGHT,
-    # the docs generator reads the CLI, the app and the settings only when it writes a page
-    ("raykd.docs_gen.api_page", "raykd.service.app"): LIGHT,
-    ("raykd.docs_gen.api_page", "raykd.service.settings"): LIGHT,
-    ("raykd.docs_gen.cli_page", "raykd.cli"): LIGHT,
-    ("raykd.docs_gen.model_pages", "raykd.core.spec"): LIGHT,
-    ("raykd.docs_gen.model_pages", "raykd.service.settings"): LIGHT,
     # the data loaders and the span windows (KNOWN_CIRCLES); span windows read a tokenizer
     # from models/, a layer up (KNOWN)
     ("raykd.data", "raykd.data.image_parquet"): CIRCLE,
@@ -91,8 +81,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("raykd.data.span_data", "raykd.models.hf_build"): CIRCLE,
     ("raykd.data.span_data", "raykd.models.hf_files"): CIRCLE,
     ("raykd.data.table_columns", "raykd.data.files"): CIRCLE,
-    # the engine records raykd.__version__ (KNOWN_CIRCLES)
-    ("raykd.engine.run", "raykd"): CIRCLE,
     # predict and the text/ONNX paths (KNOWN_CIRCLES)
     ("raykd.export", "raykd.predict_text"): CIRCLE,
     ("raykd.predict", "raykd.predict_text"): CIRCLE,

@@ -46,8 +46,6 @@ KNOWN = {
     # predict and the text/ONNX paths call each other (one layer, a circle)
     ("raykd.predict", "raykd.predict_text"), ("raykd.predict_text", "raykd.predict"),
     ("raykd.predict_text", "raykd.export"), ("raykd.export", "raykd.predict_text"),
-    # the engine records raykd.__version__ in result.json
-    ("raykd.engine", "raykd"),
 }
 
 
@@ -109,8 +107,6 @@ KNOWN_CIRCLES = [
      "raykd.data.text", "raykd.data.windows", "raykd.metrics.squad"},
     # predict and the text/ONNX paths (see KNOWN)
     {"raykd.export", "raykd.predict", "raykd.predict_text"},
-    # the engine records raykd.__version__; raykd.run_job is the engine's (see KNOWN)
-    {"raykd", "raykd.engine", "raykd.engine.run"},
 ]
 """Groups of modules that import one another today (at the top or inside a function), each
 to be broken up. A new circle, or a known one that takes in another module, fails."""
