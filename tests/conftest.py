@@ -1,4 +1,5 @@
-"""Shared fixtures: a real local Ray per module and new databases for services (helpers: tests/helpers)."""
+"""Shared fixtures: a real local Ray shared by the modules that ask for it, and new databases
+for services (what test modules share besides fixtures: tests/helpers)."""
 
 from __future__ import annotations
 
@@ -37,25 +38,63 @@ def _one_auth_mode_for_this_process() -> None:
 _one_auth_mode_for_this_process()
 
 
+_SHARED_RAY: dict[str, Any] = {}  # the shared local Ray: its GCS address and workers' settings
+
+
+def _worker_settings() -> dict[str, str]:
+    """What a local Ray's workers get from this process at ``ray.init`` (its import path and
+    model allowlist: Ray fixes a runtime environment when it starts)."""
+    from raykd.core.allowlist import allowlist_env
+    from raykd.engine.cluster import worker_import_path
+
+    return {**worker_import_path(), **allowlist_env()}
+
+
+def _is_shared_ray(settings: dict[str, str]) -> bool:
+    import ray
+
+    return (ray.is_initialized() and _SHARED_RAY.get("settings") == settings
+            and _SHARED_RAY.get("gcs") == ray.get_runtime_context().gcs_address)
+
+
+@pytest.fixture(scope="session")
+def _ray_session() -> Iterator[None]:
+    """Shuts the shared local Ray down when the session ends."""
+    yield
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
 @pytest.fixture(scope="module")
-def ray_local() -> Iterator[None]:
-    """A real local Ray cluster (2 CPUs, dashboard on loopback: Ray Train queries it)."""
+def ray_local(_ray_session: None) -> Iterator[None]:
+    """A real local Ray cluster (2 CPUs, dashboard on loopback: Ray Train queries it).
+
+    One for the whole session, shared by the modules that ask for it (a start costs seconds
+    to tens of seconds). It is started again only where it is not the one this fixture started
+    (a module shut it down for a cluster of its own shape) or where a module's workers need
+    other settings (a user model's import path or allowlist, fixed when Ray starts).
+    """
     import ray
 
     from raykd.engine.cluster import ensure_ray
 
-    if ray.is_initialized():
-        ray.shutdown()
-    ensure_ray(num_cpus=2)
+    settings = _worker_settings()
+    if not _is_shared_ray(settings):
+        if ray.is_initialized():
+            ray.shutdown()
+        ensure_ray(num_cpus=2)
+        _SHARED_RAY.update(settings=settings, gcs=ray.get_runtime_context().gcs_address)
     yield
-    ray.shutdown()
 
 
 POSTGRES_ENV = "RAYKD_TEST_POSTGRES_URL"
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def databases(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def databases(request: pytest.FixtureRequest,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """Makes new, empty databases for services: SQLite files, then (second param) PostgreSQL ones.
 
     ``databases()`` is the URL of a database no one else uses (one per service: two
@@ -69,7 +108,8 @@ def databases(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
         return
     base = os.environ.get(POSTGRES_ENV)
     if not base:
-        pytest.skip(f"{POSTGRES_ENV} is unset: no PostgreSQL server to run this on (.ci/run starts one)")
+        pytest.skip(f"{POSTGRES_ENV} is unset: no PostgreSQL server to run this on "
+                    "(.ci/run starts one)")
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 

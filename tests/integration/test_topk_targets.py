@@ -73,13 +73,10 @@ TOPK = 3
 
 
 @pytest.fixture(scope="module")
-def topk_prepared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Job, Prepared]]:
+def topk_prepared(
+    ray_local: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Job, Prepared]]:
     """A real job prefix (2 small teachers trained on digits) of a spec with ``cache.topk: 3``."""
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     root = tmp_path_factory.mktemp("topk")
     spec = resolve_spec_paths(
         parse_spec(
@@ -94,10 +91,10 @@ def topk_prepared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Jo
         )
     )
     job = Job(spec=spec, job_dir=root / "job", log=lambda _: None)
-    try:
-        yield job, prepare(job)
-    finally:
-        ray.shutdown()
+    prepared = prepare(job)
+    yield job, prepared
+    if prepared.teachers.pool is not None:  # the shared Ray's CPUs go back to the next module
+        prepared.teachers.pool.shutdown()
 
 
 def assert_topk(logits: object, *, teachers: int, rows: int) -> TopK:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,19 +75,12 @@ def test_bad_seeds_is_a_user_error(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, Any]]]:
-    import ray
-
+def quick(ray_local: None, tmp_path_factory: pytest.TempPathFactory
+          ) -> tuple[Path, dict[str, Any]]:
     from raykd.bench.quality import run_quality_bench
-    from raykd.engine.cluster import ensure_ray
 
-    if ray.is_initialized():
-        ray.shutdown()
-    ensure_ray(num_cpus=2)
     out = tmp_path_factory.mktemp("bench-quality")
-    result = run_quality_bench(out=out, quick=True, log=lambda line: None)
-    yield out, result
-    ray.shutdown()
+    return out, run_quality_bench(out=out, quick=True, log=lambda line: None)
 
 
 def _scenarios(result: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
