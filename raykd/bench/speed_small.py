@@ -5,21 +5,25 @@ A 3,000-row tabular job (the built-in diamonds table, the first 3,000 training r
 (23 steps each), methods none, kd and wkd (three students). Its teachers are trained and
 their logits cached once, before the clock, so a job's student stage is all that differs.
 
-Per round, interleaved like the rows: the job with each student runner (``actor``: the
-job's one student actor; ``train``: a Ray Train fit per student) and the plain PyTorch
-loop of one KD student on the same rows and epochs (row (p)'s loop: cached logits by
-index, no validation). The ratio reported is
+Per round, interleaved like the rows: the job with each student runner (``driver``: in
+the job's driver process, what ``auto`` picks on the local Ray the bench starts; ``actor``:
+the job's one student actor, what ``auto`` picks on a cluster joined by address; ``train``:
+a Ray Train fit per student) and the plain PyTorch loop of one KD student on the same rows
+and epochs (row (p)'s loop: cached logits by index, no validation). The ratio reported is
 
     (student stage seconds / students) / plain training seconds
 
-the target being <= 2 (:data:`TARGET`). The student stage counts what a user waits for:
-the student's start, every epoch with its validation and state save, and the evaluation
-of its best weights.
+the target being <= 2 (:data:`TARGET`), judged on the runner ``auto`` picks here
+(:data:`JUDGED`: driver when timed, else actor). The student stage counts what a user
+waits for: the student's start, every epoch with its validation and state save, and the
+evaluation of its best weights.
 
 Where a job's fixed costs go (:data:`COSTS`, seconds per job, medians over the rounds):
 Ray's start (when no Ray runs, as for a ``raykd run`` on a machine of its own; outside the
 job's student stage: the bench starts Ray before the job, timed here), the wait for the
-student actor's process (a fresh Python importing torch), each epoch's validation and
+student actor's process (a fresh Python importing torch) or for the driver's warm-up
+(torch's lazy imports, in a thread from the job's start; this long-lived bench process did
+them in its first job), each epoch's validation and
 state save (in the actor), the best weights' evaluation on val and test (in the driver),
 the training steps themselves, and the rest of the student stage (per-epoch reports and
 events, each fit's set-up). ``python -m raykd.bench.speed_small --out DIR`` runs this
@@ -42,12 +46,16 @@ EPOCHS = 30
 BATCH = 128
 TEACHER = {"name": "mlp", "hidden": [64]}
 STUDENT = {"name": "mlp", "hidden": [64, 64]}
-RUNNERS = ("actor", "train")
+RUNNERS = ("driver", "actor", "train")
+JUDGED = ("driver", "actor")
+"""The runners the target is judged on, the first timed: what ``auto`` picks on the bench's
+local Ray (driver), else on a cluster joined by address (actor)."""
 TARGET = 2.0
 """Most seconds of student stage per student, in units of the plain loop's training time."""
 COSTS = {
     "ray_start": "Ray start (no Ray running; before the job, outside the student stage)",
-    "student_actor_start": "waiting for the student actor's process (imports torch)",
+    "student_actor_start": "waiting for the student actor's process (imports torch; actor runner)",
+    "student_warm_up": "waiting for the driver's torch warm-up (driver runner; begun with the job)",
     "student_validation": "validation after each epoch (and each fit's set-up)",
     "student_state_save": "state save after each epoch",
     "student_scoring": "best weights on val and test (driver)",
@@ -175,16 +183,20 @@ def small_lines(section: dict[str, Any]) -> list[str]:
         rows.append([f"raykd student stage per student, runner {key}", f"{per['median']:.2f}",
                      f"{per['min']:.2f}-{per['max']:.2f}", f"{r['ratio']:.2f}",
                      f"{job['median']:.1f}"])
-    actor = section["runners"].get("actor", {})
-    met = actor.get("ratio", float("inf")) <= section["target"]
+    judged = next((k for k in JUDGED if k in section["runners"]), "actor")
+    ratio = section["runners"].get(judged, {}).get("ratio", float("nan"))
+    default = {"driver": "the default for one worker on a local Ray",
+               "actor": "the default for one worker on a joined cluster"}.get(judged, "")
+    met = ratio <= section["target"]
     return ["", f"## Small job: {section['rows_limit']:,} tabular rows, {section['epochs']} epochs",
-            "", f"diamonds (first {section['rows_limit']:,} training rows), 3 MLP {TEACHER['hidden']} "
-            f"teachers (cached), MLP {STUDENT['hidden']} students none/kd/wkd, batch "
-            f"{section['batch_size']}; {plain['n']} interleaved rounds, medians.", "",
+            "", f"diamonds (first {section['rows_limit']:,} training rows), 3 MLP "
+            f"{TEACHER['hidden']} teachers (cached), MLP {STUDENT['hidden']} students "
+            f"none/kd/wkd, batch {section['batch_size']}; {plain['n']} interleaved rounds, "
+            "medians.", "",
             markdown_table(["what", "seconds", "min-max", "vs plain", "job wall s"], rows), "",
-            f"- student stage per student / plain training time (runner actor, the default for "
-            f"one worker) = {actor.get('ratio', float('nan')):.2f} (target <= "
-            f"{section['target']:g}): {'met' if met else '**missed**'}", *cost_lines(section)]
+            f"- student stage per student / plain training time (runner {judged}, {default}) = "
+            f"{ratio:.2f} (target <= {section['target']:g}): {'met' if met else '**missed**'}",
+            *cost_lines(section)]
 
 
 def cost_lines(section: dict[str, Any]) -> list[str]:

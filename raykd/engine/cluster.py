@@ -4,7 +4,7 @@ the object store once, and tell whether the cluster has GPUs."""
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Literal
 
 from raykd.console import quiet_ray_env
 from raykd.core.allowlist import allowlist_env
@@ -12,8 +12,12 @@ from raykd.core.errors import ResourceError
 from raykd.core.spec import JobSpec
 from raykd.data import Dataset
 
-__all__ = ["RAY_ENV", "ensure_ray", "online_in_process", "put_splits", "resolve_gpu",
+__all__ = ["RAY_ENV", "Runner", "ensure_ray", "may_train_on_driver", "online_in_process",
+           "put_splits", "ray_started_here", "resolve_gpu", "runner_for", "student_runner",
            "worker_import_path"]
+
+Runner = Literal["driver", "actor", "train"]
+"""Where a job's students train (:func:`student_runner`)."""
 
 # Ray Train polls its workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s by default):
 # each epoch report would wait for it.
@@ -93,3 +97,76 @@ def online_in_process(spec: JobSpec) -> bool:
             "threads, but the students use the cluster's GPUs (scaling.use_gpu: auto); set "
             "use_gpu: false, or online_teachers 'actors' or 'auto'")
     return not gpus and (sc.online_teachers == "in_process" or sc.num_workers == 1)
+
+
+def ray_started_here() -> bool:
+    """Whether the Ray this process is connected to is a local one it started itself (its
+    ``ray.init()`` without an address made the head), of one node.
+
+    False for a cluster joined by address (``RAY_ADDRESS``, a ``ray job submit`` driver, Ray
+    Client) and for a head that other nodes joined: there the driver's CPUs are not the ones
+    Ray would give a student actor.
+    """
+    import ray
+    from ray._private import worker  # the node this process started or joined (Ray's own record)
+
+    node = getattr(worker, "_global_node", None)
+    try:
+        head = node is not None and bool(node.is_head())
+    except Exception:  # noqa: BLE001 - another Ray's internals: then assume joined
+        return False
+    return head and sum(1 for n in ray.nodes() if n.get("Alive")) == 1
+
+
+def student_runner(spec: JobSpec) -> Runner:
+    """Where the job's students train (``scaling.student_runner``), decided once Ray is up.
+
+    ``train`` and ``actor`` as asked; ``driver`` as asked, on CPUs; ``auto``: ``train``
+    for DDP (``num_workers > 1``), ``driver`` where the driver's process can stand for the
+    student actor at no loss, else ``actor``. The driver stands for it when Ray is a local
+    one this process started (:func:`ray_started_here`: the actor would run on this node's
+    CPUs, with nothing else of Ray's scheduled beside it), without GPUs, without
+    augmentation (online teachers' threads and the student's share the actor's passive
+    OpenMP set-up; their steps, not a start, dominate such jobs), and without a spec
+    fault that kills the student's process (which would kill the job, where Ray restarts
+    an actor within ``max_failures``).
+
+    Raises:
+        ResourceError: ``driver`` asked while ``use_gpu: auto`` found GPUs.
+    """
+    sc = spec.scaling
+    gpus = sc.num_workers == 1 and resolve_gpu(sc.use_gpu)
+    if sc.student_runner == "driver" and gpus:
+        raise ResourceError(
+            "scaling.student_runner='driver' trains on the driver's CPU threads, but the "
+            "students use the cluster's GPUs (scaling.use_gpu: auto); set use_gpu: false, "
+            "or student_runner 'actor' or 'auto'")
+    return runner_for(spec, gpus=gpus, local=sc.student_runner == "auto" and ray_started_here())
+
+
+def runner_for(spec: JobSpec, *, gpus: bool, local: bool) -> Runner:
+    """:func:`student_runner`'s rule, given whether the students get GPUs and whether Ray is
+    a local one this process started."""
+    sc = spec.scaling
+    if sc.student_runner != "auto":
+        return sc.student_runner
+    if sc.num_workers > 1:
+        return "train"
+    f = spec.faults
+    kills = f is not None and (f.kill_student_at_step is not None
+                               or f.kill_student_after_epoch is not None)
+    return "driver" if local and not gpus and not spec.data.augment and not kills else "actor"
+
+
+def may_train_on_driver(spec: JobSpec) -> bool:
+    """Whether :func:`student_runner` will likely say ``driver``, told before Ray is up
+    (from the spec, ``RAY_ADDRESS`` and a Ray this process runs already): a driver that
+    will train may warm torch up while Ray starts. GPUs found by ``use_gpu: auto`` are
+    only known later (then the warm-up was for nothing)."""
+    import ray
+
+    if os.environ.get("RAY_ADDRESS") and not ray.is_initialized():
+        local = False  # ensure_ray will join that cluster
+    else:
+        local = not ray.is_initialized() or ray_started_here()
+    return runner_for(spec, gpus=spec.scaling.use_gpu is True, local=local) == "driver"

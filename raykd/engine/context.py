@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from raykd.core.driver_lock import DriverLock
 from raykd.core.errors import JobDirError, SpecError
@@ -85,7 +85,8 @@ class Job:
     earlier: list[Any] = field(default_factory=list)
     timer: Timer = field(default_factory=Timer)
     result: dict[str, Any] = field(default_factory=dict)
-    worker: Any = None  # the job's student actor (scaling.runner == "actor"), started once
+    worker: Any = None  # the job's student actor (student_runner "actor"), started once
+    student_runner: Literal["driver", "actor", "train"] | None = None  # decided once Ray is up
     in_process_teachers: bool = False  # online teachers in the student workers' processes
     lock: DriverLock | None = None  # held from open_job until close()
 

@@ -29,6 +29,7 @@ from raykd.core.results import JobResult
 from raykd.core.spec import JobSpec
 from raykd.core.version import __version__
 from raykd.data import Dataset
+from raykd.engine.cluster import may_train_on_driver
 from raykd.engine.context import Job, open_job
 from raykd.engine.data_record import dataset_row, describe_students
 from raykd.engine.lifecycle import Lifecycle
@@ -41,6 +42,7 @@ from raykd.engine.students import (
     run_students,
     stop_student_worker,
 )
+from raykd.train.driver import start_warm_up
 
 
 def versions() -> dict[str, str]:
@@ -82,7 +84,8 @@ def _finished(life: Lifecycle) -> dict[str, Any] | None:
 
 def _before_teachers(job: Job, data: Dataset) -> None:
     """Once Ray is up and the data's size known: fail fast when the students cannot run
-    (workers, CPUs, GPUs, sharding), then start the job's student actor."""
+    (workers, CPUs, GPUs, sharding), then decide where they train and start the job's
+    student actor when they train on one (:func:`~raykd.engine.students.prestart_worker`)."""
     check_student_resources(job, n_train=len(data.train))
     prestart_worker(job)
 
@@ -90,6 +93,8 @@ def _before_teachers(job: Job, data: Dataset) -> None:
 def _run(life: Lifecycle) -> dict[str, Any]:
     """Prepare, students, then ``result.json``: its content as written."""
     job, spec = life.job, life.job.spec
+    if may_train_on_driver(spec):  # torch's lazy imports while the data loads and Ray starts
+        start_warm_up()
     try:
         prepared = prepare(job, on_ray=lambda data: _before_teachers(job, data))
         data = prepared.data

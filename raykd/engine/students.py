@@ -1,10 +1,11 @@
 """The student stage: one student per method entry, born-again generations chained.
 
-Each (method entry, generation) is one fit: on the job's student actor, started once and
-reused by every student (``scaling.runner == "actor"``, one worker), or a Ray Train fit
-of ``num_workers`` DDP workers. A student an earlier attempt of
-this job finished is taken from disk (its record and checkpoint), not trained again; one
-it left half-way resumes from its last reported state.
+Each (method entry, generation) is one fit, where :func:`choose_runner` decided once Ray
+was up: in the driver's own process (``driver``: one worker, a local Ray of this process's,
+CPUs), on the job's student actor, started once and reused by every student (``actor``,
+one worker), or a Ray Train fit of ``num_workers`` DDP workers (``train``). A student an
+earlier attempt of this job finished is taken from disk (its record and checkpoint), not
+trained again; one it left half-way resumes from its last reported state.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from raykd.core.faults import student_fault
 from raykd.core.jobdir import atomic_path
 from raykd.core.spec import JobSpec, MethodSpec
 from raykd.data import Dataset
-from raykd.engine.cluster import resolve_gpu
+from raykd.engine.cluster import Runner, resolve_gpu, student_runner
 from raykd.engine.context import Job
 from raykd.engine.scores import model_scores, span_event_fields, span_said
 from raykd.engine.teacher_logits import report_rejected, split_logits
@@ -108,6 +109,20 @@ def check_student_resources(job: Job, *, n_train: int) -> None:
         )
 
 
+def choose_runner(job: Job) -> Runner:
+    """Decide where the job's students train (:func:`raykd.engine.cluster.student_runner`),
+    once, with Ray up and before any teacher work; record it (``student_runner`` in the
+    result) and say so when it is the driver."""
+    if job.student_runner is not None:
+        return job.student_runner
+    runner = job.student_runner = student_runner(job.spec)
+    job.result["student_runner"] = runner
+    if runner == "driver":
+        job.say("students: trained in this driver's process (a local Ray it started, one "
+                "worker, CPUs): no student actor to start")
+    return runner
+
+
 def prestart_worker(job: Job) -> None:
     """Start the job's student actor early (runner ``actor``, CPU clusters only).
 
@@ -115,7 +130,7 @@ def prestart_worker(job: Job) -> None:
     stage: held from the start, its GPU could keep the teachers' placement group from
     being reserved.
     """
-    if job.spec.scaling.runner == "actor" and not resolve_gpu(job.spec.scaling.use_gpu):
+    if choose_runner(job) == "actor" and not resolve_gpu(job.spec.scaling.use_gpu):
         student_worker(job)
 
 
@@ -264,7 +279,8 @@ def train_one(job: Job, data: Dataset, method: MethodSpec, source: TeacherSet, r
               *, index: int, label: str, generation: int) -> dict[str, Any]:
     """Fit one student (resuming an earlier attempt's state) and evaluate it.
 
-    On the job's student actor (``scaling.runner == "actor"``) or a Ray Train fit.
+    In the driver's process, on the job's student actor, or a Ray Train fit
+    (:func:`choose_runner`).
     """
     from raykd.train.runs import StudentRun
 
@@ -285,8 +301,15 @@ def train_one(job: Job, data: Dataset, method: MethodSpec, source: TeacherSet, r
         job.say(f"student [{config.label}]: resuming from {run.resume_from}")
     name = f"student-{index}-g{generation}"
     out = job.layout.student(name)
+    runner = choose_runner(job)
     with job.stage("students"):
-        if spec.scaling.runner == "actor":
+        if runner == "driver":
+            from raykd.train.driver import train_student_driver
+
+            res = train_student_driver(config, refs=student_refs(method, source, refs),
+                                       storage=job.layout.student_states,
+                                       name=f"{name}-a{job.attempt}", out=out, run=run)
+        elif runner == "actor":
             from raykd.train.actor import train_student_actor
 
             res = train_student_actor(student_worker(job), config,
@@ -309,7 +332,7 @@ def train_one(job: Job, data: Dataset, method: MethodSpec, source: TeacherSet, r
     record = {"generation": generation, "method": method.method, "seed": config.train.seed,
               "teacher_weights": _weights_used(config),
               "checkpoint": str(res.checkpoint), "val_accuracy": scores["val_accuracy"],
-              "best_epoch": res.best_epoch, "seconds": res.seconds, "runner": spec.scaling.runner,
+              "best_epoch": res.best_epoch, "seconds": res.seconds, "runner": runner,
               "history": res.history}
     if "span" in scores:
         record["span"] = scores["span"]

@@ -3,21 +3,22 @@
 A ``TorchTrainer`` pays ~15-20 s per fit on a 2-CPU machine (controller and worker
 processes, imports, process group, per-report round trips, teardown); on small data that
 is 50-100x the training itself. With ``scaling.num_workers == 1`` there is no DDP to set
-up, so raykd (``scaling.student_runner: auto``) trains every student of the job, one
-after another, in one :class:`StudentWorker` actor started once per job (while the
-teachers train, on a CPU cluster). It reserves what one Ray Train worker would
-(``cpus_per_worker`` CPUs, one GPU with GPUs) and runs the same loop
+up, so raykd (``scaling.student_runner: auto`` on a cluster it joined, or ``actor``) trains
+every student of the job, one after another, in one :class:`StudentWorker` actor started
+once per job (while the teachers train, on a CPU cluster). It reserves what one Ray Train
+worker would (``cpus_per_worker`` CPUs, one GPU with GPUs) and runs the same loop
 (:func:`raykd.train.loop.student_epochs`).
 
 Per epoch the actor saves the state (:mod:`raykd.train.state`) under
-``<storage>/<run name>/epoch-NNNN`` (the driver keeps the newest :data:`KEEP` it
-recorded) and streams
-``{"metrics", "checkpoint"}`` back (a Ray streaming generator): the driver emits the
-``epoch`` event, exactly as Ray Train's callback does. Failure budget, as Ray Train's:
-when the actor's process dies, Ray restarts it (``max_restarts=-1``: the budget is
-counted per student, by the driver) and the student resumes from the last state the
-driver received, up to ``max_failures`` times; an error raised by the loop itself (bad
-data, a bug) is not retried.
+``<storage>/<run name>/epoch-NNNN`` (the driver keeps the newest
+:data:`~raykd.train.runs.KEEP` it recorded) and streams ``{"metrics", "checkpoint",
+"costs"}`` back (a Ray streaming generator, :func:`fit_epochs`): the driver emits the
+``epoch`` event, exactly as Ray Train's callback does. The driver runner
+(:mod:`raykd.train.driver`) runs the same :func:`fit_epochs` in the driver's own process.
+Failure budget, as Ray Train's: when the actor's process dies, Ray restarts it
+(``max_restarts=-1``: the budget is counted per student, by the driver) and the student
+resumes from the last state the driver received, up to ``max_failures`` times; an error
+raised by the loop itself (bad data, a bug) is not retried.
 """
 
 from __future__ import annotations
@@ -32,11 +33,8 @@ import ray
 
 from raykd.core.faults import after_epoch, step_hook
 from raykd.train.config import StudentConfig
-from raykd.train.runs import StudentResult, StudentRun, loop_data, published
+from raykd.train.runs import EpochReports, StudentResult, StudentRun, loop_data, published
 from raykd.train.state import BEST_FILE, load_progress, save_state
-
-KEEP = 2
-"""State directories kept per run (the newest): the latest and the one before it."""
 
 
 class StudentWorker:
@@ -53,32 +51,40 @@ class StudentWorker:
     def fit(self, config: StudentConfig, refs: dict[str, Any], run_dir: str,
             resume_from: str | None, fault: dict[str, Any] | None = None,
             ) -> Iterator[dict[str, Any]]:
-        """Train ``config`` from ``resume_from`` (or fresh); yield each epoch's report.
+        """Train ``config`` from ``resume_from`` (or fresh); yield each epoch's report
+        (:func:`fit_epochs`). ``refs`` as :func:`raykd.train.trainer.worker_inputs` takes them."""
+        yield from fit_epochs(config, refs, run_dir, resume_from, fault, use_gpu=self.use_gpu)
 
-        ``refs`` as :func:`raykd.train.trainer.worker_inputs` takes them. Each report is
-        ``{"metrics": ..., "checkpoint": <state directory>}``.
-        """
-        import torch
 
-        from raykd.train.loop import student_epochs
+def fit_epochs(config: StudentConfig, refs: dict[str, Any], run_dir: str | Path,
+               resume_from: str | None, fault: dict[str, Any] | None = None, *,
+               use_gpu: bool = False) -> Iterator[dict[str, Any]]:
+    """Train ``config`` in this process from ``resume_from`` (or fresh); yield each epoch's
+    report ``{"metrics", "checkpoint": <state directory under run_dir>, "costs"}``.
 
-        data = loop_data(refs)
-        device = torch.device("cuda" if self.use_gpu else "cpu")
-        root = Path(run_dir)
-        epochs = student_epochs(config, data, wrap=lambda m: m.to(device), resume=resume_from,
-                                on_step=step_hook(fault))
+    ``costs``: ``validation`` = the epoch's time outside its steps and its save
+    (validation, the best-weights copy; the model's and optimizer's set-up before the
+    first epoch), ``state_save`` = the save's.
+    """
+    import torch
+
+    from raykd.train.loop import student_epochs
+
+    data = loop_data(refs)
+    device = torch.device("cuda" if use_gpu else "cpu")
+    root = Path(run_dir)
+    epochs = student_epochs(config, data, wrap=lambda m: m.to(device), resume=resume_from,
+                            on_step=step_hook(fault))
+    start = time.perf_counter()
+    for metrics, state in epochs:
+        saving = time.perf_counter()
+        path = save_epoch_state(root, int(metrics["epoch"]), state, config)
+        saved = time.perf_counter()
+        costs = {"validation": max(0.0, saving - start - metrics["epoch_seconds"]),
+                 "state_save": saved - saving}
+        yield {"metrics": metrics, "checkpoint": str(path), "costs": costs}
+        after_epoch(fault, int(metrics["epoch"]))
         start = time.perf_counter()
-        for metrics, state in epochs:
-            saving = time.perf_counter()
-            path = save_epoch_state(root, int(metrics["epoch"]), state, config)
-            saved = time.perf_counter()
-            # the epoch's time outside its training steps and the save: validation, the
-            # best-weights copy (and, before the first epoch, the model and optimizer set-up)
-            costs = {"validation": max(0.0, saving - start - metrics["epoch_seconds"]),
-                     "state_save": saved - saving}
-            yield {"metrics": metrics, "checkpoint": str(path), "costs": costs}
-            after_epoch(fault, int(metrics["epoch"]))
-            start = time.perf_counter()
 
 
 def save_epoch_state(root: Path, epoch: int, state: Any, config: StudentConfig) -> Path:
@@ -104,9 +110,10 @@ def save_epoch_state(root: Path, epoch: int, state: Any, config: StudentConfig) 
 
 
 def warm_up() -> None:
-    """What a student's first fit would otherwise pay in this fresh process, done while it
-    starts (beside the teachers' work): the loop's imports, and torch's lazy ones (the
-    first optimizer imports ``torch._dynamo``; the first backward starts autograd)."""
+    """What a student's first fit would otherwise pay in a fresh process, done ahead (the
+    student actor while it starts, beside the teachers' work; the driver runner in a thread
+    while Ray starts): the loop's imports, and torch's lazy ones (the first optimizer
+    imports ``torch._dynamo``, ~2 s on 2 CPUs; the first backward starts autograd)."""
     import torch
 
     import raykd.train.loop  # noqa: F401 - imported for its side effect: loaded once, here
@@ -185,26 +192,19 @@ def train_student_actor(worker: Any, config: StudentConfig, *, refs: dict[str, A
     if last is not None and load_progress(last).epoch >= run.epochs:
         return published(Path(last), load_progress(last), out, seconds=0.0)
     run_dir = storage.resolve() / name
-    failures, kept = 0, list[str]()
+    failures = 0
     need = f"{config.threads} CPU" + (", 1 GPU" if worker_uses_gpu(worker) else "")
-    costs = {"actor_start": 0.0, "validation": 0.0, "state_save": 0.0}
+    reports = EpochReports(run, last, costs={"actor_start": 0.0, "validation": 0.0,
+                                             "state_save": 0.0})
     waiting = time.perf_counter()
     wait_ready(worker, what=need)
-    costs["actor_start"] += time.perf_counter() - waiting
+    reports.costs["actor_start"] += time.perf_counter() - waiting
     while True:
         stream = worker.fit.options(num_returns="streaming").remote(
-            config, refs, str(run_dir), last, run.fault)
+            config, refs, str(run_dir), reports.last, run.fault)
         try:
             for ref in stream:
-                report = ray.get(ref)
-                last = report["checkpoint"]
-                for key, seconds in report.get("costs", {}).items():
-                    costs[key] = costs.get(key, 0.0) + seconds
-                run.epoch_event(report["metrics"], last)
-                kept = [k for k in kept if k != last] + [last]
-                for old in kept[:-KEEP]:  # states the driver has superseded (recorded newer)
-                    shutil.rmtree(old, ignore_errors=True)
-                kept = kept[-KEEP:]
+                reports.take(ray.get(ref))
             break
         except ray.exceptions.RayActorError as exc:
             if isinstance(exc, ray.exceptions.RayTaskError):
@@ -215,9 +215,5 @@ def train_student_actor(worker: Any, config: StudentConfig, *, refs: dict[str, A
             run.restarted(exc)
             waiting = time.perf_counter()
             wait_ready(worker, what=f"{need}, after its process died")
-            costs["actor_start"] += time.perf_counter() - waiting
-    if last is None:
-        raise RuntimeError(f"student {name!r} reported no state")
-    result = published(Path(last), load_progress(last), out, seconds=time.time() - start)
-    result.costs = costs
-    return result
+            reports.costs["actor_start"] += time.perf_counter() - waiting
+    return reports.result(out, name=name, seconds=time.time() - start)

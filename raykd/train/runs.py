@@ -1,20 +1,25 @@
 """What both student runners share: the run's identity, its events, its result.
 
-A student trains either on Ray Train (:mod:`raykd.train.trainer`: a ``TorchTrainer`` per
-student, N DDP workers) or on the job's long-lived student actor
-(:mod:`raykd.train.actor`: one process reused by every single-worker student of a job).
-Either way the driver turns each epoch's report into an ``epoch`` event, a worker death
-into ``student_restarted``, and the last state's best weights into the student's file.
+A student trains on Ray Train (:mod:`raykd.train.trainer`: a ``TorchTrainer`` per
+student, N DDP workers), on the job's long-lived student actor (:mod:`raykd.train.actor`:
+one process reused by every single-worker student of a job), or in the driver's own
+process (:mod:`raykd.train.driver`). Either way the driver turns each epoch's report into
+an ``epoch`` event (:class:`EpochReports` for the two single-process runners), a worker
+death into ``student_restarted``, and the last state's best weights into the student's file.
 """
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from raykd.core.jobdir import publish_file
-from raykd.train.state import BEST_FILE, Progress
+from raykd.train.state import BEST_FILE, Progress, load_progress
+
+KEEP = 2
+"""State directories kept per run (the newest): the latest and the one before it."""
 
 
 @dataclass
@@ -27,8 +32,9 @@ class StudentResult:
     best_epoch: int
     seconds: float
     costs: dict[str, float] = field(default_factory=dict)
-    """Seconds of the fit outside its training steps, by what (the student actor's runner:
-    ``actor_start`` (waiting for its process), ``validation``, ``state_save``)."""
+    """Seconds of the fit outside its training steps, by what (the student actor's and the
+    driver's runners: ``validation``, ``state_save``; the actor's ``actor_start``, waiting
+    for its process)."""
 
 
 @dataclass
@@ -94,3 +100,39 @@ def published(directory: Path, progress: Progress, out: Path, *, seconds: float)
     best_val = float("nan") if progress.best_val is None else progress.best_val
     return StudentResult(checkpoint=out, history=progress.history, best_val_accuracy=best_val,
                          best_epoch=progress.best_epoch, seconds=seconds)
+
+
+@dataclass
+class EpochReports:
+    """The driver's side of one single-process fit (actor or driver runner): each epoch's
+    report ``{"metrics", "checkpoint", "costs"}`` becomes an ``epoch`` event, the newest
+    :data:`KEEP` state directories it recorded are kept (older ones pruned: superseded),
+    and the costs are summed."""
+
+    run: StudentRun
+    last: str | None = None  # the newest state recorded (or the one resumed from)
+    costs: dict[str, float] = field(default_factory=dict)
+    kept: list[str] = field(default_factory=list)
+
+    def take(self, report: dict[str, Any]) -> None:
+        """Record one epoch's report: its event, its state (pruning older ones), its costs."""
+        last = self.last = report["checkpoint"]
+        for key, seconds in report.get("costs", {}).items():
+            self.costs[key] = self.costs.get(key, 0.0) + seconds
+        self.run.epoch_event(report["metrics"], last)
+        self.kept = [k for k in self.kept if k != last] + [last]
+        for old in self.kept[:-KEEP]:  # states the driver has superseded (recorded newer)
+            shutil.rmtree(old, ignore_errors=True)
+        self.kept = self.kept[-KEEP:]
+
+    def result(self, out: Path, *, name: str, seconds: float) -> StudentResult:
+        """The fit's result: the last state's best weights published to ``out``, the costs.
+
+        Raises:
+            RuntimeError: when no state was reported (nor resumed from).
+        """
+        if self.last is None:
+            raise RuntimeError(f"student {name!r} reported no state")
+        result = published(Path(self.last), load_progress(self.last), out, seconds=seconds)
+        result.costs = self.costs
+        return result

@@ -50,7 +50,7 @@ def histories(result: dict[str, Any]) -> list[list[dict[str, Any]]]:
 
 def test_one_student_actor_trains_every_student_of_the_job(ray_local: None, store: Path) -> None:
     before = actor_ids("StudentWorker")
-    result = job(store, "actor")
+    result = job(store, "actor", scaling={"num_workers": 1, "student_runner": "actor"})
     started = new_actors("StudentWorker", before)
     assert len(started) == 1, started  # three students, one process
     deadline = time.monotonic() + 30
@@ -91,7 +91,7 @@ def check_damaged_states_are_refused(state: Path) -> None:
 
 def test_ray_train_and_the_actor_train_the_same_student_and_cached_teachers_start_no_actor(
         ray_local: None, store: Path) -> None:
-    actor = job(store, "actor-again")
+    actor = job(store, "actor-again", scaling={"num_workers": 1, "student_runner": "actor"})
     teachers_before = actor_ids("TeacherServer")
     train = job(store, "train", scaling={"num_workers": 1, "student_runner": "train"})
     assert not new_actors("TeacherServer", teachers_before)  # every logit came from the cache

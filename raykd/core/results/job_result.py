@@ -105,6 +105,11 @@ class JobResult(ResultFile):
         "the student workers' processes or as actors; null without augmentation (every logit "
         "from the cache)."
     )
+    student_runner: Literal["driver", "actor", "train"] | None = Field(
+        default=None, description="Where the students trained (scaling.student_runner, "
+        "decided once Ray was up): in the driver's own process, on the job's student actor, "
+        "or a Ray Train fit each; null in results from before this field."
+    )
     logit_cache: dict[str, dict[str, CacheStats]] = Field(
         default_factory=dict, description=LOGIT_CACHE
     )

@@ -177,8 +177,9 @@ class GenerationRow(Row):
         default=None, description="name=hf students: a Hugging Face folder (config, safetensors, "
         "tokenizer) that transformers' Auto classes load without raykd.")
     seconds: float = Field(ge=0, description="Wall time of its fit (start, epochs, state saves).")
-    runner: Literal["actor", "train"] | None = Field(
-        default=None, description="Where it trained: the job's student actor, or a Ray Train fit.")
+    runner: Literal["driver", "actor", "train"] | None = Field(
+        default=None, description="Where it trained: the job's driver process, the job's "
+        "student actor, or a Ray Train fit.")
     best_epoch: int = Field(
         default=0, ge=0, description="The epoch whose weights were kept (best on val)."
     )

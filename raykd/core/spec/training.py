@@ -163,21 +163,32 @@ class ScalingSpec(Section):
         "CPUs teacher_replicas ensemble actors, on GPUs one actor per teacher, each on its own "
         "device); auto: in_process on CPUs with one student worker, else actors.",
     )
-    student_runner: Literal["auto", "actor", "train"] = Field(
+    student_runner: Literal["auto", "driver", "actor", "train"] = Field(
         default="auto",
         description="Where students train. train: a Ray Train TorchTrainer per student "
         "(num_workers DDP workers); actor: one student actor per job, started once and reused "
-        "by every student (num_workers must be 1; saves Ray Train's start-up, ~15 s per student "
-        "on a small machine); auto: actor when num_workers is 1, else train.",
+        "by every student (num_workers 1; saves Ray Train's start-up, ~15 s per student on a "
+        "small machine); driver: in the job's driver process itself, on the cpus_per_worker "
+        "torch threads the actor would have (num_workers 1, CPUs only; no process to start: "
+        "saves the actor's ~5 s start, a fresh Python importing torch; the driver's death is "
+        "the job's, which resumes from the last saved epoch when run again); auto: driver on a "
+        "local Ray this driver started (one node, no GPU, no augmentation, no fault that kills "
+        "the student), else actor for one worker, train for more.",
     )
 
     @model_validator(mode="after")
     def _runner_fits_workers(self) -> ScalingSpec:
-        if self.student_runner == "actor" and self.num_workers != 1:
+        runner = self.student_runner
+        if runner in ("actor", "driver") and self.num_workers != 1:
             raise ValueError(
-                f"scaling.student_runner='actor' trains each student in one process, but "
+                f"scaling.student_runner='{runner}' trains each student in one process, but "
                 f"scaling.num_workers={self.num_workers}; use student_runner 'train' (Ray Train "
                 f"DDP) or 'auto', or num_workers: 1")
+        if runner == "driver" and self.use_gpu is True:
+            raise ValueError(
+                "scaling.student_runner='driver' trains on the driver's CPU threads, but "
+                "scaling.use_gpu is true; use student_runner 'actor' or 'auto' (a student actor "
+                "on a GPU), or use_gpu false")
         return self
 
     @model_validator(mode="after")
@@ -195,8 +206,10 @@ class ScalingSpec(Section):
         return self
 
     @property
-    def runner(self) -> Literal["actor", "train"]:
-        """The runner ``student_runner`` resolves to (``auto``: actor for one worker)."""
+    def runner(self) -> Literal["driver", "actor", "train"]:
+        """The runner ``student_runner`` resolves to from the spec alone (``auto``: actor for
+        one worker, else train); a job's ``auto`` may run on the driver instead, which only
+        the cluster can tell (:func:`raykd.engine.cluster.student_runner`)."""
         if self.student_runner == "auto":
             return "actor" if self.num_workers == 1 else "train"
         return self.student_runner
