@@ -51,6 +51,7 @@ def student_actors() -> set[str]:
         filters=[("class_name", "=", "StudentWorker")], raise_on_missing_output=False)}
 
 
+@pytest.mark.slow
 def test_the_driver_trains_exactly_as_the_student_actor_and_auto_picks_it_on_a_local_ray(
         ray_local: None, store: Path) -> None:
     import torch
