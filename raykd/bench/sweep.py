@@ -70,16 +70,82 @@ def _timed(spec: JobSpec, job_dir: Path, *, naive: bool, log: Log) -> tuple[floa
     return time.perf_counter() - start, result
 
 
+def _stage_times(job_dir: Path, stage: str) -> tuple[float, float] | None:
+    """When ``stage`` started and finished (the last time it ran), from the job's events."""
+    started = finished = None
+    path = job_dir / "events.jsonl"
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        event = json.loads(line)
+        if event.get("stage") == stage and event["type"] == "stage_started":
+            started, finished = event["time"], None
+        elif event.get("stage") == stage and event["type"] == "stage_finished":
+            finished = event["time"]
+    return None if started is None or finished is None else (started, finished)
+
+
+def _trial_reports(job_dir: Path) -> list[dict[str, float]]:
+    """Each trial's process id, start, end, training and time outside its epochs (Tune's
+    result files: the trial reports ``trial_started_at`` and ``trial_seconds``)."""
+    trials = []
+    for path in sorted((job_dir / "tune").glob("trial_*/result.json")):
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        if not rows or "trial_started_at" not in rows[0]:
+            continue
+        start, inside = rows[0]["trial_started_at"], rows[-1]["trial_seconds"]
+        train = sum(r.get("epoch_seconds", 0.0) for r in rows)
+        trials.append({"pid": rows[0]["pid"], "start": start, "end": start + inside,
+                       "outside": inside - train})
+    return sorted(trials, key=lambda t: t["start"])
+
+
+def trial_timeline(job_dir: Path, at_once: int) -> dict[str, float]:
+    """Tune's scheduling and the trials' time outside their epochs, placed on each trial
+    process's timeline (Tune reuses one process per slot, ``reuse_actors``), each summed over
+    the processes and divided by ``at_once`` as :func:`tune_overhead` divides:
+
+    - ``process_start``: from the ``tune`` stage's start to each process's first trial (Ray
+      places the trial actor, the process imports ray.tune, torch and raykd);
+    - ``between_trials``: from a trial's end to the next one's start in the same process
+      (Tune processes the result, resets the actor and starts the next trial);
+    - ``after_last_trial``: from each process's last trial to the stage's end (an uneven
+      last wave: one slot idles while the other finishes; Tune's shutdown);
+    - ``first_trial_outside_epochs`` / ``later_trials_outside_epochs``: the first trial of
+      each process (its first optimizer imports torch._dynamo, torch's first steps) and the
+      others (validation, reports).
+
+    Empty when the trials did not report their start or ran in more processes than slots.
+    """
+    stage, trials = _stage_times(job_dir, "tune"), _trial_reports(job_dir)
+    pids = {t["pid"] for t in trials}
+    if stage is None or not trials or len(pids) > at_once:
+        return {}
+    timeline = dict.fromkeys(("process_start", "between_trials", "after_last_trial",
+                              "first_trial_outside_epochs", "later_trials_outside_epochs"), 0.0)
+    timeline["process_start"] = (at_once - len(pids)) * (stage[1] - stage[0])  # idle slots
+    for pid in pids:
+        mine = [t for t in trials if t["pid"] == pid]
+        timeline["process_start"] += mine[0]["start"] - stage[0]
+        timeline["between_trials"] += sum(
+            b["start"] - a["end"] for a, b in zip(mine, mine[1:], strict=False))
+        timeline["after_last_trial"] += stage[1] - mine[-1]["end"]
+        timeline["first_trial_outside_epochs"] += mine[0]["outside"]
+        timeline["later_trials_outside_epochs"] += sum(t["outside"] for t in mine[1:])
+    return {k: v / at_once for k, v in timeline.items()}
+
+
 def tune_overhead(wall: float, result: dict[str, Any]) -> dict[str, float]:
     """Where a shared sweep's wall time went, and Tune's overhead.
 
     ``overhead = wall - teacher pass - training / at once``, where the teacher pass is the
     ``teacher_logits`` stage (one pass over train/val/test, or cache reads) and ``training``
     the trials' own training steps (the sum of their epochs' ``epoch_seconds``), divided by the
-    trials run at once (the plan's concurrency, at most the number of trials). The overhead is then split into: the job's fixed start (``data``,
+    trials run at once (the plan's concurrency, at most the number of trials). The overhead is
+    then split into: the job's fixed start (``data``,
     ``ray_init``), what trials spend outside their epochs (validation, reading the shared
     logits, reports: ``trial_seconds - train_seconds``, divided as above), Tune's own scheduling
-    (the ``tune`` stage less the trials' wall time, divided as above) and the rest (outputs).
+    (the ``tune`` stage less the trials' wall time, divided as above) and the rest (outputs);
+    the scheduling and the trials' time outside their epochs are split further on the trial
+    processes' timeline (:func:`trial_timeline`, when the job directory holds it).
     """
     trials, stages = result["trials"], result["timings"]
     # the trials that could run at once: the plan's slots, but never more than there are trials
@@ -97,6 +163,7 @@ def tune_overhead(wall: float, result: dict[str, Any]) -> dict[str, float]:
         "fixed_start": fixed, "in_trial_outside_epochs": inside - train,
         "tune_scheduling": scheduling,
         "rest": overhead - fixed - (inside - train) - scheduling,
+        **trial_timeline(Path(result["job_dir"]), at_once),
     }
 
 
@@ -108,8 +175,9 @@ def run_sweep_bench(spec: JobSpec, *, out: Path, log: Log = print, rounds: int =
                     results: Path | None = None) -> dict[str, Any]:
     """Time the sweep shared and naive in ``rounds`` interleaved rounds (the order alternates);
     write ``bench.json`` and ``bench.md`` under ``out`` (and copy them to ``results`` as
-    ``sweep_bench.json``/``sweep_bench.md``): medians with min-max, the naive/shared ratio of the medians,
-    and Tune's overhead (:func:`tune_overhead`) of every shared run.
+    ``sweep_bench.json``/``sweep_bench.md``) after every round: medians with min-max, the
+    naive/shared ratio of the medians, and Tune's overhead (:func:`tune_overhead`) of every
+    shared run.
 
     Raises:
         SpecError: before any work, when the spec cannot be swept (no ``sweep:`` section,
@@ -122,17 +190,32 @@ def run_sweep_bench(spec: JobSpec, *, out: Path, log: Log = print, rounds: int =
     runs: dict[str, list[float]] = {"shared": [], "naive": []}
     overheads: list[dict[str, float]] = []
     last: dict[str, dict[str, Any]] = {}
+    loads: list[float] = []
     for r in range(max(1, rounds)):
         for mode in ("shared", "naive") if r % 2 == 0 else ("naive", "shared"):
+            loads.append(os.getloadavg()[0])
             seconds, result = _timed(cold_cache(fixed, out), out / mode, naive=mode == "naive",
                                      log=log)
+            loads.append(os.getloadavg()[0])
             runs[mode].append(seconds)
             last[mode] = result
             if mode == "shared":
                 overheads.append(tune_overhead(seconds, result))
             log(f"sweep bench round {r + 1}/{rounds}: {mode} {seconds:.1f} s")
+        summary = _summary(spec, runs, overheads, last, loads)
+        _write(summary, out, results)  # after every round: a bench stopped early keeps them
+    share = summary["overhead"]["overhead_share"]["median"]
+    log(f"sweep bench: shared {summary['shared_seconds']['median']:.1f} s, naive "
+        f"{summary['naive_seconds']['median']:.1f} s (medians of {summary['rounds']}), ratio "
+        f"{summary['ratio']:.2f}x; Tune's overhead {100 * share:.0f}% of the shared wall")
+    return summary
+
+
+def _summary(spec: JobSpec, runs: dict[str, list[float]], overheads: list[dict[str, float]],
+             last: dict[str, dict[str, Any]], loads: list[float]) -> dict[str, Any]:
+    """``bench.json``'s content from the rounds run so far."""
     shared, naive = last["shared"], last["naive"]
-    summary = {
+    return {
         "spec": spec.name,
         "trials": len(shared["trials"]),
         "dataset": shared["dataset"],
@@ -141,7 +224,8 @@ def run_sweep_bench(spec: JobSpec, *, out: Path, log: Log = print, rounds: int =
         "naive_seconds": _spread(runs["naive"]),
         "ratio": statistics.median(runs["naive"]) / statistics.median(runs["shared"]),
         "runs": runs,
-        "overhead": {k: _spread([o[k] for o in overheads]) for k in overheads[0]},
+        "overhead": {k: _spread([o[k] for o in overheads])
+                     for k in overheads[0] if all(k in o for o in overheads)},
         "overhead_runs": overheads,
         "shared_timings": shared["timings"],
         "naive_timings": naive["timings"],
@@ -154,18 +238,18 @@ def run_sweep_bench(spec: JobSpec, *, out: Path, log: Log = print, rounds: int =
         "concurrency": shared["resources"]["concurrency"],
         "cpus": os.cpu_count(),
         "load_average_after": os.getloadavg(),
+        "load_1min": {"min": min(loads), "max": max(loads)},  # at each run's start and end
     }
+
+
+def _write(summary: dict[str, Any], out: Path, results: Path | None) -> None:
+    """``bench.json`` and ``bench.md`` under ``out``, copied to ``results`` when given."""
     (out / "bench.json").write_text(json.dumps(summary, indent=2))
     (out / "bench.md").write_text(bench_table(summary))
     if results is not None:
         results.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(out / "bench.json", results / "sweep_bench.json")
         shutil.copyfile(out / "bench.md", results / "sweep_bench.md")
-    share = summary["overhead"]["overhead_share"]["median"]
-    log(f"sweep bench: shared {summary['shared_seconds']['median']:.1f} s, naive "
-        f"{summary['naive_seconds']['median']:.1f} s (medians of {summary['rounds']}), ratio "
-        f"{summary['ratio']:.2f}x; Tune's overhead {100 * share:.0f}% of the shared wall")
-    return summary
 
 
 def _cell(stat: dict[str, float], digits: int = 1, scale: float = 1.0) -> str:
@@ -181,7 +265,14 @@ OVERHEAD_ROWS = (
     ("overhead_per_trial", "overhead per trial"),
     ("fixed_start", "of which: data + Ray start"),
     ("in_trial_outside_epochs", "of which: inside trials, outside epochs (validation, reports)"),
+    ("first_trial_outside_epochs", "- first trial of each process (first optimizer imports "
+                                   "torch._dynamo)"),
+    ("later_trials_outside_epochs", "- later trials (validation, reports)"),
     ("tune_scheduling", "of which: Tune's scheduling (tune stage - trials' wall)"),
+    ("process_start", "- before each process's first trial (Ray worker; imports ray.tune, "
+                      "torch, raykd)"),
+    ("between_trials", "- between trials in a process (results, actor reuse)"),
+    ("after_last_trial", "- after each process's last trial (uneven last wave, shutdown)"),
     ("rest", "of which: the rest (tables, plots, sweep.json)"),
 )
 
@@ -198,9 +289,13 @@ def bench_table(summary: dict[str, Any]) -> str:
         f"| naive (teachers in every trial) | {_cell(summary['naive_seconds'])} | {fwd['naive']} |",
         f"| ratio naive / shared (of the medians) | {summary['ratio']:.2f}x | |", "",
         "| where the shared sweep's wall went | seconds, median (min-max) |", "|---|---|",
-        *(f"| {label} | {_cell(over[key])} |" for key, label in OVERHEAD_ROWS),
+        *(f"| {label} | {_cell(over[key])} |" for key, label in OVERHEAD_ROWS if key in over),
         f"| **overhead share of the wall** | {_cell(over['overhead_share'], 1, 100.0)} % |",
     ]
+    if "load_1min" in summary:
+        load = summary["load_1min"]
+        lines += ["", f"Machine: {summary['cpus']} CPUs; 1-minute load average "
+                      f"{load['min']:.1f}-{load['max']:.1f} at the runs' starts and ends."]
     return "\n".join(lines) + "\n"
 
 

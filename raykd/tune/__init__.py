@@ -5,9 +5,30 @@
     print_sweep(run_sweep(load_spec("digits-sweep")))
 
 ``raykd sweep SPEC`` (or ``raykd run`` on a spec with a ``sweep:`` section) calls these.
+
+The two names load their modules when first asked for: a trial process unpickles
+``raykd.tune.trial``, which imports this package, and would otherwise import the driver's
+whole engine (data stages, teachers) that a trial never runs.
 """
 
-from raykd.tune.driver import run_sweep
-from raykd.tune.results import print_sweep
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from raykd.tune.driver import run_sweep
+    from raykd.tune.results import print_sweep
 
 __all__ = ["print_sweep", "run_sweep"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "run_sweep":
+        from raykd.tune.driver import run_sweep
+
+        return run_sweep
+    if name == "print_sweep":
+        from raykd.tune.results import print_sweep
+
+        return print_sweep
+    raise AttributeError(f"module 'raykd.tune' has no attribute {name!r}")

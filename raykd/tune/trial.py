@@ -6,6 +6,10 @@ logits, the base :class:`~raykd.train.config.StudentConfig` (``methods[0]``), an
 plan. A trial never starts a teacher: it maps the logits array zero-copy and reports
 ``teacher_forward_examples = 0``.
 
+Every report carries ``trial_seconds`` (the trial's wall time so far) and
+``trial_started_at`` (when the trial's function began, seconds since the epoch): with Tune's
+``pid`` they place each trial on its process's timeline (``raykd bench sweep``).
+
 Two shapes of trial:
 
 - ``student_trial`` (``scaling.num_workers == 1``): runs :func:`raykd.train.loop.run_student`
@@ -109,7 +113,7 @@ def student_trial(config: dict[str, Any], shared: Shared) -> None:
     import ray
     from ray import tune
 
-    start = time.perf_counter()
+    start, started_at = time.perf_counter(), time.time()
     cfg = loop_config(shared, config)
     x_train = ray.get(shared["x_train"])
     logits, cost = teacher_logits(shared, cfg.method, x_train)
@@ -122,7 +126,8 @@ def student_trial(config: dict[str, Any], shared: Shared) -> None:
     )
 
     def report(metrics: dict[str, Any], model: Any) -> None:
-        tune.report({**metrics, **cost, "trial_seconds": time.perf_counter() - start})
+        tune.report({**metrics, **cost, "trial_seconds": time.perf_counter() - start,
+                     "trial_started_at": started_at})
 
     run_student(cfg, data, report=report, wrap=_device_wrap(shared["use_gpu"]))
 
@@ -135,7 +140,8 @@ def _forwarding_callback(extra: dict[str, float], started: float) -> Any:
         def after_report(
             self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any
         ) -> None:
-            row = {**metrics[0], **extra, "trial_seconds": time.time() - started}
+            row = {**metrics[0], **extra, "trial_seconds": time.time() - started,
+                   "trial_started_at": started}
             super().after_report(run_context, [row, *metrics[1:]], checkpoint)
 
     return _Forward()

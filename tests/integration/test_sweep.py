@@ -286,10 +286,17 @@ def test_the_sweep_bench_splits_the_wall_into_teachers_training_and_tunes_overhe
     shared = json.loads((out / "shared" / "sweep.json").read_text())
     wall, stages = summary["runs"]["shared"][0], shared["timings"]
     over = summary["overhead_runs"][0]
-    # the trials' training, spread over the slots, fits in the tune stage and is at least the
-    # longest trial's (it cannot be divided by more slots than there are trials)
+    # the trials' training, spread over the 2 slots, fits in the tune stage; undivided it
+    # holds the longest trial's (it cannot be divided by more slots than there are trials)
     longest = max(t["train_seconds"] for t in shared["trials"])
-    assert longest <= over["training"] <= stages["tune"]
+    assert longest <= 2 * over["training"] and over["training"] <= stages["tune"]
+    # Tune reused one process per slot: its scheduling and the trials' time outside their
+    # epochs split on the processes' timeline, part by part
+    parts = over["process_start"] + over["between_trials"] + over["after_last_trial"]
+    assert min(over["process_start"], over["between_trials"], over["after_last_trial"]) >= 0
+    assert parts == pytest.approx(over["tune_scheduling"], abs=0.1)
+    assert over["first_trial_outside_epochs"] + over["later_trials_outside_epochs"] == \
+        pytest.approx(over["in_trial_outside_epochs"])
     assert over["teacher_pass"] >= stages["teacher_logits"] > 0 and over["fixed_start"] >= 0
     assert 0 <= over["in_trial_outside_epochs"] and over["overhead"] < wall
     assert over["overhead_share"] == pytest.approx(over["overhead"] / wall)
