@@ -346,7 +346,6 @@ def probabilities(model: nn.Module, x: np.ndarray, batch_size: int = 4096) -> np
     of bounded tokens: :func:`raykd.train.steps.inference_batch`)."""
     import torch
 
-
     batch_size = inference_batch(model, batch_size)
     out = []
     with torch.no_grad():

@@ -179,7 +179,6 @@ def prepare(plan: DatasetPlan, out: Path, log: Log) -> Prepared:
     """Load the data, put it in the object store, train (or reuse) the teachers, save logits."""
     import ray
 
-
     start = time.perf_counter()
     data = load_dataset(plan.dataset, val_fraction=plan.val_fraction,
                         test_fraction=plan.test_fraction, seed=0)
@@ -330,7 +329,6 @@ def run_datasets(plans: tuple[DatasetPlan, ...], grid: Grid, seeds: int | None, 
                  log: Log) -> dict[str, Any]:
     """Teachers of every dataset first, then all student runs at once; their sections."""
     import ray
-
 
     started_ray = not ray.is_initialized()
     ensure_ray()

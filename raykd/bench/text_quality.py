@@ -165,7 +165,6 @@ def prepare_teachers(plan: TextPlan, out: Path, log: Log, *, quick: bool) -> Tea
     the teachers' job directory is :func:`teachers_dir`."""
     import ray
 
-
     start = time.perf_counter()
     job = Job(spec=teacher_spec(plan, out), job_dir=teachers_dir(plan, out, quick=quick),
               log=lambda line: log(f"teachers: {line}"))
@@ -332,7 +331,6 @@ def run_text_quality(out: Path, quick: bool = False, seeds: int | None = None, *
 def ray_up() -> Iterator[None]:
     """Ray for a bench: started here and shut down after, unless it was running already."""
     import ray
-
 
     started = not ray.is_initialized()
     ensure_ray()

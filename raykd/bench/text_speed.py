@@ -115,7 +115,6 @@ def build(plan: SpeedPlan) -> Bench:
     """Load BBC News, start the teacher actor, build the plain models, tokenize beforehand."""
     import ray
 
-
     data = load_dataset("bbc-news", seed=0)
     n_student = plan.student_batch * plan.student_steps
     x = data.train.x[: max(plan.teacher_texts, n_student)]
@@ -226,7 +225,6 @@ def raykd_student(b: Bench) -> float:
 def plain_student(b: Bench) -> float:
     """Steps per second of a plain Hugging Face KD loop (second epoch timed)."""
     from transformers import AutoModelForSequenceClassification
-
 
     torch.set_num_threads(b.plan.threads)
     torch.manual_seed(b.plan.seed)

@@ -306,7 +306,6 @@ def run_datasets(plans: tuple[WkdPlan, ...], seeds: int | None, out: Path,
     """Teacher passes of every dataset first, then all student runs at once; their sections."""
     import ray
 
-
     started_ray = not ray.is_initialized()
     ensure_ray()
     try:

@@ -141,7 +141,6 @@ def target_stats(train_logits: np.ndarray, y: np.ndarray, *, method: str, incorr
     """
     import torch
 
-
     z = torch.from_numpy(np.ascontiguousarray(train_logits, dtype=np.float32))
     labels = torch.from_numpy(np.asarray(y, dtype=np.int64))
     q = None if teacher_weights is None else torch.tensor(list(teacher_weights),

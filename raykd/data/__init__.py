@@ -40,6 +40,7 @@ from raykd.data.builtin import load_diamonds, load_digits, load_mnist
 from raykd.data.checks import DataError, check_fraction, check_seed, check_train_limit
 from raykd.data.dataset import Dataset, RawData, Split
 from raykd.data.files import READERS
+from raykd.data.image_parquet import load_image_parquet
 from raykd.data.images import ImagePrep, load_image_folder
 from raykd.data.span_data import SPAN_DATASETS, is_span_source, load_span_dataset
 from raykd.data.splits import build_dataset, raw_test_split
@@ -99,8 +100,6 @@ def _source_path(source: str | os.PathLike[str]) -> Path | None:
 def _image_parquet(path: Path | None, source: object, *, image_column: str,
                    features: ColumnChoice | None, **options: Any) -> Dataset:
     """A ``.parquet`` file's column of encoded images as a dataset (checked arguments)."""
-    from raykd.data.image_parquet import load_image_parquet
-
     if path is None or path.is_dir() or path.suffix.lower() != ".parquet":
         raise DataError(f"data.image_column applies to .parquet files only; {str(source)!r} is not "
                         "one: remove data.image_column")

@@ -26,8 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from raykd.data.bbc_speakers import build_bbc_speakers
 from raykd.data.checks import DataError
 from raykd.data.dataset import Dataset, Split
+from raykd.data.paths import open_data
 from raykd.data.splits import split_indices
 from raykd.data.squad import SquadExample, read_squad
 from raykd.data.windows import Windows, make_windows
@@ -112,8 +114,6 @@ def _jsonl_has_span_columns(path: Path) -> bool:
     else the file is text data needing ``data.text_column`` (the text reader says so)."""
     import json
 
-    from raykd.data.paths import open_data
-
     with open_data(path) as handle:
         for line in handle:
             if line.strip():
@@ -127,8 +127,6 @@ def _jsonl_has_span_columns(path: Path) -> bool:
 
 def _parquet_has_span_columns(path: Path) -> bool:
     import pyarrow.parquet as pq
-
-    from raykd.data.paths import open_data
 
     try:
         with open_data(path) as handle:
@@ -144,8 +142,6 @@ def _questions(source: str | os.PathLike[str], *, val_fraction: float, test_frac
                seed: int) -> dict[str, list[SquadExample]]:
     """The questions of each split: bbc-speakers' own split by article, else by passage."""
     if isinstance(source, str) and source in SPAN_DATASETS:
-        from raykd.data.bbc_speakers import build_bbc_speakers
-
         built = build_bbc_speakers(seed=seed, val_fraction=val_fraction,
                                    test_fraction=test_fraction)
         return {s: [built.examples[i] for i in np.flatnonzero(built.split == s)] for s in SPLITS}

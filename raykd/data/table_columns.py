@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from raykd.data.checks import MAX_NUM_CLASSES, DataError
+from raykd.data.files import shown_names
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -53,8 +54,6 @@ class ColumnChoice:
 
 
 def _listed(names: list[str]) -> str:
-    from raykd.data.files import shown_names
-
     return shown_names(names)
 
 

@@ -15,7 +15,6 @@ def cli_reference() -> str:
     """docs/reference/cli.md: every ``raykd`` command with its arguments and options."""
     import typer.main
 
-
     lines = [HEADER.format(source="raykd/cli (typer)"), "# Command line\n\n",
              "Every command of `raykd` (`raykd COMMAND --help` prints the same). Bad input ends "
              "with one line on stderr and exit code 2.\n"]

@@ -90,7 +90,6 @@ def position_limit(model: dict[str, Any]) -> int | None:
     config.json, less the positions RoBERTa-like models reserve; None when unknown."""
     import json as _json
 
-
     config = model.get("config")
     if model.get("path") is not None:
         with _open(resolve_folder(str(model["path"]), "path"), CONFIG) as handle:

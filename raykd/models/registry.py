@@ -14,6 +14,7 @@ from typing import Any
 from torch import nn
 
 from raykd.models.errors import ModelError
+from raykd.models.hf_build import build_hf_model
 from raykd.models.user import build_user_model
 
 __all__ = ["MODELS", "Builder", "ModelError", "build_model"]
@@ -65,8 +66,6 @@ Builder = Callable[[Mapping[str, Any], tuple[int, ...], int], nn.Module]
 
 def _hf(config: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """A Hugging Face transformer on raw text (:mod:`raykd.models.hf`; needs ``transformers``)."""
-    from raykd.models.hf_build import build_hf_model
-
     return build_hf_model(config, input_shape, num_classes)
 
 

@@ -39,6 +39,8 @@ from torch import nn
 
 from raykd.core.allowlist import NotAllowedError, check_path
 from raykd.models.errors import ModelError
+from raykd.models.hf import CHARS_PER_TOKEN
+from raykd.models.hf_files import files_digest
 
 RESERVED_KWARGS = ("input_shape", "num_classes")
 
@@ -108,9 +110,6 @@ def model_identity(config: Mapping[str, Any]) -> str:
     if config.get("name") == "hf":
         import tokenizers
         import transformers
-
-        from raykd.models.hf import CHARS_PER_TOKEN
-        from raykd.models.hf_files import files_digest
 
         ident["files"] = files_digest(config)
         # what turns the same files into other logits: the text cut and the libraries
