@@ -20,7 +20,7 @@ ONE tokenizer, MiniLM's, that every model reads (``max_length`` 192 tokens, ``do
 
 Scores: SQuAD v2.0 exact match and F1 over the test questions (the best span over a
 question's windows; answered "" when its null margin exceeds the threshold chosen on
-validation for max F1; :func:`raykd.data.span_data.span_row`), with the HasAns F1 and NoAns
+validation for max F1; :func:`raykd.metrics.squad.span_row`), with the HasAns F1 and NoAns
 accuracy; in percent, mean ± sd (ddof = 1) over seeds, and the paired differences.
 
 Sizes of the full run (:data:`FULL_PLAN`, sized to finish in ~30 min on 2 CPUs shared with
@@ -64,7 +64,7 @@ from raykd.bench.text_quality import (
     submit_students,
 )
 from raykd.bench.text_report import span_markdown
-from raykd.data.span_data import span_row
+from raykd.metrics.squad import span_row
 from raykd.models import save_checkpoint
 from raykd.train.loop import LoopData, run_student
 from raykd.train.steps import predict_logits

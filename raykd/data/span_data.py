@@ -228,27 +228,3 @@ def window_accuracy(logits: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
     valid = np.asarray(x[:, 3], dtype=bool)[:, None, :]
     top = np.where(valid, np.asarray(logits, dtype=np.float32), -np.inf).argmax(-1)
     return float((top == y).all(axis=1).mean())
-
-
-def squad_scores(logits: np.ndarray, part: SpanSplit,
-                 threshold: float | None = None) -> dict[str, float]:
-    """SQuAD v2.0 scores in percent of one split's window logits (N_win, 2, L): the best span
-    over each question's windows, answered '' when its null margin exceeds ``threshold``
-    (None: the threshold that maximizes F1 on this split, as chosen on validation)
-    (:mod:`raykd.metrics.squad`); the dict includes ``threshold``."""
-    from raykd.metrics.squad import best_spans, best_threshold, evaluate
-
-    examples = list(part.examples)
-    predictions = best_spans(logits, part.windows, examples)
-    if threshold is None:
-        threshold = best_threshold(predictions, examples)
-    return evaluate(predictions, examples, threshold=threshold)
-
-
-def span_row(val_logits: np.ndarray, test_logits: np.ndarray, spans: SpanPrep) -> dict[str, Any]:
-    """A model's ``span`` entry of ``result.json``: the null threshold chosen on val (max F1),
-    and the test scores at it (exact, f1, HasAns_*/NoAns_*, totals), in percent."""
-    val = squad_scores(val_logits, spans.parts["val"])
-    test = squad_scores(test_logits, spans.parts["test"], threshold=val["threshold"])
-    return {"threshold": val["threshold"], "val_f1": val["f1"], "val_exact": val["exact"],
-            "test": test}

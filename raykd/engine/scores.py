@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 
 from raykd.data import Dataset
-from raykd.data.span_data import span_row, window_accuracy
+from raykd.data.span_data import window_accuracy
 from raykd.metrics.classification import macro_f1
+from raykd.metrics.squad import span_row
 from raykd.train.steps import accuracy
 
 __all__ = ["ensemble_accuracy", "model_scores", "span_event_fields", "span_said", "text_f1"]
@@ -32,7 +33,7 @@ def model_scores(data: Dataset, val: np.ndarray, test: np.ndarray) -> dict[str, 
     """A model's (or the ensemble's mean) scores from its val and test logits:
     ``val_accuracy``, ``test_accuracy``, ``test_macro_f1`` (text classification) and ``span``
     (span data: SQuAD v2.0 EM/F1 on test at the no-answer threshold chosen on val,
-    :func:`raykd.data.span_data.span_row`; the accuracies are then the share of windows whose
+    :func:`raykd.metrics.squad.span_row`; the accuracies are then the share of windows whose
     start and end arg-max over the valid positions are both right)."""
     if data.spans is None:
         return {"val_accuracy": accuracy(val, data.val.y),

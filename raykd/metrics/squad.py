@@ -25,9 +25,11 @@ import re
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from raykd.data.span_data import SpanPrep, SpanSplit
 from raykd.data.squad import SquadExample
 from raykd.data.windows import Windows, spans_to_text
 
@@ -207,3 +209,26 @@ def evaluate(predictions: SpanPredictions, examples: Sequence[SquadExample], *,
     out = score_texts(predictions.answers(threshold), examples)
     out["threshold"] = float(threshold)
     return out
+
+
+def squad_scores(logits: np.ndarray, part: SpanSplit,
+                 threshold: float | None = None) -> dict[str, float]:
+    """SQuAD v2.0 scores in percent of one split's window logits (N_win, 2, L): the best span
+    over each question's windows, answered '' when its null margin exceeds ``threshold``
+    (None: the threshold that maximizes F1 on this split, as chosen on validation)
+    (:func:`best_spans`, :func:`best_threshold`, :func:`evaluate`); the dict includes
+    ``threshold``."""
+    examples = list(part.examples)
+    predictions = best_spans(logits, part.windows, examples)
+    if threshold is None:
+        threshold = best_threshold(predictions, examples)
+    return evaluate(predictions, examples, threshold=threshold)
+
+
+def span_row(val_logits: np.ndarray, test_logits: np.ndarray, spans: SpanPrep) -> dict[str, Any]:
+    """A model's ``span`` entry of ``result.json``: the null threshold chosen on val (max F1),
+    and the test scores at it (exact, f1, HasAns_*/NoAns_*, totals), in percent."""
+    val = squad_scores(val_logits, spans.parts["val"])
+    test = squad_scores(test_logits, spans.parts["test"], threshold=val["threshold"])
+    return {"threshold": val["threshold"], "val_f1": val["f1"], "val_exact": val["exact"],
+            "test": test}

@@ -23,10 +23,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from raykd.data.span_data import squad_scores, window_accuracy
+from raykd.data.span_data import window_accuracy
 from raykd.data.splits import DataError
 from raykd.losses import accuracy_weights
 from raykd.losses.topk import TopK, from_topk
+from raykd.metrics.squad import squad_scores
 from raykd.models import build_model, load_checkpoint
 from raykd.train.config import StudentConfig
 from raykd.train.online import LocalEnsemble, ask_actors, ask_local, split_threads, step_ahead

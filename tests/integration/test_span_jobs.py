@@ -22,8 +22,9 @@ from typer.testing import CliRunner
 from raykd.cli import app
 from raykd.core.spec import parse_spec
 from raykd.data import DataError, load_dataset
-from raykd.data.span_data import span_row, window_accuracy
+from raykd.data.span_data import window_accuracy
 from raykd.engine import run_job
+from raykd.metrics.squad import span_row
 from raykd.models import load_checkpoint
 from raykd.teachers.cache import LogitCache
 from raykd.teachers.span_cache import PackedSpans, pack

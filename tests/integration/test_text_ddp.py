@@ -95,7 +95,7 @@ def test_a_span_student_on_two_ddp_workers(ray_local: None, storage: Path) -> No
     from transformers import AutoModelForQuestionAnswering
 
     from raykd.data import load_dataset
-    from raykd.data.span_data import squad_scores
+    from raykd.metrics.squad import squad_scores
 
     source = squad_file(storage / "owners.json")
     teacher = {"model": {"name": "hf", "config": TINY, "tokenizer": TOKENIZER}, "seed": 1}

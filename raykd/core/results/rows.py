@@ -28,7 +28,7 @@ SpanScores = Annotated[dict[str, Any] | None, Field(
     "threshold, max F1 on val), val_f1, val_exact, and test (exact, f1, total, HasAns_*/NoAns_*, "
     "threshold) at that threshold. val_accuracy/test_accuracy are then the share of windows "
     "whose start and end are both right.")]
-"""A row's ``span`` scores (see :func:`raykd.data.span_data.span_row`); null unless span data."""
+"""A row's ``span`` scores (see :func:`raykd.metrics.squad.span_row`); null unless span data."""
 
 
 class Row(BaseModel):
