@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from raykd.core.spec import parse_spec
-from tests.conftest import digits_spec
+from tests.helpers.specs import digits_spec
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
