@@ -201,6 +201,7 @@ def record(page: Any, *, rows: str | None = None, job: str | None = None,
 # --- without a session ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_pages_and_static_files_need_a_session(server: Server, tab: Tab) -> None:
     for path in ("/", "/jobs", "/jobs/any-id", "/compare?id=a&id=b", "/submit", "/partials/jobs"):
         r = httpx.get(f"{server.url}{path}")
@@ -232,6 +233,7 @@ def raw_get(server: Server, path: str, cookie: str) -> tuple[int, bytes]:
         conn.close()
 
 
+@pytest.mark.slow
 def test_static_paths_cannot_leave_the_static_folder(server: Server) -> None:
     login = httpx.post(f"{server.url}/login", data={"token": ADMIN})
     assert login.status_code == 303 and login.headers["location"] == "/jobs", login.text
@@ -253,6 +255,7 @@ def test_static_paths_cannot_leave_the_static_folder(server: Server) -> None:
         assert target.read_bytes()[:300] not in body and b"import" not in body, path
 
 
+@pytest.mark.slow
 def test_a_wrong_token_is_refused_and_logging_out_ends_the_session(server: Server,
                                                                    tab: Tab) -> None:
     page = tab.go("/login")
@@ -280,6 +283,7 @@ def test_a_wrong_token_is_refused_and_logging_out_ends_the_session(server: Serve
 # --- a run, live ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_jobs_page_and_the_job_page_follow_a_running_job(
         browser: Any, server: Server, jobs: dict[str, str]) -> None:
     run, sweep = jobs["run"], jobs["sweep"]
@@ -319,6 +323,7 @@ def test_the_jobs_page_and_the_job_page_follow_a_running_job(
     job_tab.close()
 
 
+@pytest.mark.slow
 def test_the_job_page_draws_one_point_per_finished_epoch(
         server: Server, jobs: dict[str, str], tab: Tab) -> None:
     run = jobs["run"]
@@ -363,6 +368,7 @@ def test_the_job_page_draws_one_point_per_finished_epoch(
 # --- the sweep --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_sweep_page_has_one_heatmap_cell_per_w_t_pair(
         browser: Any, server: Server, jobs: dict[str, str], tab: Tab) -> None:
     sweep = jobs["sweep"]
@@ -439,6 +445,7 @@ train: {epochs: 0}
 """
 
 
+@pytest.mark.slow
 def test_a_bad_spec_shows_each_error_next_to_its_field(server: Server, tab: Tab) -> None:
     before = len(api(server, "/jobs?limit=100")["items"])
     page = tab.login().go("/submit")
@@ -471,6 +478,7 @@ def test_a_bad_spec_shows_each_error_next_to_its_field(server: Server, tab: Tab)
     assert len(api(server, "/jobs?limit=100")["items"]) == before
 
 
+@pytest.mark.slow
 def test_a_user_sees_only_their_own_jobs(server: Server, jobs: dict[str, str], tab: Tab) -> None:
     page = tab.login(ALICE).page
     shown = page.locator("#job-rows tr[data-job]").evaluate_all("rs => rs.map(r => r.dataset.job)")
@@ -481,6 +489,7 @@ def test_a_user_sees_only_their_own_jobs(server: Server, jobs: dict[str, str], t
     assert r.status == unknown.status == 404  # another's job is answered as an unknown one
 
 
+@pytest.mark.slow
 def test_compare_puts_the_students_of_two_jobs_side_by_side(
         server: Server, jobs: dict[str, str], tab: Tab) -> None:
     for job_id in jobs.values():
@@ -502,6 +511,7 @@ def test_compare_puts_the_students_of_two_jobs_side_by_side(
     tab.shot("compare")
 
 
+@pytest.mark.slow
 def test_a_narrow_window_needs_no_sideways_scrolling(
         browser: Any, server: Server, jobs: dict[str, str]) -> None:
     t = Tab(browser, server, viewport=NARROW).login()
@@ -522,6 +532,7 @@ def test_a_narrow_window_needs_no_sideways_scrolling(
     t.close()
 
 
+@pytest.mark.slow
 def test_the_token_never_appears_in_a_url_or_the_page(server: Server, jobs: dict[str, str],
                                                       tab: Tab) -> None:
     page = tab.login().page
@@ -566,6 +577,7 @@ def timeline_of(server: Server, job_id: str) -> tuple[int, int]:
     return sum(kind == "job_started" for kind, _ in events), entries
 
 
+@pytest.mark.slow
 def test_the_job_page_follows_the_new_attempt_of_a_retried_job(
         server: Server, jobs: dict[str, str], tab: Tab) -> None:
     # The stream replays the first attempt's job_finished before the second attempt's

@@ -104,6 +104,7 @@ def api(server: Server, method: str, path: str, **kw: Any) -> Any:
     return r.json()
 
 
+@pytest.mark.slow
 def test_a_lost_node_mid_job_ends_the_job_in_bounded_time_as_ray_sees_it(
         cluster: dict[str, Any]) -> None:
     head, worker, server = cluster["head"], cluster["worker"], cluster["server"]

@@ -61,6 +61,7 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, di
         os.killpg(head.pid, signal.SIGKILL)
 
 
+@pytest.mark.slow
 def test_ray_job_submit_runs_raykd(ray_head: tuple[str, dict[str, str]], tmp_path: Path) -> None:
     address, env = ray_head
     spec = digits_spec(str(tmp_path / "runs"), name="submitted",
@@ -91,6 +92,7 @@ def test_ray_job_submit_runs_raykd(ray_head: tuple[str, dict[str, str]], tmp_pat
     assert "raykd-test-1" not in refused.stdout
 
 
+@pytest.mark.slow
 def test_drivers_run_with_the_services_interpreter_and_a_missing_command_says_so(
         ray_head: tuple[str, dict[str, str]], tmp_path: Path) -> None:
     """Issue 19 item 15: a head whose shell does not find `raykd` (a venv that is not activated).

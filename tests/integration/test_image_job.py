@@ -38,6 +38,7 @@ def job(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
     return {"result": result, "root": root, "dir": root / "runs" / "job"}
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_a_job_on_an_image_folder_learns_the_classes(job: dict[str, Any]) -> None:
     from raykd.models import checkpoint_info
@@ -58,6 +59,7 @@ def test_a_job_on_an_image_folder_learns_the_classes(job: dict[str, Any]) -> Non
     assert (job["dir"] / "preprocessing.json").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_predict_on_a_folder_of_new_images_gives_class_names(job: dict[str, Any]) -> None:
     new = digit_folder(job["root"] / "new", per_class=15, start=100)  # not in the training set
@@ -74,6 +76,7 @@ def test_predict_on_a_folder_of_new_images_gives_class_names(job: dict[str, Any]
     assert f"accuracy {accuracy:.4f} on 45 labelled rows" in done.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_predict_on_unlabelled_images_and_a_file_that_is_not_an_image(job: dict[str, Any]) -> None:
     flat = digit_folder(job["root"] / "flat", per_class=3, start=150, flat=True)
@@ -87,6 +90,7 @@ def test_predict_on_unlabelled_images_and_a_file_that_is_not_an_image(job: dict[
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_predict_on_a_parquet_of_images_matches_the_folder(job: dict[str, Any]) -> None:
     from raykd.predict import load_student, predict_file

@@ -48,6 +48,7 @@ def histories(result: dict[str, Any]) -> list[list[dict[str, Any]]]:
     return [s["generations"][0]["history"] for s in result["students"]]
 
 
+@pytest.mark.slow
 def test_one_student_actor_trains_every_student_of_the_job(ray_local: None, store: Path) -> None:
     before = actor_ids("StudentWorker")
     result = job(store, "actor", scaling={"num_workers": 1, "student_runner": "actor"})
@@ -89,6 +90,7 @@ def check_damaged_states_are_refused(state: Path) -> None:
     check_state(state)
 
 
+@pytest.mark.slow
 def test_ray_train_and_the_actor_train_the_same_student_and_cached_teachers_start_no_actor(
         ray_local: None, store: Path) -> None:
     actor = job(store, "actor-again", scaling={"num_workers": 1, "student_runner": "actor"})
@@ -176,6 +178,7 @@ def test_a_job_resumes_only_on_the_data_it_started_with(tmp_path: Path) -> None:
 
 
 
+@pytest.mark.slow
 def test_each_worker_asks_its_own_copy_of_the_ensemble(ray_local: None, tmp_path: Path) -> None:
     import torch
 
@@ -202,6 +205,7 @@ def test_each_worker_asks_its_own_copy_of_the_ensemble(ray_local: None, tmp_path
         ens.shutdown()
 
 
+@pytest.mark.slow
 def test_damaged_cache_entries_and_teacher_files_are_reported_and_computed_again(
         ray_local: None, store: Path) -> None:
     """Issue 14's storage faults: a truncated teacher checkpoint and a logit entry with one

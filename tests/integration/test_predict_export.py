@@ -47,6 +47,7 @@ def job(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
 
 
 
+@pytest.mark.slow
 def test_result_and_checkpoint_carry_names_and_columns(job: dict[str, Any]) -> None:
     from raykd.models import checkpoint_info
 
@@ -61,6 +62,7 @@ def test_result_and_checkpoint_carry_names_and_columns(job: dict[str, Any]) -> N
     assert job["result"]["students"][0]["test_accuracy"] > 0.6  # it learned the rule
 
 
+@pytest.mark.slow
 def test_predict_writes_names_probabilities_and_accuracy(job: dict[str, Any]) -> None:
     out = job["root"] / "pred.csv"
     done = cli("predict", job["dir"], job["csv"], "--out", out)
@@ -73,6 +75,7 @@ def test_predict_writes_names_probabilities_and_accuracy(job: dict[str, Any]) ->
     assert f"accuracy {accuracy:.4f} on 400 labelled rows" in done.stdout
 
 
+@pytest.mark.slow
 def test_predict_names_a_missing_column(job: dict[str, Any]) -> None:
     path = job["root"] / "no_wind.csv"
     weather_frame(n=20, seed=5).drop(columns=["wind", "sky"]).to_csv(path, index=False)
@@ -82,6 +85,7 @@ def test_predict_names_a_missing_column(job: dict[str, Any]) -> None:
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_predict_maps_an_unseen_category_to_other_with_a_warning(job: dict[str, Any]) -> None:
     frame = weather_frame(n=20, seed=6).drop(columns=["outlook"])
     frame.loc[:2, "city"] = "tokyo"
@@ -95,6 +99,7 @@ def test_predict_maps_an_unseen_category_to_other_with_a_warning(job: dict[str, 
     assert len(pd.read_csv(out)) == 20
 
 
+@pytest.mark.slow
 def test_export_onnx_agrees_with_pytorch(job: dict[str, Any]) -> None:
     import onnxruntime as ort
     import torch
@@ -116,6 +121,7 @@ def test_export_onnx_agrees_with_pytorch(job: dict[str, Any]) -> None:
     np.testing.assert_allclose(theirs, ours, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_export_safetensors_is_self_describing(job: dict[str, Any]) -> None:
     out = job["root"] / "alone.safetensors"
     done = cli("export", job["dir"], "--format", "safetensors", "--out", out)
@@ -139,6 +145,7 @@ def test_predict_on_a_missing_checkpoint_is_a_user_error(tmp_path: Path) -> None
 
 # --- a job's teachers and ensemble, the export's stored preprocessing, a sweep's student ---
 
+@pytest.mark.slow
 def test_predict_with_a_teacher_or_the_ensemble(job: dict[str, Any]) -> None:
     import torch
 
@@ -166,6 +173,7 @@ def test_predict_with_a_teacher_or_the_ensemble(job: dict[str, Any]) -> None:
     assert done.stdout.startswith("teacher 1 (") and "teachers/teacher-1.safetensors" in done.stdout
 
 
+@pytest.mark.slow
 def test_predict_names_the_models_a_job_has(job: dict[str, Any]) -> None:
     label = job["result"]["students"][0]["label"]
     done = cli("predict", job["dir"], job["csv"], "--model", "teacher:7")
@@ -177,6 +185,7 @@ def test_predict_names_the_models_a_job_has(job: dict[str, Any]) -> None:
     assert done.exit_code == 2 and "picks a model of a job directory" in done.stderr
 
 
+@pytest.mark.slow
 def test_export_parity_uses_the_stored_preprocessing_not_a_refit(job: dict[str, Any]) -> None:
     from raykd.export import parity_inputs
     from raykd.predict import load_student
@@ -216,6 +225,7 @@ def sweep(job: dict[str, Any]) -> dict[str, Any]:
     return {"result": run_sweep(spec, job_dir=directory, log=lambda _: None), "dir": directory}
 
 
+@pytest.mark.slow
 def test_a_sweeps_final_student_carries_the_class_names(job: dict[str, Any],
                                                          sweep: dict[str, Any]) -> None:
     from raykd.models import checkpoint_info
@@ -248,6 +258,7 @@ def digits_job(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> dic
     return {"result": result, "root": root, "dir": root / "runs" / "job"}
 
 
+@pytest.mark.slow
 def test_a_digits_student_predicts_and_exports_on_raw_rows(digits_job: dict[str, Any]) -> None:
     """The training split's scaling is stored: raw rows (pixels 0..16, as scikit-learn gives
     them) score the job's own test accuracy through predict and through the ONNX export."""

@@ -39,6 +39,7 @@ def job(storage: Path, name: str, **overrides: Any) -> dict[str, Any]:
     return run_job(spec, job_dir=storage / name)
 
 
+@pytest.mark.slow
 def test_kd_and_wkd_students_end_to_end(ray_local: None, storage: Path) -> None:
     methods = [{"method": "none"}, {"method": "kd"}, {"method": "wkd", "incorrect_weight": 0.75}]
     result = job(storage, "first", methods=methods)
@@ -64,6 +65,7 @@ def test_kd_and_wkd_students_end_to_end(ray_local: None, storage: Path) -> None:
     assert result["logit_cache"]["teacher"]["train"]["teacher_forward_examples"] == 3 * len(data.train)
 
 
+@pytest.mark.slow
 def test_rerunning_into_a_finished_job_dir_is_refused(ray_local: None, storage: Path, tmp_path: Path) -> None:
     """The reproduction of issue 8: a second run into the first's directory must not mix."""
     before = (storage / "first" / "result.json").read_bytes()
@@ -75,6 +77,7 @@ def test_rerunning_into_a_finished_job_dir_is_refused(ray_local: None, storage: 
     assert (storage / "first" / "result.json").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_second_job_reuses_teachers_and_their_logits(ray_local: None, storage: Path) -> None:
     result = job(storage, "second")
     assert not any(t["trained_by_raykd"] for t in result["teachers"])
@@ -126,6 +129,7 @@ def test_val_accuracy_teacher_weights_reach_the_students_loss(ray_local: None, s
     assert all(a != b for a, b in zip(*losses, strict=True)), losses
 
 
+@pytest.mark.slow
 def test_born_again_annealing_on_two_ddp_workers(ray_local: None, storage: Path) -> None:
     result = job(storage, "ban", methods=[{"method": "annealing", "generations": 2}],
                  scaling={"num_workers": 2}, train={"epochs": 3, "batch_size": 64, "lr": 0.003})
@@ -150,6 +154,7 @@ def test_born_again_annealing_on_two_ddp_workers(ray_local: None, storage: Path)
     np.testing.assert_allclose(served, predict_logits(gen1, data.train.x), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_nan_teacher_logits_are_a_clear_error(ray_local: None, storage: Path, tmp_path: Path) -> None:
     config = {"name": "mlp", "hidden": [32]}
     model = build_model(config, (1, 8, 8), 10)
@@ -182,6 +187,7 @@ def test_bundled_example_parses_and_demo_is_fast_enough() -> None:
     assert demo.train.epochs <= 3 and demo.teacher_train.epochs <= 3
 
 
+@pytest.mark.slow
 def test_online_serving_with_augmentation_on_two_workers(ray_local: None, storage: Path) -> None:
     """Augmentation: the actors serve logits while 2 DDP workers train (per-batch pairing is
     checked in test_server.py); the student learns and every epoch of both ranks ran."""
@@ -286,6 +292,7 @@ def test_each_step_of_online_serving_gets_the_logits_of_its_own_rows(ray_local: 
         assert not set(a["x"]) & set(b["x"])
 
 
+@pytest.mark.slow
 def test_relative_storage_works_when_actors_run_elsewhere(ray_local: None, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """Ray's workers keep the directory Ray started in; the driver moved: paths must be absolute."""
@@ -300,6 +307,7 @@ def test_relative_storage_works_when_actors_run_elsewhere(ray_local: None, tmp_p
         assert Path(t["checkpoint"]).is_relative_to(tmp_path / "relative-runs")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("command", "message"), [
     ("run", "scaling.num_workers=3 x scaling.cpus_per_worker=1 needs 3 CPUs, the cluster has 2"),
     ("sweep", "one trial needs 3.01 CPUs, the cluster has 2"),

@@ -102,6 +102,7 @@ def swept(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     }
 
 
+@pytest.mark.slow
 def test_every_trial_ran(swept: dict[str, Any]) -> None:
     trials = swept["result"]["trials"]
     assert len(trials) == 4 and swept["result"]["resumed"] is False
@@ -117,6 +118,7 @@ def test_every_trial_ran(swept: dict[str, Any]) -> None:
         assert 0 < t["train_seconds"] < t["trial_seconds"]  # epochs' steps, inside the trial
 
 
+@pytest.mark.slow
 def test_every_trial_iteration_is_an_event(swept: dict[str, Any]) -> None:
     """The Tune callback (driver side) appends one ``trial`` event per reported iteration,
     and one ``done`` event per trial, to the sweep's events.jsonl."""
@@ -134,6 +136,7 @@ def test_every_trial_iteration_is_an_event(swept: dict[str, Any]) -> None:
         assert sum(e.done for e in mine) == 1, t["trial_id"]
 
 
+@pytest.mark.slow
 def test_the_apis_progress_rises_with_the_trials(swept: dict[str, Any]) -> None:
     """A running sweep's progress (``job_status``: what the service stores as the API's
     ``progress`` and the dashboard shows) counts its trials' reported epochs: it rose with
@@ -157,6 +160,7 @@ def test_the_apis_progress_rises_with_the_trials(swept: dict[str, Any]) -> None:
     assert job_status(first[:end]).progress == 1.0
 
 
+@pytest.mark.slow
 def test_the_dashboard_shows_the_apis_progress_and_computes_none(swept: dict[str, Any]) -> None:
     """The pages read ``progress`` from GET /api/v1/jobs/{id} (RK.progressOf): none of them
     counts epochs or trials itself any more."""
@@ -168,6 +172,7 @@ def test_the_dashboard_shows_the_apis_progress_and_computes_none(swept: dict[str
         assert "total_epochs" not in text and "done.size" not in text
 
 
+@pytest.mark.slow
 def test_teachers_ran_forward_once_and_never_in_a_trial(swept: dict[str, Any]) -> None:
     result = swept["result"]
     sizes = {s: result["dataset"][s] for s in ("train", "val", "test")}
@@ -178,6 +183,7 @@ def test_teachers_ran_forward_once_and_never_in_a_trial(swept: dict[str, Any]) -
     assert not [c for c in swept["actors_after"] if "Teacher" in c], swept["actors_after"]
 
 
+@pytest.mark.slow
 def test_best_is_the_argmax_of_the_reported_metric(swept: dict[str, Any]) -> None:
     result, job_dir = swept["result"], swept["job_dir"]
     table = pd.read_csv(job_dir / "trials.csv")
@@ -189,6 +195,7 @@ def test_best_is_the_argmax_of_the_reported_metric(swept: dict[str, Any]) -> Non
     assert result["best"]["val_accuracy"] == pytest.approx(table["val_accuracy"].max())
 
 
+@pytest.mark.slow
 def test_outputs_and_final_student(swept: dict[str, Any]) -> None:
     from raykd.models import load_checkpoint
 
@@ -214,6 +221,7 @@ def test_outputs_and_final_student(swept: dict[str, Any]) -> None:
     assert load_checkpoint(job_dir / "best_student.safetensors") is not None
 
 
+@pytest.mark.slow
 def test_resumed_sweep_reruns_no_trial(swept: dict[str, Any]) -> None:
     from raykd.tune import run_sweep
 
@@ -231,6 +239,7 @@ def test_resumed_sweep_reruns_no_trial(swept: dict[str, Any]) -> None:
     )
 
 
+@pytest.mark.slow
 def test_job_dir_of_another_spec_is_refused(swept: dict[str, Any]) -> None:
     from raykd.tune import run_sweep
 
@@ -239,6 +248,7 @@ def test_job_dir_of_another_spec_is_refused(swept: dict[str, Any]) -> None:
         run_sweep(other, job_dir=swept["job_dir"], log=lambda _: None)
 
 
+@pytest.mark.slow
 def test_naive_random_search_with_asha(swept: dict[str, Any], tmp_path: Path) -> None:
     """The benchmark's baseline (every trial computes the train logits again), on random
     search with ASHA: no teacher stage runs in the driver, so this sweep is cheap."""

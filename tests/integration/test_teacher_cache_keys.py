@@ -89,6 +89,7 @@ def _module_teacher_logits(
     }
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_module_teacher_logits_are_keyed_on_its_kwargs_and_source(
     module_code: Path, ray_local: None, tmp_path: Path

@@ -40,6 +40,7 @@ def pool(n: int, fraction: float = 1.0) -> TeacherPool:
                        num_classes=3, use_gpu=True, gpu_fraction=fraction, ready_timeout_s=180)
 
 
+@pytest.mark.slow
 def test_each_teacher_gets_its_own_gpu(fake_gpus: None) -> None:
     p = pool(3)
     try:
@@ -52,6 +53,7 @@ def test_each_teacher_gets_its_own_gpu(fake_gpus: None) -> None:
         p.shutdown()
 
 
+@pytest.mark.slow
 def test_fractions_share_gpus_when_the_spec_allows(fake_gpus: None) -> None:
     """Fraction 0.5: six teachers fit on three GPUs, two per GPU, each on exactly one GPU."""
     p = pool(6, fraction=0.5)
@@ -66,6 +68,7 @@ def test_fractions_share_gpus_when_the_spec_allows(fake_gpus: None) -> None:
         p.shutdown()
 
 
+@pytest.mark.slow
 def test_too_many_teachers_for_the_gpus_is_a_clear_error(fake_gpus: None) -> None:
     with pytest.raises(ResourceError, match="4 teachers .* need 4 GPUs, the cluster has 3"):
         pool(4)
@@ -85,6 +88,7 @@ def student_job(tmp_path: Path, *, generations: int = 2, augment: bool = True,
     return Job(spec=spec, job_dir=tmp_path)
 
 
+@pytest.mark.slow
 def test_born_again_with_augmentation_counts_its_teacher_pool(fake_gpus: None, tmp_path: Path) -> None:
     """3 GPUs: 2 online teachers + generation 1 serving generation 2 + 1 student need 4."""
     message = ("1 GPU student workers + 3 GPUs of online teachers (augmentation on, plus a born-again "
@@ -97,6 +101,7 @@ def test_born_again_with_augmentation_counts_its_teacher_pool(fake_gpus: None, t
     check_student_resources(student_job(tmp_path, fraction=0.5), n_train=N_TRAIN)  # 1.5 + 1
 
 
+@pytest.mark.slow
 def test_teachers_in_process_asked_on_a_gpu_cluster_fail_before_any_work(fake_gpus: None,
                                                                           tmp_path: Path) -> None:
     """use_gpu auto finds the (fake) GPUs: in_process cannot be honoured, and says so; auto
@@ -114,6 +119,7 @@ def test_teachers_in_process_asked_on_a_gpu_cluster_fail_before_any_work(fake_gp
     assert not online_in_process(spec("auto")) and not online_in_process(spec("actors"))
 
 
+@pytest.mark.slow
 def test_what_the_check_accepts_leaves_gpus_for_the_students(fake_gpus: None, tmp_path: Path) -> None:
     """The pools a job holds while generation 2 trains (its teachers, generation 1) leave a GPU."""
     job = student_job(tmp_path, fraction=0.5)

@@ -52,6 +52,7 @@ def pool(two_nodes: dict[str, float]) -> Iterator[TeacherPool]:
         p.shutdown()
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_teacher_threads_follow_their_node_not_the_cluster(
     pool: TeacherPool, two_nodes: dict[str, float]
@@ -69,6 +70,7 @@ def test_teacher_threads_follow_their_node_not_the_cluster(
     assert pool.threads == [i["threads"] for i in infos]
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_concurrent_workers_get_their_own_teachers_logits(pool: TeacherPool) -> None:
     import ray

@@ -120,6 +120,7 @@ def trained(refs: dict[str, Any], digits: Dataset,
         pool.shutdown()
 
 
+@pytest.mark.slow
 def test_a_fit_interrupted_by_a_kill_is_retried_to_the_undisturbed_weights(
         trained: Trained) -> None:
     pool = trained.pool
@@ -134,6 +135,7 @@ def test_a_fit_interrupted_by_a_kill_is_retried_to_the_undisturbed_weights(
     assert [c.checkpoint for c in pool.configs] == trained.paths
 
 
+@pytest.mark.slow
 def test_a_killed_teacher_comes_back_with_its_trained_weights(
         trained: Trained, refs: dict[str, Any], digits: Dataset) -> None:
     pool = trained.pool
@@ -155,6 +157,7 @@ def test_a_killed_teacher_comes_back_with_its_trained_weights(
     assert now[1]["threads"] == infos[1]["threads"] == now[1]["torch_threads"]
 
 
+@pytest.mark.slow
 def test_a_request_in_flight_during_a_kill_is_retried_and_answered(
         trained: Trained, digits: Dataset) -> None:
     actor = trained.pool.actors[0]
@@ -173,6 +176,7 @@ def test_a_request_in_flight_during_a_kill_is_retried_and_answered(
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_shutdown_releases_the_gpus_and_the_actors(trained: Trained) -> None:
     pool = trained.pool
     actors = list(pool.actors)
@@ -195,6 +199,7 @@ def interrupt(*_: Any) -> list[int]:
     raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_a_failed_start_releases_the_gpus(ray_gpus: None, digits: Dataset,
                                           tmp_path: Path) -> None:
     with pytest.raises(ray.exceptions.RayActorError, match="does not exist"):
@@ -202,6 +207,7 @@ def test_a_failed_start_releases_the_gpus(ray_gpus: None, digits: Dataset,
     assert eventually(lambda: gpus_free() == GPUS)
 
 
+@pytest.mark.slow
 def test_a_cancelled_start_releases_the_gpus(ray_gpus: None, digits: Dataset, tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(TeacherPool, "_share_nodes", interrupt)
@@ -210,6 +216,7 @@ def test_a_cancelled_start_releases_the_gpus(ray_gpus: None, digits: Dataset, tm
     assert eventually(lambda: gpus_free() == GPUS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("failure", ["bad labels", "wrong out path", "cancelled"])
 def test_a_failed_fit_releases_the_pool(failure: str, refs: dict[str, Any], digits: Dataset,
                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -104,6 +104,7 @@ def assert_topk(logits: object, *, teachers: int, rows: int) -> TopK:
     return logits
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_sweep_trials_and_run_students_train_on_the_same_topk_targets(
     topk_prepared: tuple[Job, Prepared],

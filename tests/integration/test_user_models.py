@@ -187,6 +187,7 @@ def job(user_code: Path, ray_local: None, tmp_path_factory: pytest.TempPathFacto
     return {"result": result, "root": root}
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_a_user_module_teaches_beside_a_registry_model(job: dict[str, Any]) -> None:
     teachers = job["result"]["teachers"]
@@ -196,6 +197,7 @@ def test_a_user_module_teaches_beside_a_registry_model(job: dict[str, Any]) -> N
     assert job["result"]["students"][0]["test_accuracy"] > 0.8
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_the_user_students_checkpoint_rebuilds_only_while_allowed(
         job: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -50,6 +50,7 @@ def types(events: list[Any]) -> list[str]:
     return [e.type for e in events]
 
 
+@pytest.mark.slow
 def test_events_are_tailed_live_and_a_finished_id_reruns_without_training(ray_local: None,
                                                                           storage: Path) -> None:
     spec = parse_spec(spec_for(storage))
@@ -91,6 +92,7 @@ def test_events_are_tailed_live_and_a_finished_id_reruns_without_training(ray_lo
     assert types(second)[-1] == "job_finished"
 
 
+@pytest.mark.slow
 def test_the_same_id_with_another_spec_is_refused(ray_local: None, storage: Path, tmp_path: Path) -> None:
     other = tmp_path / "other.yaml"
     other.write_text(yaml.safe_dump(spec_for(storage, train={"epochs": 1, "batch_size": 64, "lr": 0.01})))
@@ -111,6 +113,7 @@ def _wait_for(path: Path, predicate: Any, timeout: float) -> list[Any]:
     raise AssertionError(f"timed out; events so far: {types(read_events(path))}")
 
 
+@pytest.mark.slow
 def test_a_killed_driver_is_resumed_by_its_job_id(ray_local: None, storage: Path, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     import ray
@@ -238,6 +241,7 @@ def _undisturbed(storage: Path, runner: str) -> dict[str, Any]:
     return _CALM[runner]
 
 
+@pytest.mark.slow
 def test_faults_are_refused_unless_allowed(ray_local: None, storage: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(ALLOW_ENV, raising=False)
@@ -247,6 +251,7 @@ def test_faults_are_refused_unless_allowed(ray_local: None, storage: Path,
     assert not (storage / "no-faults").exists()  # refused before anything ran or was written
 
 
+@pytest.mark.slow
 def test_a_teacher_killed_after_training_serves_the_same_logits_after_its_restart(
         ray_local: None, storage: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Its first logits request kills teacher 1's actor (right after it trained): Ray

@@ -63,6 +63,7 @@ def check(response: Any, what: str) -> None:
         assert detail, f"{what} -> {status} without a detail: {response.text[:300]}"
 
 
+@pytest.mark.slow
 def test_no_generated_request_gets_a_5xx(api_schema: Any) -> None:
     """Every route, CASES_PER_ROUTE generated requests each (schemathesis strategies driven
     by hypothesis here: its pytest plugin does not run on this pytest)."""
@@ -83,6 +84,7 @@ def test_no_generated_request_gets_a_5xx(api_schema: Any) -> None:
     assert SEEN["cases"] - before >= routes and SEEN["server_errors"] == 0
 
 
+@pytest.mark.slow
 def test_call_sequences_along_the_links_get_no_5xx(api_schema: Any) -> None:
     machine = api_schema.as_state_machine()
 
@@ -99,6 +101,7 @@ def test_call_sequences_along_the_links_get_no_5xx(api_schema: Any) -> None:
     assert SEEN["cases"] - before >= 40
 
 
+@pytest.mark.slow
 def test_what_generators_rarely_send_gets_a_clear_4xx(fuzz_server: Server) -> None:
     url, auth = f"{fuzz_server.url}/api/v1/jobs", {"Authorization": f"Bearer {ADMIN}"}
     json_headers = {**auth, "content-type": "application/json"}
@@ -141,6 +144,7 @@ def _chunks(total: int) -> Iterator[bytes]:
         sent += 10_000
 
 
+@pytest.mark.slow
 def test_inputs_that_once_gave_a_500_or_a_broken_stream_get_a_4xx(fuzz_server: Server) -> None:
     """Issue 19, item 8: each shape once gave a 500 (or aborted the SSE stream)."""
     url, auth = f"{fuzz_server.url}/api/v1/jobs", {"Authorization": f"Bearer {ADMIN}"}

@@ -53,6 +53,7 @@ def _timed(call: Any) -> tuple[float, httpx.Response]:
     return time.monotonic() - t0, r
 
 
+@pytest.mark.slow
 def test_a_hung_ray_freezes_neither_the_api_nor_the_queue(hung_ray: str, tmp_path: Path) -> None:
     server = Server(
         tmp_path,

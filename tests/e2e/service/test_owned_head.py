@@ -95,6 +95,7 @@ def heads(token_path: Path) -> list[int]:
     return found
 
 
+@pytest.mark.slow
 def test_no_service_secret_reaches_the_head_its_workers_or_a_jobs_driver(
         owned: Server, slow_job: dict[str, Any]) -> None:
     secrets = [ADMIN, ALICE, owned.env["RAYKD_DATABASE_URL"], owned.env["RAYKD_USERS"]]

@@ -49,6 +49,7 @@ def paused(tmp_path_factory: pytest.TempPathFactory, databases: Any) -> Iterator
 
 
 
+@pytest.mark.slow
 def test_health_needs_no_token_and_ready_reaches_the_owned_ray_head(paused: Server) -> None:
     assert httpx.get(f"{paused.url}/healthz").json() == {"status": "ok"}
     assert httpx.get(f"{paused.url}/readyz").status_code == 401
@@ -70,6 +71,7 @@ def owned_head_port(token_path: Path) -> int:
     raise AssertionError(f"no Ray head reading {token_path} is running")
 
 
+@pytest.mark.slow
 def test_the_owned_ray_head_runs_with_token_auth(paused: Server) -> None:
     """No RAYKD_RAY_ADDRESS: the head ``raykd serve`` starts refuses clients without its token."""
     service = paused.tmp / "storage" / ".service"
@@ -93,6 +95,7 @@ def api_routes(server: Server, job_id: str) -> list[tuple[str, str]]:
     return routes
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic abc"},
                                      {"Authorization": f"Bearer {ADMIN}x"}, {"Authorization": "Bearer"}])
 def test_every_api_route_needs_a_valid_token(paused: Server, headers: dict[str, str]) -> None:
@@ -107,6 +110,7 @@ def test_every_api_route_needs_a_valid_token(paused: Server, headers: dict[str, 
         assert httpx.get(f"{paused.url}/api/v1/jobs/{job['id']}", headers=auth(token)).status_code == 200
 
 
+@pytest.mark.slow
 def test_the_api_schema_needs_a_token_and_no_page_loads_a_third_party_script(paused: Server) -> None:
     """Issue 19, item 6: /docs, /redoc and /openapi.json answered anyone; /docs loaded a CDN's script."""
     assert httpx.get(f"{paused.url}/openapi.json").status_code == 401
@@ -138,6 +142,7 @@ def test_the_api_schema_needs_a_token_and_no_page_loads_a_third_party_script(pau
     assert seen_scripts >= 5  # the pages do load scripts: all of them the dashboard's own
 
 
+@pytest.mark.slow
 def test_bad_input_gets_a_clear_4xx_never_a_500(paused: Server) -> None:
     url = f"{paused.url}/api/v1/jobs"
     storage = paused.tmp / "storage"
@@ -177,6 +182,7 @@ def test_bad_input_gets_a_clear_4xx_never_a_500(paused: Server) -> None:
             assert "NUL byte" in response.text, response.text
 
 
+@pytest.mark.slow
 def test_users_see_only_their_own_jobs(paused: Server) -> None:
     job = post(paused, {"spec": small_spec(), "labels": {"team": "a"}}, token=ALICE).json()
     assert job["owner"] == "alice" and job["state"] == "queued" and job["queue_position"] >= 1
@@ -199,6 +205,7 @@ def raw_get(server: Server, path: str, token: str) -> tuple[int, bytes]:
         conn.close()
 
 
+@pytest.mark.slow
 def test_artifact_paths_cannot_leave_the_job(paused: Server) -> None:
     job = post(paused, {"spec": small_spec()}).json()
     storage = paused.tmp / "storage"
@@ -215,6 +222,7 @@ def test_artifact_paths_cannot_leave_the_job(paused: Server) -> None:
         assert b"outside the job" not in body and session_ray_token().encode() not in body, path
 
 
+@pytest.mark.slow
 def test_idempotent_and_concurrent_submissions_are_recorded_exactly_once(paused: Server) -> None:
     first = post(paused, {"spec": small_spec()}, **{"Idempotency-Key": "same-key"})
     again = post(paused, {"spec": small_spec()}, **{"Idempotency-Key": "same-key"})
@@ -240,6 +248,7 @@ def test_idempotent_and_concurrent_submissions_are_recorded_exactly_once(paused:
     assert sorted(listed) == sorted(set(ids))  # every job once, across pages
 
 
+@pytest.mark.slow
 def test_an_idempotency_key_names_one_request_and_is_not_a_job_id(paused: Server) -> None:
     """Issue 19, item 9: the same key with another body was answered 200 with the first job."""
     first = post(paused, {"spec": small_spec(), "name": "one"}, **{"Idempotency-Key": "key-once"})
@@ -257,6 +266,7 @@ def test_an_idempotency_key_names_one_request_and_is_not_a_job_id(paused: Server
     assert changed.status_code == 409 and "shared-name-1" in changed.json()["detail"]
 
 
+@pytest.mark.slow
 def test_job_ids_neither_leak_nor_can_be_squatted(paused: Server) -> None:
     """Issue 19, item 11: another's job was a 403 (an unknown one 404); `cache` was a job id."""
     assert post(paused, {"spec": small_spec(), "job_id": "alices-own-1"}, token=ALICE).status_code == 201
@@ -279,6 +289,7 @@ def test_job_ids_neither_leak_nor_can_be_squatted(paused: Server) -> None:
     assert not (paused.tmp / "storage" / "cache" / "spec.json").exists()
 
 
+@pytest.mark.slow
 def test_queued_jobs_can_be_reprioritised_and_cancelled(paused: Server) -> None:
     a = post(paused, {"spec": small_spec(), "priority": 0}).json()
     b = post(paused, {"spec": small_spec(), "priority": 0}).json()
@@ -317,6 +328,7 @@ def live(tmp_path_factory: pytest.TempPathFactory, databases: Any) -> Iterator[d
 
 
 
+@pytest.mark.slow
 def test_a_job_over_http_streamed_resumed_and_downloaded(live: dict[str, Any], tmp_path: Path) -> None:
     server: Server = live["server"]
     job = post(server, {"spec": small_spec(name="http-job"), "job_id": "http-1"}, token=ADMIN).json()
@@ -343,6 +355,7 @@ def test_a_job_over_http_streamed_resumed_and_downloaded(live: dict[str, Any], t
     assert "job finished" in logs
 
 
+@pytest.mark.slow
 def test_a_text_job_over_http_finishes_with_its_f1_in_the_events(
         live: dict[str, Any], request: pytest.FixtureRequest) -> None:
     """A Hugging Face text job through the REST API to its result: macro-F1 of the teacher and
@@ -373,6 +386,7 @@ def test_a_text_job_over_http_finishes_with_its_f1_in_the_events(
     assert "students/student-0-g1-hf/model.safetensors" in files
 
 
+@pytest.mark.slow
 def test_priority_queue_cancel_and_service_restart(live: dict[str, Any]) -> None:
     server: Server = live["server"]
     tiny = {"train": {"epochs": 1, "batch_size": 64, "lr": 0.003}}
@@ -428,6 +442,7 @@ def wait_driver_lock_free(job_dir: Path, *, timeout: float) -> None:
         time.sleep(0.5)
 
 
+@pytest.mark.slow
 def test_jobs_survive_a_ray_head_restart_and_a_lost_job_is_retried(live: dict[str, Any]) -> None:
     """The head dies mid-job and comes back empty: history stays, the lost job says so, retry resumes."""
     server, head = live["server"], live["head"]
@@ -527,6 +542,7 @@ def test_empty_or_reserved_tokens_are_refused(env: dict[str, str], shown: str,
     assert "admin-secret" not in result.output and "a" * 31 not in result.output  # never shown
 
 
+@pytest.mark.slow
 def test_two_hundred_submissions_under_load_and_a_restart_are_each_recorded_once(
         live: dict[str, Any]) -> None:
     """Issue 14's load: 20 clients send 200 submissions while a job runs, and the service is
@@ -702,6 +718,7 @@ def test_a_user_may_have_only_so_many_unfinished_jobs(guarded: Server) -> None:
     assert post(guarded, {"spec": small_spec()}, token=BOB).status_code == 201
 
 
+@pytest.mark.slow
 def test_a_job_the_cluster_can_never_place_is_refused(paused: Server) -> None:
     """Issue 19, item 7: such a job held the only running slot forever. The head has 1 CPU, no GPU."""
     deadline = time.monotonic() + 60  # until the head's node has registered with its GCS
