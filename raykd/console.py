@@ -25,9 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
-from raykd.console_text import event_line
 from raykd.core.errors import JobDirError
-from raykd.core.events import follow
 from raykd.core.jobdir import JobLayout
 
 #: Set before Ray is imported: no colour codes in Ray's prefixes, every line kept.
@@ -251,6 +249,9 @@ class EventFollower:
         self.display.__exit__(*exc)
 
     def _run(self) -> None:
+        from raykd.console_text import event_line
+        from raykd.core.events import follow
+
         for event in follow(self.path, after=self.after, stop=self._stop.is_set, poll_s=0.1):
             self.display.event(event)
             line = event_line(event)

@@ -12,7 +12,6 @@ from typing import Annotated, Any
 import typer
 
 from raykd.cli.common import SetOpt, SpecArg, echo_log, guarded, read_spec
-from raykd.console_text import event_line, result_rows
 from raykd.core.errors import UserError
 
 control_app = typer.Typer()
@@ -64,6 +63,8 @@ def job_line(job: Any) -> str:
 
 def watch_job(client: Any, job_id: str) -> int:
     """Print the job's events as they come; 0 when it succeeded, 1 when it failed or stopped."""
+    from raykd.console_text import event_line
+
     for event in client.events(job_id):
         line = event_line(event)
         if line:
@@ -207,6 +208,8 @@ def status_lines(job: Any) -> list[str]:
 
 def result_lines(result: dict[str, Any]) -> list[str]:
     """The result's rows (model, val acc, test acc, seconds), or its JSON when not a run's."""
+    from raykd.console_text import result_rows
+
     try:
         rows = result_rows(result)
     except (KeyError, TypeError, ValueError):

@@ -11,7 +11,6 @@ from typing import Annotated, Any
 import typer
 
 from raykd.cli.common import SetOpt, SpecArg, echo_log, guarded, read_spec
-from raykd.console_text import print_result
 
 local_app = typer.Typer()
 
@@ -41,6 +40,7 @@ def run(spec: SpecArg, set_: SetOpt = None, job_id: JobIdOpt = None, job_dir: Jo
         json_out: JsonOpt = False) -> None:
     """Run (or resume) a distillation job (local Ray, or the cluster in RAY_ADDRESS)."""
     from raykd import console
+    from raykd.console_text import print_result
 
     def go() -> None:
         from raykd.engine import run_job

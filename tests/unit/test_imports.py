@@ -41,6 +41,10 @@ ALLOWED: dict[tuple[str, str], str] = {
     # command loads what it runs (the console and the spec load pydantic, the client httpx,
     # the service FastAPI, predict/export/bench/engine/tune torch and Ray)
     ("raykd.cli", "raykd.console"): LIGHT,
+    # the console's event follower (pydantic's events) loads when a job's events are followed:
+    # `raykd --help` imports the console for its Ray settings
+    ("raykd.console", "raykd.console_text"): LIGHT,
+    ("raykd.console", "raykd.core.events"): LIGHT,
     ("raykd.cli.artifacts", "raykd.export"): LIGHT,
     ("raykd.cli.artifacts", "raykd.predict"): LIGHT,
     ("raykd.cli.artifacts", "raykd.predict_models"): LIGHT,
@@ -56,9 +60,11 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("raykd.cli.common", "raykd.core.spec"): LIGHT,
     ("raykd.cli.common", "raykd.core.spec_io"): LIGHT,  # YAML
     ("raykd.cli.control", "raykd.client"): LIGHT,
+    ("raykd.cli.control", "raykd.console_text"): LIGHT,  # pydantic, through core's events
     ("raykd.cli.control", "raykd.service.app"): LIGHT,
     ("raykd.cli.control", "raykd.service.settings"): LIGHT,
     ("raykd.cli.local", "raykd"): LIGHT,  # from raykd import console
+    ("raykd.cli.local", "raykd.console_text"): LIGHT,
     ("raykd.cli.local", "raykd.core.spec"): LIGHT,
     ("raykd.cli.local", "raykd.engine"): LIGHT,
     ("raykd.cli.local", "raykd.tune"): LIGHT,
@@ -188,3 +194,11 @@ LIGHT_ENTRY_POINTS = {
 def test_a_light_entry_point_loads_no_torch_and_no_ray(entry: str) -> None:
     loaded = heavy_imports(LIGHT_ENTRY_POINTS[entry], HEAVY)
     assert loaded == [], f"{entry} loads {loaded[:5]}"
+
+
+def test_raykd_help_loads_no_pydantic_httpx_or_fastapi() -> None:
+    """`raykd --help` stays a bare typer app: the spec, the client and the service load only
+    with the command that uses them."""
+    loaded = heavy_imports(LIGHT_ENTRY_POINTS["raykd --help"],
+                           ("pydantic", "httpx", "fastapi", "sqlalchemy", "numpy"))
+    assert loaded == [], f"raykd --help loads {loaded[:5]}"
