@@ -120,13 +120,13 @@ class RayRow:
     num_workers: int
     cpus_per_worker: float
     augment: bool = False
-    runner: str = "auto"  # scaling.student_runner: auto = the job's student actor for 1 worker
+    runner: str = "auto"  # scaling.student_runner (auto: the driver on a local Ray, 1 worker)
     replicas: int = 1  # scaling.teacher_replicas (online rows)
     online: str = "auto"  # scaling.online_teachers (online rows)
 
 
 RAY_ROWS = (
-    RayRow("c", "raykd, cached logits, student actor x 2 CPU", 1, 2.0),
+    RayRow("c", "raykd, cached logits, student actor x 2 CPU", 1, 2.0, runner="actor"),
     RayRow("ct", "raykd, cached logits, Ray Train 1 worker x 2 CPU", 1, 2.0, runner="train"),
     RayRow("d", "raykd online (augment), teachers in the student actor's process x 2 CPU", 1, 2.0,
            augment=True),
@@ -134,7 +134,7 @@ RAY_ROWS = (
            augment=True, online="actors"),
     RayRow("d2", "raykd online (augment), 2 ensemble copies, Ray Train 2 workers x 1 CPU", 2, 1.0,
            augment=True, replicas=2),
-    RayRow("e1", "raykd, cached, student actor x 1 CPU", 1, 1.0),
+    RayRow("e1", "raykd, cached, student actor x 1 CPU", 1, 1.0, runner="actor"),
     RayRow("e2", "raykd, cached, Ray Train 2 workers x 1 CPU (DDP gloo)", 2, 1.0),
 )
 PLAIN_LABELS = {"a": "plain PyTorch, student alone (no teachers)",

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from raykd.core.jobdir import JobLayout
 from raykd.core.spec import JobSpec, load_spec
 from raykd.engine import Job, cache_dir, ensure_ray, load_data, put_splits, run_teachers
 from raykd.teachers.cache import LogitCache
@@ -73,7 +74,7 @@ def _timed(spec: JobSpec, job_dir: Path, *, naive: bool, log: Log) -> tuple[floa
 def _stage_times(job_dir: Path, stage: str) -> tuple[float, float] | None:
     """When ``stage`` started and finished (the last time it ran), from the job's events."""
     started = finished = None
-    path = job_dir / "events.jsonl"
+    path = JobLayout(job_dir).events
     for line in path.read_text().splitlines() if path.is_file() else []:
         event = json.loads(line)
         if event.get("stage") == stage and event["type"] == "stage_started":
@@ -87,7 +88,7 @@ def _trial_reports(job_dir: Path) -> list[dict[str, float]]:
     """Each trial's process id, start, end, training and time outside its epochs (Tune's
     result files: the trial reports ``trial_started_at`` and ``trial_seconds``)."""
     trials = []
-    for path in sorted((job_dir / "tune").glob("trial_*/result.json")):
+    for path in sorted(JobLayout(job_dir).tune.glob("trial_*/result.json")):
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         if not rows or "trial_started_at" not in rows[0]:
             continue

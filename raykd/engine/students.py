@@ -118,8 +118,9 @@ def choose_runner(job: Job) -> Runner:
     runner = job.student_runner = student_runner(job.spec)
     job.result["student_runner"] = runner
     if runner == "driver":
-        job.say("students: trained in this driver's process (a local Ray it started, one "
-                "worker, CPUs): no student actor to start")
+        why = ("a local Ray it started, one worker, CPUs" if job.spec.scaling.student_runner
+               == "auto" else "scaling.student_runner: driver")
+        job.say(f"students: trained in this driver's process ({why}): no student actor to start")
     return runner
 
 

@@ -63,6 +63,11 @@ def admit(spec: JobSpec, settings: Settings) -> JobSpec:
     if spec.faults is not None and not settings.allow_fault_injection:
         raise PolicyError("faults: fault injection is off in this service (its operator can "
                           "allow it with RAYKD_ALLOW_FAULT_INJECTION=true, for testing only)")
+    if spec.scaling.student_runner == "driver":
+        raise PolicyError(
+            "scaling.student_runner='driver' trains the students in the job's driver process, "
+            "which this service runs beside its Ray head, outside Ray's CPU and memory "
+            "accounting and the service's limits; use 'auto' (a student actor here) or 'actor'")
     if spec.data.dataset not in BUILTIN_DATASETS:
         _check_file("data.dataset", spec.data.dataset, settings)
     for i, t in enumerate(spec.teachers):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -32,7 +33,7 @@ def heavy_imports(code: str, heavy: tuple[str, ...]) -> list[str]:
         timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    return list(eval(done.stdout.strip().splitlines()[-1]))  # a printed list of str
+    return list(ast.literal_eval(done.stdout.strip().splitlines()[-1]))  # a printed list
 
 
 def assert_imports_none_of(modules: list[str], heavy: tuple[str, ...]) -> None:

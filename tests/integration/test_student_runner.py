@@ -85,6 +85,7 @@ def test_the_driver_trains_exactly_as_the_student_actor_and_auto_picks_it_on_a_l
     assert [e.epoch for e in events if e.type == "epoch" and e.student == 1] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_auto_trains_on_the_driver_only_where_it_stands_for_the_actor(ray_local: None) -> None:
     from raykd.engine.cluster import ray_started_here, student_runner
 
@@ -126,6 +127,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_a_joined_cluster_or_a_gpu_keeps_the_student_actor(ray_local: None) -> None:
     """In another process: joined by address, ``auto`` keeps the actor (a driver asked for
     is honoured); on a local Ray with a GPU, ``auto`` keeps the actor and ``driver`` is
@@ -157,6 +159,7 @@ def test_the_driver_runner_is_refused_for_ddp_or_gpus_in_one_line() -> None:
         assert "\n" not in str(exc.value)
 
 
+@pytest.mark.slow
 def test_nan_teacher_logits_fail_the_driver_runner_with_the_loops_error(
         ray_local: None, tmp_path: Path) -> None:
     import ray

@@ -146,7 +146,9 @@ class ScalingSpec(Section):
     max_failures: int = Field(
         default=2, ge=0, le=100,
         description="Failure budget of each student: how many times its workers are restarted "
-        "(from the last epoch's checkpoint) before the job fails.",
+        "(from the last epoch's checkpoint) before the job fails. Student runners actor and "
+        "train only: with the driver runner a crash of the student is the driver's, which ends "
+        "the job; running the same job id again resumes it from its last epoch.",
     )
     teacher_replicas: int = Field(
         default=1, ge=1, le=64,

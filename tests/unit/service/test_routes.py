@@ -179,3 +179,19 @@ def test_a_followed_log_whose_job_is_retried_meanwhile_goes_on_with_the_new_atte
     r = client.get("/api/v1/jobs/rt/logs", params={"follow": "true"}, headers=HEADERS)
     assert r.status_code == 200 and r.text == "the retry's log\n", r.text
     assert ("logs", "rt.r1") in ray.calls and ("logs", "rt") not in ray.calls
+
+
+def test_a_student_trained_in_the_driver_is_refused_by_the_service(app: Any) -> None:
+    """The service's drivers run beside its Ray head: a student there would train outside
+    Ray's CPU and memory accounting and the service's limits, so ``student_runner: driver``
+    is refused in one line (``auto`` picks the student actor on the service's cluster)."""
+    from tests.helpers.specs import digits_spec
+
+    client, _, _ = app
+    spec = digits_spec("/unused", scaling={"num_workers": 1, "student_runner": "driver"})
+    refused = client.post("/api/v1/jobs", json={"spec": spec}, headers=HEADERS)
+    assert refused.status_code == 422, refused.text
+    assert "scaling.student_runner='driver' trains the students in the job's driver process" \
+        in refused.text and "'auto'" in refused.text
+    spec["scaling"]["student_runner"] = "auto"
+    assert client.post("/api/v1/jobs", json={"spec": spec}, headers=HEADERS).status_code == 201
