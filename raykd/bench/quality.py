@@ -37,7 +37,8 @@ import numpy as np
 
 from raykd.bench import BenchOptionError
 from raykd.bench.quality_report import markdown, plot_dataset, summarize, verdict
-from raykd.bench.quality_runs import ROWS, Grid, Scenario, ScenarioRefs, collect, submit_scenario
+from raykd.bench.quality_runs import ROWS, Grid
+from raykd.bench.quality_tasks import Scenario, ScenarioRefs, collect, submit_scenario
 from raykd.core.spec import parse_spec
 from raykd.data import load_dataset
 from raykd.engine import Job, ensemble_accuracy, ensure_ray, put_splits, run_teachers

@@ -10,7 +10,7 @@ dataset it builds two ensembles of three teachers,
 each taught by raykd's own teacher stage (:func:`raykd.engine.teacher_stage.run_teachers`: one
 teacher pass per ensemble; teachers and their logits cached under ``<out>/cache``, the
 shared strong teacher trained once). Every student run then reads that ensemble's frozen
-(M, N, C) train logits from one object-store copy (:mod:`raykd.bench.quality_runs`: a
+(M, N, C) train logits from one object-store copy (:mod:`raykd.bench.quality_tasks`: a
 ``num_cpus=1`` Ray task per run, as a sweep trial reads its logits; no teacher runs again).
 
 Per dataset, ensemble and student size (``same-size``: the strong architecture;
@@ -46,7 +46,8 @@ from typing import Any
 import numpy as np
 
 from raykd.bench.quality import check_seeds, disagreement, wait_all
-from raykd.bench.quality_runs import Row, RunJob, _run_task
+from raykd.bench.quality_runs import Row, RunJob
+from raykd.bench.quality_tasks import _run_task
 from raykd.bench.wkd_report import summarize_scenario, write_all
 from raykd.bench.wkd_stats import target_stats
 from raykd.core.spec import parse_spec
@@ -367,8 +368,9 @@ def run_wkd_bench(out: Path, quick: bool = False, seeds: int | None = None, *,
     datasets = run_datasets(plans or (QUICK_PLANS if quick else FULL_PLANS), seeds, out, say)
     command = "raykd bench wkd" + (" --quick" if quick else "") + (
         f" --seeds {seeds}" if seeds else "") + (f" --results {results}" if results else "")
-    result: dict[str, Any] = {"quick": quick, "started": stamp, "wall_seconds": time.perf_counter() - start,
-              "command": command, "datasets": datasets}
+    result: dict[str, Any] = {"quick": quick, "started": stamp,
+                              "wall_seconds": time.perf_counter() - start,
+                              "command": command, "datasets": datasets}
     written = write_all(result, out)
     if results is not None:
         Path(results).mkdir(parents=True, exist_ok=True)
