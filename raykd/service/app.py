@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from raykd.core.states import ACTIVE_STATES
 from raykd.service.capacity import ClusterView
+from raykd.service.database import migrate
 from raykd.service.deps import CurrentUser
 from raykd.service.ray_head import OwnedHead, owned_head_token
 from raykd.service.ray_jobs import RayJobs
@@ -38,7 +39,7 @@ from raykd.service.routes import audit, health, jobs
 from raykd.service.scheduler import Scheduler
 from raykd.service.settings import Settings
 from raykd.service.state import ServiceState
-from raykd.service.store import Store, migrate
+from raykd.service.store import Store
 from raykd.service.web import routes as web
 
 log = logging.getLogger("raykd.service")

@@ -21,7 +21,7 @@ from raykd.service.auth import (
     secret_matches,
     user_for_token,
 )
-from raykd.service.rules import visible_job
+from raykd.service.ownership import visible_job
 from raykd.service.settings import Settings
 from raykd.service.state import ServiceState
 from raykd.service.tables import JobRow
@@ -76,7 +76,7 @@ State = Annotated[ServiceState, Depends(get_state)]
 def owned_job(job_id: Annotated[str, Path(description=JOB_ID_HELP)], user: CurrentUser,
               state: State) -> JobRow:
     """The job ``job_id`` if the caller may see it: 404 when unknown or someone else's
-    (the same answer, so ids of other users' jobs cannot be probed; see rules.visible_job)."""
+    (the same answer, so ids of other users' jobs cannot be probed; see ownership.visible_job)."""
     return visible_job(state.store, user, job_id)
 
 

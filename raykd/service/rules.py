@@ -1,5 +1,6 @@
-"""The service's rules for jobs, in one place: who may see a job, the limits a submission
-must keep, and what submit, re-prioritise, cancel, retry, delete and download do.
+"""The service's rules for jobs, in one place: the limits a submission must keep, and what
+submit, re-prioritise, cancel, retry, delete and download do (who may see a job is
+:mod:`raykd.service.ownership`'s: a rule acts on a job the caller may see).
 
 The REST routes (:mod:`raykd.service.routes.jobs`) and the dashboard
 (:mod:`raykd.service.web.routes`) parse a request, call a rule here and shape its answer;
@@ -40,55 +41,10 @@ from raykd.service.ray_jobs import RayUnavailable
 from raykd.service.scheduler import spec_file, submission_ids
 from raykd.service.schemas import LABEL, JobCreate, JobPublic
 from raykd.service.state import ServiceState
-from raykd.service.store import Store, read
+from raykd.service.store import read
 from raykd.service.tables import JobRow
 
-MAX_JOB_ID = 160  # longer is never a stored id: answered 404 without a query
 MAX_LABEL_FILTERS = 16
-
-# --- ownership --------------------------------------------------------------------------
-
-
-def may_see(user: User, owner: str) -> bool:
-    """Whether ``user`` may see (and act on) a job of ``owner``: its owner, or the admin."""
-    return user.admin or owner == user.name
-
-
-def listed_owner(user: User) -> str | None:
-    """The owner filter of ``user``'s job lists (the API's and the dashboard's): their own
-    jobs, or every job (None) for the admin; the same rule as :func:`may_see`."""
-    return None if user.admin else user.name
-
-
-def visible_job(store: Store, user: User, job_id: str) -> JobRow:
-    """The stored job ``job_id`` if ``user`` may see it, else 404 (unknown or another's alike,
-    so ids of other users' jobs cannot be probed)."""
-    row = store.get(job_id) if len(job_id) <= MAX_JOB_ID else None
-    if row is None or not may_see(user, row.owner):
-        raise no_job(job_id)
-    return row
-
-
-def no_job(job_id: str) -> HTTPException:
-    """The one answer for a job that is unknown or another user's."""
-    return HTTPException(404, f"no job {job_id[:MAX_JOB_ID]!r}")
-
-
-async def visible_view(store: Store, user: User, job_id: str) -> JobPublic:
-    """The API view of ``job_id`` (one read: row, labels, queue position) if ``user`` may see
-    it, else 404 as :func:`visible_job`."""
-    view = await read(store, store.view, job_id) if len(job_id) <= MAX_JOB_ID else None
-    if view is None or not may_see(user, view["owner"]):
-        raise no_job(job_id)
-    return JobPublic.model_validate(view)
-
-
-def _current(state: ServiceState, row: JobRow) -> JobRow:
-    """``row`` as stored now (under the scheduler's lock); 404 once it is gone."""
-    current = state.store.get(row.id)
-    if current is None:
-        raise HTTPException(404, f"no job {row.id!r}")
-    return current
 
 
 # --- limits -----------------------------------------------------------------------------
@@ -238,6 +194,14 @@ def _unavailable(job_id: str) -> HTTPException:
 
 
 # --- a job's life after submission ------------------------------------------------------
+
+
+def _current(state: ServiceState, row: JobRow) -> JobRow:
+    """``row`` as stored now (under the scheduler's lock); 404 once it is gone."""
+    current = state.store.get(row.id)
+    if current is None:
+        raise HTTPException(404, f"no job {row.id!r}")
+    return current
 
 
 def reprioritise(state: ServiceState, user: User, row: JobRow, priority: int,

@@ -1,26 +1,23 @@
 """Persistence: jobs, their labels and their event history, in SQLAlchemy 2 (SQLite by default).
 
-The schema is created and upgraded by Alembic (``raykd/service/migrations``) when the
-service starts. Everything a user sees survives a restart of the service and of the Ray
-head: the job record, its spec, its final result and every event it wrote.
+The schema is created and upgraded by Alembic (``raykd/service/migrations``, through
+:func:`raykd.service.database.migrate`) when the service starts. Everything a user sees
+survives a restart of the service and of the Ray head: the job record, its spec, its final
+result and every event it wrote.
 """
 
 from __future__ import annotations
 
-import contextlib
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import create_engine, event, or_, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, defer, sessionmaker
+from sqlalchemy.orm import defer
 from starlette.concurrency import run_in_threadpool
 
+from raykd.service.database import Database
 from raykd.service.statements import (
     AHEAD_READ,
     JOB_FIELDS,
@@ -29,7 +26,6 @@ from raykd.service.statements import (
     LABELS_READ,
     POSITIONS_READ,
     QUEUE_ORDER,
-    CompiledRead,
     JobSummary,
     decode_cursor,
     encode_cursor,
@@ -39,94 +35,18 @@ from raykd.service.statements import (
 )
 from raykd.service.tables import Base, EventRow, JobRow, LabelRow, LeaseRow
 
-POOL_SIZE = 40  # >= the API's worker threads (RAYKD_THREADS, default 8) plus the scheduler
-
-
-class _Held:
-    """Releases a lock already acquired, on leaving the ``with`` block."""
-
-    def __init__(self, lock: Any) -> None:
-        self.lock = lock
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *_exc: object) -> None:
-        self.lock.release()
-
 
 def _set_fields(obj: Base) -> dict[str, Any]:
     """The column values set on a new ORM object (unset ones: the column's default)."""
     return {c.key: obj.__dict__[c.key] for c in obj.__table__.columns if c.key in obj.__dict__}
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, a busy timeout and foreign keys."""
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        # a pool as large as the server's thread pool: connections beyond the pool would be
-        # opened (and their pragmas run) per request, then thrown away
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
-                               pool_size=POOL_SIZE, max_overflow=POOL_SIZE)
-
-        @event.listens_for(engine, "connect")
-        def _pragmas(conn: Any, _record: Any) -> None:
-            cur = conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.close()
-
-        return engine
-    return create_engine(url, pool_pre_ping=True)
-
-
-def migrate(url: str) -> None:
-    """Create or upgrade the schema to the newest Alembic revision."""
-    from alembic import command
-    from alembic.config import Config
-
-    here = Path(__file__).parent / "migrations"
-    cfg = Config()
-    cfg.set_main_option("script_location", str(here))
-    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    command.upgrade(cfg, "head")
-
-
-class Store:
-    """Jobs, labels and events behind one sessionmaker."""
+class Store(Database):
+    """Jobs, labels, events and leases, on the service's :class:`Database`."""
 
     def __init__(self, url: str) -> None:
-        self.url = url
-        self.engine = make_engine(url)
-        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self.local = url.startswith("sqlite")
-        """A file on this host: a read takes microseconds and (WAL) never waits for a writer."""
+        super().__init__(url)
         self.json_loaders = json_loaders(self.engine.dialect)
-        self._held = threading.local()
-        self._writing = threading.RLock()
-        """SQLite: this process's writers take turns here (see :meth:`add`)."""
-
-    @contextmanager
-    def session(self) -> Iterator[Session]:
-        """A session in a transaction that writes (committed at the end)."""
-        with self._turn(), self.sessions() as s, s.begin():
-            yield s
-
-    def _turn(self, wait: bool = True) -> Any:
-        """This process's turn to write (SQLite: one writer at a time; a thread that finds
-        SQLite's write lock taken sleeps in its busy handler, milliseconds and growing,
-        instead of waking when the lock is free). Without ``wait``: None when another
-        thread of this process is writing. Other databases: no turn to take."""
-        if not self.local:
-            return contextlib.nullcontext()
-        if not self._writing.acquire(blocking=wait):
-            return None
-        return _Held(self._writing)
-
-    def ping(self) -> bool:
-        with self.sessions() as s:
-            return s.execute(select(1)).scalar() == 1
 
     def add(self, row: JobRow, labels: dict[str, str], *also: Base) -> JobRow:
         """Store the job, its labels and ``also`` (e.g. its audit entry) in one transaction:
@@ -172,32 +92,6 @@ class Store:
             for job_id, key, value in self._read(LABELS_MANY_READ, ids=list(job_ids)):
                 out[job_id][key] = value
         return out
-
-    def _read(self, read: CompiledRead, **values: Any) -> list[Any]:
-        """The rows of ``read`` (one connection of :meth:`_reader`)."""
-        dbapi = self._reader()
-        try:
-            return read.rows(dbapi, self.engine.dialect, **values)
-        finally:
-            self._done(dbapi)
-
-    def _done(self, dbapi: Any) -> None:
-        if dbapi is not getattr(self._held, "conn", None):
-            dbapi.close()  # back to the pool
-
-    def _reader(self) -> Any:
-        """A DBAPI connection for a read (give it back with :meth:`_done`). SQLite on the
-        main thread (uvicorn's event loop, where :func:`raykd.service.deps.read` runs the
-        API's reads): one kept for good (the pool's checkout and return cost as much as a
-        read by key; a SELECT opens no transaction on it, so it sees every commit). Else,
-        and on other threads (which may end), one from the pool."""
-        held = getattr(self._held, "conn", None)
-        if held is not None:
-            return held
-        conn = self.engine.raw_connection()
-        if self.local and threading.current_thread() is threading.main_thread():
-            self._held.conn = conn
-        return conn
 
     def view(self, job_id: str) -> dict[str, Any] | None:
         """The job as the API shows it (its columns, spec, result, labels and queue
@@ -292,14 +186,16 @@ class Store:
         if not events:
             return
         with self.session() as s:
-            seqs = [e.seq for e in events]  # a range, not an IN list: 50,000 new events are one query
+            # a range, not an IN list: 50,000 new events are one query
+            seqs = [e.seq for e in events]
             have = set(s.scalars(select(EventRow.seq).where(EventRow.job_id == job_id,
                                                             EventRow.seq >= min(seqs),
                                                             EventRow.seq <= max(seqs))))
             s.add_all(EventRow(job_id=job_id, seq=e.seq, type=e.type, body=e.model_dump_json())
                       for e in events if e.seq not in have)
 
-    def events(self, job_id: str, *, after: int = 0, types: tuple[str, ...] = ()) -> list[tuple[int, str, str]]:
+    def events(self, job_id: str, *, after: int = 0,
+               types: tuple[str, ...] = ()) -> list[tuple[int, str, str]]:
         """(seq, type, json) of a job's stored events after ``after``, in order."""
         q = select(EventRow.seq, EventRow.type, EventRow.body).where(EventRow.job_id == job_id,
                                                                      EventRow.seq > after)
@@ -309,13 +205,16 @@ class Store:
             return [(r[0], r[1], r[2]) for r in s.execute(q.order_by(EventRow.seq))]
 
     def failed_since(self, since: float) -> list[JobRow]:
-        """Jobs recorded ``failed`` at or after ``since`` (the follower watches them for late events)."""
+        """Jobs recorded ``failed`` at or after ``since`` (the follower watches them for late
+        events)."""
         with self.sessions() as s:
             return list(s.scalars(select(JobRow).options(defer(JobRow.spec), defer(JobRow.result))
                                   .where(JobRow.state == "failed", JobRow.finished_at >= since)))
 
-    def take_lease(self, name: str, holder: str, ttl_s: float, *, steal_from: str | None = None) -> bool:
-        """Take or renew the lease ``name`` for ``holder`` until now + ``ttl_s``; False if another holds it.
+    def take_lease(self, name: str, holder: str, ttl_s: float, *,
+                   steal_from: str | None = None) -> bool:
+        """Take or renew the lease ``name`` for ``holder`` until now + ``ttl_s``; False if
+        another holds it.
 
         Atomic on SQLite and PostgreSQL alike: one conditional UPDATE (ours, expired, or the
         dead ``steal_from``), else one INSERT that fails when a row exists.
@@ -345,10 +244,6 @@ class Store:
         with self.session() as s:
             s.execute(update(LeaseRow).where(LeaseRow.name == name, LeaseRow.holder == holder)
                       .values(expires_at=0.0))
-
-
-def now() -> float:
-    return time.time()
 
 
 T = TypeVar("T")

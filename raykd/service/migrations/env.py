@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import pool
 
-from raykd.service.store import make_engine
+from raykd.service.database import make_engine
 from raykd.service.tables import Base
 
 config = context.config

@@ -1,9 +1,9 @@
 """``/api/v1/jobs``: submit, list, inspect, stream, cancel, retry, delete, download.
 
-Thin routes: each parses its request, calls a rule of :mod:`raykd.service.rules` (or a
-stream of :mod:`raykd.service.streams`) and shapes the answer. Validation is the pydantic
-models', persistence the store's, Ray the scheduler's. Every error is a 4xx with a message
-naming what was wrong.
+Thin routes: each parses its request, calls a rule of :mod:`raykd.service.rules` (or
+:mod:`raykd.service.ownership`, or a stream of :mod:`raykd.service.streams`) and shapes the
+answer. Validation is the pydantic models', persistence the store's, Ray the scheduler's.
+Every error is a 4xx with a message naming what was wrong.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel
 
-from raykd.service import rules, streams
+from raykd.service import ownership, rules, streams
 from raykd.service.artifacts import listed
 from raykd.service.deps import JOB_ID_HELP, Audit, CurrentUser, OwnedJob, State
 from raykd.service.job_views import page, public
@@ -86,7 +86,7 @@ async def list_jobs(user: CurrentUser, request: Request,
     labels = rules.label_filters(label or [])
     state = _state(request)
     try:
-        found = await read(state.store, page, state, owner=rules.listed_owner(user),
+        found = await read(state.store, page, state, owner=ownership.listed_owner(user),
                            state=status, name=name, labels=labels, limit=limit, cursor=cursor,
                            ascending=order == "asc")
     except ValueError as err:
@@ -99,7 +99,7 @@ async def get_job(job_id: Annotated[str, PathParam(description=JOB_ID_HELP)], us
                   request: Request) -> Response:
     # async, one read of the row, its labels and queue position on one connection (SQLite:
     # on the loop, store.read), serialized once: no thread hops, no ORM, no second validation
-    return answer(await rules.visible_view(_state(request).store, user, job_id))
+    return answer(await ownership.visible_view(_state(request).store, user, job_id))
 
 
 @router.patch("/{job_id}", response_model=JobPublic, summary="Re-prioritise a queued job")

@@ -27,7 +27,7 @@ from raykd.service.audit import record
 from raykd.service.auth import auth_limit, client_address, secret_matches, user_for_token
 from raykd.service.deps import State
 from raykd.service.job_views import public, public_many
-from raykd.service.rules import listed_owner, visible_job
+from raykd.service.ownership import listed_owner, visible_job
 from raykd.service.schemas import JobPublic
 from raykd.service.state import ServiceState
 from raykd.service.web.sessions import COOKIE, CSRF_HEADER, Session, request_session, sessions_of

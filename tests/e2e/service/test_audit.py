@@ -16,7 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from raykd.service.store import Store, migrate
+from raykd.service.database import migrate
+from raykd.service.store import Store
 from raykd.service.tables import JobRow
 from tests.helpers.api import ADMIN, ALICE, auth, post, small_spec
 from tests.helpers.service import Server

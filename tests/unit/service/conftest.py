@@ -10,8 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from raykd.service.app import create_app
+from raykd.service.database import migrate
 from raykd.service.settings import Settings
-from raykd.service.store import Store, migrate
+from raykd.service.store import Store
 from tests.helpers.fake_ray import TOKEN, FakeRay
 
 

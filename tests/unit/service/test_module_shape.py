@@ -10,7 +10,7 @@ from pathlib import Path
 from tests.helpers.paths import PACKAGE
 
 SERVICE = PACKAGE / "service"
-MAX_LINES = 380  # "about 350": the longest today is store.py
+MAX_LINES = 340  # "about 350": the longest today is follower.py (331)
 
 
 def _modules() -> list[Path]:

@@ -17,8 +17,9 @@ from sqlalchemy import inspect
 from sqlalchemy.exc import IntegrityError
 
 from raykd.core.events import parse_event
+from raykd.service.database import migrate
 from raykd.service.statements import decode_cursor
-from raykd.service.store import Store, migrate
+from raykd.service.store import Store
 from raykd.service.tables import JobRow
 
 
