@@ -14,14 +14,14 @@ shared strong teacher trained once). Every student run then reads that ensemble'
 ``num_cpus=1`` Ray task per run, as a sweep trial reads its logits; no teacher runs again).
 
 Per dataset, ensemble and student size (``same-size``: the strong architecture;
-``smaller``: a small MLP) the rows of :data:`WKD_ROWS` are trained with the same seeds
-0..n-1 (seed k: the same initialisation and batch order in every row, so differences are
-paired), at one T and alpha for all (raykd's defaults, T = 4, alpha = 0.9): the W curve
-(W = 1 is plain KD, then 0.75 ... 0.05), and two automatic settings: ``teacher_weights:
-val_accuracy`` with KD and with WKD at its default W = 0.75. ``none`` (the student alone)
-is trained once per student and seed and shared by both ensembles. The report adds "W
-picked on validation": per seed the W-curve run with the best validation accuracy, its
-test accuracy reported (the same runs, no extra training).
+``smaller``: a small MLP) the rows of :data:`~raykd.bench.wkd_plan.WKD_ROWS` are trained
+with the same seeds 0..n-1 (seed k: the same initialisation and batch order in every row,
+so differences are paired), at one T and alpha for all (raykd's defaults, T = 4,
+alpha = 0.9): the W curve (W = 1 is plain KD, then 0.75 ... 0.05), and two automatic
+settings: ``teacher_weights: val_accuracy`` with KD and with WKD at its default W = 0.75. ``none``
+(the student alone) is trained once per student and seed and shared by both ensembles. The
+report adds "W picked on validation": per seed the W-curve run with the best validation
+accuracy, its test accuracy reported (the same runs, no extra training).
 
 Why: per ensemble, the share of training examples on which some but not all teachers are
 wrong (the only examples where WKD changes the target) and the training-set accuracy of
@@ -48,8 +48,17 @@ import numpy as np
 from raykd.bench.quality import check_seeds, disagreement, wait_all
 from raykd.bench.quality_runs import Row, RunJob
 from raykd.bench.quality_tasks import _run_task
-from raykd.bench.wkd_report import summarize_scenario, write_all
-from raykd.bench.wkd_stats import target_stats
+from raykd.bench.wkd_plan import (
+    CURVE_ROWS,
+    FULL_PLANS,
+    NONE_ROW,
+    QUICK_PLANS,
+    WKD_ROWS,
+    Ensemble,
+    WkdPlan,
+)
+from raykd.bench.wkd_report import write_all
+from raykd.bench.wkd_stats import summarize_scenario, target_stats
 from raykd.core.spec import parse_spec
 from raykd.data import load_dataset
 from raykd.engine import Job, ensure_ray, put_splits, run_teachers
@@ -60,99 +69,6 @@ from raykd.train.config import teacher_accuracy
 from raykd.train.steps import accuracy
 
 Log = Callable[[str], None]
-
-W_CURVE: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25, 0.1, 0.05)
-"""The W curve; W = 1 is plain KD (every WKD weight is exactly 1)."""
-
-NONE_ROW = Row("none", "none")
-WKD_ROWS: tuple[Row, ...] = (
-    Row("kd", "kd"),
-    *(Row(f"wkd W={w:g}", "wkd", w) for w in W_CURVE[1:]),
-    Row("kd (val_accuracy)", "kd", teacher_weights="val_accuracy"),
-    Row("wkd W=0.75 (val_accuracy)", "wkd", 0.75, teacher_weights="val_accuracy"),
-)
-"""Rows trained per ensemble (besides ``none``, trained once per student)."""
-CURVE_ROWS: tuple[str, ...] = tuple(r.name for r in WKD_ROWS[: len(W_CURVE)])
-"""The W curve's rows, W = 1 (kd) first: "W picked on validation" chooses among them."""
-
-
-def _mlp(*hidden: int) -> dict[str, Any]:
-    return {"name": "mlp", "hidden": list(hidden)}
-
-
-@dataclass(frozen=True)
-class Ensemble:
-    """Three teachers: ``(model, seed)`` each."""
-
-    name: str
-    teachers: tuple[tuple[dict[str, Any], int], ...]
-
-
-def ensembles(strong: dict[str, Any], weak: dict[str, Any]) -> tuple[Ensemble, Ensemble]:
-    """``equal``: strong x 3 (seeds 1-3); ``unequal``: strong (seed 1), weak, linear."""
-    return (
-        Ensemble("equal", ((strong, 1), (strong, 2), (strong, 3))),
-        Ensemble("unequal", ((strong, 1), (weak, 2), ({"name": "linear"}, 3))),
-    )
-
-
-@dataclass(frozen=True)
-class WkdPlan:
-    """One dataset of the bench.
-
-    Attributes:
-        dataset: A built-in dataset.
-        train_limit: ``data.train_limit`` (None: the whole training split).
-        ensembles: The teacher ensembles.
-        students: ``(name, ModelSpec mapping)`` per student size.
-        teacher_train: TrainSpec fields of the teachers (all of them).
-        train: TrainSpec fields (no seed) of every student run.
-        seeds: Student seeds 0..seeds-1.
-        temperature, alpha: The soft term's T and weight, the same in every row.
-    """
-
-    dataset: str
-    train_limit: int | None
-    ensembles: tuple[Ensemble, ...]
-    students: tuple[tuple[str, dict[str, Any]], ...]
-    teacher_train: dict[str, Any]
-    train: dict[str, Any]
-    seeds: int
-    temperature: float = 4.0
-    alpha: float = 0.9
-    val_fraction: float = 0.1
-    test_fraction: float = 0.2
-
-
-FULL_PLANS: tuple[WkdPlan, ...] = (
-    WkdPlan(
-        "diamonds", None, ensembles(_mlp(128, 128), _mlp(4)),
-        students=(("same-size", _mlp(128, 128)), ("smaller", _mlp(16))),
-        teacher_train={"epochs": 20, "batch_size": 128, "lr": 3e-3, "weight_decay": 0.0},
-        train={"epochs": 15, "batch_size": 256, "lr": 3e-3, "weight_decay": 0.0},
-        seeds=6,
-    ),
-    WkdPlan(
-        "mnist", 20_000, ensembles(_mlp(128, 128), _mlp(4)),
-        students=(("same-size", _mlp(128, 128)), ("smaller", _mlp(16))),
-        teacher_train={"epochs": 8, "batch_size": 128, "lr": 3e-3, "weight_decay": 0.0},
-        train={"epochs": 5, "batch_size": 128, "lr": 3e-3, "weight_decay": 0.0},
-        seeds=6,
-    ),
-)
-"""ggplot2's diamonds (tabular, 5 classes, teachers clearly imperfect) and 20,000 MNIST
-training images (10 classes, flattened by the MLPs; the full 10,000-image test set)."""
-
-QUICK_PLANS: tuple[WkdPlan, ...] = (
-    WkdPlan(
-        "digits", None, ensembles(_mlp(32), _mlp(4)),
-        students=(("same-size", _mlp(32)), ("smaller", _mlp(8))),
-        teacher_train={"epochs": 8, "batch_size": 64, "lr": 3e-3, "weight_decay": 0.0},
-        train={"epochs": 4, "batch_size": 64, "lr": 3e-3, "weight_decay": 0.0},
-        seeds=3,
-    ),
-)
-"""``--quick``: scikit-learn's digits (1,797 8x8 images), a smoke check."""
 
 
 @dataclass
@@ -351,7 +267,7 @@ def run_wkd_bench(out: Path, quick: bool = False, seeds: int | None = None, *,
 
     Args:
         out: Output directory (created); ``<out>/cache`` keeps teachers and logits for reruns.
-        quick: The smoke-check size (:data:`QUICK_PLANS`).
+        quick: The smoke-check size (:data:`~raykd.bench.wkd_plan.QUICK_PLANS`).
         seeds: Student seeds per row, overriding each plan's number.
         results: Also copy the tables, JSON and charts here (``raykd/bench/results``).
         plans: Datasets to run instead of the default ones.

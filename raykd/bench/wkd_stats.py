@@ -15,6 +15,8 @@ differences are fractions too (the report prints them in percentage points).
 - :func:`target_stats`: the training-set accuracy of each method's combined teacher target
   (the arg-max of the logits :mod:`raykd.losses` builds for it) and the mean probability
   it puts on the gold class at the run's temperature.
+- :func:`summarize_scenario`: a scenario's runs as per-row statistics and paired
+  comparisons, the W picked on validation (:data:`PICKED`) among them.
 """
 
 from __future__ import annotations
@@ -166,3 +168,44 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
         return None
     rho = float(stats.spearmanr(x, y).statistic)
     return None if math.isnan(rho) else rho
+
+
+PICKED = "W picked on val"
+"""The pseudo-row: per seed, the W-curve run with the best validation accuracy."""
+
+
+def summarize_scenario(finals: Mapping[str, Sequence[Mapping[str, Any]]],
+                       curve: Sequence[str]) -> dict[str, Any]:
+    """Per-row test statistics and every row paired with ``kd`` and with ``none``.
+
+    Args:
+        finals: Runs per row (``none`` and ``kd`` among them), each with ``seed``,
+            ``val_accuracy`` and ``test_accuracy``; every row holds the same seeds.
+        curve: The W-curve rows (``kd`` = W 1 first); :data:`PICKED` chooses among them.
+
+    Returns:
+        ``rows`` (``test_mean``, ``test_std``, ``val_mean``, ``seeds`` per row, the pseudo-row
+        included, which also lists ``picked``), ``vs_kd`` and ``vs_none``
+        (:func:`~raykd.bench.wkd_stats.compare` per row), ``best_val`` (the curve row of
+        highest mean validation accuracy) and ``best_test`` (highest mean test accuracy:
+        an oracle, for reference).
+    """
+    picked = val_picked(finals, list(curve))
+    tests = {row: by_seed(runs) for row, runs in finals.items()}
+    tests[PICKED] = [r["test_accuracy"] for r in picked]
+    vals = {row: by_seed(runs, "val_accuracy") for row, runs in finals.items()}
+    vals[PICKED] = [r["val_accuracy"] for r in picked]
+    rows: dict[str, Any] = {}
+    for row, values in tests.items():
+        mean, std = mean_std(values)
+        rows[row] = {"test_mean": mean, "test_std": std, "val_mean": mean_std(vals[row])[0],
+                     "seeds": len(values)}
+    rows[PICKED]["picked"] = [r["picked"] for r in picked]
+    others = [row for row in tests if row != "none"]
+    return {
+        "rows": rows,
+        "vs_kd": {row: compare(tests[row], tests["kd"]) for row in others if row != "kd"},
+        "vs_none": {row: compare(tests[row], tests["none"]) for row in others},
+        "best_val": max(curve, key=lambda r: rows[r]["val_mean"]),
+        "best_test": max(curve, key=lambda r: rows[r]["test_mean"]),
+    }

@@ -222,21 +222,20 @@ def _synthetic_teachers(y: np.ndarray, accuracy: float, classes: int, seed: int)
 def test_wkd_bench_tables_from_a_tiny_run_without_ray(tmp_path: Path) -> None:
     from raykd.bench.quality_runs import RunData, train_run
     from raykd.bench.wkd import (
-        CURVE_ROWS,
-        WKD_ROWS,
         EnsembleLogits,
-        WkdPlan,
         assemble_dataset,
         ensemble_summary,
-        ensembles,
         submit_dataset,
     )
-    from raykd.bench.wkd_report import PICKED, render, write_all
+    from raykd.bench.wkd_plan import CURVE_ROWS, WKD_ROWS, WkdPlan, ensembles
+    from raykd.bench.wkd_report import render, write_all
+    from raykd.bench.wkd_stats import PICKED
     from raykd.data import load_dataset
 
     data = load_dataset("digits", val_fraction=0.1, test_fraction=0.2, seed=0, train_limit=120)
     plan = WkdPlan("digits", 120, ensembles({"name": "mlp", "hidden": [8]}, {"name": "linear"}),
-                   students=(("smaller", {"name": "mlp", "hidden": [4]}),), teacher_train={"epochs": 1, "batch_size": 64},
+                   students=(("smaller", {"name": "mlp", "hidden": [4]}),),
+                   teacher_train={"epochs": 1, "batch_size": 64},
                    train={"epochs": 1, "batch_size": 64, "lr": 3e-3, "weight_decay": 0.0},
                    seeds=2)
     teachers = []
