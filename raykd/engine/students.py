@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import ray
 
 from raykd.core.errors import ResourceError
 from raykd.core.events import StudentFinished
@@ -27,9 +28,15 @@ from raykd.engine.context import Job
 from raykd.engine.scores import model_scores, span_event_fields, span_said
 from raykd.engine.teacher_logits import report_rejected, split_logits
 from raykd.engine.teacher_stage import TeacherSet, start_pool
+from raykd.losses import accuracy_weights
 from raykd.models import load_checkpoint
+from raykd.models.hf import save_hf_folder
+from raykd.teachers import TeacherConfig
+from raykd.train.actor import start_worker, stop_worker, train_student_actor
 from raykd.train.config import StudentConfig, teacher_accuracy
+from raykd.train.driver import train_student_driver
 from raykd.train.online import InProcessTeachers
+from raykd.train.runs import StudentRun
 from raykd.train.steps import accuracy, check_sharding, predict_logits
 
 
@@ -81,8 +88,6 @@ def check_student_resources(job: Job, *, n_train: int) -> None:
     With augmentation the teachers serve online while students train, and so does a
     born-again generation (one more actor at ``teacher_gpu_fraction``) beside them.
     """
-    import ray
-
     spec, sc = job.spec, job.spec.scaling
     check_sharding(n_train, batch_size=spec.train.batch_size, world_size=sc.num_workers)
     have = ray.cluster_resources()
@@ -137,8 +142,6 @@ def prestart_worker(job: Job) -> None:
 
 def student_worker(job: Job) -> Any:
     """The job's student actor, started on first use (one per job, reused by every student)."""
-    from raykd.train.actor import start_worker
-
     if job.worker is None:
         sc = job.spec.scaling
         job.worker = start_worker(cpus=sc.cpus_per_worker, use_gpu=resolve_gpu(sc.use_gpu),
@@ -148,8 +151,6 @@ def student_worker(job: Job) -> Any:
 
 def stop_student_worker(job: Job) -> None:
     """Release the job's student actor, if one was started."""
-    from raykd.train.actor import stop_worker
-
     worker, job.worker = job.worker, None
     stop_worker(worker)
 
@@ -188,8 +189,6 @@ def _generation_method(m: MethodSpec, generation: int) -> MethodSpec:
 def _born_again(job: Job, data: Dataset, index: int, m: MethodSpec, teachers: TeacherSet,
                 cache: Any, refs: dict[str, Any]) -> list[dict[str, Any]]:
     """Generation 1 learns from ``teachers``, generation k from generation k-1's logits."""
-    from raykd.teachers import TeacherConfig
-
     source, gens = teachers, []
     try:
         for g in range(1, m.generations + 1):
@@ -267,13 +266,12 @@ def _weights_used(config: StudentConfig) -> list[float] | None:
     """The per-teacher weights the student's loss used (``teacher_weights: val_accuracy``):
     :func:`raykd.losses.accuracy_weights` of the teachers' val accuracies, as the loop
     computes them (:func:`raykd.train.loop.loop_teacher_weights`); None for uniform."""
-    from raykd.losses import accuracy_weights
-
     if config.method.method == "none" or config.method.teacher_weights == "uniform":
         return None
     if not config.teacher_accuracy:
         return None
-    return [float(w) for w in accuracy_weights(config.teacher_accuracy, num_classes=config.num_classes)]
+    weights = accuracy_weights(config.teacher_accuracy, num_classes=config.num_classes)
+    return [float(w) for w in weights]
 
 
 def train_one(job: Job, data: Dataset, method: MethodSpec, source: TeacherSet, refs: dict[str, Any],
@@ -283,8 +281,6 @@ def train_one(job: Job, data: Dataset, method: MethodSpec, source: TeacherSet, r
     In the driver's process, on the job's student actor, or a Ray Train fit
     (:func:`choose_runner`).
     """
-    from raykd.train.runs import StudentRun
-
     spec = job.spec
     online = source.pool is not None and method.method != "none"
     seed = generation_seed(spec.train.seed, generation)
@@ -305,19 +301,16 @@ def train_one(job: Job, data: Dataset, method: MethodSpec, source: TeacherSet, r
     runner = choose_runner(job)
     with job.stage("students"):
         if runner == "driver":
-            from raykd.train.driver import train_student_driver
-
             res = train_student_driver(config, refs=student_refs(method, source, refs),
                                        storage=job.layout.student_states,
                                        name=f"{name}-a{job.attempt}", out=out, run=run)
         elif runner == "actor":
-            from raykd.train.actor import train_student_actor
-
             res = train_student_actor(student_worker(job), config,
                                       refs=student_refs(method, source, refs),
                                       storage=job.layout.student_states,
                                       name=f"{name}-a{job.attempt}", out=out, run=run)
         else:
+            # Ray Train (ray.train.torch: seconds of imports) loads only for runner 'train'
             from raykd.train.trainer import train_student_ray
 
             res = train_student_ray(
@@ -355,13 +348,12 @@ def export_hf_students(job: Job, data: Dataset) -> None:
     for spans, padded and truncated on the right."""
     if job.spec.student.model.name != "hf":
         return
-    from raykd.models.hf import save_hf_folder
-
     length = None if data.spans is None else data.spans.max_length
     for student in job.result.get("students", []):
         for gen in student["generations"]:
             ckpt = Path(gen["checkpoint"])
             folder = ckpt.with_name(f"{ckpt.stem}-hf")
+            threshold = (gen.get("span") or {}).get("threshold")
             save_hf_folder(load_checkpoint(ckpt), folder, class_names=data.class_names,
-                           max_length=length, null_threshold=(gen.get("span") or {}).get("threshold"))
+                           max_length=length, null_threshold=threshold)
             gen["hf_folder"] = str(folder)

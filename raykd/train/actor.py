@@ -30,9 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import ray
+import torch
 
+from raykd.core.errors import ResourceError
 from raykd.core.faults import after_epoch, step_hook
 from raykd.train.config import StudentConfig
+from raykd.train.loop import student_epochs
 from raykd.train.runs import EpochReports, StudentResult, StudentRun, loop_data, published
 from raykd.train.state import BEST_FILE, load_progress, save_state
 
@@ -66,10 +69,6 @@ def fit_epochs(config: StudentConfig, refs: dict[str, Any], run_dir: str | Path,
     (validation, the best-weights copy; the model's and optimizer's set-up before the
     first epoch), ``state_save`` = the save's.
     """
-    import torch
-
-    from raykd.train.loop import student_epochs
-
     data = loop_data(refs)
     device = torch.device("cuda" if use_gpu else "cpu")
     root = Path(run_dir)
@@ -112,12 +111,9 @@ def save_epoch_state(root: Path, epoch: int, state: Any, config: StudentConfig) 
 def warm_up() -> None:
     """What a student's first fit would otherwise pay in a fresh process, done ahead (the
     student actor while it starts, beside the teachers' work; the driver runner in a thread
-    while Ray starts): the loop's imports, and torch's lazy ones (the first optimizer
-    imports ``torch._dynamo``, ~2 s on 2 CPUs; the first backward starts autograd)."""
-    import torch
-
-    import raykd.train.loop  # noqa: F401 - imported for its side effect: loaded once, here
-
+    while Ray starts): torch's lazy imports (the first optimizer imports ``torch._dynamo``,
+    ~2 s on 2 CPUs; the first backward starts autograd). The loop's own imports are this
+    module's, loaded with it."""
     weight = torch.zeros(2, requires_grad=True)
     opt = torch.optim.AdamW([weight], lr=0.0)
     (weight * 2).sum().backward()
@@ -165,8 +161,6 @@ def wait_ready(worker: Any, *, what: str, timeout_s: float = RESTART_TIMEOUT_S) 
         ResourceError: when it does not answer within ``timeout_s``: no node has room for
             it (``what`` says what it reserves and why it is awaited).
     """
-    from raykd.core.errors import ResourceError
-
     deadline = time.monotonic() + timeout_s
     while True:
         try:

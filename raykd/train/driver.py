@@ -30,6 +30,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from raykd.train.actor import fit_epochs, warm_up
 from raykd.train.config import StudentConfig
 from raykd.train.runs import EpochReports, StudentResult, StudentRun, published
 from raykd.train.state import load_progress
@@ -48,8 +51,6 @@ def start_warm_up() -> None:
 
 
 def _warm_up_quietly() -> None:
-    from raykd.train.actor import warm_up
-
     try:
         warm_up()
     except Exception:  # noqa: BLE001 - only a head start: the fit imports what failed here
@@ -72,10 +73,6 @@ def train_student_driver(config: StudentConfig, *, refs: dict[str, Any], storage
     ``name`` must be new under ``storage`` (this attempt's own directory of states);
     ``refs`` as the actor takes them (:func:`raykd.train.runs.loop_data`).
     """
-    import torch
-
-    from raykd.train.actor import fit_epochs
-
     start = time.time()
     last = run.resume_from
     if last is not None and load_progress(last).epoch >= run.epochs:

@@ -15,7 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import ray
+
+from raykd.core.events import Epoch, StudentRestarted
 from raykd.core.jobdir import publish_file
+from raykd.train.loop import LoopData
 from raykd.train.state import BEST_FILE, Progress, load_progress
 
 KEEP = 2
@@ -52,8 +56,6 @@ class StudentRun:
 
     def epoch_event(self, metrics: dict[str, Any], checkpoint: str | None) -> None:
         """Emit one ``epoch`` event from a worker's report (numbers only; none without a sink)."""
-        from raykd.core.events import Epoch
-
         if self.sink is None:
             return
         values = {k: float(v) for k, v in metrics.items()
@@ -64,8 +66,6 @@ class StudentRun:
 
     def restarted(self, error: BaseException | None) -> None:
         """Emit ``student_restarted`` with the error's first line (none without a sink)."""
-        from raykd.core.events import StudentRestarted
-
         if self.sink is None:
             return
         message = str(error).strip()
@@ -74,15 +74,11 @@ class StudentRun:
                                         error=text[:500]))
 
 
-def loop_data(refs: dict[str, Any]) -> Any:
+def loop_data(refs: dict[str, Any]) -> LoopData:
     """The :class:`~raykd.train.loop.LoopData` of a worker, from ``worker_inputs``' refs.
 
     The arrays are zero-copy views of the object store's copies (read-only).
     """
-    import ray
-
-    from raykd.train.loop import LoopData
-
     return LoopData(
         **{k: ray.get(v) for k, v in refs["data"].items()},
         teacher_train=(ray.get(refs["teacher_train"])

@@ -25,13 +25,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import ray
 
 from raykd.core.jobdir import JobLayout
 from raykd.data import Dataset
 from raykd.engine import Job, TeacherSet, model_scores
 from raykd.losses.topk import TopK, concat_rows
 from raykd.models import describe_checkpoint, save_checkpoint
+from raykd.models.hf import save_hf_folder
 from raykd.train.config import StudentConfig
+from raykd.train.loop import LoopData, run_student
 from raykd.train.steps import predict_logits
 from raykd.tune.space import SWEPT, TrialPlan, trial_method
 
@@ -46,8 +49,6 @@ def _retrain_task(
     use_gpu: bool,
 ) -> tuple[Any, list[dict[str, Any]]]:
     """Train the best configuration's student in one process; return the model and history."""
-    from raykd.train.loop import LoopData, run_student
-
     model: list[Any] = []
 
     def keep(metrics: dict[str, Any], state: Any) -> None:
@@ -74,8 +75,6 @@ def final_student(
     batch and the gradient are those of the N-worker run (DDP averages the ranks'
     gradients).
     """
-    import ray
-
     spec, start = job.spec, time.perf_counter()
     method = trial_method(spec.methods[0], best)
     x = np.concatenate([data.train.x, data.val.x])
@@ -140,8 +139,6 @@ def _hf_folder(model: Any, checkpoint: Path, data: Dataset,
                span: dict[str, Any] | None) -> Path:
     """``<checkpoint stem>-hf/``: the student as a Hugging Face folder (no raykd needed; a
     span student's no-answer threshold in its config.json)."""
-    from raykd.models.hf import save_hf_folder
-
     length = None if data.spans is None else data.spans.max_length
     return save_hf_folder(model, checkpoint.with_name(f"{checkpoint.stem}-hf"),
                           class_names=data.class_names, max_length=length,

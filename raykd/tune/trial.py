@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 
 from raykd.core.spec import MethodSpec
-from raykd.losses.topk import TopK
+from raykd.losses.topk import TopK, in_form
+from raykd.teachers import Teacher
 from raykd.train.config import StudentConfig
 from raykd.train.loop import LoopData, run_student
 from raykd.tune.space import resolved, trial_method
@@ -56,9 +57,6 @@ def naive_teacher_logits(shared: Shared, x_train: np.ndarray) -> tuple[np.ndarra
     Returns the logits, in the spec's form (top-k with ``cache.topk``, as the shared mode
     hands them), and the number of examples the teachers ran forward over.
     """
-    from raykd.losses.topk import in_form
-    from raykd.teachers import Teacher
-
     naive = shared["naive"]
     teachers = [
         Teacher(
