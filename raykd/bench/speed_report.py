@@ -16,8 +16,8 @@ from raykd.bench.speed_plan import ALPHA, TEMPERATURE
 
 BUSY = 0.25
 """Above this share of the CPU taken by other processes during a row, the report warns."""
-TARGETS = (("c", "a", 0.9), ("c", "p", 0.95), ("c0", "p", 0.97), ("c", "b", 2.0),
-           ("d", "b", 1.0))
+TARGETS = (("c", "a", 0.9), ("c", "p", 0.95), ("ct", "a", 0.9), ("c0", "p", 0.97),
+           ("c", "b", 2.0), ("d", "b", 1.0))
 """(row, baseline, minimum ratio of their median steady-state samples/s) on a 2-core machine."""
 
 
@@ -122,7 +122,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines += [f"Re-measured after the first run (UTC): {when}.", ""]
     lines += ["## Targets", ""]
     for t in check_targets(report):
-        got = "n/a" if t["value"] is None else f"{t['value']:.2f}"
+        got = "n/a" if t["value"] is None else f"{t['value']:.3f}"  # 0.947 is not 0.95
         verdict = "met" if t["met"] else f"**missed**: {t['reason']}"
         lines.append(f"- {t['ratio']} = {got} (target >= {t['target']:g}): {verdict}")
     lines += _cost_lines(s, rows)
@@ -196,7 +196,7 @@ def write_report(report: dict[str, Any], out: Path) -> None:
     console = Console(width=160)
     console.print(table)
     for t in check_targets(report):
-        got = "n/a" if t["value"] is None else f"{t['value']:.2f}"
+        got = "n/a" if t["value"] is None else f"{t['value']:.3f}"
         console.print(f"{t['ratio']} = {got} (target >= {t['target']:g}): "
                       f"{'met' if t['met'] else 'MISSED: ' + t['reason']}")
     if report.get("small"):
