@@ -161,7 +161,7 @@ def make_tuner(job: Job, shared: dict[str, Any], plan: TrialPlan,
         trial_dirname_creator=_trial_dirname,
         # one trial process per slot: its imports (ray.tune, torch, raykd) and its first
         # optimizer's torch._dynamo import are paid once per slot, not per trial; a trial
-        # takes everything from its config and `shared` (tests/test_sweep_reuse.py)
+        # takes everything from its config and `shared` (tests/integration/test_sweep_reuse.py)
         reuse_actors=not plan.nested,
     )
     run = tune.RunConfig(

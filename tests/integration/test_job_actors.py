@@ -12,6 +12,7 @@ import pytest
 
 from raykd.core.spec import SpecError, parse_spec
 from raykd.engine import run_job
+from raykd.engine.cluster import runner_for
 from tests.helpers.checkpoints import tiny_teachers
 from tests.helpers.specs import digits_spec
 
@@ -158,8 +159,21 @@ def test_the_actor_runner_with_two_workers_is_refused() -> None:
     with pytest.raises(SpecError, match="student_runner='actor' trains each student in one "
                                         "process, but scaling.num_workers=2"):
         parse_spec(digits_spec("/tmp/x", scaling={"num_workers": 2, "student_runner": "actor"}))
-    assert parse_spec(digits_spec("/tmp/x", scaling={"num_workers": 2})).scaling.runner == "train"
-    assert parse_spec(digits_spec("/tmp/x")).scaling.runner == "actor"
+
+
+
+@pytest.mark.parametrize(("spec", "gpus", "local", "runner"), [
+    ({"scaling": {"num_workers": 2}}, False, True, "train"),  # DDP: Ray Train, wherever
+    ({}, False, True, "driver"),  # a local Ray this process started, 1 worker, CPU
+    ({}, False, False, "actor"),  # a cluster it joined: the driver may sit on the head
+    ({}, True, True, "actor"),  # GPUs
+    ({"data": {"dataset": "digits", "augment": True}}, False, True, "actor"),  # online teachers
+    ({"faults": {"kill_student_after_epoch": 1}}, False, True, "actor"),  # a kill to survive
+    ({"scaling": {"num_workers": 1, "student_runner": "driver"}}, False, False, "driver"),
+])
+def test_auto_picks_the_student_runner_from_the_spec_and_the_cluster(
+        spec: dict[str, Any], gpus: bool, local: bool, runner: str) -> None:
+    assert runner_for(parse_spec(digits_spec("/tmp/x", **spec)), gpus=gpus, local=local) == runner
 
 
 def test_a_job_resumes_only_on_the_data_it_started_with(tmp_path: Path) -> None:

@@ -207,15 +207,6 @@ class ScalingSpec(Section):
                 "online_teachers 'actors' (or 'auto' with several workers), or teacher_replicas 1")
         return self
 
-    @property
-    def runner(self) -> Literal["driver", "actor", "train"]:
-        """The runner ``student_runner`` resolves to from the spec alone (``auto``: actor for
-        one worker, else train); a job's ``auto`` may run on the driver instead, which only
-        the cluster can tell (:func:`raykd.engine.cluster.student_runner`)."""
-        if self.student_runner == "auto":
-            return "actor" if self.num_workers == 1 else "train"
-        return self.student_runner
-
 
 class CacheSpec(Section):
     """The per-teacher logit cache."""
