@@ -173,12 +173,13 @@ def _spread(values: list[float]) -> dict[str, float]:
 
 
 def run_sweep_bench(spec: JobSpec, *, out: Path, log: Log = print, rounds: int = 3,
-                    results: Path | None = None) -> dict[str, Any]:
+                    results: Path | None = None, naive: bool = True) -> dict[str, Any]:
     """Time the sweep shared and naive in ``rounds`` interleaved rounds (the order alternates);
     write ``bench.json`` and ``bench.md`` under ``out`` (and copy them to ``results`` as
     ``sweep_bench.json``/``sweep_bench.md``) after every round: medians with min-max, the
     naive/shared ratio of the medians, and Tune's overhead (:func:`tune_overhead`) of every
-    shared run.
+    shared run. ``naive=False`` runs the shared sweep alone (Tune's overhead only, the
+    naive sweep takes twice as long) and names the files ``sweep_overhead.*`` in ``results``.
 
     Raises:
         SpecError: before any work, when the spec cannot be swept (no ``sweep:`` section,
@@ -189,11 +190,12 @@ def run_sweep_bench(spec: JobSpec, *, out: Path, log: Log = print, rounds: int =
     out.mkdir(parents=True, exist_ok=True)
     fixed = bench_specs(spec, trained_teachers(spec, out, log), out)
     runs: dict[str, list[float]] = {"shared": [], "naive": []}
+    modes = ("shared", "naive") if naive else ("shared",)
     overheads: list[dict[str, float]] = []
     last: dict[str, dict[str, Any]] = {}
     loads: list[float] = []
     for r in range(max(1, rounds)):
-        for mode in ("shared", "naive") if r % 2 == 0 else ("naive", "shared"):
+        for mode in modes if r % 2 == 0 else modes[::-1]:
             loads.append(os.getloadavg()[0])
             seconds, result = _timed(cold_cache(fixed, out), out / mode, naive=mode == "naive",
                                      log=log)
@@ -206,35 +208,39 @@ def run_sweep_bench(spec: JobSpec, *, out: Path, log: Log = print, rounds: int =
         summary = _summary(spec, runs, overheads, last, loads)
         _write(summary, out, results)  # after every round: a bench stopped early keeps them
     share = summary["overhead"]["overhead_share"]["median"]
-    log(f"sweep bench: shared {summary['shared_seconds']['median']:.1f} s, naive "
-        f"{summary['naive_seconds']['median']:.1f} s (medians of {summary['rounds']}), ratio "
-        f"{summary['ratio']:.2f}x; Tune's overhead {100 * share:.0f}% of the shared wall")
+    versus = ("" if not naive else f", naive {summary['naive_seconds']['median']:.1f} s "
+              f"(medians of {summary['rounds']}), ratio {summary['ratio']:.2f}x")
+    log(f"sweep bench: shared {summary['shared_seconds']['median']:.1f} s{versus}; Tune's "
+        f"overhead {100 * share:.0f}% of the shared wall")
     return summary
 
 
 def _summary(spec: JobSpec, runs: dict[str, list[float]], overheads: list[dict[str, float]],
              last: dict[str, dict[str, Any]], loads: list[float]) -> dict[str, Any]:
-    """``bench.json``'s content from the rounds run so far."""
-    shared, naive = last["shared"], last["naive"]
+    """``bench.json``'s content from the rounds run so far (the naive fields None when the
+    naive sweep was not run)."""
+    shared, naive = last["shared"], last.get("naive")
     return {
         "spec": spec.name,
         "trials": len(shared["trials"]),
         "dataset": shared["dataset"],
         "rounds": len(runs["shared"]),
         "shared_seconds": _spread(runs["shared"]),
-        "naive_seconds": _spread(runs["naive"]),
-        "ratio": statistics.median(runs["naive"]) / statistics.median(runs["shared"]),
+        "naive_seconds": _spread(runs["naive"]) if runs["naive"] else None,
+        "ratio": (statistics.median(runs["naive"]) / statistics.median(runs["shared"])
+                  if runs["naive"] else None),
         "runs": runs,
         "overhead": {k: _spread([o[k] for o in overheads])
                      for k in overheads[0] if all(k in o for o in overheads)},
         "overhead_runs": overheads,
         "shared_timings": shared["timings"],
-        "naive_timings": naive["timings"],
+        "naive_timings": naive["timings"] if naive else None,
         "teacher_forward_examples": {
             "shared": sum(
                 s["teacher_forward_examples"] for s in shared["logit_cache"]["teacher"].values()
             ),
-            "naive": sum(t["teacher_forward_examples"] for t in naive["trials"]),
+            "naive": (sum(t["teacher_forward_examples"] for t in naive["trials"])
+                      if naive else None),
         },
         "concurrency": shared["resources"]["concurrency"],
         "cpus": os.cpu_count(),
@@ -249,8 +255,9 @@ def _write(summary: dict[str, Any], out: Path, results: Path | None) -> None:
     (out / "bench.md").write_text(bench_table(summary))
     if results is not None:
         results.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(out / "bench.json", results / "sweep_bench.json")
-        shutil.copyfile(out / "bench.md", results / "sweep_bench.md")
+        name = "sweep_bench" if summary["ratio"] is not None else "sweep_overhead"
+        shutil.copyfile(out / "bench.json", results / f"{name}.json")
+        shutil.copyfile(out / "bench.md", results / f"{name}.md")
 
 
 def _cell(stat: dict[str, float], digits: int = 1, scale: float = 1.0) -> str:
@@ -287,8 +294,10 @@ def bench_table(summary: dict[str, Any]) -> str:
     lines = [
         f"| {head} | wall s, median (min-max) | teacher forward examples |", "|---|---|---|",
         f"| shared logits (teachers once) | {_cell(summary['shared_seconds'])} | {fwd['shared']} |",
-        f"| naive (teachers in every trial) | {_cell(summary['naive_seconds'])} | {fwd['naive']} |",
-        f"| ratio naive / shared (of the medians) | {summary['ratio']:.2f}x | |", "",
+        *([] if summary["ratio"] is None else [
+            f"| naive (teachers in every trial) | {_cell(summary['naive_seconds'])} | "
+            f"{fwd['naive']} |",
+            f"| ratio naive / shared (of the medians) | {summary['ratio']:.2f}x | |"]), "",
         "| where the shared sweep's wall went | seconds, median (min-max) |", "|---|---|",
         *(f"| {label} | {_cell(over[key])} |" for key, label in OVERHEAD_ROWS if key in over),
         f"| **overhead share of the wall** | {_cell(over['overhead_share'], 1, 100.0)} % |",
@@ -306,8 +315,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("spec", help="a sweep spec file or bundled example name")
     parser.add_argument("--out", type=Path, default=Path("raykd-runs/bench-sweep"))
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-naive", action="store_true", help="the shared sweep alone")
     args = parser.parse_args(argv)
-    run_sweep_bench(load_spec(args.spec), out=args.out, rounds=args.rounds)
+    run_sweep_bench(load_spec(args.spec), out=args.out, rounds=args.rounds,
+                    naive=not args.no_naive)
 
 
 if __name__ == "__main__":

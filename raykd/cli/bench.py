@@ -59,13 +59,17 @@ def bench_sweep(spec: SpecArg = "mnist-sweep", out: OutOpt = Path("raykd-runs/be
                 rounds: Annotated[int, typer.Option(
                     min=1, help="Interleaved rounds of the shared and naive sweeps; medians "
                                 "reported.")] = 3,
-                results: ResultsOpt = None) -> None:
+                results: ResultsOpt = None,
+                naive: Annotated[bool, typer.Option(
+                    help="Also run the naive sweep (teachers in every trial); --no-naive "
+                         "measures Tune's overhead alone, in a third of the time.")] = True,
+                ) -> None:
     """Sweep wall time with shared teacher logits against each trial running its teachers,
     and Tune's overhead (wall - one teacher pass - the trials' training / trials at once)."""
     from raykd.bench.sweep import run_sweep_bench
 
     guarded(lambda: run_sweep_bench(read_spec(spec, set_ or []), out=out, log=echo_log,
-                                    rounds=rounds, results=results))
+                                    rounds=rounds, results=results, naive=naive))
 
 
 @bench_app.command("quality")

@@ -75,3 +75,7 @@ def test_the_overhead_table_shows_the_split(tmp_path: Path) -> None:
     table = bench_table(summary)
     assert "before each process's first trial" in table and "| 6.0 (6.0-6.0) |" in table
     assert "1-minute load average 3.0-9.5" in table
+    assert "| naive (teachers in every trial) | 1.0 (1.0-1.0) | 3 |" in table
+    alone = bench_table(summary | {"naive_seconds": None, "ratio": None,
+                                   "teacher_forward_examples": {"shared": 1, "naive": None}})
+    assert "naive" not in alone and "| 6.0 (6.0-6.0) |" in alone  # --no-naive: overhead only
