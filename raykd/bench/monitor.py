@@ -9,6 +9,8 @@ import threading
 import time
 from typing import Any
 
+from raykd.engine import ensure_ray
+
 
 def load_psutil() -> Any:
     """psutil: installed, or the copy Ray vendors (importing ray puts it on ``sys.path``)."""
@@ -111,8 +113,6 @@ def ray_for(ray_row: bool, started_ray: bool) -> None:
     import ray
 
     if ray_row and not ray.is_initialized():
-        from raykd.engine import ensure_ray
-
         ensure_ray()
     elif not ray_row and started_ray and ray.is_initialized():
         wait_for_ray_exit()

@@ -76,6 +76,10 @@ from raykd.bench.speed_report import (
     table_rows,
     write_report,
 )
+from raykd.bench.speed_small import small_section
+from raykd.data import load_dataset
+from raykd.engine import Job, ensure_ray, put_splits, run_job, run_teachers
+from raykd.teachers.cache import LogitCache
 
 __all__ = [
     "RAY_ROWS",
@@ -104,10 +108,6 @@ def setup_teachers(plan: Plan, out: Path, log: Any) -> dict[str, Any]:
     rerun that reuses them reports the numbers recorded when they were built
     (``<out>/setup-<train_limit>.json``).
     """
-    from raykd.data import load_dataset
-    from raykd.engine import Job, ensure_ray, put_splits, run_teachers
-    from raykd.teachers.cache import LogitCache
-
     job = Job(spec=bench_spec(plan, out, checkpoints=None), job_dir=out / "setup", log=log)
     data = load_dataset("mnist", val_fraction=0.1, seed=0, train_limit=plan.train_limit)
     start = time.perf_counter()
@@ -139,8 +139,6 @@ def run_ray_row(row: RayRow, plan: Plan, out: Path, checkpoints: list[str],
 
     The job runs ``plan.epochs + 1`` epochs; the first is the untimed warm-up.
     """
-    from raykd.engine import run_job
-
     job_dir = out / "jobs" / row.key
     shutil.rmtree(job_dir, ignore_errors=True)
     with RowMonitor() as mem:
@@ -213,8 +211,6 @@ def run_speed_bench(*, out: Path, quick: bool = False, steps: int | None = None,
                  "position": position, **_guard(fn)})
     small = (previous or {}).get("small")
     if rows is None or "small" in rows:
-        from raykd.bench.speed_small import small_section
-
         small = small_section(plan.rounds, out, log, lambda on: _ray_for(on, started_ray))
     _ray_for(False, started_ray)
     labels = {**PLAIN_LABELS, **{k: r.label for k, r in ray_rows.items()}}

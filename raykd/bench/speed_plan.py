@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from raykd.bench import BenchOptionError
+from raykd.core.spec import JobSpec
 
 BATCH = 128
 QUICK_STEPS = 100
@@ -148,8 +149,6 @@ ROW_ORDER = ("a", "p", "b", "c", "ct", "d", "da", "d2", "e1", "e2", "c0")
 def bench_spec(plan: Plan, out: Path, *, checkpoints: list[str] | None,
                row: RayRow | None = None) -> Any:
     """The JobSpec of a Ray row (or of the setup, without a row): demo models, method kd."""
-    from raykd.core.spec import JobSpec
-
     row = row or RAY_ROWS[0]
     teachers = [{"model": MODEL, "seed": s, "checkpoint": checkpoints[i] if checkpoints else None}
                 for i, s in enumerate(TEACHER_SEEDS)]

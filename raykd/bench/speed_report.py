@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from raykd.bench.speed_plan import ALPHA, TEMPERATURE
+from raykd.bench.speed_small import small_lines
+from raykd.console_text import markdown_table
 
 BUSY = 0.25
 """Above this share of the CPU taken by other processes during a row, the report warns."""
@@ -102,8 +104,6 @@ NOTE = ("samples/s: steady state after a warm-up (plain rows: untimed steps firs
 
 def markdown(report: dict[str, Any]) -> str:
     """The report as Markdown: the table, the targets, the one-off costs and the profile."""
-    from raykd.console_text import markdown_table
-
     s, rows = report.get("setup", {}), report["rows"]
     limit = f", train_limit {report['train_limit']}" if report.get("train_limit") else ""
     lines = ["# raykd bench speed", "",
@@ -127,8 +127,6 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"- {t['ratio']} = {got} (target >= {t['target']:g}): {verdict}")
     lines += _cost_lines(s, rows)
     if report.get("small"):
-        from raykd.bench.speed_small import small_lines
-
         lines += small_lines(report["small"])
     profile = [[f"({k})", *(f"{v:.1f}" for v in r["phase_ms"].values()), f"{_ms(r):.1f}"]
                for k, r in rows.items() if "phase_ms" in r]

@@ -38,8 +38,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from raykd.bench.monitor import ray_for
 from raykd.bench.plain import PlainRun, run_plain_subprocess
 from raykd.bench.speed_plan import spread
+from raykd.console_text import markdown_table
+from raykd.core.spec import JobSpec
+from raykd.data import load_dataset
+from raykd.engine import Job, ensure_ray, put_splits, run_job, run_teachers
+from raykd.teachers.cache import LogitCache
+from raykd.train.steps import steps_per_epoch
 
 ROWS_LIMIT = 3_000
 EPOCHS = 30
@@ -67,8 +74,6 @@ COSTS = {
 
 def small_spec(out: Path, runner: str, checkpoints: list[str] | None) -> Any:
     """The small job's JobSpec (``checkpoints``: the teachers, None to train them)."""
-    from raykd.core.spec import JobSpec
-
     return JobSpec.model_validate({
         "name": f"bench-small-{runner}",
         "data": {"dataset": "diamonds", "val_fraction": 0.1, "seed": 0,
@@ -88,10 +93,6 @@ def small_spec(out: Path, runner: str, checkpoints: list[str] | None) -> Any:
 
 def small_teachers(out: Path, log: Any) -> list[str]:
     """Train the small job's teachers and cache their logits (once; reused when present)."""
-    from raykd.data import load_dataset
-    from raykd.engine import Job, ensure_ray, put_splits, run_teachers
-    from raykd.teachers.cache import LogitCache
-
     job = Job(spec=small_spec(out, "actor", None), job_dir=out / "small-setup", log=log)
     data = load_dataset("diamonds", val_fraction=0.1, seed=0, train_limit=ROWS_LIMIT)
     ensure_ray()
@@ -100,8 +101,6 @@ def small_teachers(out: Path, log: Any) -> list[str]:
 
 def run_small_job(runner: str, out: Path, checkpoints: list[str], log: Any) -> dict[str, Any]:
     """One run of the small job with ``runner``: its student stage and the job's wall time."""
-    from raykd.engine import run_job
-
     job_dir = out / "jobs" / f"small-{runner}"
     shutil.rmtree(job_dir, ignore_errors=True)
     result = run_job(small_spec(out, runner, checkpoints), job_dir=job_dir, log=log)
@@ -124,9 +123,6 @@ def job_costs(timings: dict[str, float], steps: float) -> dict[str, float]:
 
 def run_small_plain(out: Path, checkpoints: list[str]) -> dict[str, Any]:
     """The plain loop of one KD student: same rows, model, epochs and batch; no validation."""
-    from raykd.data import load_dataset
-    from raykd.train.steps import steps_per_epoch
-
     n = len(load_dataset("diamonds", val_fraction=0.1, seed=0, train_limit=ROWS_LIMIT).train)
     run = PlainRun(dataset="diamonds", student=STUDENT, teachers=tuple(checkpoints),
                    steps=EPOCHS * steps_per_epoch(n, batch_size=BATCH), train_limit=ROWS_LIMIT,
@@ -173,8 +169,6 @@ def small_section(rounds: int, out: Path, log: Any, ray_for: Callable[[bool], No
 
 def small_lines(section: dict[str, Any]) -> list[str]:
     """The Markdown of the small-job section."""
-    from raykd.console_text import markdown_table
-
     plain = section["plain_seconds"]
     rows = [["plain PyTorch KD loop, one student (no validation)", f"{plain['median']:.2f}",
              f"{plain['min']:.2f}-{plain['max']:.2f}", "1.00", "-"]]
@@ -201,8 +195,6 @@ def small_lines(section: dict[str, Any]) -> list[str]:
 
 def cost_lines(section: dict[str, Any]) -> list[str]:
     """The fixed-cost table: seconds per job of each :data:`COSTS` line, per runner."""
-    from raykd.console_text import markdown_table
-
     runners = {k: r["costs"] for k, r in section["runners"].items() if "costs" in r}
     if not runners:
         return []  # a report from before the breakdown
@@ -220,8 +212,6 @@ def main(argv: list[str] | None = None) -> None:
     """``python -m raykd.bench.speed_small [--out DIR] [--rounds N]``: this section alone."""
     import argparse
     import json
-
-    from raykd.bench.monitor import ray_for
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("raykd-runs/bench-speed"))

@@ -6,8 +6,9 @@ stay, as ``(module, imported module): reason``, the reason one of:
 - ``LIGHT`` (a): keeps torch, Ray or FastAPI out of a module that must load without them:
   the torch-free floor, the service, the client, the CLI's command modules (so that
   ``raykd --help`` and ``raykd serve`` stay light), ``raykd``'s lazy attributes, the
-  speed bench's driver (its rows measure their own memory), and ``raykd.tune``'s
-  ``run_sweep`` (a sweep's trial processes import the package and never run the engine);
+  speed bench's plain rows (each runs ``python -m raykd.bench.plain`` and measures its own
+  memory), and ``raykd.tune``'s ``run_sweep`` (a sweep's trial processes import the package
+  and never run the engine);
 - ``OPTIONAL`` (b): keeps an optional heavy library (transformers, onnx, matplotlib, Ray
   Train's torch backend) out of the jobs that do not use it;
 - ``CIRCLE`` (c): holds off an import circle that is still to be broken (test_layers.py's
@@ -69,9 +70,8 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("raykd.cli.local", "raykd.core.spec"): LIGHT,
     ("raykd.cli.local", "raykd.engine"): LIGHT,
     ("raykd.cli.local", "raykd.tune"): LIGHT,
-    # the speed bench's driver (bench/speed.py imports PlainRun and the monitor) stays small:
-    # each row runs in a fresh process and measures its own memory
-    ("raykd.bench.monitor", "raykd.engine"): LIGHT,
+    # the speed bench's plain rows: each runs `python -m raykd.bench.plain` in a fresh process
+    # and measures its own peak RSS, so that module loads only what its row's loop uses
     ("raykd.bench.plain", "raykd.core.spec"): LIGHT,
     ("raykd.bench.plain", "raykd.data"): LIGHT,
     ("raykd.bench.plain", "raykd.losses"): LIGHT,
@@ -96,21 +96,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     # a sweep's trial process imports raykd.tune (the package of raykd.tune.trial, which it
     # unpickles): run_sweep's driver would bring the engine (~40 modules) into every trial
     ("raykd.tune", "raykd.tune.driver"): LIGHT,
-    # modules other work is changing now
-    ("raykd.bench.speed", "raykd.bench.speed_small"): LEFT,
-    ("raykd.bench.speed", "raykd.data"): LEFT,
-    ("raykd.bench.speed", "raykd.engine"): LEFT,
-    ("raykd.bench.speed", "raykd.teachers.cache"): LEFT,
-    ("raykd.bench.speed_plan", "raykd.core.spec"): LEFT,
-    ("raykd.bench.speed_report", "raykd.bench.speed_small"): LEFT,
-    ("raykd.bench.speed_report", "raykd.console_text"): LEFT,
-    ("raykd.bench.speed_small", "raykd.bench.monitor"): LEFT,
-    ("raykd.bench.speed_small", "raykd.console_text"): LEFT,
-    ("raykd.bench.speed_small", "raykd.core.spec"): LEFT,
-    ("raykd.bench.speed_small", "raykd.data"): LEFT,
-    ("raykd.bench.speed_small", "raykd.engine"): LEFT,
-    ("raykd.bench.speed_small", "raykd.teachers.cache"): LEFT,
-    ("raykd.bench.speed_small", "raykd.train.steps"): LEFT,
 }
 
 

@@ -199,7 +199,8 @@ def test_markdown_has_a_line_per_row_and_every_target() -> None:
         assert f"- ({row})/({base}) = " in text
     assert len(table_rows(report)) == len(ROW_ORDER)
     assert "peak MB: RayTrainWorker 400" in text and "**Warning**" not in text
-    assert "| raykd student stage per student, runner train | 19.00 | 18.00-21.00 | 19.00 | 70.0 |" in text
+    assert ("| raykd student stage per student, runner train | 19.00 | 18.00-21.00 | 19.00 | "
+            "70.0 |") in text
     assert ("(runner driver, the default for one worker on a local Ray) = 1.25 (target <= 2): "
             "met") in text  # judged on what auto picks where the bench runs
     assert ("| waiting for the student actor's process (imports torch; actor runner) | - | "
@@ -344,9 +345,7 @@ def test_run_speed_bench_measures_every_row_in_rounds(tmp_path: Path,
     monkeypatch.setattr(speed, "_ray_for", ray_for)
     monkeypatch.setattr(speed, "run_ray_row", lambda r, plan, out, ckpts, log: row(r.key))
     monkeypatch.setattr(speed, "run_plain_row", lambda key, plan, out, ckpts: row(key))
-    import raykd.bench.speed_small as small
-
-    monkeypatch.setattr(small, "small_section",
+    monkeypatch.setattr(speed, "small_section",
                         lambda rounds, out, log, ray_for: {**fake_report()["small"], "n": rounds})
     report = speed.run_speed_bench(out=tmp_path, quick=True, rounds=3, log=lambda *a: None)
     ray_keys = ("c", "ct", "d", "da", "d2", "e1", "e2")
