@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from raykd.artifact import ArtifactError, Student, job_record
 from raykd.core.spec import JobSpec
 from raykd.data import load_dataset, raw_test_rows
 from raykd.data.files import read_npz_rows
@@ -40,14 +41,7 @@ from raykd.data.images import folder_examples
 from raykd.data.splits import dataset_indices
 from raykd.data.tables import read_table
 from raykd.models import save_checkpoint
-from raykd.predict import (
-    ArtifactError,
-    Student,
-    image_inputs,
-    job_record,
-    parquet_image_inputs,
-    table_inputs,
-)
+from raykd.predict import image_inputs, parquet_image_inputs, table_inputs
 
 PARITY_TOLERANCE = 1e-4
 """Largest accepted absolute difference between ONNX Runtime's and PyTorch's logits."""
@@ -73,7 +67,8 @@ def _need_onnx() -> Any:
         import onnxruntime
         import onnxscript  # noqa: F401
     except ImportError as err:
-        raise ArtifactError(f"export --format onnx needs {err.name!r}: pip install 'raykd[export]'") from None
+        raise ArtifactError(f"export --format onnx needs {err.name!r}: "
+                            "pip install 'raykd[export]'") from None
     return onnxruntime
 
 
@@ -168,8 +163,9 @@ def job_test_inputs(student: Student, job_dir: Path) -> np.ndarray:
                              seed=d.seed, label_column=d.label_column)[0]
     if student.prep is None and student.image is None:  # a student from before the record
 
-        return load_dataset(d.dataset, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
-                            seed=d.seed, label_column=d.label_column, train_limit=d.train_limit).test.x
+        data = load_dataset(d.dataset, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
+                            seed=d.seed, label_column=d.label_column, train_limit=d.train_limit)
+        return data.test.x
     source = Path(d.dataset)
     if not source.exists():
         raise ArtifactError(f"the job's data {d.dataset!r} does not exist any more; give --data "

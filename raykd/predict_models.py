@@ -26,10 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from raykd.core.jobdir import JobLayout
-from raykd.losses import combine_teachers
-from raykd.models import load_checkpoint
-from raykd.predict import (
+from raykd.artifact import (
     ArtifactError,
     Student,
     job_record,
@@ -39,6 +36,9 @@ from raykd.predict import (
     read_text_prep,
     stored_prep,
 )
+from raykd.core.jobdir import JobLayout
+from raykd.losses import combine_teachers
+from raykd.models import load_checkpoint
 
 
 class EnsembleModel(nn.Module):
@@ -95,7 +95,8 @@ def teacher_checkpoint(job_dir: Path, record: dict[str, Any], row: dict[str, Any
     """Where teacher ``row``'s weights are now (see the module docstring)."""
     recorded = row.get("checkpoint")
     if not recorded:
-        raise ArtifactError(f"job {str(job_dir)!r} records no checkpoint for teacher {row['index']}")
+        raise ArtifactError(f"job {str(job_dir)!r} records no checkpoint for teacher "
+                            f"{row['index']}")
     original = Path(str(record.get("job_dir") or job_dir))
     inside = Path(recorded).is_relative_to(original)
     here = job_dir / Path(recorded).relative_to(original) if inside else Path(recorded)
@@ -127,6 +128,7 @@ def load_teacher(job_dir: Path, record: dict[str, Any], row: dict[str, Any]) -> 
     checkpoint = teacher_checkpoint(job_dir, record, row)
     model = load_checkpoint(checkpoint, config=dict(row["model"]), input_shape=shape,
                             num_classes=len(names)).eval()
-    return Student(model=model, checkpoint=checkpoint, input_shape=tuple(shape), class_names=tuple(names),
-                   config=dict(row["model"]), prep=prep, job_dir=job_dir, label=str(row["index"]),
-                   image=image, kind="teacher", arrays=arrays, text=text)
+    return Student(model=model, checkpoint=checkpoint, input_shape=tuple(shape),
+                   class_names=tuple(names), config=dict(row["model"]), prep=prep,
+                   job_dir=job_dir, label=str(row["index"]), image=image, kind="teacher",
+                   arrays=arrays, text=text)

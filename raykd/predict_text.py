@@ -22,6 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from raykd.artifact import (
+    ArtifactError,
+    Prediction,
+    Student,
+    job_record,
+    probabilities,
+    with_accuracy,
+)
 from raykd.core.spec import JobSpec
 from raykd.data import DataError, raw_test_rows
 from raykd.data.paths import open_data
@@ -29,7 +37,6 @@ from raykd.data.text import MAX_TEXT_BYTES
 from raykd.data.text_bytes import encode_texts
 from raykd.data.text_files import read_text_file, text_values
 from raykd.models.hf import CHARS_PER_TOKEN, model_inputs, save_tokenizer
-from raykd.predict import ArtifactError, Prediction, Student, _with_accuracy, probabilities
 
 if TYPE_CHECKING:
     from raykd.export import Parity
@@ -71,7 +78,7 @@ def predict_text(student: Student, data: Path) -> Prediction:
         raise DataError(f"{str(data)!r} holds no text to predict; give at least one")
     probs = probabilities(student.model, text_bytes(texts))
     names = [student.class_names[i] for i in probs.argmax(axis=1)]
-    return _with_accuracy(Prediction(names=names, probabilities=probs), labels)
+    return with_accuracy(Prediction(names=names, probabilities=probs), labels)
 
 
 def text_bytes(texts: list[str] | list[tuple[str, ...]]) -> np.ndarray:
@@ -172,8 +179,6 @@ def text_parity(student: Student, onnx_path: Path, data: Path | None) -> Parity:
 
 def job_test_texts(student: Student) -> list[str] | list[tuple[str, ...]]:
     """The test texts of the student's job (a bare checkpoint: give --data)."""
-    from raykd.predict import job_record
-
     record = None if student.job_dir is None else job_record(student.job_dir)
     if record is None:
         raise ArtifactError(f"{student.title} is a bare checkpoint: give --data FILE (.txt, .csv, "

@@ -10,9 +10,10 @@
 4. ``result.json`` (:class:`raykd.core.results.JobResult`) and a ``job_finished`` event.
 
 The start, the end and the result's atomic write are the lifecycle every job shares
-(:mod:`raykd.engine.lifecycle`): a failure writes a ``job_failed`` event, with the one-line message of a user error, the
-traceback of a bug, or ``cancelled`` for an interrupt or SIGTERM, and re-raises: a job
-never stays "running" in its events after its driver has stopped by itself.
+(:mod:`raykd.engine.lifecycle`): a failure writes a ``job_failed`` event, with the one-line
+message of a user error, the traceback of a bug, or ``cancelled`` for an interrupt or
+SIGTERM, and re-raises: a job never stays "running" in its events after its driver has
+stopped by itself.
 """
 
 from __future__ import annotations
@@ -34,14 +35,12 @@ from raykd.engine.context import Job, open_job
 from raykd.engine.data_record import dataset_row, describe_students
 from raykd.engine.lifecycle import Lifecycle
 from raykd.engine.prepare import prepare
-from raykd.engine.students import (
+from raykd.engine.student_workers import (
     check_student_resources,
-    export_hf_students,
-    plan_size,
     prestart_worker,
-    run_students,
     stop_student_worker,
 )
+from raykd.engine.students import export_hf_students, plan_size, run_students
 from raykd.train.driver import start_warm_up
 
 
@@ -85,7 +84,7 @@ def _finished(life: Lifecycle) -> dict[str, Any] | None:
 def _before_teachers(job: Job, data: Dataset) -> None:
     """Once Ray is up and the data's size known: fail fast when the students cannot run
     (workers, CPUs, GPUs, sharding), then decide where they train and start the job's
-    student actor when they train on one (:func:`~raykd.engine.students.prestart_worker`)."""
+    student actor when they train on one (:func:`~raykd.engine.student_workers.prestart_worker`)."""
     check_student_resources(job, n_train=len(data.train))
     prestart_worker(job)
 

@@ -1,11 +1,12 @@
 """The student stage: one student per method entry, born-again generations chained.
 
-Each (method entry, generation) is one fit, where :func:`choose_runner` decided once Ray
-was up: in the driver's own process (``driver``: one worker, a local Ray of this process's,
-CPUs), on the job's student actor, started once and reused by every student (``actor``,
-one worker), or a Ray Train fit of ``num_workers`` DDP workers (``train``). A student an
-earlier attempt of this job finished is taken from disk (its record and checkpoint), not
-trained again; one it left half-way resumes from its last reported state.
+Each (method entry, generation) is one fit, where
+:func:`raykd.engine.student_workers.choose_runner` decided once Ray was up: in the driver's
+own process (``driver``: one worker, a local Ray of this process's, CPUs), on the job's
+student actor, started once and reused by every student (``actor``, one worker), or a Ray
+Train fit of ``num_workers`` DDP workers (``train``). A student an earlier attempt of this
+job finished is taken from disk (its record and checkpoint), not trained again; one it left
+half-way resumes from its last reported state.
 """
 
 from __future__ import annotations
@@ -15,29 +16,28 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import ray
 
-from raykd.core.errors import ResourceError
 from raykd.core.events import StudentFinished
 from raykd.core.faults import student_fault
 from raykd.core.jobdir import atomic_path
 from raykd.core.spec import JobSpec, MethodSpec
 from raykd.data import Dataset
-from raykd.engine.cluster import Runner, resolve_gpu, student_runner
+from raykd.engine.cluster import resolve_gpu
 from raykd.engine.context import Job
 from raykd.engine.scores import model_scores, span_event_fields, span_said
+from raykd.engine.student_workers import choose_runner, stop_student_worker, student_worker
 from raykd.engine.teacher_logits import report_rejected, split_logits
 from raykd.engine.teacher_stage import TeacherSet, start_pool
 from raykd.losses import accuracy_weights
 from raykd.models import load_checkpoint
 from raykd.models.hf import save_hf_folder
 from raykd.teachers import TeacherConfig
-from raykd.train.actor import start_worker, stop_worker, train_student_actor
+from raykd.train.actor import train_student_actor
 from raykd.train.config import StudentConfig, teacher_accuracy
 from raykd.train.driver import train_student_driver
 from raykd.train.online import InProcessTeachers
 from raykd.train.runs import StudentRun
-from raykd.train.steps import accuracy, check_sharding, predict_logits
+from raykd.train.steps import accuracy, predict_logits
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -80,79 +80,6 @@ def plan_size(spec: JobSpec) -> tuple[int, int]:
     """(students, student epochs) of the whole job: the progress denominator."""
     students = sum(m.generations for m in spec.methods)
     return students, students * spec.train.epochs
-
-
-def check_student_resources(job: Job, *, n_train: int) -> None:
-    """Fail fast, with the numbers, when the student workers cannot fit the cluster or the data.
-
-    With augmentation the teachers serve online while students train, and so does a
-    born-again generation (one more actor at ``teacher_gpu_fraction``) beside them.
-    """
-    spec, sc = job.spec, job.spec.scaling
-    check_sharding(n_train, batch_size=spec.train.batch_size, world_size=sc.num_workers)
-    have = ray.cluster_resources()
-    need_cpu = sc.num_workers * sc.cpus_per_worker
-    if need_cpu > have.get("CPU", 0) + 1e-9:
-        raise ResourceError(
-            f"scaling.num_workers={sc.num_workers} x "
-            f"scaling.cpus_per_worker={sc.cpus_per_worker:g} needs {need_cpu:g} CPUs, "
-            f"the cluster has {have.get('CPU', 0):g}"
-        )
-    if not resolve_gpu(sc.use_gpu):
-        return
-    born_again = any(m.generations > 1 for m in spec.methods)
-    online_gpus = 0.0
-    if spec.data.augment:
-        online_gpus = (len(spec.teachers) + born_again) * sc.teacher_gpu_fraction
-    need_gpu = sc.num_workers + online_gpus
-    if need_gpu > have.get("GPU", 0) + 1e-9:
-        raise ResourceError(
-            f"{sc.num_workers} GPU student workers + {online_gpus:g} GPUs of online teachers "
-            f"(augmentation on{', plus a born-again generation' if born_again else ''}) need "
-            f"{need_gpu:g} GPUs, the cluster has {have.get('GPU', 0):g}; lower scaling.num_workers "
-            f"or scaling.teacher_gpu_fraction"
-        )
-
-
-def choose_runner(job: Job) -> Runner:
-    """Decide where the job's students train (:func:`raykd.engine.cluster.student_runner`),
-    once, with Ray up and before any teacher work; record it (``student_runner`` in the
-    result) and say so when it is the driver."""
-    if job.student_runner is not None:
-        return job.student_runner
-    runner = job.student_runner = student_runner(job.spec)
-    job.result["student_runner"] = runner
-    if runner == "driver":
-        why = ("a local Ray it started, one worker, CPUs" if job.spec.scaling.student_runner
-               == "auto" else "scaling.student_runner: driver")
-        job.say(f"students: trained in this driver's process ({why}): no student actor to start")
-    return runner
-
-
-def prestart_worker(job: Job) -> None:
-    """Start the job's student actor early (runner ``actor``, CPU clusters only).
-
-    Its process then starts while the teachers train. With GPUs it waits for the student
-    stage: held from the start, its GPU could keep the teachers' placement group from
-    being reserved.
-    """
-    if choose_runner(job) == "actor" and not resolve_gpu(job.spec.scaling.use_gpu):
-        student_worker(job)
-
-
-def student_worker(job: Job) -> Any:
-    """The job's student actor, started on first use (one per job, reused by every student)."""
-    if job.worker is None:
-        sc = job.spec.scaling
-        job.worker = start_worker(cpus=sc.cpus_per_worker, use_gpu=resolve_gpu(sc.use_gpu),
-                                  passive=job.spec.data.augment)
-    return job.worker
-
-
-def stop_student_worker(job: Job) -> None:
-    """Release the job's student actor, if one was started."""
-    worker, job.worker = job.worker, None
-    stop_worker(worker)
 
 
 def method_row(m: MethodSpec) -> dict[str, Any]:
@@ -279,7 +206,7 @@ def train_one(job: Job, data: Dataset, method: MethodSpec, source: TeacherSet, r
     """Fit one student (resuming an earlier attempt's state) and evaluate it.
 
     In the driver's process, on the job's student actor, or a Ray Train fit
-    (:func:`choose_runner`).
+    (:func:`~raykd.engine.student_workers.choose_runner`).
     """
     spec = job.spec
     online = source.pool is not None and method.method != "none"

@@ -18,7 +18,7 @@ import ray
 
 from raykd.core.spec import parse_spec
 from raykd.engine.context import Job
-from raykd.engine.students import check_student_resources
+from raykd.engine.student_workers import check_student_resources
 from raykd.teachers import ResourceError, TeacherConfig, TeacherPool
 from tests.helpers.specs import digits_spec
 
@@ -89,11 +89,12 @@ def student_job(tmp_path: Path, *, generations: int = 2, augment: bool = True,
 
 
 @pytest.mark.slow
-def test_born_again_with_augmentation_counts_its_teacher_pool(fake_gpus: None, tmp_path: Path) -> None:
+def test_born_again_with_augmentation_counts_its_teacher_pool(fake_gpus: None,
+                                                              tmp_path: Path) -> None:
     """3 GPUs: 2 online teachers + generation 1 serving generation 2 + 1 student need 4."""
-    message = ("1 GPU student workers + 3 GPUs of online teachers (augmentation on, plus a born-again "
-               "generation) need 4 GPUs, the cluster has 3; lower scaling.num_workers or "
-               "scaling.teacher_gpu_fraction")
+    message = ("1 GPU student workers + 3 GPUs of online teachers (augmentation on, plus a "
+               "born-again generation) need 4 GPUs, the cluster has 3; lower "
+               "scaling.num_workers or scaling.teacher_gpu_fraction")
     with pytest.raises(ResourceError, match=re.escape(message)):
         check_student_resources(student_job(tmp_path), n_train=N_TRAIN)
     check_student_resources(student_job(tmp_path, generations=1), n_train=N_TRAIN)  # 2 + 1
@@ -120,7 +121,8 @@ def test_teachers_in_process_asked_on_a_gpu_cluster_fail_before_any_work(fake_gp
 
 
 @pytest.mark.slow
-def test_what_the_check_accepts_leaves_gpus_for_the_students(fake_gpus: None, tmp_path: Path) -> None:
+def test_what_the_check_accepts_leaves_gpus_for_the_students(fake_gpus: None,
+                                                             tmp_path: Path) -> None:
     """The pools a job holds while generation 2 trains (its teachers, generation 1) leave a GPU."""
     job = student_job(tmp_path, fraction=0.5)
     check_student_resources(job, n_train=N_TRAIN)

@@ -11,7 +11,8 @@ Layers, bottom first (a unit is ``raykd.<top-level module or package>``)::
     3  train                 the student loops
     4  teachers              teacher actors and the logit cache
     5  engine                one job's lifecycle
-    6  tune, predict*, export
+    6  tune, artifact,       sweeps; a trained student as a file (found, loaded), predict,
+       predict*, export      export
     7  bench, service, client
     8  cli
     9  raykd, __main__,      the public surface; the docs generator (reads the CLI and the API)
@@ -33,16 +34,15 @@ LAYER = {
     "raykd.data": 1, "raykd.client_http": 1, "raykd.console_text": 1, "raykd.console": 1,
     "raykd.metrics": 2, "raykd.models": 2,
     "raykd.train": 3, "raykd.teachers": 4, "raykd.engine": 5,
-    "raykd.tune": 6, "raykd.predict": 6, "raykd.predict_text": 6, "raykd.predict_spans": 6,
-    "raykd.predict_models": 6, "raykd.export": 6,
+    "raykd.tune": 6, "raykd.artifact": 6, "raykd.predict": 6, "raykd.predict_text": 6,
+    "raykd.predict_spans": 6, "raykd.predict_models": 6, "raykd.export": 6,
     "raykd.bench": 7, "raykd.service": 7, "raykd.client": 7,
     "raykd.cli": 8, "raykd": 9, "raykd.__main__": 9, "raykd.docs_gen": 9,
 }
 KNOWN = {
     # span windows need a tokenizer, which models/ reads (safely) from a model folder
     ("raykd.data", "raykd.models"),
-    # predict and the text/ONNX paths call each other (one layer, a circle)
-    ("raykd.predict", "raykd.predict_text"), ("raykd.predict_text", "raykd.predict"),
+    # export and the text student's ONNX path call each other (one layer, a circle)
     ("raykd.predict_text", "raykd.export"), ("raykd.export", "raykd.predict_text"),
 }
 
