@@ -10,7 +10,9 @@ the job's ``preprocessing.json``): a table's, an image dataset's, a text source'
 scaling of an ``.npz`` or built-in dataset (:mod:`raykd.data.arrays`).
 :func:`probabilities` is ``softmax(model(x))`` in batches; a :class:`Prediction` holds the
 predicted class names and probabilities of a file's rows, with the accuracy over its
-labelled rows (:func:`with_accuracy`). Every bad input is an :class:`ArtifactError` (a
+labelled rows (:func:`with_accuracy`). For ``raykd export`` and the text student's ONNX
+path (:mod:`raykd.predict_text`): :class:`Parity`, how ONNX Runtime's logits agree with
+PyTorch's, and :func:`need_onnx`. Every bad input is an :class:`ArtifactError` (a
 :class:`~raykd.core.errors.UserError`) naming what is wrong.
 """
 
@@ -242,3 +244,33 @@ def probabilities(model: nn.Module, x: np.ndarray, batch_size: int = 4096) -> np
     if not out:
         raise DataError("the file has no rows to predict; give a file with at least one data row")
     return np.concatenate(out)
+
+
+PARITY_TOLERANCE = 1e-4
+"""Largest accepted absolute difference between ONNX Runtime's and PyTorch's logits."""
+
+
+@dataclass(frozen=True)
+class Parity:
+    """How ONNX Runtime and PyTorch agree on ``rows`` inputs from ``source``."""
+
+    source: str
+    rows: int
+    max_abs_diff: float
+    argmax_agreement: float
+
+    @property
+    def ok(self) -> bool:
+        return self.max_abs_diff <= PARITY_TOLERANCE and self.argmax_agreement == 1.0
+
+
+def need_onnx() -> Any:
+    """ONNX Runtime, once onnx and onnxscript import too (ArtifactError naming the extra)."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime
+        import onnxscript  # noqa: F401
+    except ImportError as err:
+        raise ArtifactError(f"export --format onnx needs {err.name!r}: "
+                            "pip install 'raykd[export]'") from None
+    return onnxruntime

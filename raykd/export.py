@@ -26,13 +26,19 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from raykd.artifact import ArtifactError, Student, job_record
+from raykd.artifact import (
+    PARITY_TOLERANCE,
+    ArtifactError,
+    Parity,
+    Student,
+    job_record,
+    need_onnx,
+)
 from raykd.core.spec import JobSpec
 from raykd.data import load_dataset, raw_test_rows
 from raykd.data.files import read_npz_rows
@@ -42,35 +48,12 @@ from raykd.data.splits import dataset_indices
 from raykd.data.tables import read_table
 from raykd.models import save_checkpoint
 from raykd.predict import image_inputs, parquet_image_inputs, table_inputs
+from raykd.predict_text import export_text_onnx, text_parity
 
-PARITY_TOLERANCE = 1e-4
-"""Largest accepted absolute difference between ONNX Runtime's and PyTorch's logits."""
-
-
-@dataclass(frozen=True)
-class Parity:
-    """How ONNX Runtime and PyTorch agree on ``rows`` inputs from ``source``."""
-
-    source: str
-    rows: int
-    max_abs_diff: float
-    argmax_agreement: float
-
-    @property
-    def ok(self) -> bool:
-        return self.max_abs_diff <= PARITY_TOLERANCE and self.argmax_agreement == 1.0
-
-
-def _need_onnx() -> Any:
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime
-        import onnxscript  # noqa: F401
-    except ImportError as err:
-        raise ArtifactError(f"export --format onnx needs {err.name!r}: "
-                            "pip install 'raykd[export]'") from None
-    return onnxruntime
-
+__all__ = [  # Parity and its tolerance stay importable from here
+    "PARITY_TOLERANCE", "Parity", "export_onnx", "export_safetensors", "export_student",
+    "job_test_inputs", "onnx_module", "onnx_parity", "parity_inputs",
+]
 
 def onnx_module(student: Student) -> Any:
     """What is exported: the student, behind its array scaling when it has one (raw inputs)."""
@@ -101,7 +84,7 @@ def export_onnx(student: Student, out: Path) -> tuple[Path, Path]:
     """Write ``out`` (ONNX) and ``<out stem>.preprocessing.json``; return both paths."""
     import torch
 
-    _need_onnx()
+    need_onnx()
     out.parent.mkdir(parents=True, exist_ok=True)
     example = torch.zeros((2, *student.input_shape), dtype=torch.float32)
     batch = torch.export.Dim("batch", min=1)
@@ -203,7 +186,7 @@ def onnx_parity(student: Student, onnx_path: Path, data: Path | None) -> Parity:
     """Run ONNX Runtime and PyTorch on the same inputs; compare logits and arg-max."""
     import torch
 
-    ort = _need_onnx()
+    ort = need_onnx()
     x, source = parity_inputs(student, data)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     raw = np.ascontiguousarray(x, dtype=np.float32).reshape(len(x), *student.input_shape)
@@ -228,8 +211,6 @@ def export_student(student: Student, *, fmt: Literal["onnx", "safetensors"], out
             "loads with AutoModelForQuestionAnswering and exports with torch.onnx like any QA "
             "model, or use --format safetensors")
     if student.text is not None:
-        from raykd.predict_text import export_text_onnx, text_parity
-
         return list(export_text_onnx(student, out)), text_parity(student, out, data)
     paths = export_onnx(student, out)
     return list(paths), onnx_parity(student, out, data)

@@ -34,6 +34,7 @@ from raykd.data.image_parquet import parquet_inputs
 from raykd.data.images import folder_files
 from raykd.data.table_prep import Fallbacks
 from raykd.data.tables import read_table
+from raykd.predict_text import predict_text
 
 __all__ = [  # the student's names stay importable from here
     "ArtifactError", "Prediction", "Student", "array_inputs", "find_student", "image_inputs",
@@ -128,8 +129,6 @@ def predict_file(student: Student, data: Path) -> Prediction:
     :func:`predict_parquet_images` for a ``.parquet`` file when the model was trained on
     images, else :func:`predict_table`."""
     if student.text is not None:
-        from raykd.predict_text import predict_text
-
         return predict_text(student, data)
     if data.is_dir():
         return predict_images(student, data)

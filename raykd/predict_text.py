@@ -18,15 +18,17 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from raykd.artifact import (
     ArtifactError,
+    Parity,
     Prediction,
     Student,
     job_record,
+    need_onnx,
     probabilities,
     with_accuracy,
 )
@@ -38,8 +40,6 @@ from raykd.data.text_bytes import encode_texts
 from raykd.data.text_files import read_text_file, text_values
 from raykd.models.hf import CHARS_PER_TOKEN, model_inputs, save_tokenizer
 
-if TYPE_CHECKING:
-    from raykd.export import Parity
 
 def read_texts(student: Student, data: Path) -> tuple[list[str] | list[tuple[str, ...]], Any]:
     """The texts of ``data`` (see the module docstring) and its labels (a Series) or None."""
@@ -112,9 +112,7 @@ def export_text_onnx(student: Student, out: Path) -> tuple[Path, Path, Path]:
     """Write the graph, the tokenizer folder and the record (see the module docstring)."""
     import torch
 
-    from raykd.export import _need_onnx
-
-    _need_onnx()
+    need_onnx()
     model, max_length = _inner(student)
     sample = export_inputs(student, ["raykd exports a text student", "two texts"]
                            if len(student.input_shape) and student.input_shape[0] == 1
@@ -157,9 +155,7 @@ def text_parity(student: Student, onnx_path: Path, data: Path | None) -> Parity:
     test split (its data re-read and split by its seed and fractions)."""
     import torch
 
-    from raykd.export import Parity, _need_onnx
-
-    ort = _need_onnx()
+    ort = need_onnx()
     texts = (read_texts(student, data)[0] if data is not None else job_test_texts(student))[:256]
     source = (f"{data.name} ({len(texts)} texts)" if data is not None
               else f"the job's test split ({len(texts)} texts)")

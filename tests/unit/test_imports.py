@@ -83,10 +83,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     # folder reader stands on data/'s paths
     ("raykd.data.span_data", "raykd.models.hf_build"): CIRCLE,
     ("raykd.data.span_data", "raykd.models.hf_files"): CIRCLE,
-    # predict and the text/ONNX paths (KNOWN_CIRCLES)
-    ("raykd.export", "raykd.predict_text"): CIRCLE,
-    ("raykd.predict", "raykd.predict_text"): CIRCLE,
-    ("raykd.predict_text", "raykd.export"): CIRCLE,
     # Ray Train (ray.train.torch: ~4 s of imports on a loaded 2-CPU machine, ~1.5 s in a trial
     # process, which has Ray Tune's share of it) loads only for students and trials of
     # scaling runner 'train' / several workers: every other job's start would pay it

@@ -42,8 +42,6 @@ LAYER = {
 KNOWN = {
     # span windows need a tokenizer, which models/ reads (safely) from a model folder
     ("raykd.data", "raykd.models"),
-    # export and the text student's ONNX path call each other (one layer, a circle)
-    ("raykd.predict_text", "raykd.export"), ("raykd.export", "raykd.predict_text"),
 }
 
 
@@ -103,8 +101,6 @@ KNOWN_CIRCLES = [
     {"raykd.data.bbc_speakers", "raykd.data.dataset", "raykd.data.files", "raykd.data.image_decode",
      "raykd.data.images", "raykd.data.span_data", "raykd.data.splits", "raykd.data.squad",
      "raykd.data.text", "raykd.data.windows"},
-    # predict and the text/ONNX paths (see KNOWN)
-    {"raykd.export", "raykd.predict", "raykd.predict_text"},
 ]
 """Groups of modules that import one another today (at the top or inside a function), each
 to be broken up. A new circle, or a known one that takes in another module, fails."""
