@@ -6,7 +6,8 @@ from __future__ import annotations
 import os
 import secrets
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -95,24 +96,13 @@ def ray_local(_ray_session: None) -> Iterator[None]:
 POSTGRES_ENV = "RAYKD_TEST_POSTGRES_URL"
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def databases(request: pytest.FixtureRequest,
-              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """Makes new, empty databases for services: SQLite files, then (second param) PostgreSQL ones.
+def _sqlite_databases(tmp_path_factory: pytest.TempPathFactory) -> Callable[[], str]:
+    return lambda: f"sqlite:///{tmp_path_factory.mktemp('db') / 'raykd.db'}"
 
-    ``databases()`` is the URL of a database no one else uses (one per service: two
-    services on one database would follow each other's jobs). PostgreSQL: databases of
-    their own (dropped after the module) on the server that ``RAYKD_TEST_POSTGRES_URL``
-    names (``postgresql+psycopg://user:pw@host/db``, a role that may create databases;
-    ``.ci/run`` starts one). Skipped, saying so, where it is unset.
-    """
-    if request.param == "sqlite":
-        yield lambda: f"sqlite:///{tmp_path_factory.mktemp('db') / 'raykd.db'}"
-        return
-    base = os.environ.get(POSTGRES_ENV)
-    if not base:
-        pytest.skip(f"{POSTGRES_ENV} is unset: no PostgreSQL server to run this on "
-                    "(.ci/run starts one)")
+
+@contextmanager
+def _postgres_databases(base: str) -> Iterator[Callable[[], str]]:
+    """Makes databases of their own on the server ``base`` names; drops them at the end."""
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
@@ -124,14 +114,56 @@ def databases(request: pytest.FixtureRequest,
             conn.execute(text(f'CREATE DATABASE "{made[-1]}"'))
         return str(make_url(base).set(database=made[-1]).render_as_string(hide_password=False))
 
-    yield make
-    with server.connect() as conn:
-        for name in made:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    server.dispose()
+    try:
+        yield make
+    finally:
+        with server.connect() as conn:
+            for name in made:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        server.dispose()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def databases(request: pytest.FixtureRequest,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], str]]:
+    """Makes new, empty databases for services: SQLite files, then (second param) PostgreSQL ones.
+
+    ``databases()`` is the URL of a database no one else uses (one per service: two
+    services on one database would follow each other's jobs). PostgreSQL: databases of
+    their own (dropped after the module) on the server that ``RAYKD_TEST_POSTGRES_URL``
+    names (``postgresql+psycopg://user:pw@host/db``, a role that may create databases;
+    ``.ci/run`` starts one). Skipped, saying so, where it is unset. For tests of the store
+    itself (queue, idempotency, paging, restart records): what differs between the two.
+    """
+    if request.param == "sqlite":
+        yield _sqlite_databases(tmp_path_factory)
+        return
+    base = os.environ.get(POSTGRES_ENV)
+    if not base:
+        pytest.skip(f"{POSTGRES_ENV} is unset: no PostgreSQL server to run this on "
+                    "(.ci/run starts one)")
+    with _postgres_databases(base) as make:
+        yield make
 
 
 @pytest.fixture(scope="module")
-def database_url(databases: Any) -> str:
+def one_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], str]]:
+    """Like ``databases``, on one kind only: PostgreSQL where ``RAYKD_TEST_POSTGRES_URL`` names
+    a server (as in CI, and as a production service runs), else SQLite files.
+
+    For tests whose subject is not the store (real training jobs through the service: each
+    costs tens of seconds, and what they do past the store is the same on either); the
+    store's semantics run on both through ``databases``.
+    """
+    base = os.environ.get(POSTGRES_ENV)
+    if not base:
+        yield _sqlite_databases(tmp_path_factory)
+        return
+    with _postgres_databases(base) as make:
+        yield make
+
+
+@pytest.fixture(scope="module")
+def database_url(databases: Callable[[], str]) -> str:
     """One new database (SQLite, then PostgreSQL: see ``databases``) for the module."""
     return str(databases())
