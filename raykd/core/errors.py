@@ -51,3 +51,8 @@ def user_message(exc: BaseException) -> str | None:
             elif isinstance(val, BaseException):
                 todo.append(val)
     return None
+
+
+class ModelError(UserError, ValueError):
+    """An architecture that cannot be built for the given data (raised by the models'
+    registry, the user's models, and the reader of a Hugging Face folder in ``raykd.data``)."""

@@ -32,6 +32,7 @@ from raykd.data.dataset import Dataset, Split
 from raykd.data.paths import open_data
 from raykd.data.splits import split_indices
 from raykd.data.squad import SquadExample, read_squad
+from raykd.data.tokenizers import load_tokenizer, tokenizer_sha256
 from raykd.data.windows import Windows, make_windows
 
 SPAN_DATASETS = ("bbc-speakers",)
@@ -166,20 +167,6 @@ def window_inputs(windows: Windows) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([windows.x, valid], axis=1))
 
 
-def tokenizer_sha256(model: dict[str, Any]) -> str:
-    """sha256 over (file name, sha256 of bytes) of the tokenizer files an ``hf`` model entry
-    reads (from ``tokenizer``, else from ``path``): equal iff the tokenizers are the same
-    files, wherever they lie."""
-    import hashlib
-    import json
-
-    from raykd.models.hf_files import TOKENIZER_FILES, _read, _sources
-
-    parts = sorted((n, _read(folder, n, None)) for folder, names, _ in _sources(model)
-                   for n in names if n in TOKENIZER_FILES)
-    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
-
-
 def load_span_dataset(source: str | os.PathLike[str], *, tokenizer: str | None,
                       max_length: int = 384, doc_stride: int = 128, max_query_length: int = 64,
                       val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0,
@@ -187,8 +174,6 @@ def load_span_dataset(source: str | os.PathLike[str], *, tokenizer: str | None,
     """Span data split by passage (the questions of one context together; bbc-speakers: by
     article), windowed with ``tokenizer`` (module docstring); ``train_limit`` keeps N training
     questions drawn by ``seed``."""
-    from raykd.models.hf_build import load_tokenizer
-
     if tokenizer is None:
         raise DataError(f"span data {str(source)!r} is cut into windows by the student's "
                         "tokenizer: give student.model.tokenizer or student.model.path (name: hf)")

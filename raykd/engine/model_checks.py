@@ -7,11 +7,11 @@ from typing import Any
 
 from raykd.core.spec import JobSpec, SpecError
 from raykd.data import Dataset
+from raykd.data.hf_files import CONFIG, _open, resolve_folder
 from raykd.data.paths import checked_checkpoint
-from raykd.data.span_data import tokenizer_sha256
+from raykd.data.tokenizers import tokenizer_sha256
 from raykd.models import CheckpointError, load_checkpoint
 from raykd.models.hf import POSITION_OFFSET
-from raykd.models.hf_files import CONFIG, _open, resolve_folder
 
 __all__ = ["check_models", "check_span_models", "check_text_models", "position_limit"]
 

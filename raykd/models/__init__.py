@@ -1,5 +1,6 @@
 """Architecture registry and pickle-free checkpoints."""
 
+from raykd.core.errors import ModelError
 from raykd.models.checkpoint import (
     CheckpointError,
     checkpoint_info,
@@ -8,7 +9,6 @@ from raykd.models.checkpoint import (
     save_checkpoint,
     weights_hash,
 )
-from raykd.models.errors import ModelError
 from raykd.models.registry import MODELS, build_model
 
 __all__ = [

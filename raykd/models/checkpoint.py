@@ -19,8 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from raykd.core.atomic_files import atomic_path
-from raykd.core.errors import UserError
-from raykd.models.errors import ModelError
+from raykd.core.errors import ModelError, UserError
 from raykd.models.registry import build_model
 from raykd.models.user import UserModelError
 from raykd.models.user_weights import PT_SUFFIXES, WeightsError, load_fitting, read_pt
@@ -35,7 +34,8 @@ class CheckpointError(UserError, ValueError):
 
 
 class CheckpointDamaged(CheckpointError):
-    """A checkpoint file whose bytes are wrong: truncated, not safetensors, or failing its sha256."""
+    """A checkpoint file whose bytes are wrong: truncated, not safetensors, or failing its
+    sha256."""
 
 
 def save_checkpoint(
@@ -122,7 +122,8 @@ def _read_file(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
         state = load_file(str(path))
     except (SafetensorError, ValueError) as err:
         raise CheckpointDamaged(f"{where} is not a readable safetensors file ({err}); it is "
-                                "truncated or not a checkpoint: restore it or train it again") from None
+                                "truncated or not a checkpoint: restore it or train it "
+                                "again") from None
     except OSError as err:
         raise CheckpointError(f"{where} could not be read ({type(err).__name__}: {err})") from None
     stored = meta.get(DIGEST_KEY)
@@ -164,10 +165,12 @@ def load_checkpoint(
             state = read_pt(path)
         except WeightsError as err:
             raise CheckpointError(str(err)) from None
-        return _into_model(state, where, *_described_by_caller(where, config, input_shape, num_classes))
+        described = _described_by_caller(where, config, input_shape, num_classes)
+        return _into_model(state, where, *described)
     meta, state = _read_file(path)
     if "raykd_model" not in meta and config is not None:
-        return _into_model(state, where, *_described_by_caller(where, config, input_shape, num_classes))
+        described = _described_by_caller(where, config, input_shape, num_classes)
+        return _into_model(state, where, *described)
     stored, stored_shape, stored_classes = _read_meta(path, meta)
     if num_classes is not None and num_classes != stored_classes:
         raise CheckpointError(

@@ -17,9 +17,10 @@ Two heads, chosen by the data's per-example shape ``input_shape``:
 The model comes from a pretrained folder (``path``; ``num_hidden_layers`` keeps its first N
 layers; a new head when the folder has none) or from a ``config`` mapping with a
 ``tokenizer`` folder (fresh weights from torch's RNG: the caller seeds it). Folders are read
-once into a private copy (:mod:`raykd.models.hf_files`); ``transformers`` loads only from
+once into a private copy (:mod:`raykd.data.hf_files`); ``transformers`` loads only from
 there, with ``local_files_only=True``, ``trust_remote_code=False``, safetensors only
-(:mod:`raykd.models.hf_build`: building a model and reading a tokenizer).
+(:mod:`raykd.models.hf_build`: building a model; :mod:`raykd.data.tokenizers`: reading a
+tokenizer).
 On CUDA the forward pass runs under ``torch.autocast`` (bf16 where supported, else fp16);
 fp32 on CPU. The weights stay fp32.
 """
@@ -27,8 +28,7 @@ fp32 on CPU. The weights stay fp32.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +36,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from raykd.data.hf_files import LOAD, HFModelError, first_line
 from raykd.data.text_bytes import decode_batch
-from raykd.models.hf_files import HFModelError
+from raykd.data.tokenizers import quiet_transformers
 
 __all__ = ["CHARS_PER_TOKEN", "LOAD", "POSITION_OFFSET", "SPAN_SHAPES", "TOKEN_INPUTS",
            "HFModelError", "HFWrapper", "SpanModel", "TextClassifier", "first_line", "hf_wrapper",
@@ -45,7 +46,6 @@ __all__ = ["CHARS_PER_TOKEN", "LOAD", "POSITION_OFFSET", "SPAN_SHAPES", "TOKEN_I
 
 CHARS_PER_TOKEN = 16
 """Characters kept per token of ``max_length`` before tokenizing (see the module docstring)."""
-LOAD = {"local_files_only": True, "trust_remote_code": False}
 TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 """The tensors a transformer may read, in this order: a span window's rows, and the inputs
 of an exported ONNX graph (those its forward takes)."""
@@ -214,22 +214,6 @@ class SpanModel(HFWrapper):
         return torch.stack([out.start_logits, out.end_logits], dim=1).float()
 
 
-@contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """transformers' load reports and progress bars off while raykd builds a model."""
-    from transformers.utils import logging as hf_logging
-
-    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
 def hf_wrapper(model: nn.Module, needed_by: str = "this") -> HFWrapper:
     """The :class:`TextClassifier` or :class:`SpanModel` of ``model`` (itself, or the one in
     ``.module`` of a DDP wrapper); HFModelError naming ``needed_by`` for any other model."""
@@ -296,7 +280,3 @@ def save_hf_folder(model: nn.Module, out_dir: str | Path,
 
 def _digest_tensor(hexdigest: str) -> torch.Tensor:
     return torch.tensor(list(bytes.fromhex(hexdigest)), dtype=torch.uint8)
-
-
-def first_line(err: BaseException) -> str:
-    return (str(err).splitlines() or [type(err).__name__])[0]

@@ -6,24 +6,15 @@ weights, wrapped as a :class:`~raykd.models.hf.TextClassifier` or
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from raykd.core.spec import check_hf_config
-from raykd.models.hf import (
-    LOAD,
-    POSITION_OFFSET,
-    SPAN_SHAPES,
-    HFWrapper,
-    SpanModel,
-    TextClassifier,
-    first_line,
-    quiet_transformers,
-)
-from raykd.models.hf_files import HFModelError, LocalCopy, local_copy
+from raykd.data.hf_files import LOAD, HFModelError, LocalCopy, first_line, local_copy
+from raykd.data.tokenizers import fast_tokenizer, load_tokenizer, quiet_transformers
+from raykd.models.hf import POSITION_OFFSET, SPAN_SHAPES, HFWrapper, SpanModel, TextClassifier
 
 __all__ = ["build_hf_model", "load_tokenizer"]
 
@@ -41,7 +32,7 @@ def build_hf_model(config: Mapping[str, Any], input_shape: tuple[int, ...],
         raise HFModelError(f"model name 'hf' takes text data (raw bytes of shape (1 or 2, width), "
                            f"or span windows (4, length)); the data's examples have shape {shape}")
     with quiet_transformers(), local_copy(config) as files:
-        tokenizer = _tokenizer(files.dir)
+        tokenizer = fast_tokenizer(files.dir)
         model_config = _model_config(config, files, tokenizer, kind, num_classes)
         _check_length(config, model_config)
         auto = _auto_class(kind)
@@ -68,30 +59,6 @@ def _auto_class(kind: type[HFWrapper]) -> Any:
     if kind is SpanModel:
         return AutoModelForQuestionAnswering
     return AutoModelForSequenceClassification
-
-
-def _tokenizer(folder: Path) -> Any:
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, use_fast=True, **LOAD)
-    except (OSError, ValueError, TypeError, KeyError) as err:
-        raise HFModelError(f"the tokenizer files could not be loaded ({first_line(err)}); "
-                           "expected a fast tokenizer's tokenizer.json") from None
-    if not getattr(tokenizer, "is_fast", False):
-        raise HFModelError("the tokenizer is not a fast tokenizer; tokenizer.json is required")
-    if tokenizer.pad_token_id is None:
-        raise HFModelError("the tokenizer has no padding token (pad_token in tokenizer_config.json "
-                           "or special_tokens_map.json); raykd pads each batch")
-    return tokenizer
-
-
-def load_tokenizer(value: str) -> Any:
-    """The fast tokenizer of a folder or ``package:<module>/<dir>``, read like a model's
-    (checked, copied, local files only); its content identity is
-    ``files_digest({"tokenizer": value})`` (:func:`raykd.models.hf_files.files_digest`)."""
-    with quiet_transformers(), local_copy({"tokenizer": value}) as files:
-        return _tokenizer(files.dir)
 
 
 def _model_config(config: Mapping[str, Any], files: LocalCopy, tokenizer: Any,

@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from raykd.models.errors import ModelError
+from raykd.core.errors import ModelError
 from raykd.models.hf_build import build_hf_model
 from raykd.models.user import build_user_model
 

@@ -38,9 +38,9 @@ import torch
 from torch import nn
 
 from raykd.core.allowlist import NotAllowedError, check_path
-from raykd.models.errors import ModelError
+from raykd.core.errors import ModelError
+from raykd.data.hf_files import files_digest
 from raykd.models.hf import CHARS_PER_TOKEN
-from raykd.models.hf_files import files_digest
 
 RESERVED_KWARGS = ("input_shape", "num_classes")
 
@@ -98,7 +98,7 @@ def model_identity(config: Mapping[str, Any]) -> str:
     """What a model entry builds, as one string: its canonical JSON (kwargs included), for
     ``name: module`` the sha256 of the module's source (:func:`source_sha256`), and for
     ``name: hf`` the sha256 of every file read from its folders
-    (:func:`raykd.models.hf_files.files_digest`), the text cut and the versions of
+    (:func:`raykd.data.hf_files.files_digest`), the text cut and the versions of
     transformers and tokenizers.
 
     Caches of a model's outputs key on it (with the weights): another kwarg, even one that

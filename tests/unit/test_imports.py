@@ -79,10 +79,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("raykd.bench.plain", "raykd.train.config"): LIGHT,
     ("raykd.bench.plain", "raykd.train.loop"): LIGHT,
     ("raykd.bench.plain", "raykd.train.steps"): LIGHT,
-    # the span windows read a tokenizer from models/, a layer up (test_layers.KNOWN), whose
-    # folder reader stands on data/'s paths
-    ("raykd.data.span_data", "raykd.models.hf_build"): CIRCLE,
-    ("raykd.data.span_data", "raykd.models.hf_files"): CIRCLE,
     # Ray Train (ray.train.torch: ~4 s of imports on a loaded 2-CPU machine, ~1.5 s in a trial
     # process, which has Ray Tune's share of it) loads only for students and trials of
     # scaling runner 'train' / several workers: every other job's start would pay it

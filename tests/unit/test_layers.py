@@ -39,10 +39,7 @@ LAYER = {
     "raykd.bench": 7, "raykd.service": 7, "raykd.client": 7,
     "raykd.cli": 8, "raykd": 9, "raykd.__main__": 9, "raykd.docs_gen": 9,
 }
-KNOWN = {
-    # span windows need a tokenizer, which models/ reads (safely) from a model folder
-    ("raykd.data", "raykd.models"),
-}
+KNOWN: set[tuple[str, str]] = set()  # none left
 
 
 def _unit(module: str) -> str:

@@ -14,8 +14,9 @@ checked descriptor, and copied into a private temporary folder (mode 0700) from 
 ``transformers`` loads (``local_files_only``, no remote code, safetensors only): nothing is
 read again by path later, so a folder changed after the check is never half-read.
 :func:`files_digest` is the sha256 of what was read (names, sizes, bytes), the model's
-content identity in caches. Imports no transformers (torch comes in with the ``raykd.models``
-package, whose errors it raises).
+content identity in caches. Imports no transformers and no torch: the span windows
+(:mod:`raykd.data.tokenizers`) read their tokenizer through it, and ``raykd.models`` its
+models.
 """
 
 from __future__ import annotations
@@ -33,10 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from raykd.core.errors import ModelError
 from raykd.core.spec import check_hf_config
 from raykd.data.checks import DataError
 from raykd.data.paths import OPEN_FLAGS, _opened_path, list_dir, open_data
-from raykd.models.errors import ModelError
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -46,6 +47,8 @@ TOKENIZER_FILES = (TOKENIZER, "tokenizer_config.json", "special_tokens_map.json"
 MODEL_FILES = (CONFIG, WEIGHTS)
 """Read from a pretrained model folder besides its tokenizer files (both required)."""
 CHUNK = 1 << 20
+LOAD = {"local_files_only": True, "trust_remote_code": False}
+"""How ``transformers`` loads from the private copy: its files only, no remote code."""
 _DIGESTS: dict[tuple[int, ...], str] = {}
 """sha256 of a file already read in this process, by (device, inode, size, mtime_ns, ctime_ns)."""
 
@@ -245,3 +248,8 @@ def _checked_config(copy: Path, where: str) -> dict[str, Any]:
     except ValueError as err:
         raise HFModelError(str(err)) from None
     return value
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an error's message (its type's name when it has none)."""
+    return (str(err).splitlines() or [type(err).__name__])[0]
