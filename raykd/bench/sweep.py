@@ -178,8 +178,9 @@ def run_sweep_bench(spec: JobSpec, *, out: Path, log: Log = print, rounds: int =
     write ``bench.json`` and ``bench.md`` under ``out`` (and copy them to ``results`` as
     ``sweep_bench.json``/``sweep_bench.md``) after every round: medians with min-max, the
     naive/shared ratio of the medians, and Tune's overhead (:func:`tune_overhead`) of every
-    shared run. ``naive=False`` runs the shared sweep alone (Tune's overhead only, the
-    naive sweep takes twice as long) and names the files ``sweep_overhead.*`` in ``results``.
+    shared run. ``naive=False`` runs the shared sweep alone (Tune's overhead only; the naive
+    sweep takes ~3x as long as the shared one) and names the files ``sweep_overhead.*`` in
+    ``results``.
 
     Raises:
         SpecError: before any work, when the spec cannot be swept (no ``sweep:`` section,
@@ -289,7 +290,8 @@ def bench_table(summary: dict[str, Any]) -> str:
     """The wall times, their ratio and Tune's overhead as Markdown tables (median (min-max))."""
     data, fwd = summary["dataset"], summary["teacher_forward_examples"]
     head = (f"sweep ({summary['trials']} trials, {data['name']} train {data['train']}, "
-            f"{summary['concurrency']} at once; {summary['rounds']} interleaved rounds)")
+            f"{summary['concurrency']} at once; {summary['rounds']} "
+            f"{'rounds' if summary['ratio'] is None else 'interleaved rounds'})")
     over = summary["overhead"]
     lines = [
         f"| {head} | wall s, median (min-max) | teacher forward examples |", "|---|---|---|",

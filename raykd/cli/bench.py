@@ -57,12 +57,12 @@ def bench_text_speed(out: OutOpt = Path("raykd-runs/bench-text-speed"), quick: Q
 def bench_sweep(spec: SpecArg = "mnist-sweep", out: OutOpt = Path("raykd-runs/bench-sweep"),
                 set_: SetOpt = None,
                 rounds: Annotated[int, typer.Option(
-                    min=1, help="Interleaved rounds of the shared and naive sweeps; medians "
+                    min=1, help="Rounds of the shared (and naive) sweeps, interleaved; medians "
                                 "reported.")] = 3,
                 results: ResultsOpt = None,
                 naive: Annotated[bool, typer.Option(
                     help="Also run the naive sweep (teachers in every trial); --no-naive "
-                         "measures Tune's overhead alone, in a third of the time.")] = True,
+                         "measures Tune's overhead alone, in about a quarter of the time.")] = True,
                 ) -> None:
     """Sweep wall time with shared teacher logits against each trial running its teachers,
     and Tune's overhead (wall - one teacher pass - the trials' training / trials at once)."""

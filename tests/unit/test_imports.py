@@ -167,3 +167,12 @@ def test_raykd_help_loads_no_pydantic_httpx_or_fastapi() -> None:
     loaded = heavy_imports(LIGHT_ENTRY_POINTS["raykd --help"],
                            ("pydantic", "httpx", "fastapi", "sqlalchemy", "numpy"))
     assert loaded == [], f"raykd --help loads {loaded[:5]}"
+
+
+def test_a_sweep_trial_process_loads_no_engine() -> None:
+    """A trial process unpickles raykd.tune.trial, which imports the raykd.tune package:
+    ``run_sweep``'s driver (and with it the engine) loads there only on first use."""
+    loaded = heavy_imports("import raykd.tune.trial\n", ("raykd",))
+    assert "raykd.tune.trial" in loaded  # the check sees raykd's modules
+    assert not [m for m in loaded if m == "raykd.engine" or m.startswith("raykd.engine.")
+                or m == "raykd.tune.driver"], [m for m in loaded if "engine" in m]

@@ -79,3 +79,41 @@ def test_the_overhead_table_shows_the_split(tmp_path: Path) -> None:
     alone = bench_table(summary | {"naive_seconds": None, "ratio": None,
                                    "teacher_forward_examples": {"shared": 1, "naive": None}})
     assert "naive" not in alone and "| 6.0 (6.0-6.0) |" in alone  # --no-naive: overhead only
+
+
+def test_no_naive_runs_the_shared_sweep_alone_and_writes_the_overhead_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--no-naive``: the shared sweep each round, never the naive one; the summary has no
+    naive numbers and the results are named ``sweep_overhead.*`` (``sweep_bench.*``, the
+    naive/shared comparison of an earlier run, is left as it was)."""
+    import raykd.bench.sweep as bench
+    from tests.helpers.specs import sweep_spec
+
+    modes: list[bool] = []
+    (tmp_path / "job").mkdir()
+    job = _job(tmp_path / "job", [(1, 5.0, 10.0, [3.0, 3.0]), (2, 7.0, 22.0, [10.0, 10.0])])
+    result = {"job_dir": str(job), "resources": {"concurrency": 2}, "dataset": {"name": "digits",
+              "train": 100}, "timings": {"tune": 30.0, "teacher_logits": 10.0},
+              "logit_cache": {"teacher": {"0": {"teacher_forward_examples": 7}}},
+              "trials": [{"train_seconds": 6.0, "trial_seconds": 10.0},
+                         {"train_seconds": 20.0, "trial_seconds": 22.0}]}
+
+    def timed(spec: object, job_dir: Path, *, naive: bool,
+              log: object) -> tuple[float, dict[str, object]]:
+        modes.append(naive)
+        return 50.0, result
+
+    monkeypatch.setattr(bench, "trained_teachers", lambda spec, out, log: [])
+    monkeypatch.setattr(bench, "bench_specs", lambda spec, checkpoints, out: spec)
+    monkeypatch.setattr(bench, "_timed", timed)
+    results = tmp_path / "results"
+    (results / "sweep_bench.md").parent.mkdir()
+    (results / "sweep_bench.md").write_text("kept")
+    summary = bench.run_sweep_bench(sweep_spec(tmp_path / "store"), out=tmp_path / "out",
+                                    rounds=2, results=results, naive=False, log=lambda _: None)
+    assert modes == [False, False]  # two rounds, the shared sweep only
+    assert summary["naive_seconds"] is None and summary["ratio"] is None
+    assert summary["overhead"]["overhead"]["median"] == pytest.approx(50.0 - 10.0 - 26.0 / 2)
+    assert (results / "sweep_bench.md").read_text() == "kept"
+    assert json.loads((results / "sweep_overhead.json").read_text())["rounds"] == 2
+    assert "naive" not in (results / "sweep_overhead.md").read_text()
