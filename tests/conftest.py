@@ -7,13 +7,13 @@ import os
 import secrets
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 # digits_spec's home is tests/helpers/specs.py: here for test files written before the move
+from tests.helpers.databases import POSTGRES_ENV, postgres_databases, sqlite_databases
 from tests.helpers.specs import digits_spec  # noqa: F401
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -93,36 +93,6 @@ def ray_local(_ray_session: None) -> Iterator[None]:
     yield
 
 
-POSTGRES_ENV = "RAYKD_TEST_POSTGRES_URL"
-
-
-def _sqlite_databases(tmp_path_factory: pytest.TempPathFactory) -> Callable[[], str]:
-    return lambda: f"sqlite:///{tmp_path_factory.mktemp('db') / 'raykd.db'}"
-
-
-@contextmanager
-def _postgres_databases(base: str) -> Iterator[Callable[[], str]]:
-    """Makes databases of their own on the server ``base`` names; drops them at the end."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    server, made = create_engine(base, isolation_level="AUTOCOMMIT"), []
-
-    def make() -> str:
-        made.append(f"raykd_test_{secrets.token_hex(6)}")
-        with server.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{made[-1]}"'))
-        return str(make_url(base).set(database=made[-1]).render_as_string(hide_password=False))
-
-    try:
-        yield make
-    finally:
-        with server.connect() as conn:
-            for name in made:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        server.dispose()
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def databases(request: pytest.FixtureRequest,
               tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], str]]:
@@ -136,30 +106,13 @@ def databases(request: pytest.FixtureRequest,
     itself (queue, idempotency, paging, restart records): what differs between the two.
     """
     if request.param == "sqlite":
-        yield _sqlite_databases(tmp_path_factory)
+        yield sqlite_databases(tmp_path_factory)
         return
     base = os.environ.get(POSTGRES_ENV)
     if not base:
         pytest.skip(f"{POSTGRES_ENV} is unset: no PostgreSQL server to run this on "
                     "(.ci/run starts one)")
-    with _postgres_databases(base) as make:
-        yield make
-
-
-@pytest.fixture(scope="module")
-def one_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], str]]:
-    """Like ``databases``, on one kind only: PostgreSQL where ``RAYKD_TEST_POSTGRES_URL`` names
-    a server (as in CI, and as a production service runs), else SQLite files.
-
-    For tests whose subject is not the store (real training jobs through the service: each
-    costs tens of seconds, and what they do past the store is the same on either); the
-    store's semantics run on both through ``databases``.
-    """
-    base = os.environ.get(POSTGRES_ENV)
-    if not base:
-        yield _sqlite_databases(tmp_path_factory)
-        return
-    with _postgres_databases(base) as make:
+    with postgres_databases(base) as make:
         yield make
 
 

@@ -6,8 +6,10 @@ Ray's Job Submission API: follow a job's SSE stream across a reconnect, download
 its student, a priority queue with a limit of one, cancel a running job, and kill and
 restart the service mid-job. ``paused`` runs once on a SQLite file and once on PostgreSQL
 (``databases``, one database each: where ``RAYKD_TEST_POSTGRES_URL`` names a server, as in CI);
-``live`` runs once, on PostgreSQL where that is set, else on SQLite (``one_database``: its jobs
-take minutes, and past the store they do the same on either).
+``live`` runs once, on SQLite (``raykd serve``'s default, and the database whose writers take
+turns: the service's, the follower's and the scheduler's, contended while jobs stream events);
+of its tests only the load test, whose subject is the store under load and a restart, runs on
+PostgreSQL too (``load_service``): the others' jobs take minutes and do the same on either.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ import pytest
 
 from raykd.models import load_checkpoint
 from tests.helpers.api import ADMIN, ALICE, BOB, auth, post, small_spec, sse, wait_stage, wait_state
+from tests.helpers.databases import POSTGRES_ENV, postgres_databases
 from tests.helpers.service import RayHead, Server, free_port, session_ray_token
 
 pytestmark = pytest.mark.ray
@@ -313,26 +316,14 @@ def test_queued_jobs_can_be_reprioritised_and_cancelled(paused: Server) -> None:
 # --- live: real jobs on a real Ray head -----------------------------------------------------
 
 
-# A driver whose head died (the head-restart test) gives up on its GCS after 30 s, not Ray's 60:
-# it holds its job directory's lock until then, and the test's retry waits for that lock.
-ORPHAN_GIVES_UP = {"RAY_gcs_rpc_server_reconnect_timeout_s": "30"}
-
-
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory,
-         one_database: Callable[[], str]) -> Iterator[dict[str, Any]]:
-    """A service running real jobs on its Ray head, once: on PostgreSQL where
-    ``RAYKD_TEST_POSTGRES_URL`` is set (as CI and a production service), else SQLite.
-
-    Not on both: its tests are about jobs (streams, queue order, cancel, restarts of the service
-    and of the head, load) and each costs tens of seconds of training; the store's part of them
-    (queue, idempotency, paging, the records a restart reconciles) runs on both through
-    ``paused`` and tests/unit/service.
-    """
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A service running real jobs on its Ray head, on a SQLite file (see the module's
+    docstring for why once, and why SQLite)."""
     tmp = tmp_path_factory.mktemp("live")
-    head = RayHead(tmp, env=ORPHAN_GIVES_UP)
+    head = RayHead(tmp)
     server = Server(tmp, "live", token=ADMIN, storage=tmp / "storage", ray_address=head.address,
-                    max_running=1, poll_s=0.3, database_url=one_database())
+                    max_running=1, poll_s=0.3, database_url=f"sqlite:///{tmp / 'raykd.db'}")
     yield {"server": server, "head": head, "tmp": tmp}
     server.stop()
     head.stop()
@@ -555,9 +546,30 @@ def test_empty_or_reserved_tokens_are_refused(env: dict[str, str], shown: str,
     assert "admin-secret" not in result.output and "a" * 31 not in result.output  # never shown
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def load_service(request: pytest.FixtureRequest, live: dict[str, Any],
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """``live`` (SQLite), then a second service on ``live``'s Ray head with a PostgreSQL
+    database of its own (skipped, saying so, where ``RAYKD_TEST_POSTGRES_URL`` is unset)."""
+    if request.param == "sqlite":
+        yield live
+        return
+    base = os.environ.get(POSTGRES_ENV)
+    if not base:
+        pytest.skip(f"{POSTGRES_ENV} is unset: no PostgreSQL server to run this on")
+    tmp = tmp_path_factory.mktemp("live-pg")
+    with postgres_databases(base) as make:
+        server = Server(tmp, "live-pg", token=ADMIN, storage=tmp / "storage", max_running=1,
+                        ray_address=live["head"].address, poll_s=0.3, database_url=make())
+        try:
+            yield {**live, "server": server, "tmp": tmp}
+        finally:
+            server.stop()
+
+
 @pytest.mark.slow
 def test_two_hundred_submissions_under_load_and_a_restart_are_each_recorded_once(
-        live: dict[str, Any]) -> None:
+        load_service: dict[str, Any]) -> None:
     """Issue 14's load: 20 clients send 200 submissions while a job runs, and the service is
     killed and restarted in the middle. Each client retries what failed with the same
     Idempotency-Key (as ``raykd submit`` does): every submission is recorded exactly once,
@@ -566,7 +578,7 @@ def test_two_hundred_submissions_under_load_and_a_restart_are_each_recorded_once
 
     from ray.job_submission import JobSubmissionClient
 
-    server: Server = live["server"]
+    server: Server = load_service["server"]
     running = post(server, {"spec": small_spec(name="under-load")}, token=ADMIN).json()
     wait_state(server, running["id"], ("running",))
     sent, retried = threading.Semaphore(0), [0]
@@ -618,7 +630,7 @@ def test_two_hundred_submissions_under_load_and_a_restart_are_each_recorded_once
     done = wait_state(server, running["id"], ("succeeded", "failed", "cancelled"))
     assert done["state"] == "succeeded" and done["attempts"] == 1, done
     ours = {running["id"], *got.values()}
-    submitted = [j.submission_id for j in JobSubmissionClient(live["head"].address).list_jobs()
+    submitted = [j.submission_id for j in JobSubmissionClient(load_service["head"].address).list_jobs()
                  if j.submission_id and j.submission_id.split(".r")[0] in ours]
     jobs_sent = [s.split(".r")[0] for s in submitted]
     assert len(jobs_sent) == len(set(jobs_sent)) and running["id"] in jobs_sent  # none sent twice
