@@ -179,7 +179,7 @@ def run_sweep_bench(spec: JobSpec, *, out: Path, log: Log = print, rounds: int =
     ``sweep_bench.json``/``sweep_bench.md``) after every round: medians with min-max, the
     naive/shared ratio of the medians, and Tune's overhead (:func:`tune_overhead`) of every
     shared run. ``naive=False`` runs the shared sweep alone (Tune's overhead only; the naive
-    sweep takes ~3x as long as the shared one) and names the files ``sweep_overhead.*`` in
+    sweep took 1.8-3.1x as long as the shared one) and names the files ``sweep_overhead.*`` in
     ``results``.
 
     Raises:

@@ -62,7 +62,7 @@ def bench_sweep(spec: SpecArg = "mnist-sweep", out: OutOpt = Path("raykd-runs/be
                 results: ResultsOpt = None,
                 naive: Annotated[bool, typer.Option(
                     help="Also run the naive sweep (teachers in every trial); --no-naive "
-                         "measures Tune's overhead alone, in about a quarter of the time.")] = True,
+                         "measures Tune's overhead alone, in about a third of the time.")] = True,
                 ) -> None:
     """Sweep wall time with shared teacher logits against each trial running its teachers,
     and Tune's overhead (wall - one teacher pass - the trials' training / trials at once)."""
