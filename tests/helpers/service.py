@@ -103,7 +103,11 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from raykd.service.app import run_server; run_server()"],
             env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_http(f"{self.url}/healthz", timeout=120, proc=self.proc)
+        try:
+            wait_http(f"{self.url}/healthz", timeout=120, proc=self.proc)
+        except BaseException:
+            self.stop()  # a service that never answered does not outlive the test
+            raise
 
     def kill(self) -> None:
         os.killpg(self.proc.pid, signal.SIGKILL)

@@ -599,18 +599,25 @@ def test_two_hundred_submissions_under_load_and_a_restart_are_each_recorded_once
             assert time.monotonic() < deadline, f"{key} was never accepted"
             time.sleep(0.2)
 
+    gave_up = threading.Event()
+
     def restart_midway() -> None:
-        for _ in range(80):
-            sent.acquire()
+        for _ in range(80):  # the restart comes after the 80th accepted submission
+            while not sent.acquire(timeout=1):
+                if gave_up.is_set():
+                    return  # the submissions failed first: no restart to do
         server.kill()
         time.sleep(1)
         server.start()
 
     killer = threading.Thread(target=restart_midway)
     killer.start()
-    with concurrent.futures.ThreadPoolExecutor(20) as pool:
-        got = dict(pool.map(submit, range(200)))
-    killer.join()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(20) as pool:
+            got = dict(pool.map(submit, range(200)))
+    finally:
+        gave_up.set()
+        killer.join()
     assert retried[0] > 0, "no request met the restart: the test did not test it"
     assert len(got) == 200 and len(set(got.values())) == 200
     listed, cursor = [], None
