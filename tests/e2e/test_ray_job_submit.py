@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from tests.helpers.net import free_port
+from tests.helpers.service import stop_ray_start
 from tests.helpers.specs import digits_spec
 
 pytestmark = pytest.mark.ray
@@ -54,11 +55,7 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, di
         os.killpg(head.pid, signal.SIGTERM)
         pytest.fail("the Ray head did not come up within 90 s")
     yield address, env
-    os.killpg(head.pid, signal.SIGTERM)
-    try:
-        head.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(head.pid, signal.SIGKILL)
+    stop_ray_start(head)
 
 
 @pytest.mark.slow
