@@ -32,10 +32,10 @@ from raykd.core.jobdir import JobLayout
 from raykd.data import DataError, ImagePrep, TablePrep
 from raykd.data.arrays import FORMAT as ARRAY_FORMAT
 from raykd.data.arrays import ArrayPrep
-from raykd.data.images import FORMAT as IMAGE_FORMAT
-from raykd.data.span_data import SPAN_FORMAT
-from raykd.data.text import FORMAT as TEXT_FORMAT
-from raykd.data.text import TextPrep
+from raykd.data.image_prep import FORMAT as IMAGE_FORMAT
+from raykd.data.span_prep import SPAN_FORMAT
+from raykd.data.text_prep import FORMAT as TEXT_FORMAT
+from raykd.data.text_prep import TextPrep
 from raykd.models import checkpoint_info, load_checkpoint
 from raykd.train.steps import inference_batch
 
@@ -180,7 +180,7 @@ def read_prep(record: dict[str, Any] | None, where: str
 
 
 def read_text_prep(record: dict[str, Any] | None, where: str) -> TextPrep | None:
-    """A text source's record (:class:`~raykd.data.text.TextPrep`), or None for any other."""
+    """A text source's record (:class:`~raykd.data.text_prep.TextPrep`), or None for any other."""
     if record is None or record.get("format") != TEXT_FORMAT:
         return None
     return TextPrep.from_dict(record, where)

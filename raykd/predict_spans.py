@@ -20,7 +20,8 @@ from typing import Any
 from raykd.core.atomic_files import atomic_path
 from raykd.data.checks import DataError
 from raykd.data.paths import read_data
-from raykd.data.span_data import SPAN_FORMAT, window_inputs
+from raykd.data.span_data import window_inputs
+from raykd.data.span_prep import SPAN_FORMAT
 from raykd.data.squad import SquadExample
 from raykd.data.windows import make_windows
 from raykd.metrics.squad import best_spans

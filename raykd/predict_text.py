@@ -35,9 +35,9 @@ from raykd.artifact import (
 from raykd.core.spec import JobSpec
 from raykd.data import DataError, raw_test_rows
 from raykd.data.paths import open_data
-from raykd.data.text import MAX_TEXT_BYTES
 from raykd.data.text_bytes import encode_texts
 from raykd.data.text_files import read_text_file, text_values
+from raykd.data.text_prep import MAX_TEXT_BYTES
 from raykd.models.hf import CHARS_PER_TOKEN, model_inputs, save_tokenizer
 
 
@@ -83,8 +83,8 @@ def predict_text(student: Student, data: Path) -> Prediction:
 
 def text_bytes(texts: list[str] | list[tuple[str, ...]]) -> np.ndarray:
     """``texts`` as the bytes a job's data holds them (:func:`raykd.data.text_bytes.encode_texts`),
-    each cut at :data:`raykd.data.text.MAX_TEXT_BYTES` as a job's byte width is: the width is the
-    longest text's, at most that cap, so one huge line does not cost N x its length."""
+    each cut at :data:`raykd.data.text_prep.MAX_TEXT_BYTES` as a job's byte width is: the width
+    is the longest text's, at most that cap, so one huge line does not cost N x its length."""
     longest = max([1, *(len(t.replace("\0", "").encode("utf-8", errors="replace"))
                         for r in texts for t in ([r] if isinstance(r, str) else r))])
     return encode_texts(texts, width=min(MAX_TEXT_BYTES, longest))

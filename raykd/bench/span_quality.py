@@ -102,7 +102,7 @@ def span_run(job: RunJob, params: Mapping[str, float], data: RunData,
              teacher: np.ndarray | None, spans: Any) -> dict[str, Any]:
     """Train one span student (the epoch of the best val F1 kept), score it on test.
 
-    ``spans`` is the data's :class:`raykd.data.span_data.SpanPrep` (questions and windows).
+    ``spans`` is the data's :class:`raykd.data.span_prep.SpanPrep` (questions and windows).
     """
     start = time.perf_counter()
     config = replace(loop_config(job, params), span_val=spans.parts["val"])

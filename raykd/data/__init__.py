@@ -41,14 +41,16 @@ from raykd.data.checks import DataError, check_fraction, check_seed, check_train
 from raykd.data.dataset import Dataset, RawData, Split
 from raykd.data.files import READERS
 from raykd.data.image_parquet import load_image_parquet
-from raykd.data.images import ImagePrep, load_image_folder
+from raykd.data.image_prep import ImagePrep
+from raykd.data.images import load_image_folder
 from raykd.data.span_data import SPAN_DATASETS, is_span_source, load_span_dataset
 from raykd.data.splits import build_dataset, raw_test_split
 from raykd.data.table_columns import ColumnChoice
 from raykd.data.table_prep import TablePrep
 from raykd.data.tables import TABLE_SUFFIXES, load_table
-from raykd.data.text import TextPrep, TextRaw, build_text_dataset, load_bbc_news, test_texts
+from raykd.data.text import TextRaw, build_text_dataset, load_bbc_news, test_texts
 from raykd.data.text_files import TEXT_SUFFIXES, load_text_file
+from raykd.data.text_prep import TextPrep
 
 __all__ = [
     "DATASETS", "FILE_SUFFIXES", "TEXT_DATASETS", "ArrayPrep", "ColumnChoice", "DataError",

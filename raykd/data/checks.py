@@ -1,10 +1,13 @@
 """The checks of what a loader or a caller hands to :mod:`raykd.data`: fractions, seeds,
 limits, features and labels. Each bad value raises :class:`DataError` with a one-line
-message naming the field, the value and the fix. Imports numpy only.
+message naming the field, the value and the fix; :func:`describe_error` and
+:func:`shown_names` word what a message repeats of an exception or of a file's names.
+Imports numpy only.
 """
 
 from __future__ import annotations
 
+import re
 from numbers import Integral, Real
 
 import numpy as np
@@ -20,9 +23,46 @@ MAX_NUM_CLASSES = 10_000
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 """Largest feature magnitude accepted: features are converted to ``float32``."""
 
+MAX_NAMES_SHOWN = 20
+MAX_NAME_CHARS = 24
+"""Longest name an error message repeats from a file (a column, an array): longer ones,
+and ones that are not plain names, are counted, not shown (see :func:`shown_names`)."""
+PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_ .\-]*")
+
 
 class DataError(UserError, ValueError):
     """Bad data input; the one-line message names the field, the value and the fix."""
+
+
+def describe_error(exc: BaseException) -> str:
+    """One-line, bounded description of an exception."""
+    lines = str(exc).strip().splitlines()
+    text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def is_plain_name(name: str) -> bool:
+    """Whether a name read from a file may be repeated in a message: a letter or ``_``, then
+    letters, digits, ``_``, ``-``, ``.`` or spaces, at most :data:`MAX_NAME_CHARS` in all."""
+    return len(name) <= MAX_NAME_CHARS and PLAIN_NAME.fullmatch(name) is not None
+
+
+def shown_names(names: list[str]) -> str:
+    """Names read from a file, for an error message, without repeating the file's content.
+
+    A file that is not what it should be (a token file, ``/proc/self/environ``) has a first
+    line that a parser takes for column names: only the plain names (:func:`is_plain_name`),
+    at most :data:`MAX_NAMES_SHOWN`, are quoted; the others are counted.
+    """
+    plain = [n for n in names if is_plain_name(n)]
+    more = len(plain) - MAX_NAMES_SHOWN
+    shown = ", ".join(repr(name) for name in plain[:MAX_NAMES_SHOWN])
+    text = f"[{shown}{f', ... {more} more' if more > 0 else ''}]"
+    hidden = len(names) - len(plain)
+    if hidden:
+        text += (f" ({len(names)} in all; {hidden} not shown: not a plain name of at most "
+                 f"{MAX_NAME_CHARS} characters)")
+    return text
 
 
 def check_fraction(name: str, value: object) -> float:

@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from raykd.data.arrays import ArrayPrep
 from raykd.data.checks import DataError
-
-if TYPE_CHECKING:
-    from raykd.data.images import ImagePrep
-    from raykd.data.span_data import SpanPrep
-    from raykd.data.table_prep import TablePrep
-    from raykd.data.text import TextPrep
+from raykd.data.image_prep import ImagePrep
+from raykd.data.span_prep import SpanPrep
+from raykd.data.table_prep import TablePrep
+from raykd.data.text_prep import TextPrep
 
 __all__ = ["FINGERPRINT_CHARS", "X_DTYPES", "Dataset", "Preprocessing", "RawData", "Split",
            "fingerprint"]
@@ -128,10 +126,10 @@ class Dataset:
         table: The fitted preprocessing of a ``.csv``/``.parquet`` table
             (:class:`raykd.data.table_prep.TablePrep`); None for other sources.
         image: The fitted preprocessing of an image folder
-            (:class:`raykd.data.images.ImagePrep`); None for other sources.
-        text: How a text source became bytes (:class:`raykd.data.text.TextPrep`: columns, byte
+            (:class:`raykd.data.image_prep.ImagePrep`); None for other sources.
+        text: How a text source became bytes (:class:`raykd.data.text_prep.TextPrep`: columns, byte
             width, texts truncated); None for other sources.
-        spans: Span extraction data (:class:`raykd.data.span_data.SpanPrep`): the tokenizer,
+        spans: Span extraction data (:class:`raykd.data.span_prep.SpanPrep`): the tokenizer,
             window sizes and, per split, the questions and what maps windows back to them
             (evaluation on the driver); None for other sources.
         arrays: The scaling of the arrays as split (:class:`raykd.data.arrays.ArrayPrep`):

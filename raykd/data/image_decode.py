@@ -32,8 +32,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from raykd.data.checks import DataError
-from raykd.data.files import describe_error
+from raykd.data.checks import DataError, describe_error
 from raykd.data.paths import read_data
 
 CHUNK = 256

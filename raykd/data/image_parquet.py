@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from raykd.data.checks import DataError
+from raykd.data.checks import DataError, describe_error, shown_names
 from raykd.data.dataset import Dataset
-from raykd.data.files import describe_error, shown_names
 from raykd.data.image_decode import CHUNK, Item, decode_images
-from raykd.data.images import ImagePrep, fit_images
+from raykd.data.image_prep import ImagePrep
+from raykd.data.images import fit_images
 from raykd.data.paths import open_data
 from raykd.data.table_columns import encode_labels
 

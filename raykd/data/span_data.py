@@ -10,8 +10,9 @@ of the job (:func:`raykd.data.windows.make_windows`):
 - ``Split.x``: int64 ``(N_win, 4, L)`` = [input_ids, attention_mask, token_type_ids, valid]
   (valid = 1 at the context tokens and position 0, "no answer");
 - ``Split.y``: int64 ``(N_win, 2)`` gold start/end positions (0 = no answer in the window);
-- ``Dataset.spans`` (:class:`SpanPrep`): per split the questions and the windows' offsets
-  and question index, which the driver needs to score answers (SQuAD EM/F1).
+- ``Dataset.spans`` (:class:`~raykd.data.span_prep.SpanPrep`): per split the questions and
+  the windows' offsets and question index, which the driver needs to score answers (SQuAD
+  EM/F1).
 
 ``num_classes`` is L (the positions) and ``input_shape`` ``(4, L)``. A split's fingerprint
 covers x and y, so the tokenizer's ids and the window sizes are in every cache key.
@@ -20,9 +21,7 @@ covers x and y, so the tokenizer's ids and the window sizes are in every cache k
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -30,6 +29,7 @@ from raykd.data.bbc_speakers import build_bbc_speakers
 from raykd.data.checks import DataError
 from raykd.data.dataset import Dataset, Split
 from raykd.data.paths import open_data
+from raykd.data.span_prep import SpanPrep, SpanSplit
 from raykd.data.splits import split_indices
 from raykd.data.squad import SquadExample, read_squad
 from raykd.data.tokenizers import load_tokenizer, tokenizer_sha256
@@ -39,58 +39,7 @@ SPAN_DATASETS = ("bbc-speakers",)
 """Built-in span datasets."""
 SPAN_COLUMNS = ("question", "context", "answers")
 """The columns that make a ``.parquet`` file span data (without ``text_column``)."""
-SPAN_FORMAT = "raykd-span-windows"
 SPLITS = ("train", "val", "test")
-
-
-@dataclass(frozen=True, eq=False)
-class SpanSplit:
-    """One split's questions and windows (the windows' x/y are also the Split's arrays)."""
-
-    examples: tuple[SquadExample, ...]
-    windows: Windows
-
-
-@dataclass(frozen=True, eq=False)
-class SpanPrep:
-    """How span data became windows, and what evaluation needs per split.
-
-    Attributes:
-        source: The dataset name or file.
-        tokenizer: The tokenizer's spec value (a folder or ``package:<module>/<dir>``).
-        tokenizer_sha256: sha256 of the tokenizer files read.
-        max_length: L, tokens per window.
-        doc_stride: Tokens of context shared by consecutive windows.
-        max_query_length: Questions are cut to this many tokens.
-        parts: ``{"train"|"val"|"test": SpanSplit}``.
-    """
-
-    source: str
-    tokenizer: str
-    tokenizer_sha256: str
-    max_length: int
-    doc_stride: int
-    max_query_length: int
-    parts: dict[str, SpanSplit]
-
-    @property
-    def input_shape(self) -> tuple[int, int]:
-        return (4, self.max_length)
-
-    @property
-    def fitted_on(self) -> str:
-        """What the windows were made with (nothing is fitted on the data)."""
-        return (f"no data: windows of {self.max_length} tokens (doc_stride {self.doc_stride}) by "
-                f"the tokenizer {self.tokenizer}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON record (``preprocessing.json``, checkpoint metadata)."""
-        return {"format": SPAN_FORMAT, "version": 1, "source": self.source,
-                "tokenizer": self.tokenizer, "tokenizer_sha256": self.tokenizer_sha256,
-                "max_length": self.max_length, "doc_stride": self.doc_stride,
-                "max_query_length": self.max_query_length,
-                "questions": {s: len(p.examples) for s, p in self.parts.items()},
-                "windows": {s: len(p.windows) for s, p in self.parts.items()}}
 
 
 def is_span_source(source: str | os.PathLike[str], text_column: str | None) -> bool:

@@ -24,8 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from raykd.data.checks import DataError
-from raykd.data.files import describe_error
+from raykd.data.checks import DataError, describe_error
 from raykd.data.paths import open_data, read_data
 
 SQUAD_SUFFIXES = (".json", ".jsonl", ".parquet")

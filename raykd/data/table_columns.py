@@ -25,8 +25,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from raykd.data.checks import MAX_NUM_CLASSES, DataError
-from raykd.data.files import shown_names
+from raykd.data.checks import MAX_NUM_CLASSES, DataError, shown_names
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -19,9 +19,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from raykd.data.checks import DataError
+from raykd.data.checks import DataError, describe_error, shown_names
 from raykd.data.dataset import Dataset, Preprocessing, RawData
-from raykd.data.files import describe_error, shown_names
 from raykd.data.paths import open_data
 from raykd.data.splits import build_dataset, dataset_indices
 from raykd.data.table_columns import ColumnChoice, Kind, choose_columns, encode_labels

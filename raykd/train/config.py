@@ -41,7 +41,7 @@ class StudentConfig:
             ``method.teacher_weights: val_accuracy`` turns into per-teacher weights; None
             when the caller has none (that setting then fails with a clear error).
         span_val: Span data only: the validation split's questions and windows
-            (:class:`raykd.data.span_data.SpanSplit`). Then the loss masks every softmax with
+            (:class:`raykd.data.span_prep.SpanSplit`). Then the loss masks every softmax with
             the windows' valid row, val_accuracy is the window accuracy (start and end
             right), each epoch also reports SQuAD ``val_f1``/``val_exact`` and the best epoch
             is the one of the highest ``val_f1``.

@@ -93,13 +93,7 @@ def test_the_floor_imports_nothing_above_it() -> None:
 
 # ---- circles between modules (inside a unit as well) ------------------------------------------
 
-TYPING_CIRCLES = [
-    # Dataset's fields are typed by the loaders' preprocessing classes, which build Datasets:
-    # four `if TYPE_CHECKING:` imports in data/dataset.py, run by a type checker only
-    {"raykd.data.bbc_speakers", "raykd.data.dataset", "raykd.data.files", "raykd.data.image_decode",
-     "raykd.data.images", "raykd.data.span_data", "raykd.data.splits", "raykd.data.squad",
-     "raykd.data.text", "raykd.data.windows"},
-]
+TYPING_CIRCLES: list[set[str]] = []  # none left
 """Groups of modules that import one another only through imports a type checker runs
 (``if TYPE_CHECKING:``). At run time no two modules import one another (the test below);
 a new typing circle, or a known one that takes in another module, fails too."""
