@@ -14,12 +14,18 @@
 4. the job directory's driver lock is released.
 
 What watches a job is a :class:`LifecycleCallback`, as Ray Train V2's controller calls its
-callbacks: the event stream is one (:class:`EventStream`, always first).
+callbacks: the event stream is one (:class:`EventStream`, always first). A callback that
+overrides :meth:`LifecycleCallback.on_event` gets every event of the job while it runs,
+whichever process wrote it (this driver, a student worker, a Ray Train worker, a trial): a
+thread follows the job's ``events.jsonl`` (:class:`EventTail`), and the end event reaches
+``on_event`` before ``on_finished`` or ``on_failed`` is called. Progress is what those
+events count (:mod:`raykd.core.status`).
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
@@ -28,10 +34,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from raykd.core.errors import user_message
-from raykd.core.events import JobFailed, JobFinished
+from raykd.core.events import JobFailed, JobFinished, follow
 from raykd.engine.context import Job
 
-__all__ = ["EventStream", "Lifecycle", "LifecycleCallback", "failure_event"]
+__all__ = ["EventStream", "EventTail", "Lifecycle", "LifecycleCallback", "failure_event"]
 
 Show = Callable[[Job], AbstractContextManager[Any]]
 
@@ -55,7 +61,12 @@ def failure_event(exc: BaseException) -> JobFailed:
 
 
 class LifecycleCallback:
-    """Watches how jobs end; every hook does nothing unless overridden."""
+    """Watches a job's events and how it ends; every hook does nothing unless overridden."""
+
+    def on_event(self, job: Job, event: Any) -> None:
+        """An event of the job, as appended to its stream, in the stream's order, from this
+        attempt's ``job_started`` to its end event; called from one thread of the driver (an
+        exception here stops the calls and is raised by :meth:`Lifecycle.run` at the end)."""
 
     def on_finished(self, job: Job, event: JobFinished) -> None:
         """The job wrote its result."""
@@ -74,6 +85,38 @@ class EventStream(LifecycleCallback):
         job.emit(event)
 
 
+class EventTail:
+    """Follows a job's ``events.jsonl`` in a thread and hands each event to ``callbacks``.
+
+    :meth:`close` waits for the end event (written by then) to be handed over, or stops the
+    thread when there is none; the first exception a callback raised is kept in
+    :attr:`error` and ends the calls.
+    """
+
+    def __init__(self, job: Job, callbacks: list[LifecycleCallback], *, poll_s: float = 0.1) -> None:
+        self.job, self.callbacks = job, callbacks
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        after = job.earlier[-1].seq if job.earlier else 0  # this attempt's events only
+        path = job.layout.events
+        self._thread = threading.Thread(target=self._run, args=(path, after, poll_s),
+                                        name="raykd-event-tail", daemon=True)
+        self._thread.start()
+
+    def _run(self, path: Path, after: int, poll_s: float) -> None:
+        try:
+            for event in follow(path, after=after, stop=self._stop.is_set, poll_s=poll_s):
+                for callback in self.callbacks:
+                    callback.on_event(self.job, event)
+        except BaseException as exc:  # handed to Lifecycle.run, which raises it
+            self.error = exc
+
+    def close(self, timeout_s: float = 60.0) -> None:
+        """Hand over what is left (up to the end event), then stop."""
+        self._stop.set()
+        self._thread.join(timeout=timeout_s)
+
+
 class Lifecycle:
     """One opened job's run: console, stages, result, end event, lock (module docstring).
 
@@ -81,7 +124,8 @@ class Lifecycle:
         job: The opened job (its ``job_started`` written).
         show: Makes a context manager entered around the stages (the CLI's console).
         start: ``time.perf_counter()`` at the start; now when not given.
-        callbacks: Called after :class:`EventStream` at the job's end.
+        callbacks: Called after :class:`EventStream`: each event while the job runs (those
+            that override ``on_event``), then the job's end.
     """
 
     def __init__(self, job: Job, *, show: Show | None = None, start: float | None = None,
@@ -90,6 +134,8 @@ class Lifecycle:
         self.show = show
         self.start = time.perf_counter() if start is None else start
         self.callbacks = [EventStream(), *callbacks]
+        self.listeners = [c for c in self.callbacks
+                          if type(c).on_event is not LifecycleCallback.on_event]
         self.result_path: Path | None = None
 
     def seconds(self) -> float:
@@ -112,6 +158,7 @@ class Lifecycle:
     def run(self, stages: Callable[[Lifecycle], dict[str, Any]]) -> dict[str, Any]:
         """Run ``stages`` (which end with :meth:`write_result`) and end the job; the result."""
         job = self.job
+        tail = EventTail(job, self.listeners) if self.listeners and job.sink is not None else None
         try:
             with ExitStack() as shown:  # the console shows the end event too
                 try:  # a console that cannot start (ray.log refused) fails the job, with its event
@@ -122,12 +169,23 @@ class Lifecycle:
                         raise RuntimeError("the job's stages ended without writing a result")
                 except BaseException as exc:
                     failed = failure_event(exc)
-                    for callback in self.callbacks:
-                        callback.on_failed(job, failed, exc)
+                    self._end(tail, lambda callback: callback.on_failed(job, failed, exc))
                     raise
                 finished = JobFinished(result=str(self.result_path), seconds=self.seconds())
-                for callback in self.callbacks:
-                    callback.on_finished(job, finished)
+                self._end(tail, lambda callback: callback.on_finished(job, finished))
+            if tail is not None and tail.error is not None:
+                raise tail.error
         finally:
+            if tail is not None:
+                tail.close(timeout_s=5.0)  # ended already, unless the end itself failed
             job.close()  # the driver lock: another driver may run this job id from now on
         return result
+
+    def _end(self, tail: EventTail | None, tell: Callable[[LifecycleCallback], None]) -> None:
+        """Write the end event, let the tail hand it over, then tell the other callbacks."""
+        first, *others = self.callbacks
+        tell(first)  # EventStream: the end event is in events.jsonl from here on
+        if tail is not None:
+            tail.close()
+        for callback in others:
+            tell(callback)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from raykd.data import Dataset
 from raykd.engine.cluster import may_train_on_driver
 from raykd.engine.context import Job, open_job
 from raykd.engine.data_record import dataset_row, describe_students
-from raykd.engine.lifecycle import Lifecycle
+from raykd.engine.lifecycle import Lifecycle, LifecycleCallback
 from raykd.engine.prepare import prepare
 from raykd.engine.student_workers import (
     check_student_resources,
@@ -55,20 +55,23 @@ def versions() -> dict[str, str]:
 
 def run_job(spec: JobSpec, *, job_id: str | None = None, job_dir: Path | None = None,
             log: Callable[[str], None] = print,
-            console: Callable[[Job], AbstractContextManager[Any]] | None = None) -> dict[str, Any]:
+            console: Callable[[Job], AbstractContextManager[Any]] | None = None,
+            callbacks: Iterable[LifecycleCallback] = ()) -> dict[str, Any]:
     """Run (or resume) the job ``job_id`` of ``spec``; write and return ``result.json``'s content.
 
     The job's directory is ``job_dir``, or ``<storage>/<job_id>`` (a generated id when none
     is given). Running the same id with the same spec again resumes it: finished teachers,
     logits and students are taken from disk. Another spec under the same id is refused.
     ``console`` makes a context manager that shows the job's events while it runs (the CLI
-    prints them, epochs included, from ``events.jsonl``).
+    prints them, epochs included, from ``events.jsonl``). ``callbacks`` get each event of the
+    job as it is written and its end (:class:`raykd.engine.LifecycleCallback`).
     """
     students, epochs = plan_size(spec)
     job = open_job(spec, job_id=job_id, job_dir=job_dir, log=log, students=students,
                    total_epochs=epochs)
     # a console that cannot start (ray.log refused) fails the job, with its event
-    return Lifecycle(job, show=console).run(lambda life: _finished(life) or _run(life))
+    return Lifecycle(job, show=console, callbacks=callbacks).run(
+        lambda life: _finished(life) or _run(life))
 
 
 def _finished(life: Lifecycle) -> dict[str, Any] | None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
@@ -31,7 +31,7 @@ from typing import Any
 from raykd.core.jobdir import JobLayout, absolute, resolve_spec_paths, spec_hash
 from raykd.core.spec import JobSpec, SpecError
 from raykd.data import Dataset
-from raykd.engine import Job, Lifecycle, TeacherSet, open_job, prepare, prepare_splits, resolve_gpu
+from raykd.engine import Job, Lifecycle, LifecycleCallback, TeacherSet, open_job, prepare, prepare_splits, resolve_gpu
 from raykd.train.config import StudentConfig, teacher_accuracy
 from raykd.tune.callbacks import TrialEvents
 from raykd.tune.final import final_student, reuse_final
@@ -178,6 +178,7 @@ def make_tuner(job: Job, shared: dict[str, Any], plan: TrialPlan,
 def run_sweep(
     spec: JobSpec, *, job_id: str | None = None, job_dir: Path | None = None, log: Log = print,
     naive: bool = False, on_open: Callable[[Job], AbstractContextManager[Any]] | None = None,
+    callbacks: Iterable[LifecycleCallback] = (),
 ) -> dict[str, Any]:
     """Run (or resume) the sweep of ``spec.sweep``; write and return ``sweep.json``'s content.
 
@@ -195,6 +196,8 @@ def run_sweep(
             No final retraining.
         on_open: Makes a context manager, entered with the opened job for the rest of the
             sweep (``raykd run`` diverts Ray's output to the job's ``ray.log``).
+        callbacks: Get each event of the sweep as it is written (trials' epochs and results
+            included) and its end (:class:`raykd.engine.LifecycleCallback`).
 
     Raises:
         SpecError: no sweep section, augmentation on, optuna missing, another spec's job
@@ -211,7 +214,8 @@ def run_sweep(
         job_dir = default_job_dir(spec)
     job = open_job(spec, job_id=job_id, job_dir=absolute(job_dir) if job_dir else None,
                    kind="sweep", log=log, students=trials, total_epochs=trials * spec.train.epochs)
-    return Lifecycle(job, show=on_open, start=start).run(lambda life: _sweep(life, naive=naive))
+    return Lifecycle(job, show=on_open, start=start, callbacks=callbacks).run(
+        lambda life: _sweep(life, naive=naive))
 
 
 def _sweep(life: Lifecycle, *, naive: bool) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from raykd.cli import app
 from raykd.core.spec import ModelSpec, parse_spec
 from raykd.data import load_dataset
-from raykd.engine import run_job
+from raykd.engine import Job, LifecycleCallback, run_job
 from raykd.engine.students import generation_seed
 from raykd.models import build_model, load_checkpoint, save_checkpoint, weights_hash
 from raykd.models.user import model_identity
@@ -34,9 +34,21 @@ def storage(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("raykd-storage")
 
 
-def job(storage: Path, name: str, **overrides: Any) -> dict[str, Any]:
+def job(storage: Path, name: str, callbacks: tuple[LifecycleCallback, ...] = (),
+        **overrides: Any) -> dict[str, Any]:
     spec = parse_spec(digits_spec(str(storage), name=name, **overrides))
-    return run_job(spec, job_dir=storage / name)
+    return run_job(spec, job_dir=storage / name, callbacks=callbacks)
+
+
+class Epochs(LifecycleCallback):
+    """The (generation, epoch) of each epoch event, as the lifecycle hands them over."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, int]] = []
+
+    def on_event(self, job: Job, event: Any) -> None:
+        if event.type == "epoch":
+            self.seen.append((event.generation, event.epoch))
 
 
 @pytest.mark.slow
@@ -131,8 +143,11 @@ def test_val_accuracy_teacher_weights_reach_the_students_loss(ray_local: None, s
 
 @pytest.mark.slow
 def test_born_again_annealing_on_two_ddp_workers(ray_local: None, storage: Path) -> None:
+    epochs = Epochs()  # reported by Ray Train's controller, in a process of its own
     result = job(storage, "ban", methods=[{"method": "annealing", "generations": 2}],
-                 scaling={"num_workers": 2}, train={"epochs": 3, "batch_size": 64, "lr": 0.003})
+                 scaling={"num_workers": 2}, train={"epochs": 3, "batch_size": 64, "lr": 0.003},
+                 callbacks=(epochs,))
+    assert epochs.seen == [(1, 1), (1, 2), (1, 3), (2, 1), (2, 2), (2, 3)]
     (row,) = result["students"]
     g1, g2 = row["generations"]
     assert [g1["generation"], g2["generation"]] == [1, 2]

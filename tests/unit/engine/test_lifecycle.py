@@ -1,4 +1,5 @@
-"""The lifecycle run_job and run_sweep share: the end event, the callbacks, the lock."""
+"""The lifecycle run_job and run_sweep share: the end event, the callbacks (each event, the
+end), the lock."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 
 from raykd.core.errors import SpecError
-from raykd.core.events import JobFailed, JobFinished, read_events
+from raykd.core.events import JobFailed, JobFinished, JsonlSink, Message, read_events
 from raykd.core.spec import parse_spec
 from raykd.engine import Lifecycle, LifecycleCallback
 from raykd.engine.context import Job, open_job
@@ -106,3 +107,74 @@ def test_stages_that_write_no_result_are_a_bug(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="without writing a result"):
         Lifecycle(_job(tmp_path)).run(lambda life: {})
     assert _last(tmp_path).kind == "bug"
+
+
+class _Events(LifecycleCallback):
+    """Records each event (type, seq) and the end, in the order the hooks were called."""
+
+    def __init__(self, fail_on: str = "") -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.fail_on = fail_on
+
+    def on_event(self, job: Job, event: Any) -> None:
+        if event.type == self.fail_on:
+            raise ValueError(f"the callback broke on {event.type}")
+        self.calls.append((event.type, event.seq))
+
+    def on_finished(self, job: Job, event: JobFinished) -> None:
+        self.calls.append(("finished", None))
+
+    def on_failed(self, job: Job, event: JobFailed, exc: BaseException) -> None:
+        self.calls.append(("failed", None))
+
+
+def test_on_event_gets_every_event_of_the_attempt_whoever_wrote_it_and_the_end_first(
+        tmp_path: Path) -> None:
+    """Events a worker process writes (its own sink on the same file) reach the callbacks as
+    the driver's do, in the file's order; the end event comes before on_finished."""
+    seen = _Events()
+    job = _job(tmp_path)
+    worker = JsonlSink(job.layout.events, job.job_id)  # what a student worker holds
+
+    def stages(life: Lifecycle) -> dict[str, Any]:
+        with job.stage("students"):
+            worker.emit(Message(text="epoch 1 from a worker"))
+        return life.write_result(_Result())
+
+    Lifecycle(job, callbacks=[seen]).run(stages)
+    on_disk = [(e.type, e.seq) for e in read_events(tmp_path / "job" / "events.jsonl")]
+    assert [t for t, _ in on_disk] == ["job_started", "stage_started", "message",
+                                       "stage_finished", "job_finished"]
+    assert seen.calls == [*on_disk, ("finished", None)]
+
+
+def test_on_event_starts_at_this_attempts_job_started(tmp_path: Path) -> None:
+    first = _job(tmp_path)
+    with pytest.raises(SpecError):
+        Lifecycle(first).run(lambda life: (_ for _ in ()).throw(SpecError("first attempt")))
+    seen = _Events()
+    again = _job(tmp_path)  # the same id and spec: attempt 2
+    Lifecycle(again, callbacks=[seen]).run(lambda life: life.write_result(_Result()))
+    events = read_events(tmp_path / "job" / "events.jsonl")
+    assert [e.type for e in events] == ["job_started", "job_failed", "job_started", "job_finished"]
+    assert seen.calls == [("job_started", 3), ("job_finished", 4), ("finished", None)]
+
+
+def test_a_callback_that_breaks_on_an_event_fails_the_run_after_the_job_ended(
+        tmp_path: Path) -> None:
+    """Its error is raised by run() (as a console that breaks is), once the job's end is
+    written: the job's own events are whole, its lock is free."""
+    broken, other = _Events(fail_on="stage_started"), _Events()
+    job = _job(tmp_path)
+
+    def stages(life: Lifecycle) -> dict[str, Any]:
+        with job.stage("students"):
+            pass
+        return life.write_result(_Result())
+
+    with pytest.raises(ValueError, match="broke on stage_started"):
+        Lifecycle(job, callbacks=[broken, other]).run(stages)
+    assert _last(tmp_path).type == "job_finished"
+    assert broken.calls == [("job_started", 1), ("finished", None)]
+    assert other.calls[-1] == ("finished", None)
+    assert job.lock is None
