@@ -276,5 +276,7 @@ def follow(path: str | Path, *, after: int = 0, poll_s: float = 0.2,
         if stop():
             for event in read_events(path, after=seen):
                 yield event
+                if event.type in TERMINAL_EVENTS:
+                    return  # what a straggler wrote after the end is not the job's
             return
         time.sleep(poll_s)

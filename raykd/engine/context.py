@@ -89,6 +89,7 @@ class Job:
     student_runner: Literal["driver", "actor", "train"] | None = None  # decided once Ray is up
     in_process_teachers: bool = False  # online teachers in the student workers' processes
     lock: DriverLock | None = None  # held from open_job until close()
+    started_seq: int = 0  # the seq of this attempt's job_started (0 without a stream)
 
     @property
     def layout(self) -> JobLayout:
@@ -101,10 +102,10 @@ class Job:
             self.lock.release()
             self.lock = None
 
-    def emit(self, event: Any) -> None:
-        """Append ``event`` to the job's stream (no-op without one)."""
-        if self.sink is not None:
-            self.sink.emit(event)
+    def emit(self, event: Any) -> Any:
+        """Append ``event`` to the job's stream; the event as written (numbered), or None
+        without a stream."""
+        return self.sink.emit(event) if self.sink is not None else None
 
     def say(self, text: str) -> None:
         """A line for the user: printed by ``log`` and kept as a ``message`` event."""
@@ -182,9 +183,11 @@ def open_job(spec: JobSpec, *, job_id: str | None = None, job_dir: Path | None =
     attempt = 1 + sum(isinstance(e, JobStarted) for e in earlier)
     job = Job(spec=spec, job_dir=job_dir, log=log, job_id=job_id, sink=sink, attempt=attempt,
               earlier=earlier, lock=lock)
-    job.emit(JobStarted(name=spec.name, kind=kind, spec_hash=digest, attempt=attempt,  # type: ignore[arg-type]
-                        total_epochs=total_epochs, students=students, host=socket.gethostname(),
-                        pid=os.getpid(), submission_id=os.environ.get(SUBMISSION_ENV) or None))
+    started = job.emit(JobStarted(
+        name=spec.name, kind=kind, spec_hash=digest, attempt=attempt,  # type: ignore[arg-type]
+        total_epochs=total_epochs, students=students, host=socket.gethostname(), pid=os.getpid(),
+        submission_id=os.environ.get(SUBMISSION_ENV) or None))
+    job.started_seq = started.seq if started is not None else 0
     return job
 
 

@@ -65,8 +65,10 @@ class LifecycleCallback:
 
     def on_event(self, job: Job, event: Any) -> None:
         """An event of the job, as appended to its stream, in the stream's order, from this
-        attempt's ``job_started`` to its end event; called from one thread of the driver (an
-        exception here stops the calls and is raised by :meth:`Lifecycle.run` at the end)."""
+        attempt's ``job_started`` to its end event; called from one thread of the driver, and
+        only for a job with an event stream. An exception here stops this callback's calls and
+        is raised by :meth:`Lifecycle.run` at the end (noted on the job's own error when it
+        failed)."""
 
     def on_finished(self, job: Job, event: JobFinished) -> None:
         """The job wrote its result."""
@@ -88,33 +90,44 @@ class EventStream(LifecycleCallback):
 class EventTail:
     """Follows a job's ``events.jsonl`` in a thread and hands each event to ``callbacks``.
 
-    :meth:`close` waits for the end event (written by then) to be handed over, or stops the
-    thread when there is none; the first exception a callback raised is kept in
-    :attr:`error` and ends the calls.
+    Delivery starts at this attempt's ``job_started`` and ends with the end event. A callback
+    that raises gets no more events (the others do); the first such error is kept in
+    :attr:`error`. :meth:`close` waits for the end event (written by then) to be handed over;
+    a callback still busy after ``timeout_s`` gets nothing more, and that is an error too.
     """
 
     def __init__(self, job: Job, callbacks: list[LifecycleCallback], *, poll_s: float = 0.1) -> None:
-        self.job, self.callbacks = job, callbacks
+        self.job, self.callbacks = job, list(callbacks)
         self.error: BaseException | None = None
-        self._stop = threading.Event()
-        after = job.earlier[-1].seq if job.earlier else 0  # this attempt's events only
-        path = job.layout.events
-        self._thread = threading.Thread(target=self._run, args=(path, after, poll_s),
+        self._stop, self._abandoned = threading.Event(), threading.Event()
+        after = max(job.started_seq - 1, 0)  # from this attempt's job_started on
+        self._thread = threading.Thread(target=self._run, args=(job.layout.events, after, poll_s),
                                         name="raykd-event-tail", daemon=True)
         self._thread.start()
 
     def _run(self, path: Path, after: int, poll_s: float) -> None:
         try:
             for event in follow(path, after=after, stop=self._stop.is_set, poll_s=poll_s):
-                for callback in self.callbacks:
-                    callback.on_event(self.job, event)
-        except BaseException as exc:  # handed to Lifecycle.run, which raises it
-            self.error = exc
+                for callback in list(self.callbacks):
+                    if self._abandoned.is_set():
+                        return
+                    try:
+                        callback.on_event(self.job, event)
+                    except BaseException as exc:  # handed to Lifecycle.run, which raises it
+                        self.callbacks.remove(callback)
+                        self.error = self.error or exc
+        except BaseException as exc:  # the events file itself could not be read
+            self.error = self.error or exc
 
     def close(self, timeout_s: float = 60.0) -> None:
         """Hand over what is left (up to the end event), then stop."""
         self._stop.set()
         self._thread.join(timeout=timeout_s)
+        if self._thread.is_alive():
+            self._abandoned.set()
+            self.error = self.error or TimeoutError(
+                f"a lifecycle callback's on_event was still busy {timeout_s:g} s after the job "
+                "ended; it gets no more events")
 
 
 class Lifecycle:
@@ -158,10 +171,12 @@ class Lifecycle:
     def run(self, stages: Callable[[Lifecycle], dict[str, Any]]) -> dict[str, Any]:
         """Run ``stages`` (which end with :meth:`write_result`) and end the job; the result."""
         job = self.job
-        tail = EventTail(job, self.listeners) if self.listeners and job.sink is not None else None
+        tail: EventTail | None = None
         try:
             with ExitStack() as shown:  # the console shows the end event too
                 try:  # a console that cannot start (ray.log refused) fails the job, with its event
+                    if self.listeners and job.sink is not None:
+                        tail = EventTail(job, self.listeners)
                     if self.show is not None:
                         shown.enter_context(self.show(job))
                     result = stages(self)
@@ -170,6 +185,8 @@ class Lifecycle:
                 except BaseException as exc:
                     failed = failure_event(exc)
                     self._end(tail, lambda callback: callback.on_failed(job, failed, exc))
+                    if tail is not None and tail.error is not None:
+                        exc.add_note(f"a lifecycle callback failed too: {tail.error!r}")
                     raise
                 finished = JobFinished(result=str(self.result_path), seconds=self.seconds())
                 self._end(tail, lambda callback: callback.on_finished(job, finished))
@@ -177,7 +194,7 @@ class Lifecycle:
                 raise tail.error
         finally:
             if tail is not None:
-                tail.close(timeout_s=5.0)  # ended already, unless the end itself failed
+                tail.close(timeout_s=5.0)  # closed already, unless the end itself failed
             job.close()  # the driver lock: another driver may run this job id from now on
         return result
 

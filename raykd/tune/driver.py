@@ -31,7 +31,16 @@ from typing import Any
 from raykd.core.jobdir import JobLayout, absolute, resolve_spec_paths, spec_hash
 from raykd.core.spec import JobSpec, SpecError
 from raykd.data import Dataset
-from raykd.engine import Job, Lifecycle, LifecycleCallback, TeacherSet, open_job, prepare, prepare_splits, resolve_gpu
+from raykd.engine import (
+    Job,
+    Lifecycle,
+    LifecycleCallback,
+    TeacherSet,
+    open_job,
+    prepare,
+    prepare_splits,
+    resolve_gpu,
+)
 from raykd.train.config import StudentConfig, teacher_accuracy
 from raykd.tune.callbacks import TrialEvents
 from raykd.tune.final import final_student, reuse_final

@@ -138,12 +138,13 @@ def stop_ray_start(proc: subprocess.Popen[Any], grace_s: float = 30) -> None:
     left of its process group. SIGTERM to the whole group stops the GCS under ``ray start``
     first, and ``ray start`` then never exits by itself (the tests' teardowns waited out their
     whole grace period on every head)."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            pass
+    if proc.poll() is not None:
+        return  # reaped already (killed with its group): its pid may name another group now
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        pass
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:

@@ -112,6 +112,21 @@ def test_follow_stops_at_the_final_event(tmp_path: Path) -> None:
     assert [e.seq for e in follow(sink.path, after=1, poll_s=0.001)] == [2]
 
 
+def test_follow_told_to_stop_ends_at_the_final_event_too(tmp_path: Path) -> None:
+    """The end and a straggler's event after it land between the last read and the stop:
+    the last read hands over the end, not what came after it."""
+    sink = JsonlSink(tmp_path / "events.jsonl", "job-1")
+    sink.emit(StageStarted(stage="students"))
+
+    def stop() -> bool:  # called once the first read is done
+        sink.emit(JobFailed(kind="cancelled", message="stopped"))
+        sink.emit(Epoch(student=0, epoch=2, epochs=3))
+        return True
+
+    assert [e.type for e in follow(sink.path, poll_s=0.001, stop=stop)] == [
+        "stage_started", "job_failed"]
+
+
 def test_a_partial_last_line_is_not_an_event_until_whole(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
     sink = JsonlSink(path, "job-1")

@@ -175,6 +175,50 @@ def test_a_callback_that_breaks_on_an_event_fails_the_run_after_the_job_ended(
     with pytest.raises(ValueError, match="broke on stage_started"):
         Lifecycle(job, callbacks=[broken, other]).run(stages)
     assert _last(tmp_path).type == "job_finished"
-    assert broken.calls == [("job_started", 1), ("finished", None)]
-    assert other.calls[-1] == ("finished", None)
+    assert broken.calls == [("job_started", 1), ("finished", None)]  # no event after its error
+    assert [c for c, _ in other.calls] == ["job_started", "stage_started", "stage_finished",
+                                           "job_finished", "finished"]  # the others get them all
     assert job.lock is None
+
+
+def test_a_failed_job_hands_over_job_failed_before_on_failed_and_keeps_its_own_error(
+        tmp_path: Path) -> None:
+    broken, seen = _Events(fail_on="job_failed"), _Events()
+    job = _job(tmp_path)
+
+    def stages(life: Lifecycle) -> dict[str, Any]:
+        raise SpecError("train.epochs: must be > 0")
+
+    with pytest.raises(SpecError) as raised:
+        Lifecycle(job, callbacks=[broken, seen]).run(stages)
+    assert [c for c, _ in seen.calls] == ["job_started", "job_failed", "failed"]
+    assert raised.value.__notes__ == [
+        "a lifecycle callback failed too: ValueError('the callback broke on job_failed')"]
+    assert job.lock is None
+
+
+def test_a_callback_still_busy_after_the_end_gets_nothing_more_and_fails_the_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A callback that hangs cannot hold the job open: once the wait for it runs out, it is
+    abandoned (no event after that, nothing after on_finished) and run() says so."""
+    import threading
+
+    from raykd.engine import lifecycle
+
+    release, calls = threading.Event(), []
+
+    class Stuck(LifecycleCallback):
+        def on_event(self, job: Job, event: Any) -> None:
+            calls.append(event.type)
+            if event.type == "job_started":
+                release.wait(30)
+
+    close = lifecycle.EventTail.close
+    monkeypatch.setattr(lifecycle.EventTail, "close",
+                        lambda self, timeout_s=60.0: close(self, timeout_s=0.3))
+    job = _job(tmp_path)
+    with pytest.raises(TimeoutError, match="still busy"):
+        Lifecycle(job, callbacks=[Stuck()]).run(lambda life: life.write_result(_Result()))
+    release.set()
+    assert _last(tmp_path).type == "job_finished" and job.lock is None
+    assert calls == ["job_started"]  # abandoned: the rest never reached it
