@@ -93,10 +93,13 @@ class EventTail:
     Delivery starts at this attempt's ``job_started`` and ends with the end event. A callback
     that raises gets no more events (the others do); the first such error is kept in
     :attr:`error`. :meth:`close` waits for the end event (written by then) to be handed over;
-    a callback still busy after ``timeout_s`` gets nothing more, and that is an error too.
+    when a callback is still busy after ``timeout_s``, the tail stops handing over events to
+    any callback (the one busy call may still be running while the end hooks are called), and
+    that is an error too.
     """
 
-    def __init__(self, job: Job, callbacks: list[LifecycleCallback], *, poll_s: float = 0.1) -> None:
+    def __init__(self, job: Job, callbacks: list[LifecycleCallback], *,
+                 poll_s: float = 0.1) -> None:
         self.job, self.callbacks = job, list(callbacks)
         self.error: BaseException | None = None
         self._stop, self._abandoned = threading.Event(), threading.Event()
@@ -115,9 +118,9 @@ class EventTail:
                         callback.on_event(self.job, event)
                     except BaseException as exc:  # handed to Lifecycle.run, which raises it
                         self.callbacks.remove(callback)
-                        self.error = self.error or exc
+                        self.error = exc if self.error is None else self.error
         except BaseException as exc:  # the events file itself could not be read
-            self.error = self.error or exc
+            self.error = exc if self.error is None else self.error
 
     def close(self, timeout_s: float = 60.0) -> None:
         """Hand over what is left (up to the end event), then stop."""
@@ -125,7 +128,7 @@ class EventTail:
         self._thread.join(timeout=timeout_s)
         if self._thread.is_alive():
             self._abandoned.set()
-            self.error = self.error or TimeoutError(
+            self.error = self.error if self.error is not None else TimeoutError(
                 f"a lifecycle callback's on_event was still busy {timeout_s:g} s after the job "
                 "ended; it gets no more events")
 

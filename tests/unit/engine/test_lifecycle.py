@@ -205,20 +205,29 @@ def test_a_callback_still_busy_after_the_end_gets_nothing_more_and_fails_the_run
 
     from raykd.engine import lifecycle
 
-    release, calls = threading.Event(), []
+    entered, release, calls = threading.Event(), threading.Event(), []
 
     class Stuck(LifecycleCallback):
         def on_event(self, job: Job, event: Any) -> None:
             calls.append(event.type)
             if event.type == "job_started":
+                entered.set()
                 release.wait(30)
 
     close = lifecycle.EventTail.close
     monkeypatch.setattr(lifecycle.EventTail, "close",
                         lambda self, timeout_s=60.0: close(self, timeout_s=0.3))
     job = _job(tmp_path)
+
+    def stages(life: Lifecycle) -> dict[str, Any]:
+        assert entered.wait(30), "the tail never handed over job_started"  # stuck from here on
+        return life.write_result(_Result())
+
     with pytest.raises(TimeoutError, match="still busy"):
-        Lifecycle(job, callbacks=[Stuck()]).run(lambda life: life.write_result(_Result()))
+        Lifecycle(job, callbacks=[Stuck()]).run(stages)
     release.set()
+    for thread in threading.enumerate():  # released: would it hand over the rest now?
+        if thread.name == "raykd-event-tail":
+            thread.join(10)
     assert _last(tmp_path).type == "job_finished" and job.lock is None
     assert calls == ["job_started"]  # abandoned: the rest never reached it
