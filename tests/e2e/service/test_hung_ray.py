@@ -4,7 +4,6 @@ whose Ray address is a socket that accepts connections and never answers.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.helpers.net import HungRay
 from tests.helpers.service import Server
 from tests.helpers.specs import digits_spec
 
@@ -21,30 +21,10 @@ TOKEN = "reliability-test-admin-token-0123456789"
 
 
 @pytest.fixture
-def hung_ray() -> Iterator[str]:
-    """An HTTP server on loopback that accepts connections and never answers."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(128)
-    held: list[socket.socket] = []
-    done = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.2)
-        while not done.is_set():
-            try:
-                held.append(listener.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    done.set()
-    thread.join(5)
-    for conn in held:
-        conn.close()
-    listener.close()
+def hung_ray() -> Iterator[HungRay]:
+    hung = HungRay()
+    yield hung
+    hung.release()
 
 
 def _timed(call: Any) -> tuple[float, httpx.Response]:
@@ -54,15 +34,16 @@ def _timed(call: Any) -> tuple[float, httpx.Response]:
 
 
 @pytest.mark.slow
-def test_a_hung_ray_freezes_neither_the_api_nor_the_queue(hung_ray: str, tmp_path: Path) -> None:
+def test_a_hung_ray_freezes_neither_the_api_nor_the_queue(hung_ray: HungRay,
+                                                          tmp_path: Path) -> None:
     server = Server(
         tmp_path,
         "hung",
         token=TOKEN,
         storage=tmp_path / "storage",
-        ray_address=hung_ray,
-        ray_timeout_s=30,
-        lease_s=90,
+        ray_address=hung_ray.url,
+        ray_timeout_s=100,  # the checks run while requests wait: never near this
+        lease_s=300,
         max_running=1,
         poll_s=0.2,
     )
@@ -94,7 +75,7 @@ def test_a_hung_ray_freezes_neither_the_api_nor_the_queue(hung_ray: str, tmp_pat
             threading.Event().wait(0.05)
         assert 4 <= len(hanging) < 8, "some requests should still be waiting on Ray"
         took, r = _timed(lambda: httpx.post(f"{url}/second/cancel", headers=auth, timeout=30))
-        # Bounds well below Ray's 30 s deadline (what a frozen API would take), with room for a
+        # Bounds well below Ray's 100 s deadline (what a frozen API would take), with room for a
         # loaded machine; /readyz's own deadline for Ray is 1.5 s (routes/health.py)
         assert r.status_code == 200 and r.json()["state"] == "cancelled" and took < 5, (
             took,
@@ -109,8 +90,9 @@ def test_a_hung_ray_freezes_neither_the_api_nor_the_queue(hung_ray: str, tmp_pat
             took
         )
         assert len(hanging) < 8, "the checks above ran while requests waited on Ray"
+        hung_ray.release()  # Ray goes away: what waited on it ends, each with a 503
         for t in threads:
-            t.join(90)
+            t.join(60)
         assert len(hanging) == 8 and {r.status_code for r in hanging} == {503}, [
             r.text for r in hanging
         ]

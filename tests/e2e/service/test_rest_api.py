@@ -316,8 +316,8 @@ def test_queued_jobs_can_be_reprioritised_and_cancelled(paused: Server) -> None:
 # --- live: real jobs on a real Ray head -----------------------------------------------------
 
 # A driver whose head died (the head-restart test) gives up on its GCS after 20 s, not Ray's
-# 60 s. The test waits for the event it needs (the orphan releasing its job directory's lock),
-# whatever this is set to; the setting only shortens that wait, by ~40 s of the suite.
+# 60 s. The test waits for the event it needs (the orphan releasing its job directory's lock)
+# before the head comes back, whatever this is set to; the setting only shortens that wait.
 ORPHAN_GIVES_UP = {"RAY_gcs_rpc_server_reconnect_timeout_s": "20"}
 
 
@@ -465,6 +465,12 @@ def test_jobs_survive_a_ray_head_restart_and_a_lost_job_is_retried(live: dict[st
     down = httpx.get(f"{server.url}/api/v1/jobs/{job['id']}/logs", headers=auth(ADMIN), timeout=60)
     assert down.status_code == 503 and "did not answer" in down.text, (down.status_code, down.text)
     assert httpx.get(f"{server.url}/api/v1/jobs/{job['id']}", headers=auth(ADMIN)).status_code == 200
+    # The first driver outlives the head it ran on (an orphan, in a session of its own): it
+    # holds the job directory's lock until it gives up on its GCS (ORPHAN_GIVES_UP), and a
+    # retry before then is refused by name (issue 19, item 21). The head comes back once it
+    # did: an orphan that finds a GCS at its old address again joins the new, empty cluster
+    # and waits there for its student's node until its own timeout (minutes).
+    wait_driver_lock_free(Path(server.env["RAYKD_STORAGE"]) / job["id"], timeout=300)
     head.start()  # same address, no memory of any job
     lost = wait_state(server, job["id"], ("failed", "succeeded", "cancelled"), timeout=120)
     assert lost["state"] == "failed" and "no longer knows this job" in (lost["note"] or ""), lost
@@ -474,10 +480,6 @@ def test_jobs_survive_a_ray_head_restart_and_a_lost_job_is_retried(live: dict[st
         assert again["state"] == "succeeded" and again["result"]["students"], again
         assert sse(f"{server.url}/api/v1/jobs/{old['id']}/events", ADMIN)[-1]["event"] == "job_finished"
 
-    # The first driver may outlive the head it ran on (an orphan, in a session of its own,
-    # waiting for a node until its own timeout): it holds the job directory's lock until it
-    # ends, and a retry before then is refused by name (issue 19, item 21). Retry once it ended.
-    wait_driver_lock_free(Path(server.env["RAYKD_STORAGE"]) / job["id"], timeout=300)
     retried = httpx.post(f"{server.url}/api/v1/jobs/{job['id']}/retry", headers=auth(ADMIN)).json()
     assert retried["state"] == "queued" and retried["id"] == job["id"]
     done = wait_state(server, job["id"], ("succeeded", "failed", "cancelled"))
