@@ -230,35 +230,6 @@ class Display:
             self.progress.update(self.task, advance=1, description=f"student {label}")
 
 
-class EventFollower:
-    """Shows a job's events as they are appended (a thread following ``events.jsonl``)."""
-
-    def __init__(self, path: Any, *, after: int, display: Display) -> None:
-        self.path, self.after, self.display = path, after, display
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> EventFollower:
-        self.display.__enter__()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.display.__exit__(*exc)
-
-    def _run(self) -> None:
-        from raykd.console_text import event_line
-        from raykd.core.events import follow
-
-        for event in follow(self.path, after=self.after, stop=self._stop.is_set, poll_s=0.1):
-            self.display.event(event)
-            line = event_line(event)
-            if line:
-                self.display.line(line)
-
-
 @contextmanager
 def divert_to_job(job: Any) -> Iterator[None]:
     """Ray's output diverted to the job's ``ray.log`` while inside (one console line says
@@ -283,13 +254,3 @@ def _ray_running() -> bool:
     """Whether this process is connected to Ray (without importing it)."""
     ray = sys.modules.get("ray")
     return bool(ray is not None and ray.is_initialized())
-
-
-@contextmanager
-def job_console(job: Any) -> Iterator[EventFollower]:
-    """The console of a job being run: Ray's output diverted to the job's ``ray.log`` (one line
-    says where), and the job's events shown from the first new one."""
-    with divert_to_job(job):
-        seen = job.earlier[-1].seq if job.earlier else 0
-        with EventFollower(job.sink.path, after=seen, display=Display()) as follower:
-            yield follower

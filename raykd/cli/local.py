@@ -43,6 +43,7 @@ def run(spec: SpecArg, set_: SetOpt = None, job_id: JobIdOpt = None, job_dir: Jo
     from raykd.console_text import print_result
 
     def go() -> None:
+        from raykd.cli.job_console import job_console
         from raykd.engine import run_job
 
         job = read_spec(spec, set_ or [])
@@ -55,7 +56,7 @@ def run(spec: SpecArg, set_: SetOpt = None, job_id: JobIdOpt = None, job_dir: Jo
             return
 
         result = run_job(job, job_id=job_id, job_dir=job_dir, log=lambda _: None,
-                         console=console.job_console)
+                         console=job_console)
         print_result(result, file=console.out())
         if json_out:
             typer.echo(json.dumps(result, indent=2), file=console.out())

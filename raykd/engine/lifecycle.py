@@ -3,7 +3,8 @@
 :func:`raykd.engine.context.open_job` claims the directory and writes ``job_started``; then
 :meth:`Lifecycle.run` does the rest the same way for ``run_job`` and ``run_sweep``:
 
-1. the job's console (or Ray's output diverted to ``ray.log``) is entered around the stages;
+1. the job's console (or Ray's output diverted to ``ray.log``) is entered around the stages,
+   and what it gives, when a :class:`LifecycleCallback`, gets the job's events like any other;
 2. the stages run (each timed and marked by :meth:`Job.stage`); the last one writes the
    result atomically with :meth:`Lifecycle.write_result` (``result.json`` or ``sweep.json``);
 3. the end is told to the callbacks while the console is still open (so it shows the end
@@ -123,7 +124,10 @@ class EventTail:
             self.error = exc if self.error is None else self.error
 
     def close(self, timeout_s: float = 60.0) -> None:
-        """Hand over what is left (up to the end event), then stop."""
+        """Hand over what is left (up to the end event), then stop; once (a tail closed or
+        abandoned already returns at once)."""
+        if self._stop.is_set() and (self._abandoned.is_set() or not self._thread.is_alive()):
+            return
         self._stop.set()
         self._thread.join(timeout=timeout_s)
         if self._thread.is_alive():
@@ -138,7 +142,9 @@ class Lifecycle:
 
     Args:
         job: The opened job (its ``job_started`` written).
-        show: Makes a context manager entered around the stages (the CLI's console).
+        show: Makes a context manager entered around the stages (the CLI's console); when
+            what it gives is a :class:`LifecycleCallback`, it is called last, events included
+            (the console shows the end event while it is still open).
         start: ``time.perf_counter()`` at the start; now when not given.
         callbacks: Called after :class:`EventStream`: each event while the job runs (those
             that override ``on_event``), then the job's end.
@@ -178,10 +184,12 @@ class Lifecycle:
         try:
             with ExitStack() as shown:  # the console shows the end event too
                 try:  # a console that cannot start (ray.log refused) fails the job, with its event
+                    console = shown.enter_context(self.show(job)) if self.show else None
+                    if isinstance(console, LifecycleCallback):  # shows the events it is given
+                        self.callbacks.append(console)
+                        self.listeners.append(console)
                     if self.listeners and job.sink is not None:
                         tail = EventTail(job, self.listeners)
-                    if self.show is not None:
-                        shown.enter_context(self.show(job))
                     result = stages(self)
                     if self.result_path is None:
                         raise RuntimeError("the job's stages ended without writing a result")

@@ -62,9 +62,9 @@ def run_job(spec: JobSpec, *, job_id: str | None = None, job_dir: Path | None = 
     The job's directory is ``job_dir``, or ``<storage>/<job_id>`` (a generated id when none
     is given). Running the same id with the same spec again resumes it: finished teachers,
     logits and students are taken from disk. Another spec under the same id is refused.
-    ``console`` makes a context manager that shows the job's events while it runs (the CLI
-    prints them, epochs included, from ``events.jsonl``). ``callbacks`` get each event of the
-    job as it is written and its end (:class:`raykd.engine.LifecycleCallback`).
+    ``console`` makes a context manager entered while the job runs; what it gives, when a
+    :class:`raykd.engine.LifecycleCallback` (the CLI's, which prints each event), is called as
+    ``callbacks`` are: with each event of the job as it is written, and its end.
     """
     students, epochs = plan_size(spec)
     job = open_job(spec, job_id=job_id, job_dir=job_dir, log=log, students=students,

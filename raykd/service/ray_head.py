@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("raykd.service")
 
@@ -223,51 +224,64 @@ class OwnedHead:
         raise RuntimeError(f"the local Ray head did not answer within {timeout_s:g} s; see {self.log_path}")
 
     def stop(self) -> None:
-        """Stop the head and everything it started; forget it.
-
-        SIGTERM goes to ``ray start`` alone, which stops its node in seconds (the same
-        signal to the whole group stops the GCS under it first); what is left of the
-        group 5 s later is killed.
-        """
-        if _alive(self.pid):
-            try:
-                os.kill(self.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            self._wait(self.pid, 30.0)
-        if not self._wait_group(5.0):
-            try:
-                os.killpg(self.pgid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self._wait(self.pid, 10.0)
+        """Stop the head and everything it started (:func:`stop_ray_start`); forget it."""
+        stop_ray_start(self.pid, self.pgid, proc=self.proc)
         (self.service_dir / HEAD_FILE).unlink(missing_ok=True)
 
-    def _wait(self, pid: int, timeout_s: float) -> bool:
-        """Wait until ``pid`` exits (reaping it when it is our child); whether it did."""
-        deadline = time.monotonic() + timeout_s
-        while _alive(pid):
-            if time.monotonic() > deadline:
-                return False
-            if self.proc is not None:
-                try:
-                    self.proc.wait(timeout=0.2)
-                except subprocess.TimeoutExpired:
-                    pass
-            else:
-                time.sleep(0.2)
-        return True
 
-    def _wait_group(self, timeout_s: float) -> bool:
-        """Wait until no process of the head's process group is left; whether none is."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+def stop_ray_start(pid: int, pgid: int, *, proc: subprocess.Popen[Any] | None = None,
+                   grace_s: float = 30.0, group_grace_s: float = 5.0) -> None:
+    """Stop a ``ray start --block`` (``pid``, our child ``proc`` when it is one) and its node.
+
+    SIGTERM goes to ``ray start`` alone, which stops its node in seconds; the same signal to
+    the whole group stops the GCS under it first, and ``ray start`` then never exits by
+    itself. What is left of the group ``pgid`` after ``group_grace_s`` is killed (also when
+    ``ray start`` had exited by itself). A child already reaped is not signalled: its pid may
+    name another process now.
+    """
+    reaped = proc is not None and proc.poll() is not None
+    if not reaped and _alive(pid):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        _wait(pid, grace_s, proc)
+    if not _wait_group(pgid, group_grace_s):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if not reaped:
+            _wait(pid, 10.0, proc)
+
+
+def _wait(pid: int, timeout_s: float, proc: subprocess.Popen[Any] | None) -> bool:
+    """Wait until ``pid`` exits (reaping it through ``proc`` when it is our child); whether it
+    did."""
+    deadline = time.monotonic() + timeout_s
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        if proc is not None:
             try:
-                os.killpg(self.pgid, 0)
-            except ProcessLookupError:
-                return True
+                proc.wait(timeout=0.2)
+            except subprocess.TimeoutExpired:
+                pass
+        else:
             time.sleep(0.2)
-        return False
+    return True
+
+
+def _wait_group(pgid: int, timeout_s: float) -> bool:
+    """Wait until no process of the group ``pgid`` is left; whether none is."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def write_private(path: Path, text: str) -> None:

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from raykd.service.ray_head import stop_ray_start
 from tests.helpers.net import free_port
-from tests.helpers.service import stop_ray_start
 from tests.helpers.specs import digits_spec
 
 pytestmark = pytest.mark.ray
@@ -55,7 +55,7 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, di
         os.killpg(head.pid, signal.SIGTERM)
         pytest.fail("the Ray head did not come up within 90 s")
     yield address, env
-    stop_ray_start(head)
+    stop_ray_start(head.pid, head.pid, proc=head)
 
 
 @pytest.mark.slow

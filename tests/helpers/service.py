@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from raykd.service.ray_head import stop_ray_start
 from tests.helpers.net import free_port, port_free
 
 VENV_BIN = str(Path(sys.executable).parent)
@@ -82,7 +83,7 @@ class RayHead:
             time.sleep(0.5)
 
     def stop(self) -> None:
-        stop_ray_start(self.proc)
+        stop_ray_start(self.proc.pid, self.proc.pid, proc=self.proc)
         self.log.close()
 
 
@@ -130,26 +131,6 @@ def wait_http(url: str, *, timeout: float, proc: subprocess.Popen[bytes]) -> Non
         except httpx.HTTPError:
             time.sleep(0.3)
     raise RuntimeError(f"{url} did not answer within {timeout} s")
-
-
-def stop_ray_start(proc: subprocess.Popen[Any], grace_s: float = 30) -> None:
-    """Stop a ``ray start --block`` and its node: SIGTERM to ``ray start`` alone, which stops
-    its node in seconds (as ``raykd serve`` stops its own head); then SIGKILL to whatever is
-    left of its process group. SIGTERM to the whole group stops the GCS under ``ray start``
-    first, and ``ray start`` then never exits by itself (the tests' teardowns waited out their
-    whole grace period on every head)."""
-    if proc.poll() is not None:
-        return  # reaped already (killed with its group): its pid may name another group now
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=10)
 
 
 def stop_group(proc: subprocess.Popen[bytes], grace_s: float = 10) -> None:

@@ -45,8 +45,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("raykd.cli", "raykd.console"): LIGHT,
     # the console's event follower (pydantic's events) loads when a job's events are followed:
     # `raykd --help` imports the console for its Ray settings
-    ("raykd.console", "raykd.console_text"): LIGHT,
-    ("raykd.console", "raykd.core.events"): LIGHT,
     ("raykd.cli.artifacts", "raykd.export"): LIGHT,
     ("raykd.cli.artifacts", "raykd.predict"): LIGHT,
     ("raykd.cli.artifacts", "raykd.predict_models"): LIGHT,
@@ -66,6 +64,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("raykd.cli.control", "raykd.service.app"): LIGHT,
     ("raykd.cli.control", "raykd.service.settings"): LIGHT,
     ("raykd.cli.local", "raykd"): LIGHT,  # from raykd import console
+    ("raykd.cli.local", "raykd.cli.job_console"): LIGHT,  # loads the engine
     ("raykd.cli.local", "raykd.console_text"): LIGHT,
     ("raykd.cli.local", "raykd.core.spec"): LIGHT,
     ("raykd.cli.local", "raykd.engine"): LIGHT,

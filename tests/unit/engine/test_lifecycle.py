@@ -148,6 +148,26 @@ def test_on_event_gets_every_event_of_the_attempt_whoever_wrote_it_and_the_end_f
     assert seen.calls == [*on_disk, ("finished", None)]
 
 
+def test_a_console_that_is_a_callback_shows_every_event_the_end_before_it_closes(
+        tmp_path: Path) -> None:
+    """The CLI's console: what ``show`` gives gets the attempt's events from the job's one
+    tail (after the other callbacks), the end event while the console is still open."""
+    seen, console = _Events(), _Events()
+    log: list[str] = []
+
+    @contextmanager
+    def show(job: Job) -> Iterator[_Events]:
+        log.append("entered")
+        yield console
+        log.append(f"closed after {console.calls[-1][0]}")
+
+    Lifecycle(_job(tmp_path), show=show, callbacks=[seen]).run(
+        lambda life: life.write_result(_Result()))
+    on_disk = [(e.type, e.seq) for e in read_events(tmp_path / "job" / "events.jsonl")]
+    assert console.calls == seen.calls == [*on_disk, ("finished", None)]
+    assert log == ["entered", "closed after finished"]
+
+
 def test_on_event_starts_at_this_attempts_job_started(tmp_path: Path) -> None:
     first = _job(tmp_path)
     with pytest.raises(SpecError):
