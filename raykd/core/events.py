@@ -26,6 +26,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -263,20 +264,66 @@ def read_events(path: str | Path, after: int = 0) -> list[Any]:
     return out
 
 
+@dataclass
+class Read:
+    """What one :func:`read_new_events` call found, and what it cost."""
+
+    events: list[Any]
+    offset: int  # where the next read starts
+    bytes_read: int
+    lines_parsed: int
+
+
+def read_new_events(path: Path, offset: int) -> Read:
+    """The whole events written to ``path`` after byte ``offset`` (each line read once: the
+    control plane's follower and the driver's event tail read this way).
+
+    Only complete lines are consumed (a line still being written stays for the next
+    read); a torn line of a killed writer is skipped. A file shorter than ``offset`` was
+    replaced: it is read again from its start (the caller skips seqs it already has).
+    """
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return Read([], offset, 0, 0)
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        if size < offset:
+            offset = 0
+        f.seek(offset)
+        data = f.read(size - offset)
+    end = data.rfind(b"\n")
+    if end < 0:
+        return Read([], offset, len(data), 0)
+    events, lines = [], 0
+    for line in data[:end].split(b"\n"):
+        if not line.strip():
+            continue
+        lines += 1
+        try:
+            events.append(parse_event(line))
+        except ValueError:  # a torn line (its writer was killed mid-line)
+            continue
+    return Read(events, offset + end + 1, len(data), lines)
+
+
 def follow(path: str | Path, *, after: int = 0, poll_s: float = 0.2,
            stop: Callable[[], bool] = lambda: False) -> Iterator[Any]:
-    """Yield events as they are appended, until a terminal event or ``stop()``."""
-    seen = after
+    """Yield the events with ``seq > after`` as they are appended, until a terminal event or
+    ``stop()`` (then what is written up to the end event); each line is read and parsed once
+    (:func:`read_new_events`), however long the file grows."""
+    path, seen, offset = Path(path), after, 0
     while True:
-        for event in read_events(path, after=seen):
+        stopping = stop()
+        read = read_new_events(path, offset)
+        offset = read.offset
+        for event in read.events:
+            if event.seq <= seen:
+                continue  # before ``after``, or read again from a replaced file's start
             seen = event.seq
             yield event
             if event.type in TERMINAL_EVENTS:
-                return
-        if stop():
-            for event in read_events(path, after=seen):
-                yield event
-                if event.type in TERMINAL_EVENTS:
-                    return  # what a straggler wrote after the end is not the job's
+                return  # what a straggler wrote after the end is not the job's
+        if stopping:
             return
         time.sleep(poll_s)

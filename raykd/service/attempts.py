@@ -1,8 +1,8 @@
 """One attempt of a job, followed at a cost per new event: a byte offset and an incremental status.
 
 The scheduler used to re-read the whole ``events.jsonl`` and re-parse the job's whole
-stored history on every tick. Here :func:`read_new_events` reads from the byte offset
-where the last read stopped (``jobs.events_offset``), and :class:`AttemptTracker` keeps
+stored history on every tick. Now :func:`raykd.core.events.read_new_events` reads from the
+byte offset where the last read stopped (``jobs.events_offset``), and :class:`AttemptTracker` keeps
 what :func:`raykd.core.status.job_status` derives, updated one event at a time. The tracker
 lives in the follower's memory (:mod:`raykd.service.follower`) and is rebuilt once from the
 database after a restart.
@@ -10,9 +10,7 @@ database after a restart.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from raykd.core.events import (
@@ -22,52 +20,9 @@ from raykd.core.events import (
     JobStarted,
     StudentFinished,
     Trial,
-    parse_event,
 )
 from raykd.core.status import DIED_MESSAGE, EpochsDone, OpenStages
 from raykd.service.tables import JobRow
-
-
-@dataclass
-class Read:
-    """What one :func:`read_new_events` call found, and what it cost."""
-
-    events: list[Any]
-    offset: int  # where the next read starts
-    bytes_read: int
-    lines_parsed: int
-
-
-def read_new_events(path: Path, offset: int) -> Read:
-    """The whole events written to ``path`` after byte ``offset``.
-
-    Only complete lines are consumed (a line still being written stays for the next
-    read); a torn line of a killed writer is skipped. A file shorter than ``offset`` was
-    replaced: it is read again from its start (the caller skips seqs it already has).
-    """
-    try:
-        f = open(path, "rb")  # noqa: SIM115 - closed below
-    except FileNotFoundError:
-        return Read([], offset, 0, 0)
-    with f:
-        size = os.fstat(f.fileno()).st_size
-        if size < offset:
-            offset = 0
-        f.seek(offset)
-        data = f.read(size - offset)
-    end = data.rfind(b"\n")
-    if end < 0:
-        return Read([], offset, len(data), 0)
-    events, lines = [], 0
-    for line in data[:end].split(b"\n"):
-        if not line.strip():
-            continue
-        lines += 1
-        try:
-            events.append(parse_event(line))
-        except ValueError:  # a torn line (its writer was killed mid-line)
-            continue
-    return Read(events, offset + end + 1, len(data), lines)
 
 
 @dataclass

@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from raykd.core.events import parse_event
+from raykd.core.events import parse_event, read_new_events
 from raykd.core.jobdir import JobLayout
 from raykd.core.states import ACTIVE_STATES, FINAL_STATES
 from raykd.core.status import DIED_MESSAGE
-from raykd.service.attempts import AttemptTracker, read_new_events
+from raykd.service.attempts import AttemptTracker
 from raykd.service.ray_jobs import RAY_TERMINAL, RayJobs, RayUnavailable
 from raykd.service.settings import Settings
 from raykd.service.store import Store

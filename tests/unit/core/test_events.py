@@ -127,6 +127,39 @@ def test_follow_told_to_stop_ends_at_the_final_event_too(tmp_path: Path) -> None
         "stage_started", "job_failed"]
 
 
+def test_follow_reads_and_parses_each_line_once(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long job's tail costs what is new at each poll, not the whole file again; a line
+    still being written is read once it is whole."""
+    import raykd.core.events as events
+
+    parsed: list[int] = []
+
+    def counted(line: bytes) -> Any:
+        event = parse_event(line)
+        parsed.append(event.seq)
+        return event
+
+    monkeypatch.setattr(events, "parse_event", counted)
+    sink = JsonlSink(tmp_path / "events.jsonl", "job-1")
+    sink.emit(StageStarted(stage="data"))  # seq 1, before ``after``: read once, not yielded
+    polls = iter(range(50))
+    end = JobFinished(seq=42, job_id="job-1", result="r.json", seconds=1.0).model_dump_json()
+
+    def stop() -> bool:  # one more event per poll, the last half a line at first
+        i = next(polls)
+        if i < 40:
+            sink.emit(Epoch(student=0, epoch=i + 1, epochs=40))
+        elif i in (40, 41):  # the end event in two writes
+            with open(sink.path, "ab") as f:
+                f.write(end.encode()[:30] if i == 40 else end.encode()[30:] + b"\n")
+        return False
+
+    seen = [e.seq for e in follow(sink.path, after=1, poll_s=0, stop=stop)]
+    assert seen == list(range(2, 43))
+    assert parsed == list(range(1, 43))  # each line once
+
+
 def test_a_partial_last_line_is_not_an_event_until_whole(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
     sink = JsonlSink(path, "job-1")
