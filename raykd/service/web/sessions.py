@@ -15,6 +15,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from starlette.applications import Starlette
@@ -50,8 +51,9 @@ class Sessions:
     """Session id -> :class:`Session`, thread-safe (sync routes run in a thread pool)."""
 
     def __init__(self, idle_s: float = IDLE_S, limit: int = MAX_SESSIONS, per_user: int = PER_USER,
-                 max_age_s: float = MAX_AGE_S) -> None:
+                 max_age_s: float = MAX_AGE_S, clock: Callable[[], float] = time.time) -> None:
         self.idle_s, self.limit, self.per_user, self.max_age_s = idle_s, limit, per_user, max_age_s
+        self.clock = clock  # seconds; the tests' own clock passes days in no time
         self._table: OrderedDict[str, Session] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -62,7 +64,7 @@ class Sessions:
         ``limit`` in all, the least recently used.
         """
         session_id = secrets.token_urlsafe(32)
-        now = time.time()
+        now = self.clock()
         session = Session(user=user, csrf=secrets.token_urlsafe(24), seen=now, created=now)
         with self._lock:
             self._table[_key(session_id)] = session
@@ -77,7 +79,7 @@ class Sessions:
         """The live session of ``session_id`` (its idle clock restarts), or None."""
         if not session_id or len(session_id) > 128:
             return None
-        key, now = _key(session_id), time.time()
+        key, now = _key(session_id), self.clock()
         with self._lock:
             session = self._table.get(key)
             if session is None:

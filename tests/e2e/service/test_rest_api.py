@@ -664,7 +664,7 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("guarded")
     server = Server(tmp, "guarded", token=ADMIN, users=json.dumps({"alice": ALICE, "bob": BOB}),
                     storage=tmp / "storage", paused="true", ray_address=f"http://127.0.0.1:{free_port()}",
-                    auth_failures_per_minute=3, sessions_per_user=2, session_max_s=15, max_jobs_per_user=5)
+                    auth_failures_per_minute=3, sessions_per_user=2, max_jobs_per_user=5)
     yield server
     server.stop()
 
@@ -700,19 +700,13 @@ def _live(client: httpx.Client) -> bool:
     return client.get("/jobs").status_code == 200  # 303 to /login once the session is gone
 
 
-def test_the_session_cap_is_per_user_and_sessions_have_an_absolute_lifetime(guarded: Server) -> None:
-    """Issue 19, item 12: the cap evicted anyone's sessions; a session used often never ended."""
+def test_the_session_cap_is_per_user(guarded: Server) -> None:
+    """Issue 19, item 12: the cap evicted anyone's sessions (the absolute lifetime, item 12's
+    other half, is tests/unit/service/test_sessions.py's: it needs days to pass)."""
     bob = _logged_in(guarded, BOB)
-    started = time.monotonic()
     alice = [_logged_in(guarded, ALICE) for _ in range(3)]  # cap 2 per user
     assert [_live(c) for c in alice] == [False, True, True]
     assert _live(bob), "another user's login never ends bob's session"
-    # kept busy: only the absolute lifetime can end it (15 s: room for the logins above on a
-    # loaded machine, which must all happen within it)
-    while _live(alice[2]):
-        assert time.monotonic() - started < 60, "the session outlived session_max_s"
-        time.sleep(0.2)
-    assert time.monotonic() - started >= 14.5
     for c in (bob, *alice):
         c.close()
 
