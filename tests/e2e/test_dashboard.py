@@ -134,8 +134,11 @@ def tab(browser: Any, server: Server) -> Iterator[Tab]:
 
 
 @pytest.fixture(scope="module")
-def jobs(browser: Any, server: Server) -> dict[str, str]:
-    """The run (alice, over the API) and the sweep (admin, on the submit page), queued."""
+def jobs(browser: Any, server: Server) -> Iterator[dict[str, Any]]:
+    """The run (alice, over the API) and the sweep (admin, on the submit page), queued; and the
+    sweep's pages (the jobs page and its own), opened and recording while the sweep is still
+    queued behind the run (max_running=1): they see it start and each trial come in, however
+    fast the machine runs the tests before the sweep's."""
     r = httpx.post(f"{server.url}/api/v1/jobs", json={"spec": run_spec()}, headers=auth(ALICE),
                    timeout=30)
     assert r.status_code == 201, r.text
@@ -147,7 +150,16 @@ def jobs(browser: Any, server: Server) -> dict[str, str]:
     page.wait_for_url(f"{server.url}/jobs/web-sweep-*")
     sweep = page.url.rsplit("/", 1)[1]
     t.close()
-    return {"run": r.json()["id"], "sweep": sweep}
+    listing, watch = Tab(browser, server).login(), Tab(browser, server).login()
+    record(listing.page, rows="#job-rows", job=sweep)
+    watch.go(f"/jobs/{sweep}")
+    record(watch.page, chart="#alphaplot")
+    queued = httpx.get(f"{server.url}/api/v1/jobs/{sweep}", headers=auth(ADMIN),
+                       timeout=30).json()["state"]
+    yield {"run": r.json()["id"], "sweep": sweep, "sweep_tabs": (listing, watch),
+           "sweep_when_watched": queued}
+    for tab in (listing, watch):
+        tab.context.close()  # closed already (and checked for errors) where the test ran
 
 
 def api(server: Server, path: str) -> Any:
@@ -285,7 +297,7 @@ def test_a_wrong_token_is_refused_and_logging_out_ends_the_session(server: Serve
 
 @pytest.mark.slow
 def test_the_jobs_page_and_the_job_page_follow_a_running_job(
-        browser: Any, server: Server, jobs: dict[str, str]) -> None:
+        browser: Any, server: Server, jobs: dict[str, Any]) -> None:
     run, sweep = jobs["run"], jobs["sweep"]
     wait_state(server, run, ("running",))  # opened while the run is in its teacher stages
     listing, job_tab = Tab(browser, server).login(), Tab(browser, server).login()
@@ -325,7 +337,7 @@ def test_the_jobs_page_and_the_job_page_follow_a_running_job(
 
 @pytest.mark.slow
 def test_the_job_page_draws_one_point_per_finished_epoch(
-        server: Server, jobs: dict[str, str], tab: Tab) -> None:
+        server: Server, jobs: dict[str, Any], tab: Tab) -> None:
     run = jobs["run"]
     job = wait_state(server, run, ("succeeded", "failed"))
     assert job["state"] == "succeeded", job
@@ -370,12 +382,11 @@ def test_the_job_page_draws_one_point_per_finished_epoch(
 
 @pytest.mark.slow
 def test_the_sweep_page_has_one_heatmap_cell_per_w_t_pair(
-        browser: Any, server: Server, jobs: dict[str, str], tab: Tab) -> None:
+        server: Server, jobs: dict[str, Any]) -> None:
     sweep = jobs["sweep"]
-    listing = Tab(browser, server).login()  # both open while the sweep starts: they fill in live
-    record(listing.page, rows="#job-rows", job=sweep)
-    page = tab.login().go(f"/jobs/{sweep}")
-    record(page, chart="#alphaplot")
+    listing, tab = jobs["sweep_tabs"]  # both opened while the sweep was queued: they fill in live
+    assert jobs["sweep_when_watched"] == "queued", jobs
+    page = tab.page
     row = listing.page.locator(f'tr[data-job="{sweep}"]')
     # trials report over many seconds: the jobs page's picture, with the sweep under way
     moving = ':not([data-progress="0.0000"]):not([data-progress="1.0000"])'
@@ -392,7 +403,7 @@ def test_the_sweep_page_has_one_heatmap_cell_per_w_t_pair(
     assert progress[-1] == 1 and progress == sorted(progress), progress
     listing.close()
     points = page.evaluate("window.__seen.points")  # the alpha plot grew trial by trial
-    assert points[-1] == len(W_VALUES) * len(T_VALUES) * len(ALPHAS), points
+    assert points[0] == 0 and points[-1] == len(W_VALUES) * len(T_VALUES) * len(ALPHAS), points
     assert any(0 < p < points[-1] for p in points), points
     job = api(server, f"/jobs/{sweep}")
     assert job["state"] == "succeeded" and job["labels"] == {"team": "web"}, job
@@ -429,6 +440,7 @@ def test_the_sweep_page_has_one_heatmap_cell_per_w_t_pair(
     assert first == pytest.approx(min(float(r["val_accuracy"]) for r in trials), abs=1e-4)
     assert page.locator('th[data-key="score"]').get_attribute("aria-sort") == "ascending"
     assert tab.context.request.get(f"{server.url}{best_link.get_attribute('href')}").status == 200
+    tab.close()
 
 
 # --- submit, users -------------------------------------------------------------------------------
@@ -479,7 +491,7 @@ def test_a_bad_spec_shows_each_error_next_to_its_field(server: Server, tab: Tab)
 
 
 @pytest.mark.slow
-def test_a_user_sees_only_their_own_jobs(server: Server, jobs: dict[str, str], tab: Tab) -> None:
+def test_a_user_sees_only_their_own_jobs(server: Server, jobs: dict[str, Any], tab: Tab) -> None:
     page = tab.login(ALICE).page
     shown = page.locator("#job-rows tr[data-job]").evaluate_all("rs => rs.map(r => r.dataset.job)")
     assert shown == [jobs["run"]]
@@ -491,8 +503,8 @@ def test_a_user_sees_only_their_own_jobs(server: Server, jobs: dict[str, str], t
 
 @pytest.mark.slow
 def test_compare_puts_the_students_of_two_jobs_side_by_side(
-        server: Server, jobs: dict[str, str], tab: Tab) -> None:
-    for job_id in jobs.values():
+        server: Server, jobs: dict[str, Any], tab: Tab) -> None:
+    for job_id in (jobs["run"], jobs["sweep"]):
         assert wait_state(server, job_id, ("succeeded", "failed"))["state"] == "succeeded"
     page = tab.login().go("/compare")
     page.get_by_label("web-run").check()
@@ -513,9 +525,9 @@ def test_compare_puts_the_students_of_two_jobs_side_by_side(
 
 @pytest.mark.slow
 def test_a_narrow_window_needs_no_sideways_scrolling(
-        browser: Any, server: Server, jobs: dict[str, str]) -> None:
+        browser: Any, server: Server, jobs: dict[str, Any]) -> None:
     t = Tab(browser, server, viewport=NARROW).login()
-    ids = "&".join(f"id={i}" for i in jobs.values())
+    ids = "&".join(f"id={jobs[k]}" for k in ("run", "sweep"))
     for name, path in (("jobs", "/jobs"), ("job", f"/jobs/{jobs['run']}"),
                        ("sweep", f"/jobs/{jobs['sweep']}"), ("compare", f"/compare?{ids}"),
                        ("submit", "/submit")):
@@ -533,7 +545,7 @@ def test_a_narrow_window_needs_no_sideways_scrolling(
 
 
 @pytest.mark.slow
-def test_the_token_never_appears_in_a_url_or_the_page(server: Server, jobs: dict[str, str],
+def test_the_token_never_appears_in_a_url_or_the_page(server: Server, jobs: dict[str, Any],
                                                       tab: Tab) -> None:
     page = tab.login().page
     for path in ("/jobs", f"/jobs/{jobs['run']}", f"/jobs/{jobs['sweep']}", "/compare", "/submit"):
@@ -579,7 +591,7 @@ def timeline_of(server: Server, job_id: str) -> tuple[int, int]:
 
 @pytest.mark.slow
 def test_the_job_page_follows_the_new_attempt_of_a_retried_job(
-        server: Server, jobs: dict[str, str], tab: Tab) -> None:
+        server: Server, jobs: dict[str, Any], tab: Tab) -> None:
     # The stream replays the first attempt's job_finished before the second attempt's
     # events: the page must not take that for the end (it froze on the first attempt).
     run = jobs["run"]
