@@ -196,13 +196,15 @@ class Lifecycle:
                 except BaseException as exc:
                     failed = failure_event(exc)
                     self._end(tail, lambda callback: callback.on_failed(job, failed, exc))
-                    if tail is not None and tail.error is not None:
-                        exc.add_note(f"a lifecycle callback failed too: {tail.error!r}")
                     raise
                 finished = JobFinished(result=str(self.result_path), seconds=self.seconds())
                 self._end(tail, lambda callback: callback.on_finished(job, finished))
             if tail is not None and tail.error is not None:
                 raise tail.error
+        except BaseException as exc:  # the failed job's own error, an end hook's or the console's
+            if tail is not None and tail.error is not None and tail.error is not exc:
+                exc.add_note(f"a lifecycle callback failed too: {tail.error!r}")
+            raise
         finally:
             if tail is not None:
                 tail.close(timeout_s=5.0)  # closed already, unless the end itself failed

@@ -168,6 +168,22 @@ def test_a_console_that_is_a_callback_shows_every_event_the_end_before_it_closes
     assert log == ["entered", "closed after finished"]
 
 
+def test_an_event_callbacks_error_is_noted_on_an_end_hooks_error_that_ends_the_run(
+        tmp_path: Path) -> None:
+    """Two callbacks break, one on an event and one in on_finished: run() raises the second
+    (it ended the run) with the first noted on it, not lost."""
+
+    class BreaksAtTheEnd(LifecycleCallback):
+        def on_finished(self, job: Job, event: JobFinished) -> None:
+            raise RuntimeError("on_finished broke")
+
+    with pytest.raises(RuntimeError, match="on_finished broke") as raised:
+        Lifecycle(_job(tmp_path), callbacks=[_Events(fail_on="job_started"), BreaksAtTheEnd()]).run(
+            lambda life: life.write_result(_Result()))
+    assert any("the callback broke on job_started" in note for note in raised.value.__notes__)
+    assert _last(tmp_path).type == "job_finished"  # the job itself finished
+
+
 def test_on_event_starts_at_this_attempts_job_started(tmp_path: Path) -> None:
     first = _job(tmp_path)
     with pytest.raises(SpecError):
