@@ -12,22 +12,38 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from raykd.console import Display, divert_to_job
+from raykd.console import Display, divert_to_job, err
 from raykd.console_text import event_line
 from raykd.engine import Job, LifecycleCallback
 
 
 class ConsoleEvents(LifecycleCallback):
-    """Shows each event of the job on ``display`` (a line, and the bar moved)."""
+    """Shows each event of the job on ``display`` (a line, and the bar moved).
+
+    Showing is best effort: a terminal that went away (a pipe closed by ``head``, a closed
+    window) or a display error ends the showing with one line on stderr, never the job.
+    """
 
     def __init__(self, display: Display) -> None:
         self.display = display
+        self.stopped = False
 
     def on_event(self, job: Job, event: Any) -> None:
-        self.display.event(event)
-        line = event_line(event)
-        if line:
-            self.display.line(line)
+        if self.stopped:
+            return
+        try:
+            self.display.event(event)
+            line = event_line(event)
+            if line:
+                self.display.line(line)
+        except Exception as exc:  # noqa: BLE001 - the job goes on without its console
+            self.stopped = True
+            try:
+                err().write(f"raykd: the console stopped showing the job's events "
+                            f"({type(exc).__name__}: {exc}); they are in {job.layout.events}\n")
+                err().flush()
+            except OSError:
+                pass  # stderr is gone too
 
 
 @contextmanager

@@ -184,18 +184,22 @@ class Lifecycle:
         try:
             with ExitStack() as shown:  # the console shows the end event too
                 try:  # a console that cannot start (ray.log refused) fails the job, with its event
-                    console = shown.enter_context(self.show(job)) if self.show else None
-                    if isinstance(console, LifecycleCallback):  # shows the events it is given
-                        self.callbacks.append(console)
-                        self.listeners.append(console)
-                    if self.listeners and job.sink is not None:
-                        tail = EventTail(job, self.listeners)
+                    console = None
+                    try:
+                        console = shown.enter_context(self.show(job)) if self.show else None
+                    finally:  # the other callbacks get the events also when the console failed
+                        if isinstance(console, LifecycleCallback):  # shows the events it is given
+                            self.callbacks.append(console)
+                            self.listeners.append(console)
+                        if self.listeners and job.sink is not None:
+                            tail = EventTail(job, self.listeners)
+                            shown.callback(tail.close, 5.0)  # stopped before the console closes
                     result = stages(self)
                     if self.result_path is None:
                         raise RuntimeError("the job's stages ended without writing a result")
                 except BaseException as exc:
-                    failed = failure_event(exc)
-                    self._end(tail, lambda callback: callback.on_failed(job, failed, exc))
+                    failed, error = failure_event(exc), exc
+                    self._end(tail, lambda callback: callback.on_failed(job, failed, error))
                     raise
                 finished = JobFinished(result=str(self.result_path), seconds=self.seconds())
                 self._end(tail, lambda callback: callback.on_finished(job, finished))

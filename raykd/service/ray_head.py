@@ -236,8 +236,9 @@ def stop_ray_start(pid: int, pgid: int, *, proc: subprocess.Popen[Any] | None = 
     SIGTERM goes to ``ray start`` alone, which stops its node in seconds; the same signal to
     the whole group stops the GCS under it first, and ``ray start`` then never exits by
     itself. What is left of the group ``pgid`` after ``group_grace_s`` is killed (also when
-    ``ray start`` had exited by itself). A child already reaped is not signalled: its pid may
-    name another process now.
+    ``ray start`` had exited by itself). A child reaped before this call is not signalled: its
+    pid may name another process now, and so may its group's number once no member is left
+    (a live process numbered ``pgid`` then is another's, and the group is left alone).
     """
     reaped = proc is not None and proc.poll() is not None
     if not reaped and _alive(pid):
@@ -246,6 +247,8 @@ def stop_ray_start(pid: int, pgid: int, *, proc: subprocess.Popen[Any] | None = 
         except ProcessLookupError:
             pass
         _wait(pid, grace_s, proc)
+    if reaped and _alive(pgid):
+        return  # the number was given again: while a member lived, no process could take it
     if not _wait_group(pgid, group_grace_s):
         try:
             os.killpg(pgid, signal.SIGKILL)
@@ -256,19 +259,19 @@ def stop_ray_start(pid: int, pgid: int, *, proc: subprocess.Popen[Any] | None = 
 
 
 def _wait(pid: int, timeout_s: float, proc: subprocess.Popen[Any] | None) -> bool:
-    """Wait until ``pid`` exits (reaping it through ``proc`` when it is our child); whether it
-    did."""
+    """Wait until ``pid`` exits (our child ``proc``: until it is reaped, whatever its pid names
+    afterwards); whether it did."""
+    if proc is not None:
+        try:
+            proc.wait(timeout=timeout_s)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
     deadline = time.monotonic() + timeout_s
     while _alive(pid):
         if time.monotonic() > deadline:
             return False
-        if proc is not None:
-            try:
-                proc.wait(timeout=0.2)
-            except subprocess.TimeoutExpired:
-                pass
-        else:
-            time.sleep(0.2)
+        time.sleep(0.2)
     return True
 
 

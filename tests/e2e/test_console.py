@@ -236,6 +236,47 @@ def test_a_terminal_gets_a_progress_bar_and_plain_output_gets_lines() -> None:
     assert "raykd: [kd] epoch 1/2" in term.getvalue()
 
 
+def test_the_console_callback_shows_each_event_and_a_broken_terminal_never_fails_the_job(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``raykd run``'s console gets the job's events from the lifecycle: a line per event; a
+    terminal that went away (``raykd run ... | head``) ends the showing, not the job."""
+    import io
+
+    from raykd.cli.job_console import ConsoleEvents
+    from raykd.console import Display
+    from raykd.core.events import Epoch, StageStarted
+    from raykd.core.spec import parse_spec
+    from raykd.engine import Lifecycle, open_job
+
+    class Closed(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    for stream in (io.StringIO(), Closed()):
+        job = open_job(parse_spec(digits_spec(str(tmp_path / "runs"))),
+                       job_dir=tmp_path / f"job-{type(stream).__name__}", log=lambda _: None)
+        console = ConsoleEvents(Display(stream, bar=False))
+
+        def stages(life: Lifecycle) -> dict[str, object]:
+            life.job.emit(StageStarted(stage="students"))
+            life.job.emit(Epoch(student=0, epoch=1, epochs=1, label="kd",
+                                metrics={"val_accuracy": 0.5}))
+            result = life.job.job_dir / "result.json"
+            result.write_text("{}")
+            return life.reuse_result(result)
+
+        Lifecycle(job, callbacks=[console]).run(stages)  # a broken console: no error here
+        if isinstance(stream, Closed):
+            assert console.stopped
+            said = capsys.readouterr().err
+            assert "the console stopped showing the job's events (BrokenPipeError" in said, said
+            assert str(job.layout.events) in said
+        else:
+            shown = stream.getvalue().splitlines()
+            assert shown[0].startswith("raykd: ") and any("epoch 1/1" in x for x in shown), shown
+            assert "finished" in shown[-1], shown
+
+
 def test_a_refused_ray_log_fails_the_job_with_its_event(tmp_path: Path) -> None:
     """``raykd run`` on a job directory whose ray.log is a planted link: the job ends with a
     ``job_failed`` event naming the file (not a job left "running"), exit code 2, one line."""

@@ -135,13 +135,18 @@ def tab(browser: Any, server: Server) -> Iterator[Tab]:
 
 @pytest.fixture(scope="module")
 def jobs(browser: Any, server: Server) -> Iterator[dict[str, Any]]:
-    """The run (alice, over the API) and the sweep (admin, on the submit page), queued; and the
-    sweep's pages (the jobs page and its own), opened and recording while the sweep is still
-    queued behind the run (max_running=1): they see it start and each trial come in, however
-    fast the machine runs the tests before the sweep's."""
+    """The run (alice, over the API) and the sweep (admin, on the submit page), queued, each
+    watched from its submission on: the jobs page and the job's own page open and record
+    (:func:`record`) right after the run is submitted, before its teachers have trained, and
+    right after the sweep is queued behind the run (max_running=1). So what the tests say the
+    pages saw (a row moving, a chart growing) is an ordering of events, however fast the
+    machine runs the tests before theirs; each job's state when its pages opened is kept."""
     r = httpx.post(f"{server.url}/api/v1/jobs", json={"spec": run_spec()}, headers=auth(ALICE),
                    timeout=30)
     assert r.status_code == 201, r.text
+    run = r.json()["id"]
+    run_tabs = watch(browser, server, run, "#chart-val")
+    run_when = api(server, f"/jobs/{run}")
     t = Tab(browser, server).login()
     page = t.go("/submit")
     page.get_by_label("Spec (YAML or JSON)").fill(yaml.safe_dump(sweep_spec(), sort_keys=False))
@@ -150,16 +155,21 @@ def jobs(browser: Any, server: Server) -> Iterator[dict[str, Any]]:
     page.wait_for_url(f"{server.url}/jobs/web-sweep-*")
     sweep = page.url.rsplit("/", 1)[1]
     t.close()
-    listing, watch = Tab(browser, server).login(), Tab(browser, server).login()
-    record(listing.page, rows="#job-rows", job=sweep)
-    watch.go(f"/jobs/{sweep}")
-    record(watch.page, chart="#alphaplot")
-    queued = httpx.get(f"{server.url}/api/v1/jobs/{sweep}", headers=auth(ADMIN),
-                       timeout=30).json()["state"]
-    yield {"run": r.json()["id"], "sweep": sweep, "sweep_tabs": (listing, watch),
-           "sweep_when_watched": queued}
-    for tab in (listing, watch):
+    sweep_tabs = watch(browser, server, sweep, "#alphaplot")
+    sweep_when = api(server, f"/jobs/{sweep}")
+    yield {"run": run, "sweep": sweep, "run_tabs": run_tabs, "run_when_watched": run_when,
+           "sweep_tabs": sweep_tabs, "sweep_when_watched": sweep_when}
+    for tab in (*run_tabs, *sweep_tabs):
         tab.context.close()  # closed already (and checked for errors) where the test ran
+
+
+def watch(browser: Any, server: Server, job_id: str, chart: str) -> tuple[Tab, Tab]:
+    """The jobs page and ``job_id``'s own page, each recording what it shows."""
+    listing, own = Tab(browser, server).login(), Tab(browser, server).login()
+    record(listing.page, rows="#job-rows", job=job_id)
+    own.go(f"/jobs/{job_id}")
+    record(own.page, chart=chart)
+    return listing, own
 
 
 def api(server: Server, path: str) -> Any:
@@ -299,17 +309,18 @@ def test_a_wrong_token_is_refused_and_logging_out_ends_the_session(server: Serve
 def test_the_jobs_page_and_the_job_page_follow_a_running_job(
         browser: Any, server: Server, jobs: dict[str, Any]) -> None:
     run, sweep = jobs["run"], jobs["sweep"]
-    wait_state(server, run, ("running",))  # opened while the run is in its teacher stages
-    listing, job_tab = Tab(browser, server).login(), Tab(browser, server).login()
+    listing, job_tab = jobs["run_tabs"]  # opened right after the run was submitted
+    before = jobs["run_when_watched"]
+    assert before["stage"] != "students" and before["progress"] == 0, before
     page = listing.page
     row = page.locator(f'tr[data-job="{run}"]')
     assert row.locator("th a").inner_text() == "web-run"
     assert row.locator(".c-owner").inner_text() == "alice"
-    assert page.locator(f'tr[data-job="{sweep}"] .c-queue').inner_text() == "#1"  # behind the run
-    assert page.locator(f'tr[data-job="{sweep}"] .badge').inner_text() == "queued"
-    record(page, rows="#job-rows", job=run)
-    job_tab.go(f"/jobs/{run}")
-    record(job_tab.page, chart="#chart-val")
+    shown = page.locator(f'tr[data-job="{sweep}"]').evaluate(  # one look: a refresh may come
+        "tr => [tr.dataset.state, ...['.c-queue', '.badge'].map(c => "
+        "tr.querySelector(c).textContent.trim())]")
+    if shown[0] == "queued":  # until the run ended: behind it
+        assert shown[1:] == ["#1", "queued"], shown
 
     # the epochs of a digits student come in a burst of a few tenths of a second, so the
     # recorder (a MutationObserver), not a look now and then, says what the row showed
@@ -385,7 +396,8 @@ def test_the_sweep_page_has_one_heatmap_cell_per_w_t_pair(
         server: Server, jobs: dict[str, Any]) -> None:
     sweep = jobs["sweep"]
     listing, tab = jobs["sweep_tabs"]  # both opened while the sweep was queued: they fill in live
-    assert jobs["sweep_when_watched"] == "queued", jobs
+    when = jobs["sweep_when_watched"]
+    assert (when["state"], when["queue_position"]) == ("queued", 1), when  # behind the run
     page = tab.page
     row = listing.page.locator(f'tr[data-job="{sweep}"]')
     # trials report over many seconds: the jobs page's picture, with the sweep under way

@@ -43,8 +43,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     # command loads what it runs (the console and the spec load pydantic, the client httpx,
     # the service FastAPI, predict/export/bench/engine/tune torch and Ray)
     ("raykd.cli", "raykd.console"): LIGHT,
-    # the console's event follower (pydantic's events) loads when a job's events are followed:
-    # `raykd --help` imports the console for its Ray settings
     ("raykd.cli.artifacts", "raykd.export"): LIGHT,
     ("raykd.cli.artifacts", "raykd.predict"): LIGHT,
     ("raykd.cli.artifacts", "raykd.predict_models"): LIGHT,

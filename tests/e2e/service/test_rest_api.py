@@ -27,6 +27,8 @@ from typing import Any
 import httpx
 import pytest
 
+from raykd.core.events import read_events
+from raykd.core.states import TERMINAL_EVENTS
 from raykd.models import load_checkpoint
 from tests.helpers.api import ADMIN, ALICE, BOB, auth, post, small_spec, sse, wait_stage, wait_state
 from tests.helpers.databases import POSTGRES_ENV, postgres_databases
@@ -470,7 +472,10 @@ def test_jobs_survive_a_ray_head_restart_and_a_lost_job_is_retried(live: dict[st
     # retry before then is refused by name (issue 19, item 21). The head comes back once it
     # did: an orphan that finds a GCS at its old address again joins the new, empty cluster
     # and waits there for its student's node until its own timeout (minutes).
-    wait_driver_lock_free(Path(server.env["RAYKD_STORAGE"]) / job["id"], timeout=300)
+    job_dir = Path(server.env["RAYKD_STORAGE"]) / job["id"]
+    wait_driver_lock_free(job_dir, timeout=300)
+    ended = [e.type for e in read_events(job_dir / "events.jsonl") if e.type in TERMINAL_EVENTS]
+    assert not ended, f"the orphan ended the job itself ({ended}): not what this test stages"
     head.start()  # same address, no memory of any job
     lost = wait_state(server, job["id"], ("failed", "succeeded", "cancelled"), timeout=120)
     assert lost["state"] == "failed" and "no longer knows this job" in (lost["note"] or ""), lost

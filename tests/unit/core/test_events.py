@@ -113,12 +113,12 @@ def test_follow_stops_at_the_final_event(tmp_path: Path) -> None:
 
 
 def test_follow_told_to_stop_ends_at_the_final_event_too(tmp_path: Path) -> None:
-    """The end and a straggler's event after it land between the last read and the stop:
-    the last read hands over the end, not what came after it."""
+    """The end and a straggler's event after it land before the stop is seen: the read after
+    it hands over the end, not what came after it."""
     sink = JsonlSink(tmp_path / "events.jsonl", "job-1")
     sink.emit(StageStarted(stage="students"))
 
-    def stop() -> bool:  # called once the first read is done
+    def stop() -> bool:  # asked before each read
         sink.emit(JobFailed(kind="cancelled", message="stopped"))
         sink.emit(Epoch(student=0, epoch=2, epochs=3))
         return True

@@ -184,6 +184,21 @@ def test_an_event_callbacks_error_is_noted_on_an_end_hooks_error_that_ends_the_r
     assert _last(tmp_path).type == "job_finished"  # the job itself finished
 
 
+def test_a_console_that_cannot_start_fails_the_job_and_the_others_still_get_its_events(
+        tmp_path: Path) -> None:
+    seen = _Events()
+
+    @contextmanager
+    def show(job: Job) -> Iterator[None]:
+        raise SpecError("cannot open Ray's log")
+        yield
+
+    with pytest.raises(SpecError):
+        Lifecycle(_job(tmp_path), show=show, callbacks=[seen]).run(
+            lambda life: life.write_result(_Result()))
+    assert [c for c, _ in seen.calls] == ["job_started", "job_failed", "failed"]
+
+
 def test_on_event_starts_at_this_attempts_job_started(tmp_path: Path) -> None:
     first = _job(tmp_path)
     with pytest.raises(SpecError):

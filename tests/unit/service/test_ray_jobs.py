@@ -21,6 +21,8 @@ def test_a_call_to_a_hung_ray_ends_at_its_deadline_and_the_next_is_not_sent() ->
             jobs.logs("some-job")
         took = time.monotonic() - t0
         assert 1.0 <= took < 10, took
+        while not hung.held:  # the hung server's thread takes the connection (it did connect)
+            time.sleep(0.01)
         held = len(hung.held)
         t0 = time.monotonic()
         with pytest.raises(RayUnavailable, match="a moment ago; the status request was not sent"):
