@@ -51,10 +51,12 @@
   }
 
   function sync() {
-    // one stream per active job shown (pending and running first), none for the others
+    // one stream per unfinished job shown (pending and running first, then those not on Ray
+    // yet: queued and submitting, whose job_started turns them running), none for the others
     const rows = [...body.querySelectorAll("tr[data-job]")];
+    const waiting = (tr) => RK.UNFINISHED.includes(tr.dataset.state) && !RK.ACTIVE.includes(tr.dataset.state);
     const wanted = rows.filter((tr) => RK.ACTIVE.includes(tr.dataset.state))
-      .concat(rows.filter((tr) => tr.dataset.state === "queued"))
+      .concat(rows.filter(waiting))
       .slice(0, MAX_STREAMS).map((tr) => tr.dataset.job);
     for (const [id, s] of streams) {
       if (!wanted.includes(id)) {
