@@ -168,7 +168,10 @@ class RayOutput:
         finally:
             self._put_back()
             for stream in ours.values():
-                stream.close()
+                try:  # a terminal gone (a pipe closed by ``head``): what it did not take is lost
+                    stream.close()
+                except OSError:
+                    pass
 
 
 def divert_ray_output(path: Path) -> RayOutput:
@@ -239,8 +242,11 @@ def divert_to_job(job: Any) -> Iterator[None]:
     ray_before = _ray_running()
     with RayOutput(path) as diverted:
         if diverted.diverted:
-            out().write(f"raykd: Ray's own output (workers, warnings): {path}\n")
-            out().flush()
+            try:  # best effort: a terminal gone already does not fail the job
+                out().write(f"raykd: Ray's own output (workers, warnings): {path}\n")
+                out().flush()
+            except OSError:
+                pass
         try:
             yield
         finally:

@@ -181,6 +181,7 @@ class Lifecycle:
         """Run ``stages`` (which end with :meth:`write_result`) and end the job; the result."""
         job = self.job
         tail: EventTail | None = None
+        result: dict[str, Any] | None = None
         try:
             with ExitStack() as shown:  # the console shows the end event too
                 try:  # a console that cannot start (ray.log refused) fails the job, with its event
@@ -205,6 +206,9 @@ class Lifecycle:
                 self._end(tail, lambda callback: callback.on_finished(job, finished))
             if tail is not None and tail.error is not None:
                 raise tail.error
+            if result is None:  # the console's exit swallowed the stage's error (job_failed written)
+                raise RuntimeError("the job failed and its console hid why: see job_failed in "
+                                   f"{job.layout.events}")
         except BaseException as exc:  # the failed job's own error, an end hook's or the console's
             if tail is not None and tail.error is not None and tail.error is not exc:
                 exc.add_note(f"a lifecycle callback failed too: {tail.error!r}")

@@ -241,13 +241,14 @@ def stop_ray_start(pid: int, pgid: int, *, proc: subprocess.Popen[Any] | None = 
     (a live process numbered ``pgid`` then is another's, and the group is left alone).
     """
     reaped = proc is not None and proc.poll() is not None
+    gone = reaped or (proc is None and not _alive(pid))  # ray start ended before this call
     if not reaped and _alive(pid):
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
         _wait(pid, grace_s, proc)
-    if reaped and _alive(pgid):
+    if gone and _alive(pgid):
         return  # the number was given again: while a member lived, no process could take it
     if not _wait_group(pgid, group_grace_s):
         try:

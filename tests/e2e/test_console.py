@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from raykd.core.events import read_events
 from tests.helpers.paths import ROOT
 from tests.helpers.specs import digits_spec
 
@@ -57,6 +58,27 @@ def test_run_shows_raykd_lines_and_puts_rays_in_the_job_log(tmp_path: Path) -> N
     assert "(TeacherServer pid=" in log and "teacher 0: epoch 2/2 loss" in log, log[-3000:]
     # Ray's own lines (its token-auth warning today) are Ray's to change: not asserted here
     assert "\x1b[" not in log, "Ray's prefixes in ray.log carry colour codes"
+
+
+@pytest.mark.slow
+def test_a_terminal_that_goes_away_does_not_fail_the_job(tmp_path: Path) -> None:
+    """``raykd run spec.yaml | head -c 1``: the pipe is closed before the first line is whole;
+    the job runs to its end all the same (its events say finished), saying on stderr where
+    its events are."""
+    spec = digits_spec(str(tmp_path / "runs"), train={"epochs": 1, "batch_size": 64, "lr": 0.003})
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    job_dir = tmp_path / "job"
+    proc = subprocess.Popen([str(RAYKD), "run", "spec.yaml", "--job-dir", str(job_dir)],
+                            cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.read(1)
+    proc.stdout.close()  # as head does once it has what it wanted
+    err = proc.stderr.read()
+    proc.wait(timeout=600)
+    types = [e.type for e in read_events(job_dir / "events.jsonl")]
+    assert types[-1] == "job_finished" and "job_failed" not in types, (types, err[-3000:])
+    assert "Traceback" not in err, err[-3000:]
 
 
 def _python(script: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -11,16 +11,18 @@ import sys
 import textwrap
 import time
 
+import pytest
+
 from raykd.service.ray_head import stop_ray_start
 
 # A group leader with one child in its group (as ray start with its GCS and raylet).
 LEADER = textwrap.dedent("""
     import signal, subprocess, sys, time
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    print(child.pid, flush=True)
     def stop(*_):
         child.terminate(); child.wait(); sys.exit(0)
     signal.signal(signal.SIGTERM, stop)
+    print(child.pid, flush=True)  # ready: its SIGTERM handler is in place
     if sys.argv[1] == "exit":
         sys.exit(0)  # ray start gone, its node left behind
     time.sleep(600)
@@ -73,3 +75,21 @@ def test_a_group_with_no_member_left_is_not_signalled() -> None:
     t0 = time.monotonic()
     stop_ray_start(proc.pid, proc.pid, proc=proc)
     assert time.monotonic() - t0 < 5
+
+
+def test_a_reaped_leaders_group_number_carried_by_a_live_process_is_left_alone(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once ray start was reaped and no member of its group is left, its number may be given
+    to another process: one alive under that number is not ours, and no group is signalled."""
+    import raykd.service.ray_head as ray_head
+
+    proc, child = _group("block")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    _wait_gone(child, "the stand-in group did not die")
+    signalled: list[tuple[int, int]] = []
+    monkeypatch.setattr(ray_head, "_alive", lambda pid: pid == proc.pid)  # the number reused
+    monkeypatch.setattr(ray_head.os, "killpg", lambda pgid, sig: signalled.append((pgid, sig)))
+    monkeypatch.setattr(ray_head.os, "kill", lambda pid, sig: signalled.append((pid, sig)))
+    stop_ray_start(proc.pid, proc.pid, proc=proc)
+    assert signalled == []

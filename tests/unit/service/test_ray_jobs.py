@@ -21,7 +21,9 @@ def test_a_call_to_a_hung_ray_ends_at_its_deadline_and_the_next_is_not_sent() ->
             jobs.logs("some-job")
         took = time.monotonic() - t0
         assert 1.0 <= took < 10, took
+        deadline = time.monotonic() + 10
         while not hung.held:  # the hung server's thread takes the connection (it did connect)
+            assert time.monotonic() < deadline, "the request never reached the hung server"
             time.sleep(0.01)
         held = len(hung.held)
         t0 = time.monotonic()
